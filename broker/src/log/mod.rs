@@ -1,0 +1,859 @@
+//! The commit log of one partition: where produced batches land and fetches read from.
+//!
+//! ```text
+//! partition actor --append/roll/truncate_to/delete_records_before--> Log (one owner)
+//!       |                                                              |  writes segments
+//!       +--- Flusher::flush_to (group commit, off the appender) -------+
+//! fetch/list offsets ----------------------------------------------> LogReader (any thread)
+//! ```
+//!
+//! On disk, one directory per partition (`<topic>-<partition>`) holds segments named by their
+//! 20-digit base offset: `.log` (record batches exactly as produced, with the broker's base
+//! offset and leader epoch written in), `.index` and `.timeindex` (sparse, rebuilt when missing or
+//! damaged), and `partition.checkpoint` (recovery point and log start offset).
+//!
+//! Synchronous API, no tasks, no network: the broker runs these calls off its async workers.
+
+mod checkpoint;
+mod clock;
+mod config;
+mod flush;
+mod index;
+mod offsets;
+mod segment;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES};
+pub use flush::{FlushError, Flusher};
+pub use offsets::LogOffsets;
+
+use checkpoint::{Checkpoint, CheckpointError, sync_dir};
+use segment::{ActiveSegment, Segment, SegmentReadError};
+
+use crate::record::TimestampType;
+use crate::record::batch::{self, BatchError, BatchHeader};
+
+/// The directory of a partition's log under the data directory.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// The file operation that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoOp {
+    CreateDir,
+    ListDir,
+    CreateSegment,
+    OpenSegment,
+    Append,
+    Read,
+    Truncate,
+    DeleteSegment,
+    WriteIndex,
+    ReadCheckpoint,
+    WriteCheckpoint,
+    SyncDir,
+}
+
+impl fmt::Display for IoOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::CreateDir => "creating the log directory",
+            Self::ListDir => "listing the log directory",
+            Self::CreateSegment => "creating a segment",
+            Self::OpenSegment => "opening a segment",
+            Self::Append => "appending to a segment",
+            Self::Read => "reading a segment",
+            Self::Truncate => "truncating a segment",
+            Self::DeleteSegment => "deleting a segment",
+            Self::WriteIndex => "writing segment indexes",
+            Self::ReadCheckpoint => "reading the checkpoint",
+            Self::WriteCheckpoint => "writing the checkpoint",
+            Self::SyncDir => "syncing the log directory",
+        })
+    }
+}
+
+/// Errors of the log. Those about the caller's input (`InvalidBatch`, `BatchTooLarge`,
+/// `OffsetOutOfRange`, ...) leave the log unchanged; the protocol layer maps them to Kafka codes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("record batch {index} of the append is invalid")]
+    InvalidBatch {
+        index: usize,
+        #[source]
+        source: BatchError,
+    },
+    #[error("a record batch or append of {size} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge { size: usize, max: usize },
+    #[error("the append holds no record batch")]
+    EmptyAppend,
+    #[error("offset {offset} is outside the log's range {log_start_offset}..={log_end_offset}")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    #[error("stored batch in {segment} at byte {position} is damaged")]
+    CorruptBatch {
+        segment: PathBuf,
+        position: u64,
+        #[source]
+        source: BatchError,
+    },
+    #[error(
+        "cannot move the log start offset to {requested}: past the log end offset {log_end_offset}"
+    )]
+    LogStartBeyondEnd { requested: i64, log_end_offset: i64 },
+    #[error("cannot truncate to offset {offset}: below the log start offset {log_start_offset}")]
+    TruncateBelowStart { offset: i64, log_start_offset: i64 },
+    #[error("{op} {}", path.display())]
+    Io {
+        op: IoOp,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("making appended data durable")]
+    Flush(#[from] FlushError),
+}
+
+fn io_error(op: IoOp, path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker's time when the topic uses `LogAppendTime`.
+    pub log_append_time: Option<i64>,
+    pub log_start_offset: i64,
+}
+
+/// What a read returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole record batches, as stored; empty at the end of the log.
+    pub records: Vec<u8>,
+    /// The offset after the last returned batch (the requested offset when nothing was returned).
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// What a retention pass deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionOutcome {
+    pub deleted_segments: usize,
+    pub deleted_bytes: u64,
+    pub log_start_offset: i64,
+}
+
+/// State readers share with the appender: the segment list and the offset bounds.
+#[derive(Debug)]
+struct View {
+    dir: PathBuf,
+    segments: RwLock<Arc<Vec<Arc<Segment>>>>,
+    log_start_offset: AtomicI64,
+    log_end_offset: AtomicI64,
+}
+
+impl View {
+    fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
+        Arc::clone(&self.segments.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn set_segments(&self, segments: Vec<Arc<Segment>>) {
+        *self
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(segments);
+    }
+
+    fn offsets(&self) -> LogOffsets {
+        let log_end = self.log_end_offset.load(Ordering::Acquire);
+        let log_start = self.log_start_offset.load(Ordering::Acquire).min(log_end);
+        LogOffsets::new(log_start, log_end).unwrap_or_else(|| {
+            unreachable!("log offsets are kept non-negative and ordered: {log_start}..{log_end}")
+        })
+    }
+}
+
+/// Reads a log from any thread without waiting for its appender.
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    view: Arc<View>,
+}
+
+impl LogReader {
+    pub fn offsets(&self) -> LogOffsets {
+        self.view.offsets()
+    }
+
+    /// Whole batches from the one holding `offset`, at least one if there is one, then more while
+    /// they fit in `max_bytes`. Every batch returned has passed its CRC check.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, Error> {
+        self.read_below(offset, max_bytes, i64::MAX)
+    }
+
+    /// [`LogReader::read`], returning only batches that start below `upper` (a high watermark).
+    pub fn read_below(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper: i64,
+    ) -> Result<ReadResult, Error> {
+        let offsets = self.offsets();
+        let segments = self.view.segments();
+        let (log_start_offset, log_end_offset) =
+            (offsets.log_start_offset(), offsets.log_end_offset());
+        if !offsets.is_readable(offset) {
+            return Err(Error::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                log_end_offset,
+            });
+        }
+        let upper = upper.min(log_end_offset);
+        let mut result = ReadResult {
+            records: Vec::new(),
+            next_offset: offset,
+            log_start_offset,
+            log_end_offset,
+        };
+        let first = segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        for segment in segments[first..]
+            .iter()
+            .take_while(|s| s.base_offset() < upper)
+        {
+            let from = offset.max(segment.base_offset());
+            let read = segment
+                .read(from, max_bytes, upper)
+                .map_err(|error| match error {
+                    SegmentReadError::Io(source) => Error::Io {
+                        op: IoOp::Read,
+                        path: segment.path().to_path_buf(),
+                        source,
+                    },
+                    SegmentReadError::Corrupt { position, source } => Error::CorruptBatch {
+                        segment: segment.path().to_path_buf(),
+                        position,
+                        source,
+                    },
+                })?;
+            if let Some(records) = read {
+                result.next_offset = last_next_offset(&records).unwrap_or(offset);
+                result.records = records;
+                break;
+            }
+        }
+        Ok(result)
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp` (ListOffsets by time),
+    /// or `None` if every record is older. For compressed batches the answer is the first offset
+    /// of the batch that holds the match.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, Error> {
+        let log_start = self.offsets().log_start_offset();
+        for segment in self.view.segments().iter() {
+            if segment.next_offset() <= log_start {
+                continue;
+            }
+            match segment.offset_for_timestamp(timestamp, log_start) {
+                Ok(Some(offset)) => return Ok(Some(offset)),
+                Ok(None) => {}
+                Err(SegmentReadError::Io(source)) => {
+                    return Err(Error::Io {
+                        op: IoOp::Read,
+                        path: segment.path().into(),
+                        source,
+                    });
+                }
+                Err(SegmentReadError::Corrupt { position, source }) => {
+                    return Err(Error::CorruptBatch {
+                        segment: segment.path().into(),
+                        position,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Bytes of record data on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.view.segments().iter().map(|s| s.size()).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.view.segments().len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.view
+            .segments()
+            .iter()
+            .map(|s| s.base_offset())
+            .collect()
+    }
+}
+
+fn last_next_offset(records: &[u8]) -> Option<i64> {
+    batch::split_batches(records)
+        .filter_map(Result::ok)
+        .last()
+        .map(|(h, _)| h.next_offset())
+}
+
+/// A partition's log, owned by one appender.
+#[derive(Debug)]
+pub struct Log {
+    config: LogConfig,
+    clock: Arc<dyn Clock>,
+    active: ActiveSegment,
+    view: Arc<View>,
+    flusher: Flusher,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering from an unclean stop: segments holding
+    /// offsets at or past the recovery point are re-validated batch by batch, and a torn or
+    /// damaged tail is cut at the last good batch.
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, Error> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir).map_err(io_error(IoOp::CreateDir, &dir))?;
+        let now = clock.now_ms();
+        let interval = config.index_interval_bytes;
+        let checkpoint = match Checkpoint::read(&dir) {
+            Ok(checkpoint) => checkpoint,
+            Err(CheckpointError::Malformed) => {
+                tracing::warn!(dir = %dir.display(), "malformed checkpoint; recovering the whole log");
+                None
+            }
+            Err(CheckpointError::Io(source)) => {
+                return Err(Error::Io {
+                    op: IoOp::ReadCheckpoint,
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        let recovery_point = checkpoint.map_or(0, |c| c.recovery_point);
+        let mut log_start = checkpoint.map_or(0, |c| c.log_start_offset);
+
+        let mut bases = list_segment_bases(&dir)?;
+        // A crash between moving the log start and deleting old segments leaves them behind.
+        while bases.len() >= 2 && bases[1] <= log_start {
+            Segment::delete_files(&dir, bases[0]).map_err(io_error(IoOp::DeleteSegment, &dir))?;
+            bases.remove(0);
+        }
+
+        let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+        let mut recovered = Vec::new();
+        let mut i = 0;
+        while i < bases.len() {
+            let base = bases[i];
+            let next_base = bases.get(i + 1).copied();
+            let open_error = io_error(IoOp::OpenSegment, &dir);
+            if let Some(next_base) = next_base.filter(|&next| next <= recovery_point) {
+                segments.push(Arc::new(open_trusted(
+                    &dir, base, next_base, now, interval,
+                )?));
+                i += 1;
+                continue;
+            }
+            if next_base.is_none()
+                && let Some(segment) =
+                    Segment::open_indexed(&dir, base, now, interval).map_err(open_error)?
+                && segment.next_offset() <= recovery_point
+            {
+                // Closed cleanly: nothing past the recovery point to re-validate.
+                segments.push(Arc::new(segment));
+                break;
+            }
+            let (segment, end) = Segment::open_scanning(&dir, base, now, interval, true)
+                .map_err(io_error(IoOp::OpenSegment, &dir))?;
+            if let Some(problem) = end.problem {
+                let file_len = fs::metadata(segment.path())
+                    .map(|m| m.len())
+                    .unwrap_or(end.valid_size);
+                tracing::warn!(
+                    segment = %segment.path().display(),
+                    position = end.valid_size,
+                    cut_bytes = file_len.saturating_sub(end.valid_size),
+                    log_end_offset = segment.next_offset(),
+                    %problem,
+                    "recovery cut the log at the last good batch"
+                );
+                segment
+                    .cut_file(end.valid_size)
+                    .map_err(io_error(IoOp::Truncate, segment.path()))?;
+                for &later in &bases[i + 1..] {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        base_offset = later,
+                        "recovery deleted a segment that followed the cut"
+                    );
+                    Segment::delete_files(&dir, later)
+                        .map_err(io_error(IoOp::DeleteSegment, &dir))?;
+                }
+                bases.truncate(i + 1);
+            }
+            let segment = Arc::new(segment);
+            recovered.push(Arc::clone(&segment));
+            segments.push(segment);
+            i += 1;
+        }
+
+        let log_end = segments.last().map_or(log_start, |s| s.next_offset());
+        if log_start > log_end || segments.is_empty() {
+            // Nothing left at or after the log start: begin an empty log there.
+            for segment in segments.drain(..) {
+                Segment::delete_files(&dir, segment.base_offset())
+                    .map_err(io_error(IoOp::DeleteSegment, &dir))?;
+            }
+            let segment = Segment::create(&dir, log_start, now)
+                .map_err(io_error(IoOp::CreateSegment, &dir))?;
+            segments.push(Arc::new(segment));
+        }
+        log_start = log_start.max(segments[0].base_offset());
+        for segment in &recovered {
+            segment
+                .sync()
+                .map_err(io_error(IoOp::Append, segment.path()))?;
+        }
+        sync_dir(&dir).map_err(io_error(IoOp::SyncDir, &dir))?;
+
+        let active = Arc::clone(
+            segments
+                .last()
+                .unwrap_or_else(|| unreachable!("one segment at least")),
+        );
+        let log_end = active.next_offset();
+        Checkpoint {
+            recovery_point: log_end,
+            log_start_offset: log_start,
+        }
+        .write(&dir)
+        .map_err(io_error(IoOp::WriteCheckpoint, &dir))?;
+        let view = Arc::new(View {
+            dir,
+            segments: RwLock::new(Arc::new(segments)),
+            log_start_offset: AtomicI64::new(log_start),
+            log_end_offset: AtomicI64::new(log_end),
+        });
+        Ok(Self {
+            config,
+            clock,
+            flusher: Flusher::new(log_end, Arc::clone(&active)),
+            active: ActiveSegment::new(active),
+            view,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.view.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Applies changed topic configs; they take effect from the next append or retention pass.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            view: Arc::clone(&self.view),
+        }
+    }
+
+    pub fn flusher(&self) -> Flusher {
+        self.flusher.clone()
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        self.view.offsets()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.view.log_end_offset.load(Ordering::Acquire)
+    }
+
+    /// Validates and appends one or more concatenated v2 batches, all or nothing. Offsets are
+    /// assigned from the log end offset and written, with `leader_epoch`, into each batch
+    /// header (outside the CRC). With `LogAppendTime` the broker's time goes into each batch.
+    ///
+    /// The bytes are written but not yet durable: under [`FlushPolicy::EveryAppend`] the caller
+    /// acknowledges only after [`Flusher::flush_to`]`(last_offset + 1)` returns.
+    pub fn append(&mut self, records: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, Error> {
+        self.flusher.check()?;
+        if records.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        let segment_bytes = self.config.effective_segment_bytes();
+        if records.len() as u64 > segment_bytes {
+            return Err(Error::BatchTooLarge {
+                size: records.len(),
+                max: segment_bytes as usize,
+            });
+        }
+        let mut batches: Vec<(BatchHeader, usize)> = Vec::with_capacity(1);
+        for (index, item) in batch::split_batches(records).enumerate() {
+            let (_, bytes) = item.map_err(|source| Error::InvalidBatch { index, source })?;
+            if bytes.len() > self.config.max_message_bytes {
+                return Err(Error::BatchTooLarge {
+                    size: bytes.len(),
+                    max: self.config.max_message_bytes,
+                });
+            }
+            let header =
+                batch::validate(bytes).map_err(|source| Error::InvalidBatch { index, source })?;
+            batches.push((header, bytes.len()));
+        }
+
+        let now = self.clock.now_ms();
+        let log_append_time =
+            (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
+        let base_offset = self.log_end_offset();
+        let record_count: i64 = batches
+            .iter()
+            .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        self.maybe_roll(records.len() as u64, base_offset + record_count - 1, now)?;
+
+        let mut next = base_offset;
+        let mut position = 0;
+        for (header, len) in &mut batches {
+            let bytes = &mut records[position..position + *len];
+            batch::set_offset_and_epoch(bytes, next, leader_epoch);
+            if let Some(time) = log_append_time {
+                batch::set_log_append_time(bytes, time);
+            }
+            *header = BatchHeader::parse(bytes)
+                .map_err(|source| Error::InvalidBatch { index: 0, source })?;
+            next = header.next_offset();
+            position += *len;
+        }
+        let active_path = self.active.shared().path().to_path_buf();
+        self.active
+            .append(records, &batches, self.config.index_interval_bytes)
+            .map_err(io_error(IoOp::Append, &active_path))?;
+        self.view.log_end_offset.store(next, Ordering::Release);
+        self.flusher.appended(next, self.active.shared());
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next - 1,
+            log_append_time,
+            log_start_offset: self.offsets().log_start_offset(),
+        })
+    }
+
+    fn maybe_roll(&mut self, incoming: u64, last_offset: i64, now: i64) -> Result<(), Error> {
+        let segment = self.active.shared();
+        let (size, created_ms) = {
+            let state = segment.read_state();
+            (state.size, state.created_ms)
+        };
+        if size == 0 {
+            return Ok(());
+        }
+        let full = size + incoming > self.config.effective_segment_bytes();
+        let old = now - created_ms >= self.config.segment_ms;
+        let out_of_range = last_offset - segment.base_offset() > i64::from(u32::MAX);
+        if full || old || out_of_range {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset. A no-op while the
+    /// active segment is empty.
+    pub fn roll(&mut self) -> Result<(), Error> {
+        if self.active.shared().is_empty() {
+            return Ok(());
+        }
+        let dir = self.view.dir.clone();
+        let base = self.log_end_offset();
+        let segment = Segment::create(&dir, base, self.clock.now_ms())
+            .map_err(io_error(IoOp::CreateSegment, &dir))?;
+        sync_dir(&dir).map_err(io_error(IoOp::SyncDir, &dir))?;
+        let segment = Arc::new(segment);
+        let sealed = std::mem::replace(&mut self.active, ActiveSegment::new(Arc::clone(&segment)));
+        if let Err(error) = sealed.seal(&dir) {
+            // Indexes are rebuilt from the data at the next open; the data is what matters.
+            tracing::warn!(dir = %dir.display(), %error, "writing the sealed segment's indexes failed");
+        }
+        let mut segments = self.view.segments().as_ref().clone();
+        segments.push(Arc::clone(&segment));
+        self.view.set_segments(segments);
+        self.flusher.appended(base, &segment);
+        Ok(())
+    }
+
+    /// Removes every batch from the one holding `offset` onwards (a follower's truncation to its
+    /// leader's log). Returns the new log end offset: the first offset of that batch.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<i64, Error> {
+        let offsets = self.offsets();
+        if offset >= offsets.log_end_offset() {
+            return Ok(offsets.log_end_offset());
+        }
+        if offset < offsets.log_start_offset() {
+            return Err(Error::TruncateBelowStart {
+                offset,
+                log_start_offset: offsets.log_start_offset(),
+            });
+        }
+        let dir = self.view.dir.clone();
+        let segments = self.view.segments();
+        let keep = segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .max(1);
+        let target = Arc::clone(&segments[keep - 1]);
+        let new_end = target
+            .truncate_to(offset, self.config.index_interval_bytes)
+            .map_err(io_error(IoOp::Truncate, target.path()))?;
+        // The view must stop listing later segments before their files go.
+        self.view.set_segments(segments[..keep].to_vec());
+        self.view.log_end_offset.store(new_end, Ordering::Release);
+        if new_end < offsets.log_start_offset() {
+            self.view.log_start_offset.store(new_end, Ordering::Release);
+        }
+        for segment in &segments[keep..] {
+            Segment::delete_files(&dir, segment.base_offset())
+                .map_err(io_error(IoOp::DeleteSegment, &dir))?;
+        }
+        // The truncated segment is active again; its index files describe the old contents.
+        for suffix in [segment::INDEX_SUFFIX, segment::TIME_INDEX_SUFFIX] {
+            let path = dir.join(segment::file_name(target.base_offset(), suffix));
+            if let Err(error) = fs::remove_file(&path)
+                && error.kind() != io::ErrorKind::NotFound
+            {
+                return Err(Error::Io {
+                    op: IoOp::DeleteSegment,
+                    path,
+                    source: error,
+                });
+            }
+        }
+        sync_dir(&dir).map_err(io_error(IoOp::SyncDir, &dir))?;
+        self.flusher.truncated(new_end, &target);
+        self.active = ActiveSegment::new(target);
+        self.checkpoint()?;
+        Ok(new_end)
+    }
+
+    /// Moves the log start offset to `offset` (DeleteRecords) and deletes the sealed segments
+    /// that lie wholly below it. Returns the log start offset afterwards.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, Error> {
+        let offsets = self.offsets();
+        if offset > offsets.log_end_offset() {
+            return Err(Error::LogStartBeyondEnd {
+                requested: offset,
+                log_end_offset: offsets.log_end_offset(),
+            });
+        }
+        if offset <= offsets.log_start_offset() {
+            return Ok(offsets.log_start_offset());
+        }
+        let segments = self.view.segments();
+        let sealed = &segments[..segments.len() - 1];
+        let below = sealed
+            .iter()
+            .take_while(|s| s.next_offset() <= offset)
+            .count();
+        self.delete_prefix(below, offset)?;
+        Ok(offset)
+    }
+
+    /// Deletes sealed segments past `retention.ms` (newest record older than that) and, oldest
+    /// first, while the log exceeds `retention.bytes`. An active segment whose newest record is
+    /// past `retention.ms` is rolled first so that quiet topics expire too.
+    pub fn enforce_retention(&mut self) -> Result<RetentionOutcome, Error> {
+        let now = self.clock.now_ms();
+        if let Some(retention_ms) = self.config.retention_ms {
+            let active = self.active.shared();
+            let sealed_all_expired = self
+                .view
+                .segments()
+                .iter()
+                .rev()
+                .skip(1)
+                .all(|s| s.max_timestamp() < now - retention_ms);
+            if sealed_all_expired
+                && !active.is_empty()
+                && active.max_timestamp() < now - retention_ms
+            {
+                self.roll()?;
+            }
+        }
+        let segments = self.view.segments();
+        let sealed = &segments[..segments.len() - 1];
+        let mut delete = 0;
+        if let Some(retention_ms) = self.config.retention_ms {
+            delete = sealed
+                .iter()
+                .take_while(|s| s.max_timestamp() < now - retention_ms)
+                .count();
+        }
+        if let Some(limit) = self.config.retention_bytes {
+            let total: u64 = segments[delete..].iter().map(|s| s.size()).sum();
+            let mut excess = total.saturating_sub(limit);
+            for segment in &sealed[delete..] {
+                if excess < segment.size() {
+                    break;
+                }
+                excess -= segment.size();
+                delete += 1;
+            }
+        }
+        if delete == 0 {
+            return Ok(RetentionOutcome {
+                log_start_offset: self.offsets().log_start_offset(),
+                ..RetentionOutcome::default()
+            });
+        }
+        let deleted_bytes = sealed[..delete].iter().map(|s| s.size()).sum();
+        let log_start_offset = self.delete_prefix(delete, segments[delete].base_offset())?;
+        Ok(RetentionOutcome {
+            deleted_segments: delete,
+            deleted_bytes,
+            log_start_offset,
+        })
+    }
+
+    /// Makes `new_start` the log start offset (durably, first), then drops the first `count`
+    /// segments from the view and deletes their files.
+    fn delete_prefix(&mut self, count: usize, new_start: i64) -> Result<i64, Error> {
+        let dir = self.view.dir.clone();
+        let new_start = new_start.max(self.offsets().log_start_offset());
+        Checkpoint {
+            recovery_point: self.flusher.durable_offset(),
+            log_start_offset: new_start,
+        }
+        .write(&dir)
+        .map_err(io_error(IoOp::WriteCheckpoint, &dir))?;
+        self.view
+            .log_start_offset
+            .store(new_start, Ordering::Release);
+        if count == 0 {
+            return Ok(new_start);
+        }
+        let segments = self.view.segments();
+        self.view.set_segments(segments[count..].to_vec());
+        for segment in &segments[..count] {
+            Segment::delete_files(&dir, segment.base_offset())
+                .map_err(io_error(IoOp::DeleteSegment, &dir))?;
+            tracing::info!(
+                segment = %segment.path().display(),
+                next_offset = segment.next_offset(),
+                log_start_offset = new_start,
+                "deleted segment"
+            );
+        }
+        sync_dir(&dir).map_err(io_error(IoOp::SyncDir, &dir))?;
+        Ok(new_start)
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn flush(&self) -> Result<(), Error> {
+        Ok(self.flusher.flush_to(self.log_end_offset())?)
+    }
+
+    /// Records the recovery point (what is durable now) and log start offset, so the next open
+    /// re-validates only what came after.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        let dir = &self.view.dir;
+        Checkpoint {
+            recovery_point: self.flusher.durable_offset(),
+            log_start_offset: self.offsets().log_start_offset(),
+        }
+        .write(dir)
+        .map_err(io_error(IoOp::WriteCheckpoint, dir))
+    }
+
+    /// Clean shutdown: flush, write the active segment's indexes and the checkpoint, so the
+    /// next open has nothing to recover.
+    pub fn close(self) -> Result<(), Error> {
+        self.flush()?;
+        let active = self.active.shared();
+        active
+            .write_indexes(&self.view.dir)
+            .map_err(io_error(IoOp::WriteIndex, active.path()))?;
+        self.checkpoint()
+    }
+}
+
+/// Opens a segment wholly below the recovery point: its data was fsynced, so only its indexes
+/// are checked (and rebuilt from a header walk if needed). Damage found in it is reported and
+/// left in place: reads of that range fail; nothing is cut.
+fn open_trusted(
+    dir: &Path,
+    base: i64,
+    next_base: i64,
+    now: i64,
+    interval: u64,
+) -> Result<Segment, Error> {
+    let open_error = || io_error(IoOp::OpenSegment, dir);
+    if let Some(segment) = Segment::open_indexed(dir, base, now, interval).map_err(open_error())? {
+        return Ok(segment);
+    }
+    let (segment, end) =
+        Segment::open_scanning(dir, base, now, interval, false).map_err(open_error())?;
+    if let Some(problem) = end.problem {
+        tracing::error!(
+            segment = %segment.path().display(),
+            position = end.valid_size,
+            %problem,
+            "damage inside a segment below the recovery point; reads of that range will fail"
+        );
+        let file_len = fs::metadata(segment.path()).map_err(open_error())?.len();
+        segment.assume_extent(file_len, next_base);
+    }
+    if let Err(error) = segment.write_indexes(dir) {
+        tracing::warn!(segment = %segment.path().display(), %error, "writing rebuilt indexes failed");
+    }
+    Ok(segment)
+}
+
+fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, Error> {
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(IoOp::ListDir, dir))? {
+        let entry = entry.map_err(io_error(IoOp::ListDir, dir))?;
+        if let Some(base) = entry
+            .file_name()
+            .to_str()
+            .and_then(segment::parse_log_file_name)
+        {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Shared helpers for Fjord's integration tests, crash tests and benchmark drivers.
