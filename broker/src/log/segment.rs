@@ -344,6 +344,11 @@ impl Segment {
         })
     }
 
+    /// `offset` relative to the base, clamped to the index's 32-bit range.
+    fn relative(&self, offset: i64) -> u32 {
+        (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32
+    }
+
     pub(crate) fn base_offset(&self) -> i64 {
         self.base_offset
     }
@@ -417,8 +422,7 @@ impl Segment {
     ) -> Result<Option<Vec<u8>>, SegmentReadError> {
         let (size, mut position) = {
             let state = self.read_state();
-            let relative =
-                u32::try_from(offset.saturating_sub(self.base_offset)).unwrap_or(u32::MAX);
+            let relative = self.relative(offset);
             (
                 state.size,
                 state
@@ -514,9 +518,7 @@ impl Segment {
                 .time_index
                 .last_before(target)
                 .map_or(0, |e| e.relative_offset);
-            let relative = u32::try_from(min_offset.saturating_sub(self.base_offset))
-                .unwrap_or(u32::MAX)
-                .max(from_time);
+            let relative = self.relative(min_offset).max(from_time);
             (
                 state.size,
                 state
