@@ -8,8 +8,9 @@ pub enum FlushPolicy {
     /// The default: an append counts as acknowledged only once its bytes are fsynced.
     /// Concurrent appends share one fsync (group commit).
     EveryAppend,
-    /// Bytes are fsynced every `interval_ms`; an append is acknowledged once it is in the page
-    /// cache. A machine crash (not a process crash) loses up to one interval of acknowledged data.
+    /// Bytes are fsynced every `interval_ms` (the log's owner runs the timer and calls
+    /// [`super::Log::flush`]); an append is acknowledged once it is in the page cache. A machine
+    /// crash (not a process crash) loses up to one interval of acknowledged data.
     Interval { interval_ms: u64 },
 }
 

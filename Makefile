@@ -1,0 +1,39 @@
+# One entry point for people and CI. `make test` is what the README and .ci/run call.
+SHELL := /bin/bash
+CARGO ?= cargo
+FUZZ_SECONDS ?= 60
+
+.PHONY: help deps fmt fmt-check lint build test bench-log fuzz
+
+help:
+	@echo "make test       install test dependencies, then check formatting, lint and run every test"
+	@echo "make fmt        format the code"
+	@echo "make lint       clippy with warnings as errors"
+	@echo "make bench-log  the commit log micro-benchmark (figures for docs/log.md)"
+	@echo "make fuzz       run each fuzz target for FUZZ_SECONDS (cargo-fuzz, see docs/fuzzing.md)"
+
+deps:
+	scripts/install-test-deps.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+build:
+	$(CARGO) build --workspace --all-targets --locked
+
+test: deps fmt-check lint
+	$(CARGO) test --workspace --locked
+
+bench-log:
+	$(CARGO) run --release --locked -p fjord-tests --bin log-bench -- $(ARGS)
+
+fuzz:
+	cd broker && for target in record_batch log_append; do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done

@@ -1,0 +1,30 @@
+//! Appending arbitrary bytes to a real log: the append is rejected with an error or accepted,
+//! never a panic, and what was accepted reads back unchanged.
+#![no_main]
+
+#[path = "common.rs"]
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use fjord_broker::log::{Log, LogConfig, ManualClock};
+use libfuzzer_sys::fuzz_target;
+
+fn dir() -> &'static tempfile::TempDir {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+}
+
+fuzz_target!(|data: &[u8]| {
+    let path = dir().path().join("fuzz-0");
+    let _ = std::fs::remove_dir_all(&path);
+    let mut log = Log::open(&path, LogConfig::default(), Arc::new(ManualClock::new(0))).expect("open");
+    let mut bytes = common::shape(data);
+    if let Ok(info) = log.append(&mut bytes, 1) {
+        let read = log.reader().read(info.base_offset, usize::MAX).expect("read back");
+        assert_eq!(read.records, bytes);
+        assert_eq!(read.next_offset, info.last_offset + 1);
+    } else {
+        assert_eq!(log.log_end_offset(), 0);
+    }
+});
