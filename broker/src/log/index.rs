@@ -68,7 +68,7 @@ impl OffsetIndex {
     }
 
     pub(crate) fn decode(bytes: &[u8], segment_size: u64) -> Result<Self, IndexDamage> {
-        if bytes.len() % Self::ENTRY_LEN != 0 {
+        if !bytes.len().is_multiple_of(Self::ENTRY_LEN) {
             return Err(IndexDamage::PartialEntry);
         }
         let mut index = Self {
@@ -145,7 +145,7 @@ impl TimeIndex {
 
     /// `offset_limit` is one past the segment's last relative offset.
     pub(crate) fn decode(bytes: &[u8], offset_limit: u64) -> Result<Self, IndexDamage> {
-        if bytes.len() % Self::ENTRY_LEN != 0 {
+        if !bytes.len().is_multiple_of(Self::ENTRY_LEN) {
             return Err(IndexDamage::PartialEntry);
         }
         let mut index = Self {
