@@ -27,8 +27,11 @@ lint:
 build:
 	$(CARGO) build --workspace --all-targets --locked
 
+# The last line sums every test binary's result (cargo's own last line is often an empty doc-test run).
 test: deps fmt-check lint
-	$(CARGO) test --workspace --locked
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --workspace --locked 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test-output.log
 
 bench-log:
 	$(CARGO) run --release --locked -p fjord-tests --bin log-bench -- $(ARGS)

@@ -550,11 +550,13 @@ impl Log {
         for (header, len) in &mut batches {
             let bytes = &mut records[position..position + *len];
             batch::set_offset_and_epoch(bytes, next, leader_epoch);
+            // The segment indexes by offsets and max timestamp: keep those in step with the bytes.
+            header.base_offset = next;
+            header.partition_leader_epoch = leader_epoch;
             if let Some(time) = log_append_time {
                 batch::set_log_append_time(bytes, time);
+                header.max_timestamp = time;
             }
-            *header = BatchHeader::parse(bytes)
-                .map_err(|source| Error::InvalidBatch { index: 0, source })?;
             next = header.next_offset();
             position += *len;
         }
