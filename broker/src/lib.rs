@@ -1,15 +1,105 @@
 //! Fjord broker: a Kafka-compatible event-streaming broker.
 //!
-//! Data flow, top to bottom (the modules not listed yet arrive as the broker grows):
+//! Data flow, top to bottom:
 //!
 //! ```text
-//! TCP bytes -> server -> protocol -> handler -> partition -> log
-//!                                                  |
-//!                      record (batch format) ------+
+//! TCP bytes -> server (frames, one task per connection)
+//!           -> protocol::decode_request (kafka-protocol, version table)
+//!           -> handler::dispatch -> handler::<api>
+//!           -> broker (metadata, partition handles)
+//!           -> partition::PartitionHandle (one actor per partition: append + group commit)
+//!           -> log::Log (segments on disk)      fetch reads log::LogReader directly
+//!           -> typed response -> protocol::encode_response -> server writes the frame
 //! ```
 //!
 //! - [`record`]: the Kafka v2 record batch format: validation, header edits, building batches.
 //! - [`log`]: the segmented, durable commit log of one partition.
+//! - [`cluster`]: topics and their configs, persisted in the data directory.
 
+pub mod broker;
+pub mod cluster;
+pub mod handler;
 pub mod log;
+pub mod partition;
+pub mod protocol;
 pub mod record;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use broker::{Broker, BrokerConfig, StartError};
+
+/// A broker serving on its listener.
+#[derive(Debug)]
+pub struct RunningBroker {
+    pub broker: Arc<Broker>,
+    /// The listener's actual address (port 0 in the config becomes a real port).
+    pub kafka_addr: SocketAddr,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("binding the Kafka listener on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// Recovers the logs, binds the listener and starts serving. Stops when `shutdown` is cancelled
+/// (see [`RunningBroker::stopped`]).
+pub async fn start(
+    config: BrokerConfig,
+    shutdown: CancellationToken,
+) -> Result<RunningBroker, RunError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let kafka_addr = listener.local_addr().map_err(|source| RunError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let broker = Broker::open(config, kafka_addr).await?;
+    let server = tokio::spawn(server::serve(
+        listener,
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
+    tracing::info!(%kafka_addr, "broker ready");
+    Ok(RunningBroker {
+        broker,
+        kafka_addr,
+        shutdown,
+        server,
+    })
+}
+
+impl RunningBroker {
+    /// Stops accepting, lets in-flight requests finish, flushes and checkpoints every log.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.stopped().await;
+    }
+
+    /// Waits until the server has stopped (after the shutdown token is cancelled), then closes
+    /// the logs cleanly.
+    pub async fn stopped(self) {
+        if let Err(error) = self.server.await {
+            tracing::error!(%error, "the server task failed");
+        }
+        self.broker.close().await;
+    }
+}

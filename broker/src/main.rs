@@ -1,13 +1,16 @@
-//! `fjord-broker`: the broker binary. For now it offers the offline tools for a partition log;
-//! the Kafka listener builds on them.
+//! `fjord-broker`: with no subcommand, runs the broker (a single-node cluster on
+//! 127.0.0.1:9092 with data in ./fjord-data unless flags or `FJORD_*` variables say otherwise);
+//! `dump-log` inspects a partition log directory.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use fjord_broker::BrokerConfig;
 use fjord_broker::log::{Log, LogConfig, SystemClock};
 use fjord_broker::record::batch;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -19,8 +22,10 @@ struct Cli {
     /// Log format: `text` (readable) or `json`.
     #[arg(long, env = "FJORD_LOG_FORMAT", default_value = "text", global = true)]
     log_format: String,
+    #[command(flatten)]
+    broker: BrokerConfig,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,8 +54,33 @@ fn main() -> anyhow::Result<()> {
         builder.init();
     }
     match cli.command {
-        Command::DumpLog { dir, batches } => dump_log(dir, batches),
+        Some(Command::DumpLog { dir, batches }) => dump_log(dir, batches),
+        None => run(cli.broker),
     }
+}
+
+fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let running = fjord_broker::start(config, shutdown.clone())
+            .await
+            .context("starting the broker")?;
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+        }
+        shutdown.cancel();
+        running.stopped().await;
+        tracing::info!("stopped cleanly");
+        anyhow::Ok(())
+    })
 }
 
 fn dump_log(dir: PathBuf, batches: bool) -> anyhow::Result<()> {

@@ -154,6 +154,13 @@ pub struct ReadResult {
     pub log_end_offset: i64,
 }
 
+/// An offset found by timestamp, with the timestamp of its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub offset: i64,
+    pub timestamp: i64,
+}
+
 /// What a retention pass deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RetentionOutcome {
@@ -267,15 +274,17 @@ impl LogReader {
 
     /// The first offset whose record timestamp is at or after `timestamp` (ListOffsets by time),
     /// or `None` if every record is older. For compressed batches the answer is the first offset
-    /// of the batch that holds the match.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, Error> {
+    /// of the batch that holds the match, with the batch's max timestamp.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampOffset>, Error> {
         let log_start = self.offsets().log_start_offset();
         for segment in self.view.segments().iter() {
             if segment.next_offset() <= log_start {
                 continue;
             }
             match segment.offset_for_timestamp(timestamp, log_start) {
-                Ok(Some(offset)) => return Ok(Some(offset)),
+                Ok(Some((offset, timestamp))) => {
+                    return Ok(Some(TimestampOffset { offset, timestamp }));
+                }
                 Ok(None) => {}
                 Err(SegmentReadError::Io(source)) => {
                     return Err(Error::Io {

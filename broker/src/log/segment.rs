@@ -503,12 +503,13 @@ impl Segment {
         )))
     }
 
-    /// The first offset at or after `min_offset` whose record timestamp is at or after `target`.
+    /// The first offset at or after `min_offset` whose record timestamp is at or after `target`,
+    /// with that timestamp.
     pub(crate) fn offset_for_timestamp(
         &self,
         target: i64,
         min_offset: i64,
-    ) -> Result<Option<i64>, SegmentReadError> {
+    ) -> Result<Option<(i64, i64)>, SegmentReadError> {
         let (size, mut position) = {
             let state = self.read_state();
             if state.max_timestamp < target {
@@ -534,7 +535,10 @@ impl Segment {
                 let uncompressed = header.compression() == Ok(Compression::None);
                 if header.timestamp_type() == TimestampType::LogAppendTime || !uncompressed {
                     // Compressed payloads are not opened here: the batch is the answer.
-                    return Ok(Some(header.base_offset.max(min_offset)));
+                    return Ok(Some((
+                        header.base_offset.max(min_offset),
+                        header.max_timestamp,
+                    )));
                 }
                 let mut buf = vec![0u8; total];
                 self.file
@@ -546,10 +550,9 @@ impl Segment {
                     let record =
                         record.map_err(|source| SegmentReadError::Corrupt { position, source })?;
                     let offset = header.base_offset + i64::from(record.offset_delta);
-                    if offset >= min_offset
-                        && header.base_timestamp + record.timestamp_delta >= target
-                    {
-                        return Ok(Some(offset));
+                    let timestamp = header.base_timestamp + record.timestamp_delta;
+                    if offset >= min_offset && timestamp >= target {
+                        return Ok(Some((offset, timestamp)));
                     }
                 }
             }

@@ -380,16 +380,46 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
         append(&mut log, batch(3, 100, T0 + 100 * i));
     }
     let reader = log.reader();
-    assert_eq!(reader.offset_for_timestamp(0).unwrap(), Some(0));
-    assert_eq!(reader.offset_for_timestamp(T0 + 1).unwrap(), Some(1));
-    assert_eq!(reader.offset_for_timestamp(T0 + 3).unwrap(), Some(3));
-    assert_eq!(reader.offset_for_timestamp(T0 + 1002).unwrap(), Some(32));
-    assert_eq!(reader.offset_for_timestamp(T0 + 1903).unwrap(), None);
+    assert_eq!(
+        reader.offset_for_timestamp(0).unwrap().map(|t| t.offset),
+        Some(0)
+    );
+    assert_eq!(
+        reader
+            .offset_for_timestamp(T0 + 1)
+            .unwrap()
+            .map(|t| t.offset),
+        Some(1)
+    );
+    assert_eq!(
+        reader
+            .offset_for_timestamp(T0 + 3)
+            .unwrap()
+            .map(|t| t.offset),
+        Some(3)
+    );
+    assert_eq!(
+        reader
+            .offset_for_timestamp(T0 + 1002)
+            .unwrap()
+            .map(|t| t.offset),
+        Some(32)
+    );
+    assert_eq!(
+        reader
+            .offset_for_timestamp(T0 + 1903)
+            .unwrap()
+            .map(|t| t.offset),
+        None
+    );
     log.close().unwrap();
     // Same answers from indexes loaded from disk.
     let log = fx.open(small_segments());
     assert_eq!(
-        log.reader().offset_for_timestamp(T0 + 1002).unwrap(),
+        log.reader()
+            .offset_for_timestamp(T0 + 1002)
+            .unwrap()
+            .map(|t| t.offset),
         Some(32)
     );
 }

@@ -1,0 +1,289 @@
+//! The broker's shared state: its configuration, the cluster metadata and the partitions it
+//! hosts. Handlers get an `Arc<Broker>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::cluster::{self, ConfigError, MetadataError, MetadataStore, TopicMetadata};
+use crate::log::{self, Clock, SystemClock};
+use crate::partition::PartitionHandle;
+
+/// Broker settings. Every one is a command-line flag with an environment twin (`FJORD_*`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct BrokerConfig {
+    /// Directory holding partition logs and cluster metadata.
+    #[arg(long, env = "FJORD_DATA_DIR", default_value = "fjord-data")]
+    pub data_dir: PathBuf,
+    /// Address of the Kafka listener.
+    #[arg(long, env = "FJORD_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: SocketAddr,
+    /// `host:port` given to clients in metadata; defaults to the listener's address.
+    #[arg(long, env = "FJORD_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// This broker's node id.
+    #[arg(long, env = "FJORD_NODE_ID", default_value_t = 1)]
+    pub node_id: i32,
+    /// This broker's rack (availability zone), reported in metadata.
+    #[arg(long, env = "FJORD_RACK")]
+    pub rack: Option<String>,
+    /// Create unknown topics when a client asks for their metadata (`auto.create.topics.enable`).
+    #[arg(long, env = "FJORD_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics and of CreateTopics with -1 (`num.partitions`).
+    #[arg(long, env = "FJORD_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: i32,
+    /// Largest request frame accepted; a larger one closes the connection (`socket.request.max.bytes`).
+    #[arg(long, env = "FJORD_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Most client connections served at once.
+    #[arg(long, env = "FJORD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+}
+
+impl BrokerConfig {
+    /// Defaults for a broker in `data_dir` listening on an ephemeral loopback port (tests).
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            node_id: 1,
+            rack: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_connections: 1000,
+        }
+    }
+}
+
+/// Errors that stop the broker from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("creating the data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading cluster metadata")]
+    Metadata(#[from] MetadataError),
+    #[error("topic '{topic}' has configs this broker refuses")]
+    TopicConfig {
+        topic: String,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("opening partition {topic}-{partition}")]
+    Partition {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: log::Error,
+    },
+}
+
+/// Why a topic was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateTopicError {
+    #[error("invalid topic name: {0}")]
+    InvalidName(&'static str),
+    #[error("number of partitions must be at least 1, got {0}")]
+    InvalidPartitions(i32),
+    #[error("replication factor {0} is not possible on this single-broker cluster")]
+    InvalidReplicationFactor(i16),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("opening partition {partition}")]
+    Partition {
+        partition: i32,
+        #[source]
+        source: log::Error,
+    },
+}
+
+/// A topic partition key.
+pub type TopicPartition = (String, i32);
+
+#[derive(Debug)]
+pub struct Broker {
+    config: BrokerConfig,
+    advertised: (String, i32),
+    metadata: MetadataStore,
+    partitions: RwLock<HashMap<TopicPartition, PartitionHandle>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Broker {
+    /// Loads metadata and opens (recovering) every partition log. `bound` is the listener's
+    /// actual address (the port may have been 0).
+    pub async fn open(config: BrokerConfig, bound: SocketAddr) -> Result<Arc<Self>, StartError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let metadata = MetadataStore::open(&config.data_dir)?;
+        let advertised = match &config.advertise {
+            Some(advertise) => {
+                split_host_port(advertise).unwrap_or((advertise.clone(), i32::from(bound.port())))
+            }
+            None => (bound.ip().to_string(), i32::from(bound.port())),
+        };
+        let broker = Arc::new(Self {
+            config,
+            advertised,
+            metadata,
+            partitions: RwLock::new(HashMap::new()),
+            clock: Arc::new(SystemClock),
+        });
+        for topic in broker.metadata.topics() {
+            let log_config =
+                cluster::log_config(&topic.configs).map_err(|source| StartError::TopicConfig {
+                    topic: topic.name.clone(),
+                    source,
+                })?;
+            for partition in 0..topic.partitions {
+                let handle = broker
+                    .open_partition(&topic.name, partition, log_config.clone())
+                    .await
+                    .map_err(|source| StartError::Partition {
+                        topic: topic.name.clone(),
+                        partition,
+                        source,
+                    })?;
+                broker.insert_partition(&topic.name, partition, handle);
+            }
+        }
+        Ok(broker)
+    }
+
+    async fn open_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        config: log::LogConfig,
+    ) -> Result<PartitionHandle, log::Error> {
+        let dir = log::partition_dir(&self.config.data_dir, topic, partition);
+        PartitionHandle::open(dir, config, Arc::clone(&self.clock), 0).await
+    }
+
+    fn insert_partition(&self, topic: &str, partition: i32, handle: PartitionHandle) {
+        self.partitions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((topic.to_owned(), partition), handle);
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    /// Host and port clients are told to connect to.
+    pub fn advertised(&self) -> (&str, i32) {
+        (&self.advertised.0, self.advertised.1)
+    }
+
+    pub fn cluster_id(&self) -> String {
+        self.metadata.cluster_id()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicMetadata> {
+        self.metadata.topic(name)
+    }
+
+    pub fn topics(&self) -> Vec<TopicMetadata> {
+        self.metadata.topics()
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionHandle> {
+        self.partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+
+    /// Checks a topic creation without making it.
+    pub fn validate_new_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<i32, CreateTopicError> {
+        cluster::validate_topic_name(name).map_err(CreateTopicError::InvalidName)?;
+        let partitions = if partitions == -1 {
+            self.config.default_partitions
+        } else {
+            partitions
+        };
+        if partitions < 1 {
+            return Err(CreateTopicError::InvalidPartitions(partitions));
+        }
+        if replication_factor != -1 && replication_factor != 1 {
+            return Err(CreateTopicError::InvalidReplicationFactor(
+                replication_factor,
+            ));
+        }
+        cluster::log_config(configs)?;
+        if self.metadata.topic(name).is_some() {
+            return Err(MetadataError::TopicExists {
+                name: name.to_owned(),
+            }
+            .into());
+        }
+        Ok(partitions)
+    }
+
+    /// Creates a topic: validates, records it in the metadata, opens its partitions.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMetadata, CreateTopicError> {
+        let partitions = self.validate_new_topic(name, partitions, replication_factor, &configs)?;
+        let log_config = cluster::log_config(&configs)?;
+        let topic = self
+            .metadata
+            .create_topic(name, partitions, configs)
+            .await?;
+        for partition in 0..partitions {
+            let handle = self
+                .open_partition(name, partition, log_config.clone())
+                .await
+                .map_err(|source| CreateTopicError::Partition { partition, source })?;
+            self.insert_partition(name, partition, handle);
+        }
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Flushes and closes every partition log.
+    pub async fn close(&self) {
+        let handles: Vec<PartitionHandle> = self
+            .partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        for handle in handles {
+            handle.close().await;
+        }
+    }
+}
+
+fn split_host_port(address: &str) -> Option<(String, i32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+}

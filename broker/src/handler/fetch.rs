@@ -1,0 +1,140 @@
+//! Fetch: whole batches below the high watermark, bounded by the request's and each
+//! partition's byte limits (the first batch of the response always goes, however large, so a
+//! consumer always progresses). A long poll waits on the partitions' high-watermark watches until
+//! `min_bytes` are there or `max_wait_ms` passes. Fetch sessions (KIP-227) are declined the way
+//! the protocol allows: every response carries session id 0, so clients send full requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::select_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::log_error_code;
+use crate::broker::Broker;
+use crate::log;
+
+pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
+    let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
+    let request = Arc::new(request);
+    loop {
+        let (response, bytes, errors, mut watches) = read_once(broker, &request).await;
+        if bytes >= request.min_bytes.max(0) as usize
+            || errors
+            || Instant::now() >= deadline
+            || watches.is_empty()
+        {
+            return response;
+        }
+        let changes = watches.iter_mut().map(|w| Box::pin(w.changed()));
+        if tokio::time::timeout_at(deadline, select_all(changes))
+            .await
+            .is_err()
+        {
+            // Waited the full max_wait_ms: answer with what is there now.
+            return read_once(broker, &request).await.0;
+        }
+    }
+}
+
+/// One pass over the requested partitions: the response, the record bytes in it, whether any
+/// partition failed, and the high-watermark watches to wait on.
+async fn read_once(
+    broker: &Arc<Broker>,
+    request: &Arc<FetchRequest>,
+) -> (FetchResponse, usize, bool, Vec<watch::Receiver<i64>>) {
+    let handles: Vec<Vec<_>> = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.topic.0.to_string();
+            topic
+                .partitions
+                .iter()
+                .map(|p| broker.partition(&name, p.partition))
+                .collect()
+        })
+        .collect();
+    let watches: Vec<_> = handles
+        .iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.watch_high_watermark())
+        .collect();
+    let request = Arc::clone(request);
+    let result = tokio::task::spawn_blocking(move || {
+        let mut remaining = request.max_bytes.max(0) as usize;
+        let mut total = 0;
+        let mut errors = false;
+        let topics = request
+            .topics
+            .iter()
+            .zip(handles)
+            .map(|(topic, handles)| {
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .zip(handles)
+                    .map(|(p, handle)| {
+                        let data = PartitionData::default()
+                            .with_partition_index(p.partition)
+                            .with_high_watermark(-1)
+                            .with_last_stable_offset(-1)
+                            .with_log_start_offset(-1)
+                            .with_records(Some(Bytes::new()));
+                        let Some(handle) = handle else {
+                            errors = true;
+                            return data.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        };
+                        let high_watermark = handle.high_watermark();
+                        let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
+                        let data = data
+                            .with_high_watermark(high_watermark)
+                            .with_last_stable_offset(high_watermark)
+                            .with_log_start_offset(handle.reader().offsets().log_start_offset());
+                        if limit == 0 && total > 0 {
+                            return data;
+                        }
+                        // The first batch of the response always goes (KIP-74).
+                        let max = if total == 0 { limit.max(1) } else { limit };
+                        match handle.reader().read_below(p.fetch_offset, max, high_watermark) {
+                            Ok(read) if total > 0 && read.records.len() > limit => data,
+                            Ok(read) => {
+                                total += read.records.len();
+                                remaining = remaining.saturating_sub(read.records.len());
+                                data.with_records(Some(Bytes::from(read.records)))
+                            }
+                            Err(error) => {
+                                errors = true;
+                                if !matches!(error, log::Error::OffsetOutOfRange { .. }) {
+                                    tracing::error!(topic = %topic.topic.0, partition = p.partition, %error, "fetch failed");
+                                }
+                                data.with_error_code(log_error_code(&error))
+                            }
+                        }
+                    })
+                    .collect();
+                FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions)
+            })
+            .collect();
+        (FetchResponse::default().with_session_id(0).with_responses(topics), total, errors)
+    })
+    .await;
+    match result {
+        Ok((response, total, errors)) => (response, total, errors, watches),
+        Err(error) => {
+            tracing::error!(%error, "fetch task failed");
+            (
+                FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code()),
+                0,
+                true,
+                Vec::new(),
+            )
+        }
+    }
+}

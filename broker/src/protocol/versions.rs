@@ -1,0 +1,80 @@
+//! The one table of supported API versions. It drives the ApiVersions response and the
+//! rejection of everything else, and the README's table is checked against it by a test.
+
+use kafka_protocol::messages::ApiKey;
+
+/// An API Fjord serves, with the versions it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportedApi {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> SupportedApi {
+    SupportedApi { key, min, max }
+}
+
+/// Every API and version range the broker answers. Minimums are the oldest the protocol library
+/// decodes (Kafka 4 dropped older ones); maximums are what the handlers implement fully.
+pub const SUPPORTED_APIS: &[SupportedApi] = &[
+    api(ApiKey::Produce, 3, 9),
+    api(ApiKey::Fetch, 4, 12),
+    api(ApiKey::ListOffsets, 1, 6),
+    api(ApiKey::Metadata, 0, 12),
+    api(ApiKey::ApiVersions, 0, 3),
+    api(ApiKey::CreateTopics, 2, 7),
+];
+
+/// The supported range of `key`, if any.
+pub fn supported(key: ApiKey) -> Option<SupportedApi> {
+    SUPPORTED_APIS.iter().copied().find(|api| api.key == key)
+}
+
+/// Whether a request with this key and version is served.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported(key).is_some_and(|api| api.min <= version && version <= api.max)
+}
+
+/// The table as Markdown, for the README.
+pub fn markdown_table() -> String {
+    let mut out = String::from("| API | key | versions |\n|---|---:|---|\n");
+    for api in SUPPORTED_APIS {
+        out.push_str(&format!(
+            "| {:?} | {} | {}–{} |\n",
+            api.key, api.key as i16, api.min, api.max
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_within_what_the_protocol_library_decodes() {
+        for api in SUPPORTED_APIS {
+            let library = api.key.valid_versions();
+            assert!(
+                library.min <= api.min && api.max <= library.max,
+                "{:?}: {}..{} outside {}",
+                api.key,
+                api.min,
+                api.max,
+                library
+            );
+            assert!(api.min <= api.max);
+        }
+    }
+
+    #[test]
+    fn the_readme_shows_this_table() {
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains(&markdown_table()),
+            "README.md must contain the supported API table exactly as generated:\n{}",
+            markdown_table()
+        );
+    }
+}

@@ -1,0 +1,603 @@
+//! The broker over a real socket, in-process on 127.0.0.1:0: what a client sees for good and bad
+//! requests (records, offsets, error codes, closed connections).
+
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use fjord_broker::record::{ProducerInfo, Record, build_batch};
+use fjord_broker::{BrokerConfig, RunningBroker};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+struct Client {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Client {
+    async fn connect(broker: &RunningBroker) -> Self {
+        Self {
+            stream: TcpStream::connect(broker.kafka_addr).await.unwrap(),
+            correlation_id: 0,
+        }
+    }
+
+    async fn send_raw(&mut self, frame: &[u8]) {
+        self.stream
+            .write_all(&(frame.len() as i32).to_be_bytes())
+            .await
+            .unwrap();
+        self.stream.write_all(frame).await.unwrap();
+    }
+
+    /// The next response frame, or `None` if the broker closed the connection.
+    async fn read_frame(&mut self) -> Option<Bytes> {
+        let size = self.stream.read_i32().await.ok()?;
+        let mut frame = vec![0u8; size as usize];
+        self.stream.read_exact(&mut frame).await.ok()?;
+        Some(Bytes::from(frame))
+    }
+
+    fn frame<R: Request>(&mut self, request: &R, version: i16) -> BytesMut {
+        self.correlation_id += 1;
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("fjord-test")))
+            .encode(&mut buf, R::header_version(version))
+            .unwrap();
+        request.encode(&mut buf, version).unwrap();
+        buf
+    }
+
+    async fn call<R: Request>(&mut self, request: R, version: i16) -> R::Response {
+        let frame = self.frame(&request, version);
+        self.send_raw(&frame).await;
+        let mut response = self
+            .read_frame()
+            .await
+            .expect("the broker closed the connection");
+        let header =
+            ResponseHeader::decode(&mut response, R::Response::header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation_id);
+        let body = R::Response::decode(&mut response, version).unwrap();
+        assert!(!response.has_remaining(), "trailing bytes in the response");
+        body
+    }
+}
+
+async fn start(config: impl FnOnce(&mut BrokerConfig)) -> (RunningBroker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker_config = BrokerConfig::for_tests(dir.path().to_path_buf());
+    config(&mut broker_config);
+    let running = fjord_broker::start(broker_config, CancellationToken::new())
+        .await
+        .unwrap();
+    (running, dir)
+}
+
+fn name(topic: &str) -> TopicName {
+    TopicName(StrBytes::from_string(topic.to_owned()))
+}
+
+fn records(values: &[&str], timestamp: i64) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some(v.as_bytes().to_vec()),
+            headers: vec![],
+            timestamp: timestamp + i as i64,
+        })
+        .collect();
+    Bytes::from(build_batch(&records, ProducerInfo::NONE))
+}
+
+fn create(topic: &str, partitions: i32) -> CreateTopicsRequest {
+    CreateTopicsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name(topic))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1),
+        ])
+}
+
+fn produce(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ]),
+        ])
+}
+
+fn fetch(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    min_bytes: i32,
+    max_wait_ms: i32,
+) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(min_bytes)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name(topic))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ])
+}
+
+fn produce_code(response: &ProduceResponse) -> (i16, i64) {
+    let p = &response.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+#[tokio::test]
+async fn api_versions_lists_the_table_and_answers_unknown_versions_in_v0() {
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    let response = client.call(ApiVersionsRequest::default(), 3).await;
+    assert_eq!(response.error_code, 0);
+    let produce = response.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+    assert_eq!((produce.min_version, produce.max_version), (3, 9));
+    assert_eq!(
+        response.api_keys.len(),
+        fjord_broker::protocol::SUPPORTED_APIS.len()
+    );
+
+    // A newer ApiVersions than the broker knows: UNSUPPORTED_VERSION in a v0 body.
+    let mut frame = client.frame(&ApiVersionsRequest::default(), 3);
+    frame[2..4].copy_from_slice(&77i16.to_be_bytes());
+    client.send_raw(&frame).await;
+    let mut body = client.read_frame().await.unwrap();
+    assert_eq!(body.get_i32(), client.correlation_id);
+    let v0 = ApiVersionsResponse::decode(&mut body, 0).unwrap();
+    assert_eq!(v0.error_code, 35);
+    assert!(
+        v0.api_keys
+            .iter()
+            .any(|k| k.api_key == 18 && k.max_version == 3)
+    );
+    // The connection stays usable.
+    assert_eq!(
+        client
+            .call(ApiVersionsRequest::default(), 0)
+            .await
+            .error_code,
+        0
+    );
+}
+
+#[tokio::test]
+async fn bad_frames_close_the_connection_and_the_broker_keeps_serving() {
+    let (broker, _dir) = start(|c| c.max_request_bytes = 1024).await;
+    let mut oversized = Client::connect(&broker).await;
+    oversized.send_raw(&vec![0u8; 2048]).await;
+    assert!(
+        oversized.read_frame().await.is_none(),
+        "a frame over the limit closes the connection"
+    );
+
+    let mut unknown = Client::connect(&broker).await;
+    let mut frame = unknown.frame(&MetadataRequest::default(), 1);
+    frame[0..2].copy_from_slice(&4242i16.to_be_bytes());
+    unknown.send_raw(&frame).await;
+    assert!(
+        unknown.read_frame().await.is_none(),
+        "an unknown API closes the connection"
+    );
+
+    let mut garbage = Client::connect(&broker).await;
+    garbage
+        .send_raw(&[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff, 0xff])
+        .await;
+    assert!(garbage.read_frame().await.is_none());
+
+    let mut fine = Client::connect(&broker).await;
+    assert_eq!(
+        fine.call(MetadataRequest::default(), 12)
+            .await
+            .brokers
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn produce_fetch_and_list_offsets_round_trip() {
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    let created = client.call(create("orders", 2), 7).await;
+    assert_eq!(created.topics[0].error_code, 0);
+    assert_eq!(created.topics[0].num_partitions, 2);
+
+    let first = records(&["a", "b", "c"], 1_000);
+    let second = records(&["d"], 2_000);
+    assert_eq!(
+        produce_code(
+            &client
+                .call(produce("orders", 1, first.clone(), -1), 9)
+                .await
+        ),
+        (0, 0)
+    );
+    assert_eq!(
+        produce_code(&client.call(produce("orders", 1, second, 1), 3).await),
+        (0, 3)
+    );
+
+    let fetched = client.call(fetch("orders", 1, 0, 1, 100), 12).await;
+    let partition = &fetched.responses[0].partitions[0];
+    assert_eq!(
+        (
+            partition.error_code,
+            partition.high_watermark,
+            partition.log_start_offset
+        ),
+        (0, 4, 0)
+    );
+    let bytes = partition.records.clone().unwrap();
+    // The stored batch is the produced one with its base offset (0) and leader epoch (0) set.
+    assert_eq!(&bytes[16..first.len()], &first[16..]);
+    assert_eq!(bytes.len(), first.len() + records(&["d"], 2_000).len());
+
+    let from_three = client.call(fetch("orders", 1, 3, 1, 100), 4).await;
+    let batch = from_three.responses[0].partitions[0]
+        .records
+        .clone()
+        .unwrap();
+    assert_eq!(i64::from_be_bytes(batch[0..8].try_into().unwrap()), 3);
+
+    let out_of_range = client.call(fetch("orders", 1, 99, 1, 100), 12).await;
+    assert_eq!(out_of_range.responses[0].partitions[0].error_code, 1);
+
+    let list = |timestamp| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("orders"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(1)
+                            .with_timestamp(timestamp),
+                    ]),
+            ])
+    };
+    for (timestamp, version, offset) in [
+        (-2, 1, 0),
+        (-1, 6, 4),
+        (1_001, 6, 1),
+        (1_500, 2, 3),
+        (9_999, 6, -1),
+    ] {
+        let response = client.call(list(timestamp), version).await;
+        let p = &response.topics[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.offset),
+            (0, offset),
+            "timestamp {timestamp}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn produce_errors_are_kafka_codes_and_leave_the_log_intact() {
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    let mut configs = create("small", 1);
+    configs.topics[0].configs = vec![
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("max.message.bytes"))
+            .with_value(Some(StrBytes::from_static_str("200"))),
+    ];
+    assert_eq!(client.call(configs, 7).await.topics[0].error_code, 0);
+
+    let mut corrupt = records(&["x"], 1).to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let response = client
+        .call(produce("small", 0, Bytes::from(corrupt), -1), 9)
+        .await;
+    assert_eq!(produce_code(&response), (2, -1), "CORRUPT_MESSAGE");
+
+    let big = records(&[&"y".repeat(500)], 1);
+    assert_eq!(
+        produce_code(&client.call(produce("small", 0, big, -1), 9).await),
+        (10, -1),
+        "MESSAGE_TOO_LARGE"
+    );
+    assert_eq!(
+        produce_code(
+            &client
+                .call(produce("nope", 0, records(&["z"], 1), -1), 9)
+                .await
+        )
+        .0,
+        3
+    );
+    assert_eq!(
+        produce_code(
+            &client
+                .call(produce("small", 5, records(&["z"], 1), -1), 9)
+                .await
+        )
+        .0,
+        3
+    );
+    assert_eq!(
+        produce_code(
+            &client
+                .call(produce("small", 0, records(&["z"], 1), 2), 9)
+                .await
+        )
+        .0,
+        21
+    );
+
+    // Nothing was appended; a good batch gets offset 0.
+    assert_eq!(
+        produce_code(
+            &client
+                .call(produce("small", 0, records(&["ok"], 1), -1), 9)
+                .await
+        ),
+        (0, 0)
+    );
+}
+
+#[tokio::test]
+async fn acks_zero_gets_no_response_but_is_appended() {
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    client.call(create("fire", 1), 7).await;
+    let frame = client.frame(&produce("fire", 0, records(&["a", "b"], 1), 0), 9);
+    client.send_raw(&frame).await;
+    // The next response on the connection answers the next request.
+    let fetched = client.call(fetch("fire", 0, 0, 1, 1000), 12).await;
+    assert_eq!(fetched.responses[0].partitions[0].high_watermark, 2);
+}
+
+#[tokio::test]
+async fn create_topics_validates_names_counts_configs_and_duplicates() {
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    let code = |r: CreateTopicsResponse| r.topics[0].error_code;
+    assert_eq!(code(client.call(create("bad name", 1), 7).await), 17);
+    assert_eq!(code(client.call(create("zero", 0), 7).await), 37);
+    let mut rf = create("rf", 1);
+    rf.topics[0].replication_factor = 3;
+    assert_eq!(code(client.call(rf, 7).await), 38);
+    let mut config = create("cfg", 1);
+    config.topics[0].configs = vec![
+        CreatableTopicConfig::default()
+            .with_name(StrBytes::from_static_str("cleanup.policy"))
+            .with_value(Some(StrBytes::from_static_str("compact"))),
+    ];
+    let response = client.call(config, 7).await;
+    assert_eq!(response.topics[0].error_code, 40);
+    assert!(
+        response.topics[0]
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("compact")
+    );
+
+    let mut validate_only = create("later", 3);
+    validate_only.validate_only = true;
+    let response = client.call(validate_only, 7).await;
+    assert_eq!(
+        (
+            response.topics[0].error_code,
+            response.topics[0].num_partitions
+        ),
+        (0, 3)
+    );
+    let metadata = client
+        .call(MetadataRequest::default().with_topics(None), 12)
+        .await;
+    assert!(metadata.topics.is_empty(), "validate_only created nothing");
+
+    assert_eq!(code(client.call(create("once", 1), 7).await), 0);
+    assert_eq!(code(client.call(create("once", 1), 7).await), 36);
+    assert_eq!(code(client.call(create("twice", -1), 2).await), 0);
+}
+
+#[tokio::test]
+async fn metadata_auto_creates_when_allowed() {
+    let (broker, _dir) = start(|c| c.default_partitions = 3).await;
+    let mut client = Client::connect(&broker).await;
+    let request = |allow| {
+        MetadataRequest::default()
+            .with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(name("auto"))),
+            ]))
+            .with_allow_auto_topic_creation(allow)
+    };
+    let refused = client.call(request(false), 12).await;
+    assert_eq!(refused.topics[0].error_code, 3);
+    let created = client.call(request(true), 12).await;
+    assert_eq!(created.topics[0].error_code, 0);
+    assert_eq!(created.topics[0].partitions.len(), 3);
+    assert_eq!(created.cluster_id.as_deref().map(str::len), Some(22));
+    let (host, port) = (created.brokers[0].host.to_string(), created.brokers[0].port);
+    assert_eq!(format!("{host}:{port}"), broker.kafka_addr.to_string());
+}
+
+#[tokio::test]
+async fn fetch_long_polls_until_data_arrives() {
+    let (broker, _dir) = start(|_| {}).await;
+    let mut consumer = Client::connect(&broker).await;
+    let mut producer = Client::connect(&broker).await;
+    producer.call(create("poll", 1), 7).await;
+
+    // Nothing there: waits the full max_wait_ms, then answers empty.
+    let started = Instant::now();
+    let empty = consumer.call(fetch("poll", 0, 0, 1, 300), 12).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        empty.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .is_none_or(|r| r.is_empty())
+    );
+
+    // Data produced while the fetch waits wakes it well before max_wait_ms.
+    let started = Instant::now();
+    let waiting =
+        tokio::spawn(async move { consumer.call(fetch("poll", 0, 0, 1, 30_000), 12).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    producer
+        .call(produce("poll", 0, records(&["wake"], 1), -1), 9)
+        .await;
+    let response = waiting.await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(response.responses[0].partitions[0].high_watermark, 1);
+    assert!(
+        !response.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn topics_and_records_survive_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::for_tests(dir.path().to_path_buf());
+    let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    client.call(create("kept", 2), 7).await;
+    client
+        .call(produce("kept", 1, records(&["a", "b"], 1), -1), 9)
+        .await;
+    let topic_id = client
+        .call(MetadataRequest::default().with_topics(None), 12)
+        .await
+        .topics[0]
+        .topic_id;
+    drop(client);
+    broker.shutdown().await;
+
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    let metadata = client
+        .call(MetadataRequest::default().with_topics(None), 12)
+        .await;
+    assert_eq!(metadata.topics[0].topic_id, topic_id);
+    assert_eq!(metadata.topics[0].partitions.len(), 2);
+    let fetched = client.call(fetch("kept", 1, 0, 1, 100), 12).await;
+    assert_eq!(fetched.responses[0].partitions[0].high_watermark, 2);
+}
+
+#[tokio::test]
+async fn every_supported_version_of_every_api_is_served() {
+    use fjord_broker::protocol::SUPPORTED_APIS;
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    client.call(create("versions", 1), 7).await;
+    let mut produced = 0;
+    for api in SUPPORTED_APIS {
+        for version in api.min..=api.max {
+            let context = format!("{:?} v{version}", api.key);
+            match api.key {
+                ApiKey::ApiVersions => {
+                    assert_eq!(
+                        client
+                            .call(ApiVersionsRequest::default(), version)
+                            .await
+                            .error_code,
+                        0,
+                        "{context}"
+                    );
+                }
+                ApiKey::Metadata => {
+                    let topics = if version == 0 { Some(Vec::new()) } else { None };
+                    let response = client
+                        .call(MetadataRequest::default().with_topics(topics), version)
+                        .await;
+                    assert_eq!(response.topics.len(), 1, "{context}");
+                    assert_eq!(
+                        response.topics[0].partitions[0].leader_id,
+                        BrokerId(1),
+                        "{context}"
+                    );
+                }
+                ApiKey::CreateTopics => {
+                    let response = client
+                        .call(create(&format!("created-v{version}"), 2), version)
+                        .await;
+                    assert_eq!(response.topics[0].error_code, 0, "{context}");
+                    client
+                        .call(MetadataRequest::default().with_topics(None), 12)
+                        .await;
+                }
+                ApiKey::Produce => {
+                    let response = client
+                        .call(produce("versions", 0, records(&["v"], 5), -1), version)
+                        .await;
+                    assert_eq!(produce_code(&response), (0, produced), "{context}");
+                    produced += 1;
+                }
+                ApiKey::Fetch => {
+                    let response = client.call(fetch("versions", 0, 0, 1, 10), version).await;
+                    let partition = &response.responses[0].partitions[0];
+                    assert_eq!(partition.error_code, 0, "{context}");
+                    assert!(!partition.records.as_ref().unwrap().is_empty(), "{context}");
+                }
+                ApiKey::ListOffsets => {
+                    let request = ListOffsetsRequest::default()
+                        .with_replica_id(BrokerId(-1))
+                        .with_topics(vec![
+                            ListOffsetsTopic::default()
+                                .with_name(name("versions"))
+                                .with_partitions(vec![
+                                    ListOffsetsPartition::default()
+                                        .with_partition_index(0)
+                                        .with_timestamp(-1),
+                                ]),
+                        ]);
+                    let response = client.call(request, version).await;
+                    assert_eq!(
+                        response.topics[0].partitions[0].offset, produced,
+                        "{context}"
+                    );
+                }
+                other => panic!("no check for {other:?}"),
+            }
+        }
+    }
+}
