@@ -1,6 +1,8 @@
 //! The broker over a real socket, in-process on 127.0.0.1:0: what a client sees for good and bad
 //! requests (records, offsets, error codes, closed connections).
 
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
