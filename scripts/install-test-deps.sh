@@ -13,5 +13,14 @@ if have rustup; then
     done
 fi
 have cargo || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
-have cc || { echo "a C compiler is required"; apt-get update -qq && apt-get install -y -qq build-essential; }
+# Debian packages: a C compiler, and kcat (librdkafka 2.0.2: the old-client compatibility case).
+apt_packages=()
+have cc || apt_packages+=(build-essential)
+have kcat || apt_packages+=(kcat)
+if ((${#apt_packages[@]})); then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_packages[@]}"
+fi
 echo "test dependencies: ok"

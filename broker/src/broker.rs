@@ -116,7 +116,12 @@ pub struct Broker {
     metadata: MetadataStore,
     partitions: RwLock<HashMap<TopicPartition, PartitionHandle>>,
     clock: Arc<dyn Clock>,
+    /// Producer ids reserved in the metadata and not yet handed out.
+    producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
 }
+
+/// Producer ids reserved per metadata write.
+const PRODUCER_ID_BLOCK: i64 = 1000;
 
 impl Broker {
     /// Loads metadata and opens (recovering) every partition log. `bound` is the listener's
@@ -139,6 +144,7 @@ impl Broker {
             metadata,
             partitions: RwLock::new(HashMap::new()),
             clock: Arc::new(SystemClock),
+            producer_ids: tokio::sync::Mutex::new(0..0),
         });
         for topic in broker.metadata.topics() {
             let log_config =
@@ -266,6 +272,20 @@ impl Broker {
         }
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
+    }
+
+    /// A producer id never handed out before, on this cluster.
+    pub async fn new_producer_id(&self) -> Result<i64, MetadataError> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.is_empty() {
+            *ids = self
+                .metadata
+                .allocate_producer_ids(PRODUCER_ID_BLOCK)
+                .await?;
+        }
+        let id = ids.start;
+        ids.start += 1;
+        Ok(id)
     }
 
     /// Flushes and closes every partition log.

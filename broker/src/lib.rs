@@ -16,6 +16,7 @@
 //! - [`log`]: the segmented, durable commit log of one partition.
 //! - [`cluster`]: topics and their configs, persisted in the data directory.
 
+pub mod alloc;
 pub mod broker;
 pub mod cluster;
 pub mod handler;
@@ -24,6 +25,11 @@ pub mod partition;
 pub mod protocol;
 pub mod record;
 pub mod server;
+
+// The unit tests decode hostile input too: they run on the broker's allocator.
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: alloc::GuardedAlloc = alloc::GuardedAlloc;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

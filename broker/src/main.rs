@@ -12,6 +12,10 @@ use fjord_broker::log::{Log, LogConfig, SystemClock};
 use fjord_broker::record::batch;
 use tokio_util::sync::CancellationToken;
 
+/// Keeps hostile length prefixes from aborting the broker (see `fjord_broker::alloc`).
+#[global_allocator]
+static ALLOCATOR: fjord_broker::alloc::GuardedAlloc = fjord_broker::alloc::GuardedAlloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "fjord-broker",

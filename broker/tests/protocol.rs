@@ -598,8 +598,144 @@ async fn every_supported_version_of_every_api_is_served() {
                         "{context}"
                     );
                 }
+                ApiKey::InitProducerId => {
+                    let response = client
+                        .call(
+                            InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+                            version,
+                        )
+                        .await;
+                    assert_eq!(
+                        (response.error_code, response.producer_epoch),
+                        (0, 0),
+                        "{context}"
+                    );
+                }
                 other => panic!("no check for {other:?}"),
             }
         }
     }
+}
+
+fn idempotent(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> Bytes {
+    let records: Vec<Record> = values
+        .iter()
+        .map(|v| Record {
+            key: None,
+            value: Some(v.as_bytes().to_vec()),
+            headers: vec![],
+            timestamp: 1,
+        })
+        .collect();
+    Bytes::from(build_batch(
+        &records,
+        ProducerInfo {
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence: sequence,
+        },
+    ))
+}
+
+#[tokio::test]
+async fn idempotent_retries_are_not_appended_twice_even_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::for_tests(dir.path().to_path_buf());
+    let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    client.call(create("idem", 1), 7).await;
+    let init = client
+        .call(
+            InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+            4,
+        )
+        .await;
+    let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+    let other = client
+        .call(
+            InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+            4,
+        )
+        .await;
+    assert_ne!(other.producer_id.0, pid, "each producer gets its own id");
+
+    let send = |sequence, values: &'static [&'static str]| {
+        produce("idem", 0, idempotent(pid, epoch, sequence, values), -1)
+    };
+    assert_eq!(
+        produce_code(&client.call(send(0, &["a", "b"]), 9).await),
+        (0, 0)
+    );
+    assert_eq!(produce_code(&client.call(send(2, &["c"]), 9).await), (0, 2));
+    // A retry of the first batch: its original offsets, nothing appended.
+    assert_eq!(
+        produce_code(&client.call(send(0, &["a", "b"]), 9).await),
+        (0, 0)
+    );
+    // A gap in the sequence.
+    assert_eq!(
+        produce_code(&client.call(send(7, &["x"]), 9).await).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    // An old epoch after a bump.
+    let bumped = client
+        .call(
+            InitProducerIdRequest::default()
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch),
+            4,
+        )
+        .await;
+    assert_eq!(
+        (bumped.producer_id.0, bumped.producer_epoch),
+        (pid, epoch + 1)
+    );
+    let fetched = client.call(fetch("idem", 0, 0, 1, 10), 12).await;
+    assert_eq!(fetched.responses[0].partitions[0].high_watermark, 3);
+    drop(client);
+    broker.shutdown().await;
+
+    // Clean restart: the snapshot brings the state back.
+    let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    assert_eq!(
+        produce_code(&client.call(send(2, &["c"]), 9).await),
+        (0, 2),
+        "retry after restart"
+    );
+    assert_eq!(produce_code(&client.call(send(3, &["d"]), 9).await), (0, 3));
+    drop(client);
+    broker.shutdown().await;
+
+    // Without the snapshot the state is rebuilt from the log itself.
+    std::fs::remove_file(dir.path().join("idem-0/producer-state.json")).unwrap();
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    assert_eq!(
+        produce_code(&client.call(send(3, &["d"]), 9).await),
+        (0, 3),
+        "retry after replay"
+    );
+    assert_eq!(produce_code(&client.call(send(4, &["e"]), 9).await), (0, 4));
+    let fetched = client.call(fetch("idem", 0, 0, 1, 10), 12).await;
+    assert_eq!(fetched.responses[0].partitions[0].high_watermark, 5);
+    // Two batches in one idempotent produce are refused.
+    let mut two = idempotent(pid, epoch, 5, &["f"]).to_vec();
+    two.extend_from_slice(&idempotent(pid, epoch, 6, &["g"]));
+    assert_eq!(
+        produce_code(
+            &client
+                .call(produce("idem", 0, Bytes::from(two), -1), 9)
+                .await
+        )
+        .0,
+        87
+    );
 }

@@ -34,3 +34,109 @@ pub fn stored_crash_batch(base_offset: i64) -> Vec<u8> {
     set_offset_and_epoch(&mut batch, base_offset, CRASH_LEADER_EPOCH);
     batch
 }
+
+/// A broker running in this process on its own runtime, on an ephemeral loopback port, for
+/// tests that drive real client processes against it.
+#[derive(Debug)]
+pub struct TestBroker {
+    pub addr: std::net::SocketAddr,
+    pub data_dir: tempfile::TempDir,
+    runtime: Option<tokio::runtime::Runtime>,
+    running: Option<fjord_broker::RunningBroker>,
+}
+
+impl TestBroker {
+    /// Starts a broker with the test defaults, adjusted by `configure`.
+    pub fn start(configure: impl FnOnce(&mut fjord_broker::BrokerConfig)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = fjord_broker::BrokerConfig::for_tests(data_dir.path().to_path_buf());
+        configure(&mut config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let running = runtime
+            .block_on(fjord_broker::start(
+                config,
+                tokio_util::sync::CancellationToken::new(),
+            ))
+            .expect("starting the broker");
+        Self {
+            addr: running.kafka_addr,
+            data_dir,
+            runtime: Some(runtime),
+            running: Some(running),
+        }
+    }
+
+    /// `host:port` for a client's bootstrap list.
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let (Some(runtime), Some(running)) = (self.runtime.take(), self.running.take()) {
+            runtime.block_on(running.shutdown());
+        }
+    }
+}
+
+/// Path of a required external tool, or a panic that says how to install it.
+pub fn require_tool(name: &str) -> std::path::PathBuf {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: run scripts/install-test-deps.sh (make deps)")
+        })
+}
+
+/// The `fjord-broker` binary of this workspace, built (debug profile) if it is not there yet.
+pub fn broker_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "fjord-broker",
+            "--bin",
+            "fjord-broker",
+        ])
+        .status()
+        .expect("running cargo build");
+    assert!(status.success(), "building fjord-broker failed");
+    // Test binaries live in target/<profile>/deps; the broker in target/<profile>.
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    let debug = profile_dir
+        .parent()
+        .expect("target")
+        .join("debug")
+        .join("fjord-broker");
+    assert!(
+        debug.is_file(),
+        "{} missing after the build",
+        debug.display()
+    );
+    debug
+}
+
+/// Waits until something accepts TCP connections on `addr`, up to `limit`.
+pub fn wait_for_listener(addr: &str, limit: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}

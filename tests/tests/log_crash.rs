@@ -3,6 +3,8 @@
 //! recovery) and checks that every acknowledged batch is there byte for byte, that offsets are
 //! contiguous and that nothing partial is served. `FJORD_CRASH_CYCLES` sets the cycle count.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

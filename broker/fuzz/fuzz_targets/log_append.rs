@@ -10,6 +10,10 @@ use std::sync::{Arc, OnceLock};
 use fjord_broker::log::{Log, LogConfig, ManualClock};
 use libfuzzer_sys::fuzz_target;
 
+// The broker's allocator, so the fuzzer sees what the broker would do.
+#[global_allocator]
+static ALLOCATOR: fjord_broker::alloc::GuardedAlloc = fjord_broker::alloc::GuardedAlloc;
+
 fn dir() -> &'static tempfile::TempDir {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))

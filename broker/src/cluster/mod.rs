@@ -33,6 +33,9 @@ struct Snapshot {
     format_version: u32,
     cluster_id: String,
     topics: BTreeMap<String, TopicMetadata>,
+    /// Producer ids below this have been handed out (in blocks); they are never reused.
+    #[serde(default)]
+    next_producer_id: i64,
 }
 
 /// Errors of the metadata store.
@@ -94,6 +97,7 @@ impl MetadataStore {
                     format_version: FORMAT_VERSION,
                     cluster_id: new_cluster_id(),
                     topics: BTreeMap::new(),
+                    next_producer_id: 0,
                 };
                 write_atomically(&path, &snapshot)?;
                 snapshot
@@ -121,6 +125,32 @@ impl MetadataStore {
 
     pub fn topics(&self) -> Vec<TopicMetadata> {
         self.snapshot().topics.values().cloned().collect()
+    }
+
+    /// Reserves `count` producer ids, durably, and returns them.
+    pub async fn allocate_producer_ids(
+        &self,
+        count: i64,
+    ) -> Result<std::ops::Range<i64>, MetadataError> {
+        let _writer = self.writer.lock().await;
+        let mut next = self.snapshot().as_ref().clone();
+        let start = next.next_producer_id;
+        next.next_producer_id = start + count;
+        self.persist(next).await?;
+        Ok(start..start + count)
+    }
+
+    async fn persist(&self, next: Snapshot) -> Result<(), MetadataError> {
+        let path = self.path.clone();
+        let next =
+            tokio::task::spawn_blocking(move || write_atomically(&path, &next).map(|()| next))
+                .await
+                .map_err(|join| MetadataError::Write {
+                    path: self.path.clone(),
+                    source: io::Error::other(join),
+                })??;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        Ok(())
     }
 
     /// Adds a topic and persists the change before returning it.
@@ -220,7 +250,13 @@ mod tests {
             store.create_topic("orders", 1, BTreeMap::new()).await,
             Err(MetadataError::TopicExists { .. })
         ));
+        assert_eq!(store.allocate_producer_ids(10).await.unwrap(), 0..10);
         let reopened = MetadataStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.allocate_producer_ids(10).await.unwrap(),
+            10..20,
+            "ids never repeat"
+        );
         assert_eq!(reopened.cluster_id(), cluster_id);
         assert_eq!(reopened.topic("orders"), Some(created));
         assert_eq!(reopened.topics().len(), 1);

@@ -4,6 +4,7 @@
 mod api_versions;
 mod create_topics;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -37,6 +38,9 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Option<Response
         RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
             list_offsets::handle(broker, req).await,
         )),
+        RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
+            init_producer_id::handle(broker, req).await,
+        )),
         RequestKind::CreateTopics(req) => Some(ResponseKind::CreateTopics(
             create_topics::handle(broker, req).await,
         )),
@@ -61,6 +65,10 @@ fn append_error_code(error: &AppendError) -> i16 {
     match error {
         AppendError::Log(error) => log_error_code(error),
         AppendError::Closed => ResponseError::NotLeaderOrFollower.code(),
+        AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
+        AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch.code(),
+        AppendError::UnknownProducerId => ResponseError::UnknownProducerId.code(),
+        AppendError::IdempotentBatchCount { .. } => ResponseError::InvalidRecord.code(),
     }
 }
 

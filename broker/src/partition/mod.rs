@@ -4,11 +4,18 @@
 //! watermark (what consumers may read) is published on a `watch` channel so fetch long-polls
 //! wait without polling. Reads go straight to the log's [`LogReader`], never through the actor.
 
+pub mod producer_state;
+
+use std::path::Path;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::log::{self, AppendInfo, FlushPolicy, Log, LogConfig, LogReader};
+use crate::record::BatchHeader;
+use crate::record::batch::split_batches;
+use producer_state::{Check, ProducerState};
 
 /// The most appends handled in one step (one fsync).
 const MAX_APPENDS_PER_STEP: usize = 256;
@@ -22,12 +29,118 @@ pub enum AppendError {
     Log(#[from] log::Error),
     #[error("the partition is shutting down")]
     Closed,
+    #[error("out of order sequence number: expected {expected}, got {found}")]
+    OutOfOrderSequence { expected: i32, found: i32 },
+    #[error("producer epoch {found} is older than the current epoch {current}")]
+    InvalidProducerEpoch { current: i16, found: i16 },
+    #[error("producer id unknown to this partition and its sequence does not start at 0")]
+    UnknownProducerId,
+    #[error(
+        "an idempotent produce must carry exactly one record batch per partition, not {batches}"
+    )]
+    IdempotentBatchCount { batches: usize },
+}
+
+const PRODUCER_SNAPSHOT: &str = "producer-state.json";
+
+/// The producer state as of a log offset, saved beside the log so a restart need not replay the
+/// whole log.
+#[derive(Debug, Serialize, Deserialize)]
+struct ProducerSnapshot {
+    log_end_offset: i64,
+    producers: ProducerState,
+}
+
+/// Loads the snapshot if it is usable and replays the batches after it.
+fn load_producer_state(dir: &Path, log: &Log) -> Result<ProducerState, log::Error> {
+    let reader = log.reader();
+    let offsets = reader.offsets();
+    let snapshot = std::fs::read(dir.join(PRODUCER_SNAPSHOT))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<ProducerSnapshot>(&bytes).ok())
+        .filter(|s| {
+            s.log_end_offset <= offsets.log_end_offset()
+                && s.log_end_offset >= offsets.log_start_offset()
+        });
+    let (mut producers, mut offset) = match snapshot {
+        Some(snapshot) => (snapshot.producers, snapshot.log_end_offset),
+        None => (ProducerState::default(), offsets.log_start_offset()),
+    };
+    while offset < offsets.log_end_offset() {
+        let read = reader.read(offset, 1 << 20)?;
+        if read.records.is_empty() {
+            break;
+        }
+        for (header, _) in split_batches(&read.records).filter_map(Result::ok) {
+            producers.record(&header);
+        }
+        offset = read.next_offset;
+    }
+    Ok(producers)
+}
+
+fn save_producer_state(log: &Log, producers: &ProducerState) -> std::io::Result<()> {
+    let snapshot = ProducerSnapshot {
+        log_end_offset: log.log_end_offset(),
+        producers: producers.clone(),
+    };
+    let bytes = serde_json::to_vec(&snapshot).map_err(std::io::Error::other)?;
+    let temp = log.dir().join("producer-state.json.tmp");
+    let mut file = std::fs::File::create(&temp)?;
+    std::io::Write::write_all(&mut file, &bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, log.dir().join(PRODUCER_SNAPSHOT))
+}
+
+/// Checks an idempotent batch, appends it, records it. Non-idempotent appends pass straight
+/// through.
+fn append_checked(
+    log: &mut Log,
+    producers: &mut ProducerState,
+    records: &mut [u8],
+    leader_epoch: i32,
+) -> Result<AppendInfo, AppendError> {
+    let header = match BatchHeader::parse(records) {
+        Ok(header) if header.producer_id >= 0 => header,
+        // Not idempotent, or malformed: the log validates and answers.
+        _ => return Ok(log.append(records, leader_epoch)?),
+    };
+    let batches = split_batches(records).count();
+    if batches != 1 {
+        return Err(AppendError::IdempotentBatchCount { batches });
+    }
+    match producers.check(&header) {
+        Check::Append => {
+            let info = log.append(records, leader_epoch)?;
+            producers.record(&BatchHeader {
+                base_offset: info.base_offset,
+                ..header
+            });
+            Ok(info)
+        }
+        Check::Duplicate {
+            base_offset,
+            last_offset,
+        } => Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_append_time: None,
+            log_start_offset: log.offsets().log_start_offset(),
+        }),
+        Check::OutOfOrderSequence { expected, found } => {
+            Err(AppendError::OutOfOrderSequence { expected, found })
+        }
+        Check::InvalidEpoch { current, found } => {
+            Err(AppendError::InvalidProducerEpoch { current, found })
+        }
+        Check::UnknownProducer => Err(AppendError::UnknownProducerId),
+    }
 }
 
 enum Command {
     Append {
         records: Vec<u8>,
-        reply: oneshot::Sender<Result<AppendInfo, log::Error>>,
+        reply: oneshot::Sender<Result<AppendInfo, AppendError>>,
     },
     Close {
         reply: oneshot::Sender<()>,
@@ -59,19 +172,23 @@ impl PartitionHandle {
         clock: std::sync::Arc<dyn log::Clock>,
         leader_epoch: i32,
     ) -> Result<Self, log::Error> {
-        let log = tokio::task::spawn_blocking(move || Log::open(dir, config, clock))
-            .await
-            .map_err(|join| log::Error::Io {
-                op: log::IoOp::OpenSegment,
-                path: Default::default(),
-                source: std::io::Error::other(join),
-            })??;
+        let (log, producers) = tokio::task::spawn_blocking(move || {
+            let log = Log::open(&dir, config, clock)?;
+            let producers = load_producer_state(&dir, &log)?;
+            Ok::<_, log::Error>((log, producers))
+        })
+        .await
+        .map_err(|join| log::Error::Io {
+            op: log::IoOp::OpenSegment,
+            path: Default::default(),
+            source: std::io::Error::other(join),
+        })??;
         let reader = log.reader();
         let (hw_tx, high_watermark) = watch::channel(log.log_end_offset());
         let (commands, rx) = mpsc::channel(1024);
         tokio::spawn(
             PartitionActor {
-                log: Some(log),
+                owned: Some(Owned { log, producers }),
                 rx,
                 high_watermark: hw_tx,
                 leader_epoch,
@@ -93,7 +210,7 @@ impl PartitionHandle {
             .send(Command::Append { records, reply })
             .await
             .map_err(|_| AppendError::Closed)?;
-        Ok(rx.await.map_err(|_| AppendError::Closed)??)
+        rx.await.map_err(|_| AppendError::Closed)?
     }
 
     pub fn reader(&self) -> &LogReader {
@@ -119,9 +236,15 @@ impl PartitionHandle {
     }
 }
 
+/// What the actor owns and hands to blocking steps.
+struct Owned {
+    log: Log,
+    producers: ProducerState,
+}
+
 struct PartitionActor {
     /// `None` only while a blocking step holds it.
-    log: Option<Log>,
+    owned: Option<Owned>,
     rx: mpsc::Receiver<Command>,
     high_watermark: watch::Sender<i64>,
     leader_epoch: i32,
@@ -132,7 +255,7 @@ impl PartitionActor {
     /// connections finish their in-flight produce requests first, then the broker closes
     /// every partition.
     async fn run(mut self) {
-        let interval_ms = match self.log.as_ref().map(|log| log.config().flush) {
+        let interval_ms = match self.owned.as_ref().map(|o| o.log.config().flush) {
             Some(FlushPolicy::Interval { interval_ms }) => interval_ms,
             _ => u64::MAX / 2,
         };
@@ -157,16 +280,24 @@ impl PartitionActor {
                     }
                 },
                 _ = flush_timer.tick() => {
-                    self.blocking(|log| {
-                        if let Err(error) = log.flush() {
-                            tracing::error!(dir = %log.dir().display(), %error, "interval flush failed");
+                    self.blocking(|owned| {
+                        if let Err(error) = owned.log.flush() {
+                            tracing::error!(dir = %owned.log.dir().display(), %error, "interval flush failed");
                         }
                     }).await;
                 }
                 _ = retention_timer.tick() => {
-                    self.blocking(|log| {
+                    self.blocking(|owned| {
+                        let log = &mut owned.log;
                         if let Err(error) = log.enforce_retention() {
                             tracing::warn!(dir = %log.dir().display(), %error, "retention failed");
+                        }
+                        // Checkpoint what is durable, and the producer state to go with it.
+                        let saved = log.flush().and_then(|()| log.checkpoint());
+                        let saved = saved.map_err(|e| e.to_string())
+                            .and_then(|()| save_producer_state(log, &owned.producers).map_err(|e| e.to_string()));
+                        if let Err(error) = saved {
+                            tracing::warn!(dir = %log.dir().display(), error, "periodic checkpoint failed");
                         }
                     }).await;
                 }
@@ -178,17 +309,17 @@ impl PartitionActor {
     /// Runs `f` on the log off the async workers.
     async fn blocking<R: Send + 'static>(
         &mut self,
-        f: impl FnOnce(&mut Log) -> R + Send + 'static,
+        f: impl FnOnce(&mut Owned) -> R + Send + 'static,
     ) -> Option<R> {
-        let mut log = self.log.take()?;
+        let mut owned = self.owned.take()?;
         match tokio::task::spawn_blocking(move || {
-            let result = f(&mut log);
-            (log, result)
+            let result = f(&mut owned);
+            (owned, result)
         })
         .await
         {
-            Ok((log, result)) => {
-                self.log = Some(log);
+            Ok((owned, result)) => {
+                self.owned = Some(owned);
                 Some(result)
             }
             Err(error) => {
@@ -203,7 +334,7 @@ impl PartitionActor {
     async fn append_step(
         &mut self,
         records: Vec<u8>,
-        reply: oneshot::Sender<Result<AppendInfo, log::Error>>,
+        reply: oneshot::Sender<Result<AppendInfo, AppendError>>,
     ) -> Option<oneshot::Sender<()>> {
         let mut inputs = vec![records];
         let mut replies = vec![reply];
@@ -223,10 +354,11 @@ impl PartitionActor {
         }
         let epoch = self.leader_epoch;
         let outcome = self
-            .blocking(move |log| {
-                let mut results: Vec<Result<AppendInfo, log::Error>> = inputs
+            .blocking(move |owned| {
+                let Owned { log, producers } = owned;
+                let mut results: Vec<Result<AppendInfo, AppendError>> = inputs
                     .into_iter()
-                    .map(|mut records| log.append(&mut records, epoch))
+                    .map(|mut records| append_checked(log, producers, &mut records, epoch))
                     .collect();
                 let durable = log.config().flush == FlushPolicy::EveryAppend;
                 if durable
@@ -241,7 +373,7 @@ impl PartitionActor {
                         },
                     };
                     for result in results.iter_mut().filter(|r| r.is_ok()) {
-                        *result = Err(log::Error::Flush(failure));
+                        *result = Err(AppendError::Log(log::Error::Flush(failure)));
                     }
                 }
                 let visible = if durable {
@@ -267,9 +399,18 @@ impl PartitionActor {
 
     /// Clean close: flush, write indexes and the checkpoint.
     async fn close(&mut self) {
-        let Some(log) = self.log.take() else { return };
+        let Some(Owned { log, producers }) = self.owned.take() else {
+            return;
+        };
         let dir = log.dir().to_path_buf();
-        match tokio::task::spawn_blocking(move || log.close()).await {
+        let closed = tokio::task::spawn_blocking(move || {
+            log.flush()?;
+            if let Err(error) = save_producer_state(&log, &producers) {
+                tracing::warn!(dir = %log.dir().display(), %error, "saving producer state failed");
+            }
+            log.close()
+        });
+        match closed.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 tracing::error!(dir = %dir.display(), %error, "closing the log failed")

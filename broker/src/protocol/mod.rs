@@ -197,6 +197,25 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_hostile_array_length_is_an_error_not_an_abort() {
+        // Found by the request_decode fuzz target: Metadata v0 whose topic array claims 170
+        // million entries in a 14-byte frame. Without the broker's allocator the library's
+        // up-front reservation aborts the process.
+        let frame = Bytes::from_static(&[0, 3, 0, 0, 0, 0, 3, 0, 0, 0, 0x0a, 0x2f, 0x0a, 0]);
+        assert!(matches!(
+            decode_request(frame),
+            Err(DecodeError::Malformed {
+                api: ApiKey::Metadata,
+                ..
+            })
+        ));
+        let compact = Bytes::from_static(&[
+            0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+        ]);
+        assert!(decode_request(compact).is_err());
+    }
+
     proptest! {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {

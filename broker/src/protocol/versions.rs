@@ -24,6 +24,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The supported range of `key`, if any.

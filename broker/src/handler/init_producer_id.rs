@@ -1,0 +1,38 @@
+//! InitProducerId for idempotent producers: a new producer id (epoch 0), or, when the client
+//! names its current id and epoch (KIP-360, v3+), the same id with the next epoch. Transactions
+//! are not supported yet.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+
+use crate::broker::Broker;
+
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let response = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    if request.transactional_id.is_some() {
+        tracing::warn!("InitProducerId with a transactional id: transactions are not supported");
+        return response.with_error_code(ResponseError::InvalidRequest.code());
+    }
+    let (current_id, current_epoch) = (request.producer_id.0, request.producer_epoch);
+    if current_id >= 0 && (0..i16::MAX - 1).contains(&current_epoch) {
+        return response
+            .with_producer_id(ProducerId(current_id))
+            .with_producer_epoch(current_epoch + 1);
+    }
+    match broker.new_producer_id().await {
+        Ok(id) => response
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(error) => {
+            tracing::error!(%error, "allocating producer ids failed");
+            response.with_error_code(ResponseError::UnknownServerError.code())
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! The README's run command: `fjord-broker` with no flags is a single-node cluster on
+//! 127.0.0.1:9092 with its data in ./fjord-data, listed by kcat, and SIGTERM stops it cleanly.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::process::Command;
+use std::time::Duration;
+
+use fjord_tests::{broker_binary, require_tool, wait_for_listener};
+
+#[test]
+fn no_flags_serves_on_9092_and_sigterm_exits_zero() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut broker = Command::new(broker_binary())
+        .current_dir(cwd.path())
+        .env_remove("FJORD_LISTEN")
+        .env_remove("FJORD_DATA_DIR")
+        .spawn()
+        .expect("starting fjord-broker");
+    assert!(
+        wait_for_listener("127.0.0.1:9092", Duration::from_secs(30)),
+        "nothing listens on 9092"
+    );
+
+    let kcat = require_tool("kcat");
+    let produce = Command::new(&kcat)
+        .args(["-b", "127.0.0.1:9092", "-P", "-t", "readme"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(b"hello\n")?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(produce.success());
+    let listing = Command::new(&kcat)
+        .args(["-b", "127.0.0.1:9092", "-L"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("broker 1 at 127.0.0.1:9092"), "{listing}");
+    assert!(
+        listing.contains("topic \"readme\" with 1 partitions"),
+        "{listing}"
+    );
+
+    let status = Command::new("kill")
+        .args(["-TERM", &broker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = broker.wait().unwrap();
+    assert_eq!(exit.code(), Some(0), "SIGTERM is a clean shutdown");
+    assert!(
+        cwd.path()
+            .join("fjord-data/readme-0/partition.checkpoint")
+            .is_file()
+    );
+    assert!(
+        cwd.path()
+            .join("fjord-data/cluster-metadata.json")
+            .is_file()
+    );
+}
