@@ -601,7 +601,9 @@ async fn every_supported_version_of_every_api_is_served() {
                 ApiKey::InitProducerId => {
                     let response = client
                         .call(
-                            InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+                            InitProducerIdRequest::default()
+                                .with_transactional_id(None)
+                                .with_transaction_timeout_ms(60_000),
                             version,
                         )
                         .await;
@@ -648,14 +650,18 @@ async fn idempotent_retries_are_not_appended_twice_even_across_restarts() {
     client.call(create("idem", 1), 7).await;
     let init = client
         .call(
-            InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+            InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
             4,
         )
         .await;
     let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
     let other = client
         .call(
-            InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+            InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
             4,
         )
         .await;
@@ -684,6 +690,7 @@ async fn idempotent_retries_are_not_appended_twice_even_across_restarts() {
     let bumped = client
         .call(
             InitProducerIdRequest::default()
+                .with_transactional_id(None)
                 .with_producer_id(ProducerId(pid))
                 .with_producer_epoch(epoch),
             4,
