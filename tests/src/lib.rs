@@ -140,3 +140,95 @@ pub fn wait_for_listener(addr: &str, limit: std::time::Duration) -> bool {
     }
     false
 }
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A `fjord-broker` process (the real binary), restartable on the same port and data directory.
+#[derive(Debug)]
+pub struct BrokerProcess {
+    pub port: u16,
+    pub data_dir: std::path::PathBuf,
+    extra_args: Vec<String>,
+    child: Option<std::process::Child>,
+}
+
+impl BrokerProcess {
+    /// Starts the broker and waits until it accepts connections.
+    pub fn start(data_dir: &std::path::Path, extra_args: &[&str]) -> Self {
+        let mut process = Self {
+            port: free_port(),
+            data_dir: data_dir.to_path_buf(),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
+            child: None,
+        };
+        process.restart();
+        process
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// (Re)starts the process and waits for its listener.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = std::process::Command::new(broker_binary())
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("starting fjord-broker");
+        self.child = Some(child);
+        assert!(
+            wait_for_listener(&self.bootstrap(), std::time::Duration::from_secs(60)),
+            "the broker did not start listening"
+        );
+    }
+
+    /// Sends a signal (by name, as `kill -s` takes it) to the running broker.
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// SIGKILL: no shutdown, no flush, no checkpoint.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaping the broker");
+        }
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A child process that is killed (SIGKILL) if it is still running when this is dropped, so a
+/// failing test never leaves a broker behind.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

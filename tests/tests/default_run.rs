@@ -6,17 +6,19 @@
 use std::process::Command;
 use std::time::Duration;
 
-use fjord_tests::{broker_binary, require_tool, wait_for_listener};
+use fjord_tests::{KillOnDrop, broker_binary, require_tool, wait_for_listener};
 
 #[test]
 fn no_flags_serves_on_9092_and_sigterm_exits_zero() {
     let cwd = tempfile::tempdir().unwrap();
-    let mut broker = Command::new(broker_binary())
-        .current_dir(cwd.path())
-        .env_remove("FJORD_LISTEN")
-        .env_remove("FJORD_DATA_DIR")
-        .spawn()
-        .expect("starting fjord-broker");
+    let mut broker = KillOnDrop(
+        Command::new(broker_binary())
+            .current_dir(cwd.path())
+            .env_remove("FJORD_LISTEN")
+            .env_remove("FJORD_DATA_DIR")
+            .spawn()
+            .expect("starting fjord-broker"),
+    );
     assert!(
         wait_for_listener("127.0.0.1:9092", Duration::from_secs(30)),
         "nothing listens on 9092"
@@ -33,7 +35,7 @@ fn no_flags_serves_on_9092_and_sigterm_exits_zero() {
             child.wait()
         })
         .unwrap();
-    assert!(produce.success());
+    assert!(produce.success(), "kcat -P failed");
     let listing = Command::new(&kcat)
         .args(["-b", "127.0.0.1:9092", "-L"])
         .output()
@@ -46,11 +48,11 @@ fn no_flags_serves_on_9092_and_sigterm_exits_zero() {
     );
 
     let status = Command::new("kill")
-        .args(["-TERM", &broker.id().to_string()])
+        .args(["-TERM", &broker.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = broker.wait().unwrap();
+    let exit = broker.0.wait().unwrap();
     assert_eq!(exit.code(), Some(0), "SIGTERM is a clean shutdown");
     assert!(
         cwd.path()

@@ -30,13 +30,6 @@ pub enum DecodeError {
         correlation_id: i32,
         reason: String,
     },
-    #[error("{remaining} bytes left over after the {api:?} v{version} request")]
-    TrailingBytes {
-        api: ApiKey,
-        version: i16,
-        correlation_id: i32,
-        remaining: usize,
-    },
 }
 
 /// A decoded request.
@@ -74,12 +67,14 @@ pub fn decode_request(mut frame: Bytes) -> Result<Request, DecodeError> {
         .map_err(malformed)?;
     let body = RequestKind::decode(api, &mut frame, version).map_err(malformed)?;
     if frame.has_remaining() {
-        return Err(DecodeError::TrailingBytes {
-            api,
+        // Kafka ignores bytes after a request body, and at least one old librdkafka (Debian's
+        // 2.0.2, through kcat) sends some: serve the request, as Kafka does.
+        tracing::debug!(
+            ?api,
             version,
-            correlation_id,
-            remaining: frame.remaining(),
-        });
+            remaining = frame.remaining(),
+            "ignoring bytes after the request body"
+        );
     }
     Ok(Request {
         api,
@@ -159,6 +154,12 @@ mod tests {
         assert_eq!(request.header.correlation_id, 42);
         assert_eq!(request.header.client_id.as_deref(), Some("test"));
         assert!(matches!(request.body, RequestKind::Metadata(_)));
+
+        // Bytes after the body are ignored, as Kafka does (an old librdkafka sends some).
+        let mut padded =
+            BytesMut::from(&frame(ApiKey::Metadata, 12, &MetadataRequest::default())[..]);
+        padded.extend_from_slice(&[0, 0, 0]);
+        assert_eq!(decode_request(padded.freeze()).unwrap().version, 12);
     }
 
     #[test]
