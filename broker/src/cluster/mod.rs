@@ -174,15 +174,7 @@ impl MetadataStore {
             configs,
         };
         next.topics.insert(name.to_owned(), topic.clone());
-        let path = self.path.clone();
-        let next =
-            tokio::task::spawn_blocking(move || write_atomically(&path, &next).map(|()| next))
-                .await
-                .map_err(|join| MetadataError::Write {
-                    path: self.path.clone(),
-                    source: io::Error::other(join),
-                })??;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
+        self.persist(next).await?;
         Ok(topic)
     }
 }

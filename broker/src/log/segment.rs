@@ -154,11 +154,8 @@ impl Segment {
         })
     }
 
-    fn open_file(
-        dir: &Path,
-        base_offset: i64,
-        now_ms: i64,
-    ) -> io::Result<(PathBuf, File, u64, i64)> {
+    /// Opens an existing segment file with empty in-memory state; returns it and the file length.
+    fn open_existing(dir: &Path, base_offset: i64, now_ms: i64) -> io::Result<(Self, u64)> {
         let path = dir.join(file_name(base_offset, LOG_SUFFIX));
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let metadata = file.metadata()?;
@@ -167,7 +164,13 @@ impl Segment {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(now_ms, |d| (d.as_millis() as i64).min(now_ms));
-        Ok((path, file, metadata.len(), created_ms))
+        let segment = Self {
+            base_offset,
+            path,
+            file,
+            state: RwLock::new(SegmentState::empty(base_offset, created_ms)),
+        };
+        Ok((segment, metadata.len()))
     }
 
     /// Opens a segment whose index files are trusted if they pass their checks. The tail after the
@@ -179,13 +182,8 @@ impl Segment {
         now_ms: i64,
         index_interval: u64,
     ) -> io::Result<Option<Self>> {
-        let (path, file, len, created_ms) = Self::open_file(dir, base_offset, now_ms)?;
-        let segment = Self {
-            base_offset,
-            path,
-            file,
-            state: RwLock::new(SegmentState::empty(base_offset, created_ms)),
-        };
+        let (segment, len) = Self::open_existing(dir, base_offset, now_ms)?;
+        let created_ms = segment.read_state().created_ms;
         let offset_index = match fs::read(dir.join(file_name(base_offset, INDEX_SUFFIX))) {
             Ok(bytes) => match OffsetIndex::decode(&bytes, len) {
                 Ok(index) => index,
@@ -274,13 +272,8 @@ impl Segment {
         index_interval: u64,
         verify_crc: bool,
     ) -> io::Result<(Self, WalkEnd)> {
-        let (path, file, len, created_ms) = Self::open_file(dir, base_offset, now_ms)?;
-        let segment = Self {
-            base_offset,
-            path,
-            file,
-            state: RwLock::new(SegmentState::empty(base_offset, created_ms)),
-        };
+        let (segment, len) = Self::open_existing(dir, base_offset, now_ms)?;
+        let created_ms = segment.read_state().created_ms;
         let mut state = SegmentState::empty(base_offset, created_ms);
         let end = segment.walk(0, len, verify_crc, |position, len, header| {
             state.record_batch(base_offset, position, len, header, index_interval);
