@@ -106,6 +106,25 @@ pub enum CreateTopicError {
     },
 }
 
+/// Why partitions were not added.
+#[derive(Debug, thiserror::Error)]
+pub enum CreatePartitionsError {
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("topic has {current} partitions; the new count {requested} must be larger")]
+    NotIncreasing { current: i32, requested: i32 },
+    #[error("manual replica assignment is not supported")]
+    Assignment,
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("opening partition {partition}")]
+    Partition {
+        partition: i32,
+        #[source]
+        source: log::Error,
+    },
+}
+
 /// A topic partition key.
 pub type TopicPartition = (String, i32);
 
@@ -175,6 +194,29 @@ impl Broker {
     ) -> Result<PartitionHandle, log::Error> {
         let dir = log::partition_dir(&self.config.data_dir, topic, partition);
         PartitionHandle::open(dir, config, Arc::clone(&self.clock), 0).await
+    }
+
+    /// Opens a partition that is new to the cluster. A directory already there is left over from
+    /// a deleted topic of the same name (a crash between forgetting the topic and removing its
+    /// files): it is removed first, so the new partition starts empty.
+    async fn open_new_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        config: log::LogConfig,
+    ) -> Result<PartitionHandle, log::Error> {
+        let dir = log::partition_dir(&self.config.data_dir, topic, partition);
+        if dir.exists() {
+            tracing::warn!(dir = %dir.display(), "removing a leftover directory of a deleted topic");
+            remove_partition_dir(dir.clone())
+                .await
+                .map_err(|source| log::Error::Io {
+                    op: log::IoOp::DeleteSegment,
+                    path: dir,
+                    source,
+                })?;
+        }
+        self.open_partition(topic, partition, config).await
     }
 
     fn insert_partition(&self, topic: &str, partition: i32, handle: PartitionHandle) {
@@ -274,6 +316,66 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Deletes a topic: forgets it (durably), closes its partitions, removes their files.
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicMetadata, MetadataError> {
+        let topic = self.metadata.delete_topic(name).await?;
+        for partition in 0..topic.partitions {
+            let handle = self
+                .partitions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&(name.to_owned(), partition));
+            if let Some(handle) = handle {
+                handle.close().await;
+            }
+            let dir = log::partition_dir(&self.config.data_dir, name, partition);
+            if let Err(error) = remove_partition_dir(dir.clone()).await {
+                // Removed on the next creation of a topic with this name.
+                tracing::warn!(dir = %dir.display(), %error, "removing a deleted partition's files failed");
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(topic)
+    }
+
+    /// Raises a topic's partition count to `count` (`validate_only`: checks only).
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), CreatePartitionsError> {
+        let topic = self
+            .metadata
+            .topic(name)
+            .ok_or_else(|| CreatePartitionsError::UnknownTopic(name.to_owned()))?;
+        if count <= topic.partitions {
+            return Err(CreatePartitionsError::NotIncreasing {
+                current: topic.partitions,
+                requested: count,
+            });
+        }
+        let log_config = cluster::log_config(&topic.configs).unwrap_or_default();
+        if validate_only {
+            return Ok(());
+        }
+        let before = self.metadata.set_partition_count(name, count).await?;
+        for partition in before.partitions..count {
+            let handle = self
+                .open_new_partition(name, partition, log_config.clone())
+                .await
+                .map_err(|source| CreatePartitionsError::Partition { partition, source })?;
+            self.insert_partition(name, partition, handle);
+        }
+        tracing::info!(
+            topic = name,
+            from = before.partitions,
+            to = count,
+            "added partitions"
+        );
+        Ok(())
+    }
+
     /// A producer id never handed out before, on this cluster.
     pub async fn new_producer_id(&self) -> Result<i64, MetadataError> {
         let mut ids = self.producer_ids.lock().await;
@@ -301,6 +403,22 @@ impl Broker {
             handle.close().await;
         }
     }
+}
+
+/// Removes a partition directory and makes the removal durable.
+async fn remove_partition_dir(dir: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        match std::fs::remove_dir_all(&dir) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        match dir.parent() {
+            Some(parent) => std::fs::File::open(parent)?.sync_all(),
+            None => Ok(()),
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 fn split_host_port(address: &str) -> Option<(String, i32)> {

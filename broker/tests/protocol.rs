@@ -598,6 +598,23 @@ async fn every_supported_version_of_every_api_is_served() {
                         "{context}"
                     );
                 }
+                ApiKey::DeleteTopics => {
+                    let topic = format!("deleted-v{version}");
+                    client.call(create(&topic, 1), 7).await;
+                    let response = client
+                        .call(
+                            DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)]),
+                            version,
+                        )
+                        .await;
+                    assert_eq!(response.responses[0].error_code, 0, "{context}");
+                }
+                ApiKey::CreatePartitions => {
+                    let topic = format!("grown-v{version}");
+                    client.call(create(&topic, 1), 7).await;
+                    let response = client.call(grow(&topic, 2, false), version).await;
+                    assert_eq!(response.results[0].error_code, 0, "{context}");
+                }
                 ApiKey::InitProducerId => {
                     let response = client
                         .call(
@@ -744,5 +761,112 @@ async fn idempotent_retries_are_not_appended_twice_even_across_restarts() {
         )
         .0,
         87
+    );
+}
+
+fn grow(topic: &str, count: i32, validate_only: bool) -> CreatePartitionsRequest {
+    CreatePartitionsRequest::default()
+        .with_timeout_ms(5000)
+        .with_validate_only(validate_only)
+        .with_topics(vec![
+            create_partitions_request::CreatePartitionsTopic::default()
+                .with_name(name(topic))
+                .with_count(count)
+                .with_assignments(None),
+        ])
+}
+
+#[tokio::test]
+async fn partitions_grow_and_deleted_topics_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::for_tests(dir.path().to_path_buf());
+    let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    client.call(create("grow", 1), 7).await;
+    client
+        .call(produce("grow", 0, records(&["old"], 1), -1), 9)
+        .await;
+
+    let code = |r: CreatePartitionsResponse| r.results[0].error_code;
+    assert_eq!(
+        code(client.call(grow("grow", 5, true), 3).await),
+        0,
+        "validate only"
+    );
+    assert_eq!(code(client.call(grow("grow", 3, false), 3).await), 0);
+    assert_eq!(
+        code(client.call(grow("grow", 2, false), 3).await),
+        37,
+        "never fewer partitions"
+    );
+    assert_eq!(code(client.call(grow("missing", 2, false), 3).await), 3);
+    let metadata = client
+        .call(MetadataRequest::default().with_topics(None), 12)
+        .await;
+    assert_eq!(
+        metadata.topics[0].partitions.len(),
+        3,
+        "validate_only added nothing"
+    );
+    assert_eq!(
+        produce_code(
+            &client
+                .call(produce("grow", 2, records(&["new"], 1), -1), 9)
+                .await
+        ),
+        (0, 0)
+    );
+
+    let deleted = client
+        .call(
+            DeleteTopicsRequest::default().with_topic_names(vec![name("grow"), name("missing")]),
+            5,
+        )
+        .await;
+    assert_eq!(deleted.responses[0].error_code, 0);
+    assert_eq!(deleted.responses[1].error_code, 3);
+    for partition in 0..3 {
+        assert!(
+            !dir.path().join(format!("grow-{partition}")).exists(),
+            "files of grow-{partition} removed"
+        );
+    }
+    assert!(
+        client
+            .call(MetadataRequest::default().with_topics(None), 12)
+            .await
+            .topics
+            .is_empty()
+    );
+    assert_eq!(
+        produce_code(
+            &client
+                .call(produce("grow", 0, records(&["x"], 1), -1), 9)
+                .await
+        )
+        .0,
+        3
+    );
+
+    // A new topic of the same name starts empty, and all of this survives a restart.
+    client.call(create("grow", 1), 7).await;
+    drop(client);
+    broker.shutdown().await;
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    let fetched = client.call(fetch("grow", 0, 0, 1, 10), 12).await;
+    assert_eq!(fetched.responses[0].partitions[0].high_watermark, 0);
+    assert_eq!(
+        client
+            .call(MetadataRequest::default().with_topics(None), 12)
+            .await
+            .topics[0]
+            .partitions
+            .len(),
+        1
     );
 }

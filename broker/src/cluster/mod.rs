@@ -63,6 +63,8 @@ pub enum MetadataError {
     },
     #[error("topic '{name}' already exists")]
     TopicExists { name: String },
+    #[error("topic '{name}' does not exist")]
+    UnknownTopic { name: String },
 }
 
 /// The metadata store.
@@ -151,6 +153,40 @@ impl MetadataStore {
                 })??;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
         Ok(())
+    }
+
+    /// Removes a topic and persists the change; returns what it was.
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicMetadata, MetadataError> {
+        let _writer = self.writer.lock().await;
+        let mut next = self.snapshot().as_ref().clone();
+        let removed = next
+            .topics
+            .remove(name)
+            .ok_or_else(|| MetadataError::UnknownTopic {
+                name: name.to_owned(),
+            })?;
+        self.persist(next).await?;
+        Ok(removed)
+    }
+
+    /// Raises a topic's partition count and persists the change; returns the topic before.
+    pub async fn set_partition_count(
+        &self,
+        name: &str,
+        partitions: i32,
+    ) -> Result<TopicMetadata, MetadataError> {
+        let _writer = self.writer.lock().await;
+        let mut next = self.snapshot().as_ref().clone();
+        let topic = next
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| MetadataError::UnknownTopic {
+                name: name.to_owned(),
+            })?;
+        let before = topic.clone();
+        topic.partitions = partitions;
+        self.persist(next).await?;
+        Ok(before)
     }
 
     /// Adds a topic and persists the change before returning it.
@@ -252,6 +288,13 @@ mod tests {
         assert_eq!(reopened.cluster_id(), cluster_id);
         assert_eq!(reopened.topic("orders"), Some(created));
         assert_eq!(reopened.topics().len(), 1);
+        reopened.set_partition_count("orders", 5).await.unwrap();
+        assert_eq!(reopened.delete_topic("orders").await.unwrap().partitions, 5);
+        assert!(matches!(
+            reopened.delete_topic("orders").await,
+            Err(MetadataError::UnknownTopic { .. })
+        ));
+        assert!(MetadataStore::open(dir.path()).unwrap().topics().is_empty());
     }
 
     #[test]

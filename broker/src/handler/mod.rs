@@ -2,7 +2,9 @@
 //! become Kafka error codes in the response; handlers never fail the connection.
 
 mod api_versions;
+mod create_partitions;
 mod create_topics;
+mod delete_topics;
 mod fetch;
 mod init_producer_id;
 mod list_offsets;
@@ -37,6 +39,12 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Option<Response
         RequestKind::Fetch(req) => Some(ResponseKind::Fetch(fetch::handle(broker, req).await)),
         RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
             list_offsets::handle(broker, req).await,
+        )),
+        RequestKind::DeleteTopics(req) => Some(ResponseKind::DeleteTopics(
+            delete_topics::handle(broker, req).await,
+        )),
+        RequestKind::CreatePartitions(req) => Some(ResponseKind::CreatePartitions(
+            create_partitions::handle(broker, req).await,
         )),
         RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
             init_producer_id::handle(broker, req).await,

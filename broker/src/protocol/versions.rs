@@ -24,7 +24,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::Metadata, 0, 12),
     api(ApiKey::ApiVersions, 0, 3),
     api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 5),
     api(ApiKey::InitProducerId, 0, 4),
+    api(ApiKey::CreatePartitions, 0, 3),
 ];
 
 /// The supported range of `key`, if any.

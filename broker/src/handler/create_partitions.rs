@@ -1,0 +1,49 @@
+//! CreatePartitions: raise a topic's partition count (never lower it), optionally validate only.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
+
+use super::str_bytes;
+use crate::broker::{Broker, CreatePartitionsError};
+
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        let name = topic.name.0.to_string();
+        let outcome = if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            Err(CreatePartitionsError::Assignment)
+        } else {
+            broker
+                .create_partitions(&name, topic.count, request.validate_only)
+                .await
+        };
+        results.push(match outcome {
+            Ok(()) => result,
+            Err(error) => {
+                let code = match &error {
+                    CreatePartitionsError::UnknownTopic(_) => {
+                        ResponseError::UnknownTopicOrPartition
+                    }
+                    CreatePartitionsError::NotIncreasing { .. } => ResponseError::InvalidPartitions,
+                    CreatePartitionsError::Assignment => ResponseError::InvalidReplicaAssignment,
+                    CreatePartitionsError::Metadata(_)
+                    | CreatePartitionsError::Partition { .. } => {
+                        tracing::error!(topic = name, %error, "adding partitions failed");
+                        ResponseError::KafkaStorageError
+                    }
+                };
+                result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(str_bytes(error.to_string())))
+            }
+        });
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}

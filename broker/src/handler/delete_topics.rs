@@ -1,0 +1,39 @@
+//! DeleteTopics: by name (versions 1–5). The topic is forgotten durably first, then its
+//! partitions are closed and their files removed.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::cluster::MetadataError;
+
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let mut responses = Vec::with_capacity(request.topic_names.len());
+    for name in request.topic_names {
+        let result = DeletableTopicResult::default().with_name(Some(name.clone()));
+        let topic = name.0.to_string();
+        responses.push(match broker.delete_topic(&topic).await {
+            Ok(deleted) => result.with_topic_id(deleted.id),
+            Err(error) => {
+                let code = match &error {
+                    MetadataError::UnknownTopic { .. } => ResponseError::UnknownTopicOrPartition,
+                    _ => {
+                        tracing::error!(topic, %error, "deleting a topic failed");
+                        ResponseError::KafkaStorageError
+                    }
+                };
+                result
+                    .with_error_code(code.code())
+                    .with_error_message(Some(str_bytes(error.to_string())))
+            }
+        });
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
