@@ -615,6 +615,20 @@ async fn every_supported_version_of_every_api_is_served() {
                     let response = client.call(grow(&topic, 2, false), version).await;
                     assert_eq!(response.results[0].error_code, 0, "{context}");
                 }
+                ApiKey::DeleteRecords => {
+                    let response = client.call(delete_records("versions", 0, 1), version).await;
+                    let p = &response.topics[0].partitions[0];
+                    assert_eq!((p.error_code, p.low_watermark), (0, 1), "{context}");
+                }
+                ApiKey::DescribeCluster => {
+                    let response = client
+                        .call(
+                            DescribeClusterRequest::default().with_endpoint_type(1),
+                            version,
+                        )
+                        .await;
+                    assert_eq!(response.brokers.len(), 1, "{context}");
+                }
                 ApiKey::InitProducerId => {
                     let response = client
                         .call(
@@ -869,4 +883,65 @@ async fn partitions_grow_and_deleted_topics_leave_nothing_behind() {
             .len(),
         1
     );
+}
+
+fn delete_records(topic: &str, partition: i32, offset: i64) -> DeleteRecordsRequest {
+    DeleteRecordsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(partition)
+                        .with_offset(offset),
+                ]),
+        ])
+}
+
+#[tokio::test]
+async fn delete_records_moves_the_low_watermark_and_describe_cluster_names_the_broker() {
+    let (broker, _dir) = start(|c| c.rack = Some("zone-a".into())).await;
+    let mut client = Client::connect(&broker).await;
+    client.call(create("trim", 1), 7).await;
+    for _ in 0..4 {
+        client
+            .call(produce("trim", 0, records(&["a", "b"], 1), -1), 9)
+            .await;
+    }
+    let low = |r: DeleteRecordsResponse| {
+        (
+            r.topics[0].partitions[0].error_code,
+            r.topics[0].partitions[0].low_watermark,
+        )
+    };
+    assert_eq!(
+        low(client.call(delete_records("trim", 0, 3), 2).await),
+        (0, 3)
+    );
+    assert_eq!(
+        low(client.call(delete_records("trim", 0, 99), 2).await).0,
+        1,
+        "past the high watermark"
+    );
+    assert_eq!(low(client.call(delete_records("nope", 0, 1), 2).await).0, 3);
+    assert_eq!(
+        client.call(fetch("trim", 0, 2, 1, 10), 12).await.responses[0].partitions[0].error_code,
+        1
+    );
+    let fetched = client.call(fetch("trim", 0, 3, 1, 10), 12).await;
+    assert_eq!(fetched.responses[0].partitions[0].log_start_offset, 3);
+    assert_eq!(
+        low(client.call(delete_records("trim", 0, -1), 2).await),
+        (0, 8),
+        "-1 is the high watermark"
+    );
+
+    let cluster = client
+        .call(DescribeClusterRequest::default().with_endpoint_type(1), 1)
+        .await;
+    assert_eq!(cluster.cluster_id.len(), 22);
+    assert_eq!(cluster.controller_id, BrokerId(1));
+    assert_eq!(cluster.brokers[0].rack.as_deref(), Some("zone-a"));
+    assert_eq!(cluster.brokers[0].port, i32::from(broker.kafka_addr.port()));
 }

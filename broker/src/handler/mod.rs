@@ -4,7 +4,9 @@
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
+mod describe_cluster;
 mod fetch;
 mod init_producer_id;
 mod list_offsets;
@@ -39,6 +41,12 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Option<Response
         RequestKind::Fetch(req) => Some(ResponseKind::Fetch(fetch::handle(broker, req).await)),
         RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
             list_offsets::handle(broker, req).await,
+        )),
+        RequestKind::DeleteRecords(req) => Some(ResponseKind::DeleteRecords(
+            delete_records::handle(broker, req).await,
+        )),
+        RequestKind::DescribeCluster(req) => Some(ResponseKind::DescribeCluster(
+            describe_cluster::handle(broker, &req),
         )),
         RequestKind::DeleteTopics(req) => Some(ResponseKind::DeleteTopics(
             delete_topics::handle(broker, req).await,

@@ -41,6 +41,17 @@ pub enum AppendError {
     IdempotentBatchCount { batches: usize },
 }
 
+/// Why records were not deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteRecordsError {
+    #[error("offset {offset} is beyond the high watermark {high_watermark}")]
+    OffsetOutOfRange { offset: i64, high_watermark: i64 },
+    #[error(transparent)]
+    Log(#[from] log::Error),
+    #[error("the partition is shutting down")]
+    Closed,
+}
+
 const PRODUCER_SNAPSHOT: &str = "producer-state.json";
 
 /// The producer state as of a log offset, saved beside the log so a restart need not replay the
@@ -142,6 +153,10 @@ enum Command {
         records: Vec<u8>,
         reply: oneshot::Sender<Result<AppendInfo, AppendError>>,
     },
+    DeleteRecords {
+        offset: i64,
+        reply: oneshot::Sender<Result<i64, DeleteRecordsError>>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -159,6 +174,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Append { .. } => "Append",
+            Self::DeleteRecords { .. } => "DeleteRecords",
             Self::Close { .. } => "Close",
         })
     }
@@ -211,6 +227,17 @@ impl PartitionHandle {
             .await
             .map_err(|_| AppendError::Closed)?;
         rx.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Moves the log start offset to `offset` (-1: the high watermark), as DeleteRecords does;
+    /// returns the new log start offset (the partition's low watermark).
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, DeleteRecordsError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::DeleteRecords { offset, reply })
+            .await
+            .map_err(|_| DeleteRecordsError::Closed)?;
+        rx.await.map_err(|_| DeleteRecordsError::Closed)?
     }
 
     pub fn reader(&self) -> &LogReader {
@@ -266,15 +293,8 @@ impl PartitionActor {
                 biased;
                 command = self.rx.recv() => match command {
                     None => break,
-                    Some(Command::Close { reply }) => {
-                        self.close().await;
-                        let _ = reply.send(());
-                        return;
-                    }
-                    Some(Command::Append { records, reply }) => {
-                        if let Some(reply) = self.append_step(records, reply).await {
-                            self.close().await;
-                            let _ = reply.send(());
+                    Some(command) => {
+                        if self.handle(command).await.is_break() {
                             return;
                         }
                     }
@@ -329,24 +349,66 @@ impl PartitionActor {
         }
     }
 
+    /// Handles one command (and any other command an append step meets while gathering).
+    /// `Break` once the partition is closed.
+    async fn handle(&mut self, mut command: Command) -> std::ops::ControlFlow<()> {
+        loop {
+            match command {
+                Command::Append { records, reply } => {
+                    match self.append_step(records, reply).await {
+                        Some(next) => command = next,
+                        None => return std::ops::ControlFlow::Continue(()),
+                    }
+                }
+                Command::DeleteRecords { offset, reply } => {
+                    let _ = reply.send(self.delete_records(offset).await);
+                    return std::ops::ControlFlow::Continue(());
+                }
+                Command::Close { reply } => {
+                    self.close().await;
+                    let _ = reply.send(());
+                    return std::ops::ControlFlow::Break(());
+                }
+            }
+        }
+    }
+
+    async fn delete_records(&mut self, offset: i64) -> Result<i64, DeleteRecordsError> {
+        let high_watermark = *self.high_watermark.borrow();
+        let offset = if offset == -1 { high_watermark } else { offset };
+        if !(0..=high_watermark).contains(&offset) {
+            return Err(DeleteRecordsError::OffsetOutOfRange {
+                offset,
+                high_watermark,
+            });
+        }
+        match self
+            .blocking(move |owned| owned.log.delete_records_before(offset))
+            .await
+        {
+            Some(result) => Ok(result?),
+            None => Err(DeleteRecordsError::Closed),
+        }
+    }
+
     /// Appends the first request and everything else already queued, then makes them durable
-    /// with one flush, then answers them all. Returns a close request met while gathering.
+    /// with one flush, then answers them all. Returns any other command met while gathering.
     async fn append_step(
         &mut self,
         records: Vec<u8>,
         reply: oneshot::Sender<Result<AppendInfo, AppendError>>,
-    ) -> Option<oneshot::Sender<()>> {
+    ) -> Option<Command> {
         let mut inputs = vec![records];
         let mut replies = vec![reply];
-        let mut close = None;
+        let mut other = None;
         while inputs.len() < MAX_APPENDS_PER_STEP {
             match self.rx.try_recv() {
                 Ok(Command::Append { records, reply }) => {
                     inputs.push(records);
                     replies.push(reply);
                 }
-                Ok(Command::Close { reply }) => {
-                    close = Some(reply);
+                Ok(command) => {
+                    other = Some(command);
                     break;
                 }
                 Err(_) => break,
@@ -394,7 +456,7 @@ impl PartitionActor {
                 let _ = reply.send(result);
             }
         }
-        close
+        other
     }
 
     /// Clean close: flush, write indexes and the checkpoint.

@@ -1,0 +1,53 @@
+//! DeleteRecords: move each partition's log start offset (its low watermark) up to the given
+//! offset, at most the high watermark (-1 means the high watermark). Whole segments below it are
+//! deleted; reads below it get OFFSET_OUT_OF_RANGE.
+
+use std::sync::Arc;
+
+use futures_util::future::join_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+
+use super::log_error_code;
+use crate::broker::Broker;
+use crate::partition::DeleteRecordsError;
+
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let topics = request.topics.into_iter().map(|topic| async move {
+        let name = topic.name.0.to_string();
+        let partitions = topic.partitions.into_iter().map(|p| {
+            let name = name.clone();
+            async move {
+                let result = DeleteRecordsPartitionResult::default()
+                    .with_partition_index(p.partition_index)
+                    .with_low_watermark(-1);
+                let Some(partition) = broker.partition(&name, p.partition_index) else {
+                    return result.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                };
+                match partition.delete_records_before(p.offset).await {
+                    Ok(low_watermark) => result.with_low_watermark(low_watermark),
+                    Err(error) => {
+                        let code = match &error {
+                            DeleteRecordsError::OffsetOutOfRange { .. } => {
+                                ResponseError::OffsetOutOfRange.code()
+                            }
+                            DeleteRecordsError::Log(error) => log_error_code(error),
+                            DeleteRecordsError::Closed => ResponseError::NotLeaderOrFollower.code(),
+                        };
+                        result.with_error_code(code)
+                    }
+                }
+            }
+        });
+        DeleteRecordsTopicResult::default()
+            .with_name(topic.name.clone())
+            .with_partitions(join_all(partitions).await)
+    });
+    DeleteRecordsResponse::default().with_topics(join_all(topics).await)
+}
