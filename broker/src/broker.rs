@@ -125,6 +125,17 @@ pub enum CreatePartitionsError {
     },
 }
 
+/// Why topic configs were not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AlterConfigsError {
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
 /// A topic partition key.
 pub type TopicPartition = (String, i32);
 
@@ -373,6 +384,31 @@ impl Broker {
             to = count,
             "added partitions"
         );
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides with `configs` (validated first), persists them and
+    /// applies them to its partitions. `validate_only`: checks only.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), AlterConfigsError> {
+        if self.metadata.topic(name).is_none() {
+            return Err(AlterConfigsError::UnknownTopic(name.to_owned()));
+        }
+        let log_config = cluster::log_config(&configs)?;
+        if validate_only {
+            return Ok(());
+        }
+        let topic = self.metadata.set_topic_configs(name, configs).await?;
+        for partition in 0..topic.partitions {
+            if let Some(handle) = self.partition(name, partition) {
+                handle.set_config(log_config.clone()).await;
+            }
+        }
+        tracing::info!(topic = name, configs = ?topic.configs, "changed topic configs");
         Ok(())
     }
 

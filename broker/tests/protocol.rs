@@ -629,6 +629,39 @@ async fn every_supported_version_of_every_api_is_served() {
                         .await;
                     assert_eq!(response.brokers.len(), 1, "{context}");
                 }
+                ApiKey::DescribeConfigs => {
+                    let response = client
+                        .call(describe_topic_configs("versions"), version)
+                        .await;
+                    assert_eq!(response.results[0].error_code, 0, "{context}");
+                    assert_eq!(response.results[0].configs.len(), 9, "{context}");
+                }
+                ApiKey::AlterConfigs => {
+                    let request = AlterConfigsRequest::default().with_resources(vec![
+                        alter_configs_request::AlterConfigsResource::default()
+                            .with_resource_type(2)
+                            .with_resource_name(StrBytes::from_static_str("versions"))
+                            .with_configs(vec![
+                                alter_configs_request::AlterableConfig::default()
+                                    .with_name(StrBytes::from_static_str("retention.ms"))
+                                    .with_value(Some(StrBytes::from_static_str("86400000"))),
+                            ]),
+                    ]);
+                    assert_eq!(
+                        client.call(request, version).await.responses[0].error_code,
+                        0,
+                        "{context}"
+                    );
+                }
+                ApiKey::IncrementalAlterConfigs => {
+                    let response = client
+                        .call(
+                            incremental("versions", &[("retention.ms", 1, None)]),
+                            version,
+                        )
+                        .await;
+                    assert_eq!(response.responses[0].error_code, 0, "{context}");
+                }
                 ApiKey::InitProducerId => {
                     let response = client
                         .call(
@@ -944,4 +977,164 @@ async fn delete_records_moves_the_low_watermark_and_describe_cluster_names_the_b
     assert_eq!(cluster.controller_id, BrokerId(1));
     assert_eq!(cluster.brokers[0].rack.as_deref(), Some("zone-a"));
     assert_eq!(cluster.brokers[0].port, i32::from(broker.kafka_addr.port()));
+}
+
+fn describe_topic_configs(topic: &str) -> DescribeConfigsRequest {
+    DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_owned()))
+            .with_configuration_keys(None),
+    ])
+}
+
+fn incremental(topic: &str, ops: &[(&str, i8, Option<&str>)]) -> IncrementalAlterConfigsRequest {
+    IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(StrBytes::from_string(topic.to_owned()))
+            .with_configs(
+                ops.iter()
+                    .map(|(key, op, value)| {
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_string((*key).to_owned()))
+                            .with_config_operation(*op)
+                            .with_value(value.map(|v| StrBytes::from_string(v.to_owned())))
+                    })
+                    .collect(),
+            ),
+    ])
+}
+
+/// (value, source) of one config in a DescribeConfigs response.
+fn config_of(response: &DescribeConfigsResponse, key: &str) -> (String, i8) {
+    let entry = response.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == key)
+        .unwrap();
+    (
+        entry.value.as_deref().unwrap().to_owned(),
+        entry.config_source,
+    )
+}
+
+#[tokio::test]
+async fn topic_configs_are_described_changed_applied_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::for_tests(dir.path().to_path_buf());
+    let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    client.call(create("conf", 1), 7).await;
+
+    let described = client.call(describe_topic_configs("conf"), 4).await;
+    assert_eq!(
+        config_of(&described, "retention.ms"),
+        ("604800000".into(), 5),
+        "default"
+    );
+    assert_eq!(
+        config_of(&described, "cleanup.policy"),
+        ("delete".into(), 5)
+    );
+
+    // SET applies to the running partition at once.
+    let set = client
+        .call(
+            incremental(
+                "conf",
+                &[
+                    ("max.message.bytes", 0, Some("200")),
+                    ("retention.ms", 0, Some("1000")),
+                ],
+            ),
+            1,
+        )
+        .await;
+    assert_eq!(set.responses[0].error_code, 0);
+    let big = records(&[&"y".repeat(500)], 1);
+    assert_eq!(
+        produce_code(&client.call(produce("conf", 0, big.clone(), -1), 9).await).0,
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
+    let described = client.call(describe_topic_configs("conf"), 4).await;
+    assert_eq!(
+        config_of(&described, "retention.ms"),
+        ("1000".into(), 1),
+        "an override"
+    );
+
+    // Refused changes say why and change nothing.
+    let refused = client
+        .call(
+            incremental("conf", &[("cleanup.policy", 2, Some("compact"))]),
+            1,
+        )
+        .await;
+    assert_eq!(refused.responses[0].error_code, 40);
+    assert!(
+        refused.responses[0]
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("compact")
+    );
+    assert_eq!(
+        client
+            .call(incremental("conf", &[("retention.msec", 0, Some("1"))]), 1)
+            .await
+            .responses[0]
+            .error_code,
+        40
+    );
+    assert_eq!(
+        client
+            .call(incremental("missing", &[("retention.ms", 0, Some("1"))]), 1)
+            .await
+            .responses[0]
+            .error_code,
+        3
+    );
+
+    // DELETE returns a key to its default; the change survives a restart.
+    client
+        .call(incremental("conf", &[("max.message.bytes", 1, None)]), 1)
+        .await;
+    drop(client);
+    broker.shutdown().await;
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    let described = client.call(describe_topic_configs("conf"), 1).await;
+    assert_eq!(
+        config_of(&described, "max.message.bytes"),
+        ("1048588".into(), 5)
+    );
+    assert_eq!(config_of(&described, "retention.ms"), ("1000".into(), 1));
+    assert_eq!(
+        produce_code(&client.call(produce("conf", 0, big, -1), 9).await),
+        (0, 0)
+    );
+
+    let brokers = client
+        .call(
+            DescribeConfigsRequest::default().with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_static_str("1"))
+                    .with_configuration_keys(None),
+            ]),
+            4,
+        )
+        .await;
+    assert!(
+        brokers.results[0]
+            .configs
+            .iter()
+            .any(|c| c.name.as_str() == "num.partitions" && c.read_only)
+    );
 }

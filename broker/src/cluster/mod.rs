@@ -13,7 +13,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use topic_config::{ConfigError, log_config};
+pub use topic_config::{
+    ConfigError, ConfigOp, TOPIC_CONFIGS, apply_ops, log_config, topic_config_spec,
+};
 
 const FILE_NAME: &str = "cluster-metadata.json";
 const FORMAT_VERSION: u32 = 1;
@@ -187,6 +189,26 @@ impl MetadataStore {
         topic.partitions = partitions;
         self.persist(next).await?;
         Ok(before)
+    }
+
+    /// Replaces a topic's config overrides and persists the change.
+    pub async fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMetadata, MetadataError> {
+        let _writer = self.writer.lock().await;
+        let mut next = self.snapshot().as_ref().clone();
+        let topic = next
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| MetadataError::UnknownTopic {
+                name: name.to_owned(),
+            })?;
+        topic.configs = configs;
+        let updated = topic.clone();
+        self.persist(next).await?;
+        Ok(updated)
     }
 
     /// Adds a topic and persists the change before returning it.

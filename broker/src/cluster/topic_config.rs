@@ -5,19 +5,170 @@ use std::collections::BTreeMap;
 use crate::log::{FlushPolicy, LogConfig};
 use crate::record::TimestampType;
 
+/// Kafka's config value types, as DescribeConfigs (v3+) reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    String = 2,
+    Int = 3,
+    Long = 5,
+    List = 7,
+}
+
+/// A topic config Fjord understands, with its default as Kafka spells it.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigSpec {
+    pub key: &'static str,
+    pub default: &'static str,
+    pub kind: ConfigType,
+    pub doc: &'static str,
+}
+
+const fn spec(
+    key: &'static str,
+    default: &'static str,
+    kind: ConfigType,
+    doc: &'static str,
+) -> TopicConfigSpec {
+    TopicConfigSpec {
+        key,
+        default,
+        kind,
+        doc,
+    }
+}
+
 /// The topic configs Fjord understands. Anything else is rejected, so a typo does not pass
 /// silently.
-pub const TOPIC_CONFIG_KEYS: &[&str] = &[
-    "cleanup.policy",
-    "flush.ms",
-    "index.interval.bytes",
-    "max.message.bytes",
-    "message.timestamp.type",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.ms",
+pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
+    spec(
+        "cleanup.policy",
+        "delete",
+        ConfigType::List,
+        "delete: old segments are deleted by retention; compact is not supported yet",
+    ),
+    spec(
+        "flush.ms",
+        "9223372036854775807",
+        ConfigType::Long,
+        "fsync interval; the default (Long.MAX) means every produce is fsynced before it is acknowledged",
+    ),
+    spec(
+        "index.interval.bytes",
+        "4096",
+        ConfigType::Int,
+        "bytes between offset index entries",
+    ),
+    spec(
+        "max.message.bytes",
+        "1048588",
+        ConfigType::Int,
+        "largest record batch accepted",
+    ),
+    spec(
+        "message.timestamp.type",
+        "CreateTime",
+        ConfigType::String,
+        "CreateTime (the producer's) or LogAppendTime (the broker's)",
+    ),
+    spec(
+        "retention.bytes",
+        "-1",
+        ConfigType::Long,
+        "largest size of a partition before old segments are deleted; -1: no limit",
+    ),
+    spec(
+        "retention.ms",
+        "604800000",
+        ConfigType::Long,
+        "age after which segments are deleted; -1: keep forever",
+    ),
+    spec(
+        "segment.bytes",
+        "1073741824",
+        ConfigType::Int,
+        "size at which a segment is rolled",
+    ),
+    spec(
+        "segment.ms",
+        "604800000",
+        ConfigType::Long,
+        "age at which a segment is rolled",
+    ),
 ];
+
+/// The spec of a topic config key.
+pub fn topic_config_spec(key: &str) -> Option<&'static TopicConfigSpec> {
+    TOPIC_CONFIGS.iter().find(|spec| spec.key == key)
+}
+
+/// How IncrementalAlterConfigs changes one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set,
+    Delete,
+    Append,
+    Subtract,
+}
+
+impl ConfigOp {
+    pub fn from_code(code: i8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Set),
+            1 => Some(Self::Delete),
+            2 => Some(Self::Append),
+            3 => Some(Self::Subtract),
+            _ => None,
+        }
+    }
+}
+
+/// Applies IncrementalAlterConfigs operations to a topic's overrides and validates the result.
+/// A deleted key returns to its default.
+pub fn apply_ops(
+    current: &BTreeMap<String, String>,
+    ops: &[(String, ConfigOp, Option<String>)],
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut next = current.clone();
+    for (key, op, value) in ops {
+        let spec =
+            topic_config_spec(key).ok_or_else(|| ConfigError::UnknownKey { key: key.clone() })?;
+        let value = value.clone().unwrap_or_default();
+        match op {
+            ConfigOp::Set => {
+                next.insert(key.clone(), value);
+            }
+            ConfigOp::Delete => {
+                next.remove(key);
+            }
+            ConfigOp::Append | ConfigOp::Subtract => {
+                if spec.kind != ConfigType::List {
+                    return Err(ConfigError::InvalidValue {
+                        key: key.clone(),
+                        value,
+                        expected: "a list config for APPEND and SUBTRACT",
+                    });
+                }
+                let existing = next.get(key).map_or(spec.default, String::as_str);
+                let mut items: Vec<String> = existing
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                    if *op == ConfigOp::Append && !items.iter().any(|i| i == item) {
+                        items.push(item.to_owned());
+                    } else if *op == ConfigOp::Subtract {
+                        items.retain(|i| i != item);
+                    }
+                }
+                next.insert(key.clone(), items.join(","));
+            }
+        }
+    }
+    log_config(&next)?;
+    Ok(next)
+}
 
 /// Why a topic config was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,6 +294,59 @@ mod tests {
         assert_eq!(config.timestamp_type, TimestampType::LogAppendTime);
         assert_eq!(config.flush, FlushPolicy::Interval { interval_ms: 1000 });
         assert_eq!(log_config(&BTreeMap::new()).unwrap(), LogConfig::default());
+    }
+
+    #[test]
+    fn defaults_are_what_the_log_uses() {
+        let defaults: BTreeMap<String, String> = TOPIC_CONFIGS
+            .iter()
+            .map(|s| (s.key.to_owned(), s.default.to_owned()))
+            .collect();
+        assert_eq!(log_config(&defaults).unwrap(), LogConfig::default());
+    }
+
+    #[test]
+    fn incremental_ops_set_delete_and_edit_lists() {
+        let current = configs(&[("retention.ms", "1000")]);
+        let next = apply_ops(
+            &current,
+            &[
+                ("retention.ms".into(), ConfigOp::Delete, None),
+                ("segment.bytes".into(), ConfigOp::Set, Some("65536".into())),
+                (
+                    "cleanup.policy".into(),
+                    ConfigOp::Append,
+                    Some("delete".into()),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            next,
+            configs(&[("segment.bytes", "65536"), ("cleanup.policy", "delete")])
+        );
+        assert!(matches!(
+            apply_ops(
+                &next,
+                &[(
+                    "cleanup.policy".into(),
+                    ConfigOp::Append,
+                    Some("compact".into())
+                )]
+            ),
+            Err(ConfigError::CompactionUnsupported { .. })
+        ));
+        assert!(matches!(
+            apply_ops(
+                &next,
+                &[("retention.ms".into(), ConfigOp::Append, Some("5".into()))]
+            ),
+            Err(ConfigError::InvalidValue { .. })
+        ));
+        assert!(matches!(
+            apply_ops(&next, &[("nope".into(), ConfigOp::Set, Some("5".into()))]),
+            Err(ConfigError::UnknownKey { .. })
+        ));
     }
 
     #[test]

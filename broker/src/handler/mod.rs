@@ -2,6 +2,7 @@
 //! become Kafka error codes in the response; handlers never fail the connection.
 
 mod api_versions;
+mod configs;
 mod create_partitions;
 mod create_topics;
 mod delete_records;
@@ -41,6 +42,15 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Option<Response
         RequestKind::Fetch(req) => Some(ResponseKind::Fetch(fetch::handle(broker, req).await)),
         RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
             list_offsets::handle(broker, req).await,
+        )),
+        RequestKind::DescribeConfigs(req) => Some(ResponseKind::DescribeConfigs(
+            configs::describe(broker, &req),
+        )),
+        RequestKind::AlterConfigs(req) => Some(ResponseKind::AlterConfigs(
+            configs::alter(broker, req).await,
+        )),
+        RequestKind::IncrementalAlterConfigs(req) => Some(ResponseKind::IncrementalAlterConfigs(
+            configs::incremental_alter(broker, req).await,
         )),
         RequestKind::DeleteRecords(req) => Some(ResponseKind::DeleteRecords(
             delete_records::handle(broker, req).await,

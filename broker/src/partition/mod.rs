@@ -157,6 +157,10 @@ enum Command {
         offset: i64,
         reply: oneshot::Sender<Result<i64, DeleteRecordsError>>,
     },
+    SetConfig {
+        config: LogConfig,
+        reply: oneshot::Sender<()>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -175,6 +179,7 @@ impl std::fmt::Debug for Command {
         f.write_str(match self {
             Self::Append { .. } => "Append",
             Self::DeleteRecords { .. } => "DeleteRecords",
+            Self::SetConfig { .. } => "SetConfig",
             Self::Close { .. } => "Close",
         })
     }
@@ -240,6 +245,19 @@ impl PartitionHandle {
         rx.await.map_err(|_| DeleteRecordsError::Closed)?
     }
 
+    /// Applies changed topic configs to the log (from its next append or retention pass).
+    pub async fn set_config(&self, config: LogConfig) {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::SetConfig { config, reply })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+
     pub fn reader(&self) -> &LogReader {
         &self.reader
     }
@@ -282,11 +300,8 @@ impl PartitionActor {
     /// connections finish their in-flight produce requests first, then the broker closes
     /// every partition.
     async fn run(mut self) {
-        let interval_ms = match self.owned.as_ref().map(|o| o.log.config().flush) {
-            Some(FlushPolicy::Interval { interval_ms }) => interval_ms,
-            _ => u64::MAX / 2,
-        };
-        let mut flush_timer = tokio::time::interval(Duration::from_millis(interval_ms.max(1)));
+        let mut interval = self.flush_interval();
+        let mut flush_timer = tokio::time::interval(interval);
         let mut retention_timer = tokio::time::interval(RETENTION_CHECK);
         loop {
             tokio::select! {
@@ -296,6 +311,10 @@ impl PartitionActor {
                     Some(command) => {
                         if self.handle(command).await.is_break() {
                             return;
+                        }
+                        if self.flush_interval() != interval {
+                            interval = self.flush_interval();
+                            flush_timer = tokio::time::interval(interval);
                         }
                     }
                 },
@@ -349,6 +368,16 @@ impl PartitionActor {
         }
     }
 
+    /// How often the relaxed flush policy flushes (never, in effect, under the durable default).
+    fn flush_interval(&self) -> Duration {
+        match self.owned.as_ref().map(|o| o.log.config().flush) {
+            Some(FlushPolicy::Interval { interval_ms }) => {
+                Duration::from_millis(interval_ms.max(1))
+            }
+            _ => Duration::from_secs(24 * 60 * 60),
+        }
+    }
+
     /// Handles one command (and any other command an append step meets while gathering).
     /// `Break` once the partition is closed.
     async fn handle(&mut self, mut command: Command) -> std::ops::ControlFlow<()> {
@@ -362,6 +391,12 @@ impl PartitionActor {
                 }
                 Command::DeleteRecords { offset, reply } => {
                     let _ = reply.send(self.delete_records(offset).await);
+                    return std::ops::ControlFlow::Continue(());
+                }
+                Command::SetConfig { config, reply } => {
+                    self.blocking(move |owned| owned.log.set_config(config))
+                        .await;
+                    let _ = reply.send(());
                     return std::ops::ControlFlow::Continue(());
                 }
                 Command::Close { reply } => {
