@@ -6,8 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::cluster::{self, ConfigError, MetadataError, MetadataStore, TopicMetadata};
 use crate::log::{self, Clock, SystemClock};
+use crate::metrics::{Metrics, PartitionSample};
 use crate::partition::PartitionHandle;
 
 /// Broker settings. Every one is a command-line flag with an environment twin (`FJORD_*`).
@@ -19,6 +22,9 @@ pub struct BrokerConfig {
     /// Address of the Kafka listener.
     #[arg(long, env = "FJORD_LISTEN", default_value = "127.0.0.1:9092")]
     pub listen: SocketAddr,
+    /// Address of the HTTP admin endpoint (`/livez`, `/readyz`, `/metrics`, `/v1/status`).
+    #[arg(long, env = "FJORD_ADMIN_LISTEN", default_value = "127.0.0.1:9644")]
+    pub admin_listen: SocketAddr,
     /// `host:port` given to clients in metadata; defaults to the listener's address.
     #[arg(long, env = "FJORD_ADVERTISE")]
     pub advertise: Option<String>,
@@ -48,6 +54,7 @@ impl BrokerConfig {
         Self {
             data_dir,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             node_id: 1,
             rack: None,
@@ -148,6 +155,9 @@ pub struct Broker {
     clock: Arc<dyn Clock>,
     /// Producer ids reserved in the metadata and not yet handed out.
     producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
+    metrics: Metrics,
+    /// Logs recovered and the listener up, and not shutting down.
+    ready: AtomicBool,
 }
 
 /// Producer ids reserved per metadata write.
@@ -175,6 +185,8 @@ impl Broker {
             partitions: RwLock::new(HashMap::new()),
             clock: Arc::new(SystemClock),
             producer_ids: tokio::sync::Mutex::new(0..0),
+            metrics: Metrics::new(),
+            ready: AtomicBool::new(false),
         });
         for topic in broker.metadata.topics() {
             let log_config =
@@ -239,6 +251,38 @@ impl Broker {
 
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Each hosted partition's figures, for metrics and status.
+    pub fn partition_samples(&self) -> Vec<PartitionSample> {
+        let partitions = self
+            .partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut samples: Vec<PartitionSample> = partitions
+            .iter()
+            .map(|((topic, partition), handle)| PartitionSample {
+                topic: topic.clone(),
+                partition: *partition,
+                size_bytes: handle.reader().size_bytes(),
+                log_start_offset: handle.reader().offsets().log_start_offset(),
+                high_watermark: handle.high_watermark(),
+            })
+            .collect();
+        samples.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        samples
     }
 
     pub fn node_id(&self) -> i32 {

@@ -16,11 +16,13 @@
 //! - [`log`]: the segmented, durable commit log of one partition.
 //! - [`cluster`]: topics and their configs, persisted in the data directory.
 
+pub mod admin;
 pub mod alloc;
 pub mod broker;
 pub mod cluster;
 pub mod handler;
 pub mod log;
+pub mod metrics;
 pub mod partition;
 pub mod protocol;
 pub mod record;
@@ -45,8 +47,11 @@ pub struct RunningBroker {
     pub broker: Arc<Broker>,
     /// The listener's actual address (port 0 in the config becomes a real port).
     pub kafka_addr: SocketAddr,
+    /// The admin endpoint's actual address.
+    pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
+    admin: tokio::task::JoinHandle<()>,
 }
 
 /// Why the broker could not start.
@@ -78,18 +83,38 @@ pub async fn start(
         addr: config.listen,
         source,
     })?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.admin_listen,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| RunError::Bind {
+            addr: config.admin_listen,
+            source,
+        })?;
     let broker = Broker::open(config, kafka_addr).await?;
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::clone(&broker),
+        shutdown.clone(),
+    ));
     let server = tokio::spawn(server::serve(
         listener,
         Arc::clone(&broker),
         shutdown.clone(),
     ));
-    tracing::info!(%kafka_addr, "broker ready");
+    broker.set_ready(true);
+    tracing::info!(%kafka_addr, %admin_addr, "broker ready");
     Ok(RunningBroker {
         broker,
         kafka_addr,
+        admin_addr,
         shutdown,
         server,
+        admin,
     })
 }
 
@@ -103,8 +128,15 @@ impl RunningBroker {
     /// Waits until the server has stopped (after the shutdown token is cancelled), then closes
     /// the logs cleanly.
     pub async fn stopped(self) {
-        if let Err(error) = self.server.await {
-            tracing::error!(%error, "the server task failed");
+        self.shutdown.cancelled().await;
+        self.broker.set_ready(false);
+        for (name, task) in [
+            ("Kafka listener", self.server),
+            ("admin endpoint", self.admin),
+        ] {
+            if let Err(error) = task.await {
+                tracing::error!(%error, name, "a server task failed");
+            }
         }
         self.broker.close().await;
     }

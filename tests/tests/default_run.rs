@@ -1,5 +1,6 @@
 //! The README's run command: `fjord-broker` with no flags is a single-node cluster on
-//! 127.0.0.1:9092 with its data in ./fjord-data, listed by kcat, and SIGTERM stops it cleanly.
+//! 127.0.0.1:9092 (admin endpoint on 127.0.0.1:9644) with its data in ./fjord-data, listed by
+//! kcat, and SIGTERM stops it cleanly.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -24,13 +25,22 @@ fn no_flags_serves_on_9092_and_sigterm_exits_zero() {
         "nothing listens on 9092"
     );
 
+    // The admin endpoint on its default port says the broker is ready.
+    let mut admin = std::net::TcpStream::connect("127.0.0.1:9644").expect("admin endpoint on 9644");
+    use std::io::{Read, Write};
+    admin
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: fjord\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut readiness = String::new();
+    admin.read_to_string(&mut readiness).unwrap();
+    assert!(readiness.starts_with("HTTP/1.1 200"), "{readiness}");
+
     let kcat = require_tool("kcat");
     let produce = Command::new(&kcat)
         .args(["-b", "127.0.0.1:9092", "-P", "-t", "readme"])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .and_then(|mut child| {
-            use std::io::Write;
             child.stdin.take().unwrap().write_all(b"hello\n")?;
             child.wait()
         })

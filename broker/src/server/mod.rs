@@ -70,6 +70,7 @@ async fn connection(
     shutdown: &CancellationToken,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
+    let _open = broker.metrics().connection();
     let (read_half, write_half) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
@@ -90,6 +91,7 @@ async fn connection(
         }
         let mut frame = BytesMut::zeroed(size as usize);
         reader.read_exact(&mut frame).await?;
+        let started = std::time::Instant::now();
         let (api, version, correlation_id, body) = match protocol::decode_request(frame.freeze()) {
             Ok(request) => {
                 let (api, version, correlation_id) =
@@ -121,6 +123,14 @@ async fn connection(
             Ok(bytes) => {
                 writer.write_all(&bytes).await?;
                 writer.flush().await?;
+                let api_name = format!("{api:?}");
+                broker.metrics().request(
+                    &api_name,
+                    version,
+                    started.elapsed(),
+                    4 + size as usize,
+                    bytes.len(),
+                );
             }
             Err(error) => {
                 tracing::error!(%peer, %error, "cannot encode a response; closing the connection");

@@ -1,0 +1,106 @@
+//! The HTTP admin endpoint: `/livez` (the process serves), `/readyz` (logs recovered, Kafka
+//! listener up, not shutting down), `/metrics` (Prometheus text) and `/v1/status` (JSON for the
+//! operator: partitions, under-replicated partitions, whether this broker is caught up).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+
+/// Serves the admin endpoint until `shutdown`.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let broker = Arc::clone(&broker);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let broker = Arc::clone(&broker);
+                async move { Ok::<_, Infallible>(respond(&broker, &request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {}
+                result = connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "admin connection ended");
+                    }
+                }
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+fn respond(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        if let Ok(value) = content_type.parse() {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, value);
+        }
+        response
+    };
+    if request.method() != Method::GET {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "only GET\n".into(),
+        );
+    }
+    match request.uri().path() {
+        "/livez" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" if broker.is_ready() => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/readyz" => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            broker.metrics().render(&broker.partition_samples()),
+        ),
+        "/v1/status" => {
+            let status = serde_json::json!({
+                "node_id": broker.node_id(),
+                "cluster_id": broker.cluster_id(),
+                "ready": broker.is_ready(),
+                "partitions": broker.partition_samples().len(),
+                // One replica per partition on a single node: nothing can lag behind.
+                "under_replicated_partitions": 0,
+                "caught_up": true,
+            });
+            reply(StatusCode::OK, "application/json", format!("{status}\n"))
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
