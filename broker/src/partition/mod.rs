@@ -302,7 +302,12 @@ impl PartitionActor {
     async fn run(mut self) {
         let mut interval = self.flush_interval();
         let mut flush_timer = tokio::time::interval(interval);
-        let mut retention_timer = tokio::time::interval(RETENTION_CHECK);
+        // The first retention pass comes one period after start, as Kafka delays its first
+        // cleanup: records produced right after a topic appears are not judged at once.
+        let mut retention_timer = tokio::time::interval_at(
+            tokio::time::Instant::now() + RETENTION_CHECK,
+            RETENTION_CHECK,
+        );
         loop {
             tokio::select! {
                 biased;
