@@ -452,6 +452,23 @@ async fn metadata_auto_creates_when_allowed() {
     assert_eq!(created.cluster_id.as_deref().map(str::len), Some(22));
     let (host, port) = (created.brokers[0].host.to_string(), created.brokers[0].port);
     assert_eq!(format!("{host}:{port}"), broker.kafka_addr.to_string());
+
+    // With auto-creation off (--auto-create-topics false) a client's request creates nothing.
+    let (strict, _strict_dir) = start(|c| c.auto_create_topics = false).await;
+    let mut client = Client::connect(&strict).await;
+    assert_eq!(client.call(request(true), 12).await.topics[0].error_code, 3);
+    assert_eq!(
+        client.call(request(true), 3).await.topics[0].error_code,
+        3,
+        "v3 has no flag"
+    );
+    assert!(
+        client
+            .call(MetadataRequest::default().with_topics(None), 12)
+            .await
+            .topics
+            .is_empty()
+    );
 }
 
 #[tokio::test]
