@@ -131,20 +131,15 @@ impl MetadataStore {
         self.snapshot().topics.values().cloned().collect()
     }
 
-    /// Reserves `count` producer ids, durably, and returns them.
-    pub async fn allocate_producer_ids(
+    /// Applies `change` to a copy of the metadata, persists the copy, then publishes it. Changes
+    /// are serialized; readers see the old snapshot until the new one is on disk.
+    async fn update<R>(
         &self,
-        count: i64,
-    ) -> Result<std::ops::Range<i64>, MetadataError> {
+        change: impl FnOnce(&mut Snapshot) -> Result<R, MetadataError>,
+    ) -> Result<R, MetadataError> {
         let _writer = self.writer.lock().await;
         let mut next = self.snapshot().as_ref().clone();
-        let start = next.next_producer_id;
-        next.next_producer_id = start + count;
-        self.persist(next).await?;
-        Ok(start..start + count)
-    }
-
-    async fn persist(&self, next: Snapshot) -> Result<(), MetadataError> {
+        let result = change(&mut next)?;
         let path = self.path.clone();
         let next =
             tokio::task::spawn_blocking(move || write_atomically(&path, &next).map(|()| next))
@@ -154,21 +149,26 @@ impl MetadataStore {
                     source: io::Error::other(join),
                 })??;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(next);
-        Ok(())
+        Ok(result)
+    }
+
+    /// Reserves `count` producer ids, durably, and returns them.
+    pub async fn allocate_producer_ids(
+        &self,
+        count: i64,
+    ) -> Result<std::ops::Range<i64>, MetadataError> {
+        self.update(|next| {
+            let start = next.next_producer_id;
+            next.next_producer_id = start + count;
+            Ok(start..start + count)
+        })
+        .await
     }
 
     /// Removes a topic and persists the change; returns what it was.
     pub async fn delete_topic(&self, name: &str) -> Result<TopicMetadata, MetadataError> {
-        let _writer = self.writer.lock().await;
-        let mut next = self.snapshot().as_ref().clone();
-        let removed = next
-            .topics
-            .remove(name)
-            .ok_or_else(|| MetadataError::UnknownTopic {
-                name: name.to_owned(),
-            })?;
-        self.persist(next).await?;
-        Ok(removed)
+        self.update(|next| next.topics.remove(name).ok_or_else(|| unknown(name)))
+            .await
     }
 
     /// Raises a topic's partition count and persists the change; returns the topic before.
@@ -177,18 +177,13 @@ impl MetadataStore {
         name: &str,
         partitions: i32,
     ) -> Result<TopicMetadata, MetadataError> {
-        let _writer = self.writer.lock().await;
-        let mut next = self.snapshot().as_ref().clone();
-        let topic = next
-            .topics
-            .get_mut(name)
-            .ok_or_else(|| MetadataError::UnknownTopic {
-                name: name.to_owned(),
-            })?;
-        let before = topic.clone();
-        topic.partitions = partitions;
-        self.persist(next).await?;
-        Ok(before)
+        self.update(|next| {
+            let topic = next.topics.get_mut(name).ok_or_else(|| unknown(name))?;
+            let before = topic.clone();
+            topic.partitions = partitions;
+            Ok(before)
+        })
+        .await
     }
 
     /// Replaces a topic's config overrides and persists the change.
@@ -197,18 +192,12 @@ impl MetadataStore {
         name: &str,
         configs: BTreeMap<String, String>,
     ) -> Result<TopicMetadata, MetadataError> {
-        let _writer = self.writer.lock().await;
-        let mut next = self.snapshot().as_ref().clone();
-        let topic = next
-            .topics
-            .get_mut(name)
-            .ok_or_else(|| MetadataError::UnknownTopic {
-                name: name.to_owned(),
-            })?;
-        topic.configs = configs;
-        let updated = topic.clone();
-        self.persist(next).await?;
-        Ok(updated)
+        self.update(|next| {
+            let topic = next.topics.get_mut(name).ok_or_else(|| unknown(name))?;
+            topic.configs = configs;
+            Ok(topic.clone())
+        })
+        .await
     }
 
     /// Adds a topic and persists the change before returning it.
@@ -218,22 +207,28 @@ impl MetadataStore {
         partitions: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<TopicMetadata, MetadataError> {
-        let _writer = self.writer.lock().await;
-        let mut next = self.snapshot().as_ref().clone();
-        if next.topics.contains_key(name) {
-            return Err(MetadataError::TopicExists {
+        self.update(|next| {
+            if next.topics.contains_key(name) {
+                return Err(MetadataError::TopicExists {
+                    name: name.to_owned(),
+                });
+            }
+            let topic = TopicMetadata {
                 name: name.to_owned(),
-            });
-        }
-        let topic = TopicMetadata {
-            name: name.to_owned(),
-            id: Uuid::new_v4(),
-            partitions,
-            configs,
-        };
-        next.topics.insert(name.to_owned(), topic.clone());
-        self.persist(next).await?;
-        Ok(topic)
+                id: Uuid::new_v4(),
+                partitions,
+                configs,
+            };
+            next.topics.insert(name.to_owned(), topic.clone());
+            Ok(topic)
+        })
+        .await
+    }
+}
+
+fn unknown(name: &str) -> MetadataError {
+    MetadataError::UnknownTopic {
+        name: name.to_owned(),
     }
 }
 
