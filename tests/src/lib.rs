@@ -232,3 +232,26 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Assigns every partition of `topic` to `consumer` from the beginning and returns each
+/// partition's high watermark (where reading it is complete).
+pub fn assign_from_beginning(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partitions: i32,
+) -> std::collections::BTreeMap<i32, i64> {
+    use rdkafka::consumer::Consumer;
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for partition in 0..partitions {
+        assignment
+            .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
+            .expect("adding a partition");
+        let (_, high) = consumer
+            .fetch_watermarks(topic, partition, std::time::Duration::from_secs(10))
+            .expect("high watermark");
+        ends.insert(partition, high);
+    }
+    consumer.assign(&assignment).expect("assigning partitions");
+    ends
+}

@@ -12,15 +12,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fjord_tests::BrokerProcess;
+use fjord_tests::{BrokerProcess, assign_from_beginning};
 use rand::Rng;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 
 const TOPIC: &str = "crash";
 const PARTITIONS: i32 = 3;
@@ -122,18 +121,7 @@ fn acknowledged_records_survive_sigkill_exactly_once_in_order() {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for partition in 0..PARTITIONS {
-        assignment
-            .add_partition_offset(TOPIC, partition, Offset::Beginning)
-            .unwrap();
-        let (_, high) = consumer
-            .fetch_watermarks(TOPIC, partition, Duration::from_secs(10))
-            .unwrap();
-        ends.insert(partition, high);
-    }
-    consumer.assign(&assignment).unwrap();
+    let ends = assign_from_beginning(&consumer, TOPIC, PARTITIONS);
     let mut stored: BTreeMap<i32, Vec<(i64, u64)>> = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let consumed_to_end = |stored: &BTreeMap<i32, Vec<(i64, u64)>>| {

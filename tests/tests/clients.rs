@@ -12,12 +12,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fjord_tests::{TestBroker, require_tool};
+use fjord_tests::{TestBroker, assign_from_beginning, require_tool};
+use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 3;
 
@@ -236,21 +236,7 @@ fn rdkafka_round_trips_keyed_records_in_every_codec() {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let mut assignment = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for partition in 0..PARTITIONS {
-        assignment
-            .add_partition_offset("rd", partition, Offset::Beginning)
-            .unwrap();
-        ends.insert(
-            partition,
-            consumer
-                .fetch_watermarks("rd", partition, Duration::from_secs(10))
-                .unwrap()
-                .1,
-        );
-    }
-    consumer.assign(&assignment).unwrap();
+    let ends = assign_from_beginning(&consumer, "rd", PARTITIONS);
     // (partition, offset) -> (key, value, header, timestamp)
     type Stored = (String, Option<Vec<u8>>, String, i64);
     let mut stored: HashMap<(i32, i64), Stored> = HashMap::new();

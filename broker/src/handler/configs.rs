@@ -3,7 +3,6 @@
 //! IncrementalAlterConfigs (SET, DELETE, APPEND, SUBTRACT per key; a deleted key returns to its
 //! default, which is what GitOps needs). Broker configs are static: described, not altered.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -15,7 +14,7 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 
-use super::str_bytes;
+use super::{config_map, str_bytes};
 use crate::broker::{AlterConfigsError, Broker};
 use crate::cluster::{ConfigOp, TOPIC_CONFIGS, apply_ops};
 
@@ -163,15 +162,7 @@ pub(super) async fn alter(
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let outcome = if resource.resource_type == TOPIC {
-            let configs: BTreeMap<String, String> = resource
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.to_string(), v.to_string()))
-                })
-                .collect();
+            let configs = config_map(resource.configs.iter().map(|c| (&c.name, c.value.as_ref())));
             broker
                 .alter_topic_configs(
                     resource.resource_name.as_str(),

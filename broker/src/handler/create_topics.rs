@@ -1,14 +1,14 @@
 //! CreateTopics: name, partition count (-1: the broker default), replication factor (-1 or 1
 //! on a single broker), configs, and `validate_only`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
-use super::str_bytes;
+use super::{config_map, str_bytes};
 use crate::broker::{Broker, CreateTopicError};
 use crate::cluster::MetadataError;
 
@@ -44,15 +44,7 @@ pub(super) async fn handle(
             ));
             continue;
         }
-        let configs: BTreeMap<String, String> = topic
-            .configs
-            .iter()
-            .filter_map(|c| {
-                c.value
-                    .as_ref()
-                    .map(|v| (c.name.to_string(), v.to_string()))
-            })
-            .collect();
+        let configs = config_map(topic.configs.iter().map(|c| (&c.name, c.value.as_ref())));
         let outcome = if request.validate_only {
             broker
                 .validate_new_topic(

@@ -82,6 +82,16 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_owned()))
 }
 
+/// A request's config entries as a map; entries without a value are left out.
+fn config_map<'a>(
+    entries: impl IntoIterator<Item = (&'a StrBytes, Option<&'a StrBytes>)>,
+) -> std::collections::BTreeMap<String, String> {
+    entries
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name.to_string(), v.to_string())))
+        .collect()
+}
+
 fn str_bytes(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
 }
