@@ -385,6 +385,11 @@ async fn acks_zero_gets_no_response_but_is_appended() {
     // The next response on the connection answers the next request.
     let fetched = client.call(fetch("fire", 0, 0, 1, 1000), 12).await;
     assert_eq!(fetched.responses[0].partitions[0].high_watermark, 2);
+    let metrics = broker.broker.metrics().render(&[]);
+    assert!(
+        metrics.contains(r#"fjord_requests_total{api="Produce",version="9"} 1"#),
+        "acks=0 counted: {metrics}"
+    );
 }
 
 #[tokio::test]

@@ -98,7 +98,17 @@ async fn connection(
                     (request.api, request.version, request.header.correlation_id);
                 match handler::dispatch(broker, request).await {
                     Some(body) => (api, version, correlation_id, body),
-                    None => continue,
+                    None => {
+                        // acks=0: no response, but the request was served.
+                        broker.metrics().request(
+                            &format!("{api:?}"),
+                            version,
+                            started.elapsed(),
+                            4 + size as usize,
+                            0,
+                        );
+                        continue;
+                    }
                 }
             }
             // A client asking for a newer ApiVersions than we know gets the error and our table
