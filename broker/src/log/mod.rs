@@ -54,6 +54,7 @@ pub enum IoOp {
     OpenSegment,
     Append,
     Read,
+    Sync,
     Truncate,
     DeleteSegment,
     WriteIndex,
@@ -71,6 +72,7 @@ impl fmt::Display for IoOp {
             Self::OpenSegment => "opening a segment",
             Self::Append => "appending to a segment",
             Self::Read => "reading a segment",
+            Self::Sync => "syncing a segment",
             Self::Truncate => "truncating a segment",
             Self::DeleteSegment => "deleting a segment",
             Self::WriteIndex => "writing segment indexes",
@@ -450,7 +452,7 @@ impl Log {
         for segment in &recovered {
             segment
                 .sync()
-                .map_err(io_error(IoOp::Append, segment.path()))?;
+                .map_err(io_error(IoOp::Sync, segment.path()))?;
         }
         sync_dir(&dir).map_err(io_error(IoOp::SyncDir, &dir))?;
 

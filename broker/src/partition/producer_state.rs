@@ -140,14 +140,6 @@ impl ProducerState {
         }
     }
 
-    /// Forgets batches at or after `offset` (the log was truncated there).
-    pub fn truncate(&mut self, offset: i64) {
-        for entry in self.producers.values_mut() {
-            entry.batches.retain(|b| b.base_offset < offset);
-        }
-        self.producers.retain(|_, entry| !entry.batches.is_empty());
-    }
-
     pub fn producer_count(&self) -> usize {
         self.producers.len()
     }
@@ -269,16 +261,5 @@ mod tests {
         );
         high.record(&batch(1, 0, i32::MAX - 1, 2, 10));
         assert_eq!(high.check(&batch(1, 0, 0, 1, 0)), Check::Append);
-    }
-
-    #[test]
-    fn truncation_forgets_batches_past_the_cut() {
-        let mut state = ProducerState::default();
-        state.record(&batch(1, 0, 0, 1, 0));
-        state.record(&batch(1, 0, 1, 1, 1));
-        state.truncate(1);
-        assert_eq!(state.check(&batch(1, 0, 1, 1, 0)), Check::Append);
-        state.truncate(0);
-        assert_eq!(state.producer_count(), 0);
     }
 }
