@@ -9,6 +9,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cluster::{self, ConfigError, MetadataError, MetadataStore, TopicMetadata};
+use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, OFFSETS_TOPIC};
 use crate::log::{self, Clock, SystemClock};
 use crate::metrics::{Metrics, PartitionSample};
 use crate::partition::PartitionHandle;
@@ -46,6 +47,8 @@ pub struct BrokerConfig {
     /// Most client connections served at once.
     #[arg(long, env = "FJORD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    #[command(flatten)]
+    pub coordinator: CoordinatorFlags,
 }
 
 impl BrokerConfig {
@@ -62,6 +65,10 @@ impl BrokerConfig {
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 1000,
+            coordinator: CoordinatorFlags {
+                offsets_topic_partitions: 3,
+                ..CoordinatorFlags::default()
+            },
         }
     }
 }
@@ -77,6 +84,11 @@ pub enum StartError {
     },
     #[error("loading cluster metadata")]
     Metadata(#[from] MetadataError),
+    #[error("creating {OFFSETS_TOPIC}")]
+    OffsetsTopic {
+        #[source]
+        source: CreateTopicError,
+    },
     #[error("topic '{topic}' has configs this broker refuses")]
     TopicConfig {
         topic: String,
@@ -158,6 +170,9 @@ pub struct Broker {
     metrics: Metrics,
     /// Logs recovered and the listener up, and not shutting down.
     ready: AtomicBool,
+    coordinator: std::sync::OnceLock<CoordinatorHandle>,
+    /// Stops the coordinator when the broker closes.
+    coordinator_shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Producer ids reserved per metadata write.
@@ -187,6 +202,8 @@ impl Broker {
             producer_ids: tokio::sync::Mutex::new(0..0),
             metrics: Metrics::new(),
             ready: AtomicBool::new(false),
+            coordinator: std::sync::OnceLock::new(),
+            coordinator_shutdown: tokio_util::sync::CancellationToken::new(),
         });
         for topic in broker.metadata.topics() {
             let log_config =
@@ -206,7 +223,39 @@ impl Broker {
                 broker.insert_partition(&topic.name, partition, handle);
             }
         }
+        broker.start_coordinator().await?;
         Ok(broker)
+    }
+
+    /// Creates `__consumer_offsets` on first start, then replays it into the coordinator.
+    async fn start_coordinator(&self) -> Result<(), StartError> {
+        let flags = &self.config.coordinator;
+        let topic = match self.metadata.topic(OFFSETS_TOPIC) {
+            Some(topic) => topic,
+            None => {
+                let configs = coordinator::offsets_topic_configs();
+                self.create_topic(OFFSETS_TOPIC, flags.offsets_topic_partitions, -1, configs)
+                    .await
+                    .map_err(|source| StartError::OffsetsTopic { source })?
+            }
+        };
+        let partitions = (0..topic.partitions)
+            .filter_map(|p| self.partition(OFFSETS_TOPIC, p))
+            .collect();
+        let handle = CoordinatorHandle::start(
+            partitions,
+            flags.config(),
+            Arc::clone(&self.clock),
+            self.coordinator_shutdown.clone(),
+        )
+        .await;
+        let _ = self.coordinator.set(handle);
+        Ok(())
+    }
+
+    /// The group coordinator (always set once the broker is open).
+    pub fn coordinator(&self) -> Option<&CoordinatorHandle> {
+        self.coordinator.get()
     }
 
     async fn open_partition(
@@ -472,6 +521,7 @@ impl Broker {
 
     /// Flushes and closes every partition log.
     pub async fn close(&self) {
+        self.coordinator_shutdown.cancel();
         let handles: Vec<PartitionHandle> = self
             .partitions
             .read()

@@ -20,6 +20,7 @@ pub mod admin;
 pub mod alloc;
 pub mod broker;
 pub mod cluster;
+pub mod coordinator;
 pub mod handler;
 pub mod log;
 pub mod metrics;

@@ -5,15 +5,27 @@ mod api_versions;
 mod configs;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -21,6 +33,7 @@ use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
+use crate::coordinator::{CommitError, GroupError};
 use crate::log;
 use crate::partition::AppendError;
 use crate::protocol::Request;
@@ -29,8 +42,19 @@ use crate::record::BatchError;
 pub use api_versions::unsupported_version_response;
 
 /// Handles one request. `None` means no response is sent (a produce with `acks=0`).
-pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Option<ResponseKind> {
+/// `peer` is the client's address (DescribeGroups shows it as the member's host).
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    request: Request,
+    peer: SocketAddr,
+) -> Option<ResponseKind> {
     let version = request.version;
+    let client_id = request
+        .header
+        .client_id
+        .as_ref()
+        .map(|id| id.to_string())
+        .unwrap_or_default();
     match request.body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions::handle())),
         RequestKind::Metadata(req) => Some(ResponseKind::Metadata(
@@ -70,6 +94,39 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Option<Response
         RequestKind::CreateTopics(req) => Some(ResponseKind::CreateTopics(
             create_topics::handle(broker, req).await,
         )),
+        RequestKind::FindCoordinator(req) => Some(ResponseKind::FindCoordinator(
+            find_coordinator::handle(broker, req, version),
+        )),
+        RequestKind::JoinGroup(req) => Some(ResponseKind::JoinGroup(
+            join_group::handle(broker, req, version, &client_id, peer).await,
+        )),
+        RequestKind::SyncGroup(req) => Some(ResponseKind::SyncGroup(
+            sync_group::handle(broker, req).await,
+        )),
+        RequestKind::Heartbeat(req) => Some(ResponseKind::Heartbeat(
+            heartbeat::handle(broker, req).await,
+        )),
+        RequestKind::LeaveGroup(req) => Some(ResponseKind::LeaveGroup(
+            leave_group::handle(broker, req, version).await,
+        )),
+        RequestKind::OffsetCommit(req) => Some(ResponseKind::OffsetCommit(
+            offset_commit::handle(broker, req).await,
+        )),
+        RequestKind::OffsetFetch(req) => Some(ResponseKind::OffsetFetch(
+            offset_fetch::handle(broker, req, version).await,
+        )),
+        RequestKind::ListGroups(req) => Some(ResponseKind::ListGroups(
+            list_groups::handle(broker, req).await,
+        )),
+        RequestKind::DescribeGroups(req) => Some(ResponseKind::DescribeGroups(
+            describe_groups::handle(broker, req).await,
+        )),
+        RequestKind::DeleteGroups(req) => Some(ResponseKind::DeleteGroups(
+            delete_groups::handle(broker, req).await,
+        )),
+        RequestKind::OffsetDelete(req) => Some(ResponseKind::OffsetDelete(
+            offset_delete::handle(broker, req).await,
+        )),
         // The version table admits only the APIs above, so decoding never yields another.
         other => {
             tracing::error!(api = ?request.api, "no handler for a decoded request: {:?}", std::mem::discriminant(&other));
@@ -94,6 +151,39 @@ fn config_map<'a>(
 
 fn str_bytes(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
+}
+
+/// Group ids are non-empty and fit the `__consumer_offsets` record schemas.
+fn valid_group_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= i16::MAX as usize
+}
+
+/// The Kafka error code for a refused group request.
+fn group_error_code(error: GroupError) -> i16 {
+    match error {
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
+        GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::InvalidRequest => ResponseError::InvalidRequest,
+    }
+    .code()
+}
+
+/// The Kafka error code for a failed offset commit: a write failure is retriable.
+fn commit_error_code(error: &CommitError) -> i16 {
+    match error {
+        CommitError::Group(error) => group_error_code(*error),
+        CommitError::Write(_) => ResponseError::CoordinatorNotAvailable.code(),
+    }
 }
 
 /// The Kafka error code for a failed append.

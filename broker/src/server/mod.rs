@@ -96,7 +96,7 @@ async fn connection(
             Ok(request) => {
                 let (api, version, correlation_id) =
                     (request.api, request.version, request.header.correlation_id);
-                match handler::dispatch(broker, request).await {
+                match handler::dispatch(broker, request, peer).await {
                     Some(body) => (api, version, correlation_id, body),
                     None => {
                         // acks=0: no response, but the request was served.

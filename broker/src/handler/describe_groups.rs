@@ -1,0 +1,60 @@
+//! DescribeGroups: state, protocol and members (with subscription and assignment once the group
+//! is stable). An unknown group is described as Dead, as Kafka does.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+
+use super::{group_error_code, str_bytes};
+use crate::broker::Broker;
+use crate::coordinator::GroupError;
+
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    request: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
+    let ids: Vec<String> = request.groups.iter().map(|g| g.to_string()).collect();
+    let described = match broker.coordinator() {
+        Some(coordinator) => coordinator.describe(ids).await,
+        None => Err(GroupError::CoordinatorNotAvailable),
+    };
+    let groups = match described {
+        Ok(groups) => groups
+            .into_iter()
+            .map(|g| {
+                DescribedGroup::default()
+                    .with_group_id(kafka_protocol::messages::GroupId(str_bytes(g.group_id)))
+                    .with_group_state(str_bytes(g.state.name()))
+                    .with_protocol_type(str_bytes(g.protocol_type))
+                    .with_protocol_data(str_bytes(g.protocol))
+                    .with_authorized_operations(i32::MIN)
+                    .with_members(
+                        g.members
+                            .into_iter()
+                            .map(|m| {
+                                DescribedGroupMember::default()
+                                    .with_member_id(str_bytes(m.member_id))
+                                    .with_group_instance_id(m.instance_id.map(str_bytes))
+                                    .with_client_id(str_bytes(m.client_id))
+                                    .with_client_host(str_bytes(m.client_host))
+                                    .with_member_metadata(m.metadata)
+                                    .with_member_assignment(m.assignment)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+        Err(error) => request
+            .groups
+            .into_iter()
+            .map(|id| {
+                DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(group_error_code(error))
+                    .with_authorized_operations(i32::MIN)
+            })
+            .collect(),
+    };
+    DescribeGroupsResponse::default().with_groups(groups)
+}

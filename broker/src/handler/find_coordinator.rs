@@ -1,0 +1,56 @@
+//! FindCoordinator: this broker coordinates every group (v4 and later ask for several keys at
+//! once). Transactions are not supported, so transaction coordinators are not found.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use super::str_bytes;
+use crate::broker::Broker;
+
+/// `key_type` of a consumer group.
+const GROUP_KEY: i8 = 0;
+
+pub(super) fn handle(
+    broker: &Arc<Broker>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let (host, port) = broker.advertised();
+    let answer = |key: &StrBytes| -> Coordinator {
+        let found = Coordinator::default()
+            .with_key(key.clone())
+            .with_host(str_bytes(host))
+            .with_port(port);
+        if request.key_type != GROUP_KEY {
+            return found
+                .with_node_id(BrokerId(-1))
+                .with_host(str_bytes(""))
+                .with_port(-1)
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                .with_error_message(Some(str_bytes(
+                    "Fjord has no transaction coordinator: transactions are not supported",
+                )));
+        }
+        if broker.coordinator().is_none() {
+            return found
+                .with_node_id(BrokerId(-1))
+                .with_error_code(ResponseError::CoordinatorLoadInProgress.code());
+        }
+        found.with_node_id(BrokerId(broker.node_id()))
+    };
+    if version >= 4 {
+        let coordinators = request.coordinator_keys.iter().map(answer).collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let found = answer(&request.key);
+    FindCoordinatorResponse::default()
+        .with_error_code(found.error_code)
+        .with_error_message(found.error_message)
+        .with_node_id(found.node_id)
+        .with_host(found.host)
+        .with_port(found.port)
+}

@@ -1,0 +1,26 @@
+//! Heartbeat: keeps a member's session alive and tells it when to rejoin.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+
+use super::group_error_code;
+use crate::broker::Broker;
+use crate::coordinator::GroupError;
+
+pub(super) async fn handle(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
+    let result = match broker.coordinator() {
+        Some(coordinator) => {
+            coordinator
+                .heartbeat(
+                    request.group_id.to_string(),
+                    request.member_id.to_string(),
+                    request.group_instance_id.as_ref().map(|id| id.to_string()),
+                    request.generation_id,
+                )
+                .await
+        }
+        None => Err(GroupError::CoordinatorNotAvailable),
+    };
+    HeartbeatResponse::default().with_error_code(result.err().map_or(0, group_error_code))
+}
