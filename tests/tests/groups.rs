@@ -79,7 +79,11 @@ impl Worker {
         let log = std::env::temp_dir().join(format!("fjord-group-{group}-{name}.stderr"));
         let mut child = worker_command(client)
             .args(["--bootstrap", bootstrap, "--group", group, "--topic", TOPIC])
-            .args(["--session-timeout-ms", &SESSION_TIMEOUT_MS.to_string()])
+            .args(if extra.contains(&"--session-timeout-ms") {
+                vec![]
+            } else {
+                vec!["--session-timeout-ms".to_owned(), SESSION_TIMEOUT_MS.to_string()]
+            })
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -139,8 +143,8 @@ impl Worker {
             .unwrap_or_default()
     }
 
-    fn assignment_count(&self) -> usize {
-        self.seen.lock().unwrap().assignments.len()
+    fn assignments(&self) -> Vec<Vec<i32>> {
+        self.seen.lock().unwrap().assignments.clone()
     }
 
     fn values(&self) -> BTreeSet<String> {
@@ -400,4 +404,75 @@ fn aiokafka_group_shares_fails_over_and_resumes() {
 #[test]
 fn kafkajs_group_shares_fails_over_and_resumes() {
     group_scenario(Client::Kafkajs);
+}
+
+#[test]
+fn librdkafka_cooperative_sticky_rebalances_incrementally() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path());
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap);
+    let group = "cooperative";
+    let cooperative = ["--assignor", "cooperative-sticky"];
+    let a = Worker::spawn(Client::Rdkafka, "a", &bootstrap, group, &cooperative);
+    let b = Worker::spawn(Client::Rdkafka, "b", &bootstrap, group, &cooperative);
+    wait_until("two members sharing six partitions", Duration::from_secs(60), || {
+        shares_all_partitions(&[&a, &b])
+    });
+    let before = [a.assignments().len(), b.assignments().len()];
+    let held = [a.assignment(), b.assignment()];
+    let c = Worker::spawn(Client::Rdkafka, "c", &bootstrap, group, &cooperative);
+    wait_until("three members sharing six partitions", Duration::from_secs(60), || {
+        shares_all_partitions(&[&a, &b, &c])
+    });
+    // Incremental: the first two only ever gave partitions up, never all of them at once (an
+    // eager rebalance revokes everything first).
+    for ((worker, count), held) in [&a, &b].iter().zip(before).zip(held) {
+        let history = worker.assignments();
+        for assignment in &history[count..] {
+            assert!(!assignment.is_empty(), "{} lost every partition: {history:?}", worker.name);
+            assert!(
+                assignment.iter().all(|p| held.contains(p)),
+                "{} was given a partition it did not hold: {history:?}",
+                worker.name
+            );
+        }
+    }
+    for worker in [a, b, c] {
+        worker.terminate();
+    }
+}
+
+#[test]
+fn a_static_member_restarts_without_a_rebalance() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path());
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap);
+    let group = "static";
+    let args = |instance: &'static str| {
+        ["--instance-id", instance, "--session-timeout-ms", "30000"]
+    };
+    let one = Worker::spawn(Client::Rdkafka, "one", &bootstrap, group, &args("one"));
+    let two = Worker::spawn(Client::Rdkafka, "two", &bootstrap, group, &args("two"));
+    wait_until("two static members sharing six partitions", Duration::from_secs(60), || {
+        shares_all_partitions(&[&one, &two])
+    });
+    let one_history = one.assignments();
+    let two_partitions = two.assignment();
+    two.kill();
+    let two = Worker::spawn(Client::Rdkafka, "two-again", &bootstrap, group, &args("two"));
+    wait_until("the restarted member's assignment", Duration::from_secs(30), || {
+        !two.assignment().is_empty()
+    });
+    assert_eq!(two.assignment(), two_partitions, "it gets its partitions back");
+    // The other member saw no rebalance at all.
+    let values = produce(&bootstrap, "after", 120);
+    wait_until("records after the restart", Duration::from_secs(30), || {
+        union(&[&one, &two], Worker::values).is_superset(&values)
+    });
+    assert_eq!(one.assignments(), one_history, "the other member was not disturbed");
+    for worker in [one, two] {
+        worker.terminate();
+    }
 }
