@@ -87,7 +87,9 @@ fn respond(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            broker.metrics().render(&broker.partition_samples()),
+            broker
+                .metrics()
+                .render(&broker.partition_samples(), &broker.group_offset_samples()),
         ),
         "/v1/status" => {
             let status = serde_json::json!({

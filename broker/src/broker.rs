@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::cluster::{self, ConfigError, MetadataError, MetadataStore, TopicMetadata};
 use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, OFFSETS_TOPIC};
 use crate::log::{self, Clock, SystemClock};
-use crate::metrics::{Metrics, PartitionSample};
+use crate::metrics::{GroupOffsetSample, Metrics, PartitionSample};
 use crate::partition::PartitionHandle;
 
 /// Broker settings. Every one is a command-line flag with an environment twin (`FJORD_*`).
@@ -67,6 +67,7 @@ impl BrokerConfig {
             max_connections: 1000,
             coordinator: CoordinatorFlags {
                 offsets_topic_partitions: 3,
+                group_initial_rebalance_delay_ms: 0,
                 ..CoordinatorFlags::default()
             },
         }
@@ -332,6 +333,29 @@ impl Broker {
             .collect();
         samples.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         samples
+    }
+
+    /// Each consumer group's committed offsets with their lag, for metrics.
+    pub fn group_offset_samples(&self) -> Vec<GroupOffsetSample> {
+        let Some(coordinator) = self.coordinator() else {
+            return Vec::new();
+        };
+        coordinator
+            .committed_offsets()
+            .into_iter()
+            .map(|((group, topic, partition), committed_offset)| {
+                let high_watermark = self
+                    .partition(&topic, partition)
+                    .map_or(committed_offset, |p| p.high_watermark());
+                GroupOffsetSample {
+                    group,
+                    topic,
+                    partition,
+                    committed_offset,
+                    lag: (high_watermark - committed_offset).max(0),
+                }
+            })
+            .collect()
     }
 
     pub fn node_id(&self) -> i32 {

@@ -1,6 +1,8 @@
 //! Prometheus metrics, served as text on the admin endpoint's `/metrics`: requests by API and
-//! version, request latency histograms by API, bytes in and out, connections, partitions, and per
-//! partition log size, log start offset and high watermark (what lag is computed from).
+//! version, request latency histograms by API, bytes in and out, connections, partitions, per
+//! partition log size, log start offset and high watermark, and per consumer group and partition
+//! the committed offset and the lag behind the high watermark (what autoscalers such as KEDA
+//! scale consumers on).
 
 use std::time::Duration;
 
@@ -28,6 +30,13 @@ struct PartitionLabels {
     partition: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GroupPartitionLabels {
+    group: String,
+    topic: String,
+    partition: String,
+}
+
 /// 100 µs to ~6.5 s, doubling.
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -43,6 +52,17 @@ pub struct PartitionSample {
     pub high_watermark: i64,
 }
 
+/// A consumer group's committed offset for one partition, at scrape time.
+#[derive(Debug, Clone)]
+pub struct GroupOffsetSample {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub committed_offset: i64,
+    /// Records between the committed offset and the high watermark.
+    pub lag: i64,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -56,6 +76,8 @@ pub struct Metrics {
     log_size: Family<PartitionLabels, Gauge>,
     log_start: Family<PartitionLabels, Gauge>,
     high_watermark: Family<PartitionLabels, Gauge>,
+    group_committed: Family<GroupPartitionLabels, Gauge>,
+    group_lag: Family<GroupPartitionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -121,6 +143,18 @@ impl Metrics {
             "A partition's high watermark (end of what consumers may read)",
             high_watermark.clone(),
         );
+        let group_committed = Family::<GroupPartitionLabels, Gauge>::default();
+        registry.register(
+            "consumer_group_committed_offset",
+            "A consumer group's committed offset for a partition",
+            group_committed.clone(),
+        );
+        let group_lag = Family::<GroupPartitionLabels, Gauge>::default();
+        registry.register(
+            "consumer_group_lag",
+            "Records a consumer group has not committed yet: high watermark minus committed offset",
+            group_lag.clone(),
+        );
         Self {
             registry,
             requests,
@@ -133,6 +167,8 @@ impl Metrics {
             log_size,
             log_start,
             high_watermark,
+            group_committed,
+            group_lag,
         }
     }
 
@@ -167,8 +203,22 @@ impl Metrics {
         ConnectionGuard(self.connections.clone())
     }
 
-    /// The exposition text, with partition gauges set from `samples`.
-    pub fn render(&self, samples: &[PartitionSample]) -> String {
+    /// The exposition text, with partition gauges set from `samples` and group gauges from
+    /// `groups`.
+    pub fn render(&self, samples: &[PartitionSample], groups: &[GroupOffsetSample]) -> String {
+        self.group_committed.clear();
+        self.group_lag.clear();
+        for sample in groups {
+            let labels = GroupPartitionLabels {
+                group: sample.group.clone(),
+                topic: sample.topic.clone(),
+                partition: sample.partition.to_string(),
+            };
+            self.group_committed
+                .get_or_create(&labels)
+                .set(sample.committed_offset);
+            self.group_lag.get_or_create(&labels).set(sample.lag);
+        }
         self.partitions.set(samples.len() as i64);
         self.log_size.clear();
         self.log_start.clear();

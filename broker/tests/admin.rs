@@ -68,7 +68,8 @@ async fn health_metrics_and_status() {
         "{metrics}"
     );
     assert!(metrics.contains("fjord_connections 1"), "{metrics}");
-    assert!(metrics.contains("fjord_partitions 2"), "{metrics}");
+    // Two of "metered", three of __consumer_offsets.
+    assert!(metrics.contains("fjord_partitions 5"), "{metrics}");
     assert!(
         metrics.contains(r#"fjord_log_size_bytes{topic="metered",partition="1"} 0"#),
         "{metrics}"
@@ -81,7 +82,7 @@ async fn health_metrics_and_status() {
     let (status, body) = get(admin, "/v1/status").await;
     assert_eq!(status, 200);
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(status["partitions"], 2);
+    assert_eq!(status["partitions"], 5);
     assert_eq!(status["under_replicated_partitions"], 0);
     assert_eq!(status["caught_up"], true);
     assert_eq!(status["ready"], true);

@@ -77,6 +77,18 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Metadata for all topics, without the internal ones (`__consumer_offsets`).
+    async fn user_topics(&mut self) -> Vec<metadata_response::MetadataResponseTopic> {
+        self.call(MetadataRequest::default().with_topics(None), 12)
+            .await
+            .topics
+            .into_iter()
+            .filter(|t| !t.is_internal)
+            .collect()
+    }
+}
+
 async fn start(config: impl FnOnce(&mut BrokerConfig)) -> (RunningBroker, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut broker_config = BrokerConfig::for_tests(dir.path().to_path_buf());
@@ -385,7 +397,7 @@ async fn acks_zero_gets_no_response_but_is_appended() {
     // The next response on the connection answers the next request.
     let fetched = client.call(fetch("fire", 0, 0, 1, 1000), 12).await;
     assert_eq!(fetched.responses[0].partitions[0].high_watermark, 2);
-    let metrics = broker.broker.metrics().render(&[]);
+    let metrics = broker.broker.metrics().render(&[], &[]);
     assert!(
         metrics.contains(r#"fjord_requests_total{api="Produce",version="9"} 1"#),
         "acks=0 counted: {metrics}"
@@ -428,10 +440,10 @@ async fn create_topics_validates_names_counts_configs_and_duplicates() {
         ),
         (0, 3)
     );
-    let metadata = client
-        .call(MetadataRequest::default().with_topics(None), 12)
-        .await;
-    assert!(metadata.topics.is_empty(), "validate_only created nothing");
+    assert!(
+        client.user_topics().await.is_empty(),
+        "validate_only created nothing"
+    );
 
     assert_eq!(code(client.call(create("once", 1), 7).await), 0);
     assert_eq!(code(client.call(create("once", 1), 7).await), 36);
@@ -467,13 +479,7 @@ async fn metadata_auto_creates_when_allowed() {
         3,
         "v3 has no flag"
     );
-    assert!(
-        client
-            .call(MetadataRequest::default().with_topics(None), 12)
-            .await
-            .topics
-            .is_empty()
-    );
+    assert!(client.user_topics().await.is_empty());
 }
 
 #[tokio::test]
@@ -526,11 +532,7 @@ async fn topics_and_records_survive_a_clean_restart() {
     client
         .call(produce("kept", 1, records(&["a", "b"], 1), -1), 9)
         .await;
-    let topic_id = client
-        .call(MetadataRequest::default().with_topics(None), 12)
-        .await
-        .topics[0]
-        .topic_id;
+    let topic_id = client.user_topics().await[0].topic_id;
     drop(client);
     broker.shutdown().await;
 
@@ -538,11 +540,9 @@ async fn topics_and_records_survive_a_clean_restart() {
         .await
         .unwrap();
     let mut client = Client::connect(&broker).await;
-    let metadata = client
-        .call(MetadataRequest::default().with_topics(None), 12)
-        .await;
-    assert_eq!(metadata.topics[0].topic_id, topic_id);
-    assert_eq!(metadata.topics[0].partitions.len(), 2);
+    let topics = client.user_topics().await;
+    assert_eq!(topics[0].topic_id, topic_id);
+    assert_eq!(topics[0].partitions.len(), 2);
     let fetched = client.call(fetch("kept", 1, 0, 1, 100), 12).await;
     assert_eq!(fetched.responses[0].partitions[0].high_watermark, 2);
 }
@@ -573,12 +573,16 @@ async fn every_supported_version_of_every_api_is_served() {
                     let response = client
                         .call(MetadataRequest::default().with_topics(topics), version)
                         .await;
-                    assert_eq!(response.topics.len(), 1, "{context}");
-                    assert_eq!(
-                        response.topics[0].partitions[0].leader_id,
-                        BrokerId(1),
-                        "{context}"
-                    );
+                    let (internal, user): (Vec<_>, Vec<_>) =
+                        response.topics.iter().partition(|t| {
+                            t.name
+                                .as_ref()
+                                .is_some_and(|n| n.as_str() == "__consumer_offsets")
+                        });
+                    assert_eq!(internal.len(), 1, "{context}");
+                    assert!(version == 0 || internal[0].is_internal, "{context}");
+                    assert_eq!(user.len(), 1, "{context}");
+                    assert_eq!(user[0].partitions[0].leader_id, BrokerId(1), "{context}");
                 }
                 ApiKey::CreateTopics => {
                     let response = client
@@ -699,10 +703,274 @@ async fn every_supported_version_of_every_api_is_served() {
                         "{context}"
                     );
                 }
+                ApiKey::FindCoordinator => {
+                    let request = if version >= 4 {
+                        FindCoordinatorRequest::default().with_coordinator_keys(vec![
+                            StrBytes::from_static_str("g1"),
+                            StrBytes::from_static_str("g2"),
+                        ])
+                    } else {
+                        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g1"))
+                    };
+                    let response = client.call(request, version).await;
+                    if version >= 4 {
+                        assert_eq!(response.coordinators.len(), 2, "{context}");
+                        for c in &response.coordinators {
+                            assert_eq!((c.error_code, c.node_id), (0, BrokerId(1)), "{context}");
+                            assert_eq!(c.port, i32::from(broker.kafka_addr.port()), "{context}");
+                        }
+                    } else {
+                        assert_eq!((response.error_code, response.node_id), (0, BrokerId(1)));
+                    }
+                }
+                ApiKey::JoinGroup => {
+                    let group = format!("join-v{version}");
+                    let joined = join(&mut client, &group, version).await;
+                    assert_eq!(joined.error_code, 0, "{context}");
+                    assert_eq!(joined.generation_id, 1, "{context}");
+                    assert_eq!(joined.leader, joined.member_id, "{context}");
+                    assert_eq!(joined.members.len(), 1, "{context}");
+                    assert_eq!(joined.members[0].metadata, subscription(), "{context}");
+                }
+                ApiKey::SyncGroup => {
+                    let group = format!("sync-v{version}");
+                    let joined = join(&mut client, &group, 5).await;
+                    let synced = client.call(sync(&group, &joined, b"mine"), version).await;
+                    assert_eq!(synced.error_code, 0, "{context}");
+                    assert_eq!(&synced.assignment[..], b"mine", "{context}");
+                }
+                ApiKey::Heartbeat => {
+                    let group = format!("heartbeat-v{version}");
+                    let joined = join(&mut client, &group, 5).await;
+                    client.call(sync(&group, &joined, b"a"), 3).await;
+                    let beat = |member: &StrBytes| {
+                        HeartbeatRequest::default()
+                            .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+                            .with_generation_id(joined.generation_id)
+                            .with_member_id(member.clone())
+                    };
+                    let ok = client.call(beat(&joined.member_id), version).await;
+                    assert_eq!(ok.error_code, 0, "{context}");
+                    let unknown = client
+                        .call(beat(&StrBytes::from_static_str("nobody")), version)
+                        .await;
+                    assert_eq!(unknown.error_code, 25, "{context}: UNKNOWN_MEMBER_ID");
+                }
+                ApiKey::LeaveGroup => {
+                    let group = format!("leave-v{version}");
+                    let joined = join(&mut client, &group, 5).await;
+                    let mut request = LeaveGroupRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_string(group.clone())));
+                    if version >= 3 {
+                        request = request.with_members(vec![
+                            leave_group_request::MemberIdentity::default()
+                                .with_member_id(joined.member_id.clone()),
+                        ]);
+                    } else {
+                        request = request.with_member_id(joined.member_id.clone());
+                    }
+                    let left = client.call(request, version).await;
+                    assert_eq!(left.error_code, 0, "{context}");
+                    if version >= 3 {
+                        assert_eq!(left.members[0].error_code, 0, "{context}");
+                    }
+                    let described = client.call(describe_groups(&[&group]), 5).await;
+                    assert_eq!(
+                        described.groups[0].group_state.as_str(),
+                        "Empty",
+                        "{context}"
+                    );
+                }
+                ApiKey::OffsetCommit => {
+                    let group = format!("commit-v{version}");
+                    let response = client
+                        .call(
+                            commit(&group, "versions", 0, 100 + i64::from(version)),
+                            version,
+                        )
+                        .await;
+                    assert_eq!(response.topics[0].partitions[0].error_code, 0, "{context}");
+                    let fetched = client.call(fetch_offsets(&group, "versions", 0), 7).await;
+                    assert_eq!(
+                        fetched.topics[0].partitions[0].committed_offset,
+                        100 + i64::from(version),
+                        "{context}"
+                    );
+                }
+                ApiKey::OffsetFetch => {
+                    let group = format!("fetch-v{version}");
+                    client.call(commit(&group, "versions", 0, 7), 8).await;
+                    if version >= 8 {
+                        let request = OffsetFetchRequest::default().with_groups(vec![
+                            // No topics: every committed offset of the group.
+                            offset_fetch_request::OffsetFetchRequestGroup::default()
+                                .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+                                .with_topics(None),
+                            offset_fetch_request::OffsetFetchRequestGroup::default()
+                                .with_group_id(GroupId(StrBytes::from_static_str("never")))
+                                .with_topics(None),
+                        ]);
+                        let response = client.call(request, version).await;
+                        assert_eq!(response.groups.len(), 2, "{context}");
+                        let ours = &response.groups[0].topics[0];
+                        assert_eq!(ours.partitions[0].committed_offset, 7, "{context}");
+                        assert!(response.groups[1].topics.is_empty(), "{context}");
+                    } else {
+                        let response = client
+                            .call(fetch_offsets(&group, "versions", 0), version)
+                            .await;
+                        let p = &response.topics[0].partitions[0];
+                        assert_eq!((p.error_code, p.committed_offset), (0, 7), "{context}");
+                        let none = client
+                            .call(fetch_offsets(&group, "versions", 9), version)
+                            .await;
+                        assert_eq!(none.topics[0].partitions[0].committed_offset, -1);
+                    }
+                }
+                ApiKey::ListGroups => {
+                    let response = client.call(ListGroupsRequest::default(), version).await;
+                    assert_eq!(response.error_code, 0, "{context}");
+                    assert!(
+                        response
+                            .groups
+                            .iter()
+                            .any(|g| g.group_id.as_str() == "fetch-v1"),
+                        "{context}"
+                    );
+                }
+                ApiKey::DescribeGroups => {
+                    let group = format!("describe-v{version}");
+                    let joined = join(&mut client, &group, 5).await;
+                    client.call(sync(&group, &joined, b"asg"), 3).await;
+                    let response = client.call(describe_groups(&[&group]), version).await;
+                    let described = &response.groups[0];
+                    assert_eq!(described.error_code, 0, "{context}");
+                    assert_eq!(described.group_state.as_str(), "Stable", "{context}");
+                    assert_eq!(described.protocol_data.as_str(), "range", "{context}");
+                    assert_eq!(described.members[0].client_id.as_str(), "fjord-test");
+                    assert_eq!(&described.members[0].member_assignment[..], b"asg");
+                }
+                ApiKey::DeleteGroups => {
+                    let group = format!("delete-v{version}");
+                    client.call(commit(&group, "versions", 0, 3), 8).await;
+                    let request = DeleteGroupsRequest::default()
+                        .with_groups_names(vec![GroupId(StrBytes::from_string(group.clone()))]);
+                    let response = client.call(request.clone(), version).await;
+                    assert_eq!(response.results[0].error_code, 0, "{context}");
+                    let again = client.call(request, version).await;
+                    assert_eq!(
+                        again.results[0].error_code, 69,
+                        "{context}: GROUP_ID_NOT_FOUND"
+                    );
+                }
+                ApiKey::OffsetDelete => {
+                    let group = format!("offset-delete-v{version}");
+                    client.call(commit(&group, "versions", 0, 3), 8).await;
+                    let request = OffsetDeleteRequest::default()
+                        .with_group_id(GroupId(StrBytes::from_string(group.clone())))
+                        .with_topics(vec![
+                            offset_delete_request::OffsetDeleteRequestTopic::default()
+                                .with_name(name("versions"))
+                                .with_partitions(vec![
+                                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                                        .with_partition_index(0),
+                                ]),
+                        ]);
+                    let response = client.call(request, version).await;
+                    assert_eq!(response.error_code, 0, "{context}");
+                    assert_eq!(response.topics[0].partitions[0].error_code, 0, "{context}");
+                    let fetched = client.call(fetch_offsets(&group, "versions", 0), 7).await;
+                    assert_eq!(fetched.topics[0].partitions[0].committed_offset, -1);
+                }
                 other => panic!("no check for {other:?}"),
             }
         }
     }
+}
+
+/// A consumer-protocol subscription to "versions".
+fn subscription() -> Bytes {
+    Bytes::from_static(&[
+        0, 0, 0, 0, 0, 1, 0, 8, b'v', b'e', b'r', b's', b'i', b'o', b'n', b's', 255, 255, 255, 255,
+    ])
+}
+
+/// Joins `group` as a new member (retrying once with the id a v4+ broker hands out).
+async fn join(client: &mut Client, group: &str, version: i16) -> JoinGroupResponse {
+    let request = |member: StrBytes| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(member)
+            .with_group_instance_id(None)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                join_group_request::JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(subscription()),
+            ])
+    };
+    let first = client.call(request(StrBytes::default()), version).await;
+    if first.error_code != 79 {
+        assert!(version < 4, "v{version} hands out a member id first");
+        return first;
+    }
+    client.call(request(first.member_id), version).await
+}
+
+fn sync(group: &str, joined: &JoinGroupResponse, assignment: &'static [u8]) -> SyncGroupRequest {
+    SyncGroupRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(joined.member_id.clone())
+        .with_group_instance_id(None)
+        .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+        .with_protocol_name(Some(StrBytes::from_static_str("range")))
+        .with_assignments(vec![
+            sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(joined.member_id.clone())
+                .with_assignment(Bytes::from_static(assignment)),
+        ])
+}
+
+fn describe_groups(groups: &[&str]) -> DescribeGroupsRequest {
+    DescribeGroupsRequest::default().with_groups(
+        groups
+            .iter()
+            .map(|g| GroupId(StrBytes::from_string((*g).to_owned())))
+            .collect(),
+    )
+}
+
+/// A commit from outside the group protocol (generation -1), as `assign()` consumers send.
+fn commit(group: &str, topic: &str, partition: i32, offset: i64) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_group_instance_id(None)
+        .with_retention_time_ms(-1)
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(name(topic))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(partition)
+                        .with_committed_offset(offset)
+                        .with_committed_leader_epoch(-1)
+                        .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+                ]),
+        ])
+}
+
+fn fetch_offsets(group: &str, topic: &str, partition: i32) -> OffsetFetchRequest {
+    OffsetFetchRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+        .with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(name(topic))
+                .with_partition_indexes(vec![partition]),
+        ]))
 }
 
 fn idempotent(producer_id: i64, epoch: i16, sequence: i32, values: &[&str]) -> Bytes {
@@ -871,14 +1139,8 @@ async fn partitions_grow_and_deleted_topics_leave_nothing_behind() {
         "never fewer partitions"
     );
     assert_eq!(code(client.call(grow("missing", 2, false), 3).await), 3);
-    let metadata = client
-        .call(MetadataRequest::default().with_topics(None), 12)
-        .await;
-    assert_eq!(
-        metadata.topics[0].partitions.len(),
-        3,
-        "validate_only added nothing"
-    );
+    let topics = client.user_topics().await;
+    assert_eq!(topics[0].partitions.len(), 3, "validate_only added nothing");
     assert_eq!(
         produce_code(
             &client
@@ -902,13 +1164,7 @@ async fn partitions_grow_and_deleted_topics_leave_nothing_behind() {
             "files of grow-{partition} removed"
         );
     }
-    assert!(
-        client
-            .call(MetadataRequest::default().with_topics(None), 12)
-            .await
-            .topics
-            .is_empty()
-    );
+    assert!(client.user_topics().await.is_empty());
     assert_eq!(
         produce_code(
             &client
@@ -929,15 +1185,7 @@ async fn partitions_grow_and_deleted_topics_leave_nothing_behind() {
     let mut client = Client::connect(&broker).await;
     let fetched = client.call(fetch("grow", 0, 0, 1, 10), 12).await;
     assert_eq!(fetched.responses[0].partitions[0].high_watermark, 0);
-    assert_eq!(
-        client
-            .call(MetadataRequest::default().with_topics(None), 12)
-            .await
-            .topics[0]
-            .partitions
-            .len(),
-        1
-    );
+    assert_eq!(client.user_topics().await[0].partitions.len(), 1);
 }
 
 fn delete_records(topic: &str, partition: i32, offset: i64) -> DeleteRecordsRequest {
@@ -1159,4 +1407,125 @@ async fn topic_configs_are_described_changed_applied_and_kept() {
             .iter()
             .any(|c| c.name.as_str() == "num.partitions" && c.read_only)
     );
+}
+
+#[tokio::test]
+async fn committed_offsets_survive_restarts_show_lag_and_expire_when_the_group_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::for_tests(dir.path().to_path_buf());
+    let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    client.call(create("versions", 2), 7).await;
+    let now = now_ms();
+    client
+        .call(
+            produce("versions", 1, records(&["a", "b", "c", "d"], now), -1),
+            9,
+        )
+        .await;
+    let committed = client.call(commit("lagging", "versions", 1, 1), 8).await;
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+    let unknown = client.call(commit("lagging", "missing", 0, 1), 8).await;
+    assert_eq!(
+        unknown.topics[0].partitions[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+
+    // A member of another group: its group cannot be deleted, nor its subscribed offsets.
+    let joined = join(&mut client, "busy", 5).await;
+    client.call(sync("busy", &joined, b"x"), 3).await;
+    let busy_commit = commit("busy", "versions", 0, 0)
+        .with_generation_id_or_member_epoch(joined.generation_id)
+        .with_member_id(joined.member_id.clone());
+    let response = client.call(busy_commit, 8).await;
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    let stale = commit("busy", "versions", 0, 0)
+        .with_generation_id_or_member_epoch(joined.generation_id + 1)
+        .with_member_id(joined.member_id.clone());
+    let response = client.call(stale, 8).await;
+    assert_eq!(
+        response.topics[0].partitions[0].error_code, 22,
+        "ILLEGAL_GENERATION"
+    );
+    let request = DeleteGroupsRequest::default()
+        .with_groups_names(vec![GroupId(StrBytes::from_static_str("busy"))]);
+    assert_eq!(
+        client.call(request, 2).await.results[0].error_code,
+        68,
+        "NON_EMPTY_GROUP"
+    );
+
+    let metrics = broker.broker.metrics().render(
+        &broker.broker.partition_samples(),
+        &broker.broker.group_offset_samples(),
+    );
+    assert!(
+        metrics.contains(
+            r#"fjord_consumer_group_lag{group="lagging",topic="versions",partition="1"} 3"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"fjord_consumer_group_committed_offset{group="lagging",topic="versions",partition="1"} 1"#
+        ),
+        "{metrics}"
+    );
+    drop(client);
+    broker.shutdown().await;
+
+    // After a restart the offsets and the group are still there; the member must rejoin or
+    // heartbeat within its session timeout.
+    let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    let fetched = client
+        .call(fetch_offsets("lagging", "versions", 1), 7)
+        .await;
+    assert_eq!(fetched.topics[0].partitions[0].committed_offset, 1);
+    let fetched = client.call(fetch_offsets("busy", "versions", 0), 7).await;
+    assert_eq!(fetched.topics[0].partitions[0].committed_offset, 0);
+    let described = client.call(describe_groups(&["busy"]), 5).await;
+    assert_eq!(described.groups[0].group_state.as_str(), "Stable");
+    assert_eq!(described.groups[0].members[0].member_id, joined.member_id);
+    let beat = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("busy")))
+        .with_generation_id(joined.generation_id)
+        .with_member_id(joined.member_id.clone());
+    assert_eq!(client.call(beat, 4).await.error_code, 0);
+    drop(client);
+    broker.shutdown().await;
+
+    // With a retention of zero, an empty group's offsets expire at the next check.
+    let mut expiring = config;
+    expiring.coordinator.offsets_retention_minutes = 0;
+    let broker = fjord_broker::start(expiring, CancellationToken::new())
+        .await
+        .unwrap();
+    let coordinator = broker.broker.coordinator().unwrap();
+    assert_eq!(
+        coordinator.expire_offsets().await,
+        1,
+        "only the empty group's offset"
+    );
+    let mut client = Client::connect(&broker).await;
+    let fetched = client
+        .call(fetch_offsets("lagging", "versions", 1), 7)
+        .await;
+    assert_eq!(fetched.topics[0].partitions[0].committed_offset, -1);
+    let fetched = client.call(fetch_offsets("busy", "versions", 0), 7).await;
+    assert_eq!(
+        fetched.topics[0].partitions[0].committed_offset, 0,
+        "busy has a member"
+    );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }

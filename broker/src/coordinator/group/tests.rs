@@ -83,12 +83,26 @@ fn syncs(out: &[Output]) -> BTreeMap<Token, SyncResult> {
 /// A dynamic member's two-step join (KIP-394); returns its member id. The second join waits.
 fn join_dynamic(group: &mut Group, fresh: &str, to: Token, now: u64) -> Vec<Output> {
     let mut out = Vec::new();
-    group.join(join_request("", fresh, &["range"]), to, now, 0, &config(), &mut out);
+    group.join(
+        join_request("", fresh, &["range"]),
+        to,
+        now,
+        0,
+        &config(),
+        &mut out,
+    );
     let replies = joins(&out);
     assert_eq!(replies[&to].error, Some(GroupError::MemberIdRequired));
     assert_eq!(replies[&to].member_id, fresh);
     let mut out = Vec::new();
-    group.join(join_request(fresh, "unused", &["range"]), to, now, 0, &config(), &mut out);
+    group.join(
+        join_request(fresh, "unused", &["range"]),
+        to,
+        now,
+        0,
+        &config(),
+        &mut out,
+    );
     out
 }
 
@@ -124,7 +138,11 @@ fn stable_group() -> Group {
     let generation = group.generation();
     let mut out = Vec::new();
     group.sync(
-        sync_request(&leader, generation, &[("a", "pa"), ("b", "pb"), ("c", "pc")]),
+        sync_request(
+            &leader,
+            generation,
+            &[("a", "pa"), ("b", "pb"), ("c", "pc")],
+        ),
         20,
         1,
         0,
@@ -171,9 +189,19 @@ fn followers_wait_for_the_leaders_assignment() {
     group.join(second, 2, 1, 0, &config(), &mut out);
     assert!(joins(&out).is_empty(), "b waits for a to rejoin");
     assert_eq!(group.state(), GroupState::PreparingRebalance);
-    assert_eq!(group.heartbeat("a", None, 1, 2), Err(GroupError::RebalanceInProgress));
+    assert_eq!(
+        group.heartbeat("a", None, 1, 2),
+        Err(GroupError::RebalanceInProgress)
+    );
     let mut out = Vec::new();
-    group.join(join_request("a", "x", &["range"]), 3, 2, 0, &config(), &mut out);
+    group.join(
+        join_request("a", "x", &["range"]),
+        3,
+        2,
+        0,
+        &config(),
+        &mut out,
+    );
     let replies = joins(&out);
     assert_eq!(replies.len(), 2);
     assert_eq!(replies[&3].generation, 2);
@@ -185,7 +213,13 @@ fn followers_wait_for_the_leaders_assignment() {
     let mut out = Vec::new();
     group.sync(sync_request("b", 2, &[]), 4, 3, 0, &mut out);
     assert!(syncs(&out).is_empty(), "b waits for the leader");
-    group.sync(sync_request("a", 2, &[("a", "pa"), ("b", "pb")]), 5, 3, 0, &mut out);
+    group.sync(
+        sync_request("a", 2, &[("a", "pa"), ("b", "pb")]),
+        5,
+        3,
+        0,
+        &mut out,
+    );
     let replies = syncs(&out);
     assert_eq!(replies[&4].assignment, Bytes::from_static(b"pb"));
     assert_eq!(replies[&5].assignment, Bytes::from_static(b"pa"));
@@ -206,7 +240,11 @@ fn a_member_that_stops_heartbeating_is_removed_and_the_rest_rebalance() {
     assert_eq!(deadline, start + SESSION as u64, "c's session ends first");
     let mut out = Vec::new();
     group.tick(deadline - 1, 0, &config(), &mut out);
-    assert_eq!(group.state(), GroupState::Stable, "not before the session timeout");
+    assert_eq!(
+        group.state(),
+        GroupState::Stable,
+        "not before the session timeout"
+    );
     group.tick(deadline, 0, &config(), &mut out);
     assert_eq!(group.state(), GroupState::PreparingRebalance);
     assert!(group.members().all(|m| m.id != "c"));
@@ -219,8 +257,22 @@ fn a_member_that_stops_heartbeating_is_removed_and_the_rest_rebalance() {
         Err(GroupError::UnknownMemberId)
     );
     let mut out = Vec::new();
-    group.join(join_request("a", "x", &["range"]), 30, deadline + 2, 0, &config(), &mut out);
-    group.join(join_request("b", "x", &["range"]), 31, deadline + 2, 0, &config(), &mut out);
+    group.join(
+        join_request("a", "x", &["range"]),
+        30,
+        deadline + 2,
+        0,
+        &config(),
+        &mut out,
+    );
+    group.join(
+        join_request("b", "x", &["range"]),
+        31,
+        deadline + 2,
+        0,
+        &config(),
+        &mut out,
+    );
     let replies = joins(&out);
     assert_eq!(replies[&30].generation, generation + 1);
     assert_eq!(replies[&30].members.len(), 2);
@@ -236,7 +288,14 @@ fn members_that_do_not_rejoin_within_the_rebalance_timeout_are_dropped() {
     changed.protocols[0].1 = subscription(&["orders", "payments"]);
     group.join(changed, 40, 100, 0, &config(), &mut out);
     assert_eq!(group.state(), GroupState::PreparingRebalance);
-    group.join(join_request("b", "x", &["range"]), 41, 200, 0, &config(), &mut out);
+    group.join(
+        join_request("b", "x", &["range"]),
+        41,
+        200,
+        0,
+        &config(),
+        &mut out,
+    );
     // c keeps heartbeating but never rejoins.
     assert_eq!(
         group.heartbeat("c", None, generation, 5_000),
@@ -255,8 +314,22 @@ fn members_that_do_not_rejoin_within_the_rebalance_timeout_are_dropped() {
 fn a_restarted_static_member_gets_its_assignment_back_without_a_rebalance() {
     let mut group = Group::new("g".into(), 0);
     let mut out = Vec::new();
-    group.join(static_join("worker-1", "w1-a"), 1, 0, 0, &config(), &mut out);
-    group.join(static_join("worker-2", "w2-a"), 2, 0, 0, &config(), &mut out);
+    group.join(
+        static_join("worker-1", "w1-a"),
+        1,
+        0,
+        0,
+        &config(),
+        &mut out,
+    );
+    group.join(
+        static_join("worker-2", "w2-a"),
+        2,
+        0,
+        0,
+        &config(),
+        &mut out,
+    );
     // worker-1 alone completed generation 1; worker-2 started generation 2.
     group.join(
         JoinRequest {
@@ -284,7 +357,14 @@ fn a_restarted_static_member_gets_its_assignment_back_without_a_rebalance() {
 
     // worker-2 restarts: it joins with no member id and the same instance id.
     let mut out = Vec::new();
-    group.join(static_join("worker-2", "w2-b"), 5, 2_000, 0, &config(), &mut out);
+    group.join(
+        static_join("worker-2", "w2-b"),
+        5,
+        2_000,
+        0,
+        &config(),
+        &mut out,
+    );
     let reply = &joins(&out)[&5];
     assert_eq!(reply.error, None);
     assert_eq!(reply.member_id, "w2-b");
@@ -358,7 +438,14 @@ fn the_protocol_all_members_support_wins_by_vote() {
         } else {
             &["roundrobin", "range"]
         };
-        group.join(join_request(m, "x", protocols), t, 0, 0, &config(), &mut out);
+        group.join(
+            join_request(m, "x", protocols),
+            t,
+            0,
+            0,
+            &config(),
+            &mut out,
+        );
     }
     let replies = joins(&out);
     assert!(!replies.is_empty());
@@ -383,7 +470,10 @@ fn session_timeouts_outside_the_bounds_are_refused() {
     let mut short = join_request("", "a", &["range"]);
     short.session_timeout_ms = 1_000;
     group.join(short, 1, 0, 0, &config(), &mut out);
-    assert_eq!(joins(&out)[&1].error, Some(GroupError::InvalidSessionTimeout));
+    assert_eq!(
+        joins(&out)[&1].error,
+        Some(GroupError::InvalidSessionTimeout)
+    );
     assert_eq!(group.members().count(), 0);
 }
 
@@ -401,16 +491,41 @@ fn commits_are_checked_against_the_generation() {
         Err(GroupError::UnknownMemberId)
     );
     let empty = Group::new("e".into(), 0);
-    assert_eq!(empty.validate_commit("", None, -1), Ok(()), "assign() consumers commit");
+    assert_eq!(
+        empty.validate_commit("", None, -1),
+        Ok(()),
+        "assign() consumers commit"
+    );
     assert_eq!(
         empty.validate_commit("x", None, 3),
         Err(GroupError::IllegalGeneration)
     );
     // During CompletingRebalance the assignment is not known yet.
     let mut out = Vec::new();
-    group.join(join_request("a", "x", &["range", "roundrobin"]), 50, 5, 0, &config(), &mut out);
-    group.join(join_request("b", "x", &["range"]), 51, 5, 0, &config(), &mut out);
-    group.join(join_request("c", "x", &["range"]), 52, 5, 0, &config(), &mut out);
+    group.join(
+        join_request("a", "x", &["range", "roundrobin"]),
+        50,
+        5,
+        0,
+        &config(),
+        &mut out,
+    );
+    group.join(
+        join_request("b", "x", &["range"]),
+        51,
+        5,
+        0,
+        &config(),
+        &mut out,
+    );
+    group.join(
+        join_request("c", "x", &["range"]),
+        52,
+        5,
+        0,
+        &config(),
+        &mut out,
+    );
     assert_eq!(group.state(), GroupState::CompletingRebalance);
     assert_eq!(
         group.validate_commit("a", None, group.generation()),
@@ -429,7 +544,14 @@ fn a_new_group_waits_for_the_initial_delay_and_takes_everyone_arriving_meanwhile
     for (i, member) in ["a", "b", "c"].into_iter().enumerate() {
         let mut request = join_request("", member, &["range"]);
         request.require_known_member_id = false;
-        group.join(request, i as Token + 1, 1_000 * i as u64, 0, &config, &mut out);
+        group.join(
+            request,
+            i as Token + 1,
+            1_000 * i as u64,
+            0,
+            &config,
+            &mut out,
+        );
     }
     assert!(joins(&out).is_empty());
     assert_eq!(group.next_deadline(), Some(2_000 + 3_000));
@@ -449,9 +571,18 @@ fn a_restored_group_is_stable_with_its_members() {
     assert_eq!(restored.state(), GroupState::Stable);
     assert_eq!(restored.generation(), group.generation());
     assert_eq!(restored.to_value(), value);
-    assert_eq!(restored.heartbeat("a", None, group.generation(), 200), Ok(()));
+    assert_eq!(
+        restored.heartbeat("a", None, group.generation(), 200),
+        Ok(())
+    );
     let mut out = Vec::new();
-    restored.sync(sync_request("b", group.generation(), &[]), 1, 300, 0, &mut out);
+    restored.sync(
+        sync_request("b", group.generation(), &[]),
+        1,
+        300,
+        0,
+        &mut out,
+    );
     assert_eq!(syncs(&out)[&1].assignment, Bytes::from_static(b"pb"));
 }
 
