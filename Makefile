@@ -37,6 +37,6 @@ bench-log:
 	$(CARGO) run --release --locked -p fjord-tests --bin log-bench -- $(ARGS)
 
 fuzz:
-	cd broker && for target in record_batch log_append request_decode; do \
+	cd broker && for target in record_batch log_append request_decode offsets_record; do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
