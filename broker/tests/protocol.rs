@@ -1523,6 +1523,30 @@ async fn committed_offsets_survive_restarts_show_lag_and_expire_when_the_group_i
     );
 }
 
+#[tokio::test]
+async fn clients_cannot_write_delete_or_grow_the_offsets_topic() {
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    let response = client
+        .call(
+            produce("__consumer_offsets", 0, records(&["x"], now_ms()), -1),
+            9,
+        )
+        .await;
+    assert_eq!(produce_code(&response).0, 17, "INVALID_TOPIC_EXCEPTION");
+    let deleted = client
+        .call(
+            DeleteTopicsRequest::default().with_topic_names(vec![name("__consumer_offsets")]),
+            5,
+        )
+        .await;
+    assert_eq!(deleted.responses[0].error_code, 17);
+    let grown = client.call(grow("__consumer_offsets", 10, false), 3).await;
+    assert_eq!(grown.results[0].error_code, 17);
+    let offsets = broker.broker.partition("__consumer_offsets", 0).unwrap();
+    assert_eq!(offsets.high_watermark(), 0, "nothing was appended");
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

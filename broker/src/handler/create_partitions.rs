@@ -6,7 +6,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::str_bytes;
+use super::{internal_topic_error, str_bytes};
 use crate::broker::{Broker, CreatePartitionsError};
 
 pub(super) async fn handle(
@@ -17,6 +17,14 @@ pub(super) async fn handle(
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         let name = topic.name.0.to_string();
+        if let Some((code, message)) = internal_topic_error(&name, "add partitions to") {
+            results.push(
+                result
+                    .with_error_code(code)
+                    .with_error_message(Some(message)),
+            );
+            continue;
+        }
         let outcome = if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
             Err(CreatePartitionsError::Assignment)
         } else {

@@ -7,7 +7,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
-use super::str_bytes;
+use super::{internal_topic_error, str_bytes};
 use crate::broker::Broker;
 use crate::cluster::MetadataError;
 
@@ -19,6 +19,14 @@ pub(super) async fn handle(
     for name in request.topic_names {
         let result = DeletableTopicResult::default().with_name(Some(name.clone()));
         let topic = name.0.to_string();
+        if let Some((code, message)) = internal_topic_error(&topic, "delete") {
+            responses.push(
+                result
+                    .with_error_code(code)
+                    .with_error_message(Some(message)),
+            );
+            continue;
+        }
         responses.push(match broker.delete_topic(&topic).await {
             Ok(deleted) => result.with_topic_id(deleted.id),
             Err(error) => {

@@ -153,6 +153,16 @@ fn str_bytes(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
 }
 
+/// Internal topics belong to the broker: clients may read them, not write, delete or grow them.
+fn internal_topic_error(topic: &str, action: &str) -> Option<(i16, StrBytes)> {
+    (topic == crate::coordinator::OFFSETS_TOPIC).then(|| {
+        (
+            ResponseError::InvalidTopicException.code(),
+            str_bytes(format!("cannot {action} the internal topic {topic}")),
+        )
+    })
+}
+
 /// Group ids are non-empty and fit the `__consumer_offsets` record schemas.
 fn valid_group_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= i16::MAX as usize

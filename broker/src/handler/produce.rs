@@ -10,7 +10,7 @@ use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::ProduceResponse;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 
-use super::{append_error_code, str_bytes};
+use super::{append_error_code, internal_topic_error, str_bytes};
 use crate::broker::Broker;
 
 pub(super) async fn handle(
@@ -31,6 +31,11 @@ pub(super) async fn handle(
                     .with_log_start_offset(-1);
                 if !valid_acks {
                     return response.with_error_code(ResponseError::InvalidRequiredAcks.code());
+                }
+                if let Some((code, message)) = internal_topic_error(&name, "append to") {
+                    return response
+                        .with_error_code(code)
+                        .with_error_message(Some(message));
                 }
                 let Some(partition) = broker.partition(&name, data.index) else {
                     return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
