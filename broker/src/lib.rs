@@ -7,6 +7,8 @@
 //!           -> protocol::decode_request (kafka-protocol, version table)
 //!           -> handler::dispatch -> handler::<api>
 //!           -> broker (metadata, partition handles)
+//!              group APIs -> coordinator (one actor, group state machines)
+//!                            -> __consumer_offsets partitions (commits, group metadata)
 //!           -> partition::PartitionHandle (one actor per partition: append + group commit)
 //!           -> log::Log (segments on disk)      fetch reads log::LogReader directly
 //!           -> typed response -> protocol::encode_response -> server writes the frame
@@ -15,6 +17,7 @@
 //! - [`record`]: the Kafka v2 record batch format: validation, header edits, building batches.
 //! - [`log`]: the segmented, durable commit log of one partition.
 //! - [`cluster`]: topics and their configs, persisted in the data directory.
+//! - [`coordinator`]: consumer groups and committed offsets, stored in `__consumer_offsets`.
 
 pub mod admin;
 pub mod alloc;
