@@ -406,7 +406,7 @@ async fn create_topics_validates_names_counts_configs_and_duplicates() {
     config.topics[0].configs = vec![
         CreatableTopicConfig::default()
             .with_name(StrBytes::from_static_str("cleanup.policy"))
-            .with_value(Some(StrBytes::from_static_str("compact"))),
+            .with_value(Some(StrBytes::from_static_str("shred"))),
     ];
     let response = client.call(config, 7).await;
     assert_eq!(response.topics[0].error_code, 40);
@@ -415,7 +415,7 @@ async fn create_topics_validates_names_counts_configs_and_duplicates() {
             .error_message
             .as_deref()
             .unwrap()
-            .contains("compact")
+            .contains("cleanup.policy")
     );
 
     let mut validate_only = create("later", 3);
@@ -1092,7 +1092,7 @@ async fn topic_configs_are_described_changed_applied_and_kept() {
     // Refused changes say why and change nothing.
     let refused = client
         .call(
-            incremental("conf", &[("cleanup.policy", 2, Some("compact"))]),
+            incremental("conf", &[("min.cleanable.dirty.ratio", 0, Some("2"))]),
             1,
         )
         .await;
@@ -1102,7 +1102,7 @@ async fn topic_configs_are_described_changed_applied_and_kept() {
             .error_message
             .as_deref()
             .unwrap()
-            .contains("compact")
+            .contains("min.cleanable.dirty.ratio")
     );
     assert_eq!(
         client
