@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::cluster::{self, ConfigError, MetadataError, MetadataStore, TopicMetadata};
 use crate::log::{self, Clock, SystemClock};
 use crate::metrics::{Metrics, PartitionSample};
-use crate::partition::PartitionHandle;
+use crate::partition::{CleanerSettings, PartitionHandle};
 
 /// Broker settings. Every one is a command-line flag with an environment twin (`FJORD_*`).
 #[derive(Debug, Clone, clap::Args)]
@@ -46,6 +46,10 @@ pub struct BrokerConfig {
     /// Most client connections served at once.
     #[arg(long, env = "FJORD_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// How often each compacted partition checks whether its dirty ratio calls for a
+    /// compaction pass, in milliseconds (`log.cleaner.backoff.ms`).
+    #[arg(long, env = "FJORD_LOG_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
+    pub log_cleaner_backoff_ms: u64,
 }
 
 impl BrokerConfig {
@@ -62,6 +66,7 @@ impl BrokerConfig {
             default_partitions: 1,
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 1000,
+            log_cleaner_backoff_ms: 15_000,
         }
     }
 }
@@ -216,7 +221,11 @@ impl Broker {
         config: log::LogConfig,
     ) -> Result<PartitionHandle, log::Error> {
         let dir = log::partition_dir(&self.config.data_dir, topic, partition);
-        PartitionHandle::open(dir, config, Arc::clone(&self.clock), 0).await
+        let cleaner = CleanerSettings {
+            backoff: std::time::Duration::from_millis(self.config.log_cleaner_backoff_ms),
+            counters: self.metrics.compaction(topic),
+        };
+        PartitionHandle::open(dir, config, Arc::clone(&self.clock), 0, cleaner).await
     }
 
     /// Opens a partition that is new to the cluster. A directory already there is left over from
