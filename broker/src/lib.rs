@@ -7,7 +7,8 @@
 //!           -> protocol::decode_request (kafka-protocol, version table)
 //!           -> handler::dispatch -> handler::<api>
 //!           -> broker (metadata, partition handles)
-//!           -> partition::PartitionHandle (one actor per partition: append + group commit)
+//!           -> partition::PartitionHandle (one actor per partition: append + group commit,
+//!              retention and compaction on timers)
 //!           -> log::Log (segments on disk)      fetch reads log::LogReader directly
 //!           -> typed response -> protocol::encode_response -> server writes the frame
 //! ```

@@ -1535,7 +1535,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(128))]
 
         /// Random keyed appends, rolls, compactions, reopens and clock ticks: every record read
         /// back is one that was appended, at its offset; the latest record of every key is

@@ -12,6 +12,9 @@
 //! offset and leader epoch written in), `.index` and `.timeindex` (sparse, rebuilt when missing or
 //! damaged), and `partition.checkpoint` (recovery point and log start offset).
 //!
+//! Compaction (`compaction.rs`) rewrites sealed segments into `.cleaned` files and swaps them in
+//! by renames; recovery finishes or undoes an interrupted swap.
+//!
 //! Synchronous API, no tasks, no network: the broker runs these calls off its async workers.
 
 mod checkpoint;
