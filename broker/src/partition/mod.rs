@@ -411,6 +411,13 @@ impl PartitionActor {
         loop {
             tokio::select! {
                 biased;
+                // Before commands: under a steady stream of appends the command branch is always
+                // ready, and a finished rewrite must still be swapped in (briefly) and the next
+                // pass started.
+                joined = rewrite_done(&mut self.cleaner.running) => {
+                    self.finish_compaction(joined).await;
+                }
+                _ = cleaner_timer.tick() => self.start_compaction(false),
                 command = self.rx.recv() => match command {
                     None => break,
                     Some(command) => {
@@ -445,10 +452,6 @@ impl PartitionActor {
                         }
                     }).await;
                 }
-                joined = rewrite_done(&mut self.cleaner.running) => {
-                    self.finish_compaction(joined).await;
-                }
-                _ = cleaner_timer.tick() => self.start_compaction(false),
             }
         }
         self.close().await;
