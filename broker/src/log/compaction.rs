@@ -950,6 +950,18 @@ mod tests {
         );
         assert_eq!(latest(&after), latest(&before));
         assert!(fx.files_ending(".cleaned").is_empty() && fx.files_ending(".swap").is_empty());
+        // A fetch from any offset, inside a segment emptied by cleaning or not, starts at the
+        // next retained record.
+        let reader = log.reader();
+        for offset in 0..=48 {
+            let read = reader.read(offset, 1).unwrap();
+            let header = BatchHeader::parse(&read.records).unwrap();
+            let next = after.iter().find(|r| r.0 >= offset).unwrap().0;
+            assert!(
+                header.base_offset <= next && next <= header.last_offset(),
+                "{offset}"
+            );
+        }
 
         // Groups are formed by the size before cleaning (as Kafka does): the full segments were
         // cleaned one by one; the next pass merges the now small neighbours.
