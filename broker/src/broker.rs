@@ -12,7 +12,7 @@ use crate::cluster::{self, ConfigError, MetadataError, MetadataStore, TopicMetad
 use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, OFFSETS_TOPIC};
 use crate::log::{self, Clock, SystemClock};
 use crate::metrics::{GroupOffsetSample, Metrics, PartitionSample};
-use crate::partition::PartitionHandle;
+use crate::partition::{CleanerSettings, PartitionHandle};
 
 /// Broker settings. Every one is a command-line flag with an environment twin (`FJORD_*`).
 #[derive(Debug, Clone, clap::Args)]
@@ -49,6 +49,10 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     #[command(flatten)]
     pub coordinator: CoordinatorFlags,
+    /// How often each compacted partition checks whether its dirty ratio calls for a
+    /// compaction pass, in milliseconds (`log.cleaner.backoff.ms`).
+    #[arg(long, env = "FJORD_LOG_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
+    pub log_cleaner_backoff_ms: u64,
 }
 
 impl BrokerConfig {
@@ -70,6 +74,7 @@ impl BrokerConfig {
                 group_initial_rebalance_delay_ms: 0,
                 ..CoordinatorFlags::default()
             },
+            log_cleaner_backoff_ms: 15_000,
         }
     }
 }
@@ -234,7 +239,7 @@ impl Broker {
         let topic = match self.metadata.topic(OFFSETS_TOPIC) {
             Some(topic) => topic,
             None => {
-                let configs = coordinator::offsets_topic_configs();
+                let configs = coordinator::offsets_topic_configs(flags.offsets_topic_segment_bytes);
                 self.create_topic(OFFSETS_TOPIC, flags.offsets_topic_partitions, -1, configs)
                     .await
                     .map_err(|source| StartError::OffsetsTopic { source })?
@@ -266,7 +271,11 @@ impl Broker {
         config: log::LogConfig,
     ) -> Result<PartitionHandle, log::Error> {
         let dir = log::partition_dir(&self.config.data_dir, topic, partition);
-        PartitionHandle::open(dir, config, Arc::clone(&self.clock), 0).await
+        let cleaner = CleanerSettings {
+            backoff: std::time::Duration::from_millis(self.config.log_cleaner_backoff_ms),
+            counters: self.metrics.compaction(topic),
+        };
+        PartitionHandle::open(dir, config, Arc::clone(&self.clock), 0, cleaner).await
     }
 
     /// Opens a partition that is new to the cluster. A directory already there is left over from

@@ -9,7 +9,8 @@
 //!           -> broker (metadata, partition handles)
 //!              group APIs -> coordinator (one actor, group state machines)
 //!                            -> __consumer_offsets partitions (commits, group metadata)
-//!           -> partition::PartitionHandle (one actor per partition: append + group commit)
+//!           -> partition::PartitionHandle (one actor per partition: append + group commit,
+//!              retention and compaction on timers)
 //!           -> log::Log (segments on disk)      fetch reads log::LogReader directly
 //!           -> typed response -> protocol::encode_response -> server writes the frame
 //! ```

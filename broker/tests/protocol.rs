@@ -418,7 +418,7 @@ async fn create_topics_validates_names_counts_configs_and_duplicates() {
     config.topics[0].configs = vec![
         CreatableTopicConfig::default()
             .with_name(StrBytes::from_static_str("cleanup.policy"))
-            .with_value(Some(StrBytes::from_static_str("compact"))),
+            .with_value(Some(StrBytes::from_static_str("shred"))),
     ];
     let response = client.call(config, 7).await;
     assert_eq!(response.topics[0].error_code, 40);
@@ -427,7 +427,7 @@ async fn create_topics_validates_names_counts_configs_and_duplicates() {
             .error_message
             .as_deref()
             .unwrap()
-            .contains("compact")
+            .contains("cleanup.policy")
     );
 
     let mut validate_only = create("later", 3);
@@ -660,7 +660,11 @@ async fn every_supported_version_of_every_api_is_served() {
                         .call(describe_topic_configs("versions"), version)
                         .await;
                     assert_eq!(response.results[0].error_code, 0, "{context}");
-                    assert_eq!(response.results[0].configs.len(), 9, "{context}");
+                    assert_eq!(
+                        response.results[0].configs.len(),
+                        fjord_broker::cluster::topic_config::TOPIC_CONFIGS.len(),
+                        "{context}"
+                    );
                 }
                 ApiKey::AlterConfigs => {
                     let request = AlterConfigsRequest::default().with_resources(vec![
@@ -1340,7 +1344,7 @@ async fn topic_configs_are_described_changed_applied_and_kept() {
     // Refused changes say why and change nothing.
     let refused = client
         .call(
-            incremental("conf", &[("cleanup.policy", 2, Some("compact"))]),
+            incremental("conf", &[("min.cleanable.dirty.ratio", 0, Some("2"))]),
             1,
         )
         .await;
@@ -1350,7 +1354,7 @@ async fn topic_configs_are_described_changed_applied_and_kept() {
             .error_message
             .as_deref()
             .unwrap()
-            .contains("compact")
+            .contains("min.cleanable.dirty.ratio")
     );
     assert_eq!(
         client
@@ -1552,4 +1556,253 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+fn create_with(topic: &str, configs: &[(&str, &str)]) -> CreateTopicsRequest {
+    let mut request = create(topic, 1);
+    request.topics[0].configs = configs
+        .iter()
+        .map(|(key, value)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string((*key).to_owned()))
+                .with_value(Some(StrBytes::from_string((*value).to_owned())))
+        })
+        .collect();
+    request
+}
+
+/// One batch of `key=value` records (`None`: a tombstone; a `None` key: no key).
+fn keyed_batch(
+    pairs: &[(Option<&str>, Option<&str>)],
+    timestamp: i64,
+    codec: fjord_broker::record::Compression,
+) -> Bytes {
+    let records: Vec<Record> = pairs
+        .iter()
+        .map(|(key, value)| Record {
+            key: key.map(|k| k.as_bytes().to_vec()),
+            value: value.map(|v| v.as_bytes().to_vec()),
+            headers: vec![],
+            timestamp,
+        })
+        .collect();
+    Bytes::from(
+        fjord_broker::record::build_compressed_batch(&records, ProducerInfo::NONE, codec).unwrap(),
+    )
+}
+
+/// Every record of partition 0 from offset 0, fetched and decoded as a client does:
+/// (offset, key, value).
+async fn fetch_records(client: &mut Client, topic: &str) -> Vec<(i64, String, Option<String>)> {
+    let text = |b: Option<Bytes>| b.map(|b| String::from_utf8(b.to_vec()).unwrap());
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut request = fetch(topic, 0, offset, 1, 0);
+        request.max_bytes = 700;
+        request.topics[0].partitions[0].partition_max_bytes = 700;
+        let response = client.call(request, 12).await;
+        let partition = &response.responses[0].partitions[0];
+        assert_eq!(partition.error_code, 0);
+        let mut bytes = partition.records.clone().unwrap_or_default();
+        if bytes.is_empty() {
+            return out;
+        }
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes).unwrap();
+        for record in sets.into_iter().flat_map(|set| set.records) {
+            assert!(record.offset >= offset, "offsets only grow");
+            offset = record.offset + 1;
+            out.push((record.offset, text(record.key).unwrap(), text(record.value)));
+        }
+    }
+}
+
+#[tokio::test]
+async fn compacted_topics_keep_the_latest_value_of_every_key() {
+    use fjord_broker::record::Compression;
+    let (broker, _dir) = start(|c| c.log_cleaner_backoff_ms = 20).await;
+    let mut client = Client::connect(&broker).await;
+    let created = client
+        .call(
+            create_with(
+                "state",
+                &[
+                    ("cleanup.policy", "compact"),
+                    ("segment.bytes", "1024"),
+                    ("min.cleanable.dirty.ratio", "0.01"),
+                ],
+            ),
+            7,
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let day = 24 * 60 * 60 * 1000;
+
+    // A record without a key: INVALID_RECORD naming it, and nothing appended.
+    let response = client
+        .call(
+            produce(
+                "state",
+                0,
+                keyed_batch(
+                    &[(Some("a"), Some("x")), (None, Some("y"))],
+                    now,
+                    Compression::Gzip,
+                ),
+                -1,
+            ),
+            9,
+        )
+        .await;
+    let partition = &response.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, 87, "INVALID_RECORD");
+    assert_eq!(partition.record_errors.len(), 1);
+    assert_eq!(partition.record_errors[0].batch_index, 1);
+    assert!(
+        partition
+            .error_message
+            .as_deref()
+            .unwrap()
+            .contains("Compacted topic cannot accept message without key")
+    );
+
+    // Overwrites of 12 keys, in batches of three, some compressed; then tombstones: recent ones
+    // for k0 and k1 (kept for delete.retention.ms), old ones for k2 and k3 (past it: removed).
+    let mut expected = std::collections::BTreeMap::new();
+    let mut next = 0;
+    for round in 0..8 {
+        for chunk in 0..4 {
+            let values: Vec<(String, String)> = (0..3)
+                .map(|i| (format!("k{}", chunk * 3 + i), format!("r{round}")))
+                .collect();
+            let pairs: Vec<_> = values
+                .iter()
+                .map(|(k, v)| (Some(k.as_str()), Some(v.as_str())))
+                .collect();
+            let codec = if chunk % 2 == 0 {
+                Compression::None
+            } else {
+                Compression::Zstd
+            };
+            let response = client
+                .call(produce("state", 0, keyed_batch(&pairs, now, codec), -1), 9)
+                .await;
+            assert_eq!(produce_code(&response), (0, next));
+            for (i, (key, value)) in values.into_iter().enumerate() {
+                expected.insert(key, (next + i as i64, Some(value)));
+            }
+            next += 3;
+        }
+    }
+    for (key, timestamp) in [
+        ("k0", now),
+        ("k1", now),
+        ("k2", now - 2 * day),
+        ("k3", now - 2 * day),
+    ] {
+        let response = client
+            .call(
+                produce(
+                    "state",
+                    0,
+                    keyed_batch(&[(Some(key), None)], timestamp, Compression::None),
+                    -1,
+                ),
+                9,
+            )
+            .await;
+        assert_eq!(produce_code(&response), (0, next));
+        if timestamp == now {
+            expected.insert(key.to_owned(), (next, None));
+        } else {
+            expected.remove(key);
+        }
+        next += 1;
+    }
+    // Fresh keys that fill the active segment so every overwrite above is in a sealed one.
+    for i in 0..12 {
+        let key = format!("fill{i:02}");
+        let value = "f".repeat(100);
+        let response = client
+            .call(
+                produce(
+                    "state",
+                    0,
+                    keyed_batch(&[(Some(&key), Some(&value))], now, Compression::None),
+                    -1,
+                ),
+                9,
+            )
+            .await;
+        assert_eq!(produce_code(&response), (0, next));
+        expected.insert(key, (next, Some(value)));
+        next += 1;
+    }
+    // The timer (20 ms here) finds the log dirty and compacts it; a forced pass then has
+    // nothing left to do. Poll with a deadline, never sleep-and-hope.
+    let partition = broker.broker.partition("state", 0).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let latest: Vec<(i64, String, Option<String>)> = expected
+        .iter()
+        .map(|(key, (offset, value))| (*offset, key.clone(), value.clone()))
+        .collect();
+    let mut latest = latest;
+    latest.sort();
+    loop {
+        let now_read = fetch_records(&mut client, "state").await;
+        if now_read == latest {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compacted in time: {now_read:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let forced = partition.compact_now().await.unwrap();
+    assert_eq!(forced.records_removed, 0);
+    assert_eq!(fetch_records(&mut client, "state").await, latest);
+
+    // Offsets and watermarks are as produced: the log start stays 0, the high watermark at the end.
+    let response = client.call(fetch("state", 0, 0, 1, 0), 12).await;
+    let p = &response.responses[0].partitions[0];
+    assert_eq!((p.log_start_offset, p.high_watermark), (0, next));
+    // A fetch from inside a removed range gets the next retained batch.
+    let gap = client.call(fetch("state", 0, 1, 1, 0), 12).await;
+    let mut bytes = gap.responses[0].partitions[0].records.clone().unwrap();
+    let first = &kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes).unwrap()[0];
+    assert!(first.records[0].offset > 1);
+
+    // DeleteRecords is refused on a topic that only compacts, as Kafka refuses it.
+    let refused = client.call(delete_records("state", 0, 5), 2).await;
+    assert_eq!(
+        refused.topics[0].partitions[0].error_code, 44,
+        "POLICY_VIOLATION"
+    );
+
+    // The cleaner's work is counted per topic.
+    let metrics = broker.broker.metrics().render(&[], &[]);
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("fjord_compaction_removed_records_total{topic=\"state\"}")
+            && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // The compacted log survives a restart as it is.
+    drop(client);
+    let dir_path = _dir.path().to_path_buf();
+    broker.shutdown().await;
+    let mut config = BrokerConfig::for_tests(dir_path);
+    config.log_cleaner_backoff_ms = 20;
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    assert_eq!(fetch_records(&mut client, "state").await, latest);
+    broker.shutdown().await;
 }

@@ -3,7 +3,8 @@
 //! and kafkajs (tests/clients/kafkajs_client.js, read back with kcat). Each produces keyed records
 //! with headers, timestamps, null and empty values to a multi-partition topic in every codec it
 //! supports, and what is read back by partition must match: order, key to partition, keys, values,
-//! headers and timestamps. `scripts/install-test-deps.sh` installs the clients.
+//! headers and timestamps. librdkafka also reads a compacted topic back. `scripts/install-test-deps.sh`
+//! installs the clients.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -280,5 +281,167 @@ fn rdkafka_round_trips_keyed_records_in_every_codec() {
             *partition_of_key.entry(&record.key).or_insert(place.0),
             place.0
         );
+    }
+}
+
+/// Delivery reports of a producer writing to a compacted topic: offset or error, by send index.
+struct Reports(std::sync::Mutex<BTreeMap<usize, Result<i64, String>>>);
+
+impl ClientContext for Reports {}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, index: Box<usize>) {
+        let report = result
+            .as_ref()
+            .map(|m| m.offset())
+            .map_err(|(error, _)| error.to_string());
+        self.0.lock().unwrap().insert(*index, report);
+    }
+}
+
+/// librdkafka on a compacted topic: overwrites in every codec are compacted by the broker's
+/// cleaner (on its timer), a consumer reading from the beginning gets exactly the latest value
+/// of every key at the offset it was delivered at, and a record without a key is refused.
+#[test]
+fn rdkafka_reads_a_compacted_topic_as_the_latest_value_of_every_key() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let broker = TestBroker::start(|c| c.log_cleaner_backoff_ms = 50);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let topic = NewTopic::new("table", 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact")
+        .set("segment.bytes", "2048")
+        .set("min.cleanable.dirty.ratio", "0.01");
+    let created = runtime
+        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+        .unwrap();
+    assert!(created[0].is_ok(), "{created:?}");
+
+    let mut delivered: BTreeMap<usize, Result<i64, String>> = BTreeMap::new();
+    let mut sent: Vec<(Option<String>, String)> = Vec::new();
+    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+        let producer: BaseProducer<Reports> = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("compression.type", codec)
+            .set("linger.ms", "5")
+            .set("message.send.max.retries", "0")
+            .create_with_context(Reports(std::sync::Mutex::new(BTreeMap::new())))
+            .unwrap();
+        for i in 0..30 {
+            let key = format!("key-{}", i % 7);
+            let value = format!("{codec}-{i}");
+            let index = sent.len();
+            producer
+                .send(
+                    BaseRecord::with_opaque_to("table", Box::new(index))
+                        .key(&key)
+                        .payload(&value),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+            sent.push((Some(key), value));
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        delivered.extend(std::mem::take(&mut *producer.context().0.lock().unwrap()));
+    }
+    // No key: refused (INVALID_RECORD), never stored.
+    let keyless: BaseProducer<Reports> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("message.send.max.retries", "0")
+        .create_with_context(Reports(std::sync::Mutex::new(BTreeMap::new())))
+        .unwrap();
+    keyless
+        .send(BaseRecord::<(), _, _>::with_opaque_to("table", Box::new(0)).payload("no key"))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    keyless.flush(Duration::from_secs(30)).unwrap();
+    let refused = keyless.context().0.lock().unwrap()[&0].clone();
+    assert!(refused.is_err(), "{refused:?}");
+    // Fresh keys to fill the active segment, so every overwrite above is in a sealed one.
+    let filler: BaseProducer<Reports> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("linger.ms", "0")
+        .create_with_context(Reports(std::sync::Mutex::new(BTreeMap::new())))
+        .unwrap();
+    for i in 0..20 {
+        let key = format!("fill-{i:02}");
+        let value = "f".repeat(200);
+        let index = sent.len();
+        filler
+            .send(
+                BaseRecord::with_opaque_to("table", Box::new(index))
+                    .key(&key)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+        filler.flush(Duration::from_secs(30)).unwrap();
+        sent.push((Some(key), value));
+    }
+    delivered.extend(std::mem::take(&mut *filler.context().0.lock().unwrap()));
+
+    // key -> (offset, value) of its latest record, as delivered.
+    let mut latest: BTreeMap<String, (i64, String)> = BTreeMap::new();
+    for (index, (key, value)) in sent.iter().enumerate() {
+        let offset = delivered[&index].clone().unwrap();
+        let entry = latest
+            .entry(key.clone().unwrap())
+            .or_insert((offset, value.clone()));
+        if offset >= entry.0 {
+            *entry = (offset, value.clone());
+        }
+    }
+    let expected: Vec<(i64, String, String)> = {
+        let mut rows: Vec<_> = latest
+            .into_iter()
+            .map(|(key, (offset, value))| (offset, key, value))
+            .collect();
+        rows.sort();
+        rows
+    };
+
+    // The cleaner runs on its timer; read from the beginning until it has, with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("group.id", "fjord-compacted")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let ends = assign_from_beginning(&consumer, "table", 1);
+        let mut read = Vec::new();
+        let mut next = 0;
+        let read_deadline = Instant::now() + Duration::from_secs(30);
+        while next < ends[&0] {
+            assert!(
+                Instant::now() < read_deadline,
+                "reading timed out at {next}: {read:?}"
+            );
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+                let value = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+                read.push((m.offset(), key, value));
+                next = m.offset() + 1;
+            }
+        }
+        if read == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compacted in time:\n{read:?}\nexpected\n{expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

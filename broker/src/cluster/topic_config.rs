@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::log::{FlushPolicy, LogConfig};
+use crate::log::{CleanupPolicy, DirtyRatio, FlushPolicy, LogConfig};
 use crate::record::TimestampType;
 
 /// Kafka's config value types, as DescribeConfigs (v3+) reports them.
@@ -11,6 +11,7 @@ pub enum ConfigType {
     String = 2,
     Int = 3,
     Long = 5,
+    Double = 6,
     List = 7,
 }
 
@@ -44,7 +45,13 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "cleanup.policy",
         "delete",
         ConfigType::List,
-        "delete: old segments are deleted by retention; compact is not supported yet",
+        "delete (retention deletes old segments), compact (keep the latest record of each key), or compact,delete (both)",
+    ),
+    spec(
+        "delete.retention.ms",
+        "86400000",
+        ConfigType::Long,
+        "how long compaction keeps a tombstone after its batch's newest timestamp",
     ),
     spec(
         "flush.ms",
@@ -69,6 +76,18 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "CreateTime",
         ConfigType::String,
         "CreateTime (the producer's) or LogAppendTime (the broker's)",
+    ),
+    spec(
+        "min.cleanable.dirty.ratio",
+        "0.5",
+        ConfigType::Double,
+        "share of the cleanable log not yet compacted at which compaction runs",
+    ),
+    spec(
+        "min.compaction.lag.ms",
+        "0",
+        ConfigType::Long,
+        "records stay uncompacted at least this long",
     ),
     spec(
         "retention.bytes",
@@ -181,10 +200,6 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
-    #[error(
-        "cleanup.policy={value} is not supported yet: Fjord does not compact logs; use 'delete'"
-    )]
-    CompactionUnsupported { value: String },
 }
 
 fn parse_long(
@@ -205,17 +220,52 @@ fn parse_long(
         })
 }
 
+/// `delete`, `compact`, or both in either order (a list, as Kafka spells it).
+fn parse_cleanup_policy(key: &str, value: &str) -> Result<CleanupPolicy, ConfigError> {
+    let (mut delete, mut compact) = (false, false);
+    for item in value.split(',').map(str::trim) {
+        match item {
+            "delete" => delete = true,
+            "compact" => compact = true,
+            _ => {
+                return Err(ConfigError::InvalidValue {
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                    expected: "delete, compact, or compact,delete",
+                });
+            }
+        }
+    }
+    Ok(match (compact, delete) {
+        (true, true) => CleanupPolicy::CompactDelete,
+        (true, false) => CleanupPolicy::Compact,
+        _ => CleanupPolicy::Delete,
+    })
+}
+
 /// The log settings for a topic with these overrides on top of Kafka's defaults.
 pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, ConfigError> {
     let mut config = LogConfig::default();
     for (key, value) in configs {
         match key.as_str() {
-            "cleanup.policy" => {
-                if value.trim() != "delete" {
-                    return Err(ConfigError::CompactionUnsupported {
+            "cleanup.policy" => config.cleanup_policy = parse_cleanup_policy(key, value)?,
+            "delete.retention.ms" => {
+                config.delete_retention_ms = parse_long(key, value, 0, "milliseconds >= 0")?;
+            }
+            "min.cleanable.dirty.ratio" => {
+                config.min_cleanable_dirty_ratio = value
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(DirtyRatio::new)
+                    .ok_or_else(|| ConfigError::InvalidValue {
+                        key: key.clone(),
                         value: value.clone(),
-                    });
-                }
+                        expected: "a number from 0 to 1",
+                    })?;
+            }
+            "min.compaction.lag.ms" => {
+                config.min_compaction_lag_ms = parse_long(key, value, 0, "milliseconds >= 0")?;
             }
             "flush.ms" => {
                 let ms = parse_long(key, value, 0, "milliseconds >= 0")?;
@@ -325,16 +375,26 @@ mod tests {
             next,
             configs(&[("segment.bytes", "65536"), ("cleanup.policy", "delete")])
         );
+        let both = apply_ops(
+            &next,
+            &[(
+                "cleanup.policy".into(),
+                ConfigOp::Append,
+                Some("compact".into()),
+            )],
+        )
+        .unwrap();
+        assert_eq!(both["cleanup.policy"], "delete,compact");
         assert!(matches!(
             apply_ops(
-                &next,
+                &both,
                 &[(
                     "cleanup.policy".into(),
-                    ConfigOp::Append,
-                    Some("compact".into())
+                    ConfigOp::Subtract,
+                    Some("compact,delete".into())
                 )]
             ),
-            Err(ConfigError::CompactionUnsupported { .. })
+            Err(ConfigError::InvalidValue { .. })
         ));
         assert!(matches!(
             apply_ops(
@@ -361,9 +421,45 @@ mod tests {
             log_config(&configs(&[("segment.bytes", "ten")])),
             Err(ConfigError::InvalidValue { .. })
         ));
-        assert!(matches!(
-            log_config(&configs(&[("cleanup.policy", "compact")])),
-            Err(ConfigError::CompactionUnsupported { .. })
-        ));
+        for (key, value) in [
+            ("cleanup.policy", "shred"),
+            ("cleanup.policy", ""),
+            ("cleanup.policy", "compact,"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "-0.1"),
+            ("min.cleanable.dirty.ratio", "NaN"),
+            ("delete.retention.ms", "-1"),
+            ("min.compaction.lag.ms", "soon"),
+        ] {
+            assert!(
+                matches!(
+                    log_config(&configs(&[(key, value)])),
+                    Err(ConfigError::InvalidValue { .. })
+                ),
+                "{key}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn compaction_configs_map_onto_the_log() {
+        for (value, policy) in [
+            ("delete", CleanupPolicy::Delete),
+            ("compact", CleanupPolicy::Compact),
+            ("compact,delete", CleanupPolicy::CompactDelete),
+            ("delete, compact", CleanupPolicy::CompactDelete),
+        ] {
+            let config = log_config(&configs(&[("cleanup.policy", value)])).unwrap();
+            assert_eq!(config.cleanup_policy, policy, "{value}");
+        }
+        let config = log_config(&configs(&[
+            ("delete.retention.ms", "1000"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("min.compaction.lag.ms", "60000"),
+        ]))
+        .unwrap();
+        assert_eq!(config.delete_retention_ms, 1000);
+        assert_eq!(config.min_cleanable_dirty_ratio.get(), 0.25);
+        assert_eq!(config.min_compaction_lag_ms, 60_000);
     }
 }

@@ -25,8 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::log::Clock;
 use crate::partition::{AppendError, PartitionHandle};
-use crate::record::batch::HEADER_LEN;
-use crate::record::batch::{Records, split_batches};
+use crate::record::batch::{Records, records_payload, split_batches};
 use crate::record::builder::{ProducerInfo, Record, build_batch};
 pub use group::{
     CommittedOffset, GroupConfig, GroupError, GroupState, JoinRequest, JoinResult, SyncRequest,
@@ -38,13 +37,17 @@ use records::{OffsetValue, RecordKey};
 /// The internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
-/// Topic configs of `__consumer_offsets`: kept until compaction or a tombstone removes a key,
-/// never by age (offset expiry is the coordinator's job).
-pub fn offsets_topic_configs() -> BTreeMap<String, String> {
-    [("retention.ms", "-1"), ("segment.bytes", "104857600")]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+/// Topic configs of `__consumer_offsets`: compacted, so it keeps the latest record of every
+/// offset and group and never grows without bound; nothing expires by age (offset expiry is the
+/// coordinator's job, through tombstones).
+pub fn offsets_topic_configs(segment_bytes: u64) -> BTreeMap<String, String> {
+    [
+        ("cleanup.policy", "compact".to_owned()),
+        ("segment.bytes", segment_bytes.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// The group coordinator's flags, part of the broker's (each with its `FJORD_*` twin).
@@ -53,6 +56,14 @@ pub struct CoordinatorFlags {
     /// Partitions of `__consumer_offsets` when it is created (`offsets.topic.num.partitions`).
     #[arg(long, env = "FJORD_OFFSETS_TOPIC_PARTITIONS", default_value_t = 50)]
     pub offsets_topic_partitions: i32,
+    /// Segment size of `__consumer_offsets` when it is created (`offsets.topic.segment.bytes`);
+    /// compaction cleans sealed segments only.
+    #[arg(
+        long,
+        env = "FJORD_OFFSETS_TOPIC_SEGMENT_BYTES",
+        default_value_t = 104_857_600
+    )]
+    pub offsets_topic_segment_bytes: u64,
     /// Committed offsets of an empty group are kept this long (`offsets.retention.minutes`).
     #[arg(
         long,
@@ -95,6 +106,7 @@ impl Default for CoordinatorFlags {
     fn default() -> Self {
         Self {
             offsets_topic_partitions: 50,
+            offsets_topic_segment_bytes: 104_857_600,
             offsets_retention_minutes: 10_080,
             offsets_retention_check_interval_ms: 600_000,
             group_initial_rebalance_delay_ms: 3_000,
@@ -563,8 +575,15 @@ fn replay(partitions: &[PartitionHandle]) -> Vec<Replayed> {
                 if header.is_control() {
                     continue;
                 }
-                let payload = bytes.get(HEADER_LEN..).unwrap_or_default();
-                for record in Records::new(payload, header.record_count) {
+                let payload = match records_payload(bytes, &header) {
+                    Ok(payload) => payload,
+                    Err(error) => {
+                        tracing::warn!(partition = index, base_offset = header.base_offset, %error, "skipping an unreadable {OFFSETS_TOPIC} batch");
+                        continue;
+                    }
+                };
+                // Compaction leaves gaps between the offsets of a batch's records.
+                for record in Records::stored(&payload, header.record_count) {
                     match record {
                         Ok(record) => apply_record(&mut groups, record.key, record.value),
                         Err(error) => {

@@ -108,6 +108,12 @@ pub(super) fn describe(
                             "largest request frame accepted",
                         ),
                         (
+                            "log.cleaner.backoff.ms",
+                            config.log_cleaner_backoff_ms.to_string(),
+                            5,
+                            "how often compacted partitions check whether to compact",
+                        ),
+                        (
                             "broker.rack",
                             config.rack.clone().unwrap_or_default(),
                             2,

@@ -37,6 +37,9 @@ pub(super) async fn handle(
                             DeleteRecordsError::OffsetOutOfRange { .. } => {
                                 ResponseError::OffsetOutOfRange.code()
                             }
+                            DeleteRecordsError::CompactedTopic => {
+                                ResponseError::PolicyViolation.code()
+                            }
                             DeleteRecordsError::Log(error) => log_error_code(error),
                             DeleteRecordsError::Closed => ResponseError::NotLeaderOrFollower.code(),
                         };

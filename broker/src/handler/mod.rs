@@ -227,8 +227,14 @@ fn log_error_code(error: &log::Error) -> i16 {
         log::Error::LogStartBeyondEnd { .. } | log::Error::TruncateBelowStart { .. } => {
             ResponseError::OffsetOutOfRange.code()
         }
+        // Kafka 3.x: INVALID_RECORD, with the record named in the response's record errors.
+        log::Error::RecordWithoutKey { .. } => ResponseError::InvalidRecord.code(),
         log::Error::CorruptBatch { .. } | log::Error::Io { .. } | log::Error::Flush(_) => {
             ResponseError::KafkaStorageError.code()
+        }
+        // Compaction's own failures never answer a request.
+        log::Error::CompactionCancelled | log::Error::RewriteBatch { .. } => {
+            ResponseError::UnknownServerError.code()
         }
     }
 }

@@ -8,10 +8,14 @@ use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ProduceRequest;
 use kafka_protocol::messages::ProduceResponse;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 
 use super::{append_error_code, internal_topic_error, str_bytes};
 use crate::broker::Broker;
+use crate::log;
+use crate::partition::AppendError;
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -50,9 +54,26 @@ pub(super) async fn handle(
                         .with_log_start_offset(info.log_start_offset),
                     Err(error) => {
                         tracing::debug!(topic = name, partition = data.index, %error, "produce rejected");
+                        let message = record_error_message(&error, &name, data.index);
+                        let record_errors = match (&error, &message) {
+                            (
+                                AppendError::Log(log::Error::RecordWithoutKey {
+                                    record_index, ..
+                                }),
+                                Some(message),
+                            ) => vec![
+                                BatchIndexAndErrorMessage::default()
+                                    .with_batch_index(i32::try_from(*record_index).unwrap_or(i32::MAX))
+                                    .with_batch_index_error_message(Some(str_bytes(message.clone()))),
+                            ],
+                            _ => Vec::new(),
+                        };
                         response
                             .with_error_code(append_error_code(&error))
-                            .with_error_message(Some(str_bytes(error.to_string())))
+                            .with_error_message(Some(str_bytes(
+                                message.unwrap_or_else(|| error.to_string()),
+                            )))
+                            .with_record_errors(record_errors)
                     }
                 }
             }
@@ -63,4 +84,14 @@ pub(super) async fn handle(
     });
     let responses = join_all(topics).await;
     (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}
+
+/// Kafka's words for a record it refuses, so clients and people searching for them find them.
+fn record_error_message(error: &AppendError, topic: &str, partition: i32) -> Option<String> {
+    match error {
+        AppendError::Log(log::Error::RecordWithoutKey { .. }) => Some(format!(
+            "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+        )),
+        _ => None,
+    }
 }

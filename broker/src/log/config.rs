@@ -14,6 +14,59 @@ pub enum FlushPolicy {
     Interval { interval_ms: u64 },
 }
 
+/// `cleanup.policy`: what makes old records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CleanupPolicy {
+    /// Whole segments are deleted by `retention.ms` and `retention.bytes`.
+    #[default]
+    Delete,
+    /// The log keeps the latest record of each key (compaction); retention deletes nothing.
+    Compact,
+    /// Both: compaction, and retention deleting old segments.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    pub fn compacts(self) -> bool {
+        matches!(self, Self::Compact | Self::CompactDelete)
+    }
+
+    pub fn deletes(self) -> bool {
+        matches!(self, Self::Delete | Self::CompactDelete)
+    }
+}
+
+/// `min.cleanable.dirty.ratio`: a fraction in `0.0..=1.0`, checked where it is made so the
+/// config can be compared exactly.
+#[derive(Debug, Clone, Copy)]
+pub struct DirtyRatio(f64);
+
+impl DirtyRatio {
+    /// `None` unless `0 <= ratio <= 1`.
+    pub fn new(ratio: f64) -> Option<Self> {
+        (0.0..=1.0).contains(&ratio).then_some(Self(ratio))
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl PartialEq for DirtyRatio {
+    fn eq(&self, other: &Self) -> bool {
+        // Never NaN (checked in `new`), so bit equality is value equality up to the sign of 0.
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for DirtyRatio {}
+
+impl Default for DirtyRatio {
+    fn default() -> Self {
+        Self(0.5)
+    }
+}
+
 /// Settings of one partition log. Defaults are Kafka's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -33,6 +86,16 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// The flush policy (`flush.ms`: absent means [`FlushPolicy::EveryAppend`]).
     pub flush: FlushPolicy,
+    /// `cleanup.policy`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long compaction keeps a tombstone (a record with a null value)
+    /// after its batch's newest timestamp, so consumers can see the delete.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: compaction runs once this share of the cleanable bytes has
+    /// not been compacted yet.
+    pub min_cleanable_dirty_ratio: DirtyRatio,
+    /// `min.compaction.lag.ms`: segments holding a record newer than this stay uncompacted.
+    pub min_compaction_lag_ms: i64,
 }
 
 /// Positions inside a segment are 32-bit in the index, as in Kafka.
@@ -49,6 +112,10 @@ impl Default for LogConfig {
             timestamp_type: TimestampType::CreateTime,
             index_interval_bytes: 4096,
             flush: FlushPolicy::EveryAppend,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_cleanable_dirty_ratio: DirtyRatio::default(),
+            min_compaction_lag_ms: 0,
         }
     }
 }

@@ -12,10 +12,14 @@
 //! offset and leader epoch written in), `.index` and `.timeindex` (sparse, rebuilt when missing or
 //! damaged), and `partition.checkpoint` (recovery point and log start offset).
 //!
+//! Compaction (`compaction.rs`) rewrites sealed segments into `.cleaned` files and swaps them in
+//! by renames; recovery finishes or undoes an interrupted swap.
+//!
 //! Synchronous API, no tasks, no network: the broker runs these calls off its async workers.
 
 mod checkpoint;
 mod clock;
+mod compaction;
 mod config;
 mod flush;
 mod index;
@@ -30,7 +34,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{FlushPolicy, LogConfig, MAX_SEGMENT_BYTES};
+pub use compaction::{CleanedSegments, CompactionOutcome, CompactionPlan};
+pub use config::{CleanupPolicy, DirtyRatio, FlushPolicy, LogConfig, MAX_SEGMENT_BYTES};
 pub use flush::{FlushError, Flusher};
 pub use offsets::LogOffsets;
 
@@ -61,6 +66,7 @@ pub enum IoOp {
     ReadCheckpoint,
     WriteCheckpoint,
     SyncDir,
+    RenameSegment,
 }
 
 impl fmt::Display for IoOp {
@@ -79,6 +85,7 @@ impl fmt::Display for IoOp {
             Self::ReadCheckpoint => "reading the checkpoint",
             Self::WriteCheckpoint => "writing the checkpoint",
             Self::SyncDir => "syncing the log directory",
+            Self::RenameSegment => "renaming a segment file",
         })
     }
 }
@@ -97,6 +104,13 @@ pub enum Error {
     BatchTooLarge { size: usize, max: usize },
     #[error("the append holds no record batch")]
     EmptyAppend,
+    #[error(
+        "record {record_index} of the append has no key: a compacted topic cannot accept records without a key"
+    )]
+    RecordWithoutKey {
+        batch_index: usize,
+        record_index: usize,
+    },
     #[error("offset {offset} is outside the log's range {log_start_offset}..={log_end_offset}")]
     OffsetOutOfRange {
         offset: i64,
@@ -125,6 +139,15 @@ pub enum Error {
     },
     #[error("making appended data durable")]
     Flush(#[from] FlushError),
+    #[error("compaction was cancelled")]
+    CompactionCancelled,
+    #[error("re-encoding batch {base_offset} of {segment} for compaction")]
+    RewriteBatch {
+        segment: PathBuf,
+        base_offset: i64,
+        #[source]
+        source: crate::record::compression::CodecError,
+    },
 }
 
 fn io_error(op: IoOp, path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -341,6 +364,11 @@ pub struct Log {
     active: ActiveSegment,
     view: Arc<View>,
     flusher: Flusher,
+    /// Compaction has cleaned the segments below this offset since the log was opened (not
+    /// persisted: after a restart the first pass cleans everything again, which is idempotent).
+    cleaned_up_to: i64,
+    /// Counts truncations, so a compaction planned before one is not swapped in after it.
+    generation: u64,
 }
 
 impl Log {
@@ -354,6 +382,7 @@ impl Log {
     ) -> Result<Self, Error> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_error(IoOp::CreateDir, &dir))?;
+        compaction::recover_interrupted(&dir)?;
         let now = clock.now_ms();
         let interval = config.index_interval_bytes;
         let checkpoint = match Checkpoint::read(&dir) {
@@ -480,6 +509,8 @@ impl Log {
             flusher: Flusher::new(log_end, Arc::clone(&active)),
             active: ActiveSegment::new(active),
             view,
+            cleaned_up_to: log_start,
+            generation: 0,
         })
     }
 
@@ -543,6 +574,19 @@ impl Log {
             }
             let header =
                 batch::validate(bytes).map_err(|source| Error::InvalidBatch { index, source })?;
+            if self.config.cleanup_policy.compacts()
+                && let Some(record) = batch::first_record_without_key(bytes, &header)
+                    .map_err(|source| Error::InvalidBatch { index, source })?
+            {
+                let before: usize = batches
+                    .iter()
+                    .map(|(h, _)| h.record_count.max(0) as usize)
+                    .sum();
+                return Err(Error::RecordWithoutKey {
+                    batch_index: index,
+                    record_index: before + record,
+                });
+            }
             batches.push((header, bytes.len()));
         }
 
@@ -640,6 +684,7 @@ impl Log {
                 log_start_offset: offsets.log_start_offset(),
             });
         }
+        self.generation += 1;
         let dir = self.view.dir.clone();
         let segments = self.view.segments();
         let keep = segments
@@ -704,8 +749,15 @@ impl Log {
 
     /// Deletes sealed segments past `retention.ms` (newest record older than that) and, oldest
     /// first, while the log exceeds `retention.bytes`. An active segment whose newest record is
-    /// past `retention.ms` is rolled first so that quiet topics expire too.
+    /// past `retention.ms` is rolled first so that quiet topics expire too. Does nothing under
+    /// `cleanup.policy=compact` (without `delete`).
     pub fn enforce_retention(&mut self) -> Result<RetentionOutcome, Error> {
+        if !self.config.cleanup_policy.deletes() {
+            return Ok(RetentionOutcome {
+                log_start_offset: self.offsets().log_start_offset(),
+                ..RetentionOutcome::default()
+            });
+        }
         let now = self.clock.now_ms();
         if let Some(retention_ms) = self.config.retention_ms {
             let active = self.active.shared();

@@ -16,6 +16,8 @@ use crate::record::{Compression, Records, TimestampType};
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+/// Suffix of a segment's files while compaction writes them (`00000000000000001234.log.cleaned`).
+pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
 
 /// `00000000000000001234.log` and its siblings.
 pub(crate) fn file_name(base_offset: i64, suffix: &str) -> String {
@@ -380,12 +382,21 @@ impl Segment {
 
     /// Writes the index files (each a valid index even if cut short) and syncs them.
     pub(crate) fn write_indexes(&self, dir: &Path) -> io::Result<()> {
+        self.write_index_files(dir, None)
+    }
+
+    /// Writes the index files, named `<base>.index` (or `<base>.index.<extra>`), and syncs them.
+    fn write_index_files(&self, dir: &Path, extra: Option<&str>) -> io::Result<()> {
         let (offsets, times) = {
             let state = self.read_state();
             (state.offset_index.encode(), state.time_index.encode())
         };
         for (suffix, bytes) in [(INDEX_SUFFIX, offsets), (TIME_INDEX_SUFFIX, times)] {
-            let path = dir.join(file_name(self.base_offset, suffix));
+            let mut name = file_name(self.base_offset, suffix);
+            if let Some(extra) = extra {
+                name = format!("{name}.{extra}");
+            }
+            let path = dir.join(name);
             let mut file = File::create(&path)?;
             io::Write::write_all(&mut file, &bytes)?;
             file.sync_data()?;
@@ -539,7 +550,8 @@ impl Segment {
                     .map_err(SegmentReadError::Io)?;
                 batch::verify_stored(&buf)
                     .map_err(|source| SegmentReadError::Corrupt { position, source })?;
-                for record in Records::new(&buf[HEADER_LEN..], header.record_count) {
+                // Compaction may have removed records from the batch: their offsets stay gaps.
+                for record in Records::stored(&buf[HEADER_LEN..], header.record_count) {
                     let record =
                         record.map_err(|source| SegmentReadError::Corrupt { position, source })?;
                     let offset = header.base_offset + i64::from(record.offset_delta);
@@ -583,6 +595,199 @@ impl Segment {
         self.file.set_len(size)?;
         self.file.sync_data()
     }
+}
+
+/// The batches of a segment in file order, each read whole and CRC-checked: what compaction
+/// reads. Stops at the size the segment had when the walk began.
+#[derive(Debug)]
+pub(crate) struct StoredBatches<'a> {
+    segment: &'a Segment,
+    position: u64,
+    size: u64,
+    done: bool,
+}
+
+/// One batch of a [`StoredBatches`] walk.
+#[derive(Debug)]
+pub(crate) struct StoredBatch {
+    pub(crate) position: u64,
+    pub(crate) header: BatchHeader,
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl Iterator for StoredBatches<'_> {
+    type Item = Result<StoredBatch, SegmentReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let position = self.position;
+        let result = (|| {
+            let Some(header) = self.segment.header_at(position, self.size)? else {
+                if position < self.size {
+                    // A partial header inside the published size: the file was cut under us.
+                    return Err(SegmentReadError::Corrupt {
+                        position,
+                        source: BatchError::TooShort {
+                            len: (self.size - position) as usize,
+                        },
+                    });
+                }
+                return Ok(None);
+            };
+            let (header, total) =
+                header.map_err(|source| SegmentReadError::Corrupt { position, source })?;
+            let mut bytes = vec![0u8; total];
+            self.segment
+                .file
+                .read_exact_at(&mut bytes, position)
+                .map_err(SegmentReadError::Io)?;
+            batch::verify_stored(&bytes)
+                .map_err(|source| SegmentReadError::Corrupt { position, source })?;
+            Ok(Some(StoredBatch {
+                position,
+                header,
+                bytes,
+            }))
+        })();
+        match result {
+            Ok(Some(batch)) => {
+                self.position += batch.bytes.len() as u64;
+                Some(Ok(batch))
+            }
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(error) => {
+                self.done = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+impl Segment {
+    /// Walks the segment's batches (see [`StoredBatches`]).
+    pub(crate) fn batches(&self) -> StoredBatches<'_> {
+        StoredBatches {
+            segment: self,
+            position: 0,
+            size: self.size(),
+            done: false,
+        }
+    }
+
+    /// When the segment was created (or, for one opened from disk, its file).
+    pub(crate) fn created_ms(&self) -> i64 {
+        self.read_state().created_ms
+    }
+}
+
+/// A segment compaction is writing: a `<base>.log.cleaned` file filled batch by batch, with its
+/// indexes built as it goes. [`CleanedSegmentWriter::finish`] syncs it and writes
+/// `<base>.index.cleaned` and `<base>.timeindex.cleaned`; the log then renames them into place.
+/// Dropped unfinished, it deletes its file.
+#[derive(Debug)]
+pub(crate) struct CleanedSegmentWriter {
+    dir: PathBuf,
+    segment: Option<Segment>,
+    index_interval: u64,
+}
+
+impl CleanedSegmentWriter {
+    /// Creates `<base>.log.cleaned`, replacing one a failed earlier pass left behind.
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        created_ms: i64,
+        index_interval: u64,
+    ) -> io::Result<Self> {
+        remove_cleaned_files(dir, base_offset)?;
+        let cleaned = dir.join(format!(
+            "{}.{CLEANED_SUFFIX}",
+            file_name(base_offset, LOG_SUFFIX)
+        ));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&cleaned)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            segment: Some(Segment {
+                base_offset,
+                // The name the file will have once swapped in; the handle stays valid across
+                // the renames.
+                path: dir.join(file_name(base_offset, LOG_SUFFIX)),
+                file,
+                state: RwLock::new(SegmentState::empty(base_offset, created_ms)),
+            }),
+            index_interval,
+        })
+    }
+
+    /// Appends one whole batch described by `header`.
+    pub(crate) fn append(&mut self, bytes: &[u8], header: &BatchHeader) -> io::Result<()> {
+        let Some(segment) = &self.segment else {
+            return Err(io::Error::other("the cleaned segment is already finished"));
+        };
+        // No reader sees this segment before it is swapped in; still, no lock across the write.
+        let position = segment.size();
+        segment.file.write_all_at(bytes, position)?;
+        segment.write_state().record_batch(
+            segment.base_offset,
+            position,
+            bytes.len(),
+            header,
+            self.index_interval,
+        );
+        Ok(())
+    }
+
+    /// Syncs the data, writes and syncs the `.cleaned` index files; returns the segment, ready to
+    /// be swapped in.
+    pub(crate) fn finish(mut self) -> io::Result<Segment> {
+        let Some(segment) = self.segment.take() else {
+            return Err(io::Error::other("the cleaned segment is already finished"));
+        };
+        let result = (|| {
+            segment.write_state().seal_time_index(segment.base_offset);
+            segment.file.sync_data()?;
+            segment.write_index_files(&self.dir, Some(CLEANED_SUFFIX))
+        })();
+        match result {
+            Ok(()) => Ok(segment),
+            Err(error) => {
+                let _ = remove_cleaned_files(&self.dir, segment.base_offset);
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for CleanedSegmentWriter {
+    fn drop(&mut self) {
+        if let Some(segment) = &self.segment
+            && let Err(error) = remove_cleaned_files(&self.dir, segment.base_offset)
+        {
+            // Log::open removes it at the latest.
+            tracing::warn!(dir = %self.dir.display(), %error, "removing an unfinished cleaned segment failed");
+        }
+    }
+}
+
+/// Removes `<base>.log.cleaned` and its index files, if there.
+pub(crate) fn remove_cleaned_files(dir: &Path, base_offset: i64) -> io::Result<()> {
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let name = format!("{}.{CLEANED_SUFFIX}", file_name(base_offset, suffix));
+        match fs::remove_file(dir.join(name)) {
+            Err(error) if error.kind() != ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Reads as much of `buf` as the file holds from `position`; returns the bytes read.

@@ -3,16 +3,27 @@
 //! durable flush policy, fsyncs once for all of them (group commit) before answering. The high
 //! watermark (what consumers may read) is published on a `watch` channel so fetch long-polls
 //! wait without polling. Reads go straight to the log's [`LogReader`], never through the actor.
+//!
+//! On timers the actor also runs retention and, for compacted topics, the log cleaner: every
+//! `log.cleaner.backoff.ms` it checks the dirty ratio and, when due, plans a pass on the log,
+//! runs the rewrite on a blocking thread while it keeps serving appends, then swaps the result in
+//! (see `log::compaction`).
 
 pub mod producer_state;
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinError, JoinHandle};
 
-use crate::log::{self, AppendInfo, FlushPolicy, Log, LogConfig, LogReader};
+use crate::log::{
+    self, AppendInfo, CleanedSegments, CompactionOutcome, FlushPolicy, Log, LogConfig, LogReader,
+};
+use crate::metrics::CompactionCounters;
 use crate::record::BatchHeader;
 use crate::record::batch::split_batches;
 use producer_state::{Check, ProducerState};
@@ -46,10 +57,44 @@ pub enum AppendError {
 pub enum DeleteRecordsError {
     #[error("offset {offset} is beyond the high watermark {high_watermark}")]
     OffsetOutOfRange { offset: i64, high_watermark: i64 },
+    #[error("records of a topic with cleanup.policy=compact cannot be deleted")]
+    CompactedTopic,
     #[error(transparent)]
     Log(#[from] log::Error),
     #[error("the partition is shutting down")]
     Closed,
+}
+
+/// Why a requested compaction pass did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error(transparent)]
+    Log(#[from] log::Error),
+    /// A pass several callers waited for failed; the first of them got its error.
+    #[error("the compaction pass failed (see the broker log)")]
+    PassFailed,
+    #[error("the compaction pass panicked")]
+    Panicked,
+    #[error("the partition is shutting down")]
+    Closed,
+}
+
+/// How the partition runs its log cleaner.
+#[derive(Debug, Clone)]
+pub struct CleanerSettings {
+    /// How often the dirty ratio is checked (`log.cleaner.backoff.ms`).
+    pub backoff: Duration,
+    /// The topic's compaction counters.
+    pub counters: CompactionCounters,
+}
+
+impl Default for CleanerSettings {
+    fn default() -> Self {
+        Self {
+            backoff: Duration::from_secs(15),
+            counters: CompactionCounters::default(),
+        }
+    }
 }
 
 const PRODUCER_SNAPSHOT: &str = "producer-state.json";
@@ -161,6 +206,9 @@ enum Command {
         config: LogConfig,
         reply: oneshot::Sender<()>,
     },
+    CompactNow {
+        reply: CompactReply,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -180,6 +228,7 @@ impl std::fmt::Debug for Command {
             Self::Append { .. } => "Append",
             Self::DeleteRecords { .. } => "DeleteRecords",
             Self::SetConfig { .. } => "SetConfig",
+            Self::CompactNow { .. } => "CompactNow",
             Self::Close { .. } => "Close",
         })
     }
@@ -190,8 +239,9 @@ impl PartitionHandle {
     pub async fn open(
         dir: std::path::PathBuf,
         config: LogConfig,
-        clock: std::sync::Arc<dyn log::Clock>,
+        clock: Arc<dyn log::Clock>,
         leader_epoch: i32,
+        cleaner: CleanerSettings,
     ) -> Result<Self, log::Error> {
         let (log, producers) = tokio::task::spawn_blocking(move || {
             let log = Log::open(&dir, config, clock)?;
@@ -213,6 +263,11 @@ impl PartitionHandle {
                 rx,
                 high_watermark: hw_tx,
                 leader_epoch,
+                cleaner: Cleaner {
+                    settings: cleaner,
+                    running: None,
+                    waiting_next: Vec::new(),
+                },
             }
             .run(),
         );
@@ -258,6 +313,19 @@ impl PartitionHandle {
         }
     }
 
+    /// Runs a compaction pass now, whatever the dirty ratio, and returns what it did: one that
+    /// starts after this call (a pass already running is let finish first). An empty outcome
+    /// when the topic does not compact or nothing is cleanable yet (only sealed, durable
+    /// segments are).
+    pub async fn compact_now(&self) -> Result<CompactionOutcome, CompactError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::CompactNow { reply })
+            .await
+            .map_err(|_| CompactError::Closed)?;
+        rx.await.map_err(|_| CompactError::Closed)?
+    }
+
     pub fn reader(&self) -> &LogReader {
         &self.reader
     }
@@ -287,12 +355,40 @@ struct Owned {
     producers: ProducerState,
 }
 
+type CompactReply = oneshot::Sender<Result<CompactionOutcome, CompactError>>;
+
+/// A compaction pass whose rewrite runs on a blocking thread.
+struct RunningPass {
+    task: JoinHandle<Result<CleanedSegments, log::Error>>,
+    cancel: Arc<AtomicBool>,
+    /// `compact_now` callers this pass answers.
+    waiting: Vec<CompactReply>,
+}
+
+struct Cleaner {
+    settings: CleanerSettings,
+    running: Option<RunningPass>,
+    /// `compact_now` callers that came while a pass was running: the next pass answers them.
+    waiting_next: Vec<CompactReply>,
+}
+
+/// Waits for the running pass's rewrite; never ready when none runs.
+async fn rewrite_done(
+    running: &mut Option<RunningPass>,
+) -> Result<Result<CleanedSegments, log::Error>, JoinError> {
+    match running {
+        Some(pass) => (&mut pass.task).await,
+        None => std::future::pending().await,
+    }
+}
+
 struct PartitionActor {
     /// `None` only while a blocking step holds it.
     owned: Option<Owned>,
     rx: mpsc::Receiver<Command>,
     high_watermark: watch::Sender<i64>,
     leader_epoch: i32,
+    cleaner: Cleaner,
 }
 
 impl PartitionActor {
@@ -308,9 +404,20 @@ impl PartitionActor {
             tokio::time::Instant::now() + RETENTION_CHECK,
             RETENTION_CHECK,
         );
+        let backoff = self.cleaner.settings.backoff.max(Duration::from_millis(1));
+        let mut cleaner_timer =
+            tokio::time::interval_at(tokio::time::Instant::now() + backoff, backoff);
+        cleaner_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
+                // Before commands: under a steady stream of appends the command branch is always
+                // ready, and a finished rewrite must still be swapped in (briefly) and the next
+                // pass started.
+                joined = rewrite_done(&mut self.cleaner.running) => {
+                    self.finish_compaction(joined).await;
+                }
+                _ = cleaner_timer.tick() => self.start_compaction(false),
                 command = self.rx.recv() => match command {
                     None => break,
                     Some(command) => {
@@ -348,6 +455,121 @@ impl PartitionActor {
             }
         }
         self.close().await;
+    }
+
+    /// Starts a compaction pass if none runs and one is due (`forced`: whatever the dirty
+    /// ratio). The plan is taken here, on the owner; the rewrite goes to a blocking thread.
+    fn start_compaction(&mut self, forced: bool) {
+        if self.cleaner.running.is_some() {
+            return;
+        }
+        let Some(owned) = self.owned.as_ref() else {
+            return;
+        };
+        let log = &owned.log;
+        let plan = if forced || log.compaction_due() {
+            log.plan_compaction()
+        } else {
+            None
+        };
+        let waiting = std::mem::take(&mut self.cleaner.waiting_next);
+        let Some(plan) = plan else {
+            for reply in waiting {
+                let _ = reply.send(Ok(CompactionOutcome::default()));
+            }
+            return;
+        };
+        tracing::debug!(dir = %log.dir().display(), end_offset = plan.end_offset(), "compaction pass starting");
+        let cancel = Arc::new(AtomicBool::new(false));
+        let task = tokio::task::spawn_blocking({
+            let cancel = Arc::clone(&cancel);
+            move || plan.run(&cancel)
+        });
+        self.cleaner.running = Some(RunningPass {
+            task,
+            cancel,
+            waiting,
+        });
+    }
+
+    /// Swaps a finished rewrite in (a short blocking step), answers its callers, and starts the
+    /// next pass if callers are waiting for one.
+    async fn finish_compaction(
+        &mut self,
+        joined: Result<Result<CleanedSegments, log::Error>, JoinError>,
+    ) {
+        let Some(pass) = self.cleaner.running.take() else {
+            return;
+        };
+        let result = match joined {
+            Ok(Ok(cleaned)) => match self
+                .blocking(move |owned| owned.log.finish_compaction(cleaned))
+                .await
+            {
+                Some(swapped) => swapped.map_err(CompactError::Log),
+                None => Err(CompactError::Panicked),
+            },
+            Ok(Err(error)) => Err(CompactError::Log(error)),
+            Err(_) => Err(CompactError::Panicked),
+        };
+        let dir = self
+            .owned
+            .as_ref()
+            .map(|o| o.log.dir().display().to_string())
+            .unwrap_or_default();
+        match &result {
+            Ok(outcome) => {
+                self.cleaner
+                    .settings
+                    .counters
+                    .pass(outcome.bytes_removed, outcome.records_removed);
+                if outcome.segments_written > 0 || outcome.groups_abandoned > 0 {
+                    tracing::info!(
+                        dir,
+                        cleaned_up_to = outcome.cleaned_up_to,
+                        segments_replaced = outcome.segments_replaced,
+                        segments_written = outcome.segments_written,
+                        bytes_removed = outcome.bytes_removed,
+                        records_removed = outcome.records_removed,
+                        groups_abandoned = outcome.groups_abandoned,
+                        "compacted the log"
+                    );
+                }
+            }
+            Err(error) => tracing::warn!(dir, %error, "compaction failed"),
+        }
+        let mut replies = pass.waiting.into_iter();
+        match result {
+            Ok(outcome) => replies.for_each(|reply| {
+                let _ = reply.send(Ok(outcome));
+            }),
+            Err(error) => {
+                if let Some(first) = replies.next() {
+                    let _ = first.send(Err(error));
+                }
+                replies.for_each(|reply| {
+                    let _ = reply.send(Err(CompactError::PassFailed));
+                });
+            }
+        }
+        if !self.cleaner.waiting_next.is_empty() {
+            self.start_compaction(true);
+        }
+    }
+
+    /// Stops a running pass (its cleaned files are removed) and answers everyone waiting.
+    async fn cancel_compaction(&mut self) {
+        if let Some(pass) = self.cleaner.running.take() {
+            pass.cancel.store(true, Ordering::Relaxed);
+            // The rewrite checks the flag between batches; its result (files and all) is dropped.
+            let _ = pass.task.await;
+            for reply in pass.waiting {
+                let _ = reply.send(Err(CompactError::Closed));
+            }
+        }
+        for reply in self.cleaner.waiting_next.drain(..) {
+            let _ = reply.send(Err(CompactError::Closed));
+        }
     }
 
     /// Runs `f` on the log off the async workers.
@@ -404,6 +626,11 @@ impl PartitionActor {
                     let _ = reply.send(());
                     return std::ops::ControlFlow::Continue(());
                 }
+                Command::CompactNow { reply } => {
+                    self.cleaner.waiting_next.push(reply);
+                    self.start_compaction(true);
+                    return std::ops::ControlFlow::Continue(());
+                }
                 Command::Close { reply } => {
                     self.close().await;
                     let _ = reply.send(());
@@ -416,6 +643,14 @@ impl PartitionActor {
     async fn delete_records(&mut self, offset: i64) -> Result<i64, DeleteRecordsError> {
         let high_watermark = *self.high_watermark.borrow();
         let offset = if offset == -1 { high_watermark } else { offset };
+        if self
+            .owned
+            .as_ref()
+            .is_some_and(|o| !o.log.config().cleanup_policy.deletes())
+        {
+            // As Kafka: deleting records is a retention operation, which compaction alone has not.
+            return Err(DeleteRecordsError::CompactedTopic);
+        }
         if !(0..=high_watermark).contains(&offset) {
             return Err(DeleteRecordsError::OffsetOutOfRange {
                 offset,
@@ -499,8 +734,9 @@ impl PartitionActor {
         other
     }
 
-    /// Clean close: flush, write indexes and the checkpoint.
+    /// Clean close: stop compaction, flush, write indexes and the checkpoint.
     async fn close(&mut self) {
+        self.cancel_compaction().await;
         let Some(Owned { log, producers }) = self.owned.take() else {
             return;
         };

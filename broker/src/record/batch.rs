@@ -20,6 +20,9 @@
 //! 61 records...
 //! ```
 
+use std::borrow::Cow;
+
+use super::compression::{self, CodecError};
 use super::varint::{VarintError, read_varint, read_varlong};
 
 /// Size of the fixed v2 batch header.
@@ -106,6 +109,8 @@ pub enum BatchError {
     CountMismatch { count: i32, last_offset_delta: i32 },
     #[error("record {index} is malformed: {defect}")]
     MalformedRecord { index: usize, defect: RecordDefect },
+    #[error("the {codec:?} payload does not decompress")]
+    Decompression { codec: Compression },
 }
 
 /// What is wrong inside one record of an uncompressed batch.
@@ -119,6 +124,8 @@ pub enum RecordDefect {
     LengthDisagrees,
     #[error("offset delta {found} where {expected} was expected")]
     OffsetDelta { expected: i32, found: i32 },
+    #[error("offset delta {found} does not follow the previous record's {previous}")]
+    OffsetDeltaNotIncreasing { previous: i32, found: i32 },
     #[error("a key, value or header has a negative length other than -1")]
     BadFieldLength,
     #[error("bytes remain after the last record")]
@@ -300,6 +307,63 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     Ok(header)
 }
 
+/// The records of a batch, uncompressed: borrowed for an uncompressed batch, decompressed
+/// otherwise. `batch` is exactly one batch whose header is `header`.
+pub fn records_payload<'a>(
+    batch: &'a [u8],
+    header: &BatchHeader,
+) -> Result<Cow<'a, [u8]>, BatchError> {
+    let codec = header.compression()?;
+    let payload = batch.get(HEADER_LEN..).unwrap_or_default();
+    compression::decompress(codec, payload).map_err(|error| match error {
+        CodecError::Decompress { codec } | CodecError::Compress { codec } => {
+            BatchError::Decompression { codec }
+        }
+    })
+}
+
+/// The index of the first record without a key in a batch a producer sent, if any: a topic
+/// with `cleanup.policy=compact` refuses those. Compressed payloads are opened (and their records'
+/// framing checked), which is why only compacted topics call this.
+pub fn first_record_without_key(
+    batch: &[u8],
+    header: &BatchHeader,
+) -> Result<Option<usize>, BatchError> {
+    let payload = records_payload(batch, header)?;
+    for (index, record) in Records::new(&payload, header.record_count).enumerate() {
+        if record?.key.is_none() {
+            return Ok(Some(index));
+        }
+    }
+    Ok(None)
+}
+
+/// Encodes a batch from `header` and `payload` (the records, compressed as the attributes say).
+/// `batch_length`, `magic` and `crc` are computed, not taken from `header`. `None` when the
+/// batch would be too long for `batchLength`.
+pub fn encode(header: &BatchHeader, payload: &[u8]) -> Option<Vec<u8>> {
+    let batch_length = i32::try_from(HEADER_LEN - LOG_OVERHEAD + payload.len()).ok()?;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&header.base_offset.to_be_bytes());
+    out.extend_from_slice(&batch_length.to_be_bytes());
+    out.extend_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    out.push(2);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&header.attributes.to_be_bytes());
+    out.extend_from_slice(&header.last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&header.base_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.max_timestamp.to_be_bytes());
+    out.extend_from_slice(&header.producer_id.to_be_bytes());
+    out.extend_from_slice(&header.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&header.base_sequence.to_be_bytes());
+    out.extend_from_slice(&header.record_count.to_be_bytes());
+    debug_assert_eq!(out.len(), HEADER_LEN);
+    out.extend_from_slice(payload);
+    let crc = compute_crc(&out);
+    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    Some(out)
+}
+
 /// Writes the broker-assigned base offset and leader epoch. Both sit outside the CRC.
 pub fn set_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
@@ -319,6 +383,9 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
 /// One record of an uncompressed batch, borrowed from the batch bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordView<'a> {
+    /// The whole record as encoded, length prefix included: what compaction copies when it
+    /// keeps the record.
+    pub raw: &'a [u8],
     pub attributes: i8,
     pub timestamp_delta: i64,
     pub offset_delta: i32,
@@ -328,22 +395,39 @@ pub struct RecordView<'a> {
 }
 
 /// Iterates the records of an uncompressed batch payload (the bytes after the header), checking
-/// each record's framing and that offset deltas run 0, 1, 2, ...
+/// each record's framing and that offset deltas run 0, 1, 2, ... ([`Records::new`], what a
+/// producer sends) or only increase ([`Records::stored`], what the log holds after compaction).
 #[derive(Debug)]
 pub struct Records<'a> {
     rest: &'a [u8],
     remaining: i32,
     index: usize,
     failed: bool,
+    /// Compaction removes records from a batch without renumbering the rest, so stored batches
+    /// may skip offset deltas.
+    gaps_allowed: bool,
+    previous_delta: Option<i32>,
 }
 
 impl<'a> Records<'a> {
+    /// Records as a producer sends them: offset deltas 0, 1, 2, ...
     pub fn new(payload: &'a [u8], count: i32) -> Self {
         Self {
             rest: payload,
             remaining: count,
             index: 0,
             failed: false,
+            gaps_allowed: false,
+            previous_delta: None,
+        }
+    }
+
+    /// Records as the log stores them: offset deltas increase but may skip values (a compacted
+    /// batch keeps its records' offsets).
+    pub fn stored(payload: &'a [u8], count: i32) -> Self {
+        Self {
+            gaps_allowed: true,
+            ..Self::new(payload, count)
         }
     }
 
@@ -352,6 +436,7 @@ impl<'a> Records<'a> {
         let len = usize::try_from(len).map_err(|_| RecordDefect::BadLength)?;
         let end = used.checked_add(len).filter(|&end| end <= self.rest.len());
         let end = end.ok_or(RecordDefect::BadLength)?;
+        let raw = &self.rest[..end];
         let mut body = Cursor {
             buf: &self.rest[used..end],
         };
@@ -360,12 +445,23 @@ impl<'a> Records<'a> {
         let attributes = body.byte()? as i8;
         let timestamp_delta = body.varlong()?;
         let offset_delta = body.varint()?;
-        let expected = i32::try_from(self.index).map_err(|_| RecordDefect::BadLength)?;
-        if offset_delta != expected {
-            return Err(RecordDefect::OffsetDelta {
-                expected,
-                found: offset_delta,
-            });
+        if self.gaps_allowed {
+            let previous = self.previous_delta.unwrap_or(-1);
+            if offset_delta <= previous {
+                return Err(RecordDefect::OffsetDeltaNotIncreasing {
+                    previous,
+                    found: offset_delta,
+                });
+            }
+            self.previous_delta = Some(offset_delta);
+        } else {
+            let expected = i32::try_from(self.index).map_err(|_| RecordDefect::BadLength)?;
+            if offset_delta != expected {
+                return Err(RecordDefect::OffsetDelta {
+                    expected,
+                    found: offset_delta,
+                });
+            }
         }
         let key = body.nullable_bytes()?;
         let value = body.nullable_bytes()?;
@@ -386,6 +482,7 @@ impl<'a> Records<'a> {
             return Err(RecordDefect::LengthDisagrees);
         }
         Ok(RecordView {
+            raw,
             attributes,
             timestamp_delta,
             offset_delta,

@@ -1,7 +1,8 @@
-//! Builds uncompressed v2 record batches: what the broker writes for its own records (group
-//! metadata, control records) and what tests and benchmarks feed the log.
+//! Builds v2 record batches: what the broker writes for its own records (group metadata, control
+//! records) and what tests and benchmarks feed the log.
 
-use super::batch::{HEADER_LEN, LOG_OVERHEAD, compute_crc};
+use super::batch::{self, BatchHeader, Compression};
+use super::compression::{self, CodecError};
 use super::varint::{write_varint, write_varlong};
 
 /// One record to put in a batch.
@@ -33,6 +34,17 @@ impl ProducerInfo {
 /// Encodes `records` as one uncompressed v2 batch with base offset 0 and leader epoch -1, the
 /// way a producer sends it. Panics on an empty slice (Kafka has no empty producer batches).
 pub fn build_batch(records: &[Record], producer: ProducerInfo) -> Vec<u8> {
+    build_compressed_batch(records, producer, Compression::None)
+        .expect("an uncompressed batch needs no codec")
+}
+
+/// [`build_batch`] with the records compressed by `codec`, as a producer with
+/// `compression.type` set sends them.
+pub fn build_compressed_batch(
+    records: &[Record],
+    producer: ProducerInfo,
+    codec: Compression,
+) -> Result<Vec<u8>, CodecError> {
     assert!(
         !records.is_empty(),
         "a record batch holds at least one record"
@@ -49,7 +61,7 @@ pub fn build_batch(records: &[Record], producer: ProducerInfo) -> Vec<u8> {
         .unwrap_or_default();
     let count = i32::try_from(records.len()).expect("record count fits in i32");
 
-    let mut out = vec![0u8; HEADER_LEN];
+    let mut payload = Vec::new();
     let mut body = Vec::new();
     for (index, record) in records.iter().enumerate() {
         body.clear();
@@ -63,26 +75,26 @@ pub fn build_batch(records: &[Record], producer: ProducerInfo) -> Vec<u8> {
             write_nullable(&mut body, Some(key));
             write_nullable(&mut body, value.as_deref());
         }
-        write_varint(&mut out, body.len() as i32);
-        out.extend_from_slice(&body);
+        write_varint(&mut payload, body.len() as i32);
+        payload.extend_from_slice(&body);
     }
-
-    let batch_length = i32::try_from(out.len() - LOG_OVERHEAD).expect("batch fits in i32");
-    out[0..8].copy_from_slice(&0i64.to_be_bytes());
-    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    out[12..16].copy_from_slice(&(-1i32).to_be_bytes());
-    out[16] = 2;
-    out[21..23].copy_from_slice(&0i16.to_be_bytes());
-    out[23..27].copy_from_slice(&(count - 1).to_be_bytes());
-    out[27..35].copy_from_slice(&base_timestamp.to_be_bytes());
-    out[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
-    out[43..51].copy_from_slice(&producer.producer_id.to_be_bytes());
-    out[51..53].copy_from_slice(&producer.producer_epoch.to_be_bytes());
-    out[53..57].copy_from_slice(&producer.base_sequence.to_be_bytes());
-    out[57..61].copy_from_slice(&count.to_be_bytes());
-    let crc = compute_crc(&out);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
+    let payload = compression::compress(codec, &payload)?;
+    let header = BatchHeader {
+        base_offset: 0,
+        batch_length: 0,
+        partition_leader_epoch: -1,
+        magic: 2,
+        crc: 0,
+        attributes: codec.attribute_bits(),
+        last_offset_delta: count - 1,
+        base_timestamp,
+        max_timestamp,
+        producer_id: producer.producer_id,
+        producer_epoch: producer.producer_epoch,
+        base_sequence: producer.base_sequence,
+        record_count: count,
+    };
+    Ok(batch::encode(&header, &payload).expect("batch fits in i32"))
 }
 
 fn write_nullable(out: &mut Vec<u8>, bytes: Option<&[u8]>) {

@@ -3,9 +3,10 @@
 
 pub mod batch;
 pub mod builder;
+pub mod compression;
 mod varint;
 
 pub use batch::{
     BatchError, BatchHeader, Compression, RecordDefect, RecordView, Records, TimestampType,
 };
-pub use builder::{ProducerInfo, Record, build_batch};
+pub use builder::{ProducerInfo, Record, build_batch, build_compressed_batch};

@@ -90,7 +90,10 @@ fn main() -> anyhow::Result<()> {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", args.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", args.heartbeat_interval_ms.to_string());
+        .set(
+            "heartbeat.interval.ms",
+            args.heartbeat_interval_ms.to_string(),
+        );
     if let Some(instance) = &args.instance_id {
         config.set("group.instance.id", instance);
     }
@@ -134,7 +137,8 @@ fn main() -> anyhow::Result<()> {
     consumer.unsubscribe();
     // Serve the revocation and LeaveGroup before the process ends.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while std::time::Instant::now() < deadline && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+    while std::time::Instant::now() < deadline && consumer.assignment().is_ok_and(|a| a.count() > 0)
+    {
         consumer.poll(Duration::from_millis(100));
     }
     drop(consumer);
