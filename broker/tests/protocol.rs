@@ -1806,3 +1806,95 @@ async fn compacted_topics_keep_the_latest_value_of_every_key() {
     assert_eq!(fetch_records(&mut client, "state").await, latest);
     broker.shutdown().await;
 }
+
+/// Commits offsets (with 100 bytes of metadata) for fifty partitions, `count` times, each time
+/// one further along.
+async fn commit_rounds(client: &mut Client, group: &str, first: i64, count: i64) {
+    for round in first..first + count {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_group_instance_id(None)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(name("busy-topic"))
+                    .with_partitions(
+                        (0..50)
+                            .map(|p| {
+                                offset_commit_request::OffsetCommitRequestPartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(round * 50 + i64::from(p))
+                                    .with_committed_leader_epoch(-1)
+                                    .with_committed_metadata(Some(StrBytes::from_string(
+                                        "m".repeat(100),
+                                    )))
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let response = client.call(request, 8).await;
+        assert!(
+            response.topics[0]
+                .partitions
+                .iter()
+                .all(|p| p.error_code == 0)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_offsets_topic_stays_bounded_under_a_commit_heavy_load() {
+    const SEGMENT: u64 = 16 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::for_tests(dir.path().to_path_buf());
+    config.coordinator.offsets_topic_partitions = 1;
+    config.coordinator.offsets_topic_segment_bytes = SEGMENT;
+    config.log_cleaner_backoff_ms = 50;
+    let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    client.call(create("busy-topic", 50), 7).await;
+    let offsets = broker.broker.partition("__consumer_offsets", 0).unwrap();
+    // Each commit writes ~8 KiB (50 records); 200 commits write about 100 segments' worth, while
+    // the latest commit of every partition fits in one.
+    let mut written = 0;
+    for round in 0..5 {
+        commit_rounds(&mut client, "heavy", round * 40, 40).await;
+        written += 40;
+        // The background cleaner brings the log back to cleaned segments plus the active one.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let size = offsets.reader().size_bytes();
+            if size <= 3 * SEGMENT {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "__consumer_offsets holds {size} bytes after {written} commits"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert!(
+        offsets.high_watermark() >= 50 * written,
+        "every commit was written"
+    );
+    drop(client);
+    broker.shutdown().await;
+
+    // What compaction kept is exactly the latest commit of every partition.
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    for partition in 0..50 {
+        let fetched = client
+            .call(fetch_offsets("heavy", "busy-topic", partition), 7)
+            .await;
+        assert_eq!(
+            fetched.topics[0].partitions[0].committed_offset,
+            (written - 1) * 50 + i64::from(partition)
+        );
+    }
+}
