@@ -82,7 +82,10 @@ impl Worker {
             .args(if extra.contains(&"--session-timeout-ms") {
                 vec![]
             } else {
-                vec!["--session-timeout-ms".to_owned(), SESSION_TIMEOUT_MS.to_string()]
+                vec![
+                    "--session-timeout-ms".to_owned(),
+                    SESSION_TIMEOUT_MS.to_string(),
+                ]
             })
             .args(extra)
             .stdout(Stdio::piped())
@@ -183,7 +186,11 @@ impl Worker {
                 assert!(status.success(), "{} exited with {status}", self.name);
                 break;
             }
-            assert!(Instant::now() < deadline, "{} did not stop on SIGTERM", self.name);
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop on SIGTERM",
+                self.name
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         // The reader thread may still be draining the last lines.
@@ -300,16 +307,24 @@ fn group_scenario(client: Client) {
         .map(|name| Worker::spawn(client, name, &bootstrap, &group, &[]))
         .collect();
     let all: Vec<&Worker> = workers.iter().collect();
-    wait_until("three members sharing six partitions", Duration::from_secs(60), || {
-        shares_all_partitions(&all)
-    });
+    wait_until(
+        "three members sharing six partitions",
+        Duration::from_secs(60),
+        || shares_all_partitions(&all),
+    );
     wait_until("the first 600 records", Duration::from_secs(60), || {
         union(&all, Worker::values).is_superset(&first)
     });
-    assert!(shares_all_partitions(&all), "assignments overlap: {:?}", all.iter().map(|w| w.assignment()).collect::<Vec<_>>());
-    wait_until("commits of everything consumed", Duration::from_secs(30), || {
-        union(&all, Worker::committed_values).is_superset(&first)
-    });
+    assert!(
+        shares_all_partitions(&all),
+        "assignments overlap: {:?}",
+        all.iter().map(|w| w.assignment()).collect::<Vec<_>>()
+    );
+    wait_until(
+        "commits of everything consumed",
+        Duration::from_secs(30),
+        || union(&all, Worker::committed_values).is_superset(&first),
+    );
 
     // SIGKILL one member: the others take its partitions within the session timeout and
     // consume what arrives meanwhile; nothing is skipped.
@@ -341,9 +356,11 @@ fn group_scenario(client: Client) {
     assert!(missing.is_empty(), "records skipped: {missing:?}");
 
     // Stop the group cleanly; everything is committed.
-    wait_until("commits of the second batch", Duration::from_secs(30), || {
-        union(&survivors, Worker::committed_values).is_superset(&second)
-    });
+    wait_until(
+        "commits of the second batch",
+        Duration::from_secs(30),
+        || union(&survivors, Worker::committed_values).is_superset(&second),
+    );
     let mut committed = BTreeMap::new();
     for worker in &workers {
         for (partition, offset) in worker.committed() {
@@ -364,9 +381,11 @@ fn group_scenario(client: Client) {
         .map(|name| Worker::spawn(client, name, &bootstrap, &group, &[]))
         .collect();
     let all: Vec<&Worker> = workers.iter().collect();
-    wait_until("the third 300 records after the restart", Duration::from_secs(90), || {
-        union(&all, Worker::values).is_superset(&third)
-    });
+    wait_until(
+        "the third 300 records after the restart",
+        Duration::from_secs(90),
+        || union(&all, Worker::values).is_superset(&third),
+    );
     for worker in &all {
         for (partition, offset, value) in worker.records() {
             let from = committed.get(&partition).copied().unwrap_or(0);
@@ -416,21 +435,29 @@ fn librdkafka_cooperative_sticky_rebalances_incrementally() {
     let cooperative = ["--assignor", "cooperative-sticky"];
     let a = Worker::spawn(Client::Rdkafka, "a", &bootstrap, group, &cooperative);
     let b = Worker::spawn(Client::Rdkafka, "b", &bootstrap, group, &cooperative);
-    wait_until("two members sharing six partitions", Duration::from_secs(60), || {
-        shares_all_partitions(&[&a, &b])
-    });
+    wait_until(
+        "two members sharing six partitions",
+        Duration::from_secs(60),
+        || shares_all_partitions(&[&a, &b]),
+    );
     let before = [a.assignments().len(), b.assignments().len()];
     let held = [a.assignment(), b.assignment()];
     let c = Worker::spawn(Client::Rdkafka, "c", &bootstrap, group, &cooperative);
-    wait_until("three members sharing six partitions", Duration::from_secs(60), || {
-        shares_all_partitions(&[&a, &b, &c])
-    });
+    wait_until(
+        "three members sharing six partitions",
+        Duration::from_secs(60),
+        || shares_all_partitions(&[&a, &b, &c]),
+    );
     // Incremental: the first two only ever gave partitions up, never all of them at once (an
     // eager rebalance revokes everything first).
     for ((worker, count), held) in [&a, &b].iter().zip(before).zip(held) {
         let history = worker.assignments();
         for assignment in &history[count..] {
-            assert!(!assignment.is_empty(), "{} lost every partition: {history:?}", worker.name);
+            assert!(
+                !assignment.is_empty(),
+                "{} lost every partition: {history:?}",
+                worker.name
+            );
             assert!(
                 assignment.iter().all(|p| held.contains(p)),
                 "{} was given a partition it did not hold: {history:?}",
@@ -450,29 +477,148 @@ fn a_static_member_restarts_without_a_rebalance() {
     let bootstrap = broker.bootstrap();
     create_topic(&bootstrap);
     let group = "static";
-    let args = |instance: &'static str| {
-        ["--instance-id", instance, "--session-timeout-ms", "30000"]
-    };
+    let args =
+        |instance: &'static str| ["--instance-id", instance, "--session-timeout-ms", "30000"];
     let one = Worker::spawn(Client::Rdkafka, "one", &bootstrap, group, &args("one"));
     let two = Worker::spawn(Client::Rdkafka, "two", &bootstrap, group, &args("two"));
-    wait_until("two static members sharing six partitions", Duration::from_secs(60), || {
-        shares_all_partitions(&[&one, &two])
-    });
+    wait_until(
+        "two static members sharing six partitions",
+        Duration::from_secs(60),
+        || shares_all_partitions(&[&one, &two]),
+    );
     let one_history = one.assignments();
     let two_partitions = two.assignment();
     two.kill();
-    let two = Worker::spawn(Client::Rdkafka, "two-again", &bootstrap, group, &args("two"));
-    wait_until("the restarted member's assignment", Duration::from_secs(30), || {
-        !two.assignment().is_empty()
-    });
-    assert_eq!(two.assignment(), two_partitions, "it gets its partitions back");
+    let two = Worker::spawn(
+        Client::Rdkafka,
+        "two-again",
+        &bootstrap,
+        group,
+        &args("two"),
+    );
+    wait_until(
+        "the restarted member's assignment",
+        Duration::from_secs(30),
+        || !two.assignment().is_empty(),
+    );
+    assert_eq!(
+        two.assignment(),
+        two_partitions,
+        "it gets its partitions back"
+    );
     // The other member saw no rebalance at all.
     let values = produce(&bootstrap, "after", 120);
     wait_until("records after the restart", Duration::from_secs(30), || {
         union(&[&one, &two], Worker::values).is_superset(&values)
     });
-    assert_eq!(one.assignments(), one_history, "the other member was not disturbed");
+    assert_eq!(
+        one.assignments(),
+        one_history,
+        "the other member was not disturbed"
+    );
     for worker in [one, two] {
         worker.terminate();
     }
+}
+
+fn group_admin(bootstrap: &str, args: &[&str]) -> serde_json::Value {
+    let output = Command::new(require_tool("python3"))
+        .arg(clients_dir().join("group_admin.py"))
+        .args(args)
+        .args(["--bootstrap", bootstrap])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "group_admin.py {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn confluent_kafka_admin_lists_describes_and_deletes_groups_and_lists_their_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(dir.path());
+    let bootstrap = broker.bootstrap();
+    create_topic(&bootstrap);
+    let values = produce(&bootstrap, "admin", 60);
+    let group = "administered";
+    let workers = [
+        Worker::spawn(Client::Rdkafka, "one", &bootstrap, group, &[]),
+        Worker::spawn(Client::Rdkafka, "two", &bootstrap, group, &[]),
+    ];
+    let all: Vec<&Worker> = workers.iter().collect();
+    wait_until(
+        "two members sharing six partitions",
+        Duration::from_secs(60),
+        || shares_all_partitions(&all),
+    );
+    wait_until("every record committed", Duration::from_secs(60), || {
+        union(&all, Worker::committed_values).is_superset(&values)
+    });
+
+    let listed = group_admin(&bootstrap, &["list"]);
+    let ours = listed["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == group)
+        .cloned()
+        .unwrap_or_else(|| panic!("{group} not listed: {listed}"));
+    assert_eq!(ours["state"], "STABLE", "{listed}");
+
+    let described = group_admin(&bootstrap, &["describe", "--group", group]);
+    assert_eq!(described["state"], "STABLE", "{described}");
+    assert_eq!(described["protocol_type"], "consumer", "{described}");
+    assert_eq!(described["assignor"], "range", "{described}");
+    let members = described["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{described}");
+    let mut assigned: Vec<i64> = Vec::new();
+    for member in members {
+        assert_eq!(member["client_id"], "rdkafka", "{described}");
+        assert_eq!(member["host"], "/127.0.0.1", "{described}");
+        for p in member["assignment"][TOPIC].as_array().unwrap() {
+            assigned.push(p.as_i64().unwrap());
+        }
+    }
+    assigned.sort_unstable();
+    assert_eq!(assigned, (0..i64::from(PARTITIONS)).collect::<Vec<_>>());
+
+    let offsets = group_admin(&bootstrap, &["offsets", "--group", group]);
+    let total: i64 = offsets[TOPIC]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|o| o.as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        total, 60,
+        "committed offsets add up to every record: {offsets}"
+    );
+
+    let refused = group_admin(&bootstrap, &["delete", "--group", group]);
+    assert_eq!(refused["deleted"], false, "{refused}");
+    assert_eq!(refused["error"]["name"], "NON_EMPTY_GROUP", "{refused}");
+
+    for worker in workers {
+        worker.terminate();
+    }
+    wait_until("the group to be empty", Duration::from_secs(30), || {
+        let described = group_admin(&bootstrap, &["describe", "--group", group]);
+        described["state"] == "EMPTY"
+    });
+    let deleted = group_admin(&bootstrap, &["delete", "--group", group]);
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    let listed = group_admin(&bootstrap, &["list"]);
+    assert!(
+        listed["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["group"] != group),
+        "{listed}"
+    );
+    let offsets = group_admin(&bootstrap, &["offsets", "--group", group]);
+    assert_eq!(offsets, serde_json::json!({}), "no offsets left");
 }
