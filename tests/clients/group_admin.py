@@ -19,11 +19,13 @@ the error on stderr.
 
 import argparse
 import json
+import warnings
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException
 from confluent_kafka.admin import AdminClient
 
-TIMEOUT = 10  # seconds, for each request and again for waiting on its result
+TIMEOUT = 10  # seconds, for each request
+WAIT = TIMEOUT + 5  # for its result: the request's own timeout error comes first
 
 
 def error_json(error):
@@ -34,15 +36,17 @@ def error_json(error):
 
 
 def list_groups(admin, _):
-    result = admin.list_consumer_groups(request_timeout=TIMEOUT).result(TIMEOUT)
+    result = admin.list_consumer_groups(request_timeout=TIMEOUT).result(WAIT)
     groups = [{"group": g.group_id, "state": g.state.name, "type": g.type.name, "simple": g.is_simple_consumer_group}
               for g in result.valid]
     return {"groups": sorted(groups, key=lambda g: g["group"]), "errors": [error_json(e) for e in result.errors]}
 
 
 def describe(admin, group):
-    desc = admin.describe_consumer_groups([group], request_timeout=TIMEOUT)[group].result(TIMEOUT)
-    protocol_types = [g.protocol_type for g in admin.list_groups(group, timeout=TIMEOUT)]
+    desc = admin.describe_consumer_groups([group], request_timeout=TIMEOUT)[group].result(WAIT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        protocol_types = [g.protocol_type for g in admin.list_groups(group, timeout=TIMEOUT)]
     members = []
     for m in desc.members:
         assignment = {}
@@ -59,7 +63,7 @@ def describe(admin, group):
 
 def offsets(admin, group):
     request = [ConsumerGroupTopicPartitions(group)]
-    result = admin.list_consumer_group_offsets(request, request_timeout=TIMEOUT)[group].result(TIMEOUT)
+    result = admin.list_consumer_group_offsets(request, request_timeout=TIMEOUT)[group].result(WAIT)
     out = {}
     for tp in result.topic_partitions:
         if tp.error:
@@ -70,7 +74,7 @@ def offsets(admin, group):
 
 def delete(admin, group):
     try:
-        admin.delete_consumer_groups([group], request_timeout=TIMEOUT)[group].result(TIMEOUT)
+        admin.delete_consumer_groups([group], request_timeout=TIMEOUT)[group].result(WAIT)
     except KafkaException as e:
         return {"group": group, "deleted": False, "error": error_json(e)}
     return {"group": group, "deleted": True}

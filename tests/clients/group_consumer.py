@@ -1,9 +1,9 @@
 """A consumer-group worker for the group tests, for confluent-kafka, kafka-python or aiokafka. It
 subscribes to one topic with auto-commit off (auto.offset.reset=earliest), prints each event as one
 JSON line on stdout, commits synchronously after each poll, and on SIGTERM stops polling, closes
-the consumer (leaving the group, except a static member in most clients) and exits 0. A commit
-refused because of a rebalance is logged to stderr and the worker goes on; any other error exits
-non-zero.
+the consumer (leaving the group, except a static member) and exits 0, or 1 if closing takes over
+CLOSE_TIMEOUT_S. A commit refused because of a rebalance is logged to stderr and the worker goes
+on; any other error exits non-zero.
 
     python3 group_consumer.py --client confluent|kafka-python|aiokafka --bootstrap HOST:PORT
         --group G --topic T [--instance-id ID] [--assignor range|roundrobin|cooperative-sticky]
@@ -21,6 +21,8 @@ import json
 import signal
 import sys
 import threading
+
+CLOSE_TIMEOUT_S = 30
 
 
 def emit(event, **fields):
@@ -126,7 +128,11 @@ def run_confluent(args, stop):
             refused(offsets, error)
         else:
             raise KafkaException(error)
-    consumer.close()
+    closing = threading.Thread(target=consumer.close, daemon=True)
+    closing.start()
+    closing.join(CLOSE_TIMEOUT_S)
+    if closing.is_alive():
+        raise SystemExit(f"closing the consumer took over {CLOSE_TIMEOUT_S} s")
 
 
 def run_kafka_python(args, stop):
@@ -161,7 +167,7 @@ def run_kafka_python(args, stop):
             committed(offsets)
         except (CommitFailedError, RebalanceInProgressError) as e:
             refused(offsets, e)
-    consumer.close(autocommit=False)
+    consumer.close(autocommit=False, timeout_ms=CLOSE_TIMEOUT_S * 1000)
 
 
 async def run_aiokafka(args):
@@ -187,7 +193,11 @@ async def run_aiokafka(args):
     await consumer.start()
     consumer.subscribe([args.topic], listener=listener(ConsumerRebalanceListener, Assignment()))
     while not stop.is_set():
-        batches = await consumer.getmany(timeout_ms=500)
+        try:
+            # While a rebalance is in progress getmany waits for its end, whatever its timeout.
+            batches = await asyncio.wait_for(consumer.getmany(timeout_ms=500), 1)
+        except TimeoutError:
+            continue
         offsets = process((tp.partition, r.offset, r.key, r.value) for tp, rs in batches.items() for r in rs)
         if not offsets:
             continue
@@ -196,7 +206,10 @@ async def run_aiokafka(args):
             committed(offsets)
         except (CommitFailedError, IllegalStateError) as e:  # IllegalStateError: partition revoked meanwhile
             refused(offsets, e)
-    await consumer.stop()
+    try:
+        await asyncio.wait_for(consumer.stop(), CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        raise SystemExit(f"closing the consumer took over {CLOSE_TIMEOUT_S} s") from None
 
 
 def main():

@@ -1,9 +1,9 @@
 // A consumer-group worker for the group tests with kafkajs, with the same contract and output as
 // group_consumer.py: subscribes to one topic with auto-commit off, from the earliest offset, prints
 // each event as one JSON line on stdout, commits synchronously after each batch (or every
-// --max-poll-records records of it), and on SIGTERM stops, leaves the group and exits 0. A commit
-// refused because of a rebalance is logged to stderr and the worker goes on; a crash kafkajs does
-// not restart from exits 1.
+// --max-poll-records records of it), and on SIGTERM finishes the chunk in hand, leaves the group
+// and exits 0, or 1 if that takes over CLOSE_TIMEOUT_MS. A commit refused because of a rebalance is
+// logged to stderr and the worker goes on; a crash kafkajs does not restart from exits 1.
 //
 //   node kafkajs_group_consumer.js --bootstrap HOST:PORT --group G --topic T [--assignor range|roundrobin]
 //       [--session-timeout-ms 6000] [--heartbeat-interval-ms 1000] [--max-poll-records N]
@@ -16,6 +16,7 @@
 const { parseArgs } = require('node:util');
 const { Kafka, PartitionAssigners, AssignerProtocol, logLevel } = require('kafkajs');
 
+const CLOSE_TIMEOUT_MS = 30000;
 const REBALANCE_ERRORS = new Set(['REBALANCE_IN_PROGRESS', 'ILLEGAL_GENERATION', 'UNKNOWN_MEMBER_ID']);
 
 function emit(event, fields = {}) {
@@ -106,6 +107,10 @@ async function main() {
     }
   });
   process.once('SIGTERM', () => {
+    setTimeout(() => {
+      console.error(`disconnecting took over ${CLOSE_TIMEOUT_MS} ms`);
+      process.exit(1);
+    }, CLOSE_TIMEOUT_MS);
     consumer.disconnect().then(() => {
       emit('closed');
       process.exit(0);
