@@ -111,6 +111,8 @@ pub enum BatchError {
     MalformedRecord { index: usize, defect: RecordDefect },
     #[error("the {codec:?} payload does not decompress")]
     Decompression { codec: Compression },
+    #[error("the {codec:?} payload decompresses to more than {limit} bytes")]
+    DecompressedTooLarge { codec: Compression, limit: usize },
 }
 
 /// What is wrong inside one record of an uncompressed batch.
@@ -319,6 +321,7 @@ pub fn records_payload<'a>(
         CodecError::Decompress { codec } | CodecError::Compress { codec } => {
             BatchError::Decompression { codec }
         }
+        CodecError::TooLarge { codec, limit } => BatchError::DecompressedTooLarge { codec, limit },
     })
 }
 
