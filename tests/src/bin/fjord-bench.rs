@@ -1,0 +1,382 @@
+//! The benchmark: Fjord against a peer broker (Tansu) and against the machine's ceiling, in one
+//! run, in order-balanced rounds. `make bench` builds Fjord in release mode and runs this; see
+//! docs/benchmarks.md for what each workload does and the latest figures.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use fjord_tests::bench::ceiling;
+use fjord_tests::bench::report::{Column, Figure, Results};
+use fjord_tests::bench::target::{Binaries, Running, Target};
+use fjord_tests::bench::workload::{
+    ConsumeResult, EndToEnd, ProduceSpec, consume_from_start, produce,
+};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// A smoke profile: two rounds, short runs, a small W3 topic (about two minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Rounds (each runs every workload on Fjord and the peer, the order alternating).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Seconds each produce workload runs.
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// MiB the W3 topic holds.
+    #[arg(long)]
+    consume_mib: Option<u64>,
+    /// Skip the peer-against-itself runs (the noise floor).
+    #[arg(long)]
+    no_self_comparison: bool,
+    /// The fjord-broker binary (default: next to this one).
+    #[arg(long)]
+    fjord: Option<PathBuf>,
+    /// Where brokers keep their data (on the disk being measured).
+    #[arg(long, default_value = "target/bench-data")]
+    data_dir: PathBuf,
+    /// Write the table into docs/benchmarks.md (between its markers) and the chart next to it.
+    #[arg(long)]
+    write_docs: bool,
+}
+
+struct Profile {
+    rounds: usize,
+    produce_for: Duration,
+    consume_bytes: u64,
+}
+
+const KIB: usize = 1024;
+
+fn w1() -> ProduceSpec {
+    ProduceSpec {
+        record_bytes: KIB,
+        partitions: 1,
+        acks: "all",
+        linger_ms: 5,
+        batch_bytes: 1_000_000,
+        compression: "none",
+        producers: 1,
+        duration: Duration::from_secs(5),
+        count: None,
+        rate: None,
+    }
+}
+
+fn w2() -> ProduceSpec {
+    ProduceSpec {
+        record_bytes: 100,
+        partitions: 8,
+        acks: "1",
+        ..w1()
+    }
+}
+
+/// W4: a fixed 20 MB/s of 1 KiB records, acks=all; a latency workload, so the producer lingers
+/// 1 ms, not 5 (W1's 5 ms would be most of the latency measured).
+fn w4() -> ProduceSpec {
+    ProduceSpec {
+        rate: Some(20e6 / KIB as f64),
+        linger_ms: 1,
+        ..w1()
+    }
+}
+
+const W1_THROUGHPUT: Figure = Figure {
+    workload: "W1",
+    name: "produce 1 KiB, acks=all, 1 partition",
+    unit: "MB/s",
+    higher_is_better: true,
+};
+const W2_THROUGHPUT: Figure = Figure {
+    workload: "W2",
+    name: "produce 100 B, acks=1, 8 partitions",
+    unit: "k records/s",
+    higher_is_better: true,
+};
+const W3_THROUGHPUT: Figure = Figure {
+    workload: "W3",
+    name: "consume 1 KiB records from the start",
+    unit: "MB/s",
+    higher_is_better: true,
+};
+const W4_P50: Figure = Figure {
+    workload: "W4",
+    name: "end-to-end p50 at 20 MB/s",
+    unit: "ms",
+    higher_is_better: false,
+};
+const W4_P99: Figure = Figure {
+    workload: "W4",
+    name: "end-to-end p99 at 20 MB/s",
+    unit: "ms",
+    higher_is_better: false,
+};
+const W4_P999: Figure = Figure {
+    workload: "W4",
+    name: "end-to-end p99.9 at 20 MB/s",
+    unit: "ms",
+    higher_is_better: false,
+};
+const W5_IDLE: Figure = Figure {
+    workload: "W5",
+    name: "resident memory, idle",
+    unit: "MiB",
+    higher_is_better: false,
+};
+const W5_LOADED: Figure = Figure {
+    workload: "W5",
+    name: "resident memory, peak under W1",
+    unit: "MiB",
+    higher_is_better: false,
+};
+
+fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+fn mib(bytes: Option<u64>) -> f64 {
+    bytes.map_or(f64::NAN, |b| b as f64 / (1024.0 * 1024.0))
+}
+
+/// W1 and W5: produce as fast as possible while sampling the broker's resident memory.
+fn run_w1(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    broker.create_topic("w1", 1);
+    let idle = broker.resident_bytes();
+    let pid = broker.pid();
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let sampling = std::sync::Arc::clone(&sampling);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(fjord_tests::bench::target::resident_bytes(pid).unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        })
+    };
+    let spec = ProduceSpec {
+        duration: profile.produce_for,
+        ..w1()
+    };
+    let result = produce(&broker.bootstrap, "w1", &spec, Instant::now());
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    results.record(W1_THROUGHPUT, column, result.mb_per_s());
+    results.record(W5_IDLE, column, mib(idle));
+    results.record(W5_LOADED, column, mib(Some(peak)));
+    eprintln!(
+        "  W1 {:<22} {:>8.1} MB/s  p99 ack {:>7.1} ms  rss idle {:.0} MiB, peak {:.0} MiB{}",
+        broker.target.label(),
+        result.mb_per_s(),
+        ms(result.ack_latency.value_at_quantile(0.99)),
+        mib(idle),
+        mib(Some(peak)),
+        failures(result.failed)
+    );
+}
+
+fn failures(failed: u64) -> String {
+    if failed == 0 {
+        String::new()
+    } else {
+        format!("  ({failed} records failed)")
+    }
+}
+
+fn run_w2(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    broker.create_topic("w2", 8);
+    let spec = ProduceSpec {
+        duration: profile.produce_for,
+        ..w2()
+    };
+    let result = produce(&broker.bootstrap, "w2", &spec, Instant::now());
+    results.record(W2_THROUGHPUT, column, result.records_per_s() / 1000.0);
+    eprintln!(
+        "  W2 {:<22} {:>8.1} k records/s{}",
+        broker.target.label(),
+        result.records_per_s() / 1000.0,
+        failures(result.failed)
+    );
+}
+
+fn run_w3(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    broker.create_topic("w3", 1);
+    let count = profile.consume_bytes / KIB as u64;
+    // Filling is not measured: large batches, leader acknowledgement.
+    let fill = ProduceSpec {
+        acks: "1",
+        linger_ms: 20,
+        duration: Duration::from_secs(600),
+        count: Some(count),
+        ..w1()
+    };
+    let filled = produce(&broker.bootstrap, "w3", &fill, Instant::now());
+    let read: ConsumeResult = consume_from_start(
+        &broker.bootstrap,
+        "w3",
+        1,
+        1,
+        filled.records,
+        Duration::from_secs(600),
+    );
+    if read.records < filled.records {
+        eprintln!(
+            "  W3 {}: read {} of {} records",
+            broker.target.label(),
+            read.records,
+            filled.records
+        );
+    }
+    results.record(W3_THROUGHPUT, column, read.mb_per_s());
+    eprintln!(
+        "  W3 {:<22} {:>8.1} MB/s ({} MiB)",
+        broker.target.label(),
+        read.mb_per_s(),
+        read.bytes >> 20
+    );
+}
+
+fn run_w4(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    broker.create_topic("w4", 1);
+    let epoch = Instant::now();
+    let consumer = EndToEnd::start(&broker.bootstrap, "w4", 1, epoch);
+    let spec = ProduceSpec {
+        duration: profile.produce_for,
+        ..w4()
+    };
+    let produced = produce(&broker.bootstrap, "w4", &spec, epoch);
+    let latency = consumer.finish(produced.records, Duration::from_secs(30));
+    let (p50, p99, p999) = (
+        ms(latency.value_at_quantile(0.50)),
+        ms(latency.value_at_quantile(0.99)),
+        ms(latency.value_at_quantile(0.999)),
+    );
+    results.record(W4_P50, column, p50);
+    results.record(W4_P99, column, p99);
+    results.record(W4_P999, column, p999);
+    eprintln!(
+        "  W4 {:<22} p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  p99.9 {p999:>6.2} ms  ({} of {} records, {:.1} MB/s){}",
+        broker.target.label(),
+        latency.len(),
+        produced.records,
+        produced.mb_per_s(),
+        failures(produced.failed)
+    );
+}
+
+type Workload = fn(&Running, &Profile, &mut Results, Column);
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let profile = Profile {
+        rounds: args.rounds.unwrap_or(if args.quick { 2 } else { 6 }),
+        produce_for: Duration::from_secs_f64(args.seconds.unwrap_or(if args.quick {
+            1.5
+        } else {
+            5.0
+        })),
+        consume_bytes: args
+            .consume_mib
+            .unwrap_or(if args.quick { 128 } else { 1024 })
+            << 20,
+    };
+    let fjord = match args.fjord {
+        Some(path) => path,
+        None => std::env::current_exe()?
+            .parent()
+            .map(|dir| dir.join("fjord-broker"))
+            .ok_or_else(|| anyhow::anyhow!("no directory for the fjord-broker binary"))?,
+    };
+    anyhow::ensure!(fjord.exists(), "{} does not exist", fjord.display());
+    let binaries = Binaries {
+        fjord,
+        tansu: Binaries::find_tansu().map_err(anyhow::Error::msg)?,
+    };
+    let started = Instant::now();
+
+    eprintln!("machine ceiling");
+    let loopback = ceiling::loopback_mb_per_s(Duration::from_secs(2));
+    let disk = ceiling::disk_mb_per_s(&args.data_dir, Duration::from_secs(2));
+    eprintln!("  loopback TCP {loopback:.0} MB/s; disk, sequential writes + fsync {disk:.0} MB/s");
+
+    let workloads: [(&str, Workload); 4] = [
+        ("W1+W5", run_w1),
+        ("W2", run_w2),
+        ("W3", run_w3),
+        ("W4", run_w4),
+    ];
+    let mut results = Results::default();
+    for round in 0..profile.rounds {
+        eprintln!("round {} of {}", round + 1, profile.rounds);
+        // A B, then B A: whichever runs second in a pair is measurably favoured or penalised.
+        let mut order = vec![
+            (Target::Fjord, Column::Fjord),
+            (Target::Tansu, Column::Peer),
+        ];
+        if !args.no_self_comparison {
+            order.push((Target::Tansu, Column::PeerAgain));
+        }
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        order.push((Target::FjordRelaxed, Column::FjordRelaxed));
+        for (_, workload) in &workloads {
+            for (target, column) in &order {
+                let broker = Running::start(*target, &binaries, &args.data_dir);
+                workload(&broker, &profile, &mut results, *column);
+            }
+        }
+    }
+
+    let fjord_w1 = results_median(&results, W1_THROUGHPUT, Column::Fjord);
+    let fjord_w3 = results_median(&results, W3_THROUGHPUT, Column::Fjord);
+    let mut table = results.markdown("Tansu");
+    table.push_str(&format!(
+        "\nMachine ceiling: loopback TCP {loopback:.0} MB/s (Fjord W3 reads at {:.0}% of it); \
+         disk, sequential writes + fsync, {disk:.0} MB/s (Fjord W1 writes at {:.0}% of it).\n",
+        fjord_w3 / loopback * 100.0,
+        fjord_w1 / disk * 100.0
+    ));
+    table.push_str(&format!(
+        "\n{} rounds, {:.1} s per produce run, {} MiB W3 topic; {:.0} s in all.\n",
+        profile.rounds,
+        profile.produce_for.as_secs_f64(),
+        profile.consume_bytes >> 20,
+        started.elapsed().as_secs_f64()
+    ));
+    println!("{table}");
+    if args.write_docs {
+        write_docs(
+            &table,
+            &results.svg("Fjord against Tansu, same run", "Tansu"),
+        )?;
+    }
+    Ok(())
+}
+
+fn results_median(results: &Results, figure: Figure, column: Column) -> f64 {
+    results.median_of(figure, column).unwrap_or(f64::NAN)
+}
+
+/// Replaces the generated part of docs/benchmarks.md and writes the chart.
+fn write_docs(table: &str, svg: &str) -> anyhow::Result<()> {
+    const BEGIN: &str = "<!-- bench:begin -->";
+    const END: &str = "<!-- bench:end -->";
+    let path = PathBuf::from("docs/benchmarks.md");
+    let doc = std::fs::read_to_string(&path)?;
+    let (Some(begin), Some(end)) = (doc.find(BEGIN), doc.find(END)) else {
+        anyhow::bail!("{} lacks the {BEGIN} / {END} markers", path.display());
+    };
+    let updated = format!(
+        "{}{BEGIN}\n{table}\n![Fjord/Tansu ratios](benchmarks.svg)\n\n{}",
+        &doc[..begin],
+        &doc[end..]
+    );
+    std::fs::write(&path, updated)?;
+    std::fs::write("docs/benchmarks.svg", svg)?;
+    eprintln!("wrote docs/benchmarks.md and docs/benchmarks.svg");
+    Ok(())
+}
