@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use fjord_tests::bench::ceiling;
 use fjord_tests::bench::report::{Column, Figure, Results};
-use fjord_tests::bench::target::{Binaries, Running, Target};
+use fjord_tests::bench::target::{Binaries, Running, Target, cpu_seconds};
 use fjord_tests::bench::workload::{
     ConsumeResult, EndToEnd, ProduceSpec, consume_from_start, produce,
 };
@@ -36,6 +36,12 @@ struct Args {
     /// Where brokers keep their data (on the disk being measured).
     #[arg(long, default_value = "target/bench-data")]
     data_dir: PathBuf,
+    /// Only these workloads (comma-separated: W1,W2,W3,W4; W5 comes with W1), e.g. to profile one.
+    #[arg(long, value_delimiter = ',')]
+    workloads: Vec<String>,
+    /// Only Fjord (no peer runs, no ratios), e.g. to profile the broker alone under `perf`.
+    #[arg(long)]
+    fjord_only: bool,
     /// Write the table into docs/benchmarks.md (between its markers) and the chart next to it.
     #[arg(long)]
     write_docs: bool,
@@ -88,6 +94,18 @@ const W1_THROUGHPUT: Figure = Figure {
     name: "produce 1 KiB, acks=all, 1 partition",
     unit: "MB/s",
     higher_is_better: true,
+};
+const W1_CPU: Figure = Figure {
+    workload: "W1",
+    name: "broker CPU during W1",
+    unit: "cores",
+    higher_is_better: false,
+};
+const W2_CPU: Figure = Figure {
+    workload: "W2",
+    name: "broker CPU during W2",
+    unit: "cores",
+    higher_is_better: false,
 };
 const W2_THROUGHPUT: Figure = Figure {
     workload: "W2",
@@ -161,21 +179,38 @@ fn run_w1(broker: &Running, profile: &Profile, results: &mut Results, column: Co
         duration: profile.produce_for,
         ..w1()
     };
-    let result = produce(&broker.bootstrap, "w1", &spec, Instant::now());
+    let (result, broker_cores, client_cores) = cores(broker, || {
+        produce(&broker.bootstrap, "w1", &spec, Instant::now())
+    });
     sampling.store(false, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.join().unwrap_or(0);
     results.record(W1_THROUGHPUT, column, result.mb_per_s());
+    results.record(W1_CPU, column, broker_cores);
     results.record(W5_IDLE, column, mib(idle));
     results.record(W5_LOADED, column, mib(Some(peak)));
     eprintln!(
-        "  W1 {:<22} {:>8.1} MB/s  p99 ack {:>7.1} ms  rss idle {:.0} MiB, peak {:.0} MiB{}",
+        "  W1 {:<22} {:>8.1} MB/s  rss idle {:.0} MiB, peak {:.0} MiB  cores: broker {broker_cores:.2}, clients {client_cores:.2}{}",
         broker.target.label(),
         result.mb_per_s(),
-        ms(result.ack_latency.value_at_quantile(0.99)),
         mib(idle),
         mib(Some(peak)),
         failures(result.failed)
     );
+}
+
+/// CPU the broker and this process (the clients) used while `work` ran, in cores.
+fn cores<T>(broker: &Running, work: impl FnOnce() -> T) -> (T, f64, f64) {
+    let own = std::process::id();
+    let before = (cpu_seconds(broker.pid()), cpu_seconds(own));
+    let started = Instant::now();
+    let result = work();
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = (cpu_seconds(broker.pid()), cpu_seconds(own));
+    let used = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => (b - a) / elapsed,
+        _ => f64::NAN,
+    };
+    (result, used(before.0, after.0), used(before.1, after.1))
 }
 
 fn failures(failed: u64) -> String {
@@ -192,10 +227,13 @@ fn run_w2(broker: &Running, profile: &Profile, results: &mut Results, column: Co
         duration: profile.produce_for,
         ..w2()
     };
-    let result = produce(&broker.bootstrap, "w2", &spec, Instant::now());
+    let (result, broker_cores, client_cores) = cores(broker, || {
+        produce(&broker.bootstrap, "w2", &spec, Instant::now())
+    });
     results.record(W2_THROUGHPUT, column, result.records_per_s() / 1000.0);
+    results.record(W2_CPU, column, broker_cores);
     eprintln!(
-        "  W2 {:<22} {:>8.1} k records/s{}",
+        "  W2 {:<22} {:>8.1} k records/s  cores: broker {broker_cores:.2}, clients {client_cores:.2}{}",
         broker.target.label(),
         result.records_per_s() / 1000.0,
         failures(result.failed)
@@ -291,10 +329,12 @@ fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("no directory for the fjord-broker binary"))?,
     };
     anyhow::ensure!(fjord.exists(), "{} does not exist", fjord.display());
-    let binaries = Binaries {
-        fjord,
-        tansu: Binaries::find_tansu().map_err(anyhow::Error::msg)?,
+    let tansu = if args.fjord_only {
+        PathBuf::new()
+    } else {
+        Binaries::find_tansu().map_err(anyhow::Error::msg)?
     };
+    let binaries = Binaries { fjord, tansu };
     let started = Instant::now();
 
     eprintln!("machine ceiling");
@@ -302,27 +342,33 @@ fn main() -> anyhow::Result<()> {
     let disk = ceiling::disk_mb_per_s(&args.data_dir, Duration::from_secs(2));
     eprintln!("  loopback TCP {loopback:.0} MB/s; disk, sequential writes + fsync {disk:.0} MB/s");
 
-    let workloads: [(&str, Workload); 4] = [
-        ("W1+W5", run_w1),
+    let all: [(&str, Workload); 4] = [
+        ("W1", run_w1),
         ("W2", run_w2),
         ("W3", run_w3),
         ("W4", run_w4),
     ];
+    let workloads: Vec<(&str, Workload)> = all
+        .into_iter()
+        .filter(|(name, _)| {
+            args.workloads.is_empty() || args.workloads.iter().any(|w| w.eq_ignore_ascii_case(name))
+        })
+        .collect();
     let mut results = Results::default();
     for round in 0..profile.rounds {
         eprintln!("round {} of {}", round + 1, profile.rounds);
         // A B, then B A: whichever runs second in a pair is measurably favoured or penalised.
-        let mut order = vec![
-            (Target::Fjord, Column::Fjord),
-            (Target::Tansu, Column::Peer),
-        ];
-        if !args.no_self_comparison {
-            order.push((Target::Tansu, Column::PeerAgain));
+        let mut order = vec![(Target::Fjord, Column::Fjord)];
+        if !args.fjord_only {
+            order.push((Target::Tansu, Column::Peer));
+            if !args.no_self_comparison {
+                order.push((Target::Tansu, Column::PeerAgain));
+            }
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            order.push((Target::FjordRelaxed, Column::FjordRelaxed));
         }
-        if round % 2 == 1 {
-            order.reverse();
-        }
-        order.push((Target::FjordRelaxed, Column::FjordRelaxed));
         for (_, workload) in &workloads {
             for (target, column) in &order {
                 let broker = Running::start(*target, &binaries, &args.data_dir);
