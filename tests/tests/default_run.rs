@@ -25,15 +25,27 @@ fn no_flags_serves_on_9092_and_sigterm_exits_zero() {
         "nothing listens on 9092"
     );
 
-    // The admin endpoint on its default port says the broker is ready.
-    let mut admin = std::net::TcpStream::connect("127.0.0.1:9644").expect("admin endpoint on 9644");
+    // The admin endpoint on its default port says the broker is ready once its logs are open
+    // (503 until then: the listeners are bound first).
     use std::io::{Read, Write};
-    admin
-        .write_all(b"GET /readyz HTTP/1.1\r\nHost: fjord\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut readiness = String::new();
-    admin.read_to_string(&mut readiness).unwrap();
-    assert!(readiness.starts_with("HTTP/1.1 200"), "{readiness}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut admin =
+            std::net::TcpStream::connect("127.0.0.1:9644").expect("admin endpoint on 9644");
+        admin
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: fjord\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut readiness = String::new();
+        admin.read_to_string(&mut readiness).unwrap();
+        if readiness.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            readiness.starts_with("HTTP/1.1 503") && std::time::Instant::now() < deadline,
+            "{readiness}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     let kcat = require_tool("kcat");
     let produce = Command::new(&kcat)
