@@ -25,7 +25,7 @@ fn the_benchmark_runs_every_workload_against_both_brokers_and_prints_ratios() {
         .lines()
         .filter(|l| l.starts_with("| W") && !l.starts_with("| Workload"))
         .collect();
-    assert_eq!(rows.len(), 10, "{table}");
+    assert_eq!(rows.len(), 11, "{table}");
     for row in rows {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         // | workload | figure | Fjord | Tansu | ratio | noise | relaxed |

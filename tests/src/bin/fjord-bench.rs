@@ -119,6 +119,12 @@ const W3_THROUGHPUT: Figure = Figure {
     unit: "MB/s",
     higher_is_better: true,
 };
+const W4_ACK_P99: Figure = Figure {
+    workload: "W4",
+    name: "produce acknowledgement p99 at 20 MB/s",
+    unit: "ms",
+    higher_is_better: false,
+};
 const W4_P50: Figure = Figure {
     workload: "W4",
     name: "end-to-end p50 at 20 MB/s",
@@ -292,11 +298,13 @@ fn run_w4(broker: &Running, profile: &Profile, results: &mut Results, column: Co
         ms(latency.value_at_quantile(0.99)),
         ms(latency.value_at_quantile(0.999)),
     );
+    let ack_p99 = ms(produced.ack_latency.value_at_quantile(0.99));
+    results.record(W4_ACK_P99, column, ack_p99);
     results.record(W4_P50, column, p50);
     results.record(W4_P99, column, p99);
     results.record(W4_P999, column, p999);
     eprintln!(
-        "  W4 {:<22} p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  p99.9 {p999:>6.2} ms  ({} of {} records, {:.1} MB/s){}",
+        "  W4 {:<22} p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  p99.9 {p999:>6.2} ms  ack p99 {ack_p99:>6.2} ms  ({} of {} records, {:.1} MB/s){}",
         broker.target.label(),
         latency.len(),
         produced.records,
