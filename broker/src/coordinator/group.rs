@@ -493,7 +493,7 @@ impl Group {
             .is_some_and(|m| m.protocols != req.protocols);
         match self.state {
             GroupState::PreparingRebalance => {
-                self.update_member(&req, to, now);
+                self.update_member(&req, to, now, out);
                 self.try_complete_join(now, wall_ms, out);
             }
             GroupState::CompletingRebalance | GroupState::Stable
@@ -509,7 +509,7 @@ impl Group {
                 });
             }
             GroupState::CompletingRebalance | GroupState::Stable => {
-                self.update_member(&req, to, now);
+                self.update_member(&req, to, now, out);
                 self.prepare_rebalance(now, wall_ms, config, out);
                 self.try_complete_join(now, wall_ms, out);
             }
@@ -571,7 +571,7 @@ impl Group {
                 });
             }
             _ => {
-                self.update_member(&req.clone_with_id(&new_id), to, now);
+                self.update_member(&req.clone_with_id(&new_id), to, now, out);
                 self.prepare_rebalance(now, wall_ms, config, out);
                 self.try_complete_join(now, wall_ms, out);
             }
@@ -625,12 +625,21 @@ impl Group {
         }
     }
 
-    fn update_member(&mut self, req: &JoinRequest, to: Token, now: u64) {
+    fn update_member(&mut self, req: &JoinRequest, to: Token, now: u64, out: &mut Vec<Output>) {
         if let Some(member) = self.members.get_mut(&req.member_id) {
             member.protocols = req.protocols.clone();
             member.session_timeout_ms = req.session_timeout_ms;
             member.rebalance_timeout_ms = req.rebalance_timeout_ms;
-            member.awaiting_join = Some(to);
+            // A member rejoining while its earlier JoinGroup still waits (a client retry on a
+            // new connection): the earlier request is answered, so nothing waits forever.
+            if let Some(earlier) = member.awaiting_join.replace(to)
+                && earlier != to
+            {
+                out.push(Output::Join {
+                    to: earlier,
+                    result: JoinResult::error(GroupError::RebalanceInProgress, &req.member_id),
+                });
+            }
             member.renew_session(now);
         }
     }
@@ -821,7 +830,14 @@ impl Group {
             GroupState::PreparingRebalance => refuse(out, GroupError::RebalanceInProgress),
             GroupState::CompletingRebalance => {
                 if let Some(member) = self.members.get_mut(&req.member_id) {
-                    member.awaiting_sync = Some(to);
+                    if let Some(earlier) = member.awaiting_sync.replace(to)
+                        && earlier != to
+                    {
+                        out.push(Output::Sync {
+                            to: earlier,
+                            result: SyncResult::error(GroupError::RebalanceInProgress),
+                        });
+                    }
                     member.renew_session(now);
                 }
                 if self.leader.as_deref() == Some(req.member_id.as_str()) {

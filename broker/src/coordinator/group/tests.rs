@@ -595,3 +595,52 @@ fn subscriptions_name_their_topics() {
     assert!(subscription_topics(&[0, 1, 0]).is_empty());
     assert!(subscription_topics(&[0, 1, 0, 0, 0, 5, 0, 9]).is_empty());
 }
+
+#[test]
+fn a_repeated_join_or_sync_answers_the_earlier_request() {
+    let mut group = stable_group();
+    let mut out = Vec::new();
+    let mut changed = join_request("a", "x", &["range"]);
+    changed.protocols[0].1 = subscription(&["orders", "payments"]);
+    group.join(changed.clone(), 60, 10, 0, &config(), &mut out);
+    assert!(joins(&out).is_empty(), "waits for b and c");
+    let mut out = Vec::new();
+    group.join(changed, 61, 20, 0, &config(), &mut out);
+    assert_eq!(
+        joins(&out)[&60].error,
+        Some(GroupError::RebalanceInProgress),
+        "the first request is not left waiting"
+    );
+    let mut out = Vec::new();
+    group.join(
+        join_request("b", "x", &["range"]),
+        62,
+        30,
+        0,
+        &config(),
+        &mut out,
+    );
+    group.join(
+        join_request("c", "x", &["range"]),
+        63,
+        30,
+        0,
+        &config(),
+        &mut out,
+    );
+    let replies = joins(&out);
+    assert_eq!(replies.len(), 3, "61, 62 and 63 complete the generation");
+    let generation = group.generation();
+    let follower = if group.leader() == Some("b") {
+        "c"
+    } else {
+        "b"
+    };
+    let mut out = Vec::new();
+    group.sync(sync_request(follower, generation, &[]), 70, 40, 0, &mut out);
+    group.sync(sync_request(follower, generation, &[]), 71, 41, 0, &mut out);
+    assert_eq!(
+        syncs(&out)[&70].error,
+        Some(GroupError::RebalanceInProgress)
+    );
+}
