@@ -937,19 +937,7 @@ impl CoordinatorActor {
         };
         let offsets: Vec<GroupPartition> = group.offsets.keys().cloned().collect();
         group.delete(wall)?;
-        let mut tombstones: Vec<Record> = offsets
-            .iter()
-            .map(|(topic, partition)| {
-                tombstone(
-                    RecordKey::Offset {
-                        group: id.to_owned(),
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    wall,
-                )
-            })
-            .collect();
+        let mut tombstones = offset_tombstones(id, &offsets, wall);
         tombstones.push(tombstone(
             RecordKey::Group {
                 group: id.to_owned(),
@@ -1012,19 +1000,7 @@ impl CoordinatorActor {
         partitions: &[GroupPartition],
         wall: i64,
     ) -> Result<(), GroupError> {
-        let records = partitions
-            .iter()
-            .map(|(topic, partition)| {
-                tombstone(
-                    RecordKey::Offset {
-                        group: id.to_owned(),
-                        topic: topic.clone(),
-                        partition: *partition,
-                    },
-                    wall,
-                )
-            })
-            .collect();
+        let records = offset_tombstones(id, partitions, wall);
         if let Err(error) = write_records(&self.partitions, id, records).await {
             tracing::error!(group = id, %error, "writing offset tombstones failed");
             return Err(GroupError::CoordinatorNotAvailable);
@@ -1087,6 +1063,23 @@ impl CoordinatorActor {
         }
         expired
     }
+}
+
+/// Tombstones for a group's committed offsets of `partitions`.
+fn offset_tombstones(group: &str, partitions: &[GroupPartition], timestamp: i64) -> Vec<Record> {
+    partitions
+        .iter()
+        .map(|(topic, partition)| {
+            tombstone(
+                RecordKey::Offset {
+                    group: group.to_owned(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                },
+                timestamp,
+            )
+        })
+        .collect()
 }
 
 fn tombstone(key: RecordKey, timestamp: i64) -> Record {
