@@ -65,7 +65,7 @@ fn compaction_keeps_every_acknowledged_latest_write_through_sigkills() {
     // Per key, its latest acknowledged write.
     let mut acked: BTreeMap<String, Write> = BTreeMap::new();
     let mut writes = 0usize;
-    let mut compacted_cycles = 0usize;
+    let mut held = 0usize;
     // Kills that left a pass's files behind: while cleaning, and inside a segment swap.
     let mut killed_cleaning = 0usize;
     let mut killed_swapping = 0usize;
@@ -139,17 +139,18 @@ fn compaction_keeps_every_acknowledged_latest_write_through_sigkills() {
                 assert_eq!(found_tombstone, tombstone, "cycle {cycle}: {key}");
             }
         }
-        if records.len() < writes {
-            compacted_cycles += 1;
-        }
+        held = records.len();
     }
     eprintln!(
-        "{cycles} SIGKILL cycles ({killed_cleaning} while cleaning, {killed_swapping} inside a swap), {writes} acknowledged writes of {} keys, the log compacted after {compacted_cycles} of them, in {:.1?}",
+        "{cycles} SIGKILL cycles ({killed_cleaning} while cleaning, {killed_swapping} inside a swap), {writes} acknowledged writes of {} keys, {held} records left in the log, in {:.1?}",
         acked.len(),
         started.elapsed()
     );
+    // The kills landed inside compaction passes, not only between them...
     assert!(
-        compacted_cycles > cycles / 2,
-        "compaction ran in most cycles"
+        killed_cleaning >= cycles / 10,
+        "only {killed_cleaning} of {cycles} kills landed while cleaning"
     );
+    // ...and compaction kept the log to little more than the latest record of each key.
+    assert!(held < writes / 10, "{held} of {writes} records left");
 }

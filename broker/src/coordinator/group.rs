@@ -201,7 +201,6 @@ pub struct Member {
     pub client_host: String,
     pub session_timeout_ms: i32,
     pub rebalance_timeout_ms: i32,
-    pub protocol_type: String,
     pub protocols: Vec<(String, Bytes)>,
     pub assignment: Bytes,
     awaiting_join: Option<Token>,
@@ -293,7 +292,6 @@ impl Group {
                 client_host: m.client_host,
                 session_timeout_ms: m.session_timeout_ms,
                 rebalance_timeout_ms: m.rebalance_timeout_ms,
-                protocol_type: group.protocol_type.clone().unwrap_or_default(),
                 protocols: vec![(group.protocol.clone().unwrap_or_default(), m.subscription)],
                 assignment: m.assignment,
                 awaiting_join: None,
@@ -610,7 +608,6 @@ impl Group {
             client_host: req.client_host,
             session_timeout_ms: req.session_timeout_ms,
             rebalance_timeout_ms: req.rebalance_timeout_ms,
-            protocol_type: req.protocol_type,
             protocols: req.protocols,
             assignment: Bytes::new(),
             awaiting_join: Some(to),
@@ -1027,11 +1024,7 @@ impl Group {
             return Ok(());
         }
         if self.state == GroupState::Empty {
-            return Err(if generation < 0 {
-                GroupError::UnknownMemberId
-            } else {
-                GroupError::IllegalGeneration
-            });
+            return Err(GroupError::IllegalGeneration);
         }
         self.check_member(member_id, instance_id)?;
         if generation != self.generation {

@@ -329,10 +329,6 @@ impl CoordinatorHandle {
         }
     }
 
-    pub fn partition_count(&self) -> i32 {
-        self.partitions.len() as i32
-    }
-
     /// Committed offsets for the lag metrics.
     pub fn committed_offsets(&self) -> CommittedOffsets {
         self.committed
