@@ -97,9 +97,10 @@ fn respond(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>
                 "cluster_id": broker.cluster_id(),
                 "ready": broker.is_ready(),
                 "partitions": broker.partition_samples().len(),
-                // One replica per partition on a single node: nothing can lag behind.
+                // One replica per partition on a single node: nothing can lag behind, and the
+                // broker has caught up once it has replayed its logs and serves.
                 "under_replicated_partitions": 0,
-                "caught_up": true,
+                "caught_up": broker.is_ready(),
             });
             reply(StatusCode::OK, "application/json", format!("{status}\n"))
         }

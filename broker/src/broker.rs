@@ -32,6 +32,11 @@ pub struct BrokerConfig {
     /// This broker's node id.
     #[arg(long, env = "FJORD_NODE_ID", default_value_t = 1)]
     pub node_id: i32,
+    /// The controller quorum, Kafka's `controller.quorum.voters`: comma-separated `id@host:port`.
+    /// Left out, the broker is a single-node cluster of itself. This version serves only a quorum
+    /// of this node alone and refuses any other set at start-up.
+    #[arg(long, env = "FJORD_VOTERS", value_delimiter = ',')]
+    pub voters: Vec<crate::quorum::Voter>,
     /// This broker's rack (availability zone), reported in metadata.
     #[arg(long, env = "FJORD_RACK")]
     pub rack: Option<String>,
@@ -64,6 +69,7 @@ impl BrokerConfig {
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
             node_id: 1,
+            voters: Vec::new(),
             rack: None,
             auto_create_topics: true,
             default_partitions: 1,

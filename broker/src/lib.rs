@@ -30,6 +30,7 @@ pub mod log;
 pub mod metrics;
 pub mod partition;
 pub mod protocol;
+pub mod quorum;
 pub mod record;
 pub mod server;
 
@@ -68,6 +69,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing the controller quorum")]
+    Quorum(#[from] quorum::QuorumError),
     #[error(transparent)]
     Start(#[from] StartError),
 }
@@ -78,6 +81,7 @@ pub async fn start(
     config: BrokerConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningBroker, RunError> {
+    quorum::check_voters(config.node_id, &config.voters)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Bind {

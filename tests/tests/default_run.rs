@@ -87,3 +87,46 @@ fn no_flags_serves_on_9092_and_sigterm_exits_zero() {
             .is_file()
     );
 }
+
+/// What the operator's pods of a multi-broker Cluster see until brokers replicate: the broker
+/// refuses a voter set it cannot serve, says why, exits non-zero and creates nothing.
+#[test]
+fn a_voter_set_of_several_brokers_is_refused_with_a_clear_error() {
+    let cwd = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(broker_binary())
+            .current_dir(cwd.path())
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("FJORD_VOTERS")
+            .output()
+            .expect("running fjord-broker")
+    };
+
+    let refused = run(&[
+        "--node-id",
+        "0",
+        "--voters",
+        "0@fjord-a-0.fjord-brokers:9093,100@fjord-b-100.fjord-brokers:9093,200@fjord-c-200.fjord-brokers:9093",
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("names 3 voters") && stderr.contains("cannot form a quorum"),
+        "{stderr}"
+    );
+    assert!(
+        !cwd.path().join("fjord-data").exists(),
+        "a refused broker wrote data"
+    );
+
+    let not_a_voter = run(&["--node-id", "1", "--voters", "0@fjord-a-0:9093"]);
+    assert!(!not_a_voter.status.success());
+    let stderr = String::from_utf8_lossy(&not_a_voter.stderr);
+    assert!(stderr.contains("does not include this broker"), "{stderr}");
+
+    let malformed = run(&["--voters", "fjord-a-0:9093"]);
+    assert!(!malformed.status.success());
+    let stderr = String::from_utf8_lossy(&malformed.stderr);
+    assert!(stderr.contains("not of the form id@host:port"), "{stderr}");
+}
