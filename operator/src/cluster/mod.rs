@@ -1,0 +1,13 @@
+//! The Cluster controller: a `Cluster` becomes a ConfigMap, two Services, one StatefulSet per
+//! zone, a PodDisruptionBudget and a ServiceAccount; pods whose template is out of date are
+//! replaced one at a time while the brokers are healthy.
+//!
+//! ```text
+//! Cluster -> validate (pure) -> build (pure) -> server-side apply -> delete orphans by label
+//!         -> rollout step (one pod, gated on /v1/status) -> status
+//! ```
+
+pub mod build;
+pub mod reconcile;
+pub mod rollout;
+pub mod validate;

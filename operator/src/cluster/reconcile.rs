@@ -1,0 +1,457 @@
+//! Cluster reconcile: the calls. Apply what [`build_cluster`] built (server-side apply, one
+//! field manager, forced: the operator owns these fields), delete StatefulSets of zones no
+//! longer in the spec, take one rollout step, write the status.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::cluster::build::{MANAGER, ZONE_LABEL, build_cluster, managed_selector, pod_selector};
+use crate::cluster::rollout::{
+    BrokerPod, BrokerStatus, HealthGate, RolloutPlan, health_gate, plan_rollout,
+};
+use crate::cluster::validate::{ValidatedCluster, validate_cluster};
+use crate::conditions::{DEGRADED, PROGRESSING, READY, condition, with_transitions};
+use crate::controller::{Context, Error, kube_error};
+use crate::crd::{Cluster, ClusterStatus, ZoneStatus};
+
+/// Resync of a healthy cluster.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Re-check while brokers start or a rollout waits (pod events usually come sooner).
+const PROGRESS_CHECK: Duration = Duration::from_secs(10);
+
+/// Container states that mean a broker will not come up on its own.
+const FAILING: &[&str] = &[
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+];
+
+pub async fn reconcile_cluster(
+    cluster: Arc<Cluster>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile(&cluster, &context).await;
+    context.metrics.reconciled("cluster", started.elapsed());
+    result
+}
+
+async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error> {
+    if cluster.meta().deletion_timestamp.is_some() {
+        // Owner references hand the children to the garbage collector; volumes stay.
+        return Ok(Action::await_change());
+    }
+    let namespace = cluster.namespace().unwrap_or_default();
+    let clusters: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
+    let validated = match validate_cluster(cluster, &context.broker_image) {
+        Ok(validated) => validated,
+        Err(error) => {
+            let message = error.to_string();
+            let generation = cluster.meta().generation;
+            let conditions = vec![
+                condition(READY, false, "InvalidSpec", &message, generation),
+                condition(PROGRESSING, false, "InvalidSpec", &message, generation),
+                condition(DEGRADED, true, "InvalidSpec", &message, generation),
+            ];
+            let status = ClusterStatus {
+                observed_generation: generation,
+                conditions,
+                ..cluster.status.clone().unwrap_or_default()
+            };
+            write_status(&clusters, cluster, status).await?;
+            context
+                .event(cluster, true, "InvalidSpec", "Validate", message)
+                .await;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let children = build_cluster(&validated);
+    let client = &context.client;
+    apply(client, &namespace, &children.service_account).await?;
+    apply(client, &namespace, &children.config_map).await?;
+    apply(client, &namespace, &children.headless_service).await?;
+    apply(client, &namespace, &children.bootstrap_service).await?;
+    let mut applied = Vec::with_capacity(children.stateful_sets.len());
+    for stateful_set in &children.stateful_sets {
+        applied.push(apply(client, &namespace, stateful_set).await?);
+    }
+    apply(client, &namespace, &children.pod_disruption_budget).await?;
+
+    delete_orphans(context, cluster, &validated).await?;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let pod_list = pods
+        .list(&ListParams::default().labels(&pod_selector(&validated)))
+        .await
+        .map_err(kube_error::<Pod>("listing", &validated.name))?;
+    let update_revisions: BTreeMap<String, Option<String>> = applied
+        .iter()
+        .map(|s| {
+            (
+                s.name_any(),
+                s.status.as_ref().and_then(|st| st.update_revision.clone()),
+            )
+        })
+        .collect();
+    let brokers: Vec<BrokerPod> = pod_list
+        .items
+        .iter()
+        .map(|pod| broker_pod(pod, &update_revisions))
+        .collect();
+    let expected = usize::try_from(validated.brokers()).unwrap_or(0);
+
+    let progress = match plan_rollout(&brokers, expected) {
+        RolloutPlan::UpToDate => Progress::UpToDate,
+        RolloutPlan::WaitForBrokers { waiting_on } => Progress::Waiting {
+            reason: "WaitingForBrokers",
+            message: format!("rolling restart waits for {waiting_on} to be Ready"),
+        },
+        RolloutPlan::Restart { pod, uid } => {
+            let mut statuses = Vec::with_capacity(brokers.len());
+            for broker in &brokers {
+                statuses.push((
+                    broker.name.clone(),
+                    broker_status(context, &namespace, &broker.name, validated.ports.admin).await,
+                ));
+            }
+            match health_gate(&statuses) {
+                HealthGate::Open => {
+                    restart(context, cluster, &pods, &pod, uid).await?;
+                    Progress::Restarting { pod }
+                }
+                HealthGate::UnderReplicated {
+                    pod: on,
+                    partitions,
+                } => Progress::Waiting {
+                    reason: "UnderReplicatedPartitions",
+                    message: format!(
+                        "rolling restart of {pod} waits: {on} reports {partitions} under-replicated partitions"
+                    ),
+                },
+                HealthGate::NotCaughtUp { pod: on } => Progress::Waiting {
+                    reason: "BrokerCatchingUp",
+                    message: format!("rolling restart of {pod} waits for {on} to catch up"),
+                },
+                HealthGate::Unknown { pod: on } => Progress::Waiting {
+                    reason: "BrokerHealthUnknown",
+                    message: format!(
+                        "rolling restart of {pod} waits: {on} did not answer on its admin endpoint"
+                    ),
+                },
+            }
+        }
+    };
+
+    let status = cluster_status(cluster, &validated, &pod_list.items, &progress);
+    let ready = crate::conditions::status_of(&status.conditions, READY) == Some("True");
+    write_status(&clusters, cluster, status).await?;
+    Ok(match progress {
+        Progress::UpToDate if ready => Action::requeue(RESYNC),
+        _ => Action::requeue(PROGRESS_CHECK),
+    })
+}
+
+/// Where the rolling restart stands after this reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Progress {
+    UpToDate,
+    Waiting {
+        reason: &'static str,
+        message: String,
+    },
+    Restarting {
+        pod: String,
+    },
+}
+
+async fn apply<K>(client: &kube::Client, namespace: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Serialize
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
+    let name = object.meta().name.clone().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let mut body = serde_json::to_value(object).unwrap_or_default();
+    if let Some(map) = body.as_object_mut() {
+        map.insert("apiVersion".into(), K::api_version(&()).into());
+        map.insert("kind".into(), K::kind(&()).into());
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_error::<K>("applying", &name))
+}
+
+/// StatefulSets labelled as this cluster's that the spec no longer builds (a removed zone).
+async fn delete_orphans(
+    context: &Context,
+    cluster: &Cluster,
+    validated: &ValidatedCluster,
+) -> Result<(), Error> {
+    let api: Api<StatefulSet> = Api::namespaced(context.client.clone(), &validated.namespace);
+    let existing = api
+        .list(&ListParams::default().labels(&managed_selector(&validated.name)))
+        .await
+        .map_err(kube_error::<StatefulSet>("listing", &validated.name))?;
+    for stateful_set in existing.items {
+        let name = stateful_set.name_any();
+        if validated.zones.iter().any(|z| z.statefulset == name) {
+            continue;
+        }
+        api.delete(&name, &DeleteParams::default())
+            .await
+            .map_err(kube_error::<StatefulSet>("deleting", &name))?;
+        context
+            .event(
+                cluster,
+                false,
+                "ZoneRemoved",
+                "Delete",
+                format!("deleted StatefulSet {name}: its zone is no longer in the spec (volumes are kept)"),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+fn broker_pod(pod: &Pod, update_revisions: &BTreeMap<String, Option<String>>) -> BrokerPod {
+    let name = pod.name_any();
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.kind == "StatefulSet")
+        .map(|o| o.name.clone());
+    let revision = pod.labels().get("controller-revision-hash");
+    let update_revision = owner
+        .as_ref()
+        .and_then(|owner| update_revisions.get(owner))
+        .and_then(Option::as_ref);
+    BrokerPod {
+        node_id: name
+            .rsplit_once('-')
+            .and_then(|(_, ordinal)| ordinal.parse().ok())
+            .unwrap_or(i32::MAX),
+        uid: pod.uid(),
+        ready: pod_ready(pod),
+        terminating: pod.meta().deletion_timestamp.is_some(),
+        outdated: matches!((revision, update_revision), (Some(have), Some(want)) if have != want),
+        name,
+    }
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+/// Why a pod's broker will not come up without help, if it will not.
+fn pod_failure(pod: &Pod) -> Option<String> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    statuses.iter().find_map(|s| {
+        let waiting = s.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        FAILING
+            .contains(&reason)
+            .then(|| format!("{}: {reason}", pod.name_any()))
+    })
+}
+
+/// The broker's `/v1/status`, through the API server's pod proxy (works from inside the
+/// cluster and from a laptop alike). `None` when it does not answer.
+async fn broker_status(
+    context: &Context,
+    namespace: &str,
+    pod: &str,
+    admin_port: i32,
+) -> Option<BrokerStatus> {
+    let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{admin_port}/proxy/v1/status");
+    let request = http::Request::get(path).body(Vec::new()).ok()?;
+    match context.client.request_text(request).await {
+        Ok(body) => match serde_json::from_str(&body) {
+            Ok(status) => Some(status),
+            Err(error) => {
+                tracing::warn!(pod, %error, "unreadable /v1/status answer");
+                None
+            }
+        },
+        Err(error) => {
+            tracing::info!(pod, %error, "broker admin endpoint did not answer");
+            None
+        }
+    }
+}
+
+async fn restart(
+    context: &Context,
+    cluster: &Cluster,
+    pods: &Api<Pod>,
+    pod: &str,
+    uid: Option<String>,
+) -> Result<(), Error> {
+    // The uid precondition: never delete a pod that was already replaced meanwhile.
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    pods.delete(pod, &params)
+        .await
+        .map_err(kube_error::<Pod>("deleting", pod))?;
+    context
+        .event(
+            cluster,
+            false,
+            "RollingRestart",
+            "Restart",
+            format!("restarting broker {pod} to apply the new pod template"),
+        )
+        .await;
+    Ok(())
+}
+
+fn cluster_status(
+    cluster: &Cluster,
+    validated: &ValidatedCluster,
+    pods: &[Pod],
+    progress: &Progress,
+) -> ClusterStatus {
+    let generation = cluster.meta().generation;
+    let zones: Vec<ZoneStatus> = validated
+        .zones
+        .iter()
+        .map(|zone| ZoneStatus {
+            name: zone.label().to_owned(),
+            brokers: zone.brokers,
+            ready_brokers: pods
+                .iter()
+                .filter(|p| p.labels().get(ZONE_LABEL).map(String::as_str) == Some(zone.label()))
+                .filter(|p| pod_ready(p) && p.meta().deletion_timestamp.is_none())
+                .count()
+                .try_into()
+                .unwrap_or(i32::MAX),
+        })
+        .collect();
+    let ready_brokers: i32 = zones.iter().map(|z| z.ready_brokers).sum();
+    let brokers = validated.brokers();
+    let all_ready = ready_brokers >= brokers;
+    let failing: Vec<String> = pods.iter().filter_map(pod_failure).collect();
+
+    let ready = if all_ready {
+        condition(
+            READY,
+            true,
+            "BrokersReady",
+            format!("{ready_brokers}/{brokers} brokers ready"),
+            generation,
+        )
+    } else {
+        condition(
+            READY,
+            false,
+            "BrokersNotReady",
+            format!("{ready_brokers}/{brokers} brokers ready"),
+            generation,
+        )
+    };
+    let progressing = match progress {
+        Progress::Restarting { pod } => condition(
+            PROGRESSING,
+            true,
+            "RollingRestart",
+            format!("restarting {pod}"),
+            generation,
+        ),
+        Progress::Waiting { reason, message } => {
+            condition(PROGRESSING, true, reason, message.clone(), generation)
+        }
+        Progress::UpToDate if !all_ready => condition(
+            PROGRESSING,
+            true,
+            "BrokersStarting",
+            format!("{ready_brokers}/{brokers} brokers ready"),
+            generation,
+        ),
+        Progress::UpToDate => condition(
+            PROGRESSING,
+            false,
+            "UpToDate",
+            "every broker runs the current spec",
+            generation,
+        ),
+    };
+    let degraded = if failing.is_empty() {
+        condition(
+            DEGRADED,
+            false,
+            "Healthy",
+            "no broker is failing",
+            generation,
+        )
+    } else {
+        condition(
+            DEGRADED,
+            true,
+            "BrokerFailing",
+            failing.join(", "),
+            generation,
+        )
+    };
+    let previous = cluster.status.clone().unwrap_or_default();
+    ClusterStatus {
+        observed_generation: generation,
+        conditions: with_transitions(
+            &previous.conditions,
+            vec![ready, progressing, degraded],
+            Timestamp::now(),
+        ),
+        ready_brokers,
+        brokers,
+        zones,
+        bootstrap: Some(validated.bootstrap_address()),
+    }
+}
+
+async fn write_status(
+    clusters: &Api<Cluster>,
+    cluster: &Cluster,
+    status: ClusterStatus,
+) -> Result<(), Error> {
+    let name = cluster.name_any();
+    clusters
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(kube_error::<Cluster>("writing the status of", &name))?;
+    Ok(())
+}

@@ -1,0 +1,521 @@
+//! Cluster reconcile, step 2: the raw `Cluster` checked into a [`ValidatedCluster`] (pure). The
+//! builders read only this model, never the raw resource, so every default and every derived
+//! name (StatefulSets, node ids, the voter set) is decided once, here.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::ResourceExt;
+
+use crate::crd::Cluster;
+
+/// Node ids of zone `i` start at `i * NODE_ID_STRIDE` (the StatefulSet's `ordinals.start`), so
+/// they stay unique across zones and stable when a zone grows.
+pub const NODE_ID_STRIDE: i32 = 100;
+
+/// Controller quorum size: three voters (one per zone when there are three zones) survive the
+/// loss of any one zone.
+const VOTERS: usize = 3;
+
+/// Pod names are DNS labels (63 characters) and a StatefulSet name must leave room for the
+/// `controller-revision-hash` label value (`<name>-<hash>`, 63 characters).
+const MAX_STATEFULSET_NAME: usize = 52;
+
+/// Broker settings a Cluster's `config` may set, by their Kafka names, with the broker's
+/// environment variable and the values it accepts.
+pub const BROKER_CONFIGS: &[BrokerConfigKey] = &[
+    BrokerConfigKey::new(
+        "auto.create.topics.enable",
+        "FJORD_AUTO_CREATE_TOPICS",
+        Kind::Bool,
+    ),
+    BrokerConfigKey::new(
+        "num.partitions",
+        "FJORD_DEFAULT_PARTITIONS",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
+        "socket.request.max.bytes",
+        "FJORD_MAX_REQUEST_BYTES",
+        Kind::Int { min: 1024 },
+    ),
+    BrokerConfigKey::new(
+        "max.connections",
+        "FJORD_MAX_CONNECTIONS",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
+        "log.cleaner.backoff.ms",
+        "FJORD_LOG_CLEANER_BACKOFF_MS",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
+        "offsets.topic.num.partitions",
+        "FJORD_OFFSETS_TOPIC_PARTITIONS",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
+        "offsets.topic.segment.bytes",
+        "FJORD_OFFSETS_TOPIC_SEGMENT_BYTES",
+        Kind::Int { min: 1024 },
+    ),
+    BrokerConfigKey::new(
+        "offsets.retention.minutes",
+        "FJORD_OFFSETS_RETENTION_MINUTES",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
+        "offsets.retention.check.interval.ms",
+        "FJORD_OFFSETS_RETENTION_CHECK_INTERVAL_MS",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
+        "group.initial.rebalance.delay.ms",
+        "FJORD_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        Kind::Int { min: 0 },
+    ),
+    BrokerConfigKey::new(
+        "group.min.session.timeout.ms",
+        "FJORD_GROUP_MIN_SESSION_TIMEOUT_MS",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
+        "group.max.session.timeout.ms",
+        "FJORD_GROUP_MAX_SESSION_TIMEOUT_MS",
+        Kind::Int { min: 1 },
+    ),
+];
+
+/// One entry of [`BROKER_CONFIGS`].
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerConfigKey {
+    pub kafka_name: &'static str,
+    pub env: &'static str,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Bool,
+    Int { min: i64 },
+}
+
+impl BrokerConfigKey {
+    const fn new(kafka_name: &'static str, env: &'static str, kind: Kind) -> Self {
+        Self {
+            kafka_name,
+            env,
+            kind,
+        }
+    }
+
+    fn accepts(&self, value: &str) -> bool {
+        match self.kind {
+            Kind::Bool => matches!(value, "true" | "false"),
+            Kind::Int { min } => value.parse::<i64>().is_ok_and(|v| v >= min),
+        }
+    }
+
+    fn expected(&self) -> String {
+        match self.kind {
+            Kind::Bool => "true or false".to_owned(),
+            Kind::Int { min } => format!("an integer >= {min}"),
+        }
+    }
+}
+
+/// A Cluster spec the operator cannot build. Reported as `Ready=False, reason=InvalidSpec`;
+/// the controller waits for the spec to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("the Cluster has no {0}")]
+    MissingMetadata(&'static str),
+    #[error("set either zones with brokersPerZone, or replicas without zones, not both")]
+    ReplicasWithZones,
+    #[error("zone '{0}' is listed twice")]
+    DuplicateZone(String),
+    #[error("{field} must be at least 1, got {value}")]
+    NotPositive { field: &'static str, value: i32 },
+    #[error("{field} must be at most {max}, got {value}")]
+    TooLarge {
+        field: &'static str,
+        value: i32,
+        max: i32,
+    },
+    #[error(
+        "StatefulSet name '{name}' is longer than {max} characters: shorten the Cluster or zone name"
+    )]
+    NameTooLong { name: String, max: usize },
+    #[error("config '{key}' is not a broker setting this operator knows (known: {known})")]
+    UnknownConfig { key: String, known: String },
+    #[error("config '{key}' is '{value}', expected {expected}")]
+    ConfigValue {
+        key: String,
+        value: String,
+        expected: String,
+    },
+    #[error("listener ports must differ, {0} is used twice")]
+    PortClash(i32),
+}
+
+/// A Cluster the builders can turn into objects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedCluster {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub generation: Option<i64>,
+    /// One per StatefulSet, in spec order.
+    pub zones: Vec<ValidatedZone>,
+    pub image: String,
+    pub storage_size: Quantity,
+    pub storage_class: Option<String>,
+    pub resources: Option<ResourceRequirements>,
+    /// The broker's environment from `spec.config` (`FJORD_*` name -> value).
+    pub broker_env: BTreeMap<String, String>,
+    pub ports: Ports,
+    /// `id@host:port` entries of the controller quorum.
+    pub voters: Vec<String>,
+}
+
+/// One zone's StatefulSet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedZone {
+    /// The `topology.kubernetes.io/zone` value; `None` for a cluster without zones.
+    pub zone: Option<String>,
+    pub statefulset: String,
+    pub first_node_id: i32,
+    pub brokers: i32,
+}
+
+impl ValidatedZone {
+    /// The name `status.zones` and the pods' `fjord.dev/zone` label use.
+    pub fn label(&self) -> &str {
+        self.zone.as_deref().unwrap_or("default")
+    }
+
+    pub fn node_ids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.first_node_id..self.first_node_id + self.brokers
+    }
+
+    pub fn pod_name(&self, node_id: i32) -> String {
+        format!("{}-{node_id}", self.statefulset)
+    }
+}
+
+/// Listener ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub kafka: i32,
+    pub controller: i32,
+    pub admin: i32,
+}
+
+impl ValidatedCluster {
+    pub fn headless_service(&self) -> String {
+        format!("{}-brokers", self.name)
+    }
+
+    pub fn bootstrap_service(&self) -> String {
+        format!("{}-bootstrap", self.name)
+    }
+
+    pub fn config_map(&self) -> String {
+        format!("{}-config", self.name)
+    }
+
+    pub fn service_account(&self) -> String {
+        format!("{}-broker", self.name)
+    }
+
+    /// `host:port` clients in the cluster bootstrap from.
+    pub fn bootstrap_address(&self) -> String {
+        bootstrap_address(&self.name, &self.namespace, self.ports.kafka)
+    }
+
+    /// The stable DNS name of a broker pod, through the headless Service.
+    pub fn pod_host(&self, pod: &str) -> String {
+        format!("{pod}.{}.{}.svc", self.headless_service(), self.namespace)
+    }
+
+    pub fn brokers(&self) -> i32 {
+        self.zones.iter().map(|z| z.brokers).sum()
+    }
+}
+
+/// The bootstrap Service's address of Cluster `name` (what clients and the Topic controller
+/// connect to).
+pub fn bootstrap_address(name: &str, namespace: &str, kafka_port: i32) -> String {
+    format!("{name}-bootstrap.{namespace}.svc:{kafka_port}")
+}
+
+/// Checks `cluster` and derives everything the builders need. `default_image` is the broker
+/// image used when the spec names none.
+pub fn validate_cluster(
+    cluster: &Cluster,
+    default_image: &str,
+) -> Result<ValidatedCluster, SpecError> {
+    let spec = &cluster.spec;
+    let name = cluster.name_any();
+    let namespace = cluster
+        .namespace()
+        .ok_or(SpecError::MissingMetadata("namespace"))?;
+    let uid = cluster.uid().ok_or(SpecError::MissingMetadata("uid"))?;
+
+    let per_zone = positive("brokersPerZone", spec.brokers_per_zone.unwrap_or(1))?;
+    let replicas = positive("replicas", spec.replicas.unwrap_or(1))?;
+    let zones = if spec.zones.is_empty() {
+        vec![ValidatedZone {
+            zone: None,
+            statefulset: format!("{name}-broker"),
+            first_node_id: 0,
+            brokers: at_most("replicas", replicas, NODE_ID_STRIDE)?,
+        }]
+    } else {
+        if spec.replicas.is_some() {
+            return Err(SpecError::ReplicasWithZones);
+        }
+        let per_zone = at_most("brokersPerZone", per_zone, NODE_ID_STRIDE)?;
+        let mut zones = Vec::with_capacity(spec.zones.len());
+        for (index, zone) in spec.zones.iter().enumerate() {
+            if spec.zones[..index].contains(zone) {
+                return Err(SpecError::DuplicateZone(zone.clone()));
+            }
+            let index = i32::try_from(index).unwrap_or(i32::MAX);
+            zones.push(ValidatedZone {
+                zone: Some(zone.clone()),
+                statefulset: format!("{name}-{zone}"),
+                first_node_id: index.saturating_mul(NODE_ID_STRIDE),
+                brokers: per_zone,
+            });
+        }
+        zones
+    };
+    if let Some(zone) = zones
+        .iter()
+        .find(|z| z.statefulset.len() > MAX_STATEFULSET_NAME)
+    {
+        return Err(SpecError::NameTooLong {
+            name: zone.statefulset.clone(),
+            max: MAX_STATEFULSET_NAME,
+        });
+    }
+
+    let listeners = &spec.listeners;
+    let ports = Ports {
+        kafka: listeners.kafka_port,
+        controller: listeners.controller_port,
+        admin: listeners.admin_port,
+    };
+    if ports.kafka == ports.controller || ports.kafka == ports.admin {
+        return Err(SpecError::PortClash(ports.kafka));
+    }
+    if ports.controller == ports.admin {
+        return Err(SpecError::PortClash(ports.controller));
+    }
+
+    let mut broker_env = BTreeMap::new();
+    for (key, value) in &spec.config {
+        let known = BROKER_CONFIGS
+            .iter()
+            .find(|c| c.kafka_name == key)
+            .ok_or_else(|| SpecError::UnknownConfig {
+                key: key.clone(),
+                known: BROKER_CONFIGS
+                    .iter()
+                    .map(|c| c.kafka_name)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        if !known.accepts(value) {
+            return Err(SpecError::ConfigValue {
+                key: key.clone(),
+                value: value.clone(),
+                expected: known.expected(),
+            });
+        }
+        broker_env.insert(known.env.to_owned(), value.clone());
+    }
+
+    let mut validated = ValidatedCluster {
+        name,
+        namespace,
+        uid,
+        generation: cluster.metadata.generation,
+        zones,
+        image: spec
+            .image
+            .clone()
+            .unwrap_or_else(|| default_image.to_owned()),
+        storage_size: spec.storage.size.clone(),
+        storage_class: spec.storage.storage_class_name.clone(),
+        resources: spec.resources.clone(),
+        broker_env,
+        ports,
+        voters: Vec::new(),
+    };
+    validated.voters = voters(&validated);
+    Ok(validated)
+}
+
+/// The first broker of each zone in turn, then the second of each, ... until [`VOTERS`]
+/// (or every broker, in a smaller cluster).
+fn voters(cluster: &ValidatedCluster) -> Vec<String> {
+    let wanted = VOTERS.min(usize::try_from(cluster.brokers()).unwrap_or(0));
+    let mut voters = Vec::with_capacity(wanted);
+    'rounds: for round in 0.. {
+        for zone in &cluster.zones {
+            if voters.len() == wanted {
+                break 'rounds;
+            }
+            if round < zone.brokers {
+                let node_id = zone.first_node_id + round;
+                let host = cluster.pod_host(&zone.pod_name(node_id));
+                voters.push(format!("{node_id}@{host}:{}", cluster.ports.controller));
+            }
+        }
+    }
+    voters
+}
+
+fn positive(field: &'static str, value: i32) -> Result<i32, SpecError> {
+    if value < 1 {
+        return Err(SpecError::NotPositive { field, value });
+    }
+    Ok(value)
+}
+
+fn at_most(field: &'static str, value: i32, max: i32) -> Result<i32, SpecError> {
+    if value > max {
+        return Err(SpecError::TooLarge { field, value, max });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::crd::{ClusterSpec, ListenersSpec, StorageSpec};
+
+    fn cluster(zones: &[&str], per_zone: Option<i32>) -> Cluster {
+        let mut cluster = Cluster::new(
+            "events",
+            ClusterSpec {
+                zones: zones.iter().map(|z| (*z).to_owned()).collect(),
+                brokers_per_zone: per_zone,
+                replicas: None,
+                image: None,
+                storage: StorageSpec {
+                    size: Quantity("10Gi".into()),
+                    storage_class_name: None,
+                },
+                resources: None,
+                config: BTreeMap::new(),
+                listeners: ListenersSpec::default(),
+            },
+        );
+        cluster.metadata.namespace = Some("streaming".into());
+        cluster.metadata.uid = Some("0b7c".into());
+        cluster
+    }
+
+    #[test]
+    fn zones_get_their_own_statefulsets_and_disjoint_node_ids() {
+        let validated = validate_cluster(&cluster(&["a", "b", "c"], Some(2)), "img").unwrap();
+        let ids: Vec<Vec<i32>> = validated
+            .zones
+            .iter()
+            .map(|z| z.node_ids().collect())
+            .collect();
+        assert_eq!(ids, vec![vec![0, 1], vec![100, 101], vec![200, 201]]);
+        assert_eq!(validated.zones[1].statefulset, "events-b");
+        assert_eq!(validated.brokers(), 6);
+        // One voter per zone.
+        assert_eq!(
+            validated.voters,
+            vec![
+                "0@events-a-0.events-brokers.streaming.svc:9093",
+                "100@events-b-100.events-brokers.streaming.svc:9093",
+                "200@events-c-200.events-brokers.streaming.svc:9093",
+            ]
+        );
+        assert_eq!(
+            validated.bootstrap_address(),
+            "events-bootstrap.streaming.svc:9092"
+        );
+    }
+
+    #[test]
+    fn small_clusters_vote_with_every_broker() {
+        let one = validate_cluster(&cluster(&[], None), "img").unwrap();
+        assert_eq!(
+            one.voters,
+            vec!["0@events-broker-0.events-brokers.streaming.svc:9093"]
+        );
+        let two_zones = validate_cluster(&cluster(&["a", "b"], Some(2)), "img").unwrap();
+        assert_eq!(
+            two_zones.voters,
+            vec![
+                "0@events-a-0.events-brokers.streaming.svc:9093",
+                "100@events-b-100.events-brokers.streaming.svc:9093",
+                "1@events-a-1.events-brokers.streaming.svc:9093",
+            ]
+        );
+    }
+
+    #[test]
+    fn config_keys_map_to_broker_flags_and_bad_ones_are_named() {
+        let mut good = cluster(&[], None);
+        good.spec.config = BTreeMap::from([
+            ("num.partitions".to_owned(), "6".to_owned()),
+            ("auto.create.topics.enable".to_owned(), "false".to_owned()),
+        ]);
+        let validated = validate_cluster(&good, "img").unwrap();
+        assert_eq!(validated.broker_env["FJORD_DEFAULT_PARTITIONS"], "6");
+        assert_eq!(validated.broker_env["FJORD_AUTO_CREATE_TOPICS"], "false");
+
+        let mut unknown = cluster(&[], None);
+        unknown.spec.config = BTreeMap::from([("log.dirs".to_owned(), "/x".to_owned())]);
+        let error = validate_cluster(&unknown, "img").unwrap_err();
+        assert!(matches!(&error, SpecError::UnknownConfig { key, .. } if key == "log.dirs"));
+
+        let mut bad_value = cluster(&[], None);
+        bad_value.spec.config = BTreeMap::from([("num.partitions".to_owned(), "0".to_owned())]);
+        assert_eq!(
+            validate_cluster(&bad_value, "img").unwrap_err().to_string(),
+            "config 'num.partitions' is '0', expected an integer >= 1"
+        );
+    }
+
+    #[test]
+    fn contradictions_are_refused() {
+        let mut both = cluster(&["a"], None);
+        both.spec.replicas = Some(3);
+        assert_eq!(
+            validate_cluster(&both, "img"),
+            Err(SpecError::ReplicasWithZones)
+        );
+        assert_eq!(
+            validate_cluster(&cluster(&["a", "a"], None), "img"),
+            Err(SpecError::DuplicateZone("a".into()))
+        );
+        assert!(matches!(
+            validate_cluster(&cluster(&["a"], Some(101)), "img"),
+            Err(SpecError::TooLarge { max: 100, .. })
+        ));
+        let long = "z".repeat(50);
+        assert!(matches!(
+            validate_cluster(&cluster(&[&long], None), "img"),
+            Err(SpecError::NameTooLong { .. })
+        ));
+        let mut clash = cluster(&[], None);
+        clash.spec.listeners.admin_port = 9092;
+        assert_eq!(
+            validate_cluster(&clash, "img"),
+            Err(SpecError::PortClash(9092))
+        );
+    }
+}

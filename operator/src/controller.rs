@@ -1,0 +1,276 @@
+//! What both controllers share: the [`Context`] (API client, metrics, event recorder,
+//! settings), the reconcile [`Error`] with its low-cardinality reason, the error policy
+//! (transient failure -> short requeue) and the wiring that runs the two controllers until
+//! shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::build::{CLUSTER_LABEL, MANAGER};
+use crate::crd::{Cluster, Topic};
+use crate::metrics::Metrics;
+use crate::topic::converge::ConvergeError;
+
+/// Settings and clients every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// Broker image of Clusters that name none.
+    pub broker_image: String,
+    /// Bound on each Kafka admin request.
+    pub kafka_timeout: Duration,
+    /// Where the Topic controller reaches every Cluster's brokers instead of its bootstrap
+    /// Service (an operator running outside the cluster, with a port-forward).
+    pub bootstrap_override: Option<String>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("broker_image", &self.broker_image)
+            .field("kafka_timeout", &self.kafka_timeout)
+            .field("bootstrap_override", &self.bootstrap_override)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, broker_image: String) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            broker_image,
+            kafka_timeout: Duration::from_secs(10),
+            bootstrap_override: None,
+        }
+    }
+
+    /// Publishes a Kubernetes Event about `object`; a failure to publish is logged, never
+    /// fails the reconcile.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "publishing an event failed");
+        }
+    }
+}
+
+/// A reconcile that did not finish. Invalid specs are not errors (they become a condition and
+/// the controller waits for a change); these are the failures worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{verb} {kind} '{name}'")]
+    Kube {
+        verb: &'static str,
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("connecting to the brokers at {bootstrap}")]
+    Connect {
+        bootstrap: String,
+        #[source]
+        source: crate::kafka::KafkaError,
+    },
+    #[error("converging Kafka topic '{topic}'")]
+    Topic {
+        topic: String,
+        #[source]
+        source: ConvergeError,
+    },
+}
+
+impl Error {
+    /// Low-cardinality label for metrics and Event reasons.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube { source, .. } => match source {
+                kube::Error::Api(status) if status.code == 409 => "Conflict",
+                kube::Error::Api(status) if status.code == 403 => "Forbidden",
+                kube::Error::Api(status) if status.code == 404 => "NotFound",
+                kube::Error::Api(status) if status.code == 422 => "Invalid",
+                _ => "KubeApi",
+            },
+            Self::Connect { source, .. } => source.reason(),
+            Self::Topic { source, .. } => source.reason(),
+        }
+    }
+}
+
+/// Shorthand for wrapping a kube call's error.
+pub fn kube_error<K: Resource<DynamicType = ()>>(
+    verb: &'static str,
+    name: &str,
+) -> impl FnOnce(kube::Error) -> Error + use<K> {
+    let name = name.to_owned();
+    move |source| Error::Kube {
+        verb,
+        kind: kind_name::<K>(),
+        name,
+        source,
+    }
+}
+
+fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
+    // Kinds are static strings for every type this operator touches; `Cow::Owned` never
+    // happens for k8s-openapi and derived resources.
+    match K::kind(&()) {
+        std::borrow::Cow::Borrowed(kind) => kind,
+        std::borrow::Cow::Owned(_) => "object",
+    }
+}
+
+/// Requeue delay after a failed reconcile: short, so a transient failure heals quickly; the
+/// controller runtime spreads repeated failures of one object with its own backoff.
+pub const RETRY: Duration = Duration::from_secs(5);
+
+/// The namespaces to watch: all of them (empty) or a list.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub namespaces: Vec<String>,
+}
+
+impl Scope {
+    /// `None` means every namespace.
+    fn targets(&self) -> Vec<Option<&str>> {
+        if self.namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+        }
+    }
+}
+
+fn api_in<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the Cluster and Topic controllers for every namespace in `scope` until `shutdown`.
+pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
+    let client = &context.client;
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+    let brokers = watcher::Config::default()
+        .labels("app.kubernetes.io/name=fjord,app.kubernetes.io/component=broker");
+    let mut controllers = Vec::new();
+    for namespace in scope.targets() {
+        let stop = shutdown.clone();
+        let clusters = Controller::new(api_in::<Cluster>(client, namespace), watcher::Config::default())
+            .owns(api_in::<StatefulSet>(client, namespace), owned.clone())
+            .owns(api_in::<ConfigMap>(client, namespace), owned.clone())
+            .owns(api_in::<Service>(client, namespace), owned.clone())
+            .owns(api_in::<PodDisruptionBudget>(client, namespace), owned.clone())
+            .owns(api_in::<ServiceAccount>(client, namespace), owned.clone())
+            // Pod readiness moves a rolling restart on; pods belong to StatefulSets, so they
+            // are mapped to their Cluster by label.
+            .watches(api_in::<Pod>(client, namespace), brokers.clone(), |pod: Pod| {
+                let namespace = pod.namespace()?;
+                pod.labels()
+                    .get(CLUSTER_LABEL)
+                    .map(|name| ObjectRef::new(name).within(&namespace))
+            })
+            .graceful_shutdown_on(async move { stop.cancelled().await })
+            .run(
+                crate::cluster::reconcile::reconcile_cluster,
+                |cluster: Arc<Cluster>, error: &Error, ctx: Arc<Context>| {
+                    error_policy("cluster", &cluster.name_any(), error, &ctx)
+                },
+                Arc::clone(&context),
+            )
+            .for_each(|_| async {});
+        controllers.push(tokio::spawn(clusters));
+
+        let stop = shutdown.clone();
+        let topics = Controller::new(
+            api_in::<Topic>(client, namespace),
+            watcher::Config::default(),
+        )
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(
+            crate::topic::reconcile::reconcile_topic,
+            |topic: Arc<Topic>, error: &Error, ctx: Arc<Context>| {
+                error_policy("topic", &topic.name_any(), error, &ctx)
+            },
+            Arc::clone(&context),
+        )
+        .for_each(|_| async {});
+        controllers.push(tokio::spawn(topics));
+    }
+    context.metrics.set_ready(true);
+    for controller in controllers {
+        if let Err(error) = controller.await {
+            tracing::error!(%error, "a controller task failed");
+        }
+    }
+}
+
+fn error_policy(controller: &str, name: &str, error: &Error, context: &Context) -> Action {
+    let reason = error.metric_label();
+    context.metrics.failed(controller, reason);
+    tracing::warn!(
+        controller,
+        name,
+        reason,
+        error = %DisplayChain(error),
+        "reconcile failed; retrying"
+    );
+    Action::requeue(RETRY)
+}
+
+/// Formats an error with its `source()` chain, `a: b: c`.
+#[derive(Debug)]
+pub struct DisplayChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}

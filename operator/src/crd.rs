@@ -1,0 +1,289 @@
+//! The custom resources users write: `Cluster` and `Topic` in `fjord.dev/v1alpha1`. Their
+//! OpenAPI schemas (and so `crds/`) are generated from these types; the controllers read them,
+//! validate them into `Validated*` models and write their `status`.
+//!
+//! What the API server enforces on its own lives here as schema bounds and CEL rules, so a bad
+//! manifest is refused by `kubectl apply` before any controller sees it: counts of at least one,
+//! DNS-label zone names, partitions that never decrease, immutable storage.
+
+// The `KubeSchema` derive re-declares each spec struct, `pub`, inside a private scope.
+#![allow(unreachable_pub)]
+// Repeated `printcolumn(...)` entries in `#[kube]` look like duplicated attributes to clippy.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every Fjord resource.
+pub const GROUP: &str = "fjord.dev";
+
+/// A Fjord cluster: brokers spread over availability zones, each with its own volume.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "fjord.dev",
+    version = "v1alpha1",
+    kind = "Cluster",
+    namespaced,
+    status = "ClusterStatus",
+    shortname = "fjc",
+    shortname = "fjordcluster",
+    category = "fjord",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Brokers",
+        type_ = "integer",
+        json_path = ".status.readyBrokers"
+    ),
+    printcolumn(name = "Bootstrap", type_ = "string", json_path = ".status.bootstrap"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    cel,
+    validation = Rule::new("!has(self.replicas) || size(self.zones) == 0")
+        .message("replicas is for a cluster without zones; with zones, set brokersPerZone")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Availability zones (values of the nodes' `topology.kubernetes.io/zone` label). Each zone
+    /// gets its own StatefulSet pinned to it, and its brokers report the zone as their rack.
+    /// Empty: one StatefulSet, scheduled anywhere.
+    #[serde(default)]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 32)))]
+    #[schemars(inner(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub zones: Vec<String>,
+    /// Brokers in each zone (default 1).
+    #[schemars(range(min = 1, max = 100))]
+    pub brokers_per_zone: Option<i32>,
+    /// Brokers of a cluster without zones (default 1).
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: Option<i32>,
+    /// Broker image; defaults to the image of this operator's release.
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+    /// The persistent volume each broker keeps its partitions on.
+    pub storage: StorageSpec,
+    /// CPU and memory for each broker container.
+    pub resources: Option<ResourceRequirements>,
+    /// Broker settings by their Kafka names (e.g. `num.partitions`,
+    /// `offsets.topic.num.partitions`, `auto.create.topics.enable`).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// Ports the brokers listen on.
+    #[serde(default)]
+    pub listeners: ListenersSpec,
+}
+
+/// Each broker's volume. Neither its class nor its size can change after creation: a
+/// StatefulSet's volume claim templates are immutable, and moving data between volumes is a
+/// disruptive step of its own.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    cel,
+    validation = Rule::new(
+        "(has(self.storageClassName) ? self.storageClassName : '') == \
+         (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')"
+    )
+    .message("storageClassName is immutable"),
+    validation = Rule::new("self.size == oldSelf.size")
+        .message("storage size is immutable: resizing broker volumes is not supported yet")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Volume size, e.g. `100Gi`.
+    pub size: Quantity,
+    /// StorageClass of the volumes; the cluster's default class when left out.
+    #[schemars(length(min = 1))]
+    pub storage_class_name: Option<String>,
+}
+
+/// Listener ports.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenersSpec {
+    /// Kafka protocol port (clients and the bootstrap Service).
+    #[serde(default = "default_kafka_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub kafka_port: i32,
+    /// Controller quorum port (the `--voters` addresses).
+    #[serde(default = "default_controller_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub controller_port: i32,
+    /// HTTP admin port: probes, `/metrics`, `/v1/status`.
+    #[serde(default = "default_admin_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub admin_port: i32,
+}
+
+fn default_kafka_port() -> i32 {
+    9092
+}
+
+fn default_controller_port() -> i32 {
+    9093
+}
+
+fn default_admin_port() -> i32 {
+    9644
+}
+
+impl Default for ListenersSpec {
+    fn default() -> Self {
+        Self {
+            kafka_port: default_kafka_port(),
+            controller_port: default_controller_port(),
+            admin_port: default_admin_port(),
+        }
+    }
+}
+
+/// What the operator last saw of a Cluster.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// The `metadata.generation` this status describes.
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Brokers passing their readiness probe.
+    #[serde(default)]
+    pub ready_brokers: i32,
+    /// Brokers the spec asks for.
+    #[serde(default)]
+    pub brokers: i32,
+    /// Per zone (or one entry named `default` without zones).
+    #[serde(default)]
+    pub zones: Vec<ZoneStatus>,
+    /// `host:port` for clients inside the cluster.
+    pub bootstrap: Option<String>,
+}
+
+/// Brokers of one zone.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneStatus {
+    pub name: String,
+    pub brokers: i32,
+    pub ready_brokers: i32,
+}
+
+/// A Kafka topic of a `Cluster` in the same namespace. The spec is the source of truth: a
+/// config key removed from it returns to the broker's default.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "fjord.dev",
+    version = "v1alpha1",
+    kind = "Topic",
+    namespaced,
+    status = "TopicStatus",
+    shortname = "fjt",
+    shortname = "fjordtopic",
+    category = "fjord",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
+    printcolumn(
+        name = "Partitions",
+        type_ = "integer",
+        json_path = ".status.partitions"
+    ),
+    printcolumn(
+        name = "Replication",
+        type_ = "integer",
+        json_path = ".spec.replicationFactor"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    cel,
+    validation = Rule::new(
+        "(has(self.topicName) ? self.topicName : '') == \
+         (has(oldSelf.topicName) ? oldSelf.topicName : '')"
+    )
+    .message("topicName is immutable: create a new Topic instead")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicSpec {
+    /// Name of the `Cluster` (same namespace) the topic lives in.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("cluster is immutable"))]
+    pub cluster: String,
+    /// Kafka topic name; defaults to `metadata.name`.
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    pub topic_name: Option<String>,
+    /// Number of partitions. Kafka cannot remove partitions, so it can only grow.
+    #[schemars(range(min = 1, max = 100000))]
+    #[x_kube(
+        validation = Rule::new("self >= oldSelf")
+            .message("partitions can only grow: Kafka cannot remove a partition")
+    )]
+    pub partitions: i32,
+    /// Copies of each partition (default 1).
+    #[serde(default = "default_replication_factor")]
+    #[schemars(range(min = 1, max = 32767))]
+    #[x_kube(
+        validation = Rule::new("self == oldSelf")
+            .message("replicationFactor cannot change: reassigning replicas is not supported yet")
+    )]
+    pub replication_factor: i32,
+    /// Topic configs by their Kafka names (`retention.ms`, `cleanup.policy`, ...).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+    /// What deleting this resource does to the topic: `Retain` (default) keeps it and its data;
+    /// `Delete` deletes the topic from the cluster.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_replication_factor() -> i32 {
+    1
+}
+
+/// See [`TopicSpec::deletion_policy`].
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    Delete,
+    #[default]
+    Retain,
+}
+
+/// What the operator last saw of a Topic.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicStatus {
+    /// The `metadata.generation` this status describes.
+    pub observed_generation: Option<i64>,
+    /// `Ready`, with the reason when it is not.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The Kafka topic name.
+    pub topic_name: Option<String>,
+    /// The topic id the brokers gave it.
+    pub topic_id: Option<String>,
+    /// Partitions the topic has on the brokers.
+    pub partitions: Option<i32>,
+}

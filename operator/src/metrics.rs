@@ -1,0 +1,213 @@
+//! The operator's own telemetry: Prometheus counters and a duration histogram per controller,
+//! failures by low-cardinality reason, and the HTTP endpoint serving them with `/healthz` and
+//! `/readyz`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ControllerLabel {
+    controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    controller: String,
+    reason: String,
+}
+
+/// Counters the controllers update; rendered on `/metrics`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ControllerLabel, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    duration: Family<ControllerLabel, Histogram, fn() -> Histogram>,
+    leader: Gauge,
+    ready: AtomicBool,
+}
+
+fn duration_histogram() -> Histogram {
+    // 1 ms to ~16 s, doubling.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("fjord_operator");
+        let reconciles = Family::<ControllerLabel, Counter>::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        let failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "reconcile_failures",
+            "Reconciles that failed, by reason",
+            failures.clone(),
+        );
+        let duration =
+            Family::<ControllerLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time a reconcile took",
+            duration.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            reconciles,
+            failures,
+            duration,
+            leader,
+            ready: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a finished reconcile of `controller` and its duration.
+    pub fn reconciled(&self, controller: &str, took: Duration) {
+        let label = ControllerLabel {
+            controller: controller.to_owned(),
+        };
+        self.reconciles.get_or_create(&label).inc();
+        self.duration
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a failed reconcile of `controller` under `reason`.
+    pub fn failed(&self, controller: &str, reason: &str) {
+        self.failures
+            .get_or_create(&FailureLabels {
+                controller: controller.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// `/readyz` answers 200 from now on (the controllers are running).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown`.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "metrics accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let metrics = Arc::clone(&metrics);
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let metrics = Arc::clone(&metrics);
+                async move { Ok::<_, Infallible>(respond(&metrics, &request)) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => {}
+                result = connection => {
+                    if let Err(error) = result {
+                        tracing::debug!(%error, "metrics connection ended");
+                    }
+                }
+            }
+        });
+    }
+    connections.close();
+    connections.wait().await;
+}
+
+fn respond(metrics: &Metrics, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, body) = match request.uri().path() {
+        "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
+        "/readyz" if metrics.ready.load(Ordering::Relaxed) => (StatusCode::OK, "ready\n".into()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".into()),
+        "/metrics" => (StatusCode::OK, metrics.render()),
+        _ => (StatusCode::NOT_FOUND, "not found\n".into()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_counted_by_reason() {
+        let metrics = Metrics::default();
+        metrics.reconciled("cluster", Duration::from_millis(12));
+        metrics.failed("topic", "BrokerUnavailable");
+        metrics.failed("topic", "BrokerUnavailable");
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"fjord_operator_reconciles_total{controller="cluster"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"fjord_operator_reconcile_failures_total{controller="topic",reason="BrokerUnavailable"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "fjord_operator_reconcile_duration_seconds_count{controller=\"cluster\"} 1"
+            ),
+            "{text}"
+        );
+    }
+}

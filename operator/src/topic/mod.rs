@@ -1,0 +1,12 @@
+//! The Topic controller: a `Topic` becomes a live Kafka topic on its Cluster's brokers,
+//! through the Kafka admin protocol (never by touching broker files).
+//!
+//! ```text
+//! Topic -> finalizer only while deletionPolicy: Delete -> validate (pure) -> Cluster lookup
+//!       -> KafkaAdmin (bootstrap Service) -> converge (create / add partitions / configs)
+//!       -> status (topic id, partitions, Ready with a reason)
+//! ```
+
+pub mod converge;
+pub mod reconcile;
+pub mod validate;

@@ -1,0 +1,314 @@
+//! Topic reconcile: the calls. Finalizer bookkeeping, the Cluster lookup, the Kafka side
+//! ([`converge`](crate::topic::converge)) and the status write.
+//!
+//! The finalizer exists only while `deletionPolicy: Delete` needs the brokers to delete the
+//! topic; it is released without touching Kafka when the Cluster is gone or being deleted, so a
+//! namespace being deleted never hangs on a topic whose brokers are already going.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::cluster::validate::bootstrap_address;
+use crate::conditions::{READY, condition, with_transitions};
+use crate::controller::{Context, Error, kube_error};
+use crate::crd::{Cluster, DeletionPolicy, Topic, TopicStatus};
+use crate::kafka::KafkaAdmin;
+use crate::topic::converge::{ConvergedTopic, converge_topic, delete_topic};
+use crate::topic::validate::{ValidatedTopic, validate_topic};
+
+/// Present on a Topic while deleting it must delete the Kafka topic.
+pub const FINALIZER: &str = "fjord.dev/delete-topic";
+
+/// Resync of a converged topic: catches changes made behind the operator's back.
+const RESYNC: Duration = Duration::from_secs(300);
+/// A Cluster may appear later (applied in any order by GitOps).
+const CLUSTER_RETRY: Duration = Duration::from_secs(30);
+
+pub async fn reconcile_topic(topic: Arc<Topic>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile(&topic, &context).await;
+    context.metrics.reconciled("topic", started.elapsed());
+    result
+}
+
+async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    let topics: Api<Topic> = Api::namespaced(context.client.clone(), &namespace);
+    let has_finalizer = topic.finalizers().iter().any(|f| f == FINALIZER);
+
+    if topic.meta().deletion_timestamp.is_some() {
+        if has_finalizer {
+            finalize(topic, context, &topics).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    let validated = match validate_topic(topic) {
+        Ok(validated) => validated,
+        Err(error) => {
+            // Nothing can have been created under an invalid name: no finalizer is needed.
+            if has_finalizer {
+                set_finalizer(&topics, topic, false).await?;
+            }
+            write_status(
+                &topics,
+                topic,
+                None,
+                None,
+                "InvalidSpec",
+                &error.to_string(),
+            )
+            .await?;
+            context
+                .event(topic, true, "InvalidSpec", "Validate", error.to_string())
+                .await;
+            return Ok(Action::await_change());
+        }
+    };
+
+    let wants_finalizer = validated.deletion_policy == DeletionPolicy::Delete;
+    if wants_finalizer != has_finalizer {
+        set_finalizer(&topics, topic, wants_finalizer).await?;
+    }
+
+    let clusters: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
+    let Some(cluster) = clusters
+        .get_opt(&validated.cluster)
+        .await
+        .map_err(kube_error::<Cluster>("getting", &validated.cluster))?
+    else {
+        let message = format!(
+            "Cluster '{}' does not exist in {namespace}",
+            validated.cluster
+        );
+        write_status(
+            &topics,
+            topic,
+            Some(&validated),
+            None,
+            "ClusterNotFound",
+            &message,
+        )
+        .await?;
+        return Ok(Action::requeue(CLUSTER_RETRY));
+    };
+
+    let outcome = match connect(context, &cluster, &namespace).await {
+        Ok(mut admin) => converge_topic(&mut admin, &validated.desired)
+            .await
+            .map_err(|source| Error::Topic {
+                topic: validated.desired.name.clone(),
+                source,
+            }),
+        Err(error) => Err(error),
+    };
+    match outcome {
+        Ok(converged) => {
+            write_status(
+                &topics,
+                topic,
+                Some(&validated),
+                Some(&converged),
+                "Synced",
+                "topic matches the spec",
+            )
+            .await?;
+            announce(context, topic, &validated, &converged).await;
+            Ok(Action::requeue(RESYNC))
+        }
+        Err(error) => {
+            let reason = error.metric_label();
+            let message = crate::controller::DisplayChain(&error).to_string();
+            write_status(&topics, topic, Some(&validated), None, reason, &message).await?;
+            if transient(&error) {
+                // The error policy counts it and retries soon.
+                Err(error)
+            } else {
+                context
+                    .event(topic, true, reason, "Converge", message)
+                    .await;
+                context.metrics.failed("topic", reason);
+                Ok(Action::await_change())
+            }
+        }
+    }
+}
+
+fn transient(error: &Error) -> bool {
+    match error {
+        Error::Topic { source, .. } => source.is_transient(),
+        Error::Connect { source, .. } => source.is_transient(),
+        Error::Kube { .. } => true,
+    }
+}
+
+async fn connect(
+    context: &Context,
+    cluster: &Cluster,
+    namespace: &str,
+) -> Result<KafkaAdmin, Error> {
+    let bootstrap = context.bootstrap_override.clone().unwrap_or_else(|| {
+        bootstrap_address(
+            &cluster.name_any(),
+            namespace,
+            cluster.spec.listeners.kafka_port,
+        )
+    });
+    KafkaAdmin::connect(&bootstrap, context.kafka_timeout)
+        .await
+        .map_err(|source| Error::Connect { bootstrap, source })
+}
+
+/// Deletes the Kafka topic (if the Cluster still stands) and releases the finalizer.
+async fn finalize(topic: &Topic, context: &Context, topics: &Api<Topic>) -> Result<(), Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    let Ok(validated) = validate_topic(topic) else {
+        return set_finalizer(topics, topic, false).await;
+    };
+    let clusters: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
+    let cluster = clusters
+        .get_opt(&validated.cluster)
+        .await
+        .map_err(kube_error::<Cluster>("getting", &validated.cluster))?;
+    match cluster {
+        Some(cluster) if cluster.meta().deletion_timestamp.is_none() => {
+            let mut admin = connect(context, &cluster, &namespace).await?;
+            let existed = delete_topic(&mut admin, &validated.desired.name)
+                .await
+                .map_err(|source| Error::Topic {
+                    topic: validated.desired.name.clone(),
+                    source,
+                })?;
+            let note = if existed {
+                format!("deleted Kafka topic '{}'", validated.desired.name)
+            } else {
+                format!("Kafka topic '{}' was already gone", validated.desired.name)
+            };
+            context
+                .event(topic, false, "TopicDeleted", "Delete", note)
+                .await;
+        }
+        _ => {
+            context
+                .event(
+                    topic,
+                    false,
+                    "ClusterGone",
+                    "Delete",
+                    format!(
+                        "Cluster '{}' is gone: releasing the topic without deleting it",
+                        validated.cluster
+                    ),
+                )
+                .await;
+        }
+    }
+    set_finalizer(topics, topic, false).await
+}
+
+/// Adds or removes [`FINALIZER`], guarded by the resource version so a concurrent change to
+/// the finalizer list is retried, never overwritten.
+async fn set_finalizer(topics: &Api<Topic>, topic: &Topic, present: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = topic
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let name = topic.name_any();
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": topic.resource_version(),
+            "finalizers": finalizers,
+        }
+    });
+    topics
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(kube_error::<Topic>("patching finalizers of", &name))?;
+    Ok(())
+}
+
+async fn write_status(
+    topics: &Api<Topic>,
+    topic: &Topic,
+    validated: Option<&ValidatedTopic>,
+    converged: Option<&ConvergedTopic>,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
+    let previous = topic.status.clone().unwrap_or_default();
+    let generation = topic.meta().generation;
+    let status = TopicStatus {
+        observed_generation: generation,
+        conditions: with_transitions(
+            &previous.conditions,
+            vec![condition(
+                READY,
+                converged.is_some(),
+                reason,
+                message,
+                generation,
+            )],
+            Timestamp::now(),
+        ),
+        topic_name: validated.map(|v| v.desired.name.clone()),
+        // What the brokers last said; kept while they cannot be asked.
+        topic_id: converged.map_or(previous.topic_id, |c| c.topic_id.clone()),
+        partitions: converged.map_or(previous.partitions, |c| Some(c.partitions)),
+    };
+    let name = topic.name_any();
+    topics
+        .patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(kube_error::<Topic>("writing the status of", &name))?;
+    Ok(())
+}
+
+/// Events for what a converge changed on the brokers.
+async fn announce(
+    context: &Context,
+    topic: &Topic,
+    validated: &ValidatedTopic,
+    converged: &ConvergedTopic,
+) {
+    let name = &validated.desired.name;
+    if converged.created {
+        let note = format!(
+            "created Kafka topic '{name}' with {} partitions, replication factor {}",
+            converged.partitions, converged.replication_factor
+        );
+        context
+            .event(topic, false, "TopicCreated", "Create", note)
+            .await;
+        return;
+    }
+    if converged.partitions_added {
+        let note = format!("topic '{name}' now has {} partitions", converged.partitions);
+        context
+            .event(topic, false, "PartitionsAdded", "Update", note)
+            .await;
+    }
+    if !converged.configs_set.is_empty() || !converged.configs_reset.is_empty() {
+        let note = format!(
+            "topic '{name}': set {:?}, reset to default {:?}",
+            converged.configs_set, converged.configs_reset
+        );
+        context
+            .event(topic, false, "ConfigUpdated", "Update", note)
+            .await;
+    }
+}
