@@ -3,12 +3,13 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: help deps fmt fmt-check lint build test bench bench-log fuzz
+.PHONY: help deps fmt fmt-check lint build generate test bench bench-log fuzz
 
 help:
 	@echo "make test       install test dependencies, then check formatting, lint and run every test"
 	@echo "make fmt        format the code"
 	@echo "make lint       clippy with warnings as errors"
+	@echo "make generate   regenerate crds/ and the golden files from the operator's Rust types"
 	@echo "make bench      Fjord against the Tansu peer and the machine's ceiling (ARGS=--quick: ~2 min)"
 	@echo "make bench-log  the commit log micro-benchmark (figures for docs/log.md)"
 	@echo "make fuzz       run each fuzz target for FUZZ_SECONDS (cargo-fuzz, see docs/fuzzing.md)"
@@ -27,6 +28,12 @@ lint:
 
 build:
 	$(CARGO) build --workspace --all-targets --locked
+
+# crds/ is generated from operator/src/crd.rs; `make test` fails when it is stale
+# (operator/tests/crds.rs). The golden files are the builders' output for the test manifests.
+generate:
+	$(CARGO) run --quiet --locked -p fjord-operator -- crd --output-dir crds
+	FJORD_BLESS=1 $(CARGO) test --quiet --locked -p fjord-operator --test golden
 
 # The last line sums every test binary's result (cargo's own last line is often an empty doc-test run).
 test: deps fmt-check lint

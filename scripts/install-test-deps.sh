@@ -23,11 +23,12 @@ if ((${#apt_packages[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_packages[@]}"
 fi
-# Python and JavaScript Kafka clients, and the benchmark's peer broker (Tansu), pinned.
+# Python and JavaScript Kafka clients, the benchmark's peer broker (Tansu) and the offline
+# Kubernetes object validator, pinned.
 root="$(cd "$(dirname "$0")/.." && pwd)"
 have python3 || { echo "python3 is required" >&2; exit 1; }
 python3 -m pip install --quiet --disable-pip-version-check -r "$root/tests/clients/requirements.txt" \
-    -r "$root/tests/bench/requirements.txt"
+    -r "$root/tests/bench/requirements.txt" -r "$root/tests/k8s/requirements.txt"
 have npm || { echo "npm (Node.js) is required" >&2; exit 1; }
 npm ci --silent --no-audit --no-fund --prefix "$root/tests/clients"
 

@@ -68,16 +68,20 @@ pub struct ClusterSpec {
     pub zones: Vec<String>,
     /// Brokers in each zone (default 1).
     #[schemars(range(min = 1, max = 100))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub brokers_per_zone: Option<i32>,
     /// Brokers of a cluster without zones (default 1).
     #[schemars(range(min = 1, max = 100))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
     /// Broker image; defaults to the image of this operator's release.
     #[schemars(length(min = 1))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// The persistent volume each broker keeps its partitions on.
     pub storage: StorageSpec,
     /// CPU and memory for each broker container.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Broker settings by their Kafka names (e.g. `num.partitions`,
     /// `offsets.topic.num.partitions`, `auto.create.topics.enable`).
@@ -108,6 +112,7 @@ pub struct StorageSpec {
     pub size: Quantity,
     /// StorageClass of the volumes; the cluster's default class when left out.
     #[schemars(length(min = 1))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
 }
 
@@ -233,6 +238,7 @@ pub struct TopicSpec {
     pub cluster: String,
     /// Kafka topic name; defaults to `metadata.name`.
     #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub topic_name: Option<String>,
     /// Number of partitions. Kafka cannot remove partitions, so it can only grow.
     #[schemars(range(min = 1, max = 100000))]

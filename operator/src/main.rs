@@ -63,8 +63,12 @@ struct RunArgs {
 enum Command {
     /// Runs the controllers (the default).
     Run,
-    /// Prints the CustomResourceDefinitions (what `crds/` holds).
-    Crd,
+    /// Prints the CustomResourceDefinitions, or writes them one file each (what `crds/` holds).
+    Crd {
+        /// Write `<group>_<plural>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+    },
     /// Prints every object the operator would apply for the Cluster(s) in a manifest.
     Render {
         /// The manifest; `-` reads standard input.
@@ -80,8 +84,18 @@ const fn default_broker_image() -> &'static str {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Crd) => {
+        Some(Command::Crd { output_dir: None }) => {
             print!("{}", render::crds_yaml().context("writing the CRDs")?);
+            Ok(())
+        }
+        Some(Command::Crd {
+            output_dir: Some(dir),
+        }) => {
+            for (name, yaml) in render::crd_files().context("writing the CRDs")? {
+                let path = dir.join(name);
+                std::fs::write(&path, yaml)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             Ok(())
         }
         Some(Command::Render { file }) => {

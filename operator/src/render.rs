@@ -32,16 +32,27 @@ pub enum RenderError {
 
 /// Both CRDs as one multi-document YAML stream.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
-    Ok(format!(
-        "{}---\n{}",
-        crd_yaml::<Cluster>()?,
-        crd_yaml::<Topic>()?
-    ))
+    let files = crd_files()?;
+    Ok(files
+        .iter()
+        .map(|(_, yaml)| yaml.as_str())
+        .collect::<Vec<_>>()
+        .join("---\n"))
 }
 
-/// One CRD as YAML (what `crds/` holds).
-pub fn crd_yaml<K: CustomResourceExt>() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&K::crd())
+/// The files of `crds/`: name and content, one CRD each.
+pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
+    Ok(vec![crd_file::<Cluster>()?, crd_file::<Topic>()?])
+}
+
+fn crd_file<K: CustomResourceExt>() -> Result<(String, String), serde_yaml::Error> {
+    let crd = K::crd();
+    let name = format!("{}_{}.yaml", crate::crd::GROUP, crd.spec.names.plural);
+    let yaml = format!(
+        "# Generated from operator/src/crd.rs by `make generate`; do not edit.\n{}",
+        serde_yaml::to_string(&crd)?
+    );
+    Ok((name, yaml))
 }
 
 /// Every object for every Cluster in `manifest` (documents that are not Clusters are an

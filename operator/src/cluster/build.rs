@@ -284,8 +284,10 @@ pub fn build_stateful_set(
     zone: &ValidatedZone,
     config_hash: &str,
 ) -> StatefulSet {
-    let mut pod_labels = selector_labels(cluster);
-    pod_labels.insert(ZONE_LABEL.into(), zone.label().to_owned());
+    let mut zone_selector = selector_labels(cluster);
+    zone_selector.insert(ZONE_LABEL.into(), zone.label().to_owned());
+    let mut pod_labels = zone_selector.clone();
+    pod_labels.insert(CLUSTER_LABEL.into(), cluster.name.clone());
     let mut object_labels = labels(cluster);
     object_labels.insert(ZONE_LABEL.into(), zone.label().to_owned());
 
@@ -391,7 +393,7 @@ pub fn build_stateful_set(
             topology_key: "kubernetes.io/hostname".into(),
             when_unsatisfiable: "ScheduleAnyway".into(),
             label_selector: Some(LabelSelector {
-                match_labels: Some(pod_labels.clone()),
+                match_labels: Some(zone_selector.clone()),
                 ..LabelSelector::default()
             }),
             ..TopologySpreadConstraint::default()
@@ -463,7 +465,7 @@ pub fn build_stateful_set(
                 },
             ),
             selector: LabelSelector {
-                match_labels: Some(pod_labels.clone()),
+                match_labels: Some(zone_selector),
                 ..LabelSelector::default()
             },
             template: PodTemplateSpec {
