@@ -1,0 +1,725 @@
+//! Scenario tests of the calls the controllers make against the Kubernetes API: a `tower-test`
+//! mock stands in for the API server, answers each request from the scenario's state, and
+//! records it; the tests assert on the recorded calls (server-side apply bodies and parameters,
+//! orphan deletion, the rolling-restart gate, finalizer add and release, status patches). The
+//! Topic scenarios run the Kafka side against a real Fjord broker started in-process.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use fjord_broker::{BrokerConfig, RunningBroker};
+use fjord_operator::cluster::reconcile::reconcile_cluster;
+use fjord_operator::controller::{Context, Error};
+use fjord_operator::crd::{Cluster, DeletionPolicy, Topic, TopicSpec};
+use fjord_operator::kafka::KafkaAdmin;
+use fjord_operator::metrics::Metrics;
+use fjord_operator::topic::reconcile::{FINALIZER, reconcile_topic};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+/// Hostile length prefixes in Kafka responses must not abort the test process either.
+#[global_allocator]
+static ALLOCATOR: fjord_broker::alloc::GuardedAlloc = fjord_broker::alloc::GuardedAlloc;
+
+/// One request the controller made.
+#[derive(Debug, Clone)]
+struct Call {
+    method: Method,
+    /// Path and query, e.g. `/apis/apps/v1/namespaces/streaming/statefulsets/events-a?...`.
+    uri: String,
+    body: Value,
+}
+
+impl Call {
+    fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or_default()
+    }
+
+    fn query(&self) -> &str {
+        self.uri.split_once('?').map_or("", |(_, q)| q)
+    }
+
+    fn is_event(&self) -> bool {
+        self.path().starts_with("/apis/events.k8s.io/")
+    }
+}
+
+/// The mock API server's answer to one request: status and JSON body.
+type Route = Box<dyn Fn(&Call) -> (StatusCode, Value) + Send + Sync>;
+
+/// Serves requests with `route` until the client is dropped; returns every call made.
+fn api_server(route: Route) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&calls);
+    tokio::spawn(async move {
+        while let Some((request, respond)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect().await.unwrap().to_bytes();
+            let call = Call {
+                method: parts.method.clone(),
+                uri: parts.uri.to_string(),
+                body: if bytes.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&bytes)
+                        .or_else(|_| serde_yaml::from_slice(&bytes))
+                        .unwrap_or(Value::Null)
+                },
+            };
+            let (status, answer) = if call.is_event() {
+                // Events are recorded and accepted as posted.
+                (StatusCode::CREATED, call.body.clone())
+            } else {
+                route(&call)
+            };
+            recorded.lock().unwrap().push(call);
+            respond.send_response(
+                Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (kube::Client::new(service, "default"), calls)
+}
+
+fn not_found(call: &Call) -> (StatusCode, Value) {
+    (
+        StatusCode::NOT_FOUND,
+        json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": format!("{} not found", call.path()), "reason": "NotFound", "code": 404
+        }),
+    )
+}
+
+fn context(client: kube::Client) -> Arc<Context> {
+    Arc::new(Context::new(
+        client,
+        Arc::new(Metrics::default()),
+        "ghcr.io/fjord-dev/fjord-broker:0.1.0".into(),
+    ))
+}
+
+fn example_cluster() -> Cluster {
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/examples/cluster.yaml"
+    ))
+    .unwrap();
+    let mut cluster: Cluster = serde_yaml::from_str(&manifest).unwrap();
+    cluster.metadata.uid = Some("c1a55e7e-0000-4000-8000-000000000001".into());
+    cluster.metadata.generation = Some(3);
+    cluster.metadata.resource_version = Some("41".into());
+    cluster
+}
+
+const ZONES: [(&str, i32); 3] = [("eu-west-1a", 0), ("eu-west-1b", 100), ("eu-west-1c", 200)];
+
+/// A broker pod of the example cluster.
+fn pod(zone: &str, node_id: i32, revision: &str, ready: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": format!("events-{zone}-{node_id}"),
+            "namespace": "streaming",
+            "uid": format!("pod-uid-{node_id}"),
+            "labels": {
+                "app.kubernetes.io/name": "fjord",
+                "app.kubernetes.io/instance": "events",
+                "app.kubernetes.io/component": "broker",
+                "fjord.dev/zone": zone,
+                "controller-revision-hash": revision,
+            },
+            "ownerReferences": [{
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "name": format!("events-{zone}"), "uid": format!("sts-{zone}"), "controller": true
+            }]
+        },
+        "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+    })
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": format!("{kind}List"), "metadata": {"resourceVersion": "7"}, "items": items})
+}
+
+/// The cluster scenarios' API server: applies echo the body (StatefulSets with
+/// `update_revision`), lists return `stateful_sets` and `pods`, `/v1/status` through the pod
+/// proxy answers `broker_status(pod)`, deletes and status patches succeed.
+fn cluster_routes(
+    update_revision: &'static str,
+    stateful_sets: Vec<Value>,
+    pods: Vec<Value>,
+    broker_status: fn(&str) -> Value,
+) -> Route {
+    Box::new(move |call: &Call| {
+        let path = call.path();
+        match call.method {
+            Method::PATCH if path.ends_with("/status") => (
+                StatusCode::OK,
+                json!({
+                    "apiVersion": "fjord.dev/v1alpha1", "kind": "Cluster",
+                    "metadata": {"name": "events", "namespace": "streaming"},
+                    "spec": example_cluster().spec,
+                }),
+            ),
+            Method::PATCH => {
+                let mut object = call.body.clone();
+                if object["kind"] == "StatefulSet" {
+                    object["status"] = json!({"replicas": 1, "updateRevision": update_revision});
+                }
+                (StatusCode::OK, object)
+            }
+            Method::GET if path.ends_with("/statefulsets") => {
+                (StatusCode::OK, list("StatefulSet", stateful_sets.clone()))
+            }
+            Method::GET if path.ends_with("/pods") => (StatusCode::OK, list("Pod", pods.clone())),
+            Method::GET if path.ends_with("/proxy/v1/status") => {
+                let pod = path
+                    .split("/pods/")
+                    .nth(1)
+                    .unwrap()
+                    .split(':')
+                    .next()
+                    .unwrap();
+                (StatusCode::OK, broker_status(pod))
+            }
+            Method::DELETE => (
+                StatusCode::OK,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+            ),
+            _ => not_found(call),
+        }
+    })
+}
+
+fn healthy(_: &str) -> Value {
+    json!({"node_id": 0, "ready": true, "partitions": 3, "under_replicated_partitions": 0, "caught_up": true})
+}
+
+fn current_stateful_sets() -> Vec<Value> {
+    ZONES
+        .iter()
+        .map(|(zone, _)| json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": format!("events-{zone}"), "namespace": "streaming"}}))
+        .collect()
+}
+
+fn status_patch(calls: &[Call]) -> Value {
+    let patch = calls
+        .iter()
+        .rev()
+        .find(|c| c.method == Method::PATCH && c.path().ends_with("/status"))
+        .expect("a status patch");
+    patch.body["status"].clone()
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn kube_calls(calls: &Arc<Mutex<Vec<Call>>>) -> Vec<Call> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| !c.is_event())
+        .cloned()
+        .collect()
+}
+
+fn events(calls: &Arc<Mutex<Vec<Call>>>) -> Vec<String> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.is_event())
+        .map(|c| c.body["reason"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_new_cluster_is_applied_server_side_orphans_deleted_and_status_written() {
+    let mut stateful_sets = current_stateful_sets();
+    // A zone removed from the spec: its StatefulSet carries the cluster's labels.
+    stateful_sets.push(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "events-eu-west-1d", "namespace": "streaming"}}));
+    let pods = ZONES
+        .iter()
+        .map(|(zone, id)| pod(zone, *id, "rev-1", true))
+        .collect();
+    let (client, calls) = api_server(cluster_routes("rev-1", stateful_sets, pods, healthy));
+
+    let action = reconcile_cluster(Arc::new(example_cluster()), context(client))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
+
+    let calls = kube_calls(&calls);
+    let applies: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.method == Method::PATCH && !c.path().ends_with("/status"))
+        .collect();
+    let applied: Vec<String> = applies
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c.body["kind"].as_str().unwrap(),
+                c.body["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            "ServiceAccount events-broker",
+            "ConfigMap events-config",
+            "Service events-brokers",
+            "Service events-bootstrap",
+            "StatefulSet events-eu-west-1a",
+            "StatefulSet events-eu-west-1b",
+            "StatefulSet events-eu-west-1c",
+            "PodDisruptionBudget events",
+        ]
+    );
+    for apply in &applies {
+        // Server-side apply, one field manager, forced; every object owned by the Cluster.
+        assert!(
+            apply.query().contains("fieldManager=fjord-operator"),
+            "{}",
+            apply.uri
+        );
+        assert!(apply.query().contains("force=true"), "{}", apply.uri);
+        let owner = &apply.body["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "Cluster");
+        assert_eq!(owner["uid"], "c1a55e7e-0000-4000-8000-000000000001");
+        assert_eq!(owner["controller"], true);
+        assert_eq!(
+            apply.body["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            "fjord-operator"
+        );
+    }
+    assert_eq!(
+        applies[4].path(),
+        "/apis/apps/v1/namespaces/streaming/statefulsets/events-eu-west-1a"
+    );
+
+    let orphan_list = calls
+        .iter()
+        .find(|c| c.method == Method::GET && c.path().ends_with("/statefulsets"))
+        .unwrap();
+    assert!(
+        orphan_list
+            .query()
+            .contains("labelSelector=fjord.dev%2Fcluster%3Devents"),
+        "{}",
+        orphan_list.uri
+    );
+    let deletes: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.method == Method::DELETE)
+        .map(Call::path)
+        .collect();
+    assert_eq!(
+        deletes,
+        ["/apis/apps/v1/namespaces/streaming/statefulsets/events-eu-west-1d"]
+    );
+    assert!(
+        !calls.iter().any(|c| c.path().contains("/proxy/")),
+        "no rollout, no health calls"
+    );
+
+    let status = status_patch(&calls);
+    assert_eq!(status["observedGeneration"], 3);
+    assert_eq!(status["readyBrokers"], 3);
+    assert_eq!(status["brokers"], 3);
+    assert_eq!(status["bootstrap"], "events-bootstrap.streaming.svc:9092");
+    assert_eq!(
+        status["zones"][1],
+        json!({"name": "eu-west-1b", "brokers": 1, "readyBrokers": 1})
+    );
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Progressing")["reason"], "UpToDate");
+    assert_eq!(condition(&status, "Degraded")["status"], "False");
+}
+
+#[tokio::test]
+async fn a_template_change_restarts_one_outdated_pod_when_all_brokers_are_healthy() {
+    // Zone a still runs the old revision; b and c were already replaced.
+    let pods = vec![
+        pod("eu-west-1a", 0, "rev-1", true),
+        pod("eu-west-1b", 100, "rev-2", true),
+        pod("eu-west-1c", 200, "rev-2", true),
+    ];
+    let (client, calls) = api_server(cluster_routes(
+        "rev-2",
+        current_stateful_sets(),
+        pods,
+        healthy,
+    ));
+    let action = reconcile_cluster(Arc::new(example_cluster()), context(client))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(10)));
+
+    let recorded = kube_calls(&calls);
+    let health: Vec<&str> = recorded
+        .iter()
+        .filter(|c| c.path().ends_with("/proxy/v1/status"))
+        .map(Call::path)
+        .collect();
+    assert_eq!(health.len(), 3, "every broker is asked: {health:?}");
+    assert!(
+        health.contains(
+            &"/api/v1/namespaces/streaming/pods/events-eu-west-1b-100:9644/proxy/v1/status"
+        )
+    );
+    let deletes: Vec<&Call> = recorded
+        .iter()
+        .filter(|c| c.method == Method::DELETE)
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(
+        deletes[0].path(),
+        "/api/v1/namespaces/streaming/pods/events-eu-west-1a-0"
+    );
+    // Never a pod that was replaced meanwhile.
+    assert_eq!(deletes[0].body["preconditions"]["uid"], "pod-uid-0");
+    let status = status_patch(&recorded);
+    assert_eq!(
+        condition(&status, "Progressing")["reason"],
+        "RollingRestart"
+    );
+    assert_eq!(condition(&status, "Progressing")["status"], "True");
+    assert_eq!(events(&calls), ["RollingRestart"]);
+}
+
+#[tokio::test]
+async fn the_restart_waits_while_a_broker_reports_under_replicated_partitions() {
+    fn lagging(pod: &str) -> Value {
+        let under = if pod.ends_with("-200") { 2 } else { 0 };
+        json!({"under_replicated_partitions": under, "caught_up": true})
+    }
+    let pods = vec![
+        pod("eu-west-1a", 0, "rev-1", true),
+        pod("eu-west-1b", 100, "rev-1", true),
+        pod("eu-west-1c", 200, "rev-2", true),
+    ];
+    let (client, calls) = api_server(cluster_routes(
+        "rev-2",
+        current_stateful_sets(),
+        pods,
+        lagging,
+    ));
+    reconcile_cluster(Arc::new(example_cluster()), context(client))
+        .await
+        .unwrap();
+    let recorded = kube_calls(&calls);
+    assert!(
+        !recorded.iter().any(|c| c.method == Method::DELETE),
+        "no pod may go"
+    );
+    let status = status_patch(&recorded);
+    let progressing = condition(&status, "Progressing");
+    assert_eq!(progressing["reason"], "UnderReplicatedPartitions");
+    assert!(
+        progressing["message"]
+            .as_str()
+            .unwrap()
+            .contains("events-eu-west-1c-200 reports 2 under-replicated"),
+        "{progressing}"
+    );
+}
+
+#[tokio::test]
+async fn the_restart_waits_for_the_previous_pod_to_be_ready_again() {
+    let pods = vec![
+        pod("eu-west-1a", 0, "rev-2", false), // just replaced, still starting
+        pod("eu-west-1b", 100, "rev-1", true),
+        pod("eu-west-1c", 200, "rev-1", true),
+    ];
+    let (client, calls) = api_server(cluster_routes(
+        "rev-2",
+        current_stateful_sets(),
+        pods,
+        healthy,
+    ));
+    reconcile_cluster(Arc::new(example_cluster()), context(client))
+        .await
+        .unwrap();
+    let recorded = kube_calls(&calls);
+    assert!(!recorded.iter().any(|c| c.method == Method::DELETE));
+    assert!(
+        !recorded.iter().any(|c| c.path().contains("/proxy/")),
+        "not Ready: no need to ask"
+    );
+    let status = status_patch(&recorded);
+    assert_eq!(
+        condition(&status, "Progressing")["reason"],
+        "WaitingForBrokers"
+    );
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(status["readyBrokers"], 2);
+}
+
+#[tokio::test]
+async fn an_invalid_cluster_gets_a_condition_and_no_objects() {
+    let mut cluster = example_cluster();
+    cluster
+        .spec
+        .config
+        .insert("log.dirs".into(), "/data".into());
+    let (client, calls) = api_server(cluster_routes("rev-1", vec![], vec![], healthy));
+    let action = reconcile_cluster(Arc::new(cluster), context(client))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    let recorded = kube_calls(&calls);
+    assert_eq!(recorded.len(), 1, "only the status: {recorded:?}");
+    let status = status_patch(&recorded);
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "InvalidSpec");
+    assert!(ready["message"].as_str().unwrap().contains("log.dirs"));
+    assert_eq!(events(&calls), ["InvalidSpec"]);
+}
+
+// ---- Topics ----
+
+fn topic(policy: DeletionPolicy, finalizers: &[&str], deleting: bool) -> Topic {
+    let mut topic = Topic::new(
+        "orders",
+        TopicSpec {
+            cluster: "events".into(),
+            topic_name: None,
+            partitions: 3,
+            replication_factor: 1,
+            config: BTreeMap::from([("retention.ms".into(), "3600000".into())]),
+            deletion_policy: policy,
+        },
+    );
+    topic.metadata.namespace = Some("streaming".into());
+    topic.metadata.generation = Some(2);
+    topic.metadata.resource_version = Some("99".into());
+    topic.metadata.uid = Some("70b1c000-0000-4000-8000-000000000002".into());
+    topic.metadata.finalizers = Some(finalizers.iter().map(|f| (*f).to_owned()).collect());
+    if deleting {
+        topic.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+    }
+    topic
+}
+
+/// The topic scenarios' API server: the Cluster exists or not; patches echo a Topic.
+fn topic_routes(cluster_exists: bool) -> Route {
+    Box::new(move |call: &Call| {
+        let path = call.path();
+        match call.method {
+            Method::GET if path.ends_with("/clusters/events") && cluster_exists => {
+                let mut cluster = serde_json::to_value(example_cluster()).unwrap();
+                cluster["apiVersion"] = "fjord.dev/v1alpha1".into();
+                cluster["kind"] = "Cluster".into();
+                (StatusCode::OK, cluster)
+            }
+            Method::PATCH => {
+                let mut object =
+                    serde_json::to_value(topic(DeletionPolicy::Delete, &[], false)).unwrap();
+                object["apiVersion"] = "fjord.dev/v1alpha1".into();
+                object["kind"] = "Topic".into();
+                (StatusCode::OK, object)
+            }
+            _ => not_found(call),
+        }
+    })
+}
+
+fn finalizer_patches(calls: &[Call]) -> Vec<Value> {
+    calls
+        .iter()
+        .filter(|c| c.method == Method::PATCH && !c.path().ends_with("/status"))
+        .map(|c| c.body["metadata"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn delete_policy_adds_the_finalizer_and_a_missing_cluster_is_a_condition() {
+    let (client, calls) = api_server(topic_routes(false));
+    let action = reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[], false)),
+        context(client),
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(30)));
+    let recorded = kube_calls(&calls);
+    assert_eq!(
+        finalizer_patches(&recorded),
+        [json!({"resourceVersion": "99", "finalizers": [FINALIZER]})]
+    );
+    let status = status_patch(&recorded);
+    assert_eq!(condition(&status, "Ready")["reason"], "ClusterNotFound");
+    assert_eq!(status["observedGeneration"], 2);
+}
+
+#[tokio::test]
+async fn retain_policy_drops_a_finalizer_left_from_delete() {
+    let (client, calls) = api_server(topic_routes(false));
+    reconcile_topic(
+        Arc::new(topic(
+            DeletionPolicy::Retain,
+            &["other.example/keep", FINALIZER],
+            false,
+        )),
+        context(client),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        finalizer_patches(&kube_calls(&calls)),
+        [json!({"resourceVersion": "99", "finalizers": ["other.example/keep"]})]
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_topic_whose_cluster_is_gone_releases_the_finalizer_without_kafka() {
+    let (client, calls) = api_server(topic_routes(false));
+    let action = reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], true)),
+        context(client),
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::await_change());
+    let recorded = kube_calls(&calls);
+    assert_eq!(
+        finalizer_patches(&recorded),
+        [json!({"resourceVersion": "99", "finalizers": []})]
+    );
+    assert!(!recorded.iter().any(|c| c.path().ends_with("/status")));
+    assert_eq!(events(&calls), ["ClusterGone"]);
+}
+
+async fn broker() -> (RunningBroker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = fjord_broker::start(
+        BrokerConfig::for_tests(dir.path().to_path_buf()),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    (broker, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_is_created_on_a_real_broker_and_deleted_with_its_resource() {
+    let (broker, _dir) = broker().await;
+    let bootstrap = broker.kafka_addr.to_string();
+    let (client, calls) = api_server(topic_routes(true));
+    let mut ctx = Context::new(client, Arc::new(Metrics::default()), "img".into());
+    ctx.bootstrap_override = Some(bootstrap.clone());
+    let ctx = Arc::new(ctx);
+
+    let action = reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], false)),
+        Arc::clone(&ctx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
+    let mut admin = KafkaAdmin::connect(&bootstrap, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let described = admin
+        .describe_topic("orders")
+        .await
+        .unwrap()
+        .expect("topic created");
+    assert_eq!(described.partitions, 3);
+    let status = status_patch(&kube_calls(&calls));
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["reason"], "Synced");
+    assert_eq!(status["partitions"], 3);
+    assert_eq!(status["topicName"], "orders");
+    assert_eq!(status["topicId"].as_str(), described.topic_id.as_deref());
+    assert!(
+        finalizer_patches(&kube_calls(&calls)).is_empty(),
+        "finalizer already there"
+    );
+    assert_eq!(events(&calls), ["TopicCreated"]);
+
+    calls.lock().unwrap().clear();
+    reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], true)),
+        Arc::clone(&ctx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        admin.describe_topic("orders").await.unwrap(),
+        None,
+        "topic deleted"
+    );
+    assert_eq!(
+        finalizer_patches(&kube_calls(&calls)),
+        [json!({"resourceVersion": "99", "finalizers": []})]
+    );
+    assert_eq!(events(&calls), ["TopicDeleted"]);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_a_condition_and_a_retry() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (client, calls) = api_server(topic_routes(true));
+    let mut ctx = Context::new(client, Arc::new(Metrics::default()), "img".into());
+    ctx.bootstrap_override = Some(format!("127.0.0.1:{port}"));
+    let error = reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Retain, &[], false)),
+        Arc::new(ctx),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, Error::Connect { .. }), "{error:?}");
+    assert_eq!(error.metric_label(), "BrokerUnavailable");
+    let status = status_patch(&kube_calls(&calls));
+    assert_eq!(condition(&status, "Ready")["reason"], "BrokerUnavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_the_broker_refuses_waits_for_a_spec_change() {
+    let (broker, _dir) = broker().await;
+    let (client, calls) = api_server(topic_routes(true));
+    let mut ctx = Context::new(client, Arc::new(Metrics::default()), "img".into());
+    ctx.bootstrap_override = Some(broker.kafka_addr.to_string());
+    let mut bad = topic(DeletionPolicy::Retain, &[], false);
+    bad.spec
+        .config
+        .insert("cleanup.policy".into(), "shred".into());
+    let action = reconcile_topic(Arc::new(bad), Arc::new(ctx)).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    let status = status_patch(&kube_calls(&calls));
+    assert_eq!(condition(&status, "Ready")["reason"], "InvalidConfig");
+    assert_eq!(status.get("topicId"), Some(&Value::Null));
+    assert_eq!(events(&calls), ["InvalidConfig"]);
+    broker.shutdown().await;
+}
