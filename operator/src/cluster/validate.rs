@@ -491,6 +491,34 @@ mod tests {
     }
 
     #[test]
+    fn every_config_key_sets_a_real_broker_flag() {
+        use clap::Args;
+        let broker = fjord_broker::BrokerConfig::augment_args(clap::Command::new("fjord-broker"));
+        let envs: Vec<String> = broker
+            .get_arguments()
+            .filter_map(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
+            .collect();
+        assert!(envs.len() > 10, "{envs:?}");
+        for key in BROKER_CONFIGS {
+            assert!(
+                envs.iter().any(|e| e == key.env),
+                "{} has no broker flag",
+                key.env
+            );
+        }
+        // Nor may a Cluster's config override what the operator sets per pod.
+        for owned in [
+            "FJORD_NODE_ID",
+            "FJORD_VOTERS",
+            "FJORD_DATA_DIR",
+            "FJORD_ADVERTISE",
+        ] {
+            assert!(BROKER_CONFIGS.iter().all(|k| k.env != owned));
+        }
+    }
+
+    #[test]
     fn contradictions_are_refused() {
         let mut both = cluster(&["a"], None);
         both.spec.replicas = Some(3);

@@ -1,0 +1,314 @@
+//! End-to-end suite against a real Kubernetes cluster: runs whenever `KUBECONFIG` points at one
+//! (kind, k3d, minikube or a real cluster) and says clearly that it skipped otherwise.
+//!
+//! In a fresh namespace it applies the CRDs from `crds/`, runs the operator binary out of
+//! cluster (watching only that namespace, with leader election), applies the example 3-zone
+//! Cluster, a one-broker Cluster and a Topic, and asserts the objects and statuses a user would
+//! see with kubectl. The namespace is deleted at the end. Brokers become Ready only where the
+//! broker image can be pulled (`FJORD_E2E_BROKER_IMAGE`, default: the release image); the
+//! Topic reaches the brokers only with `FJORD_E2E_BOOTSTRAP` (a `kubectl port-forward` to the
+//! bootstrap Service), otherwise its status must say `BrokerUnavailable`. See
+//! docs/operator.md#end-to-end-tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use fjord_operator::crd::{Cluster, Topic};
+
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some` or `limit` passes.
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn ready_reason(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<(String, String)> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_reconciles_clusters_and_topics_on_a_real_cluster() {
+    let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) else {
+        // Straight to stderr, past the test harness's output capture: a skip must be seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: operator end-to-end suite: KUBECONFIG is not set, so there is no Kubernetes \
+             cluster to run against (see docs/operator.md#end-to-end-tests)"
+        );
+        return;
+    };
+    let client = Client::try_default()
+        .await
+        .unwrap_or_else(|e| panic!("KUBECONFIG={kubeconfig:?} is set but unusable: {e}"));
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let namespace = format!(
+        "fjord-e2e-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // The CRDs, applied exactly as committed.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in ["fjord.dev_clusters.yaml", "fjord.dev_topics.yaml"] {
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&std::fs::read_to_string(format!("{root}/crds/{name}")).unwrap())
+                .unwrap();
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply("fjord-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        let crd_name = crd.name_any();
+        eventually("the CRD to be established", Duration::from_secs(60), || {
+            let crds = crds.clone();
+            let crd_name = crd_name.clone();
+            async move {
+                let crd = crds.get(&crd_name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_fjord-operator"));
+    operator
+        .args([
+            "--watch-namespaces",
+            &namespace,
+            "--lease-namespace",
+            &namespace,
+        ])
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--kafka-timeout-seconds",
+            "3",
+        ])
+        .stdout(Stdio::null());
+    if let Ok(image) = std::env::var("FJORD_E2E_BROKER_IMAGE") {
+        operator.args(["--broker-image", &image]);
+    }
+    if let Ok(bootstrap) = std::env::var("FJORD_E2E_BOOTSTRAP") {
+        operator.args(["--bootstrap-override", &bootstrap]);
+    }
+    let _operator = Operator(operator.spawn().expect("starting fjord-operator"));
+
+    // The README's example Cluster (three zones) and a one-broker Cluster.
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &namespace);
+    let mut example: Cluster = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{root}/docs/examples/cluster.yaml")).unwrap(),
+    )
+    .unwrap();
+    example.metadata.namespace = Some(namespace.clone());
+    example.spec.storage.storage_class_name = None; // whatever class the test cluster has
+    clusters
+        .patch(
+            "events",
+            &PatchParams::apply("fjord-e2e"),
+            &Patch::Apply(&example),
+        )
+        .await
+        .unwrap();
+    let single: Cluster = serde_json::from_value(json!({
+        "apiVersion": "fjord.dev/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": "solo", "namespace": namespace},
+        "spec": {"storage": {"size": "1Gi"}}
+    }))
+    .unwrap();
+    clusters
+        .patch(
+            "solo",
+            &PatchParams::apply("fjord-e2e"),
+            &Patch::Apply(&single),
+        )
+        .await
+        .unwrap();
+
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    for (zone, start) in [("eu-west-1a", 0), ("eu-west-1b", 100), ("eu-west-1c", 200)] {
+        let name = format!("events-{zone}");
+        let sts = eventually(
+            &format!("StatefulSet {name}"),
+            Duration::from_secs(60),
+            || {
+                let api = stateful_sets.clone();
+                let name = name.clone();
+                async move { api.get_opt(&name).await.ok().flatten() }
+            },
+        )
+        .await;
+        let spec = sts.spec.unwrap();
+        assert_eq!(spec.ordinals.unwrap().start, Some(start));
+        assert_eq!(
+            spec.update_strategy.unwrap().type_.as_deref(),
+            Some("OnDelete")
+        );
+        assert_eq!(sts.metadata.owner_references.unwrap()[0].kind, "Cluster");
+    }
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    assert!(services.get_opt("events-brokers").await.unwrap().is_some());
+    assert!(
+        services
+            .get_opt("events-bootstrap")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let config = config_maps.get("events-config").await.unwrap();
+    assert_eq!(config.data.unwrap()["FJORD_DEFAULT_PARTITIONS"], "6");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &namespace);
+    assert!(pdbs.get_opt("events").await.unwrap().is_some());
+
+    let status = eventually("the Cluster status", Duration::from_secs(60), || {
+        let api = clusters.clone();
+        async move {
+            let status = api.get("events").await.ok()?.status?;
+            (status.observed_generation.is_some() && !status.conditions.is_empty())
+                .then_some(status)
+        }
+    })
+    .await;
+    assert_eq!(status.brokers, 3);
+    assert_eq!(
+        status.bootstrap.as_deref(),
+        Some(&*format!("events-bootstrap.{namespace}.svc:9092"))
+    );
+    assert_eq!(status.zones.len(), 3);
+
+    if std::env::var_os("FJORD_E2E_BROKER_IMAGE").is_some() {
+        eventually(
+            "the one-broker Cluster to be Ready",
+            Duration::from_secs(300),
+            || {
+                let api = clusters.clone();
+                async move {
+                    let status = api.get("solo").await.ok()?.status?;
+                    (ready_reason(&status.conditions)?.0 == "True").then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    // A Topic with deletionPolicy: Delete gets the finalizer and a Ready condition with a reason.
+    let topics: Api<Topic> = Api::namespaced(client.clone(), &namespace);
+    let topic: Topic = serde_json::from_value(json!({
+        "apiVersion": "fjord.dev/v1alpha1", "kind": "Topic",
+        "metadata": {"name": "orders", "namespace": namespace},
+        "spec": {"cluster": "solo", "partitions": 3, "config": {"retention.ms": "3600000"}, "deletionPolicy": "Delete"}
+    }))
+    .unwrap();
+    topics
+        .patch(
+            "orders",
+            &PatchParams::apply("fjord-e2e"),
+            &Patch::Apply(&topic),
+        )
+        .await
+        .unwrap();
+    let expected = if std::env::var_os("FJORD_E2E_BOOTSTRAP").is_some() {
+        "Synced"
+    } else {
+        "BrokerUnavailable"
+    };
+    let status = eventually(
+        &format!("Topic Ready reason {expected}"),
+        Duration::from_secs(120),
+        || {
+            let api = topics.clone();
+            async move {
+                let topic = api.get("orders").await.ok()?;
+                let status = topic.status.clone()?;
+                (topic
+                    .finalizers()
+                    .iter()
+                    .any(|f| f == "fjord.dev/delete-topic")
+                    && ready_reason(&status.conditions)?.1 == expected)
+                    .then_some(status)
+            }
+        },
+    )
+    .await;
+    if expected == "Synced" {
+        assert_eq!(status.partitions, Some(3));
+        assert!(status.topic_id.is_some());
+    }
+
+    // Shrinking partitions is refused by the API server (CEL), before any controller.
+    let shrink = topics
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"partitions": 1}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        shrink.to_string().contains("partitions can only grow"),
+        "{shrink}"
+    );
+
+    // Deleting the namespace must not hang on the topic finalizer.
+    namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the namespace to be deleted",
+        Duration::from_secs(180),
+        || {
+            let api = namespaces.clone();
+            let namespace = namespace.clone();
+            async move { api.get_opt(&namespace).await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await;
+}
