@@ -55,3 +55,4 @@ fuzz:
 	cd broker && for target in record_batch log_append request_decode offsets_record; do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
+	cd operator && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run admin_response -- -max_total_time=$(FUZZ_SECONDS)

@@ -3,7 +3,8 @@
 //! (transient failure -> short requeue) and the wiring that runs the two controllers until
 //! shutdown.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -34,6 +35,8 @@ pub struct Context {
     /// Where the Topic controller reaches every Cluster's brokers instead of its bootstrap
     /// Service (an operator running outside the cluster, with a port-forward).
     pub bootstrap_override: Option<String>,
+    /// Consecutive failed reconciles per object (`kind/namespace/name`), for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -59,7 +62,27 @@ impl Context {
             broker_image,
             kafka_timeout: Duration::from_secs(10),
             bootstrap_override: None,
+            failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The delay before retrying `object` after another failure: [`RETRY`], doubling with
+    /// each consecutive failure up to [`MAX_RETRY`].
+    pub fn retry_after_failure(&self, object: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = failures.entry(object.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        RETRY
+            .saturating_mul(1 << (*count - 1).min(10))
+            .min(MAX_RETRY)
+    }
+
+    /// Forgets the failures of `object` (its reconcile succeeded).
+    pub fn reconciled(&self, object: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(object);
     }
 
     /// Publishes a Kubernetes Event about `object`; a failure to publish is logged, never
@@ -155,9 +178,20 @@ fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
     }
 }
 
-/// Requeue delay after a failed reconcile: short, so a transient failure heals quickly; the
-/// controller runtime spreads repeated failures of one object with its own backoff.
+/// Requeue delay after a first failed reconcile: short, so a transient failure heals quickly.
 pub const RETRY: Duration = Duration::from_secs(5);
+/// The backoff's ceiling for an object that keeps failing.
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// The key of `object` in the failure counts.
+pub fn object_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.meta().namespace.as_deref().unwrap_or_default(),
+        object.meta().name.as_deref().unwrap_or_default()
+    )
+}
 
 /// The namespaces to watch: all of them (empty) or a list.
 #[derive(Debug, Clone, Default)]
@@ -215,7 +249,7 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
             .run(
                 crate::cluster::reconcile::reconcile_cluster,
                 |cluster: Arc<Cluster>, error: &Error, ctx: Arc<Context>| {
-                    error_policy("cluster", &cluster.name_any(), error, &ctx)
+                    error_policy("cluster", &object_key(cluster.as_ref()), error, &ctx)
                 },
                 Arc::clone(&context),
             )
@@ -246,17 +280,19 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
     }
 }
 
-fn error_policy(controller: &str, name: &str, error: &Error, context: &Context) -> Action {
+fn error_policy(controller: &str, object: &str, error: &Error, context: &Context) -> Action {
     let reason = error.metric_label();
     context.metrics.failed(controller, reason);
+    let retry = context.retry_after_failure(object);
     tracing::warn!(
         controller,
-        name,
+        object,
         reason,
+        retry_seconds = retry.as_secs(),
         error = %DisplayChain(error),
         "reconcile failed; retrying"
     );
-    Action::requeue(RETRY)
+    Action::requeue(retry)
 }
 
 /// Formats an error with its `source()` chain, `a: b: c`.
@@ -272,5 +308,30 @@ impl std::fmt::Display for DisplayChain<'_> {
             source = cause.source();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retries_back_off_per_object_and_reset_on_success() {
+        let (service, _handle) = tower_test::mock::pair::<
+            http::Request<kube::client::Body>,
+            http::Response<kube::client::Body>,
+        >();
+        let context = Context::new(
+            Client::new(service, "default"),
+            Arc::new(Metrics::default()),
+            "img".into(),
+        );
+        let delays: Vec<u64> = (0..9)
+            .map(|_| context.retry_after_failure("Topic/ns/orders").as_secs())
+            .collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(context.retry_after_failure("Topic/ns/other").as_secs(), 5);
+        context.reconciled("Topic/ns/orders");
+        assert_eq!(context.retry_after_failure("Topic/ns/orders").as_secs(), 5);
     }
 }

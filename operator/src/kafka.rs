@@ -876,6 +876,43 @@ fn decode<T: Decodable>(api: ApiKey, mut body: Bytes, version: i16) -> Result<T,
     Ok(response)
 }
 
+/// Fuzzing entry point (`operator/fuzz`, target `admin_response`): `data[0]` picks a response
+/// this client decodes (ApiVersions or one of [`CLIENT_APIS`]), `data[1]` a version it would
+/// negotiate, and the rest is a response frame as read off the wire (header, then body). Decoded
+/// the way the client does: a value or an error, never a panic.
+pub fn fuzz_decode_response(data: &[u8]) {
+    use kafka_protocol::messages::{
+        CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse,
+        DescribeConfigsResponse, IncrementalAlterConfigsResponse,
+    };
+    fn run<R: Decodable + HeaderVersion>(api: ApiKey, version: i16, frame: &[u8]) {
+        let mut bytes = Bytes::copy_from_slice(frame);
+        if ResponseHeader::decode(&mut bytes, R::header_version(version)).is_ok() {
+            let _ = decode::<R>(api, bytes, version);
+        }
+    }
+    let [pick, version, frame @ ..] = data else {
+        return;
+    };
+    let (api, min, max) = match CLIENT_APIS.get(usize::from(*pick) % (CLIENT_APIS.len() + 1)) {
+        Some(&entry) => entry,
+        None => (ApiKey::ApiVersions, 0, 3),
+    };
+    let version = min + i16::from(*version) % (max - min + 1);
+    match api {
+        ApiKey::ApiVersions => run::<ApiVersionsResponse>(api, version, frame),
+        ApiKey::Metadata => run::<MetadataResponse>(api, version, frame),
+        ApiKey::CreateTopics => run::<CreateTopicsResponse>(api, version, frame),
+        ApiKey::CreatePartitions => run::<CreatePartitionsResponse>(api, version, frame),
+        ApiKey::DescribeConfigs => run::<DescribeConfigsResponse>(api, version, frame),
+        ApiKey::IncrementalAlterConfigs => {
+            run::<IncrementalAlterConfigsResponse>(api, version, frame);
+        }
+        ApiKey::DeleteTopics => run::<DeleteTopicsResponse>(api, version, frame),
+        _ => {}
+    }
+}
+
 fn codec_error(api: ApiKey, error: &dyn std::fmt::Display) -> KafkaError {
     KafkaError::Decode {
         api,

@@ -46,6 +46,9 @@ pub async fn reconcile_cluster(
     let started = Instant::now();
     let result = reconcile(&cluster, &context).await;
     context.metrics.reconciled("cluster", started.elapsed());
+    if result.is_ok() {
+        context.reconciled(&crate::controller::object_key(cluster.as_ref()));
+    }
     result
 }
 

@@ -34,6 +34,9 @@ pub async fn reconcile_topic(topic: Arc<Topic>, context: Arc<Context>) -> Result
     let started = Instant::now();
     let result = reconcile(&topic, &context).await;
     context.metrics.reconciled("topic", started.elapsed());
+    if result.is_ok() {
+        context.reconciled(&crate::controller::object_key(topic.as_ref()));
+    }
     result
 }
 
