@@ -18,6 +18,7 @@
 //! - [`controller`]: shared context, errors and the wiring of both controllers.
 //! - [`leader`]: Lease-based leader election, so replicas can run side by side.
 //! - [`metrics`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`rbac`]: the API permissions the code needs (the chart's rules are checked against it).
 //! - [`render`]: `fjord-operator crd` and `render`, without a cluster.
 
 pub mod cluster;
@@ -27,5 +28,6 @@ pub mod crd;
 pub mod kafka;
 pub mod leader;
 pub mod metrics;
+pub mod rbac;
 pub mod render;
 pub mod topic;

@@ -2,7 +2,8 @@
 //! mock stands in for the API server, answers each request from the scenario's state, and
 //! records it; the tests assert on the recorded calls (server-side apply bodies and parameters,
 //! orphan deletion, the rolling-restart gate, finalizer add and release, status patches). The
-//! Topic scenarios run the Kafka side against a real Fjord broker started in-process.
+//! Topic scenarios run the Kafka side against a real Fjord broker started in-process. The mock
+//! enforces the operator's RBAC rules (`fjord_operator::rbac`), answering 403 to anything else.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -15,6 +16,7 @@ use fjord_operator::controller::{Context, Error};
 use fjord_operator::crd::{Cluster, DeletionPolicy, Topic, TopicSpec};
 use fjord_operator::kafka::KafkaAdmin;
 use fjord_operator::metrics::Metrics;
+use fjord_operator::rbac;
 use fjord_operator::topic::reconcile::{FINALIZER, reconcile_topic};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -34,6 +36,8 @@ struct Call {
     /// Path and query, e.g. `/apis/apps/v1/namespaces/streaming/statefulsets/events-a?...`.
     uri: String,
     body: Value,
+    /// Refused with 403: the operator's RBAC rules do not allow it.
+    forbidden: bool,
 }
 
 impl Call {
@@ -72,8 +76,22 @@ fn api_server(route: Route) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
                         .or_else(|_| serde_yaml::from_slice(&bytes))
                         .unwrap_or(Value::Null)
                 },
+                forbidden: false,
             };
-            let (status, answer) = if call.is_event() {
+            let mut call = call;
+            let needed = rbac::required(call.method.as_str(), call.path(), call.query());
+            call.forbidden = !needed.as_ref().is_some_and(|(group, resource, verb)| {
+                rbac::allows(rbac::RULES, group, resource, verb)
+                    || rbac::allows(rbac::LEADER_ELECTION_RULES, group, resource, verb)
+            });
+            let (status, answer) = if call.forbidden {
+                (
+                    StatusCode::FORBIDDEN,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "message": format!("{needed:?} is not in the operator's RBAC rules"),
+                           "reason": "Forbidden", "code": 403}),
+                )
+            } else if call.is_event() {
                 // Events are recorded and accepted as posted.
                 (StatusCode::CREATED, call.body.clone())
             } else {
@@ -722,4 +740,117 @@ async fn a_config_the_broker_refuses_waits_for_a_spec_change() {
     assert_eq!(status.get("topicId"), Some(&Value::Null));
     assert_eq!(events(&calls), ["InvalidConfig"]);
     broker.shutdown().await;
+}
+
+// ---- Leader election ----
+
+/// An API server holding one Lease, honouring resource versions like a real one (409 on a
+/// stale write).
+fn lease_routes(lease: Arc<Mutex<Option<Value>>>) -> Route {
+    Box::new(move |call: &Call| {
+        let mut stored = lease.lock().unwrap();
+        let version = |v: &Value| {
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("0")
+                .parse::<u64>()
+                .unwrap_or(0)
+        };
+        match call.method {
+            Method::GET => match stored.as_ref() {
+                Some(value) => (StatusCode::OK, value.clone()),
+                None => not_found(call),
+            },
+            Method::POST if stored.is_none() => {
+                let mut created = call.body.clone();
+                created["metadata"]["resourceVersion"] = "1".into();
+                *stored = Some(created.clone());
+                (StatusCode::CREATED, created)
+            }
+            Method::PUT => {
+                let current = stored.as_ref().map_or(0, version);
+                if version(&call.body) != current {
+                    return (
+                        StatusCode::CONFLICT,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                               "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
+                    );
+                }
+                let mut updated = call.body.clone();
+                updated["metadata"]["resourceVersion"] = (current + 1).to_string().into();
+                *stored = Some(updated.clone());
+                (StatusCode::OK, updated)
+            }
+            _ => (
+                StatusCode::CONFLICT,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "AlreadyExists", "code": 409, "message": "exists"}),
+            ),
+        }
+    })
+}
+
+#[tokio::test]
+async fn one_replica_leads_and_another_takes_over_only_an_expired_lease() {
+    use fjord_operator::leader::LeaderElection;
+    let lease = Arc::new(Mutex::new(None));
+    let (client, calls) = api_server(lease_routes(Arc::clone(&lease)));
+    let shutdown = CancellationToken::new();
+
+    let a = LeaderElection::new(
+        client.clone(),
+        "ops",
+        "fjord-operator-leader",
+        "replica-a".into(),
+    );
+    assert!(a.acquire(&shutdown).await);
+    let held = lease.lock().unwrap().clone().unwrap();
+    assert_eq!(held["spec"]["holderIdentity"], "replica-a");
+    assert_eq!(held["spec"]["leaseDurationSeconds"], 15);
+
+    // A second replica sees a live holder and keeps waiting.
+    let b = LeaderElection::new(
+        client.clone(),
+        "ops",
+        "fjord-operator-leader",
+        "replica-b".into(),
+    );
+    let give_up = CancellationToken::new();
+    let cancel = give_up.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        cancel.cancel();
+    });
+    assert!(!b.acquire(&give_up).await);
+    assert_eq!(
+        lease.lock().unwrap().as_ref().unwrap()["spec"]["holderIdentity"],
+        "replica-a"
+    );
+
+    // The holder stops renewing: 20 s later the lease has expired and b takes it over.
+    {
+        let mut stored = lease.lock().unwrap();
+        let stale =
+            k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(20);
+        stored.as_mut().unwrap()["spec"]["renewTime"] = serde_json::to_value(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(stale),
+        )
+        .unwrap();
+    }
+    assert!(b.acquire(&shutdown).await);
+    let taken = lease.lock().unwrap().clone().unwrap();
+    assert_eq!(taken["spec"]["holderIdentity"], "replica-b");
+    assert_eq!(taken["spec"]["leaseTransitions"], 1);
+    let writes: Vec<String> = kube_calls(&calls)
+        .iter()
+        .filter(|c| c.method != Method::GET)
+        .map(|c| format!("{} {}", c.method, c.path()))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "POST /apis/coordination.k8s.io/v1/namespaces/ops/leases",
+            "PUT /apis/coordination.k8s.io/v1/namespaces/ops/leases/fjord-operator-leader",
+        ]
+    );
 }

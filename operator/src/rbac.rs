@@ -1,0 +1,164 @@
+//! The Kubernetes API permissions the operator's code needs, in one table: the chart's RBAC
+//! rules must equal it (`operator/tests/chart.rs`), and the scenario tests' mock API server
+//! refuses, with 403 as a real one would, any call this table does not allow
+//! (`operator/tests/scenarios.rs`), so neither can drift from what the code calls.
+
+/// One RBAC rule: an API group, its resources, the verbs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub group: &'static str,
+    pub resources: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+}
+
+const fn rule(
+    group: &'static str,
+    resources: &'static [&'static str],
+    verbs: &'static [&'static str],
+) -> Rule {
+    Rule {
+        group,
+        resources,
+        verbs,
+    }
+}
+
+/// Rules for the watched namespaces (a ClusterRole when all namespaces are watched).
+pub const RULES: &[Rule] = &[
+    // Watched by the controllers; the Topic controller reads a Topic's Cluster and patches
+    // the Topic's finalizers.
+    rule("fjord.dev", &["clusters"], &["get", "list", "watch"]),
+    rule("fjord.dev", &["topics"], &["list", "watch", "patch"]),
+    rule(
+        "fjord.dev",
+        &["clusters/status", "topics/status"],
+        &["patch"],
+    ),
+    // Children of a Cluster: watched (owned), server-side applied (which creates them the
+    // first time); StatefulSets of removed zones are deleted.
+    rule(
+        "apps",
+        &["statefulsets"],
+        &["list", "watch", "create", "patch", "delete"],
+    ),
+    rule(
+        "",
+        &["services", "configmaps", "serviceaccounts"],
+        &["list", "watch", "create", "patch"],
+    ),
+    rule(
+        "policy",
+        &["poddisruptionbudgets"],
+        &["list", "watch", "create", "patch"],
+    ),
+    // Broker pods: readiness moves the rolling restart on, one is deleted per step, and each
+    // broker's /v1/status is read through the API server's pod proxy.
+    rule("", &["pods"], &["list", "watch", "delete"]),
+    rule("", &["pods/proxy"], &["get"]),
+    rule("events.k8s.io", &["events"], &["create", "patch"]),
+];
+
+/// Rules in the operator's own namespace (a Role): the leader Lease.
+pub const LEADER_ELECTION_RULES: &[Rule] = &[rule(
+    "coordination.k8s.io",
+    &["leases"],
+    &["get", "create", "update"],
+)];
+
+/// The (group, resource, verb) a request needs, from its method, path and query, the way the
+/// API server's authorizer sees it; `None` for a path that is not a resource request.
+pub fn required(method: &str, path: &str, query: &str) -> Option<(String, String, String)> {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => ("", rest),
+        ["apis", group, _version, rest @ ..] => (*group, rest),
+        _ => return None,
+    };
+    let rest = match rest {
+        ["namespaces", _namespace, rest @ ..] => rest,
+        rest => rest,
+    };
+    let (resource, named) = match rest {
+        [resource] => ((*resource).to_owned(), false),
+        [resource, _name] => ((*resource).to_owned(), true),
+        [resource, _name, subresource, ..] => (format!("{resource}/{subresource}"), true),
+        _ => return None,
+    };
+    let watching = query
+        .split('&')
+        .any(|p| p == "watch=true" || p == "watch=1");
+    let verb = match (method, named) {
+        ("GET", _) if watching => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => return None,
+    };
+    Some((group.to_owned(), resource, verb.to_owned()))
+}
+
+/// Whether `rules` allow `verb` on `group`/`resource`.
+pub fn allows(rules: &[Rule], group: &str, resource: &str, verb: &str) -> bool {
+    rules
+        .iter()
+        .any(|r| r.group == group && r.resources.contains(&resource) && r.verbs.contains(&verb))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, path: &str, query: &str) -> (String, String, String) {
+        required(method, path, query).unwrap_or_default()
+    }
+
+    #[test]
+    fn requests_map_to_what_the_authorizer_checks() {
+        let t = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+        assert_eq!(
+            req(
+                "PATCH",
+                "/apis/apps/v1/namespaces/ns/statefulsets/events-a",
+                "fieldManager=x"
+            ),
+            t("apps", "statefulsets", "patch")
+        );
+        assert_eq!(
+            req("GET", "/api/v1/namespaces/ns/pods", "labelSelector=a%3Db"),
+            t("", "pods", "list")
+        );
+        assert_eq!(
+            req("GET", "/api/v1/pods", "watch=true&resourceVersion=1"),
+            t("", "pods", "watch")
+        );
+        assert_eq!(
+            req(
+                "GET",
+                "/api/v1/namespaces/ns/pods/events-a-0:9644/proxy/v1/status",
+                ""
+            ),
+            t("", "pods/proxy", "get")
+        );
+        assert_eq!(
+            req(
+                "PATCH",
+                "/apis/fjord.dev/v1alpha1/namespaces/ns/topics/orders/status",
+                ""
+            ),
+            t("fjord.dev", "topics/status", "patch")
+        );
+        assert!(allows(RULES, "", "pods/proxy", "get"));
+        assert!(!allows(RULES, "", "pods", "get"));
+        assert!(!allows(RULES, "", "secrets", "list"));
+        assert!(allows(
+            LEADER_ELECTION_RULES,
+            "coordination.k8s.io",
+            "leases",
+            "update"
+        ));
+    }
+}
