@@ -30,9 +30,11 @@ build:
 	$(CARGO) build --workspace --all-targets --locked
 
 # crds/ is generated from operator/src/crd.rs; `make test` fails when it is stale
-# (operator/tests/crds.rs). The golden files are the builders' output for the test manifests.
+# (operator/tests/crds.rs); the chart carries a copy. The golden files are the builders' output
+# for the test manifests.
 generate:
 	$(CARGO) run --quiet --locked -p fjord-operator -- crd --output-dir crds
+	cp crds/*.yaml charts/fjord-operator/files/crds/
 	FJORD_BLESS=1 $(CARGO) test --quiet --locked -p fjord-operator --test golden
 
 # The last line sums every test binary's result (cargo's own last line is often an empty doc-test run).

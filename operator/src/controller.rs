@@ -272,7 +272,6 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
         .for_each(|_| async {});
         controllers.push(tokio::spawn(topics));
     }
-    context.metrics.set_ready(true);
     for controller in controllers {
         if let Err(error) = controller.await {
             tracing::error!(%error, "a controller task failed");

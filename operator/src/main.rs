@@ -156,6 +156,9 @@ async fn run(args: RunArgs, broker_image: String) -> anyhow::Result<()> {
     context.bootstrap_override = args.bootstrap_override;
     context.kafka_timeout = Duration::from_secs(args.kafka_timeout_seconds);
     let context = Arc::new(context);
+    // Ready once connected: a standby replica is as ready as the leader (it takes over when the
+    // lease frees), so rolling updates of the Deployment can wait on readiness.
+    metrics.set_ready(true);
 
     let signals = shutdown.clone();
     tokio::spawn(async move {
@@ -204,6 +207,9 @@ async fn run(args: RunArgs, broker_image: String) -> anyhow::Result<()> {
             metrics.set_leader(false);
             shutdown.cancel();
             let _ = controllers.await;
+            if !lost_lease {
+                election.release().await;
+            }
         }
     } else {
         metrics.set_leader(true);

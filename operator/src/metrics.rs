@@ -113,7 +113,7 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
-    /// `/readyz` answers 200 from now on (the controllers are running).
+    /// `/readyz` answers 200 from now on (connected to the API server; leader or standby).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }

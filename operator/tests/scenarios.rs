@@ -841,6 +841,27 @@ async fn one_replica_leads_and_another_takes_over_only_an_expired_lease() {
     let taken = lease.lock().unwrap().clone().unwrap();
     assert_eq!(taken["spec"]["holderIdentity"], "replica-b");
     assert_eq!(taken["spec"]["leaseTransitions"], 1);
+    // A clean shutdown hands the lease over at once.
+    b.release().await;
+    assert_eq!(
+        lease.lock().unwrap().as_ref().unwrap()["spec"].get("holderIdentity"),
+        None
+    );
+    let give_up = CancellationToken::new();
+    let cancel = give_up.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        cancel.cancel();
+    });
+    assert!(
+        a.acquire(&give_up).await,
+        "a released lease is taken without waiting it out"
+    );
+    assert_eq!(
+        lease.lock().unwrap().as_ref().unwrap()["spec"]["holderIdentity"],
+        "replica-a"
+    );
+
     let writes: Vec<String> = kube_calls(&calls)
         .iter()
         .filter(|c| c.method != Method::GET)
@@ -850,6 +871,8 @@ async fn one_replica_leads_and_another_takes_over_only_an_expired_lease() {
         writes,
         [
             "POST /apis/coordination.k8s.io/v1/namespaces/ops/leases",
+            "PUT /apis/coordination.k8s.io/v1/namespaces/ops/leases/fjord-operator-leader",
+            "PUT /apis/coordination.k8s.io/v1/namespaces/ops/leases/fjord-operator-leader",
             "PUT /apis/coordination.k8s.io/v1/namespaces/ops/leases/fjord-operator-leader",
         ]
     );

@@ -1,0 +1,68 @@
+//! The Helm chart (`charts/fjord-operator`), checked offline by `tests/k8s/check_chart.py`
+//! (Helm SDK lint and render for several value sets, kubernetes-validate for 1.30 and the
+//! newest version, yamllint, CRD copies equal to `crds/`, versions equal to Cargo's), with the
+//! RBAC rules the chart must grant taken from the operator's own table
+//! (`fjord_operator::rbac`): the chart grants exactly what the code calls, no more.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::process::Command;
+
+use fjord_operator::rbac::{LEADER_ELECTION_RULES, RULES, Rule};
+use serde_json::{Value, json};
+
+fn as_json(rules: &[Rule]) -> Vec<Value> {
+    rules
+        .iter()
+        .map(|r| json!({"apiGroups": [r.group], "resources": r.resources, "verbs": r.verbs}))
+        .collect()
+}
+
+#[test]
+fn the_chart_lints_renders_validates_and_grants_exactly_the_operators_rbac() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.json");
+    std::fs::write(
+        &rules,
+        serde_json::to_vec(
+            &json!({"rules": as_json(RULES), "leaseRules": as_json(LEADER_ELECTION_RULES)}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let rendered = dir.path().join("default.yaml");
+    let output = Command::new("python3")
+        .arg(root.join("tests/k8s/check_chart.py"))
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--out")
+        .arg(&rendered)
+        .output()
+        .expect("running python3 tests/k8s/check_chart.py (make deps installs its packages)");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains(", 0 failed"), "{report}");
+
+    // The rendered ClusterRole, read back here too: the same rules, in the same order.
+    let objects: Vec<Value> =
+        serde_yaml::Deserializer::from_str(&std::fs::read_to_string(&rendered).unwrap())
+            .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+            .filter(|v: &Value| !v.is_null())
+            .collect();
+    let cluster_role = objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
+    assert_eq!(cluster_role["rules"], Value::Array(as_json(RULES)));
+    let lease_role = objects
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["rules"][0]["resources"][0] == "leases")
+        .unwrap();
+    assert_eq!(
+        lease_role["rules"],
+        Value::Array(as_json(LEADER_ELECTION_RULES))
+    );
+}
