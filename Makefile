@@ -3,13 +3,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 
-.PHONY: help deps fmt fmt-check lint build generate test bench bench-log fuzz
+.PHONY: help deps fmt fmt-check lint build generate image-binaries test bench bench-log fuzz
 
 help:
 	@echo "make test       install test dependencies, then check formatting, lint and run every test"
 	@echo "make fmt        format the code"
 	@echo "make lint       clippy with warnings as errors"
-	@echo "make generate   regenerate crds/ and the golden files from the operator's Rust types"
+	@echo "make generate   regenerate crds/ (and the chart's copy) and the golden files from the operator's Rust types"
+	@echo "make image-binaries  the release binaries the Dockerfiles build (part of make test)"
 	@echo "make bench      Fjord against the Tansu peer and the machine's ceiling (ARGS=--quick: ~2 min)"
 	@echo "make bench-log  the commit log micro-benchmark (figures for docs/log.md)"
 	@echo "make fuzz       run each fuzz target for FUZZ_SECONDS (cargo-fuzz, see docs/fuzzing.md)"
@@ -37,8 +38,14 @@ generate:
 	cp crds/*.yaml charts/fjord-operator/files/crds/
 	FJORD_BLESS=1 $(CARGO) test --quiet --locked -p fjord-operator --test golden
 
+# What broker/Dockerfile and operator/Dockerfile build, for their target: there is no container
+# engine here, so this is how a broken image build shows in CI.
+IMAGE_TARGET := x86_64-unknown-linux-gnu
+image-binaries:
+	$(CARGO) build --release --locked --target $(IMAGE_TARGET) -p fjord-broker -p fjord-operator
+
 # The last line sums every test binary's result (cargo's own last line is often an empty doc-test run).
-test: deps fmt-check lint
+test: deps fmt-check lint image-binaries
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace --locked 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test-output.log
