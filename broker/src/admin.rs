@@ -19,6 +19,16 @@ use crate::broker::Broker;
 
 /// Serves the admin endpoint until `shutdown`.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
+    serve_http(listener, shutdown, move |request| respond(&broker, request)).await;
+}
+
+/// A small HTTP/1 server: one task per connection, every request answered by `respond`, until
+/// `shutdown`. Also serves the operator's `/metrics`, `/healthz` and `/readyz`.
+pub async fn serve_http<F>(listener: TcpListener, shutdown: CancellationToken, respond: F)
+where
+    F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let respond = Arc::new(respond);
     let connections = TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -29,17 +39,17 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancell
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(error) => {
-                tracing::warn!(%error, "admin accept failed");
+                tracing::warn!(%error, "HTTP accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let broker = Arc::clone(&broker);
+        let respond = Arc::clone(&respond);
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let service = service_fn(move |request| {
-                let broker = Arc::clone(&broker);
-                async move { Ok::<_, Infallible>(respond(&broker, &request)) }
+                let response = respond(&request);
+                async move { Ok::<_, Infallible>(response) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -48,7 +58,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancell
                 () = shutdown.cancelled() => {}
                 result = connection => {
                     if let Err(error) = result {
-                        tracing::debug!(%error, "admin connection ended");
+                        tracing::debug!(%error, "HTTP connection ended");
                     }
                 }
             }
