@@ -66,3 +66,62 @@ fn the_chart_lints_renders_validates_and_grants_exactly_the_operators_rbac() {
         Value::Array(as_json(LEADER_ELECTION_RULES))
     );
 }
+
+/// The README's Kubernetes section, as far as it runs without a cluster: the files it applies
+/// exist and are what the tests validate, the chart it installs is the one checked above with
+/// the same release name and namespace, and the bootstrap address it connects a client to is the
+/// one the example Cluster gets.
+#[test]
+fn the_readmes_kubernetes_section_uses_what_the_tests_check() {
+    use fjord_operator::cluster::validate::validate_cluster;
+    use fjord_operator::crd::{Cluster, Topic};
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("## Kubernetes\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has a Kubernetes section");
+    for command in [
+        "cargo run -q -p fjord-operator -- render -f docs/examples/cluster.yaml",
+        "helm install fjord-operator charts/fjord-operator --namespace fjord-system --create-namespace",
+        "kubectl apply -f docs/examples/cluster.yaml -f docs/examples/topic.yaml",
+        "helm upgrade fjord-operator charts/fjord-operator --namespace fjord-system",
+        "helm uninstall fjord-operator --namespace fjord-system",
+    ] {
+        assert!(
+            section.contains(command),
+            "README no longer says `{command}`"
+        );
+    }
+    let script = std::fs::read_to_string(root.join("tests/k8s/check_chart.py")).unwrap();
+    assert!(
+        script.contains(r#"RELEASE = "fjord-operator""#)
+            && script.contains(r#"NAMESPACE = "fjord-system""#)
+    );
+
+    let cluster: Cluster = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("docs/examples/cluster.yaml")).unwrap(),
+    )
+    .unwrap();
+    let topic: Topic = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("docs/examples/topic.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(topic.spec.cluster, cluster.metadata.name.clone().unwrap());
+    assert_eq!(topic.metadata.namespace, cluster.metadata.namespace);
+    let mut cluster = cluster;
+    cluster.metadata.uid = Some("readme".into());
+    let bootstrap = validate_cluster(&cluster, "img")
+        .unwrap()
+        .bootstrap_address();
+    assert!(
+        section.contains(&format!("-b {bootstrap} -L")),
+        "README's client should use {bootstrap}"
+    );
+    assert!(section.contains(&format!(
+        "kubectl create namespace {}",
+        cluster.metadata.namespace.unwrap()
+    )));
+}
