@@ -265,7 +265,7 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
         .run(
             crate::topic::reconcile::reconcile_topic,
             |topic: Arc<Topic>, error: &Error, ctx: Arc<Context>| {
-                error_policy("topic", &topic.name_any(), error, &ctx)
+                error_policy("topic", &object_key(topic.as_ref()), error, &ctx)
             },
             Arc::clone(&context),
         )

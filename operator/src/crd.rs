@@ -54,7 +54,10 @@ pub const GROUP: &str = "fjord.dev";
 #[x_kube(
     cel,
     validation = Rule::new("!has(self.replicas) || size(self.zones) == 0")
-        .message("replicas is for a cluster without zones; with zones, set brokersPerZone")
+        .message("replicas is for a cluster without zones; with zones, set brokersPerZone"),
+    validation = Rule::new("(size(self.zones) == 0) == (size(oldSelf.zones) == 0)").message(
+        "a Cluster created without zones cannot gain them, nor lose all of them: that replaces every broker"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSpec {

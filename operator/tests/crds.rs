@@ -260,6 +260,19 @@ fn cel_rules_refuse_shrinking_partitions_and_changing_identities() {
     let mut both = cluster.clone();
     both.spec.replicas = Some(3);
     assert!(validate_cel(&both).is_err(), "replicas with zones");
+    let mut unzoned = cluster.clone();
+    unzoned.spec.zones.clear();
+    let error = validate_cel_update(&unzoned, &cluster).unwrap_err();
+    assert!(
+        format!("{error:?}").contains("cannot gain them, nor lose all of them"),
+        "{error:?}"
+    );
+    let mut fewer = cluster.clone();
+    fewer.spec.zones.remove(0);
+    assert!(
+        validate_cel_update(&fewer, &cluster).is_ok(),
+        "removing one zone is allowed"
+    );
 }
 
 /// The validator `make deps` installs (tests/k8s/requirements.txt); its absence fails the test,

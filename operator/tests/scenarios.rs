@@ -194,14 +194,24 @@ fn cluster_routes(
             Method::PATCH => {
                 let mut object = call.body.clone();
                 if object["kind"] == "StatefulSet" {
-                    object["status"] = json!({"replicas": 1, "updateRevision": update_revision});
+                    // The StatefulSet controller has seen this spec (generation 2) unless the
+                    // scenario says it lags behind.
+                    object["metadata"]["generation"] = 2.into();
+                    object["status"] = json!({
+                        "replicas": 1,
+                        "observedGeneration": if update_revision == "lagging" { 1 } else { 2 },
+                        "updateRevision": update_revision,
+                    });
                 }
                 (StatusCode::OK, object)
             }
-            Method::GET if path.ends_with("/statefulsets") => {
-                (StatusCode::OK, list("StatefulSet", stateful_sets.clone()))
+            Method::GET if path.ends_with("/statefulsets") => (
+                StatusCode::OK,
+                list("StatefulSet", selected(call, &stateful_sets)),
+            ),
+            Method::GET if path.ends_with("/pods") => {
+                (StatusCode::OK, list("Pod", selected(call, &pods)))
             }
-            Method::GET if path.ends_with("/pods") => (StatusCode::OK, list("Pod", pods.clone())),
             Method::GET if path.ends_with("/proxy/v1/status") => {
                 let pod = path
                     .split("/pods/")
@@ -221,14 +231,47 @@ fn cluster_routes(
     })
 }
 
+/// The items whose labels match the request's `labelSelector` (`k=v,...`), as the API server
+/// would filter them.
+fn selected(call: &Call, items: &[Value]) -> Vec<Value> {
+    let selector = call
+        .query()
+        .split('&')
+        .find_map(|p| p.strip_prefix("labelSelector="))
+        .map(|s| {
+            s.replace("%3D", "=")
+                .replace("%2F", "/")
+                .replace("%2C", ",")
+        })
+        .unwrap_or_default();
+    items
+        .iter()
+        .filter(|item| {
+            selector.split(',').filter(|t| !t.is_empty()).all(|term| {
+                let (key, value) = term.split_once('=').unwrap();
+                item["metadata"]["labels"][key] == value
+            })
+        })
+        .cloned()
+        .collect()
+}
+
 fn healthy(_: &str) -> Value {
     json!({"node_id": 0, "ready": true, "partitions": 3, "under_replicated_partitions": 0, "caught_up": true})
+}
+
+/// A StatefulSet of the example cluster as listed: the cluster's labels and its node-id range.
+fn stateful_set(name: &str, start: i32) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": "streaming", "labels": {
+            "fjord.dev/cluster": "events", "app.kubernetes.io/managed-by": "fjord-operator"}},
+        "spec": {"ordinals": {"start": start}, "selector": {}, "template": {}}})
 }
 
 fn current_stateful_sets() -> Vec<Value> {
     ZONES
         .iter()
-        .map(|(zone, _)| json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": format!("events-{zone}"), "namespace": "streaming"}}))
+        .map(|(zone, start)| stateful_set(&format!("events-{zone}"), *start))
         .collect()
 }
 
@@ -274,8 +317,11 @@ fn events(calls: &Arc<Mutex<Vec<Call>>>) -> Vec<String> {
 async fn a_new_cluster_is_applied_server_side_orphans_deleted_and_status_written() {
     let mut stateful_sets = current_stateful_sets();
     // A zone removed from the spec: its StatefulSet carries the cluster's labels.
-    stateful_sets.push(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
-        "metadata": {"name": "events-eu-west-1d", "namespace": "streaming"}}));
+    stateful_sets.push(stateful_set("events-eu-west-1d", 300));
+    // Another cluster's StatefulSet in the namespace: not selected, never touched.
+    let mut foreign = stateful_set("payments-eu-west-1a", 0);
+    foreign["metadata"]["labels"]["fjord.dev/cluster"] = "payments".into();
+    stateful_sets.push(foreign);
     let pods = ZONES
         .iter()
         .map(|(zone, id)| pod(zone, *id, "rev-1", true))
@@ -465,6 +511,84 @@ async fn the_restart_waits_while_a_broker_reports_under_replicated_partitions() 
 }
 
 #[tokio::test]
+async fn no_restart_until_the_statefulset_has_observed_its_new_spec() {
+    // The apply answer still carries the previous status (observedGeneration 1 < generation 2):
+    // which pods are outdated is not known yet.
+    let pods = ZONES
+        .iter()
+        .map(|(zone, id)| pod(zone, *id, "rev-1", true))
+        .collect();
+    let (client, calls) = api_server(cluster_routes(
+        "lagging",
+        current_stateful_sets(),
+        pods,
+        healthy,
+    ));
+    let action = reconcile_cluster(Arc::new(example_cluster()), context(client))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(10)));
+    let recorded = kube_calls(&calls);
+    assert!(
+        !recorded
+            .iter()
+            .any(|c| c.method == Method::DELETE && c.path().contains("/pods/"))
+    );
+    let status = status_patch(&recorded);
+    assert_eq!(
+        condition(&status, "Progressing")["reason"],
+        "StatefulSetUpdating"
+    );
+}
+
+#[tokio::test]
+async fn a_zone_removed_from_the_front_keeps_the_others_node_ids() {
+    // a (0), b (100), c (200) exist; the spec now lists b and c only.
+    let mut cluster = example_cluster();
+    cluster.spec.zones.remove(0);
+    let pods = ZONES[1..]
+        .iter()
+        .map(|(zone, id)| pod(zone, *id, "rev-1", true))
+        .collect();
+    let (client, calls) = api_server(cluster_routes(
+        "rev-1",
+        current_stateful_sets(),
+        pods,
+        healthy,
+    ));
+    reconcile_cluster(Arc::new(cluster), context(client))
+        .await
+        .unwrap();
+    let recorded = kube_calls(&calls);
+    let starts: Vec<(String, i64)> = recorded
+        .iter()
+        .filter(|c| c.method == Method::PATCH && c.body["kind"] == "StatefulSet")
+        .map(|c| {
+            (
+                c.body["metadata"]["name"].as_str().unwrap().to_owned(),
+                c.body["spec"]["ordinals"]["start"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            ("events-eu-west-1b".to_owned(), 100),
+            ("events-eu-west-1c".to_owned(), 200)
+        ]
+    );
+    let deletes: Vec<&str> = recorded
+        .iter()
+        .filter(|c| c.method == Method::DELETE)
+        .map(Call::path)
+        .collect();
+    assert_eq!(
+        deletes,
+        ["/apis/apps/v1/namespaces/streaming/statefulsets/events-eu-west-1a"]
+    );
+}
+
+#[tokio::test]
 async fn the_restart_waits_for_the_previous_pod_to_be_ready_again() {
     let pods = vec![
         pod("eu-west-1a", 0, "rev-2", false), // just replaced, still starting
@@ -508,7 +632,16 @@ async fn an_invalid_cluster_gets_a_condition_and_no_objects() {
         .unwrap();
     assert_eq!(action, Action::await_change());
     let recorded = kube_calls(&calls);
-    assert_eq!(recorded.len(), 1, "only the status: {recorded:?}");
+    let writes: Vec<String> = recorded
+        .iter()
+        .filter(|c| c.method != Method::GET)
+        .map(|c| format!("{} {}", c.method, c.path()))
+        .collect();
+    assert_eq!(
+        writes,
+        ["PATCH /apis/fjord.dev/v1alpha1/namespaces/streaming/clusters/events/status"],
+        "only the status"
+    );
     let status = status_patch(&recorded);
     let ready = condition(&status, "Ready");
     assert_eq!(ready["status"], "False");

@@ -20,7 +20,7 @@ use crate::cluster::build::{MANAGER, ZONE_LABEL, build_cluster, managed_selector
 use crate::cluster::rollout::{
     BrokerPod, BrokerStatus, HealthGate, RolloutPlan, health_gate, plan_rollout,
 };
-use crate::cluster::validate::{ValidatedCluster, validate_cluster};
+use crate::cluster::validate::{ValidatedCluster, validate_cluster_with};
 use crate::conditions::{DEGRADED, PROGRESSING, READY, condition, with_transitions};
 use crate::controller::{Context, Error, kube_error};
 use crate::crd::{Cluster, ClusterStatus, ZoneStatus};
@@ -59,20 +59,40 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
     }
     let namespace = cluster.namespace().unwrap_or_default();
     let clusters: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
-    let validated = match validate_cluster(cluster, &context.broker_image) {
+    // The StatefulSets this Cluster has: zones keep their node ids, removed zones are orphans.
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(context.client.clone(), &namespace);
+    let name = cluster.name_any();
+    let existing = stateful_sets
+        .list(&ListParams::default().labels(&managed_selector(&name)))
+        .await
+        .map_err(kube_error::<StatefulSet>("listing", &name))?
+        .items;
+    let bases: BTreeMap<String, i32> = existing
+        .iter()
+        .filter_map(|s| {
+            let start = s.spec.as_ref()?.ordinals.as_ref()?.start?;
+            Some((s.name_any(), start))
+        })
+        .collect();
+    let validated = match validate_cluster_with(cluster, &context.broker_image, &bases) {
         Ok(validated) => validated,
         Err(error) => {
             let message = error.to_string();
             let generation = cluster.meta().generation;
-            let conditions = vec![
-                condition(READY, false, "InvalidSpec", &message, generation),
-                condition(PROGRESSING, false, "InvalidSpec", &message, generation),
-                condition(DEGRADED, true, "InvalidSpec", &message, generation),
-            ];
+            let previous = cluster.status.clone().unwrap_or_default();
+            let conditions = with_transitions(
+                &previous.conditions,
+                vec![
+                    condition(READY, false, "InvalidSpec", &message, generation),
+                    condition(PROGRESSING, false, "InvalidSpec", &message, generation),
+                    condition(DEGRADED, true, "InvalidSpec", &message, generation),
+                ],
+                Timestamp::now(),
+            );
             let status = ClusterStatus {
                 observed_generation: generation,
                 conditions,
-                ..cluster.status.clone().unwrap_or_default()
+                ..previous
             };
             write_status(&clusters, cluster, status).await?;
             context
@@ -94,7 +114,7 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
     }
     apply(client, &namespace, &children.pod_disruption_budget).await?;
 
-    delete_orphans(context, cluster, &validated).await?;
+    delete_orphans(context, cluster, &validated, &existing).await?;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let pod_list = pods
@@ -117,46 +137,67 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         .collect();
     let expected = usize::try_from(validated.brokers()).unwrap_or(0);
 
-    let progress = match plan_rollout(&brokers, expected) {
-        RolloutPlan::UpToDate => Progress::UpToDate,
-        RolloutPlan::WaitForBrokers { waiting_on } => Progress::Waiting {
-            reason: "WaitingForBrokers",
-            message: format!("rolling restart waits for {waiting_on} to be Ready"),
+    // Right after a template change the StatefulSet controller may not have computed the new
+    // revision yet: until it has, which pods are outdated is not known.
+    let settling = applied.iter().find(|s| {
+        let observed = s.status.as_ref().and_then(|st| st.observed_generation);
+        s.metadata.generation.is_some() && observed < s.metadata.generation
+    });
+    let plan = match settling {
+        Some(stateful_set) => Err(stateful_set.name_any()),
+        None => Ok(plan_rollout(&brokers, expected)),
+    };
+    let progress = match plan {
+        Err(stateful_set) => Progress::Waiting {
+            reason: "StatefulSetUpdating",
+            message: format!("waiting for StatefulSet {stateful_set} to observe its new spec"),
         },
-        RolloutPlan::Restart { pod, uid } => {
-            let mut statuses = Vec::with_capacity(brokers.len());
-            for broker in &brokers {
-                statuses.push((
-                    broker.name.clone(),
-                    broker_status(context, &namespace, &broker.name, validated.ports.admin).await,
-                ));
+        Ok(plan) => match plan {
+            RolloutPlan::UpToDate => Progress::UpToDate,
+            RolloutPlan::WaitForBrokers { waiting_on } => Progress::Waiting {
+                reason: "WaitingForBrokers",
+                message: format!("rolling restart waits for {waiting_on} to be Ready"),
+            },
+            RolloutPlan::ReplaceUnready { pod, uid } => {
+                restart(context, cluster, &pods, &pod, uid).await?;
+                Progress::Restarting { pod }
             }
-            match health_gate(&statuses) {
-                HealthGate::Open => {
-                    restart(context, cluster, &pods, &pod, uid).await?;
-                    Progress::Restarting { pod }
+            RolloutPlan::Restart { pod, uid } => {
+                let mut statuses = Vec::with_capacity(brokers.len());
+                for broker in &brokers {
+                    statuses.push((
+                        broker.name.clone(),
+                        broker_status(context, &namespace, &broker.name, validated.ports.admin)
+                            .await,
+                    ));
                 }
-                HealthGate::UnderReplicated {
-                    pod: on,
-                    partitions,
-                } => Progress::Waiting {
-                    reason: "UnderReplicatedPartitions",
-                    message: format!(
-                        "rolling restart of {pod} waits: {on} reports {partitions} under-replicated partitions"
-                    ),
-                },
-                HealthGate::NotCaughtUp { pod: on } => Progress::Waiting {
-                    reason: "BrokerCatchingUp",
-                    message: format!("rolling restart of {pod} waits for {on} to catch up"),
-                },
-                HealthGate::Unknown { pod: on } => Progress::Waiting {
-                    reason: "BrokerHealthUnknown",
-                    message: format!(
-                        "rolling restart of {pod} waits: {on} did not answer on its admin endpoint"
-                    ),
-                },
+                match health_gate(&statuses) {
+                    HealthGate::Open => {
+                        restart(context, cluster, &pods, &pod, uid).await?;
+                        Progress::Restarting { pod }
+                    }
+                    HealthGate::UnderReplicated {
+                        pod: on,
+                        partitions,
+                    } => Progress::Waiting {
+                        reason: "UnderReplicatedPartitions",
+                        message: format!(
+                            "rolling restart of {pod} waits: {on} reports {partitions} under-replicated partitions"
+                        ),
+                    },
+                    HealthGate::NotCaughtUp { pod: on } => Progress::Waiting {
+                        reason: "BrokerCatchingUp",
+                        message: format!("rolling restart of {pod} waits for {on} to catch up"),
+                    },
+                    HealthGate::Unknown { pod: on } => Progress::Waiting {
+                        reason: "BrokerHealthUnknown",
+                        message: format!(
+                            "rolling restart of {pod} waits: {on} did not answer on its admin endpoint"
+                        ),
+                    },
+                }
             }
-        }
+        },
     };
 
     let status = cluster_status(cluster, &validated, &pod_list.items, &progress);
@@ -210,13 +251,10 @@ async fn delete_orphans(
     context: &Context,
     cluster: &Cluster,
     validated: &ValidatedCluster,
+    existing: &[StatefulSet],
 ) -> Result<(), Error> {
     let api: Api<StatefulSet> = Api::namespaced(context.client.clone(), &validated.namespace);
-    let existing = api
-        .list(&ListParams::default().labels(&managed_selector(&validated.name)))
-        .await
-        .map_err(kube_error::<StatefulSet>("listing", &validated.name))?;
-    for stateful_set in existing.items {
+    for stateful_set in existing {
         let name = stateful_set.name_any();
         if validated.zones.iter().any(|z| z.statefulset == name) {
             continue;

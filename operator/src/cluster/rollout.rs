@@ -35,6 +35,8 @@ pub enum RolloutPlan {
     WaitForBrokers { waiting_on: String },
     /// `pod` is next, if the brokers are healthy.
     Restart { pod: String, uid: Option<String> },
+    /// `pod` is outdated and not Ready: replace it now (it serves nothing).
+    ReplaceUnready { pod: String, uid: Option<String> },
 }
 
 /// Why a restart is held back after asking the brokers.
@@ -46,17 +48,31 @@ pub enum HealthGate {
     Unknown { pod: String },
 }
 
-/// Chooses the next pod to replace: the outdated pod with the lowest node id, once all
-/// `expected` brokers exist, are Ready and none is terminating.
+/// Chooses the next pod to replace. An outdated pod that is not Ready serves nothing, so it goes
+/// first and without asking the brokers (the fix for a broken broker is often the very template
+/// change waiting to roll out); otherwise the outdated pod with the lowest node id, once all
+/// `expected` brokers exist and are Ready. Never while any pod is terminating: one at a time.
 pub fn plan_rollout(pods: &[BrokerPod], expected: usize) -> RolloutPlan {
-    let Some(next) = pods
+    let mut outdated: Vec<&BrokerPod> = pods
         .iter()
         .filter(|p| p.outdated && !p.terminating)
-        .min_by_key(|p| p.node_id)
-    else {
+        .collect();
+    outdated.sort_by_key(|p| (p.ready, p.node_id));
+    let Some(next) = outdated.first() else {
         return RolloutPlan::UpToDate;
     };
-    if let Some(waiting) = pods.iter().find(|p| !p.ready || p.terminating) {
+    if let Some(terminating) = pods.iter().find(|p| p.terminating) {
+        return RolloutPlan::WaitForBrokers {
+            waiting_on: terminating.name.clone(),
+        };
+    }
+    if !next.ready {
+        return RolloutPlan::ReplaceUnready {
+            pod: next.name.clone(),
+            uid: next.uid.clone(),
+        };
+    }
+    if let Some(waiting) = pods.iter().find(|p| !p.ready) {
         return RolloutPlan::WaitForBrokers {
             waiting_on: waiting.name.clone(),
         };
@@ -121,6 +137,20 @@ mod tests {
         assert_eq!(
             plan_rollout(&pods, 3),
             RolloutPlan::Restart {
+                pod: "events-a-1".into(),
+                uid: Some("uid-1".into())
+            }
+        );
+    }
+
+    #[test]
+    fn an_outdated_broker_that_is_down_is_replaced_first() {
+        // A crash-looping broker whose fix is the pending template: replaced at once, before a
+        // healthy outdated one.
+        let pods = [pod(0, true, true), pod(1, false, true), pod(2, true, false)];
+        assert_eq!(
+            plan_rollout(&pods, 3),
+            RolloutPlan::ReplaceUnready {
                 pod: "events-a-1".into(),
                 uid: Some("uid-1".into())
             }

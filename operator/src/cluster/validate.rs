@@ -131,6 +131,10 @@ impl BrokerConfigKey {
 pub enum SpecError {
     #[error("the Cluster has no {0}")]
     MissingMetadata(&'static str),
+    #[error(
+        "Cluster name '{0}' cannot name Services: use lowercase letters, digits and '-', starting with a letter"
+    )]
+    InvalidName(String),
     #[error("set either zones with brokersPerZone, or replicas without zones, not both")]
     ReplicasWithZones,
     #[error("zone '{0}' is listed twice")]
@@ -250,11 +254,24 @@ pub fn bootstrap_address(name: &str, namespace: &str, kafka_port: i32) -> String
     format!("{name}-bootstrap.{namespace}.svc:{kafka_port}")
 }
 
-/// Checks `cluster` and derives everything the builders need. `default_image` is the broker
-/// image used when the spec names none.
+/// Checks `cluster` and derives everything the builders need, for a Cluster with no
+/// StatefulSets yet (zone *i* gets node ids from `100·i`). `default_image` is the broker image
+/// used when the spec names none.
 pub fn validate_cluster(
     cluster: &Cluster,
     default_image: &str,
+) -> Result<ValidatedCluster, SpecError> {
+    validate_cluster_with(cluster, default_image, &BTreeMap::new())
+}
+
+/// As [`validate_cluster`], keeping the node ids of zones whose StatefulSets exist:
+/// `existing` maps a StatefulSet name to its `ordinals.start`. A zone keeps its node ids (and so
+/// its brokers' identities and volumes) when zones before it are removed; a new zone takes the
+/// first free range, preferring its position.
+pub fn validate_cluster_with(
+    cluster: &Cluster,
+    default_image: &str,
+    existing: &BTreeMap<String, i32>,
 ) -> Result<ValidatedCluster, SpecError> {
     let spec = &cluster.spec;
     let name = cluster.name_any();
@@ -262,6 +279,16 @@ pub fn validate_cluster(
         .namespace()
         .ok_or(SpecError::MissingMetadata("namespace"))?;
     let uid = cluster.uid().ok_or(SpecError::MissingMetadata("uid"))?;
+    // Services are named after the Cluster and need DNS-1035 labels, stricter than the
+    // subdomain a resource name may be.
+    let label = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !label || name.len() > MAX_STATEFULSET_NAME {
+        return Err(SpecError::InvalidName(name));
+    }
 
     let per_zone = positive("brokersPerZone", spec.brokers_per_zone.unwrap_or(1))?;
     let replicas = positive("replicas", spec.replicas.unwrap_or(1))?;
@@ -282,13 +309,31 @@ pub fn validate_cluster(
             if spec.zones[..index].contains(zone) {
                 return Err(SpecError::DuplicateZone(zone.clone()));
             }
-            let index = i32::try_from(index).unwrap_or(i32::MAX);
+            let statefulset = format!("{name}-{zone}");
             zones.push(ValidatedZone {
                 zone: Some(zone.clone()),
-                statefulset: format!("{name}-{zone}"),
-                first_node_id: index.saturating_mul(NODE_ID_STRIDE),
+                first_node_id: existing.get(&statefulset).copied().unwrap_or(-1),
+                statefulset,
                 brokers: per_zone,
             });
+        }
+        // New zones: their position's range if free, else the first free one. Ranges of
+        // StatefulSets still present (a removed zone not yet deleted) are not reused.
+        let mut taken: Vec<i32> = existing.values().copied().collect();
+        taken.extend(zones.iter().map(|z| z.first_node_id).filter(|b| *b >= 0));
+        for (index, zone) in zones.iter_mut().enumerate() {
+            if zone.first_node_id >= 0 {
+                continue;
+            }
+            let preferred = i32::try_from(index)
+                .unwrap_or(i32::MAX)
+                .saturating_mul(NODE_ID_STRIDE);
+            let base = std::iter::once(preferred)
+                .chain((0..).map(|i: i32| i.saturating_mul(NODE_ID_STRIDE)))
+                .find(|b| !taken.contains(b))
+                .unwrap_or(preferred);
+            taken.push(base);
+            zone.first_node_id = base;
         }
         zones
     };
@@ -449,6 +494,33 @@ mod tests {
     }
 
     #[test]
+    fn zones_keep_their_node_ids_when_zones_before_them_go() {
+        // a, b, c exist at 0, 100, 200; the spec drops a and adds d.
+        let existing = BTreeMap::from([
+            ("events-a".to_owned(), 0),
+            ("events-b".to_owned(), 100),
+            ("events-c".to_owned(), 200),
+        ]);
+        let validated =
+            validate_cluster_with(&cluster(&["b", "c", "d"], Some(1)), "img", &existing).unwrap();
+        let bases: Vec<(String, i32)> = validated
+            .zones
+            .iter()
+            .map(|z| (z.label().to_owned(), z.first_node_id))
+            .collect();
+        // d cannot take 0 while events-a (being removed) still exists: it takes 300.
+        assert_eq!(
+            bases,
+            [("b".into(), 100), ("c".into(), 200), ("d".into(), 300)]
+        );
+        // Once events-a is gone, a new zone may reuse its range.
+        let existing = BTreeMap::from([("events-b".to_owned(), 100)]);
+        let validated =
+            validate_cluster_with(&cluster(&["b", "e"], Some(1)), "img", &existing).unwrap();
+        assert_eq!(validated.zones[1].first_node_id, 0);
+    }
+
+    #[test]
     fn small_clusters_vote_with_every_broker() {
         let one = validate_cluster(&cluster(&[], None), "img").unwrap();
         assert_eq!(
@@ -539,6 +611,12 @@ mod tests {
             validate_cluster(&cluster(&[&long], None), "img"),
             Err(SpecError::NameTooLong { .. })
         ));
+        let mut dotted = cluster(&[], None);
+        dotted.metadata.name = Some("my.events".into());
+        assert_eq!(
+            validate_cluster(&dotted, "img"),
+            Err(SpecError::InvalidName("my.events".into()))
+        );
         let mut clash = cluster(&[], None);
         clash.spec.listeners.admin_port = 9092;
         assert_eq!(
