@@ -228,7 +228,8 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
     let brokers = watcher::Config::default()
         .labels("app.kubernetes.io/name=fjord,app.kubernetes.io/component=broker");
-    let mut controllers = Vec::new();
+    // A JoinSet: dropping this future (the leader lost its lease) aborts every controller.
+    let mut controllers = tokio::task::JoinSet::new();
     for namespace in scope.targets() {
         let stop = shutdown.clone();
         let clusters = Controller::new(api_in::<Cluster>(client, namespace), watcher::Config::default())
@@ -254,7 +255,7 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
                 Arc::clone(&context),
             )
             .for_each(|_| async {});
-        controllers.push(tokio::spawn(clusters));
+        controllers.spawn(clusters);
 
         let stop = shutdown.clone();
         let topics = Controller::new(
@@ -270,10 +271,10 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
             Arc::clone(&context),
         )
         .for_each(|_| async {});
-        controllers.push(tokio::spawn(topics));
+        controllers.spawn(topics);
     }
-    for controller in controllers {
-        if let Err(error) = controller.await {
+    while let Some(finished) = controllers.join_next().await {
+        if let Err(error) = finished {
             tracing::error!(%error, "a controller task failed");
         }
     }

@@ -802,7 +802,16 @@ async fn move_to_controller(
         return Ok(connection);
     }
     tracing::debug!(controller, %addr, "admin requests go to the controller; moving there");
-    Connection::open(&addr, timeout).await
+    match Connection::open(&addr, timeout).await {
+        Ok(controller) => Ok(controller),
+        // The advertised name may not resolve from here (an operator outside the cluster,
+        // reaching the brokers through a port-forward): stay where we are; a broker that is not
+        // the controller answers NOT_CONTROLLER, which is retried.
+        Err(error) => {
+            tracing::debug!(%addr, %error, "the controller is unreachable; staying on the bootstrap broker");
+            Ok(connection)
+        }
+    }
 }
 
 /// Whether `host:port` resolves to the broker `connection` is connected to.
@@ -1155,6 +1164,25 @@ mod tests {
                 replication_factor: 3,
             }
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_controller_address_keeps_the_bootstrap_connection() {
+        // What a port-forward looks like: the broker advertises a name this side cannot reach.
+        let unreachable = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let bootstrap = fake_broker(
+            vec![
+                api_versions(kafka_table()),
+                metadata(controller_at(2, &unreachable)),
+            ],
+            true,
+        )
+        .await;
+        let admin = KafkaAdmin::connect(&bootstrap, TIMEOUT).await.unwrap();
+        assert_eq!(admin.connection.as_ref().unwrap().addr, bootstrap);
     }
 
     #[tokio::test]

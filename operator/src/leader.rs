@@ -108,7 +108,17 @@ impl LeaderElection {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.retry) => {}
             }
-            match self.try_acquire_or_renew().await {
+            // A renewal that hangs must not outlive the lease: bound it by what is left of it.
+            let left = self
+                .lease_duration
+                .saturating_sub(last_renewed.elapsed())
+                .saturating_sub(self.retry);
+            let attempt = tokio::time::timeout(left, self.try_acquire_or_renew()).await;
+            let Ok(attempt) = attempt else {
+                tracing::error!(lease = %self.name, "renewing the lease timed out");
+                return;
+            };
+            match attempt {
                 Ok(true) => last_renewed = tokio::time::Instant::now(),
                 Ok(false) => {
                     tracing::error!(lease = %self.name, "another replica took the lease");

@@ -156,8 +156,13 @@ async fn run(args: RunArgs, broker_image: String) -> anyhow::Result<()> {
     context.bootstrap_override = args.bootstrap_override;
     context.kafka_timeout = Duration::from_secs(args.kafka_timeout_seconds);
     let context = Arc::new(context);
-    // Ready once connected: a standby replica is as ready as the leader (it takes over when the
-    // lease frees), so rolling updates of the Deployment can wait on readiness.
+    // Ready once the API server answers: a standby replica is as ready as the leader (it takes
+    // over when the lease frees), so rolling updates of the Deployment can wait on readiness.
+    let version = client
+        .apiserver_version()
+        .await
+        .context("asking the Kubernetes API server for its version")?;
+    tracing::info!(kubernetes = %version.git_version, "connected to the API server");
     metrics.set_ready(true);
 
     let signals = shutdown.clone();
@@ -206,8 +211,11 @@ async fn run(args: RunArgs, broker_image: String) -> anyhow::Result<()> {
             lost_lease = !shutdown.is_cancelled();
             metrics.set_leader(false);
             shutdown.cancel();
-            let _ = controllers.await;
-            if !lost_lease {
+            if lost_lease {
+                // Another replica may lead already: stop at once, not after in-flight reconciles.
+                controllers.abort();
+            } else {
+                let _ = controllers.await;
                 election.release().await;
             }
         }

@@ -34,6 +34,9 @@ pub const RULES: &[Rule] = &[
         &["clusters/status", "topics/status"],
         &["patch"],
     ),
+    // Children carry `blockOwnerDeletion: true` owner references to their Cluster; where the
+    // OwnerReferencesPermissionEnforcement admission plugin runs, setting one needs this.
+    rule("fjord.dev", &["clusters/finalizers"], &["update"]),
     // Children of a Cluster: watched (owned), server-side applied (which creates them the
     // first time); StatefulSets of removed zones are deleted.
     rule(

@@ -224,7 +224,9 @@ pub fn build_bootstrap_service(cluster: &ValidatedCluster) -> Service {
     }
 }
 
-/// At most one broker down at a time, whoever asks (node drains, upgrades, the operator).
+/// At most one broker down at a time for voluntary disruptions through the Eviction API (node
+/// drains, cluster upgrades). The operator's own restarts delete pods directly and are gated by
+/// its rollout step instead.
 pub fn build_pod_disruption_budget(cluster: &ValidatedCluster) -> PodDisruptionBudget {
     PodDisruptionBudget {
         metadata: metadata(cluster, &cluster.name),

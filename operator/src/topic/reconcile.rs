@@ -55,10 +55,8 @@ async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
     let validated = match validate_topic(topic) {
         Ok(validated) => validated,
         Err(error) => {
-            // Nothing can have been created under an invalid name: no finalizer is needed.
-            if has_finalizer {
-                set_finalizer(&topics, topic, false).await?;
-            }
+            // The finalizer stays as it is: a topic created before the spec became invalid is
+            // still deleted with the resource (under the name the status recorded).
             write_status(
                 &topics,
                 topic,
@@ -171,27 +169,34 @@ async fn connect(
 /// Deletes the Kafka topic (if the Cluster still stands) and releases the finalizer.
 async fn finalize(topic: &Topic, context: &Context, topics: &Api<Topic>) -> Result<(), Error> {
     let namespace = topic.namespace().unwrap_or_default();
-    let Ok(validated) = validate_topic(topic) else {
+    // The name the brokers know the topic by: from the spec, or (an invalid spec) from the
+    // status of an earlier reconcile; neither means nothing was ever created.
+    let kafka_name = match validate_topic(topic) {
+        Ok(validated) => Some(validated.desired.name),
+        Err(_) => topic.status.as_ref().and_then(|s| s.topic_name.clone()),
+    };
+    let Some(kafka_name) = kafka_name else {
         return set_finalizer(topics, topic, false).await;
     };
+    let cluster_name = &topic.spec.cluster;
     let clusters: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
     let cluster = clusters
-        .get_opt(&validated.cluster)
+        .get_opt(cluster_name)
         .await
-        .map_err(kube_error::<Cluster>("getting", &validated.cluster))?;
+        .map_err(kube_error::<Cluster>("getting", cluster_name))?;
     match cluster {
         Some(cluster) if cluster.meta().deletion_timestamp.is_none() => {
             let mut admin = connect(context, &cluster, &namespace).await?;
-            let existed = delete_topic(&mut admin, &validated.desired.name)
+            let existed = delete_topic(&mut admin, &kafka_name)
                 .await
                 .map_err(|source| Error::Topic {
-                    topic: validated.desired.name.clone(),
+                    topic: kafka_name.clone(),
                     source,
                 })?;
             let note = if existed {
-                format!("deleted Kafka topic '{}'", validated.desired.name)
+                format!("deleted Kafka topic '{kafka_name}'")
             } else {
-                format!("Kafka topic '{}' was already gone", validated.desired.name)
+                format!("Kafka topic '{kafka_name}' was already gone")
             };
             context
                 .event(topic, false, "TopicDeleted", "Delete", note)
@@ -205,8 +210,7 @@ async fn finalize(topic: &Topic, context: &Context, topics: &Api<Topic>) -> Resu
                     "ClusterGone",
                     "Delete",
                     format!(
-                        "Cluster '{}' is gone: releasing the topic without deleting it",
-                        validated.cluster
+                        "Cluster '{cluster_name}' is gone: releasing the topic without deleting it"
                     ),
                 )
                 .await;
