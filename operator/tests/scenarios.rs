@@ -1010,3 +1010,57 @@ async fn one_replica_leads_and_another_takes_over_only_an_expired_lease() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_whose_spec_became_invalid_is_still_deleted_under_its_recorded_name() {
+    let (broker, _dir) = broker().await;
+    let bootstrap = broker.kafka_addr.to_string();
+    let (client, calls) = api_server(topic_routes(true));
+    let mut ctx = Context::new(client, Arc::new(Metrics::default()), "img".into());
+    ctx.bootstrap_override = Some(bootstrap.clone());
+    let ctx = Arc::new(ctx);
+    reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], false)),
+        Arc::clone(&ctx),
+    )
+    .await
+    .unwrap();
+    let mut admin = KafkaAdmin::connect(&bootstrap, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(admin.describe_topic("orders").await.unwrap().is_some());
+
+    // The spec is edited into something invalid: the finalizer stays.
+    let mut invalid = topic(DeletionPolicy::Delete, &[FINALIZER], false);
+    invalid.spec.topic_name = Some("not a topic name".into());
+    invalid.status = Some(fjord_operator::crd::TopicStatus {
+        topic_name: Some("orders".into()),
+        ..Default::default()
+    });
+    calls.lock().unwrap().clear();
+    assert_eq!(
+        reconcile_topic(Arc::new(invalid.clone()), Arc::clone(&ctx))
+            .await
+            .unwrap(),
+        Action::await_change()
+    );
+    assert!(
+        finalizer_patches(&kube_calls(&calls)).is_empty(),
+        "the finalizer stays"
+    );
+
+    // Deleted: the topic the status names goes with it.
+    invalid.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    calls.lock().unwrap().clear();
+    reconcile_topic(Arc::new(invalid), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    assert_eq!(admin.describe_topic("orders").await.unwrap(), None);
+    assert_eq!(
+        finalizer_patches(&kube_calls(&calls)),
+        [json!({"resourceVersion": "99", "finalizers": []})]
+    );
+    broker.shutdown().await;
+}
