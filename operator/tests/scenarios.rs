@@ -128,6 +128,13 @@ fn context(client: kube::Client) -> Arc<Context> {
     ))
 }
 
+/// A context whose Topic controller reaches the brokers at `bootstrap`.
+fn context_reaching(client: kube::Client, bootstrap: String) -> Arc<Context> {
+    let mut context = Context::new(client, Arc::new(Metrics::default()), "img".into());
+    context.bootstrap_override = Some(bootstrap);
+    Arc::new(context)
+}
+
 fn example_cluster() -> Cluster {
     let manifest = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -256,6 +263,27 @@ fn selected(call: &Call, items: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// Reconciles `cluster` once against the cluster scenarios' API server; the action and every
+/// call made.
+async fn reconcile_against(
+    cluster: Cluster,
+    update_revision: &'static str,
+    stateful_sets: Vec<Value>,
+    pods: Vec<Value>,
+    broker_status: fn(&str) -> Value,
+) -> (Action, Arc<Mutex<Vec<Call>>>) {
+    let (client, calls) = api_server(cluster_routes(
+        update_revision,
+        stateful_sets,
+        pods,
+        broker_status,
+    ));
+    let action = reconcile_cluster(Arc::new(cluster), context(client))
+        .await
+        .unwrap();
+    (action, calls)
+}
+
 fn healthy(_: &str) -> Value {
     json!({"node_id": 0, "ready": true, "partitions": 3, "under_replicated_partitions": 0, "caught_up": true})
 }
@@ -326,11 +354,8 @@ async fn a_new_cluster_is_applied_server_side_orphans_deleted_and_status_written
         .iter()
         .map(|(zone, id)| pod(zone, *id, "rev-1", true))
         .collect();
-    let (client, calls) = api_server(cluster_routes("rev-1", stateful_sets, pods, healthy));
-
-    let action = reconcile_cluster(Arc::new(example_cluster()), context(client))
-        .await
-        .unwrap();
+    let (action, calls) =
+        reconcile_against(example_cluster(), "rev-1", stateful_sets, pods, healthy).await;
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
 
     let calls = kube_calls(&calls);
@@ -430,15 +455,14 @@ async fn a_template_change_restarts_one_outdated_pod_when_all_brokers_are_health
         pod("eu-west-1b", 100, "rev-2", true),
         pod("eu-west-1c", 200, "rev-2", true),
     ];
-    let (client, calls) = api_server(cluster_routes(
+    let (action, calls) = reconcile_against(
+        example_cluster(),
         "rev-2",
         current_stateful_sets(),
         pods,
         healthy,
-    ));
-    let action = reconcile_cluster(Arc::new(example_cluster()), context(client))
-        .await
-        .unwrap();
+    )
+    .await;
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(10)));
 
     let recorded = kube_calls(&calls);
@@ -484,15 +508,14 @@ async fn the_restart_waits_while_a_broker_reports_under_replicated_partitions() 
         pod("eu-west-1b", 100, "rev-1", true),
         pod("eu-west-1c", 200, "rev-2", true),
     ];
-    let (client, calls) = api_server(cluster_routes(
+    let (_, calls) = reconcile_against(
+        example_cluster(),
         "rev-2",
         current_stateful_sets(),
         pods,
         lagging,
-    ));
-    reconcile_cluster(Arc::new(example_cluster()), context(client))
-        .await
-        .unwrap();
+    )
+    .await;
     let recorded = kube_calls(&calls);
     assert!(
         !recorded.iter().any(|c| c.method == Method::DELETE),
@@ -518,15 +541,14 @@ async fn no_restart_until_the_statefulset_has_observed_its_new_spec() {
         .iter()
         .map(|(zone, id)| pod(zone, *id, "rev-1", true))
         .collect();
-    let (client, calls) = api_server(cluster_routes(
+    let (action, calls) = reconcile_against(
+        example_cluster(),
         "lagging",
         current_stateful_sets(),
         pods,
         healthy,
-    ));
-    let action = reconcile_cluster(Arc::new(example_cluster()), context(client))
-        .await
-        .unwrap();
+    )
+    .await;
     assert_eq!(action, Action::requeue(std::time::Duration::from_secs(10)));
     let recorded = kube_calls(&calls);
     assert!(
@@ -550,15 +572,8 @@ async fn a_zone_removed_from_the_front_keeps_the_others_node_ids() {
         .iter()
         .map(|(zone, id)| pod(zone, *id, "rev-1", true))
         .collect();
-    let (client, calls) = api_server(cluster_routes(
-        "rev-1",
-        current_stateful_sets(),
-        pods,
-        healthy,
-    ));
-    reconcile_cluster(Arc::new(cluster), context(client))
-        .await
-        .unwrap();
+    let (_, calls) =
+        reconcile_against(cluster, "rev-1", current_stateful_sets(), pods, healthy).await;
     let recorded = kube_calls(&calls);
     let starts: Vec<(String, i64)> = recorded
         .iter()
@@ -595,15 +610,14 @@ async fn the_restart_waits_for_the_previous_pod_to_be_ready_again() {
         pod("eu-west-1b", 100, "rev-1", true),
         pod("eu-west-1c", 200, "rev-1", true),
     ];
-    let (client, calls) = api_server(cluster_routes(
+    let (_, calls) = reconcile_against(
+        example_cluster(),
         "rev-2",
         current_stateful_sets(),
         pods,
         healthy,
-    ));
-    reconcile_cluster(Arc::new(example_cluster()), context(client))
-        .await
-        .unwrap();
+    )
+    .await;
     let recorded = kube_calls(&calls);
     assert!(!recorded.iter().any(|c| c.method == Method::DELETE));
     assert!(
@@ -626,10 +640,7 @@ async fn an_invalid_cluster_gets_a_condition_and_no_objects() {
         .spec
         .config
         .insert("log.dirs".into(), "/data".into());
-    let (client, calls) = api_server(cluster_routes("rev-1", vec![], vec![], healthy));
-    let action = reconcile_cluster(Arc::new(cluster), context(client))
-        .await
-        .unwrap();
+    let (action, calls) = reconcile_against(cluster, "rev-1", vec![], vec![], healthy).await;
     assert_eq!(action, Action::await_change());
     let recorded = kube_calls(&calls);
     let writes: Vec<String> = recorded
@@ -783,9 +794,7 @@ async fn a_topic_is_created_on_a_real_broker_and_deleted_with_its_resource() {
     let (broker, _dir) = broker().await;
     let bootstrap = broker.kafka_addr.to_string();
     let (client, calls) = api_server(topic_routes(true));
-    let mut ctx = Context::new(client, Arc::new(Metrics::default()), "img".into());
-    ctx.bootstrap_override = Some(bootstrap.clone());
-    let ctx = Arc::new(ctx);
+    let ctx = context_reaching(client, bootstrap.clone());
 
     let action = reconcile_topic(
         Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], false)),
@@ -842,14 +851,10 @@ async fn an_unreachable_broker_is_a_condition_and_a_retry() {
         listener.local_addr().unwrap().port()
     };
     let (client, calls) = api_server(topic_routes(true));
-    let mut ctx = Context::new(client, Arc::new(Metrics::default()), "img".into());
-    ctx.bootstrap_override = Some(format!("127.0.0.1:{port}"));
-    let error = reconcile_topic(
-        Arc::new(topic(DeletionPolicy::Retain, &[], false)),
-        Arc::new(ctx),
-    )
-    .await
-    .unwrap_err();
+    let ctx = context_reaching(client, format!("127.0.0.1:{port}"));
+    let error = reconcile_topic(Arc::new(topic(DeletionPolicy::Retain, &[], false)), ctx)
+        .await
+        .unwrap_err();
     assert!(matches!(error, Error::Connect { .. }), "{error:?}");
     assert_eq!(error.metric_label(), "BrokerUnavailable");
     let status = status_patch(&kube_calls(&calls));
@@ -860,13 +865,12 @@ async fn an_unreachable_broker_is_a_condition_and_a_retry() {
 async fn a_config_the_broker_refuses_waits_for_a_spec_change() {
     let (broker, _dir) = broker().await;
     let (client, calls) = api_server(topic_routes(true));
-    let mut ctx = Context::new(client, Arc::new(Metrics::default()), "img".into());
-    ctx.bootstrap_override = Some(broker.kafka_addr.to_string());
+    let ctx = context_reaching(client, broker.kafka_addr.to_string());
     let mut bad = topic(DeletionPolicy::Retain, &[], false);
     bad.spec
         .config
         .insert("cleanup.policy".into(), "shred".into());
-    let action = reconcile_topic(Arc::new(bad), Arc::new(ctx)).await.unwrap();
+    let action = reconcile_topic(Arc::new(bad), ctx).await.unwrap();
     assert_eq!(action, Action::await_change());
     let status = status_patch(&kube_calls(&calls));
     assert_eq!(condition(&status, "Ready")["reason"], "InvalidConfig");
@@ -1016,9 +1020,7 @@ async fn a_topic_whose_spec_became_invalid_is_still_deleted_under_its_recorded_n
     let (broker, _dir) = broker().await;
     let bootstrap = broker.kafka_addr.to_string();
     let (client, calls) = api_server(topic_routes(true));
-    let mut ctx = Context::new(client, Arc::new(Metrics::default()), "img".into());
-    ctx.bootstrap_override = Some(bootstrap.clone());
-    let ctx = Arc::new(ctx);
+    let ctx = context_reaching(client, bootstrap.clone());
     reconcile_topic(
         Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], false)),
         Arc::clone(&ctx),

@@ -65,9 +65,10 @@ impl ClusterChildren {
     }
 }
 
-fn to_value<K: serde::Serialize + Resource<DynamicType = ()>>(object: &K) -> serde_json::Value {
+/// `object` as JSON with its `apiVersion` and `kind`, which k8s-openapi's serialization leaves
+/// out: what `render` prints and what server-side apply sends.
+pub fn to_value<K: serde::Serialize + Resource<DynamicType = ()>>(object: &K) -> serde_json::Value {
     let mut value = serde_json::to_value(object).unwrap_or_default();
-    // k8s-openapi serializes apiVersion and kind; keep them first for readers of `render`.
     if let Some(map) = value.as_object_mut() {
         map.insert("apiVersion".into(), K::api_version(&()).into());
         map.insert("kind".into(), K::kind(&()).into());

@@ -16,7 +16,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use crate::cluster::build::{MANAGER, ZONE_LABEL, build_cluster, managed_selector, pod_selector};
+use crate::cluster::build::{
+    MANAGER, ZONE_LABEL, build_cluster, managed_selector, pod_selector, to_value,
+};
 use crate::cluster::rollout::{
     BrokerPod, BrokerStatus, HealthGate, RolloutPlan, health_gate, plan_rollout,
 };
@@ -232,11 +234,7 @@ where
 {
     let name = object.meta().name.clone().unwrap_or_default();
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let mut body = serde_json::to_value(object).unwrap_or_default();
-    if let Some(map) = body.as_object_mut() {
-        map.insert("apiVersion".into(), K::api_version(&()).into());
-        map.insert("kind".into(), K::kind(&()).into());
-    }
+    let body = to_value(object);
     api.patch(
         &name,
         &PatchParams::apply(MANAGER).force(),

@@ -199,10 +199,6 @@ impl ValidatedZone {
         self.zone.as_deref().unwrap_or("default")
     }
 
-    pub fn node_ids(&self) -> impl Iterator<Item = i32> + '_ {
-        self.first_node_id..self.first_node_id + self.brokers
-    }
-
     pub fn pod_name(&self, node_id: i32) -> String {
         format!("{}-{node_id}", self.statefulset)
     }
@@ -473,7 +469,7 @@ mod tests {
         let ids: Vec<Vec<i32>> = validated
             .zones
             .iter()
-            .map(|z| z.node_ids().collect())
+            .map(|z| (z.first_node_id..z.first_node_id + z.brokers).collect())
             .collect();
         assert_eq!(ids, vec![vec![0, 1], vec![100, 101], vec![200, 201]]);
         assert_eq!(validated.zones[1].statefulset, "events-b");
