@@ -48,6 +48,7 @@ image-binaries:
 test: deps fmt-check lint image-binaries
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --workspace --locked 2>&1 | tee target/test-output.log
+	@du -sh target | awk '{ print "target directory: " $$1 }'
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test-output.log
 
 # Installs the peer (Tansu, from PyPI), builds Fjord in release mode, runs every workload in
