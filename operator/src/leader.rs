@@ -1,15 +1,18 @@
 //! Leader election through a `coordination.k8s.io/v1` Lease, so several operator replicas can
 //! run and exactly one reconciles. The holder renews the lease every few seconds; another
-//! replica takes it over only once it has not been renewed for its whole duration. Every write
-//! carries the resource version it read, so two replicas racing for the lease cannot both win.
-//! A leader that cannot renew in time stops (and the process exits): it must not keep acting
-//! on a lease someone else may already hold.
+//! replica takes it over only once it has seen the lease unchanged for its whole duration, timed
+//! on its own monotonic clock (as client-go does): the `renewTime` a holder writes is never
+//! compared with another machine's clock, so skewed clocks cannot hand the lease to two
+//! replicas. Every write carries the resource version it read, so two replicas racing for the
+//! lease cannot both win. A leader that cannot renew in time stops (and the process exits): it
+//! must not keep acting on a lease someone else may already hold.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
@@ -27,8 +30,9 @@ pub enum LeaseDecision {
     Wait,
 }
 
-/// Decides from the lease's spec (pure).
-pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> LeaseDecision {
+/// Decides from the lease's spec and how long this replica has seen it unchanged (pure). The
+/// holder's own duration counts, not ours: a holder configured with a longer lease keeps it.
+pub fn decide(spec: Option<&LeaseSpec>, identity: &str, unchanged_for: Duration) -> LeaseDecision {
     let Some(spec) = spec else {
         return LeaseDecision::Create;
     };
@@ -36,12 +40,36 @@ pub fn decide(spec: Option<&LeaseSpec>, identity: &str, now: Timestamp) -> Lease
         Some(holder) if holder == identity => LeaseDecision::Renew,
         None | Some("") => LeaseDecision::TakeOver,
         Some(_) => {
-            let duration =
-                SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-            let renewed = spec.renew_time.as_ref().map(|t| t.0);
-            match renewed {
-                Some(renewed) if renewed + duration > now => LeaseDecision::Wait,
-                _ => LeaseDecision::TakeOver,
+            let seconds = spec.lease_duration_seconds.unwrap_or(15);
+            let duration = Duration::from_secs(u64::try_from(seconds).unwrap_or(15));
+            if unchanged_for >= duration {
+                LeaseDecision::TakeOver
+            } else {
+                LeaseDecision::Wait
+            }
+        }
+    }
+}
+
+/// The last version of the lease this replica read, and since when (its own clock) it has been
+/// that version.
+#[derive(Debug, Default)]
+struct Observed {
+    version: Option<String>,
+    since: Option<tokio::time::Instant>,
+}
+
+impl Observed {
+    /// Records a read; returns how long the lease has been unchanged.
+    fn see(&mut self, lease: Option<&Lease>) -> Duration {
+        let now = tokio::time::Instant::now();
+        let version = lease.and_then(|l| l.metadata.resource_version.clone());
+        match self.since {
+            Some(since) if self.version == version => now.duration_since(since),
+            _ => {
+                self.version = version;
+                self.since = Some(now);
+                Duration::ZERO
             }
         }
     }
@@ -55,6 +83,7 @@ pub struct LeaderElection {
     identity: String,
     lease_duration: Duration,
     retry: Duration,
+    observed: Arc<Mutex<Observed>>,
 }
 
 /// Failures of the lease calls (a lost race is not one: it is a `false`).
@@ -77,6 +106,7 @@ impl LeaderElection {
             identity,
             lease_duration: Duration::from_secs(15),
             retry: Duration::from_secs(2),
+            observed: Arc::default(),
         }
     }
 
@@ -171,10 +201,13 @@ impl LeaderElection {
                 name: self.name.clone(),
                 source,
             })?;
+        let unchanged_for = self.observed.lock().map_or(Duration::ZERO, |mut observed| {
+            observed.see(current.as_ref())
+        });
         let decision = decide(
             current.as_ref().and_then(|l| l.spec.as_ref()),
             &self.identity,
-            now,
+            unchanged_for,
         );
         let seconds = i32::try_from(self.lease_duration.as_secs()).unwrap_or(15);
         let result = match (decision, current) {
@@ -233,43 +266,62 @@ impl LeaderElection {
 mod tests {
     use super::*;
 
-    fn lease(holder: &str, renewed_secs: i64) -> LeaseSpec {
+    fn lease(holder: &str) -> LeaseSpec {
         LeaseSpec {
             holder_identity: Some(holder.into()),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(
-                Timestamp::from_second(renewed_secs).unwrap_or(Timestamp::UNIX_EPOCH),
-            )),
+            // Long ago by this machine's clock: it must not matter.
+            renew_time: Some(MicroTime(Timestamp::UNIX_EPOCH)),
             ..LeaseSpec::default()
         }
     }
 
-    fn at(secs: i64) -> Timestamp {
-        Timestamp::from_second(secs).unwrap_or(Timestamp::UNIX_EPOCH)
+    fn secs(secs: u64) -> Duration {
+        Duration::from_secs(secs)
     }
 
     #[test]
-    fn a_live_holder_keeps_the_lease_and_an_expired_one_loses_it() {
-        assert_eq!(decide(None, "a", at(100)), LeaseDecision::Create);
+    fn another_holder_loses_the_lease_only_after_it_was_seen_unchanged_for_its_duration() {
+        assert_eq!(decide(None, "a", secs(0)), LeaseDecision::Create);
         assert_eq!(
-            decide(Some(&lease("a", 90)), "a", at(100)),
+            decide(Some(&lease("a")), "a", secs(0)),
             LeaseDecision::Renew
         );
+        assert_eq!(decide(Some(&lease("b")), "a", secs(0)), LeaseDecision::Wait);
         assert_eq!(
-            decide(Some(&lease("b", 90)), "a", at(100)),
+            decide(Some(&lease("b")), "a", secs(14)),
             LeaseDecision::Wait
         );
         assert_eq!(
-            decide(Some(&lease("b", 90)), "a", at(104)),
-            LeaseDecision::Wait
-        );
-        assert_eq!(
-            decide(Some(&lease("b", 90)), "a", at(105)),
+            decide(Some(&lease("b")), "a", secs(15)),
             LeaseDecision::TakeOver
         );
         assert_eq!(
-            decide(Some(&lease("", 90)), "a", at(91)),
+            decide(Some(&lease("")), "a", secs(0)),
             LeaseDecision::TakeOver
         );
+        let longer = LeaseSpec {
+            lease_duration_seconds: Some(60),
+            ..lease("b")
+        };
+        assert_eq!(decide(Some(&longer), "a", secs(30)), LeaseDecision::Wait);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_version_restarts_the_observation() {
+        let version = |v: &str| Lease {
+            metadata: ObjectMeta {
+                resource_version: Some(v.into()),
+                ..ObjectMeta::default()
+            },
+            spec: None,
+        };
+        let mut observed = Observed::default();
+        assert_eq!(observed.see(Some(&version("1"))), Duration::ZERO);
+        tokio::time::advance(secs(10)).await;
+        assert_eq!(observed.see(Some(&version("1"))), secs(10));
+        assert_eq!(observed.see(Some(&version("2"))), Duration::ZERO);
+        tokio::time::advance(secs(3)).await;
+        assert_eq!(observed.see(Some(&version("2"))), secs(3));
     }
 }

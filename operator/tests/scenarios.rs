@@ -927,12 +927,25 @@ fn lease_routes(lease: Arc<Mutex<Option<Value>>>) -> Route {
     })
 }
 
-#[tokio::test]
-async fn one_replica_leads_and_another_takes_over_only_an_expired_lease() {
+/// Time is paused (tokio's test clock): the waits below are the election's own timers, run
+/// instantly and exactly.
+#[tokio::test(start_paused = true)]
+async fn one_replica_leads_and_another_takes_over_only_a_lease_left_unrenewed() {
     use fjord_operator::leader::LeaderElection;
+    use std::time::Duration;
+    use tokio::time::Instant;
     let lease = Arc::new(Mutex::new(None));
     let (client, calls) = api_server(lease_routes(Arc::clone(&lease)));
-    let shutdown = CancellationToken::new();
+    let holder = || lease.lock().unwrap().as_ref().unwrap()["spec"]["holderIdentity"].clone();
+    let cancel_after = |after: Duration| {
+        let token = CancellationToken::new();
+        let cancel = token.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            cancel.cancel();
+        });
+        token
+    };
 
     let a = LeaderElection::new(
         client.clone(),
@@ -940,78 +953,66 @@ async fn one_replica_leads_and_another_takes_over_only_an_expired_lease() {
         "fjord-operator-leader",
         "replica-a".into(),
     );
-    assert!(a.acquire(&shutdown).await);
+    assert!(a.acquire(&cancel_after(Duration::from_secs(5))).await);
     let held = lease.lock().unwrap().clone().unwrap();
     assert_eq!(held["spec"]["holderIdentity"], "replica-a");
     assert_eq!(held["spec"]["leaseDurationSeconds"], 15);
 
-    // A second replica sees a live holder and keeps waiting.
+    // a renews in the background; b, a second replica, waits a minute without getting the lease.
+    let a_stop = CancellationToken::new();
+    let renewing = tokio::spawn({
+        let (a, stop) = (a.clone(), a_stop.clone());
+        async move { a.hold(&stop).await }
+    });
     let b = LeaderElection::new(
         client.clone(),
         "ops",
         "fjord-operator-leader",
         "replica-b".into(),
     );
-    let give_up = CancellationToken::new();
-    let cancel = give_up.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        cancel.cancel();
-    });
-    assert!(!b.acquire(&give_up).await);
-    assert_eq!(
-        lease.lock().unwrap().as_ref().unwrap()["spec"]["holderIdentity"],
-        "replica-a"
-    );
+    assert!(!b.acquire(&cancel_after(Duration::from_secs(60))).await);
+    assert_eq!(holder(), "replica-a");
+    let renewals = kube_calls(&calls)
+        .iter()
+        .filter(|c| c.method == Method::PUT)
+        .count();
+    assert!(renewals >= 25, "a renewed {renewals} times in a minute");
 
-    // The holder stops renewing: 20 s later the lease has expired and b takes it over.
-    {
-        let mut stored = lease.lock().unwrap();
-        let stale =
-            k8s_openapi::jiff::Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(20);
-        stored.as_mut().unwrap()["spec"]["renewTime"] = serde_json::to_value(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(stale),
-        )
-        .unwrap();
-    }
-    assert!(b.acquire(&shutdown).await);
+    // a stops renewing without releasing (as if killed): b takes over once it has seen the lease
+    // unchanged for 15 s of its own clock, give or take one 2 s poll on either side.
+    a_stop.cancel();
+    renewing.await.unwrap();
+    let stopped = Instant::now();
+    assert!(b.acquire(&cancel_after(Duration::from_secs(60))).await);
+    let waited = stopped.elapsed();
+    assert!(
+        (Duration::from_secs(13)..=Duration::from_secs(19)).contains(&waited),
+        "took over {waited:?} after the last renewal"
+    );
     let taken = lease.lock().unwrap().clone().unwrap();
     assert_eq!(taken["spec"]["holderIdentity"], "replica-b");
     assert_eq!(taken["spec"]["leaseTransitions"], 1);
+
     // A clean shutdown hands the lease over at once.
     b.release().await;
     assert_eq!(
         lease.lock().unwrap().as_ref().unwrap()["spec"].get("holderIdentity"),
         None
     );
-    let give_up = CancellationToken::new();
-    let cancel = give_up.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        cancel.cancel();
-    });
+    let released = Instant::now();
     assert!(
-        a.acquire(&give_up).await,
+        a.acquire(&cancel_after(Duration::from_millis(300))).await,
         "a released lease is taken without waiting it out"
     );
+    assert!(released.elapsed() < Duration::from_millis(300));
+    assert_eq!(holder(), "replica-a");
     assert_eq!(
-        lease.lock().unwrap().as_ref().unwrap()["spec"]["holderIdentity"],
-        "replica-a"
+        lease.lock().unwrap().as_ref().unwrap()["spec"]["leaseTransitions"],
+        2
     );
-
-    let writes: Vec<String> = kube_calls(&calls)
-        .iter()
-        .filter(|c| c.method != Method::GET)
-        .map(|c| format!("{} {}", c.method, c.path()))
-        .collect();
-    assert_eq!(
-        writes,
-        [
-            "POST /apis/coordination.k8s.io/v1/namespaces/ops/leases",
-            "PUT /apis/coordination.k8s.io/v1/namespaces/ops/leases/fjord-operator-leader",
-            "PUT /apis/coordination.k8s.io/v1/namespaces/ops/leases/fjord-operator-leader",
-            "PUT /apis/coordination.k8s.io/v1/namespaces/ops/leases/fjord-operator-leader",
-        ]
+    assert!(
+        kube_calls(&calls).iter().all(|c| !c.forbidden),
+        "every lease call is within the leader-election RBAC rules"
     );
 }
 
