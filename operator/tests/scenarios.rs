@@ -680,6 +680,9 @@ fn topic(policy: DeletionPolicy, finalizers: &[&str], deleting: bool) -> Topic {
     topic.metadata.resource_version = Some("99".into());
     topic.metadata.uid = Some("70b1c000-0000-4000-8000-000000000002".into());
     topic.metadata.finalizers = Some(finalizers.iter().map(|f| (*f).to_owned()).collect());
+    topic.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-06-01T00:00:00Z".parse().unwrap(),
+    ));
     if deleting {
         topic.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
@@ -689,24 +692,55 @@ fn topic(policy: DeletionPolicy, finalizers: &[&str], deleting: bool) -> Topic {
     topic
 }
 
-/// The topic scenarios' API server: the Cluster exists or not; patches echo a Topic.
+/// Another Topic in the namespace, naming Kafka topic `kafka_name`, created at `created`.
+fn other_topic(name: &str, kafka_name: &str, created: &str) -> Topic {
+    let mut other = topic(DeletionPolicy::Delete, &[], false);
+    other.metadata.name = Some(name.into());
+    other.metadata.uid = Some(format!("70b1c000-0000-4000-8000-{name:0>12}"));
+    other.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        created.parse().unwrap(),
+    ));
+    other.spec.topic_name = Some(kafka_name.into());
+    other
+}
+
+fn topic_value(topic: &Topic) -> Value {
+    let mut object = serde_json::to_value(topic).unwrap();
+    object["apiVersion"] = "fjord.dev/v1alpha1".into();
+    object["kind"] = "Topic".into();
+    object
+}
+
+/// The topic scenarios' API server: the Cluster exists or not; the namespace's Topics are the
+/// reconciled one alone; patches echo a Topic.
 fn topic_routes(cluster_exists: bool) -> Route {
+    topic_routes_listing(
+        cluster_exists,
+        vec![topic(DeletionPolicy::Delete, &[], false)],
+    )
+}
+
+/// As [`topic_routes`], with `listed` as the namespace's Topics.
+fn topic_routes_listing(cluster_exists: bool, listed: Vec<Topic>) -> Route {
+    let listed: Vec<Value> = listed.iter().map(topic_value).collect();
     Box::new(move |call: &Call| {
         let path = call.path();
         match call.method {
+            Method::GET if path == "/apis/fjord.dev/v1alpha1/namespaces/streaming/topics" => {
+                let mut answer = list("Topic", listed.clone());
+                answer["apiVersion"] = "fjord.dev/v1alpha1".into();
+                (StatusCode::OK, answer)
+            }
             Method::GET if path.ends_with("/clusters/events") && cluster_exists => {
                 let mut cluster = serde_json::to_value(example_cluster()).unwrap();
                 cluster["apiVersion"] = "fjord.dev/v1alpha1".into();
                 cluster["kind"] = "Cluster".into();
                 (StatusCode::OK, cluster)
             }
-            Method::PATCH => {
-                let mut object =
-                    serde_json::to_value(topic(DeletionPolicy::Delete, &[], false)).unwrap();
-                object["apiVersion"] = "fjord.dev/v1alpha1".into();
-                object["kind"] = "Topic".into();
-                (StatusCode::OK, object)
-            }
+            Method::PATCH => (
+                StatusCode::OK,
+                topic_value(&topic(DeletionPolicy::Delete, &[], false)),
+            ),
             _ => not_found(call),
         }
     })
@@ -778,6 +812,63 @@ async fn deleting_a_topic_whose_cluster_is_gone_releases_the_finalizer_without_k
     assert_eq!(events(&calls), ["ClusterGone"]);
 }
 
+#[tokio::test]
+async fn a_younger_topic_naming_the_same_kafka_topic_changes_nothing() {
+    let legacy = other_topic("orders-legacy", "orders", "2025-01-01T00:00:00Z");
+    let newer = other_topic("orders-v2", "orders", "2026-09-01T00:00:00Z");
+    let listed = vec![
+        legacy,
+        topic(DeletionPolicy::Delete, &[], false),
+        newer.clone(),
+    ];
+    let (client, calls) = api_server(topic_routes_listing(true, listed.clone()));
+    let ctx = context(client);
+    let action = reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], false)),
+        Arc::clone(&ctx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(30)));
+    let recorded = kube_calls(&calls);
+    assert!(
+        !recorded.iter().any(|c| c.path().contains("/clusters/")),
+        "no Cluster lookup, so no Kafka call either"
+    );
+    let status = status_patch(&recorded);
+    let ready = condition(&status, "Ready");
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "ResourceConflict");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("'orders'") && message.contains("Topic 'orders-legacy'"),
+        "{message}"
+    );
+    assert_eq!(status["topicName"], "orders");
+    assert_eq!(events(&calls), ["ResourceConflict"]);
+
+    // The next resync of a Topic already in conflict writes the status, and no second Event.
+    let mut in_conflict = topic(DeletionPolicy::Delete, &[FINALIZER], false);
+    in_conflict.status = serde_json::from_value(status).unwrap();
+    calls.lock().unwrap().clear();
+    reconcile_topic(Arc::new(in_conflict), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    assert!(events(&calls).is_empty());
+
+    // The youngest is in conflict with the oldest, not with the one in between.
+    let (client, calls) = api_server(topic_routes_listing(true, listed));
+    reconcile_topic(Arc::new(newer), context(client))
+        .await
+        .unwrap();
+    let status = status_patch(&kube_calls(&calls));
+    let message = condition(&status, "Ready")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("Topic 'orders-legacy'"), "{message}");
+}
+
 async fn broker() -> (RunningBroker, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let broker = fjord_broker::start(
@@ -841,6 +932,51 @@ async fn a_topic_is_created_on_a_real_broker_and_deleted_with_its_resource() {
         [json!({"resourceVersion": "99", "finalizers": []})]
     );
     assert_eq!(events(&calls), ["TopicDeleted"]);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_topic_keeps_the_kafka_topic_while_another_topic_names_it() {
+    let (broker, _dir) = broker().await;
+    let bootstrap = broker.kafka_addr.to_string();
+    let (client, _) = api_server(topic_routes(true));
+    reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], false)),
+        context_reaching(client, bootstrap.clone()),
+    )
+    .await
+    .unwrap();
+    let mut admin = KafkaAdmin::connect(&bootstrap, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let created = admin
+        .describe_topic("orders")
+        .await
+        .unwrap()
+        .expect("created");
+
+    // A younger Topic names the same Kafka topic; the older one is deleted.
+    let listed = vec![
+        topic(DeletionPolicy::Delete, &[FINALIZER], true),
+        other_topic("orders-v2", "orders", "2026-09-01T00:00:00Z"),
+    ];
+    let (client, calls) = api_server(topic_routes_listing(true, listed));
+    reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], true)),
+        context_reaching(client, bootstrap.clone()),
+    )
+    .await
+    .unwrap();
+    let kept = admin.describe_topic("orders").await.unwrap().expect("kept");
+    assert_eq!(
+        kept.topic_id, created.topic_id,
+        "the same topic, not a new one"
+    );
+    assert_eq!(
+        finalizer_patches(&kube_calls(&calls)),
+        [json!({"resourceVersion": "99", "finalizers": []})]
+    );
+    assert_eq!(events(&calls), ["TopicKept"]);
     broker.shutdown().await;
 }
 

@@ -3,13 +3,14 @@
 //!
 //! The finalizer exists only while `deletionPolicy: Delete` needs the brokers to delete the
 //! topic; it is released without touching Kafka when the Cluster is gone or being deleted, so a
-//! namespace being deleted never hangs on a topic whose brokers are already going.
+//! namespace being deleted never hangs on a topic whose brokers are already going, and when
+//! another Topic still names the same Kafka topic ([`claims`](crate::topic::claims)).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -19,6 +20,7 @@ use crate::conditions::{READY, condition, with_transitions};
 use crate::controller::{Context, Error, kube_error};
 use crate::crd::{Cluster, DeletionPolicy, Topic, TopicStatus};
 use crate::kafka::KafkaAdmin;
+use crate::topic::claims::{managed_by_another, rivals};
 use crate::topic::converge::{ConvergedTopic, converge_topic, delete_topic};
 use crate::topic::validate::{ValidatedTopic, validate_topic};
 
@@ -27,8 +29,11 @@ pub const FINALIZER: &str = "fjord.dev/delete-topic";
 
 /// Resync of a converged topic: catches changes made behind the operator's back.
 const RESYNC: Duration = Duration::from_secs(300);
-/// A Cluster may appear later (applied in any order by GitOps).
+/// A Cluster may appear later (applied in any order by GitOps), and a conflicting older Topic
+/// may go away.
 const CLUSTER_RETRY: Duration = Duration::from_secs(30);
+/// Why a Topic changes nothing: an older Topic names the same Kafka topic.
+const RESOURCE_CONFLICT: &str = "ResourceConflict";
 
 pub async fn reconcile_topic(topic: Arc<Topic>, context: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -76,6 +81,35 @@ async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
     let wants_finalizer = validated.deletion_policy == DeletionPolicy::Delete;
     if wants_finalizer != has_finalizer {
         set_finalizer(&topics, topic, wants_finalizer).await?;
+    }
+
+    let all = list_topics(&topics, &namespace).await?;
+    if let Some(owner) =
+        managed_by_another(topic, &validated.cluster, &validated.desired.name, &all)
+    {
+        let message = format!(
+            "Kafka topic '{}' of Cluster '{}' is managed by Topic '{}', the oldest Topic naming it; \
+             this one changes nothing until that one is deleted or renamed",
+            validated.desired.name,
+            validated.cluster,
+            owner.name_any()
+        );
+        let already = ready_reason(topic) == Some(RESOURCE_CONFLICT);
+        write_status(
+            &topics,
+            topic,
+            Some(&validated),
+            None,
+            RESOURCE_CONFLICT,
+            &message,
+        )
+        .await?;
+        if !already {
+            context
+                .event(topic, true, RESOURCE_CONFLICT, "Validate", message)
+                .await;
+        }
+        return Ok(Action::requeue(CLUSTER_RETRY));
     }
 
     let clusters: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
@@ -179,6 +213,17 @@ async fn finalize(topic: &Topic, context: &Context, topics: &Api<Topic>) -> Resu
         return set_finalizer(topics, topic, false).await;
     };
     let cluster_name = &topic.spec.cluster;
+    let all = list_topics(topics, &namespace).await?;
+    if let Some(other) = rivals(topic, cluster_name, &kafka_name, &all).next() {
+        let note = format!(
+            "Topic '{}' still names Kafka topic '{kafka_name}': keeping it",
+            other.name_any()
+        );
+        context
+            .event(topic, false, "TopicKept", "Delete", note)
+            .await;
+        return set_finalizer(topics, topic, false).await;
+    }
     let clusters: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
     let cluster = clusters
         .get_opt(cluster_name)
@@ -217,6 +262,20 @@ async fn finalize(topic: &Topic, context: &Context, topics: &Api<Topic>) -> Resu
         }
     }
     set_finalizer(topics, topic, false).await
+}
+
+async fn list_topics(topics: &Api<Topic>, namespace: &str) -> Result<Vec<Topic>, Error> {
+    let listed = topics
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_error::<Topic>("listing", namespace))?;
+    Ok(listed.items)
+}
+
+fn ready_reason(topic: &Topic) -> Option<&str> {
+    let status = topic.status.as_ref()?;
+    let ready = status.conditions.iter().find(|c| c.type_ == READY)?;
+    Some(ready.reason.as_str())
 }
 
 /// Adds or removes [`FINALIZER`], guarded by the resource version so a concurrent change to
