@@ -8,7 +8,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::cluster::{self, ConfigError, MetadataError, MetadataStore, TopicMetadata};
+use crate::cluster::{
+    self, ConfigError, MetadataError, MetadataStore, ProduceConfig, TopicMetadata,
+};
 use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, OFFSETS_TOPIC};
 use crate::log::{self, Clock, SystemClock};
 use crate::metrics::{GroupOffsetSample, Metrics, PartitionSample};
@@ -392,6 +394,18 @@ impl Broker {
 
     pub fn topics(&self) -> Vec<TopicMetadata> {
         self.metadata.topics()
+    }
+
+    /// The produce settings (`min.insync.replicas`, `compression.type`) of topic `name`.
+    pub fn produce_config(&self, name: &str) -> Option<ProduceConfig> {
+        self.metadata.produce_config(name)
+    }
+
+    /// How many replicas of a partition are in sync. One broker is the whole cluster: its
+    /// replica is the leader and the only one, so the answer is 1 (what Metadata reports as
+    /// the ISR).
+    pub fn in_sync_replicas(&self, _topic: &str, _partition: i32) -> i32 {
+        1
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionHandle> {

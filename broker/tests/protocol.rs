@@ -1898,3 +1898,125 @@ async fn the_offsets_topic_stays_bounded_under_a_commit_heavy_load() {
         );
     }
 }
+
+/// The codec bits of every batch in a fetch result, and its records as a client decodes them.
+fn codecs_and_records(mut bytes: Bytes) -> (Vec<i16>, Vec<(String, String, i64)>) {
+    let mut codecs = Vec::new();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let (header, len) = fjord_broker::record::batch::parse_header(rest).unwrap();
+        codecs.push(header.attributes & 0x07);
+        rest = &rest[len..];
+    }
+    let text = |b: Option<Bytes>| String::from_utf8(b.unwrap().to_vec()).unwrap();
+    let records = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+        .unwrap()
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|r| (text(r.key), text(r.value), r.timestamp))
+        .collect();
+    (codecs, records)
+}
+
+#[tokio::test]
+async fn produce_honours_min_insync_replicas_and_compression_type() {
+    use fjord_broker::record::Compression;
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+
+    // min.insync.replicas=2 on one broker: acks=all is refused and appends nothing; acks=1 is
+    // not subject to it, as in Kafka.
+    let created = client
+        .call(create_with("strict", &[("min.insync.replicas", "2")]), 7)
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let refused = client
+        .call(produce("strict", 0, records(&["a"], now_ms()), -1), 9)
+        .await;
+    let partition = &refused.responses[0].partition_responses[0];
+    assert_eq!(partition.error_code, 19, "NOT_ENOUGH_REPLICAS");
+    let message = partition.error_message.as_deref().unwrap();
+    assert!(message.contains("min.insync.replicas=2"), "{message}");
+    let empty = client.call(fetch("strict", 0, 0, 0, 0), 12).await;
+    assert_eq!(empty.responses[0].partitions[0].high_watermark, 0);
+    let leader_only = client
+        .call(produce("strict", 0, records(&["b"], now_ms()), 1), 9)
+        .await;
+    assert_eq!(produce_code(&leader_only), (0, 0));
+    let lowered = client
+        .call(
+            incremental("strict", &[("min.insync.replicas", 0, Some("1"))]),
+            1,
+        )
+        .await;
+    assert_eq!(lowered.responses[0].error_code, 0);
+    let accepted = client
+        .call(produce("strict", 0, records(&["c"], now_ms()), -1), 9)
+        .await;
+    assert_eq!(produce_code(&accepted), (0, 1));
+    let zero = client
+        .call(
+            incremental("strict", &[("min.insync.replicas", 0, Some("0"))]),
+            1,
+        )
+        .await;
+    assert_eq!(zero.responses[0].error_code, 40, "INVALID_CONFIG");
+
+    // compression.type=zstd: gzip and uncompressed batches are stored as zstd, with the same
+    // records, timestamps and offsets; a zstd batch is stored as it came.
+    let created = client
+        .call(create_with("squeezed", &[("compression.type", "zstd")]), 7)
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let t = now_ms();
+    let gzip = keyed_batch(
+        &[(Some("k1"), Some("one")), (Some("k2"), Some("two"))],
+        t,
+        Compression::Gzip,
+    );
+    let plain = keyed_batch(&[(Some("k3"), Some("three"))], t + 1, Compression::None);
+    let zstd = keyed_batch(&[(Some("k4"), Some("four"))], t + 2, Compression::Zstd);
+    let mut both = BytesMut::from(&gzip[..]);
+    both.extend_from_slice(&plain);
+    for (batch, offset) in [(both.freeze(), 0), (zstd.clone(), 3)] {
+        let response = client.call(produce("squeezed", 0, batch, -1), 9).await;
+        assert_eq!(produce_code(&response), (0, offset));
+    }
+    let fetched = client.call(fetch("squeezed", 0, 0, 1, 0), 12).await;
+    let (codecs, stored) =
+        codecs_and_records(fetched.responses[0].partitions[0].records.clone().unwrap());
+    assert_eq!(codecs, [4, 4, 4], "every batch stored as zstd");
+    let expect = |k: &str, v: &str, ts: i64| (k.to_owned(), v.to_owned(), ts);
+    assert_eq!(
+        stored,
+        [
+            expect("k1", "one", t),
+            expect("k2", "two", t),
+            expect("k3", "three", t + 1),
+            expect("k4", "four", t + 2),
+        ]
+    );
+
+    // A damaged gzip batch is refused as corrupt, never re-encoded with a fresh CRC.
+    let mut damaged =
+        BytesMut::from(&keyed_batch(&[(Some("k5"), Some("five"))], t, Compression::Gzip)[..]);
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    let response = client
+        .call(produce("squeezed", 0, damaged.freeze(), -1), 9)
+        .await;
+    assert_eq!(produce_code(&response).0, 2, "CORRUPT_MESSAGE");
+    let after = client.call(fetch("squeezed", 0, 0, 0, 0), 12).await;
+    assert_eq!(after.responses[0].partitions[0].high_watermark, 4);
+
+    let described = client.call(describe_topic_configs("squeezed"), 4).await;
+    assert_eq!(
+        config_of(&described, "compression.type"),
+        ("zstd".into(), 1)
+    );
+    assert_eq!(
+        config_of(&described, "min.insync.replicas"),
+        ("1".into(), 5)
+    );
+    broker.shutdown().await;
+}

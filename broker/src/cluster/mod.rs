@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use topic_config::{
-    ConfigError, ConfigOp, TOPIC_CONFIGS, apply_ops, log_config, topic_config_spec,
+    ConfigError, ConfigOp, ProduceConfig, TOPIC_CONFIGS, TopicCompression, apply_ops, log_config,
+    produce_config, topic_config_spec,
 };
 
 const FILE_NAME: &str = "cluster-metadata.json";
@@ -129,6 +130,14 @@ impl MetadataStore {
 
     pub fn topics(&self) -> Vec<TopicMetadata> {
         self.snapshot().topics.values().cloned().collect()
+    }
+
+    /// The produce settings of topic `name` (on every produce: no copy of the topic is made).
+    pub fn produce_config(&self, name: &str) -> Option<ProduceConfig> {
+        self.snapshot()
+            .topics
+            .get(name)
+            .map(|topic| produce_config(&topic.configs))
     }
 
     /// Applies `change` to a copy of the metadata, persists the copy, then publishes it. Changes

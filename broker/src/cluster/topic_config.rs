@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::log::{CleanupPolicy, DirtyRatio, FlushPolicy, LogConfig};
-use crate::record::TimestampType;
+use crate::record::{Compression, TimestampType};
 
 /// Kafka's config value types, as DescribeConfigs (v3+) reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,12 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "delete (retention deletes old segments), compact (keep the latest record of each key), or compact,delete (both)",
     ),
     spec(
+        "compression.type",
+        "producer",
+        ConfigType::String,
+        "producer (store batches as producers compressed them), or uncompressed, gzip, snappy, lz4, zstd: batches in another codec are re-encoded on produce",
+    ),
+    spec(
         "delete.retention.ms",
         "86400000",
         ConfigType::Long,
@@ -82,6 +88,12 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "0.5",
         ConfigType::Double,
         "share of the cleanable log not yet compacted at which compaction runs",
+    ),
+    spec(
+        "min.insync.replicas",
+        "1",
+        ConfigType::Int,
+        "acks=all produces fail with NOT_ENOUGH_REPLICAS while fewer replicas are in sync (a single broker has 1)",
     ),
     spec(
         "min.compaction.lag.ms",
@@ -243,11 +255,90 @@ fn parse_cleanup_policy(key: &str, value: &str) -> Result<CleanupPolicy, ConfigE
     })
 }
 
-/// The log settings for a topic with these overrides on top of Kafka's defaults.
+/// `compression.type`: what produce does with a batch's codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TopicCompression {
+    /// Batches are stored as the producer compressed them.
+    #[default]
+    Producer,
+    /// Batches in another codec are re-encoded with this one.
+    Codec(Compression),
+}
+
+/// The settings produce requests are checked against before the log sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceConfig {
+    /// `min.insync.replicas`: the fewest in-sync replicas an `acks=all` produce needs.
+    pub min_insync_replicas: i32,
+    /// `compression.type`.
+    pub compression: TopicCompression,
+}
+
+impl Default for ProduceConfig {
+    fn default() -> Self {
+        Self {
+            min_insync_replicas: 1,
+            compression: TopicCompression::Producer,
+        }
+    }
+}
+
+fn parse_compression(key: &str, value: &str) -> Result<TopicCompression, ConfigError> {
+    Ok(match value.trim() {
+        "producer" => TopicCompression::Producer,
+        "uncompressed" => TopicCompression::Codec(Compression::None),
+        "gzip" => TopicCompression::Codec(Compression::Gzip),
+        "snappy" => TopicCompression::Codec(Compression::Snappy),
+        "lz4" => TopicCompression::Codec(Compression::Lz4),
+        "zstd" => TopicCompression::Codec(Compression::Zstd),
+        _ => {
+            return Err(ConfigError::InvalidValue {
+                key: key.to_owned(),
+                value: value.to_owned(),
+                expected: "producer, uncompressed, gzip, snappy, lz4 or zstd",
+            });
+        }
+    })
+}
+
+fn parse_min_insync_replicas(key: &str, value: &str) -> Result<i32, ConfigError> {
+    let replicas = parse_long(key, value, 1, "a replica count >= 1")?;
+    i32::try_from(replicas).map_err(|_| ConfigError::InvalidValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        expected: "a replica count >= 1",
+    })
+}
+
+/// The produce settings of a topic with these overrides. The overrides were validated when they
+/// were set ([`log_config`]); a value that does not parse counts as the default.
+pub fn produce_config(configs: &BTreeMap<String, String>) -> ProduceConfig {
+    let mut config = ProduceConfig::default();
+    if let Some(value) = configs.get("min.insync.replicas")
+        && let Ok(replicas) = parse_min_insync_replicas("min.insync.replicas", value)
+    {
+        config.min_insync_replicas = replicas;
+    }
+    if let Some(value) = configs.get("compression.type")
+        && let Ok(compression) = parse_compression("compression.type", value)
+    {
+        config.compression = compression;
+    }
+    config
+}
+
+/// The log settings for a topic with these overrides on top of Kafka's defaults (and the check
+/// of every override, including those produce applies: [`produce_config`]).
 pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, ConfigError> {
     let mut config = LogConfig::default();
     for (key, value) in configs {
         match key.as_str() {
+            "compression.type" => {
+                parse_compression(key, value)?;
+            }
+            "min.insync.replicas" => {
+                parse_min_insync_replicas(key, value)?;
+            }
             "cleanup.policy" => config.cleanup_policy = parse_cleanup_policy(key, value)?,
             "delete.retention.ms" => {
                 config.delete_retention_ms = parse_long(key, value, 0, "milliseconds >= 0")?;
@@ -430,6 +521,45 @@ mod tests {
             ("min.cleanable.dirty.ratio", "NaN"),
             ("delete.retention.ms", "-1"),
             ("min.compaction.lag.ms", "soon"),
+        ] {
+            assert!(
+                matches!(
+                    log_config(&configs(&[(key, value)])),
+                    Err(ConfigError::InvalidValue { .. })
+                ),
+                "{key}={value}"
+            );
+        }
+    }
+
+    #[test]
+    fn produce_configs_are_checked_and_parsed() {
+        assert_eq!(produce_config(&BTreeMap::new()), ProduceConfig::default());
+        let set = configs(&[("min.insync.replicas", "2"), ("compression.type", "zstd")]);
+        assert!(log_config(&set).is_ok());
+        assert_eq!(
+            produce_config(&set),
+            ProduceConfig {
+                min_insync_replicas: 2,
+                compression: TopicCompression::Codec(Compression::Zstd),
+            }
+        );
+        for (value, compression) in [
+            ("producer", TopicCompression::Producer),
+            ("uncompressed", TopicCompression::Codec(Compression::None)),
+            ("gzip", TopicCompression::Codec(Compression::Gzip)),
+            ("snappy", TopicCompression::Codec(Compression::Snappy)),
+            ("lz4", TopicCompression::Codec(Compression::Lz4)),
+        ] {
+            let config = configs(&[("compression.type", value)]);
+            assert_eq!(produce_config(&config).compression, compression, "{value}");
+        }
+        for (key, value) in [
+            ("min.insync.replicas", "0"),
+            ("min.insync.replicas", "-1"),
+            ("min.insync.replicas", "3000000000"),
+            ("compression.type", "brotli"),
+            ("compression.type", "none"),
         ] {
             assert!(
                 matches!(

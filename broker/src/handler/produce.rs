@@ -1,6 +1,8 @@
 //! Produce: append each partition's record batches through its actor, all partitions at once;
 //! answer once each append is acknowledged under its topic's flush policy. `acks=0` gets no
-//! response, as in Kafka.
+//! response, as in Kafka. Before the log: `acks=all` needs `min.insync.replicas` replicas in
+//! sync (NOT_ENOUGH_REPLICAS otherwise, nothing appended), and a topic whose
+//! `compression.type` names a codec gets batches in any other codec re-encoded.
 
 use std::sync::Arc;
 
@@ -14,8 +16,10 @@ use kafka_protocol::messages::produce_response::{
 
 use super::{append_error_code, internal_topic_error, str_bytes};
 use crate::broker::Broker;
+use crate::cluster::TopicCompression;
 use crate::log;
 use crate::partition::AppendError;
+use crate::record::batch;
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -25,6 +29,7 @@ pub(super) async fn handle(
     let valid_acks = matches!(acks, -1..=1);
     let topics = request.topic_data.into_iter().map(|topic| async move {
         let name = topic.name.0.to_string();
+        let settings = broker.produce_config(&name).unwrap_or_default();
         let partitions = topic.partition_data.into_iter().map(|data| {
             let name = name.clone();
             async move {
@@ -47,7 +52,31 @@ pub(super) async fn handle(
                 let Some(records) = data.records else {
                     return response.with_error_code(ResponseError::CorruptMessage.code());
                 };
-                match partition.append(records.to_vec()).await {
+                let in_sync = broker.in_sync_replicas(&name, data.index);
+                if acks == -1 && in_sync < settings.min_insync_replicas {
+                    let message = format!(
+                        "{name}-{}: {in_sync} in-sync replica(s), fewer than min.insync.replicas={} that acks=all requires",
+                        data.index, settings.min_insync_replicas
+                    );
+                    return response
+                        .with_error_code(ResponseError::NotEnoughReplicas.code())
+                        .with_error_message(Some(str_bytes(message)));
+                }
+                let recompressed = match settings.compression {
+                    TopicCompression::Producer => Ok(None),
+                    TopicCompression::Codec(codec) => batch::recompress(&records, codec),
+                };
+                let records = match recompressed {
+                    Ok(Some(records)) => records,
+                    Ok(None) => records.to_vec(),
+                    Err((index, source)) => {
+                        let error = AppendError::Log(log::Error::InvalidBatch { index, source });
+                        return response
+                            .with_error_code(append_error_code(&error))
+                            .with_error_message(Some(str_bytes(error.to_string())));
+                    }
+                };
+                match partition.append(records).await {
                     Ok(info) => response
                         .with_base_offset(info.base_offset)
                         .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))

@@ -113,6 +113,8 @@ pub enum BatchError {
     Decompression { codec: Compression },
     #[error("the {codec:?} payload decompresses to more than {limit} bytes")]
     DecompressedTooLarge { codec: Compression, limit: usize },
+    #[error("the records could not be re-encoded with {codec:?}")]
+    Recompression { codec: Compression },
 }
 
 /// What is wrong inside one record of an uncompressed batch.
@@ -367,6 +369,47 @@ pub fn encode(header: &BatchHeader, payload: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Re-encodes each batch of `records` (a produce request's records for one partition) whose codec
+/// is not `codec`, as Kafka's broker does for a topic whose `compression.type` names a codec. The
+/// records (offset deltas, timestamps, keys, values, headers) and the producer fields stay; the
+/// payload, the codec bits and the CRC are new. Control batches stay as they are. `Ok(None)`:
+/// every batch already uses `codec`. Each batch is validated, CRC included, and its records'
+/// framing walked before it is re-encoded, so a damaged batch is refused with its index, never
+/// given a fresh CRC.
+pub fn recompress(
+    records: &[u8],
+    codec: Compression,
+) -> Result<Option<Vec<u8>>, (usize, BatchError)> {
+    let needed = split_batches(records).any(|item| {
+        item.map_or(true, |(header, _)| {
+            !header.is_control() && header.compression() != Ok(codec)
+        })
+    });
+    if !needed {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(records.len());
+    for (index, item) in split_batches(records).enumerate() {
+        let at = |error| (index, error);
+        let (_, batch) = item.map_err(at)?;
+        let mut header = validate(batch).map_err(at)?;
+        if header.is_control() || header.compression() == Ok(codec) {
+            out.extend_from_slice(batch);
+            continue;
+        }
+        let payload = records_payload(batch, &header).map_err(at)?;
+        for record in Records::new(&payload, header.record_count) {
+            record.map_err(at)?;
+        }
+        let packed = compression::compress(codec, &payload)
+            .map_err(|_| at(BatchError::Recompression { codec }))?;
+        header.attributes = (header.attributes & !COMPRESSION_MASK) | codec.attribute_bits();
+        let encoded = encode(&header, &packed).ok_or(at(BatchError::Recompression { codec }))?;
+        out.extend_from_slice(&encoded);
+    }
+    Ok(Some(out))
+}
+
 /// Writes the broker-assigned base offset and leader epoch. Both sit outside the CRC.
 pub fn set_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
     batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
@@ -601,6 +644,14 @@ pub fn fuzz_validate(data: &[u8]) {
         {
             let count = Records::new(&batch[HEADER_LEN..], header.record_count).count();
             assert_eq!(count, header.record_count as usize);
+        }
+    }
+    // What `compression.type` re-encodes must be valid batches holding as many records.
+    if let Ok(Some(recompressed)) = recompress(data, Compression::None) {
+        for item in split_batches(&recompressed) {
+            let (_, batch) = item.expect("re-encoded batches frame");
+            let header = validate(batch).expect("re-encoded batches validate");
+            assert_eq!(header.compression(), Ok(Compression::None));
         }
     }
 }
