@@ -445,3 +445,96 @@ fn rdkafka_reads_a_compacted_topic_as_the_latest_value_of_every_key() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// librdkafka against the produce-side topic configs: with `min.insync.replicas=2` on one broker
+/// an `acks=all` produce fails with NOT_ENOUGH_REPLICAS and an `acks=1` produce is stored; on a
+/// topic with `compression.type=zstd`, librdkafka's lz4 batches are re-encoded by the broker and
+/// a consumer reads every record back unchanged (broker/tests/protocol.rs checks the stored codec).
+#[test]
+fn rdkafka_meets_min_insync_replicas_and_reads_a_topic_the_broker_recompressed() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let broker = TestBroker::start(|_| {});
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let guarded =
+        NewTopic::new("guarded", 1, TopicReplication::Fixed(1)).set("min.insync.replicas", "2");
+    let squeezed =
+        NewTopic::new("squeezed", 1, TopicReplication::Fixed(1)).set("compression.type", "zstd");
+    let created = runtime
+        .block_on(admin.create_topics([&guarded, &squeezed], &AdminOptions::new()))
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let produce = |topic: &str, acks: &str, codec: &str, values: &[String]| {
+        let producer: BaseProducer<Reports> = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("acks", acks)
+            .set("compression.type", codec)
+            .set("linger.ms", "5")
+            .set("message.send.max.retries", "0")
+            .create_with_context(Reports(std::sync::Mutex::new(BTreeMap::new())))
+            .unwrap();
+        for (index, value) in values.iter().enumerate() {
+            let key = format!("key-{index}");
+            producer
+                .send(
+                    BaseRecord::with_opaque_to(topic, Box::new(index))
+                        .key(&key)
+                        .payload(value),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        std::mem::take(&mut *producer.context().0.lock().unwrap())
+    };
+
+    let refused = produce("guarded", "all", "none", &["lost".to_owned()]);
+    let error = refused[&0].clone().unwrap_err();
+    assert!(error.contains("Not enough in-sync replicas"), "{error}");
+    let stored = produce("guarded", "1", "none", &["kept".to_owned()]);
+    assert_eq!(
+        stored[&0],
+        Ok(0),
+        "acks=1 is not subject to min.insync.replicas"
+    );
+
+    let values: Vec<String> = (0..50)
+        .map(|i| format!("value-{i}-{}", "z".repeat(i)))
+        .collect();
+    let delivered = produce("squeezed", "all", "lz4", &values);
+    assert!(delivered.values().all(Result::is_ok), "{delivered:?}");
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", "fjord-recompressed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let ends = assign_from_beginning(&consumer, "squeezed", 1);
+    assert_eq!(ends[&0], 50);
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read.len() < values.len() {
+        assert!(Instant::now() < deadline, "read {} of 50", read.len());
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.unwrap();
+            let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+            let value = String::from_utf8(message.payload().unwrap().to_vec()).unwrap();
+            read.push((message.offset(), key, value));
+        }
+    }
+    let expected: Vec<(i64, String, String)> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, format!("key-{i}"), v.clone()))
+        .collect();
+    assert_eq!(read, expected);
+}
