@@ -110,6 +110,11 @@ fn the_readmes_kubernetes_section_uses_what_the_tests_check() {
     )
     .unwrap();
     assert_eq!(topic.spec.cluster, cluster.metadata.name.clone().unwrap());
+    assert_eq!(
+        fjord_broker::cluster::log_config(&topic.spec.config).err(),
+        None,
+        "the example Topic's config must be one Fjord's brokers accept"
+    );
     assert_eq!(topic.metadata.namespace, cluster.metadata.namespace);
     let mut cluster = cluster;
     cluster.metadata.uid = Some("readme".into());
