@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use fjord_tests::{TestBroker, assign_from_beginning, require_tool};
 use rdkafka::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -284,6 +286,22 @@ fn rdkafka_round_trips_keyed_records_in_every_codec() {
     }
 }
 
+/// Creates `topics` through librdkafka's admin client; each must succeed.
+fn create_topics(broker: &TestBroker, topics: &[NewTopic<'_>]) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let created = runtime
+        .block_on(admin.create_topics(topics, &AdminOptions::new()))
+        .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+}
+
 /// Delivery reports of a producer writing to a compacted topic: offset or error, by send index.
 struct Reports(std::sync::Mutex<BTreeMap<usize, Result<i64, String>>>);
 
@@ -306,26 +324,14 @@ impl ProducerContext for Reports {
 /// of every key at the offset it was delivered at, and a record without a key is refused.
 #[test]
 fn rdkafka_reads_a_compacted_topic_as_the_latest_value_of_every_key() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-
     let broker = TestBroker::start(|c| c.log_cleaner_backoff_ms = 50);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
-    let topic = NewTopic::new("table", 1, TopicReplication::Fixed(1))
-        .set("cleanup.policy", "compact")
-        .set("segment.bytes", "2048")
-        .set("min.cleanable.dirty.ratio", "0.01");
-    let created = runtime
-        .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-        .unwrap();
-    assert!(created[0].is_ok(), "{created:?}");
+    create_topics(
+        &broker,
+        &[NewTopic::new("table", 1, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact")
+            .set("segment.bytes", "2048")
+            .set("min.cleanable.dirty.ratio", "0.01")],
+    );
 
     let mut delivered: BTreeMap<usize, Result<i64, String>> = BTreeMap::new();
     let mut sent: Vec<(Option<String>, String)> = Vec::new();
@@ -452,26 +458,15 @@ fn rdkafka_reads_a_compacted_topic_as_the_latest_value_of_every_key() {
 /// a consumer reads every record back unchanged (broker/tests/protocol.rs checks the stored codec).
 #[test]
 fn rdkafka_meets_min_insync_replicas_and_reads_a_topic_the_broker_recompressed() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-
     let broker = TestBroker::start(|_| {});
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
-    let guarded =
-        NewTopic::new("guarded", 1, TopicReplication::Fixed(1)).set("min.insync.replicas", "2");
-    let squeezed =
-        NewTopic::new("squeezed", 1, TopicReplication::Fixed(1)).set("compression.type", "zstd");
-    let created = runtime
-        .block_on(admin.create_topics([&guarded, &squeezed], &AdminOptions::new()))
-        .unwrap();
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    create_topics(
+        &broker,
+        &[
+            NewTopic::new("guarded", 1, TopicReplication::Fixed(1)).set("min.insync.replicas", "2"),
+            NewTopic::new("squeezed", 1, TopicReplication::Fixed(1))
+                .set("compression.type", "zstd"),
+        ],
+    );
 
     let produce = |topic: &str, acks: &str, codec: &str, values: &[String]| {
         let producer: BaseProducer<Reports> = ClientConfig::new()
