@@ -1976,9 +1976,7 @@ async fn produce_honours_min_insync_replicas_and_compression_type() {
     );
     let plain = keyed_batch(&[(Some("k3"), Some("three"))], t + 1, Compression::None);
     let zstd = keyed_batch(&[(Some("k4"), Some("four"))], t + 2, Compression::Zstd);
-    let mut both = BytesMut::from(&gzip[..]);
-    both.extend_from_slice(&plain);
-    for (batch, offset) in [(both.freeze(), 0), (zstd.clone(), 3)] {
+    for (batch, offset) in [(gzip, 0), (plain, 2), (zstd, 3)] {
         let response = client.call(produce("squeezed", 0, batch, -1), 9).await;
         assert_eq!(produce_code(&response), (0, offset));
     }

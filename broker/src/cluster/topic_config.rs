@@ -272,6 +272,8 @@ pub struct ProduceConfig {
     pub min_insync_replicas: i32,
     /// `compression.type`.
     pub compression: TopicCompression,
+    /// `max.message.bytes`: re-encoding refuses larger batches before opening them.
+    pub max_message_bytes: usize,
 }
 
 impl Default for ProduceConfig {
@@ -279,6 +281,7 @@ impl Default for ProduceConfig {
         Self {
             min_insync_replicas: 1,
             compression: TopicCompression::Producer,
+            max_message_bytes: LogConfig::default().max_message_bytes,
         }
     }
 }
@@ -323,6 +326,11 @@ pub fn produce_config(configs: &BTreeMap<String, String>) -> ProduceConfig {
         && let Ok(compression) = parse_compression("compression.type", value)
     {
         config.compression = compression;
+    }
+    if let Some(value) = configs.get("max.message.bytes")
+        && let Ok(bytes) = parse_long("max.message.bytes", value, 0, "bytes >= 0")
+    {
+        config.max_message_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
     }
     config
 }
@@ -542,6 +550,7 @@ mod tests {
             ProduceConfig {
                 min_insync_replicas: 2,
                 compression: TopicCompression::Codec(Compression::Zstd),
+                max_message_bytes: 1_048_588,
             }
         );
         for (value, compression) in [

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ProduceRequest;
@@ -13,13 +14,15 @@ use kafka_protocol::messages::ProduceResponse;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
+use tokio::sync::Semaphore;
 
 use super::{append_error_code, internal_topic_error, str_bytes};
 use crate::broker::Broker;
 use crate::cluster::TopicCompression;
 use crate::log;
 use crate::partition::AppendError;
-use crate::record::batch;
+use crate::record::Compression;
+use crate::record::batch::{self, RecompressError};
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -62,18 +65,17 @@ pub(super) async fn handle(
                         .with_error_code(ResponseError::NotEnoughReplicas.code())
                         .with_error_message(Some(str_bytes(message)));
                 }
-                let recompressed = match settings.compression {
-                    TopicCompression::Producer => Ok(None),
-                    TopicCompression::Codec(codec) => batch::recompress(&records, codec),
-                };
-                let records = match recompressed {
-                    Ok(Some(records)) => records,
-                    Ok(None) => records.to_vec(),
-                    Err((index, source)) => {
-                        let error = AppendError::Log(log::Error::InvalidBatch { index, source });
-                        return response
-                            .with_error_code(append_error_code(&error))
-                            .with_error_message(Some(str_bytes(error.to_string())));
+                let records = match settings.compression {
+                    TopicCompression::Producer => records.to_vec(),
+                    TopicCompression::Codec(codec) => {
+                        match recompress(records, codec, settings.max_message_bytes).await {
+                            Ok(records) => records,
+                            Err(error) => {
+                                return response
+                                    .with_error_code(append_error_code(&error))
+                                    .with_error_message(Some(str_bytes(error.to_string())));
+                            }
+                        }
                     }
                 };
                 match partition.append(records).await {
@@ -113,6 +115,35 @@ pub(super) async fn handle(
     });
     let responses = join_all(topics).await;
     (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+}
+
+/// Re-encoding opens a batch whole (its records up to 64 MiB): at most this many at once, so one
+/// request naming many partitions, or many connections, cannot multiply that memory.
+static RECOMPRESSING: Semaphore = Semaphore::const_new(2);
+
+/// `records` with every batch in `codec` (`compression.type`), re-encoded on the blocking pool
+/// (compression is CPU work that must not stall the connection tasks).
+async fn recompress(
+    records: Bytes,
+    codec: Compression,
+    max: usize,
+) -> Result<Vec<u8>, AppendError> {
+    let Ok(_permit) = RECOMPRESSING.acquire().await else {
+        return Err(AppendError::Closed);
+    };
+    let encoded = tokio::task::spawn_blocking(move || {
+        batch::recompress(&records, codec, max).map(|out| out.unwrap_or_else(|| records.to_vec()))
+    })
+    .await
+    .map_err(|_| AppendError::Closed)?;
+    encoded.map_err(|error| match error {
+        RecompressError::Invalid { index, source } => {
+            AppendError::Log(log::Error::InvalidBatch { index, source })
+        }
+        RecompressError::TooLarge { size, max } => {
+            AppendError::Log(log::Error::BatchTooLarge { size, max })
+        }
+    })
 }
 
 /// Kafka's words for a record it refuses, so clients and people searching for them find them.

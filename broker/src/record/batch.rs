@@ -117,6 +117,19 @@ pub enum BatchError {
     Recompression { codec: Compression },
 }
 
+/// Why [`recompress`] refused a produce request's records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecompressError {
+    #[error("record batch {index} is invalid: {source}")]
+    Invalid {
+        index: usize,
+        #[source]
+        source: BatchError,
+    },
+    #[error("a record batch of {size} bytes exceeds max.message.bytes ({max})")]
+    TooLarge { size: usize, max: usize },
+}
+
 /// What is wrong inside one record of an uncompressed batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RecordDefect {
@@ -290,7 +303,8 @@ pub fn verify_stored(batch: &[u8]) -> Result<BatchHeader, BatchError> {
 
 /// Full validation of one batch a producer sent (`batch` is exactly one batch): framing, CRC,
 /// codec, record count against `lastOffsetDelta`, and for uncompressed batches every record's
-/// framing. Compressed payloads are not opened: the broker stores them as they came.
+/// framing. Compressed payloads are not opened: the log stores them as they came (a topic's
+/// `compression.type` is applied before the log, by [`recompress`]).
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = verify_stored(batch)?;
     let compression = header.compression()?;
@@ -375,22 +389,34 @@ pub fn encode(header: &BatchHeader, payload: &[u8]) -> Option<Vec<u8>> {
 /// payload, the codec bits and the CRC are new. Control batches stay as they are. `Ok(None)`:
 /// every batch already uses `codec`. Each batch is validated, CRC included, and its records'
 /// framing walked before it is re-encoded, so a damaged batch is refused with its index, never
-/// given a fresh CRC.
+/// given a fresh CRC. As in Kafka, a batch larger than `max_batch_bytes` (`max.message.bytes`)
+/// is refused before it is opened and after it is re-encoded.
 pub fn recompress(
     records: &[u8],
     codec: Compression,
-) -> Result<Option<Vec<u8>>, (usize, BatchError)> {
-    let needed = split_batches(records).any(|item| {
-        item.map_or(true, |(header, _)| {
-            !header.is_control() && header.compression() != Ok(codec)
-        })
-    });
+    max_batch_bytes: usize,
+) -> Result<Option<Vec<u8>>, RecompressError> {
+    let mut needed = false;
+    for item in split_batches(records) {
+        match item {
+            Ok((_, batch)) if batch.len() > max_batch_bytes => {
+                return Err(RecompressError::TooLarge {
+                    size: batch.len(),
+                    max: max_batch_bytes,
+                });
+            }
+            Ok((header, _)) => {
+                needed |= !header.is_control() && header.compression() != Ok(codec);
+            }
+            Err(_) => needed = true,
+        }
+    }
     if !needed {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(records.len());
     for (index, item) in split_batches(records).enumerate() {
-        let at = |error| (index, error);
+        let at = |source| RecompressError::Invalid { index, source };
         let (_, batch) = item.map_err(at)?;
         let mut header = validate(batch).map_err(at)?;
         if header.is_control() || header.compression() == Ok(codec) {
@@ -405,6 +431,12 @@ pub fn recompress(
             .map_err(|_| at(BatchError::Recompression { codec }))?;
         header.attributes = (header.attributes & !COMPRESSION_MASK) | codec.attribute_bits();
         let encoded = encode(&header, &packed).ok_or(at(BatchError::Recompression { codec }))?;
+        if encoded.len() > max_batch_bytes {
+            return Err(RecompressError::TooLarge {
+                size: encoded.len(),
+                max: max_batch_bytes,
+            });
+        }
         out.extend_from_slice(&encoded);
     }
     Ok(Some(out))
@@ -647,7 +679,7 @@ pub fn fuzz_validate(data: &[u8]) {
         }
     }
     // What `compression.type` re-encodes must be valid batches holding as many records.
-    if let Ok(Some(recompressed)) = recompress(data, Compression::None) {
+    if let Ok(Some(recompressed)) = recompress(data, Compression::None, 1 << 20) {
         for item in split_batches(&recompressed) {
             let (_, batch) = item.expect("re-encoded batches frame");
             let header = validate(batch).expect("re-encoded batches validate");
@@ -699,6 +731,100 @@ mod tests {
         assert_eq!(records[2].value, Some(&b""[..]));
         assert_eq!(records[2].timestamp_delta, 2);
         assert_eq!(records[0].headers, vec![(&b"h"[..], Some(&b"1"[..]))]);
+    }
+
+    /// The parts of a header re-encoding must keep: everything but length, CRC and codec bits.
+    fn kept(header: &BatchHeader) -> (i64, i32, i16, i32, i64, i64, i64, i16, i32, i32) {
+        (
+            header.base_offset,
+            header.partition_leader_epoch,
+            header.attributes & !COMPRESSION_MASK,
+            header.last_offset_delta,
+            header.base_timestamp,
+            header.max_timestamp,
+            header.producer_id,
+            header.producer_epoch,
+            header.base_sequence,
+            header.record_count,
+        )
+    }
+
+    #[test]
+    fn recompress_keeps_records_and_producer_fields_and_passes_control_batches() {
+        use crate::record::builder::build_compressed_batch;
+        let producer = ProducerInfo {
+            producer_id: 7001,
+            producer_epoch: 3,
+            base_sequence: 41,
+        };
+        let records = [
+            record("a", Some("one"), 1000),
+            record("b", None, 1005),
+            record("c", Some(""), 1002),
+        ];
+        let mut gzip = build_compressed_batch(&records, producer, Compression::Gzip).unwrap();
+        set_log_append_time(&mut gzip, 99_000); // a header bit beside the codec's
+        let gzip_header = validate(&gzip).unwrap();
+        // A control batch (attributes bit 5), as a transaction marker would be: left alone.
+        let mut control_header = validate(&sample()).unwrap();
+        control_header.attributes |= CONTROL_BIT;
+        let control = encode(&control_header, &sample()[HEADER_LEN..]).unwrap();
+        let input = [gzip.clone(), control.clone()].concat();
+
+        let out = recompress(&input, Compression::Zstd, 1 << 20)
+            .unwrap()
+            .expect("the gzip batch is re-encoded");
+        let batches: Vec<_> = split_batches(&out).map(Result::unwrap).collect();
+        assert_eq!(batches.len(), 2);
+        let zstd_header = validate(batches[0].1).unwrap();
+        assert_eq!(zstd_header.compression(), Ok(Compression::Zstd));
+        assert_eq!(kept(&zstd_header), kept(&gzip_header));
+        assert_eq!(zstd_header.timestamp_type(), TimestampType::LogAppendTime);
+        assert_eq!(
+            records_payload(batches[0].1, &zstd_header).unwrap(),
+            records_payload(&gzip, &gzip_header).unwrap(),
+            "the same records, byte for byte"
+        );
+        assert_eq!(batches[1].1, &control[..], "the control batch is untouched");
+
+        // Already in the topic's codec: nothing to do, not even a re-encode.
+        assert_eq!(recompress(&out, Compression::Zstd, 1 << 20), Ok(None));
+    }
+
+    #[test]
+    fn recompress_refuses_damaged_and_oversized_batches() {
+        use crate::record::builder::build_compressed_batch;
+        let gzip = build_compressed_batch(
+            &[record("a", Some(&"x".repeat(4000)), 1000)],
+            ProducerInfo::NONE,
+            Compression::Gzip,
+        )
+        .unwrap();
+        let mut damaged = gzip.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        let input = [sample(), damaged].concat();
+        assert!(matches!(
+            recompress(&input, Compression::Lz4, 1 << 20),
+            Err(RecompressError::Invalid {
+                index: 1,
+                source: BatchError::CrcMismatch { .. }
+            })
+        ));
+        // Too large as sent: refused before it is opened.
+        assert_eq!(
+            recompress(&gzip, Compression::Zstd, gzip.len() - 1),
+            Err(RecompressError::TooLarge {
+                size: gzip.len(),
+                max: gzip.len() - 1
+            })
+        );
+        // Small compressed, too large once re-encoded uncompressed.
+        assert!(gzip.len() < 1000, "{} bytes compressed", gzip.len());
+        assert!(matches!(
+            recompress(&gzip, Compression::None, 1000),
+            Err(RecompressError::TooLarge { size, max: 1000 }) if size > 4000
+        ));
     }
 
     #[test]

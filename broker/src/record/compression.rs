@@ -1,7 +1,8 @@
-//! The record payload codecs (gzip, snappy, lz4, zstd), for the two places the broker must look
-//! inside a compressed batch: checking keys on a produce to a compacted topic, and compaction
-//! rewriting a batch it keeps only part of. The normal produce and fetch paths never come here:
-//! they store and serve batches as the producer compressed them.
+//! The record payload codecs (gzip, snappy, lz4, zstd), for the places the broker must look
+//! inside a compressed batch: checking keys on a produce to a compacted topic, compaction
+//! rewriting a batch it keeps only part of, and produce re-encoding batches for a topic whose
+//! `compression.type` names a codec. Otherwise produce and fetch never come here: they store and
+//! serve batches as the producer compressed them.
 //!
 //! Compression uses kafka-protocol's codecs (Kafka's framing: xerial snappy blocks, the LZ4
 //! frame format); its `anyhow` errors stay in this module. Decompression reads the same formats
