@@ -5,13 +5,22 @@
 //! still declares. As in Strimzi, the oldest Topic (creation time, then name) manages it; the
 //! others report `ResourceConflict` and change nothing. A Topic being deleted no longer claims
 //! anything, so the next oldest takes over, and a deleted Topic leaves the Kafka topic in place
-//! while another Topic still names it.
+//! while another Topic still names it. A Topic whose spec became invalid keeps its claim on the
+//! name its status recorded, so a typo in the manager hands its topic to no one.
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::Topic;
 use crate::topic::validate::validate_topic;
+
+/// The Kafka topic `topic` names: from its spec, or from its status when the spec is invalid.
+fn claimed_name(topic: &Topic) -> Option<String> {
+    match validate_topic(topic) {
+        Ok(validated) => Some(validated.desired.name),
+        Err(_) => topic.status.as_ref().and_then(|s| s.topic_name.clone()),
+    }
+}
 
 /// The other live Topics in `all` that name Kafka topic `kafka_name` of Cluster `cluster`.
 pub fn rivals<'a: 'b, 'b>(
@@ -24,7 +33,7 @@ pub fn rivals<'a: 'b, 'b>(
         !same_object(topic, other)
             && other.meta().deletion_timestamp.is_none()
             && other.spec.cluster == cluster
-            && validate_topic(other).is_ok_and(|v| v.desired.name == kafka_name)
+            && claimed_name(other).is_some_and(|name| name == kafka_name)
     })
 }
 
@@ -63,7 +72,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::crd::{DeletionPolicy, TopicSpec};
+    use crate::crd::{DeletionPolicy, TopicSpec, TopicStatus};
 
     fn topic(name: &str, kafka_name: Option<&str>, created: i64) -> Topic {
         let mut topic = Topic::new(
@@ -104,7 +113,7 @@ mod tests {
     }
 
     #[test]
-    fn deleted_invalid_and_other_cluster_topics_claim_nothing() {
+    fn deleted_other_cluster_and_never_valid_topics_claim_nothing() {
         let orders = topic("orders", None, 100);
         let mut deleting = topic("old", Some("orders"), 10);
         deleting.metadata.deletion_timestamp = Some(Time(Timestamp::from_second(300).unwrap()));
@@ -115,6 +124,19 @@ mod tests {
         let all = vec![orders.clone(), deleting, elsewhere, invalid];
         assert_eq!(manager(&orders, &all), None);
         assert_eq!(rivals(&orders, "events", "orders", &all).count(), 0);
+    }
+
+    #[test]
+    fn a_manager_whose_spec_became_invalid_keeps_its_claim() {
+        let mut broken = topic("orders", None, 100);
+        broken.spec.partitions = 0;
+        broken.status = Some(TopicStatus {
+            topic_name: Some("orders".into()),
+            ..TopicStatus::default()
+        });
+        let newer = topic("orders-v2", Some("orders"), 200);
+        let all = vec![broken, newer.clone()];
+        assert_eq!(manager(&newer, &all).as_deref(), Some("orders"));
     }
 
     #[test]
