@@ -17,6 +17,10 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
+/// The part of the lease a leader that cannot renew keeps for stopping its controllers: it gives
+/// up this long before a standby may take over (client-go's defaults leave the same 5 s).
+const RENEW_MARGIN: Duration = Duration::from_secs(5);
+
 /// What to do with the lease as it stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseDecision {
@@ -128,9 +132,13 @@ impl LeaderElection {
         }
     }
 
-    /// Renews until shutdown (returns) or until the lease could not be renewed within its
-    /// duration (returns too: the caller must stop acting as leader).
+    /// Renews until shutdown (returns) or until the lease could not be renewed within the renew
+    /// deadline (returns too: the caller must stop acting as leader). The deadline leaves
+    /// [`RENEW_MARGIN`] of the lease for the controllers to stop before a standby may take over.
     pub async fn hold(&self, shutdown: &CancellationToken) {
+        let deadline = self.lease_duration.saturating_sub(RENEW_MARGIN);
+        // When the last successful renewal was sent: a standby may have seen its new version
+        // as soon as it was written, so the lease is counted from the send, not the answer.
         let mut last_renewed = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -138,26 +146,23 @@ impl LeaderElection {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(self.retry) => {}
             }
-            // A renewal that hangs must not outlive the lease: bound it by what is left of it.
-            let left = self
-                .lease_duration
-                .saturating_sub(last_renewed.elapsed())
-                .saturating_sub(self.retry);
+            // A renewal that hangs must not outlive the deadline.
+            let left = deadline.saturating_sub(last_renewed.elapsed());
+            let sent = tokio::time::Instant::now();
             let attempt = tokio::time::timeout(left, self.try_acquire_or_renew()).await;
             let Ok(attempt) = attempt else {
                 tracing::error!(lease = %self.name, "renewing the lease timed out");
                 return;
             };
             match attempt {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
+                Ok(true) => last_renewed = sent,
                 Ok(false) => {
                     tracing::error!(lease = %self.name, "another replica took the lease");
                     return;
                 }
                 Err(error) => {
                     tracing::warn!(error = %crate::controller::DisplayChain(&error), "renewing the lease failed");
-                    // Give up before the lease can expire in other replicas' eyes.
-                    if last_renewed.elapsed() + self.retry >= self.lease_duration {
+                    if last_renewed.elapsed() + self.retry >= deadline {
                         tracing::error!(lease = %self.name, "could not renew the lease in time");
                         return;
                     }
