@@ -4,16 +4,16 @@
 //! shutdown.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
@@ -37,6 +37,59 @@ pub struct Context {
     pub bootstrap_override: Option<String>,
     /// Consecutive failed reconciles per object (`kind/namespace/name`), for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The Topic controllers' caches of Topics.
+    pub topic_cache: TopicCache,
+}
+
+/// The Topic controllers' caches (one per watched namespace, or one for all namespaces), so the
+/// conflict check on every Topic reconcile reads memory instead of listing every Topic of the
+/// namespace from the API server.
+#[derive(Default)]
+pub struct TopicCache {
+    stores: RwLock<Vec<Store<Topic>>>,
+}
+
+impl std::fmt::Debug for TopicCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stores = self.stores.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("TopicCache")
+            .field("stores", &stores.len())
+            .finish()
+    }
+}
+
+impl TopicCache {
+    /// Adds a controller's store.
+    pub fn add(&self, store: Store<Topic>) {
+        self.stores
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(store);
+    }
+
+    /// The cached Topics of `namespace`; `None` when there is no cache or one has not finished
+    /// its first list yet (the caller lists from the API server instead).
+    pub fn in_namespace(&self, namespace: &str) -> Option<Vec<Topic>> {
+        let stores = self.stores.read().unwrap_or_else(PoisonError::into_inner);
+        if stores.is_empty() {
+            return None;
+        }
+        let mut topics = Vec::new();
+        for store in stores.iter() {
+            let ready = store.wait_until_ready().now_or_never();
+            if !matches!(ready, Some(Ok(()))) {
+                return None;
+            }
+            topics.extend(
+                store
+                    .state()
+                    .iter()
+                    .filter(|topic| topic.namespace().as_deref() == Some(namespace))
+                    .map(|topic| Topic::clone(topic)),
+            );
+        }
+        Some(topics)
+    }
 }
 
 impl std::fmt::Debug for Context {
@@ -63,6 +116,7 @@ impl Context {
             kafka_timeout: Duration::from_secs(10),
             bootstrap_override: None,
             failures: Mutex::new(HashMap::new()),
+            topic_cache: TopicCache::default(),
         }
     }
 
@@ -261,16 +315,18 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
         let topics = Controller::new(
             api_in::<Topic>(client, namespace),
             watcher::Config::default(),
-        )
-        .graceful_shutdown_on(async move { stop.cancelled().await })
-        .run(
-            crate::topic::reconcile::reconcile_topic,
-            |topic: Arc<Topic>, error: &Error, ctx: Arc<Context>| {
-                error_policy("topic", &object_key(topic.as_ref()), error, &ctx)
-            },
-            Arc::clone(&context),
-        )
-        .for_each(|_| async {});
+        );
+        context.topic_cache.add(topics.store());
+        let topics = topics
+            .graceful_shutdown_on(async move { stop.cancelled().await })
+            .run(
+                crate::topic::reconcile::reconcile_topic,
+                |topic: Arc<Topic>, error: &Error, ctx: Arc<Context>| {
+                    error_policy("topic", &object_key(topic.as_ref()), error, &ctx)
+                },
+                Arc::clone(&context),
+            )
+            .for_each(|_| async {});
         controllers.spawn(topics);
     }
     while let Some(finished) = controllers.join_next().await {
@@ -314,6 +370,52 @@ impl std::fmt::Display for DisplayChain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_topic_cache_answers_only_once_every_store_has_listed() {
+        use kube::runtime::reflector::store;
+        use kube::runtime::watcher::Event;
+        let topic = |namespace: &str, name: &str| {
+            let mut topic = Topic::new(
+                name,
+                crate::crd::TopicSpec {
+                    cluster: "events".into(),
+                    topic_name: None,
+                    partitions: 1,
+                    replication_factor: 1,
+                    config: Default::default(),
+                    deletion_policy: Default::default(),
+                },
+            );
+            topic.metadata.namespace = Some(namespace.into());
+            topic
+        };
+        let cache = TopicCache::default();
+        assert!(cache.in_namespace("a").is_none(), "no store: list instead");
+        let (first, mut first_writer) = store::<Topic>();
+        let (second, mut second_writer) = store::<Topic>();
+        cache.add(first);
+        cache.add(second);
+        first_writer.apply_watcher_event(&Event::Init);
+        first_writer.apply_watcher_event(&Event::InitApply(topic("a", "orders")));
+        first_writer.apply_watcher_event(&Event::InitApply(topic("b", "payments")));
+        first_writer.apply_watcher_event(&Event::InitDone);
+        assert!(
+            cache.in_namespace("a").is_none(),
+            "one store is still listing"
+        );
+        second_writer.apply_watcher_event(&Event::Init);
+        second_writer.apply_watcher_event(&Event::InitApply(topic("a", "refunds")));
+        second_writer.apply_watcher_event(&Event::InitDone);
+        let mut names: Vec<String> = cache
+            .in_namespace("a")
+            .unwrap()
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["orders", "refunds"]);
+    }
 
     #[tokio::test]
     async fn retries_back_off_per_object_and_reset_on_success() {

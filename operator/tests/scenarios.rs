@@ -821,8 +821,16 @@ async fn a_younger_topic_naming_the_same_kafka_topic_changes_nothing() {
         topic(DeletionPolicy::Delete, &[], false),
         newer.clone(),
     ];
-    let (client, calls) = api_server(topic_routes_listing(true, listed.clone()));
+    // The Topics come from the controller's cache: no list from the API server.
+    let (client, calls) = api_server(topic_routes_listing(true, vec![]));
     let ctx = context(client);
+    let (cache, mut writer) = kube::runtime::reflector::store::<Topic>();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+    for cached in &listed {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(cached.clone()));
+    }
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+    ctx.topic_cache.add(cache);
     let action = reconcile_topic(
         Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], false)),
         Arc::clone(&ctx),
@@ -834,6 +842,12 @@ async fn a_younger_topic_naming_the_same_kafka_topic_changes_nothing() {
     assert!(
         !recorded.iter().any(|c| c.path().contains("/clusters/")),
         "no Cluster lookup, so no Kafka call either"
+    );
+    assert!(
+        !recorded
+            .iter()
+            .any(|c| c.method == Method::GET && c.path().ends_with("/topics")),
+        "the cache answered"
     );
     let status = status_patch(&recorded);
     let ready = condition(&status, "Ready");
@@ -856,17 +870,25 @@ async fn a_younger_topic_naming_the_same_kafka_topic_changes_nothing() {
         .unwrap();
     assert!(events(&calls).is_empty());
 
-    // The youngest is in conflict with the oldest, not with the one in between.
+    // Without a cache (or before its first list), the Topics are listed. The youngest is in
+    // conflict with the oldest, not with the one in between.
     let (client, calls) = api_server(topic_routes_listing(true, listed));
     reconcile_topic(Arc::new(newer), context(client))
         .await
         .unwrap();
-    let status = status_patch(&kube_calls(&calls));
+    let recorded = kube_calls(&calls);
+    assert!(
+        recorded
+            .iter()
+            .any(|c| c.method == Method::GET && c.path().ends_with("/topics"))
+    );
+    let status = status_patch(&recorded);
     let message = condition(&status, "Ready")["message"]
         .as_str()
         .unwrap()
         .to_owned();
     assert!(message.contains("Topic 'orders-legacy'"), "{message}");
+    drop(writer);
 }
 
 async fn broker() -> (RunningBroker, tempfile::TempDir) {

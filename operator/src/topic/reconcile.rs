@@ -83,13 +83,16 @@ async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
         set_finalizer(&topics, topic, wants_finalizer).await?;
     }
 
-    let all = list_topics(&topics, &namespace).await?;
+    let all = match context.topic_cache.in_namespace(&namespace) {
+        Some(cached) => cached,
+        None => list_topics(&topics, &namespace).await?,
+    };
     if let Some(owner) =
         managed_by_another(topic, &validated.cluster, &validated.desired.name, &all)
     {
         let message = format!(
             "Kafka topic '{}' of Cluster '{}' is managed by Topic '{}', the oldest Topic naming it; \
-             this one changes nothing until that one is deleted or renamed",
+             this one changes nothing until that one is deleted",
             validated.desired.name,
             validated.cluster,
             owner.name_any()
@@ -213,6 +216,7 @@ async fn finalize(topic: &Topic, context: &Context, topics: &Api<Topic>) -> Resu
         return set_finalizer(topics, topic, false).await;
     };
     let cluster_name = &topic.spec.cluster;
+    // From the API server, not the cache: deleting data waits for an authoritative answer.
     let all = list_topics(topics, &namespace).await?;
     if let Some(other) = rivals(topic, cluster_name, &kafka_name, &all).next() {
         let note = format!(
