@@ -45,11 +45,13 @@ image-binaries:
 	$(CARGO) build --release --locked --target $(IMAGE_TARGET) -p fjord-broker -p fjord-operator
 
 # The last line sums every test binary's result (cargo's own last line is often an empty doc-test run).
+# The size of target/ is printed whether the tests pass or not (CI machines' disks are finite).
 test: deps fmt-check lint image-binaries
 	@mkdir -p target
-	set -o pipefail; $(CARGO) test --workspace --locked 2>&1 | tee target/test-output.log
-	@du -sh target | awk '{ print "target directory: " $$1 }'
-	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test-output.log
+	set -o pipefail; status=0; $(CARGO) test --workspace --locked 2>&1 | tee target/test-output.log || status=$$?; \
+	du -sh target | awk '{ print "target directory: " $$1 }'; \
+	awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' target/test-output.log; \
+	exit $$status
 
 # Installs the peer (Tansu, from PyPI), builds Fjord in release mode, runs every workload in
 # order-balanced rounds and prints the table (docs/benchmarks.md). ARGS: --quick, --write-docs, ...
