@@ -90,16 +90,16 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "share of the cleanable log not yet compacted at which compaction runs",
     ),
     spec(
-        "min.insync.replicas",
-        "1",
-        ConfigType::Int,
-        "acks=all produces fail with NOT_ENOUGH_REPLICAS while fewer replicas are in sync (a single broker has 1)",
-    ),
-    spec(
         "min.compaction.lag.ms",
         "0",
         ConfigType::Long,
         "records stay uncompacted at least this long",
+    ),
+    spec(
+        "min.insync.replicas",
+        "1",
+        ConfigType::Int,
+        "acks=all produces fail with NOT_ENOUGH_REPLICAS while fewer replicas are in sync (a single broker has 1)",
     ),
     spec(
         "retention.bytes",
