@@ -135,7 +135,10 @@ async fn recompress(
         batch::recompress(&records, codec, max).map(|out| out.unwrap_or_else(|| records.to_vec()))
     })
     .await
-    .map_err(|_| AppendError::Closed)?;
+    .map_err(|error| {
+        tracing::error!(%error, "re-encoding a produce request's batches failed");
+        AppendError::Closed
+    })?;
     encoded.map_err(|error| match error {
         RecompressError::Invalid { index, source } => {
             AppendError::Log(log::Error::InvalidBatch { index, source })
