@@ -2018,3 +2018,45 @@ async fn produce_honours_min_insync_replicas_and_compression_type() {
     );
     broker.shutdown().await;
 }
+
+/// zstd needs Produce v7 and Fetch v10 (KIP-110): an older producer's zstd batch is refused, and
+/// an older consumer gets UNSUPPORTED_COMPRESSION_TYPE instead of bytes it cannot decode.
+#[tokio::test]
+async fn zstd_needs_produce_v7_and_fetch_v10() {
+    use fjord_broker::record::Compression;
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    assert_eq!(client.call(create("z", 1), 7).await.topics[0].error_code, 0);
+    let zstd = || keyed_batch(&[(Some("k"), Some("v"))], now_ms(), Compression::Zstd);
+    let old = client.call(produce("z", 0, zstd(), -1), 6).await;
+    assert_eq!(produce_code(&old).0, 76, "UNSUPPORTED_COMPRESSION_TYPE");
+    let lz4 = keyed_batch(&[(Some("k"), Some("v"))], now_ms(), Compression::Lz4);
+    assert_eq!(
+        produce_code(&client.call(produce("z", 0, lz4, -1), 6).await),
+        (0, 0)
+    );
+    assert_eq!(
+        produce_code(&client.call(produce("z", 0, zstd(), -1), 7).await),
+        (0, 1)
+    );
+
+    for version in [4, 9] {
+        let fetched = client.call(fetch("z", 0, 0, 1, 0), version).await;
+        let partition = &fetched.responses[0].partitions[0];
+        assert_eq!(partition.error_code, 76, "fetch v{version}");
+        assert!(partition.records.as_ref().is_none_or(Bytes::is_empty));
+    }
+    // Before the zstd batch, an old consumer reads on.
+    let mut before = fetch("z", 0, 0, 1, 0);
+    before.max_bytes = 1;
+    before.topics[0].partitions[0].partition_max_bytes = 1;
+    let fetched = client.call(before, 9).await;
+    assert_eq!(fetched.responses[0].partitions[0].error_code, 0);
+    let fetched = client.call(fetch("z", 0, 0, 1, 0), 10).await;
+    let partition = &fetched.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    let mut records = partition.records.clone().unwrap();
+    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).unwrap();
+    assert_eq!(sets.iter().map(|s| s.records.len()).sum::<usize>(), 2);
+    broker.shutdown().await;
+}

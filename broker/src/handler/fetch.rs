@@ -3,6 +3,8 @@
 //! consumer always progresses). A long poll waits on the partitions' high-watermark watches until
 //! `min_bytes` are there or `max_wait_ms` passes. Fetch sessions (KIP-227) are declined the way
 //! the protocol allows: every response carries session id 0, so clients send full requests.
+//! Below Fetch v10 a partition whose batches include zstd (which those clients cannot decode)
+//! answers UNSUPPORTED_COMPRESSION_TYPE, as Kafka does.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +20,18 @@ use tokio::time::Instant;
 use super::log_error_code;
 use crate::broker::Broker;
 use crate::log;
+use crate::record::Compression;
+use crate::record::batch::uses_codec;
 
-pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> FetchResponse {
+pub(super) async fn handle(
+    broker: &Arc<Broker>,
+    request: FetchRequest,
+    version: i16,
+) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let request = Arc::new(request);
     loop {
-        let (response, bytes, errors, mut watches) = read_once(broker, &request).await;
+        let (response, bytes, errors, mut watches) = read_once(broker, &request, version).await;
         if bytes >= request.min_bytes.max(0) as usize
             || errors
             || Instant::now() >= deadline
@@ -37,7 +45,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> Fetch
             .is_err()
         {
             // Waited the full max_wait_ms: answer with what is there now.
-            return read_once(broker, &request).await.0;
+            return read_once(broker, &request, version).await.0;
         }
     }
 }
@@ -47,6 +55,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: FetchRequest) -> Fetch
 async fn read_once(
     broker: &Arc<Broker>,
     request: &Arc<FetchRequest>,
+    version: i16,
 ) -> (FetchResponse, usize, bool, Vec<watch::Receiver<i64>>) {
     let handles: Vec<Vec<_>> = request
         .topics
@@ -104,6 +113,10 @@ async fn read_once(
                         let max = if total == 0 { limit.max(1) } else { limit };
                         match handle.reader().read_below(p.fetch_offset, max, high_watermark) {
                             Ok(read) if total > 0 && read.records.len() > limit => data,
+                            Ok(read) if version < 10 && uses_codec(&read.records, Compression::Zstd) => {
+                                errors = true;
+                                data.with_error_code(ResponseError::UnsupportedCompressionType.code())
+                            }
                             Ok(read) => {
                                 total += read.records.len();
                                 remaining = remaining.saturating_sub(read.records.len());

@@ -60,10 +60,12 @@ pub async fn dispatch(
         RequestKind::Metadata(req) => Some(ResponseKind::Metadata(
             metadata::handle(broker, req, version).await,
         )),
-        RequestKind::Produce(req) => produce::handle(broker, req)
+        RequestKind::Produce(req) => produce::handle(broker, req, version)
             .await
             .map(ResponseKind::Produce),
-        RequestKind::Fetch(req) => Some(ResponseKind::Fetch(fetch::handle(broker, req).await)),
+        RequestKind::Fetch(req) => Some(ResponseKind::Fetch(
+            fetch::handle(broker, req, version).await,
+        )),
         RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
             list_offsets::handle(broker, req).await,
         )),

@@ -27,6 +27,7 @@ use crate::record::batch::{self, RecompressError};
 pub(super) async fn handle(
     broker: &Arc<Broker>,
     request: ProduceRequest,
+    version: i16,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
@@ -55,6 +56,11 @@ pub(super) async fn handle(
                 let Some(records) = data.records else {
                     return response.with_error_code(ResponseError::CorruptMessage.code());
                 };
+                // zstd came with Produce v7 (KIP-110): older clients cannot have meant it.
+                if version < 7 && batch::uses_codec(&records, Compression::Zstd) {
+                    return response
+                        .with_error_code(ResponseError::UnsupportedCompressionType.code());
+                }
                 let in_sync = broker.in_sync_replicas(&name, data.index);
                 if acks == -1 && in_sync < settings.min_insync_replicas {
                     let message = format!(

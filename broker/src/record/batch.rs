@@ -383,6 +383,13 @@ pub fn encode(header: &BatchHeader, payload: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Whether any whole batch in `records` (framing only) uses `codec`.
+pub fn uses_codec(records: &[u8], codec: Compression) -> bool {
+    split_batches(records)
+        .map_while(Result::ok)
+        .any(|(header, _)| header.compression() == Ok(codec))
+}
+
 /// Re-encodes each batch of `records` (a produce request's records for one partition) whose codec
 /// is not `codec`, as Kafka's broker does for a topic whose `compression.type` names a codec. The
 /// records (offset deltas, timestamps, keys, values, headers) and the producer fields stay; the
