@@ -73,6 +73,12 @@ pub(super) async fn handle(
                 }
                 let records = match settings.compression {
                     TopicCompression::Producer => records.to_vec(),
+                    // Batches already in the topic's codec go to the log as they are.
+                    TopicCompression::Codec(codec)
+                        if !batch::needs_recompress(&records, codec) =>
+                    {
+                        records.to_vec()
+                    }
                     TopicCompression::Codec(codec) => {
                         match recompress(records, codec, settings.max_message_bytes).await {
                             Ok(records) => records,

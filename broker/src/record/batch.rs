@@ -390,6 +390,16 @@ pub fn uses_codec(records: &[u8], codec: Compression) -> bool {
         .any(|(header, _)| header.compression() == Ok(codec))
 }
 
+/// Whether [`recompress`] has work to do: a batch (not a control batch) in another codec than
+/// `codec`, or bytes that do not frame as batches. A scan of the headers only.
+pub fn needs_recompress(records: &[u8], codec: Compression) -> bool {
+    split_batches(records).any(|item| {
+        item.map_or(true, |(header, _)| {
+            !header.is_control() && header.compression() != Ok(codec)
+        })
+    })
+}
+
 /// Re-encodes each batch of `records` (a produce request's records for one partition) whose codec
 /// is not `codec`, as Kafka's broker does for a topic whose `compression.type` names a codec. The
 /// records (offset deltas, timestamps, keys, values, headers) and the producer fields stay; the
