@@ -69,7 +69,7 @@ impl TopicCache {
 
     /// The cached Topics of `namespace`; `None` when there is no cache or one has not finished
     /// its first list yet (the caller lists from the API server instead).
-    pub fn in_namespace(&self, namespace: &str) -> Option<Vec<Topic>> {
+    pub fn in_namespace(&self, namespace: &str) -> Option<Vec<Arc<Topic>>> {
         let stores = self.stores.read().unwrap_or_else(PoisonError::into_inner);
         if stores.is_empty() {
             return None;
@@ -83,9 +83,8 @@ impl TopicCache {
             topics.extend(
                 store
                     .state()
-                    .iter()
-                    .filter(|topic| topic.namespace().as_deref() == Some(namespace))
-                    .map(|topic| Topic::clone(topic)),
+                    .into_iter()
+                    .filter(|topic| topic.namespace().as_deref() == Some(namespace)),
             );
         }
         Some(topics)
@@ -411,7 +410,7 @@ mod tests {
             .in_namespace("a")
             .unwrap()
             .iter()
-            .map(ResourceExt::name_any)
+            .map(|topic| topic.name_any())
             .collect();
         names.sort();
         assert_eq!(names, ["orders", "refunds"]);

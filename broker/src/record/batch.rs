@@ -413,28 +413,19 @@ pub fn recompress(
     codec: Compression,
     max_batch_bytes: usize,
 ) -> Result<Option<Vec<u8>>, RecompressError> {
-    let mut needed = false;
-    for item in split_batches(records) {
-        match item {
-            Ok((_, batch)) if batch.len() > max_batch_bytes => {
-                return Err(RecompressError::TooLarge {
-                    size: batch.len(),
-                    max: max_batch_bytes,
-                });
-            }
-            Ok((header, _)) => {
-                needed |= !header.is_control() && header.compression() != Ok(codec);
-            }
-            Err(_) => needed = true,
-        }
-    }
-    if !needed {
+    if !needs_recompress(records, codec) {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(records.len());
     for (index, item) in split_batches(records).enumerate() {
         let at = |source| RecompressError::Invalid { index, source };
         let (_, batch) = item.map_err(at)?;
+        if batch.len() > max_batch_bytes {
+            return Err(RecompressError::TooLarge {
+                size: batch.len(),
+                max: max_batch_bytes,
+            });
+        }
         let mut header = validate(batch).map_err(at)?;
         if header.is_control() || header.compression() == Ok(codec) {
             out.extend_from_slice(batch);

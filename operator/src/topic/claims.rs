@@ -8,6 +8,8 @@
 //! while another Topic still names it. A Topic whose spec became invalid keeps its claim on the
 //! name its status recorded, so a typo in the manager hands its topic to no one.
 
+use std::sync::Arc;
+
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 
@@ -27,9 +29,9 @@ pub fn rivals<'a: 'b, 'b>(
     topic: &'b Topic,
     cluster: &'b str,
     kafka_name: &'b str,
-    all: &'a [Topic],
+    all: &'a [Arc<Topic>],
 ) -> impl Iterator<Item = &'a Topic> + 'b {
-    all.iter().filter(move |other| {
+    all.iter().map(Arc::as_ref).filter(move |other| {
         !same_object(topic, other)
             && other.meta().deletion_timestamp.is_none()
             && other.spec.cluster == cluster
@@ -42,7 +44,7 @@ pub fn managed_by_another<'a>(
     topic: &Topic,
     cluster: &str,
     kafka_name: &str,
-    all: &'a [Topic],
+    all: &'a [Arc<Topic>],
 ) -> Option<&'a Topic> {
     rivals(topic, cluster, kafka_name, all)
         .filter(|other| seniority(other) < seniority(topic))
@@ -92,9 +94,14 @@ mod tests {
         topic
     }
 
+    /// The namespace's Topics as the caches and lists hand them over.
+    fn shared(all: &[Topic]) -> Vec<Arc<Topic>> {
+        all.iter().cloned().map(Arc::new).collect()
+    }
+
     fn manager(topic: &Topic, all: &[Topic]) -> Option<String> {
         let name = validate_topic(topic).unwrap().desired.name;
-        managed_by_another(topic, "events", &name, all).map(ResourceExt::name_any)
+        managed_by_another(topic, "events", &name, &shared(all)).map(ResourceExt::name_any)
     }
 
     #[test]
@@ -123,7 +130,10 @@ mod tests {
         invalid.spec.partitions = 0;
         let all = vec![orders.clone(), deleting, elsewhere, invalid];
         assert_eq!(manager(&orders, &all), None);
-        assert_eq!(rivals(&orders, "events", "orders", &all).count(), 0);
+        assert_eq!(
+            rivals(&orders, "events", "orders", &shared(&all)).count(),
+            0
+        );
     }
 
     #[test]
@@ -144,7 +154,7 @@ mod tests {
         let orders = topic("orders", None, 100);
         let newer = topic("orders-v2", Some("orders"), 200);
         let all = vec![orders.clone(), newer.clone()];
-        let rivals: Vec<String> = rivals(&orders, "events", "orders", &all)
+        let rivals: Vec<String> = rivals(&orders, "events", "orders", &shared(&all))
             .map(ResourceExt::name_any)
             .collect();
         assert_eq!(rivals, ["orders-v2"]);

@@ -268,12 +268,12 @@ async fn finalize(topic: &Topic, context: &Context, topics: &Api<Topic>) -> Resu
     set_finalizer(topics, topic, false).await
 }
 
-async fn list_topics(topics: &Api<Topic>, namespace: &str) -> Result<Vec<Topic>, Error> {
+async fn list_topics(topics: &Api<Topic>, namespace: &str) -> Result<Vec<Arc<Topic>>, Error> {
     let listed = topics
         .list(&ListParams::default())
         .await
         .map_err(kube_error::<Topic>("listing", namespace))?;
-    Ok(listed.items)
+    Ok(listed.items.into_iter().map(Arc::new).collect())
 }
 
 fn ready_reason(topic: &Topic) -> Option<&str> {
