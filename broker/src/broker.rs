@@ -1,13 +1,14 @@
 //! The broker's shared state: its configuration, the cluster metadata and the partitions it
 //! hosts. Handlers get an `Arc<Broker>`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::cluster::placement::{self, AssignmentError};
 use crate::cluster::{
     self, ConfigError, MetadataError, MetadataStore, ProduceConfig, TopicMetadata,
 };
@@ -146,8 +147,8 @@ pub enum CreatePartitionsError {
     UnknownTopic(String),
     #[error("topic has {current} partitions; the new count {requested} must be larger")]
     NotIncreasing { current: i32, requested: i32 },
-    #[error("manual replica assignment is not supported")]
-    Assignment,
+    #[error(transparent)]
+    Assignment(#[from] AssignmentError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error("opening partition {partition}")]
@@ -379,6 +380,12 @@ impl Broker {
         self.config.node_id
     }
 
+    /// The ids of the brokers registered in the cluster, which manual replica assignments may
+    /// name: this broker alone, a one-broker cluster.
+    pub fn registered_brokers(&self) -> BTreeSet<i32> {
+        BTreeSet::from([self.config.node_id])
+    }
+
     /// Host and port clients are told to connect to.
     pub fn advertised(&self) -> (&str, i32) {
         (&self.advertised.0, self.advertised.1)
@@ -495,11 +502,13 @@ impl Broker {
         Ok(topic)
     }
 
-    /// Raises a topic's partition count to `count` (`validate_only`: checks only).
+    /// Raises a topic's partition count to `count` (`validate_only`: checks only). `assignments`
+    /// (one replica list per new partition) are checked as Kafka checks them.
     pub async fn create_partitions(
         &self,
         name: &str,
         count: i32,
+        assignments: Option<&[Vec<i32>]>,
         validate_only: bool,
     ) -> Result<(), CreatePartitionsError> {
         let topic = self
@@ -511,6 +520,16 @@ impl Broker {
                 current: topic.partitions,
                 requested: count,
             });
+        }
+        if let Some(assignments) = assignments {
+            // Every partition has one replica, on this broker.
+            placement::manual_partitions_assignment(
+                assignments,
+                topic.partitions,
+                count,
+                1,
+                &self.registered_brokers(),
+            )?;
         }
         let log_config = cluster::log_config(&topic.configs).unwrap_or_default();
         if validate_only {

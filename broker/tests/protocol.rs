@@ -376,6 +376,32 @@ async fn produce_errors_are_kafka_codes_and_leave_the_log_intact() {
         21
     );
 
+    // Produce v3+ carries exactly one v2 batch per partition: two, none, or magic 1 are
+    // INVALID_RECORD, as in Kafka.
+    let mut two = records(&["a"], 1).to_vec();
+    two.extend_from_slice(&records(&["b"], 1));
+    let mut old_magic = records(&["c"], 1).to_vec();
+    old_magic[16] = 1;
+    for (what, bytes) in [
+        ("two batches", two),
+        ("no batch", Vec::new()),
+        ("magic 1", old_magic),
+    ] {
+        let response = client
+            .call(produce("small", 0, Bytes::from(bytes), -1), 9)
+            .await;
+        assert_eq!(produce_code(&response), (87, -1), "{what}");
+        let message = response.responses[0].partition_responses[0]
+            .error_message
+            .as_deref();
+        assert!(
+            message
+                .unwrap()
+                .starts_with("Produce requests with version 9"),
+            "{what}"
+        );
+    }
+
     // Nothing was appended; a good batch gets offset 0.
     assert_eq!(
         produce_code(
@@ -1642,14 +1668,19 @@ async fn compacted_topics_keep_the_latest_value_of_every_key() {
         .as_millis() as i64;
     let day = 24 * 60 * 60 * 1000;
 
-    // A record without a key: INVALID_RECORD naming it, and nothing appended.
+    // Records without a key: INVALID_RECORD naming every one of them, and nothing appended.
     let response = client
         .call(
             produce(
                 "state",
                 0,
                 keyed_batch(
-                    &[(Some("a"), Some("x")), (None, Some("y"))],
+                    &[
+                        (Some("a"), Some("x")),
+                        (None, Some("y")),
+                        (Some("b"), Some("z")),
+                        (None, None),
+                    ],
                     now,
                     Compression::Gzip,
                 ),
@@ -1660,14 +1691,28 @@ async fn compacted_topics_keep_the_latest_value_of_every_key() {
         .await;
     let partition = &response.responses[0].partition_responses[0];
     assert_eq!(partition.error_code, 87, "INVALID_RECORD");
-    assert_eq!(partition.record_errors.len(), 1);
-    assert_eq!(partition.record_errors[0].batch_index, 1);
-    assert!(
-        partition
-            .error_message
-            .as_deref()
-            .unwrap()
-            .contains("Compacted topic cannot accept message without key")
+    let named: Vec<(i32, Option<String>)> = partition
+        .record_errors
+        .iter()
+        .map(|e| {
+            (
+                e.batch_index,
+                e.batch_index_error_message.as_ref().map(|m| m.to_string()),
+            )
+        })
+        .collect();
+    let message = "Compacted topic cannot accept message without key in topic partition state-0.";
+    assert_eq!(
+        named,
+        vec![(1, Some(message.to_owned())), (3, Some(message.to_owned()))]
+    );
+    assert_eq!(
+        partition.error_message.as_deref().unwrap(),
+        format!(
+            "One or more records have been rejected due to 2 record errors in total, and only showing the \
+             first three errors at most: [RecordError(batchIndex=1, message='{message}'), \
+             RecordError(batchIndex=3, message='{message}')]"
+        )
     );
 
     // Overwrites of 12 keys, in batches of three, some compressed; then tombstones: recent ones
@@ -2022,41 +2067,58 @@ async fn produce_honours_min_insync_replicas_and_compression_type() {
 /// zstd needs Produce v7 and Fetch v10 (KIP-110): an older producer's zstd batch is refused, and
 /// an older consumer gets UNSUPPORTED_COMPRESSION_TYPE instead of bytes it cannot decode.
 #[tokio::test]
-async fn zstd_needs_produce_v7_and_fetch_v10() {
+async fn zstd_needs_produce_v7_and_fetch_v10_only_where_kafka_asks() {
     use fjord_broker::record::Compression;
     let (broker, _dir) = start(|_| {}).await;
     let mut client = Client::connect(&broker).await;
-    assert_eq!(client.call(create("z", 1), 7).await.topics[0].error_code, 0);
     let zstd = || keyed_batch(&[(Some("k"), Some("v"))], now_ms(), Compression::Zstd);
+    let lz4 = || keyed_batch(&[(Some("k"), Some("v"))], now_ms(), Compression::Lz4);
+    let decoded = |partition: &kafka_protocol::messages::fetch_response::PartitionData| {
+        let mut records = partition.records.clone().unwrap_or_default();
+        kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records)
+            .unwrap()
+            .iter()
+            .map(|set| set.records.len())
+            .sum::<usize>()
+    };
+
+    // A topic that leaves the codec to producers: zstd needs Produce v7 (KIP-110), and what a
+    // v7 producer stored is served to every Fetch version, as Kafka serves it.
+    assert_eq!(client.call(create("z", 1), 7).await.topics[0].error_code, 0);
     let old = client.call(produce("z", 0, zstd(), -1), 6).await;
     assert_eq!(produce_code(&old).0, 76, "UNSUPPORTED_COMPRESSION_TYPE");
-    let lz4 = keyed_batch(&[(Some("k"), Some("v"))], now_ms(), Compression::Lz4);
     assert_eq!(
-        produce_code(&client.call(produce("z", 0, lz4, -1), 6).await),
+        produce_code(&client.call(produce("z", 0, lz4(), -1), 6).await),
         (0, 0)
     );
     assert_eq!(
         produce_code(&client.call(produce("z", 0, zstd(), -1), 7).await),
         (0, 1)
     );
-
-    for version in [4, 9] {
+    for version in [4, 9, 10, 12] {
         let fetched = client.call(fetch("z", 0, 0, 1, 0), version).await;
+        let partition = &fetched.responses[0].partitions[0];
+        assert_eq!(partition.error_code, 0, "fetch v{version}");
+        assert_eq!(decoded(partition), 2, "fetch v{version}");
+    }
+
+    // compression.type=zstd: the broker writes zstd itself, so a consumer below Fetch v10 is
+    // refused for the whole partition, whatever codec the batches it would reach have.
+    let request = create_with("zz", &[("compression.type", "zstd")]);
+    assert_eq!(client.call(request, 7).await.topics[0].error_code, 0);
+    assert_eq!(
+        produce_code(&client.call(produce("zz", 0, lz4(), -1), 6).await),
+        (0, 0)
+    );
+    for version in [4, 9] {
+        let fetched = client.call(fetch("zz", 0, 0, 1, 0), version).await;
         let partition = &fetched.responses[0].partitions[0];
         assert_eq!(partition.error_code, 76, "fetch v{version}");
         assert!(partition.records.as_ref().is_none_or(Bytes::is_empty));
     }
-    // Before the zstd batch, an old consumer reads on.
-    let mut before = fetch("z", 0, 0, 1, 0);
-    before.max_bytes = 1;
-    before.topics[0].partitions[0].partition_max_bytes = 1;
-    let fetched = client.call(before, 9).await;
-    assert_eq!(fetched.responses[0].partitions[0].error_code, 0);
-    let fetched = client.call(fetch("z", 0, 0, 1, 0), 10).await;
+    let fetched = client.call(fetch("zz", 0, 0, 1, 0), 10).await;
     let partition = &fetched.responses[0].partitions[0];
     assert_eq!(partition.error_code, 0);
-    let mut records = partition.records.clone().unwrap();
-    let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).unwrap();
-    assert_eq!(sets.iter().map(|s| s.records.len()).sum::<usize>(), 2);
+    assert_eq!(decoded(partition), 1);
     broker.shutdown().await;
 }

@@ -3,7 +3,7 @@ aiokafka: create a 3-partition topic with the client's admin API, produce keyed 
 headers, explicit timestamps, null and empty values in every codec the client supports, read every
 partition back by assignment, and check per-partition order, that a key always lands in the same
 partition, and keys, values, headers and timestamps. Then describe the topic's configs and delete
-it. Exits non-zero with the failed assertion on any difference.
+it; kafka-python also creates a topic and partitions with manual replica assignments. Exits non-zero with the failed assertion on any difference.
 
     python3 python_clients.py CLIENT BOOTSTRAP
 """
@@ -126,8 +126,32 @@ def run_kafka_python(bootstrap, topic):
     entry = result["topic"][topic]["retention.ms"]
     assert entry["value"] == "604800000" and entry["config_source"] == "DEFAULT_CONFIG", entry
     admin.delete_topics([topic])
+    kafka_python_manual_assignment(admin, topic)
     admin.close()
     return len(sent)
+
+
+def kafka_python_manual_assignment(admin, topic):
+    """CreateTopics and CreatePartitions with manual replica assignments on the broker (node 1):
+    placed as asked; an assignment naming an unregistered broker is refused and creates nothing."""
+    from kafka.admin import NewPartitions, NewTopic
+    from kafka.errors import InvalidReplicationAssignmentError
+
+    placed = f"{topic}-placed"
+    admin.create_topics([NewTopic(placed, replica_assignments={0: [1], 1: [1]})])
+    admin.create_partitions({placed: NewPartitions(total_count=3, new_assignments=[[1]])})
+    nowhere = f"{topic}-nowhere"
+    try:
+        admin.create_topics([NewTopic(nowhere, replica_assignments={0: [1, 2]})])
+        raise AssertionError("an assignment naming broker 2, which is not registered, was accepted")
+    except InvalidReplicationAssignmentError as error:
+        assert "broker 2, but no such broker is registered" in str(error), error
+    described = {t["name"]: t for t in admin.describe_topics([placed])}
+    partitions = sorted((p["partition_index"], p["leader_id"], p["replica_nodes"])
+                        for p in described[placed]["partitions"])
+    assert partitions == [(0, 1, [1]), (1, 1, [1]), (2, 1, [1])], partitions
+    assert nowhere not in admin.list_topics(), admin.list_topics()
+    admin.delete_topics([placed])
 
 
 async def run_aiokafka_async(bootstrap, topic):

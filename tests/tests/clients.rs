@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use fjord_tests::{TestBroker, assign_from_beginning, require_tool};
 use rdkafka::ClientContext;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
@@ -452,6 +453,74 @@ fn rdkafka_reads_a_compacted_topic_as_the_latest_value_of_every_key() {
     }
 }
 
+/// Delivery outcomes by send index: offset or librdkafka's error code.
+struct Outcomes(std::sync::Mutex<BTreeMap<usize, Result<i64, RDKafkaErrorCode>>>);
+
+impl ClientContext for Outcomes {}
+
+impl ProducerContext for Outcomes {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, index: Box<usize>) {
+        let outcome = result
+            .as_ref()
+            .map(|m| m.offset())
+            .map_err(|(error, _)| error.rdkafka_error_code().unwrap());
+        self.0.lock().unwrap().insert(*index, outcome);
+    }
+}
+
+/// librdkafka sends 100 records in one batch to a compacted topic, every tenth without a key:
+/// the broker names all ten in the response's record errors, so librdkafka fails exactly those
+/// with INVALID_RECORD and the other 90 with its "another record in the batch was invalid"
+/// error, as against Kafka; nothing is stored, and the same records with keys then are.
+#[test]
+fn rdkafka_sees_every_invalid_record_of_a_batch_named() {
+    let broker = TestBroker::start(|_| {});
+    create_topics(
+        &broker,
+        &[NewTopic::new("keyed", 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")],
+    );
+    let send = |keyless: bool| {
+        let producer: BaseProducer<Outcomes> = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("linger.ms", "500")
+            .set("batch.num.messages", "1000")
+            .set("message.send.max.retries", "0")
+            .create_with_context(Outcomes(std::sync::Mutex::new(BTreeMap::new())))
+            .unwrap();
+        for index in 0..100 {
+            let key = (!keyless || index % 10 != 3).then(|| format!("key-{index}"));
+            let value = format!("value-{index}");
+            let mut record = BaseRecord::with_opaque_to("keyed", Box::new(index)).payload(&value);
+            if let Some(key) = &key {
+                record = record.key(key);
+            }
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+        producer.flush(Duration::from_secs(30)).unwrap();
+        std::mem::take(&mut *producer.context().0.lock().unwrap())
+    };
+
+    let outcomes = send(true);
+    assert_eq!(outcomes.len(), 100);
+    for (index, outcome) in &outcomes {
+        let expected = if index % 10 == 3 {
+            RDKafkaErrorCode::InvalidRecord
+        } else {
+            RDKafkaErrorCode::InvalidDifferentRecord
+        };
+        assert_eq!(*outcome, Err(expected), "record {index}");
+    }
+    let stored = send(false);
+    let offsets: Vec<i64> = (0..100).map(|i| stored[&i].unwrap()).collect();
+    assert_eq!(
+        offsets,
+        (0..100).collect::<Vec<i64>>(),
+        "the refused batch stored nothing"
+    );
+}
+
 /// librdkafka against the produce-side topic configs: with `min.insync.replicas=2` on one broker
 /// an `acks=all` produce fails with NOT_ENOUGH_REPLICAS and an `acks=1` produce is stored; on a
 /// topic with `compression.type=zstd`, librdkafka's lz4 batches are re-encoded by the broker and
@@ -532,4 +601,195 @@ fn rdkafka_meets_min_insync_replicas_and_reads_a_topic_the_broker_recompressed()
         .map(|(i, v)| (i as i64, format!("key-{i}"), v.clone()))
         .collect();
     assert_eq!(read, expected);
+}
+
+/// rskafka produces with Produce v7 and fetches with Fetch v4 only: it round-trips its own zstd
+/// records on a topic that leaves the codec to producers (Kafka serves those to every Fetch
+/// version), and is refused UNSUPPORTED_COMPRESSION_TYPE on a topic with `compression.type=zstd`,
+/// where the broker writes zstd batches that a consumer below Fetch v10 never asked for.
+#[test]
+fn rskafka_mixes_produce_v7_and_fetch_v4_with_zstd_as_against_kafka() {
+    use rskafka::client::error::{Error, ProtocolError};
+    use rskafka::client::partition::{Compression, UnknownTopicHandling};
+    use rskafka::record::Record;
+
+    let broker = TestBroker::start(|_| {});
+    create_topics(
+        &broker,
+        &[
+            NewTopic::new("mixed", 1, TopicReplication::Fixed(1)),
+            NewTopic::new("zstd-only", 1, TopicReplication::Fixed(1))
+                .set("compression.type", "zstd"),
+        ],
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = rskafka::client::ClientBuilder::new(vec![broker.bootstrap()])
+            .build()
+            .await
+            .unwrap();
+        let record = |i: usize| Record {
+            key: Some(format!("key-{i}").into_bytes()),
+            value: Some(format!("value-{i}-{}", "z".repeat(i)).into_bytes()),
+            headers: [("n".to_owned(), i.to_string().into_bytes())].into(),
+            timestamp: rskafka::chrono::DateTime::from_timestamp_millis(
+                1_700_000_000_000 + i as i64,
+            )
+            .unwrap(),
+        };
+        let sent: Vec<Record> = (0..20).map(record).collect();
+
+        let mixed = client
+            .partition_client("mixed", 0, UnknownTopicHandling::Error)
+            .await
+            .unwrap();
+        let offsets = mixed
+            .produce(sent.clone(), Compression::Zstd)
+            .await
+            .unwrap();
+        assert_eq!(offsets, (0..20).collect::<Vec<i64>>());
+        let (read, high_watermark) = mixed.fetch_records(0, 1..1_000_000, 1_000).await.unwrap();
+        assert_eq!(high_watermark, 20);
+        let read: Vec<(i64, Record)> = read.into_iter().map(|r| (r.offset, r.record)).collect();
+        let expected: Vec<(i64, Record)> = sent
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, r)| (i as i64, r))
+            .collect();
+        assert_eq!(read, expected);
+
+        let zstd_only = client
+            .partition_client("zstd-only", 0, UnknownTopicHandling::Error)
+            .await
+            .unwrap();
+        zstd_only
+            .produce(sent.clone(), Compression::Zstd)
+            .await
+            .unwrap();
+        match zstd_only.fetch_records(0, 1..1_000_000, 1_000).await {
+            Err(Error::ServerError {
+                protocol_error: ProtocolError::UnsupportedCompressionType,
+                ..
+            }) => {}
+            other => panic!("expected UNSUPPORTED_COMPRESSION_TYPE, got {other:?}"),
+        }
+    });
+}
+
+/// librdkafka's admin API with manual replica assignments: CreateTopics and CreatePartitions that
+/// name this broker are placed as asked (partitions appear and take records); one that names an
+/// unregistered broker, or a broker twice, gets INVALID_REPLICA_ASSIGNMENT and creates nothing.
+#[test]
+fn rdkafka_admin_creates_topics_and_partitions_with_manual_assignments() {
+    let broker = TestBroker::start(|c| c.node_id = 7);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    let options = AdminOptions::new();
+    let error_of =
+        |result: &Result<String, (String, RDKafkaErrorCode)>| result.as_ref().err().map(|e| e.1);
+
+    let on_seven: &[&[i32]] = &[&[7], &[7]];
+    let created = runtime
+        .block_on(admin.create_topics(
+            &[NewTopic::new(
+                "placed",
+                2,
+                TopicReplication::Variable(on_seven),
+            )],
+            &options,
+        ))
+        .unwrap();
+    assert_eq!(created, vec![Ok("placed".to_owned())]);
+    let grown = runtime
+        .block_on(
+            admin.create_partitions(&[NewPartitions::new("placed", 3).assign(&[&[7]])], &options),
+        )
+        .unwrap();
+    assert_eq!(grown, vec![Ok("placed".to_owned())]);
+
+    let elsewhere: &[&[i32]] = &[&[7], &[8]];
+    let twice: &[&[i32]] = &[&[7, 7]];
+    let refused = runtime
+        .block_on(admin.create_topics(
+            &[
+                NewTopic::new("nowhere", 2, TopicReplication::Variable(elsewhere)),
+                NewTopic::new("twice", 1, TopicReplication::Variable(twice)),
+            ],
+            &options,
+        ))
+        .unwrap();
+    assert_eq!(
+        refused.iter().map(error_of).collect::<Vec<_>>(),
+        vec![Some(RDKafkaErrorCode::InvalidReplicaAssignment); 2]
+    );
+    let refused = runtime
+        .block_on(admin.create_partitions(
+            &[NewPartitions::new("placed", 5).assign(&[&[7], &[9]])],
+            &options,
+        ))
+        .unwrap();
+    assert_eq!(
+        error_of(&refused[0]),
+        Some(RDKafkaErrorCode::InvalidReplicaAssignment)
+    );
+
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    // (topic, [(partition, leader, replicas)])
+    type Placed = (String, Vec<(i32, i32, Vec<i32>)>);
+    let mut topics: Vec<Placed> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() != "__consumer_offsets")
+        .map(|t| {
+            let partitions = t
+                .partitions()
+                .iter()
+                .map(|p| (p.id(), p.leader(), p.replicas().to_vec()))
+                .collect();
+            (t.name().to_owned(), partitions)
+        })
+        .collect();
+    topics.sort();
+    assert_eq!(
+        topics,
+        vec![(
+            "placed".to_owned(),
+            vec![(0, 7, vec![7]), (1, 7, vec![7]), (2, 7, vec![7])]
+        )]
+    );
+
+    let producer: BaseProducer<Outcomes> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create_with_context(Outcomes(std::sync::Mutex::new(BTreeMap::new())))
+        .unwrap();
+    for partition in 0..3 {
+        let value = format!("to-{partition}");
+        producer
+            .send(
+                BaseRecord::<(), _, _>::with_opaque_to("placed", Box::new(partition as usize))
+                    .partition(partition)
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let outcomes = std::mem::take(&mut *producer.context().0.lock().unwrap());
+    assert_eq!(
+        outcomes,
+        (0..3).map(|p| (p, Ok(0))).collect::<BTreeMap<_, _>>()
+    );
 }

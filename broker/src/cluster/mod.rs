@@ -3,6 +3,7 @@
 //! rename, directory fsync). Handlers read a snapshot; changes are serialized by one async lock
 //! so no lock is held across the file write.
 
+pub mod placement;
 pub mod topic_config;
 
 use std::collections::BTreeMap;

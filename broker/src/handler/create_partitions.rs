@@ -1,4 +1,5 @@
-//! CreatePartitions: raise a topic's partition count (never lower it), optionally validate only.
+//! CreatePartitions: raise a topic's partition count (never lower it), optionally validate only;
+//! manual assignments of the new partitions' replicas are checked as Kafka checks them.
 
 use std::sync::Arc;
 
@@ -25,13 +26,20 @@ pub(super) async fn handle(
             );
             continue;
         }
-        let outcome = if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-            Err(CreatePartitionsError::Assignment)
-        } else {
-            broker
-                .create_partitions(&name, topic.count, request.validate_only)
-                .await
-        };
+        let assignments: Option<Vec<Vec<i32>>> = topic.assignments.as_ref().map(|assignments| {
+            assignments
+                .iter()
+                .map(|a| a.broker_ids.iter().map(|id| id.0).collect())
+                .collect()
+        });
+        let outcome = broker
+            .create_partitions(
+                &name,
+                topic.count,
+                assignments.as_deref(),
+                request.validate_only,
+            )
+            .await;
         results.push(match outcome {
             Ok(()) => result,
             Err(error) => {
@@ -40,7 +48,7 @@ pub(super) async fn handle(
                         ResponseError::UnknownTopicOrPartition
                     }
                     CreatePartitionsError::NotIncreasing { .. } => ResponseError::InvalidPartitions,
-                    CreatePartitionsError::Assignment => ResponseError::InvalidReplicaAssignment,
+                    CreatePartitionsError::Assignment(_) => ResponseError::InvalidReplicaAssignment,
                     CreatePartitionsError::Metadata(_)
                     | CreatePartitionsError::Partition { .. } => {
                         tracing::error!(topic = name, %error, "adding partitions failed");

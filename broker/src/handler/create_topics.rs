@@ -1,5 +1,6 @@
 //! CreateTopics: name, partition count (-1: the broker default), replication factor (-1 or 1
-//! on a single broker), configs, and `validate_only`.
+//! on a single broker) or a manual assignment of every partition's replicas (checked as Kafka
+//! checks it: INVALID_REPLICA_ASSIGNMENT with Kafka's message), configs, and `validate_only`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +12,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use super::{config_map, str_bytes};
 use crate::broker::{Broker, CreateTopicError};
 use crate::cluster::MetadataError;
+use crate::cluster::placement;
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -36,32 +38,48 @@ pub(super) async fn handle(
             ));
             continue;
         }
-        if !topic.assignments.is_empty() {
-            results.push(error(
-                result,
-                ResponseError::InvalidRequest.code(),
-                "manual replica assignment is not supported",
-            ));
-            continue;
-        }
+        let (partitions, replication_factor) = if topic.assignments.is_empty() {
+            (topic.num_partitions, topic.replication_factor)
+        } else {
+            let given: Vec<(i32, Vec<i32>)> = topic
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|id| id.0).collect(),
+                    )
+                })
+                .collect();
+            match placement::manual_topic_assignment(
+                &given,
+                topic.num_partitions,
+                topic.replication_factor,
+                &broker.registered_brokers(),
+            ) {
+                Ok(replicas) => (
+                    i32::try_from(replicas.len()).unwrap_or(i32::MAX),
+                    i16::try_from(replicas.first().map_or(0, Vec::len)).unwrap_or(i16::MAX),
+                ),
+                Err(failure) => {
+                    let code = if failure.is_invalid_request() {
+                        ResponseError::InvalidRequest
+                    } else {
+                        ResponseError::InvalidReplicaAssignment
+                    };
+                    results.push(error(result, code.code(), &failure.to_string()));
+                    continue;
+                }
+            }
+        };
         let configs = config_map(topic.configs.iter().map(|c| (&c.name, c.value.as_ref())));
         let outcome = if request.validate_only {
             broker
-                .validate_new_topic(
-                    &name,
-                    topic.num_partitions,
-                    topic.replication_factor,
-                    &configs,
-                )
+                .validate_new_topic(&name, partitions, replication_factor, &configs)
                 .map(|partitions| (partitions, None))
         } else {
             broker
-                .create_topic(
-                    &name,
-                    topic.num_partitions,
-                    topic.replication_factor,
-                    configs,
-                )
+                .create_topic(&name, partitions, replication_factor, configs)
                 .await
                 .map(|created| (created.partitions, Some(created.id)))
         };

@@ -3,8 +3,10 @@
 //! consumer always progresses). A long poll waits on the partitions' high-watermark watches until
 //! `min_bytes` are there or `max_wait_ms` passes. Fetch sessions (KIP-227) are declined the way
 //! the protocol allows: every response carries session id 0, so clients send full requests.
-//! Below Fetch v10 a partition whose batches include zstd (which those clients cannot decode)
-//! answers UNSUPPORTED_COMPRESSION_TYPE, as Kafka does.
+//! Below Fetch v10 a partition of a topic whose `compression.type` is `zstd` answers
+//! UNSUPPORTED_COMPRESSION_TYPE, Kafka's rule (KIP-110): the broker itself writes zstd batches to
+//! such a topic, which an old consumer never asked for. Zstd batches a producer sent (with Produce
+//! v7+) to any other topic are served to every version, as Kafka serves them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +21,9 @@ use tokio::time::Instant;
 
 use super::log_error_code;
 use crate::broker::Broker;
+use crate::cluster::TopicCompression;
 use crate::log;
 use crate::record::Compression;
-use crate::record::batch::uses_codec;
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -50,6 +52,13 @@ pub(super) async fn handle(
     }
 }
 
+/// Whether topic `name` stores zstd batches by its own `compression.type`.
+fn zstd_topic(broker: &Broker, name: &str) -> bool {
+    broker
+        .produce_config(name)
+        .is_some_and(|config| config.compression == TopicCompression::Codec(Compression::Zstd))
+}
+
 /// One pass over the requested partitions: the response, the record bytes in it, whether any
 /// partition failed, and the high-watermark watches to wait on.
 async fn read_once(
@@ -69,6 +78,11 @@ async fn read_once(
                 .collect()
         })
         .collect();
+    let zstd_refused: Vec<bool> = request
+        .topics
+        .iter()
+        .map(|topic| version < 10 && zstd_topic(broker, &topic.topic.0))
+        .collect();
     let watches: Vec<_> = handles
         .iter()
         .flatten()
@@ -84,7 +98,8 @@ async fn read_once(
             .topics
             .iter()
             .zip(handles)
-            .map(|(topic, handles)| {
+            .zip(zstd_refused)
+            .map(|((topic, handles), zstd_refused)| {
                 let partitions = topic
                     .partitions
                     .iter()
@@ -100,6 +115,10 @@ async fn read_once(
                             errors = true;
                             return data.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                         };
+                        if zstd_refused {
+                            errors = true;
+                            return data.with_error_code(ResponseError::UnsupportedCompressionType.code());
+                        }
                         let high_watermark = handle.high_watermark();
                         let limit = (p.partition_max_bytes.max(0) as usize).min(remaining);
                         let data = data
@@ -113,10 +132,6 @@ async fn read_once(
                         let max = if total == 0 { limit.max(1) } else { limit };
                         match handle.reader().read_below(p.fetch_offset, max, high_watermark) {
                             Ok(read) if total > 0 && read.records.len() > limit => data,
-                            Ok(read) if version < 10 && uses_codec(&read.records, Compression::Zstd) => {
-                                errors = true;
-                                data.with_error_code(ResponseError::UnsupportedCompressionType.code())
-                            }
                             Ok(read) => {
                                 total += read.records.len();
                                 remaining = remaining.saturating_sub(read.records.len());

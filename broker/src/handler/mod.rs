@@ -229,8 +229,8 @@ fn log_error_code(error: &log::Error) -> i16 {
         log::Error::LogStartBeyondEnd { .. } | log::Error::TruncateBelowStart { .. } => {
             ResponseError::OffsetOutOfRange.code()
         }
-        // Kafka 3.x: INVALID_RECORD, with the record named in the response's record errors.
-        log::Error::RecordWithoutKey { .. } => ResponseError::InvalidRecord.code(),
+        // Kafka 3.x: INVALID_RECORD, with the records named in the response's record errors.
+        log::Error::RecordsWithoutKey { .. } => ResponseError::InvalidRecord.code(),
         log::Error::CorruptBatch { .. } | log::Error::Io { .. } | log::Error::Flush(_) => {
             ResponseError::KafkaStorageError.code()
         }

@@ -1,8 +1,11 @@
-//! Produce: append each partition's record batches through its actor, all partitions at once;
+//! Produce: append each partition's record batch through its actor, all partitions at once;
 //! answer once each append is acknowledged under its topic's flush policy. `acks=0` gets no
-//! response, as in Kafka. Before the log: `acks=all` needs `min.insync.replicas` replicas in
-//! sync (NOT_ENOUGH_REPLICAS otherwise, nothing appended), and a topic whose
-//! `compression.type` names a codec gets batches in any other codec re-encoded.
+//! response, as in Kafka. Before the log: each partition carries exactly one v2 batch (Kafka's
+//! rule for Produce v3+, INVALID_RECORD otherwise), `acks=all` needs `min.insync.replicas`
+//! replicas in sync (NOT_ENOUGH_REPLICAS otherwise, nothing appended), and a topic whose
+//! `compression.type` names a codec gets batches in any other codec re-encoded. A batch refused
+//! for invalid records names every one of them in `record_errors`, as Kafka does, so a client
+//! fails exactly those records with INVALID_RECORD.
 
 use std::sync::Arc;
 
@@ -56,6 +59,11 @@ pub(super) async fn handle(
                 let Some(records) = data.records else {
                     return response.with_error_code(ResponseError::CorruptMessage.code());
                 };
+                if let Err(message) = one_batch(&records, version) {
+                    return response
+                        .with_error_code(ResponseError::InvalidRecord.code())
+                        .with_error_message(Some(str_bytes(message)));
+                }
                 // zstd came with Produce v7 (KIP-110): older clients cannot have meant it.
                 if version < 7 && batch::uses_codec(&records, Compression::Zstd) {
                     return response
@@ -97,26 +105,20 @@ pub(super) async fn handle(
                         .with_log_start_offset(info.log_start_offset),
                     Err(error) => {
                         tracing::debug!(topic = name, partition = data.index, %error, "produce rejected");
-                        let message = record_error_message(&error, &name, data.index);
-                        let record_errors = match (&error, &message) {
-                            (
-                                AppendError::Log(log::Error::RecordWithoutKey {
-                                    record_index, ..
-                                }),
-                                Some(message),
-                            ) => vec![
-                                BatchIndexAndErrorMessage::default()
-                                    .with_batch_index(i32::try_from(*record_index).unwrap_or(i32::MAX))
-                                    .with_batch_index_error_message(Some(str_bytes(message.clone()))),
-                            ],
-                            _ => Vec::new(),
-                        };
-                        response
-                            .with_error_code(append_error_code(&error))
-                            .with_error_message(Some(str_bytes(
-                                message.unwrap_or_else(|| error.to_string()),
-                            )))
-                            .with_record_errors(record_errors)
+                        let response = response.with_error_code(append_error_code(&error));
+                        match &error {
+                            AppendError::Log(log::Error::RecordsWithoutKey { record_indices }) => {
+                                let message = format!(
+                                    "Compacted topic cannot accept message without key in topic partition {name}-{}.",
+                                    data.index
+                                );
+                                let (errors, summary) = record_errors(record_indices, &message);
+                                response
+                                    .with_error_message(Some(str_bytes(summary)))
+                                    .with_record_errors(errors)
+                            }
+                            _ => response.with_error_message(Some(str_bytes(error.to_string()))),
+                        }
                     }
                 }
             }
@@ -161,12 +163,118 @@ async fn recompress(
     })
 }
 
-/// Kafka's words for a record it refuses, so clients and people searching for them find them.
-fn record_error_message(error: &AppendError, topic: &str, partition: i32) -> Option<String> {
-    match error {
-        AppendError::Log(log::Error::RecordWithoutKey { .. }) => Some(format!(
-            "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+/// Kafka's rule for a partition's records in Produce v3+ (every version Fjord serves): exactly
+/// one batch, of magic 2. The message is Kafka's. A first batch whose framing is broken is left
+/// to the log's validation (CORRUPT_MESSAGE).
+fn one_batch(records: &[u8], version: i16) -> Result<(), String> {
+    if records.is_empty() {
+        return Err(format!(
+            "Produce requests with version {version} must have at least one record batch per partition"
+        ));
+    }
+    match batch::parse_header(records) {
+        Err(batch::BatchError::UnsupportedMagic { .. }) => Err(format!(
+            "Produce requests with version {version} are only allowed to contain record batches with magic version 2"
         )),
-        _ => None,
+        Ok((_, total)) if total < records.len() => Err(format!(
+            "Produce requests with version {version} are only allowed to contain exactly one record batch per partition"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Messages go on the first this many record errors; the rest name only their index, so a batch of
+/// a hundred thousand bad records costs the response bytes per record, not a sentence each.
+const RECORD_ERROR_MESSAGES: usize = 100;
+
+/// The response's `record_errors` for the invalid records at `indices` (ascending, as clients
+/// expect), each with `message`, and the partition's error message, both in Kafka's words so
+/// clients and people searching for them find them.
+fn record_errors(indices: &[usize], message: &str) -> (Vec<BatchIndexAndErrorMessage>, String) {
+    let index = |i: usize| i32::try_from(i).unwrap_or(i32::MAX);
+    let errors = indices
+        .iter()
+        .enumerate()
+        .map(|(n, &i)| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(index(i))
+                .with_batch_index_error_message(
+                    (n < RECORD_ERROR_MESSAGES).then(|| str_bytes(message.to_owned())),
+                )
+        })
+        .collect();
+    let shown: Vec<String> = indices
+        .iter()
+        .take(3)
+        .map(|&i| format!("RecordError(batchIndex={}, message='{message}')", index(i)))
+        .collect();
+    let summary = format!(
+        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+        indices.len(),
+        shown.join(", ")
+    );
+    (errors, summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ProducerInfo, Record, build_batch};
+
+    fn batch(values: &[&str]) -> Vec<u8> {
+        let records: Vec<Record> = values
+            .iter()
+            .map(|v| Record {
+                key: Some(b"k".to_vec()),
+                value: Some(v.as_bytes().to_vec()),
+                headers: vec![],
+                timestamp: 0,
+            })
+            .collect();
+        build_batch(&records, ProducerInfo::NONE)
+    }
+
+    #[test]
+    fn a_partition_carries_exactly_one_v2_batch() {
+        assert!(one_batch(&batch(&["a", "b"]), 9).is_ok());
+        let mut two = batch(&["a"]);
+        two.extend_from_slice(&batch(&["b"]));
+        let error = one_batch(&two, 9).unwrap_err();
+        assert!(error.contains("exactly one record batch"), "{error}");
+        assert!(
+            one_batch(&[], 3)
+                .unwrap_err()
+                .contains("at least one record batch")
+        );
+        let mut old = batch(&["a"]);
+        old[16] = 1; // magic
+        assert!(one_batch(&old, 7).unwrap_err().contains("magic version 2"));
+        // A torn batch is the log's to refuse, with CORRUPT_MESSAGE.
+        let whole = batch(&["a"]);
+        assert!(one_batch(&whole[..whole.len() - 3], 9).is_ok());
+    }
+
+    #[test]
+    fn every_invalid_record_is_named_and_messages_are_bounded() {
+        let indices: Vec<usize> = (0..250).map(|i| i * 2).collect();
+        let (errors, summary) = record_errors(&indices, "bad");
+        assert_eq!(errors.len(), 250);
+        assert_eq!(errors[249].batch_index, 498);
+        assert!(
+            errors[..RECORD_ERROR_MESSAGES]
+                .iter()
+                .all(|e| e.batch_index_error_message.as_deref() == Some("bad"))
+        );
+        assert!(
+            errors[RECORD_ERROR_MESSAGES..]
+                .iter()
+                .all(|e| e.batch_index_error_message.is_none())
+        );
+        assert_eq!(
+            summary,
+            "One or more records have been rejected due to 250 record errors in total, and only showing \
+             the first three errors at most: [RecordError(batchIndex=0, message='bad'), \
+             RecordError(batchIndex=2, message='bad'), RecordError(batchIndex=4, message='bad')]"
+        );
     }
 }

@@ -1060,21 +1060,26 @@ mod tests {
             assert!(
                 matches!(
                     log.append(&mut two, 0),
-                    Err(Error::RecordWithoutKey {
-                        batch_index: 1,
-                        record_index: 2
-                    })
+                    Err(Error::RecordsWithoutKey { record_indices })
+                        if record_indices == [2]
                 ),
                 "{codec:?}"
             );
             assert!(matches!(
                 log.append(&mut bytes, 0),
-                Err(Error::RecordWithoutKey {
-                    batch_index: 0,
-                    record_index: 1
-                })
+                Err(Error::RecordsWithoutKey { record_indices }) if record_indices == [1]
             ));
         }
+        // Every keyless record is named, not only the first.
+        let mut several = keyed(
+            &[(None, Some("p")), (Some("d"), Some("1")), (None, Some("q"))],
+            T0,
+            Compression::Lz4,
+        );
+        assert!(matches!(
+            log.append(&mut several, 0),
+            Err(Error::RecordsWithoutKey { record_indices }) if record_indices == [0, 2]
+        ));
         assert_eq!(log.log_end_offset(), 2, "nothing appended");
         seal(&mut log);
         compact(&mut log);

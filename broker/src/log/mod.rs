@@ -104,13 +104,13 @@ pub enum Error {
     BatchTooLarge { size: usize, max: usize },
     #[error("the append holds no record batch")]
     EmptyAppend,
+    /// `record_indices` count records from the start of the append, across its batches.
     #[error(
-        "record {record_index} of the append has no key: a compacted topic cannot accept records without a key"
+        "{} record(s) of the append have no key, the first at index {}: a compacted topic cannot accept records without a key",
+        record_indices.len(),
+        record_indices.first().copied().unwrap_or_default()
     )]
-    RecordWithoutKey {
-        batch_index: usize,
-        record_index: usize,
-    },
+    RecordsWithoutKey { record_indices: Vec<usize> },
     #[error("offset {offset} is outside the log's range {log_start_offset}..={log_end_offset}")]
     OffsetOutOfRange {
         offset: i64,
@@ -564,6 +564,8 @@ impl Log {
             });
         }
         let mut batches: Vec<(BatchHeader, usize)> = Vec::with_capacity(1);
+        let mut keyless = Vec::new();
+        let mut records_before = 0;
         for (index, item) in batch::split_batches(records).enumerate() {
             let (_, bytes) = item.map_err(|source| Error::InvalidBatch { index, source })?;
             if bytes.len() > self.config.max_message_bytes {
@@ -574,20 +576,22 @@ impl Log {
             }
             let header =
                 batch::validate(bytes).map_err(|source| Error::InvalidBatch { index, source })?;
-            if self.config.cleanup_policy.compacts()
-                && let Some(record) = batch::first_record_without_key(bytes, &header)
-                    .map_err(|source| Error::InvalidBatch { index, source })?
-            {
-                let before: usize = batches
-                    .iter()
-                    .map(|(h, _)| h.record_count.max(0) as usize)
-                    .sum();
-                return Err(Error::RecordWithoutKey {
-                    batch_index: index,
-                    record_index: before + record,
-                });
+            if self.config.cleanup_policy.compacts() {
+                let without_key = batch::records_without_key(bytes, &header)
+                    .map_err(|source| Error::InvalidBatch { index, source })?;
+                keyless.extend(
+                    without_key
+                        .into_iter()
+                        .map(|record| records_before + record),
+                );
             }
+            records_before += header.record_count.max(0) as usize;
             batches.push((header, bytes.len()));
+        }
+        if !keyless.is_empty() {
+            return Err(Error::RecordsWithoutKey {
+                record_indices: keyless,
+            });
         }
 
         let now = self.clock.now_ms();

@@ -341,20 +341,19 @@ pub fn records_payload<'a>(
     })
 }
 
-/// The index of the first record without a key in a batch a producer sent, if any: a topic
-/// with `cleanup.policy=compact` refuses those. Compressed payloads are opened (and their records'
-/// framing checked), which is why only compacted topics call this.
-pub fn first_record_without_key(
-    batch: &[u8],
-    header: &BatchHeader,
-) -> Result<Option<usize>, BatchError> {
+/// The indices of the records without a key in a batch a producer sent, in order: a topic with
+/// `cleanup.policy=compact` refuses those, and Kafka names every one of them to the producer.
+/// Compressed payloads are opened (and every record's framing checked), which is why only
+/// compacted topics call this. The list is bounded by the batch's own record count.
+pub fn records_without_key(batch: &[u8], header: &BatchHeader) -> Result<Vec<usize>, BatchError> {
     let payload = records_payload(batch, header)?;
+    let mut keyless = Vec::new();
     for (index, record) in Records::new(&payload, header.record_count).enumerate() {
         if record?.key.is_none() {
-            return Ok(Some(index));
+            keyless.push(index);
         }
     }
-    Ok(None)
+    Ok(keyless)
 }
 
 /// Encodes a batch from `header` and `payload` (the records, compressed as the attributes say).
