@@ -2122,3 +2122,71 @@ async fn zstd_needs_produce_v7_and_fetch_v10_only_where_kafka_asks() {
     assert_eq!(decoded(partition), 1);
     broker.shutdown().await;
 }
+
+/// A connection's requests are pipelined: twenty produces and metadata requests sent without
+/// waiting (acks=0 among them) are appended in the order sent and answered in that order, one
+/// response per request that has one.
+#[tokio::test]
+async fn pipelined_requests_take_effect_and_are_answered_in_request_order() {
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    assert_eq!(
+        client.call(create("piped", 2), 7).await.topics[0].error_code,
+        0
+    );
+    let first = client.correlation_id + 1;
+    let mut expected = Vec::new();
+    for i in 0..20_i32 {
+        let partition = i % 2;
+        let acks = if i % 5 == 4 { 0 } else { -1 };
+        let frame = if i % 7 == 6 {
+            client.frame(&MetadataRequest::default().with_topics(None), 12)
+        } else {
+            let value = format!("r{i}");
+            client.frame(&produce("piped", partition, records(&[&value], 1), acks), 9)
+        };
+        if acks != 0 || i % 7 == 6 {
+            expected.push(client.correlation_id);
+        }
+        client.send_raw(&frame).await;
+    }
+    let mut answered = Vec::new();
+    let mut offsets = std::collections::BTreeMap::<i32, Vec<i64>>::new();
+    for _ in 0..expected.len() {
+        let mut frame = client.read_frame().await.unwrap();
+        // Produce v9 and Metadata v12 are flexible versions: response header v1.
+        let header = ResponseHeader::decode(&mut frame, 1).unwrap();
+        answered.push(header.correlation_id);
+        let sent = header.correlation_id - first;
+        if sent % 7 != 6 {
+            let response = ProduceResponse::decode(&mut frame, 9).unwrap();
+            let p = &response.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 0);
+            offsets.entry(p.index).or_default().push(p.base_offset);
+        }
+    }
+    assert_eq!(answered, expected, "responses in request order");
+    // Each partition's produces were appended in the order sent (acks=0 ones included).
+    for (partition, offsets) in &offsets {
+        assert!(
+            offsets.windows(2).all(|w| w[0] < w[1]),
+            "{partition}: {offsets:?}"
+        );
+    }
+    for partition in 0..2 {
+        let fetched = client.call(fetch("piped", partition, 0, 1, 0), 12).await;
+        let mut records = fetched.responses[0].partitions[0].records.clone().unwrap();
+        let sets = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut records).unwrap();
+        let values: Vec<String> = sets
+            .iter()
+            .flat_map(|s| &s.records)
+            .map(|r| String::from_utf8(r.value.as_ref().unwrap().to_vec()).unwrap())
+            .collect();
+        let sent: Vec<String> = (0..20)
+            .filter(|i| i % 2 == partition && i % 7 != 6)
+            .map(|i| format!("r{i}"))
+            .collect();
+        assert_eq!(values, sent, "partition {partition}");
+    }
+    broker.shutdown().await;
+}

@@ -1,5 +1,7 @@
-//! Request handlers, one file per API key, behind one `dispatch` match. Per-partition failures
-//! become Kafka error codes in the response; handlers never fail the connection.
+//! Request handlers, one file per API key, behind one `dispatch` match; [`start`] splits a
+//! request into the part a connection runs in request order and the rest, which overlaps with
+//! later requests (a produce's wait for its acknowledgement). Per-partition failures become Kafka
+//! error codes in the response; handlers never fail the connection.
 
 mod api_versions;
 mod configs;
@@ -25,7 +27,9 @@ mod offset_fetch;
 mod produce;
 mod sync_group;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -41,7 +45,38 @@ use crate::record::BatchError;
 
 pub use api_versions::unsupported_version_response;
 
-/// Handles one request. `None` means no response is sent (a produce with `acks=0`).
+/// What is left of a request once it has started: its response (`None`: none is sent).
+pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
+
+/// Starts a request: runs the part whose order matters among a connection's requests and returns
+/// the rest, which may overlap with the connection's later requests. A produce has started once
+/// its batches hold their places in their partitions' append queues, and the rest is waiting for
+/// their acknowledgement; every other request runs whole in its start.
+pub async fn start(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> Pending {
+    let Request {
+        api,
+        version,
+        header,
+        body,
+    } = request;
+    match body {
+        RequestKind::Produce(req) => {
+            let acknowledged = produce::start(broker, req, version).await;
+            Box::pin(async move { acknowledged.await.map(ResponseKind::Produce) })
+        }
+        body => {
+            let request = Request {
+                api,
+                version,
+                header,
+                body,
+            };
+            Box::pin(std::future::ready(dispatch(broker, request, peer).await))
+        }
+    }
+}
+
+/// Handles one request whole. `None` means no response is sent (a produce with `acks=0`).
 /// `peer` is the client's address (DescribeGroups shows it as the member's host).
 pub async fn dispatch(
     broker: &Arc<Broker>,
@@ -60,7 +95,8 @@ pub async fn dispatch(
         RequestKind::Metadata(req) => Some(ResponseKind::Metadata(
             metadata::handle(broker, req, version).await,
         )),
-        RequestKind::Produce(req) => produce::handle(broker, req, version)
+        RequestKind::Produce(req) => produce::start(broker, req, version)
+            .await
             .await
             .map(ResponseKind::Produce),
         RequestKind::Fetch(req) => Some(ResponseKind::Fetch(

@@ -7,128 +7,178 @@
 //! for invalid records names every one of them in `record_errors`, as Kafka does, so a client
 //! fails exactly those records with INVALID_RECORD.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::ProduceRequest;
-use kafka_protocol::messages::ProduceResponse;
+use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tokio::sync::Semaphore;
 
 use super::{append_error_code, internal_topic_error, str_bytes};
 use crate::broker::Broker;
-use crate::cluster::TopicCompression;
+use crate::cluster::{ProduceConfig, TopicCompression};
 use crate::log;
-use crate::partition::AppendError;
+use crate::partition::{AppendError, Appending};
 use crate::record::Compression;
 use crate::record::batch::{self, RecompressError};
 
-pub(super) async fn handle(
+/// A produce's response once its appends are acknowledged (`None` for `acks=0`).
+pub(super) type Acknowledged = Pin<Box<dyn Future<Output = Option<ProduceResponse>> + Send>>;
+
+/// Starts a produce: checks every partition's batch and puts it in the partition's append queue
+/// (all partitions at once), then returns the wait for the acknowledgements. The start is what a
+/// connection runs in request order, so its produces are appended in the order they were sent.
+pub(super) async fn start(
     broker: &Arc<Broker>,
     request: ProduceRequest,
     version: i16,
-) -> Option<ProduceResponse> {
+) -> Acknowledged {
     let acks = request.acks;
-    let valid_acks = matches!(acks, -1..=1);
-    let topics = request.topic_data.into_iter().map(|topic| async move {
+    let steps = request.topic_data.into_iter().map(|topic| async move {
         let name = topic.name.0.to_string();
         let settings = broker.produce_config(&name).unwrap_or_default();
-        let partitions = topic.partition_data.into_iter().map(|data| {
-            let name = name.clone();
-            async move {
-                let response = PartitionProduceResponse::default()
-                    .with_index(data.index)
-                    .with_base_offset(-1)
-                    .with_log_append_time_ms(-1)
-                    .with_log_start_offset(-1);
-                if !valid_acks {
-                    return response.with_error_code(ResponseError::InvalidRequiredAcks.code());
-                }
-                if let Some((code, message)) = internal_topic_error(&name, "append to") {
-                    return response
-                        .with_error_code(code)
-                        .with_error_message(Some(message));
-                }
-                let Some(partition) = broker.partition(&name, data.index) else {
-                    return response.with_error_code(ResponseError::UnknownTopicOrPartition.code());
-                };
-                let Some(records) = data.records else {
-                    return response.with_error_code(ResponseError::CorruptMessage.code());
-                };
-                if let Err(message) = one_batch(&records, version) {
-                    return response
-                        .with_error_code(ResponseError::InvalidRecord.code())
-                        .with_error_message(Some(str_bytes(message)));
-                }
-                // zstd came with Produce v7 (KIP-110): older clients cannot have meant it.
-                if version < 7 && batch::uses_codec(&records, Compression::Zstd) {
-                    return response
-                        .with_error_code(ResponseError::UnsupportedCompressionType.code());
-                }
-                let in_sync = broker.in_sync_replicas(&name, data.index);
-                if acks == -1 && in_sync < settings.min_insync_replicas {
-                    let message = format!(
-                        "{name}-{}: {in_sync} in-sync replica(s), fewer than min.insync.replicas={} that acks=all requires",
-                        data.index, settings.min_insync_replicas
-                    );
-                    return response
-                        .with_error_code(ResponseError::NotEnoughReplicas.code())
-                        .with_error_message(Some(str_bytes(message)));
-                }
-                let records = match settings.compression {
-                    TopicCompression::Producer => records.to_vec(),
-                    // Batches already in the topic's codec go to the log as they are.
-                    TopicCompression::Codec(codec)
-                        if !batch::needs_recompress(&records, codec) =>
-                    {
-                        records.to_vec()
+        let partitions = topic
+            .partition_data
+            .into_iter()
+            .map(|data| queue_partition(broker, &name, &settings, data, acks, version));
+        (topic.name, join_all(partitions).await)
+    });
+    let steps = join_all(steps).await;
+    Box::pin(async move {
+        let topics = steps.into_iter().map(|(name, partitions)| async move {
+            let partitions = partitions.into_iter().map(Step::acknowledged);
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(join_all(partitions).await)
+        });
+        let responses = join_all(topics).await;
+        (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+    })
+}
+
+/// One partition of a produce after its start.
+enum Step {
+    /// Answered without appending.
+    Done(PartitionProduceResponse),
+    /// In the partition's append queue.
+    Queued {
+        response: PartitionProduceResponse,
+        topic: String,
+        appending: Appending,
+    },
+}
+
+impl Step {
+    async fn acknowledged(self) -> PartitionProduceResponse {
+        let (response, topic, appending) = match self {
+            Step::Done(response) => return response,
+            Step::Queued {
+                response,
+                topic,
+                appending,
+            } => (response, topic, appending),
+        };
+        match appending.acknowledged().await {
+            Ok(info) => response
+                .with_base_offset(info.base_offset)
+                .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
+                .with_log_start_offset(info.log_start_offset),
+            Err(error) => {
+                let partition = response.index;
+                tracing::debug!(topic, partition, %error, "produce rejected");
+                let response = response.with_error_code(append_error_code(&error));
+                match &error {
+                    AppendError::Log(log::Error::RecordsWithoutKey { record_indices }) => {
+                        let message = format!(
+                            "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+                        );
+                        let (errors, summary) = record_errors(record_indices, &message);
+                        response
+                            .with_error_message(Some(str_bytes(summary)))
+                            .with_record_errors(errors)
                     }
-                    TopicCompression::Codec(codec) => {
-                        match recompress(records, codec, settings.max_message_bytes).await {
-                            Ok(records) => records,
-                            Err(error) => {
-                                return response
-                                    .with_error_code(append_error_code(&error))
-                                    .with_error_message(Some(str_bytes(error.to_string())));
-                            }
-                        }
-                    }
-                };
-                match partition.append(records).await {
-                    Ok(info) => response
-                        .with_base_offset(info.base_offset)
-                        .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
-                        .with_log_start_offset(info.log_start_offset),
-                    Err(error) => {
-                        tracing::debug!(topic = name, partition = data.index, %error, "produce rejected");
-                        let response = response.with_error_code(append_error_code(&error));
-                        match &error {
-                            AppendError::Log(log::Error::RecordsWithoutKey { record_indices }) => {
-                                let message = format!(
-                                    "Compacted topic cannot accept message without key in topic partition {name}-{}.",
-                                    data.index
-                                );
-                                let (errors, summary) = record_errors(record_indices, &message);
-                                response
-                                    .with_error_message(Some(str_bytes(summary)))
-                                    .with_record_errors(errors)
-                            }
-                            _ => response.with_error_message(Some(str_bytes(error.to_string()))),
-                        }
-                    }
+                    _ => response.with_error_message(Some(str_bytes(error.to_string()))),
                 }
             }
-        });
-        TopicProduceResponse::default()
-            .with_name(topic.name.clone())
-            .with_partition_responses(join_all(partitions).await)
-    });
-    let responses = join_all(topics).await;
-    (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+        }
+    }
+}
+
+/// Checks one partition's batch (re-encoding it to the topic's codec if it asks for one) and
+/// queues its append.
+async fn queue_partition(
+    broker: &Arc<Broker>,
+    name: &str,
+    settings: &ProduceConfig,
+    data: PartitionProduceData,
+    acks: i16,
+    version: i16,
+) -> Step {
+    let response = PartitionProduceResponse::default()
+        .with_index(data.index)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1);
+    let done = |code: i16, message: Option<String>| {
+        Step::Done(
+            response
+                .clone()
+                .with_error_code(code)
+                .with_error_message(message.map(str_bytes)),
+        )
+    };
+    if !matches!(acks, -1..=1) {
+        return done(ResponseError::InvalidRequiredAcks.code(), None);
+    }
+    if let Some((code, message)) = internal_topic_error(name, "append to") {
+        return done(code, Some(message.to_string()));
+    }
+    let Some(partition) = broker.partition(name, data.index) else {
+        return done(ResponseError::UnknownTopicOrPartition.code(), None);
+    };
+    let Some(records) = data.records else {
+        return done(ResponseError::CorruptMessage.code(), None);
+    };
+    if let Err(message) = one_batch(&records, version) {
+        return done(ResponseError::InvalidRecord.code(), Some(message));
+    }
+    // zstd came with Produce v7 (KIP-110): older clients cannot have meant it.
+    if version < 7 && batch::uses_codec(&records, Compression::Zstd) {
+        return done(ResponseError::UnsupportedCompressionType.code(), None);
+    }
+    let in_sync = broker.in_sync_replicas(name, data.index);
+    if acks == -1 && in_sync < settings.min_insync_replicas {
+        let message = format!(
+            "{name}-{}: {in_sync} in-sync replica(s), fewer than min.insync.replicas={} that acks=all requires",
+            data.index, settings.min_insync_replicas
+        );
+        return done(ResponseError::NotEnoughReplicas.code(), Some(message));
+    }
+    let records = match settings.compression {
+        TopicCompression::Producer => records.to_vec(),
+        // Batches already in the topic's codec go to the log as they are.
+        TopicCompression::Codec(codec) if !batch::needs_recompress(&records, codec) => {
+            records.to_vec()
+        }
+        TopicCompression::Codec(codec) => {
+            match recompress(records, codec, settings.max_message_bytes).await {
+                Ok(records) => records,
+                Err(error) => return done(append_error_code(&error), Some(error.to_string())),
+            }
+        }
+    };
+    Step::Queued {
+        response,
+        topic: name.to_owned(),
+        appending: partition.queue_append(records).await,
+    }
 }
 
 /// Re-encoding opens a batch whole (its records up to 64 MiB): at most this many at once, so one

@@ -235,6 +235,20 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// An append in a partition's queue, from [`PartitionHandle::queue_append`].
+#[derive(Debug)]
+pub struct Appending(Option<oneshot::Receiver<Result<AppendInfo, AppendError>>>);
+
+impl Appending {
+    /// The append's outcome, once it is acknowledged under the topic's flush policy.
+    pub async fn acknowledged(self) -> Result<AppendInfo, AppendError> {
+        match self.0 {
+            Some(reply) => reply.await.map_err(|_| AppendError::Closed)?,
+            None => Err(AppendError::Closed),
+        }
+    }
+}
+
 impl PartitionHandle {
     /// Opens (recovering if needed) the log in `dir` and starts its actor on the runtime.
     pub async fn open(
@@ -289,12 +303,18 @@ impl PartitionHandle {
     /// Appends record batches; returns once they are acknowledged under the topic's flush
     /// policy (fsynced, by default).
     pub async fn append(&self, records: Vec<u8>) -> Result<AppendInfo, AppendError> {
+        self.queue_append(records).await.acknowledged().await
+    }
+
+    /// Puts record batches in the partition's append queue and returns as soon as they hold
+    /// their place in it: appends queued one after the other by one task are appended in that
+    /// order. [`Appending::acknowledged`] waits for the outcome.
+    pub async fn queue_append(&self, records: Vec<u8>) -> Appending {
         let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Append { records, reply })
-            .await
-            .map_err(|_| AppendError::Closed)?;
-        rx.await.map_err(|_| AppendError::Closed)?
+        match self.commands.send(Command::Append { records, reply }).await {
+            Ok(()) => Appending(Some(rx)),
+            Err(_) => Appending(None),
+        }
     }
 
     /// Moves the log start offset to `offset` (-1: the high watermark), as DeleteRecords does;

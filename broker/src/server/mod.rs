@@ -1,15 +1,19 @@
-//! The TCP edge: an accept loop bounded by a connection limit, one task per connection, size-
-//! prefixed frames, one request at a time per connection (so responses go out in request order,
-//! as Kafka does), and graceful shutdown through one cancellation token: the listener stops, each
-//! connection finishes the request it is on, then closes.
+//! The TCP edge: an accept loop bounded by a connection limit, one task per connection running
+//! a request pipeline ([`pipeline`]: requests take effect in order, several are in flight,
+//! responses go out in request order, as Kafka's do), and graceful shutdown through one
+//! cancellation token: the listener stops, each connection answers the requests it has read,
+//! then closes.
+
+pub mod pipeline;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use std::time::Instant;
+
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::handler;
 use crate::protocol::{self, DecodeError};
+use pipeline::{Answer, ConnectionError, Limits, Reply, Requests, Start};
 
 /// Accepts connections until `shutdown`, then waits for open connections to finish.
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
@@ -63,53 +68,67 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancell
     connections.wait().await;
 }
 
+/// Requests in flight on one connection: librdkafka keeps up to five (idempotent producers), and
+/// a few more cover clients that pipeline metadata and group requests beside their produces.
+const PIPELINE_DEPTH: usize = 8;
+
+/// Request bytes in flight on one connection (one request is always let in, however large).
+const PIPELINE_BYTES: usize = 64 * 1024 * 1024;
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     broker: &Arc<Broker>,
     shutdown: &CancellationToken,
-) -> std::io::Result<()> {
-    stream.set_nodelay(true)?;
+) -> Result<(), ConnectionError> {
+    stream.set_nodelay(true).map_err(ConnectionError::Write)?;
     let _open = broker.metrics().connection();
-    let (read_half, write_half) = stream.into_split();
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
-    let max_request = broker.config().max_request_bytes;
-    loop {
-        let size = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => return Ok(()),
-            size = reader.read_i32() => match size {
-                Ok(size) => size,
-                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(error) => return Err(error),
-            },
-        };
-        if size < 0 || size as usize > max_request {
-            tracing::warn!(%peer, size, max_request, "request frame size out of bounds; closing the connection");
-            return Ok(());
-        }
-        let mut frame = BytesMut::zeroed(size as usize);
-        reader.read_exact(&mut frame).await?;
-        let started = std::time::Instant::now();
-        let (api, version, correlation_id, body) = match protocol::decode_request(frame.freeze()) {
+    let (read, write) = stream.into_split();
+    let limits = Limits {
+        max_request_bytes: broker.config().max_request_bytes,
+        depth: PIPELINE_DEPTH,
+        max_in_flight_bytes: PIPELINE_BYTES,
+    };
+    let requests = BrokerRequests {
+        broker: Arc::clone(broker),
+        peer,
+    };
+    pipeline::serve(read, write, limits, shutdown, &requests).await
+}
+
+/// The broker's requests: decoded, started through [`handler::start`], answered with encoded
+/// responses, each timed and counted in the request metrics.
+struct BrokerRequests {
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+}
+
+impl Requests for BrokerRequests {
+    // A start resolves to the rest of its request, itself a future.
+    #[allow(clippy::async_yields_async)]
+    fn start(&self, frame: Bytes) -> Option<Start> {
+        let started = Instant::now();
+        let request_bytes = 4 + frame.len();
+        let peer = self.peer;
+        let broker = Arc::clone(&self.broker);
+        match protocol::decode_request(frame) {
             Ok(request) => {
                 let (api, version, correlation_id) =
                     (request.api, request.version, request.header.correlation_id);
-                match handler::dispatch(broker, request, peer).await {
-                    Some(body) => (api, version, correlation_id, body),
-                    None => {
-                        // acks=0: no response, but the request was served.
-                        broker.metrics().request(
-                            &format!("{api:?}"),
-                            version,
-                            started.elapsed(),
-                            4 + size as usize,
-                            0,
-                        );
-                        continue;
-                    }
-                }
+                Some(Box::pin(async move {
+                    let reply = handler::start(&broker, request, peer).await;
+                    Box::pin(async move {
+                        let body = reply.await;
+                        respond(
+                            &broker,
+                            peer,
+                            (api, version, correlation_id),
+                            body,
+                            started,
+                            request_bytes,
+                        )
+                    }) as Reply
+                }))
             }
             // A client asking for a newer ApiVersions than we know gets the error and our table
             // in a version 0 body, and retries with a version from it.
@@ -117,35 +136,59 @@ async fn connection(
                 api: ApiKey::ApiVersions,
                 correlation_id,
                 ..
-            }) => (
-                ApiKey::ApiVersions,
-                0,
-                correlation_id,
-                ResponseKind::ApiVersions(handler::unsupported_version_response()),
-            ),
+            }) => {
+                let body = ResponseKind::ApiVersions(handler::unsupported_version_response());
+                let response = respond(
+                    &broker,
+                    peer,
+                    (ApiKey::ApiVersions, 0, correlation_id),
+                    Some(body),
+                    started,
+                    request_bytes,
+                );
+                Some(Box::pin(async move {
+                    Box::pin(async move { response }) as Reply
+                }))
+            }
             Err(error) => {
                 // Kafka does the same: a request it cannot parse ends the connection.
                 tracing::warn!(%peer, %error, "undecodable request; closing the connection");
-                return Ok(());
+                None
             }
-        };
-        match protocol::encode_response(api, version, correlation_id, &body) {
-            Ok(bytes) => {
-                writer.write_all(&bytes).await?;
-                writer.flush().await?;
-                let api_name = format!("{api:?}");
-                broker.metrics().request(
-                    &api_name,
-                    version,
-                    started.elapsed(),
-                    4 + size as usize,
-                    bytes.len(),
-                );
-            }
-            Err(error) => {
-                tracing::error!(%peer, %error, "cannot encode a response; closing the connection");
-                return Ok(());
-            }
+        }
+    }
+}
+
+/// Encodes a response frame (`None`: no response, for acks=0) and records the request's metrics.
+fn respond(
+    broker: &Broker,
+    peer: SocketAddr,
+    (api, version, correlation_id): (ApiKey, i16, i32),
+    body: Option<ResponseKind>,
+    started: Instant,
+    request_bytes: usize,
+) -> Answer {
+    let api_name = format!("{api:?}");
+    let Some(body) = body else {
+        broker
+            .metrics()
+            .request(&api_name, version, started.elapsed(), request_bytes, 0);
+        return Answer::Nothing;
+    };
+    match protocol::encode_response(api, version, correlation_id, &body) {
+        Ok(bytes) => {
+            broker.metrics().request(
+                &api_name,
+                version,
+                started.elapsed(),
+                request_bytes,
+                bytes.len(),
+            );
+            Answer::Frame(bytes)
+        }
+        Err(error) => {
+            tracing::error!(%peer, %error, "cannot encode a response; closing the connection");
+            Answer::Close
         }
     }
 }
