@@ -19,7 +19,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicRe
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
@@ -303,8 +303,8 @@ fn create_topics(broker: &TestBroker, topics: &[NewTopic<'_>]) {
     assert!(created.iter().all(Result::is_ok), "{created:?}");
 }
 
-/// Delivery reports of a producer writing to a compacted topic: offset or error, by send index.
-struct Reports(std::sync::Mutex<BTreeMap<usize, Result<i64, String>>>);
+/// Delivery reports of a producer: offset or error, by send index.
+struct Reports(std::sync::Mutex<BTreeMap<usize, Result<i64, KafkaError>>>);
 
 impl ClientContext for Reports {}
 
@@ -315,7 +315,7 @@ impl ProducerContext for Reports {
         let report = result
             .as_ref()
             .map(|m| m.offset())
-            .map_err(|(error, _)| error.to_string());
+            .map_err(|(error, _)| error.clone());
         self.0.lock().unwrap().insert(*index, report);
     }
 }
@@ -334,7 +334,7 @@ fn rdkafka_reads_a_compacted_topic_as_the_latest_value_of_every_key() {
             .set("min.cleanable.dirty.ratio", "0.01")],
     );
 
-    let mut delivered: BTreeMap<usize, Result<i64, String>> = BTreeMap::new();
+    let mut delivered: BTreeMap<usize, Result<i64, KafkaError>> = BTreeMap::new();
     let mut sent: Vec<(Option<String>, String)> = Vec::new();
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let producer: BaseProducer<Reports> = ClientConfig::new()
@@ -453,23 +453,6 @@ fn rdkafka_reads_a_compacted_topic_as_the_latest_value_of_every_key() {
     }
 }
 
-/// Delivery outcomes by send index: offset or librdkafka's error code.
-struct Outcomes(std::sync::Mutex<BTreeMap<usize, Result<i64, RDKafkaErrorCode>>>);
-
-impl ClientContext for Outcomes {}
-
-impl ProducerContext for Outcomes {
-    type DeliveryOpaque = Box<usize>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, index: Box<usize>) {
-        let outcome = result
-            .as_ref()
-            .map(|m| m.offset())
-            .map_err(|(error, _)| error.rdkafka_error_code().unwrap());
-        self.0.lock().unwrap().insert(*index, outcome);
-    }
-}
-
 /// librdkafka sends 100 records in one batch to a compacted topic, every tenth without a key:
 /// the broker names all ten in the response's record errors, so librdkafka fails exactly those
 /// with INVALID_RECORD and the other 90 with its "another record in the batch was invalid"
@@ -482,12 +465,12 @@ fn rdkafka_sees_every_invalid_record_of_a_batch_named() {
         &[NewTopic::new("keyed", 1, TopicReplication::Fixed(1)).set("cleanup.policy", "compact")],
     );
     let send = |keyless: bool| {
-        let producer: BaseProducer<Outcomes> = ClientConfig::new()
+        let producer: BaseProducer<Reports> = ClientConfig::new()
             .set("bootstrap.servers", broker.bootstrap())
             .set("linger.ms", "500")
             .set("batch.num.messages", "1000")
             .set("message.send.max.retries", "0")
-            .create_with_context(Outcomes(std::sync::Mutex::new(BTreeMap::new())))
+            .create_with_context(Reports(std::sync::Mutex::new(BTreeMap::new())))
             .unwrap();
         for index in 0..100 {
             let key = (!keyless || index % 10 != 3).then(|| format!("key-{index}"));
@@ -510,10 +493,11 @@ fn rdkafka_sees_every_invalid_record_of_a_batch_named() {
         } else {
             RDKafkaErrorCode::InvalidDifferentRecord
         };
-        assert_eq!(*outcome, Err(expected), "record {index}");
+        let code = outcome.as_ref().map_err(KafkaError::rdkafka_error_code);
+        assert_eq!(code, Err(Some(expected)), "record {index}");
     }
     let stored = send(false);
-    let offsets: Vec<i64> = (0..100).map(|i| stored[&i].unwrap()).collect();
+    let offsets: Vec<i64> = (0..100).map(|i| stored[&i].clone().unwrap()).collect();
     assert_eq!(
         offsets,
         (0..100).collect::<Vec<i64>>(),
@@ -562,7 +546,7 @@ fn rdkafka_meets_min_insync_replicas_and_reads_a_topic_the_broker_recompressed()
     };
 
     let refused = produce("guarded", "all", "none", &["lost".to_owned()]);
-    let error = refused[&0].clone().unwrap_err();
+    let error = refused[&0].clone().unwrap_err().to_string();
     assert!(error.contains("Not enough in-sync replicas"), "{error}");
     let stored = produce("guarded", "1", "none", &["kept".to_owned()]);
     assert_eq!(
@@ -771,9 +755,9 @@ fn rdkafka_admin_creates_topics_and_partitions_with_manual_assignments() {
         )]
     );
 
-    let producer: BaseProducer<Outcomes> = ClientConfig::new()
+    let producer: BaseProducer<Reports> = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
-        .create_with_context(Outcomes(std::sync::Mutex::new(BTreeMap::new())))
+        .create_with_context(Reports(std::sync::Mutex::new(BTreeMap::new())))
         .unwrap();
     for partition in 0..3 {
         let value = format!("to-{partition}");

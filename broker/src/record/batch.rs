@@ -678,11 +678,21 @@ pub fn split_batches(
 pub fn fuzz_validate(data: &[u8]) {
     for item in split_batches(data) {
         let Ok((_, batch)) = item else { break };
-        if let Ok(header) = validate(batch)
-            && header.compression() == Ok(Compression::None)
-        {
+        let Ok(header) = validate(batch) else {
+            continue;
+        };
+        if header.compression() == Ok(Compression::None) {
             let count = Records::new(&batch[HEADER_LEN..], header.record_count).count();
             assert_eq!(count, header.record_count as usize);
+        }
+        // What a compacted topic checks of every batch: the keyless records, in order.
+        if let Ok(keyless) = records_without_key(batch, &header) {
+            assert!(keyless.windows(2).all(|w| w[0] < w[1]));
+            assert!(
+                keyless
+                    .last()
+                    .is_none_or(|&i| i < header.record_count as usize)
+            );
         }
     }
     // What `compression.type` re-encodes must be valid batches holding as many records.
