@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cluster::placement::{self, AssignmentError};
 use crate::cluster::{
-    self, ConfigError, MetadataError, MetadataStore, ProduceConfig, TopicMetadata,
+    self, BrokerRegistration, ConfigError, MetadataError, MetadataImage, MetadataRecord,
+    MetadataStore, PartitionImage, ProduceConfig, TopicImage,
 };
 use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, OFFSETS_TOPIC};
 use crate::log::{self, Clock, SystemClock};
@@ -201,13 +202,25 @@ impl Broker {
             path: config.data_dir.clone(),
             source,
         })?;
-        let metadata = MetadataStore::open(&config.data_dir)?;
+        let metadata = MetadataStore::open(&config.data_dir, config.node_id)?;
         let advertised = match &config.advertise {
             Some(advertise) => {
                 split_host_port(advertise).unwrap_or((advertise.clone(), i32::from(bound.port())))
             }
             None => (bound.ip().to_string(), i32::from(bound.port())),
         };
+        let registration = BrokerRegistration {
+            id: config.node_id,
+            rack: config.rack.clone(),
+            host: advertised.0.clone(),
+            port: advertised.1,
+            fenced: false,
+        };
+        if metadata.image().brokers.get(&config.node_id) != Some(&registration) {
+            metadata
+                .commit(vec![MetadataRecord::RegisterBroker(registration)])
+                .await?;
+        }
         let broker = Arc::new(Self {
             config,
             advertised,
@@ -220,13 +233,13 @@ impl Broker {
             coordinator: std::sync::OnceLock::new(),
             coordinator_shutdown: tokio_util::sync::CancellationToken::new(),
         });
-        for topic in broker.metadata.topics() {
+        for topic in broker.metadata.image().topics.values() {
             let log_config =
                 cluster::log_config(&topic.configs).map_err(|source| StartError::TopicConfig {
                     topic: topic.name.clone(),
                     source,
                 })?;
-            for partition in 0..topic.partitions {
+            for partition in 0..topic.partition_count() {
                 let handle = broker
                     .open_partition(&topic.name, partition, log_config.clone())
                     .await
@@ -245,16 +258,22 @@ impl Broker {
     /// Creates `__consumer_offsets` on first start, then replays it into the coordinator.
     async fn start_coordinator(&self) -> Result<(), StartError> {
         let flags = &self.config.coordinator;
-        let topic = match self.metadata.topic(OFFSETS_TOPIC) {
+        let topic = match self.topic(OFFSETS_TOPIC) {
             Some(topic) => topic,
             None => {
                 let configs = coordinator::offsets_topic_configs(flags.offsets_topic_segment_bytes);
-                self.create_topic(OFFSETS_TOPIC, flags.offsets_topic_partitions, -1, configs)
-                    .await
-                    .map_err(|source| StartError::OffsetsTopic { source })?
+                self.create_topic(
+                    OFFSETS_TOPIC,
+                    flags.offsets_topic_partitions,
+                    -1,
+                    None,
+                    configs,
+                )
+                .await
+                .map_err(|source| StartError::OffsetsTopic { source })?
             }
         };
-        let partitions = (0..topic.partitions)
+        let partitions = (0..topic.partition_count())
             .filter_map(|p| self.partition(OFFSETS_TOPIC, p))
             .collect();
         let handle = CoordinatorHandle::start(
@@ -381,9 +400,9 @@ impl Broker {
     }
 
     /// The ids of the brokers registered in the cluster, which manual replica assignments may
-    /// name: this broker alone, a one-broker cluster.
+    /// name.
     pub fn registered_brokers(&self) -> BTreeSet<i32> {
-        BTreeSet::from([self.config.node_id])
+        self.metadata.image().brokers.keys().copied().collect()
     }
 
     /// Host and port clients are told to connect to.
@@ -395,24 +414,32 @@ impl Broker {
         self.metadata.cluster_id()
     }
 
-    pub fn topic(&self, name: &str) -> Option<TopicMetadata> {
-        self.metadata.topic(name)
+    /// The cluster metadata as it stands: a cheap shared snapshot.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.metadata.image()
     }
 
-    pub fn topics(&self) -> Vec<TopicMetadata> {
-        self.metadata.topics()
+    pub fn topic(&self, name: &str) -> Option<Arc<TopicImage>> {
+        self.metadata.image().topic(name).cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<TopicImage>> {
+        self.metadata.image().topics.values().cloned().collect()
     }
 
     /// The produce settings (`min.insync.replicas`, `compression.type`) of topic `name`.
     pub fn produce_config(&self, name: &str) -> Option<ProduceConfig> {
-        self.metadata.produce_config(name)
+        self.metadata.image().produce_config(name)
     }
 
-    /// How many replicas of a partition are in sync. One broker is the whole cluster: its
-    /// replica is the leader and the only one, so the answer is 1 (what Metadata reports as
-    /// the ISR).
-    pub fn in_sync_replicas(&self, _topic: &str, _partition: i32) -> i32 {
-        1
+    /// How many replicas of a partition are in sync, as the metadata records its ISR (0 for a
+    /// partition the metadata does not know).
+    pub fn in_sync_replicas(&self, topic: &str, partition: i32) -> i32 {
+        self.metadata
+            .image()
+            .topic(topic)
+            .and_then(|t| t.partition(partition))
+            .map_or(0, |p| i32::try_from(p.isr.len()).unwrap_or(i32::MAX))
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionHandle> {
@@ -446,7 +473,7 @@ impl Broker {
             ));
         }
         cluster::log_config(configs)?;
-        if self.metadata.topic(name).is_some() {
+        if self.metadata.image().topic(name).is_some() {
             return Err(MetadataError::TopicExists {
                 name: name.to_owned(),
             }
@@ -455,21 +482,36 @@ impl Broker {
         Ok(partitions)
     }
 
-    /// Creates a topic: validates, records it in the metadata, opens its partitions.
+    /// Creates a topic: validates, commits it to the metadata, opens its partitions. Replicas go
+    /// where `assignment` (checked by the caller, one replica list per partition) puts them, or
+    /// on this broker.
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         replication_factor: i16,
+        assignment: Option<Vec<Vec<i32>>>,
         configs: BTreeMap<String, String>,
-    ) -> Result<TopicMetadata, CreateTopicError> {
+    ) -> Result<Arc<TopicImage>, CreateTopicError> {
         let partitions = self.validate_new_topic(name, partitions, replication_factor, &configs)?;
         let log_config = cluster::log_config(&configs)?;
-        let topic = self
-            .metadata
-            .create_topic(name, partitions, configs)
-            .await?;
-        for partition in 0..partitions {
+        let replicas = assignment.unwrap_or_else(|| {
+            vec![vec![self.node_id()]; usize::try_from(partitions).unwrap_or_default()]
+        });
+        let record = MetadataRecord::CreateTopic {
+            name: name.to_owned(),
+            id: uuid::Uuid::new_v4(),
+            configs,
+            partitions: replicas.into_iter().map(PartitionImage::new).collect(),
+        };
+        let image = self.metadata.commit(vec![record]).await?;
+        let topic = image
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| MetadataError::UnknownTopic {
+                name: name.to_owned(),
+            })?;
+        for partition in 0..topic.partition_count() {
             let handle = self
                 .open_partition(name, partition, log_config.clone())
                 .await
@@ -481,9 +523,18 @@ impl Broker {
     }
 
     /// Deletes a topic: forgets it (durably), closes its partitions, removes their files.
-    pub async fn delete_topic(&self, name: &str) -> Result<TopicMetadata, MetadataError> {
-        let topic = self.metadata.delete_topic(name).await?;
-        for partition in 0..topic.partitions {
+    pub async fn delete_topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| MetadataError::UnknownTopic {
+                name: name.to_owned(),
+            })?;
+        self.metadata
+            .commit(vec![MetadataRecord::DeleteTopic {
+                name: name.to_owned(),
+            }])
+            .await?;
+        for partition in 0..topic.partition_count() {
             let handle = self
                 .partitions
                 .write()
@@ -512,43 +563,47 @@ impl Broker {
         validate_only: bool,
     ) -> Result<(), CreatePartitionsError> {
         let topic = self
-            .metadata
             .topic(name)
             .ok_or_else(|| CreatePartitionsError::UnknownTopic(name.to_owned()))?;
-        if count <= topic.partitions {
+        let current = topic.partition_count();
+        if count <= current {
             return Err(CreatePartitionsError::NotIncreasing {
-                current: topic.partitions,
+                current,
                 requested: count,
             });
         }
-        if let Some(assignments) = assignments {
-            // Every partition has one replica, on this broker.
-            placement::manual_partitions_assignment(
-                assignments,
-                topic.partitions,
-                count,
-                1,
-                &self.registered_brokers(),
-            )?;
-        }
+        let replicas = match assignments {
+            Some(assignments) => {
+                let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+                placement::manual_partitions_assignment(
+                    assignments,
+                    current,
+                    count,
+                    replication_factor,
+                    &self.registered_brokers(),
+                )?
+            }
+            None => {
+                vec![vec![self.node_id()]; usize::try_from(count - current).unwrap_or_default()]
+            }
+        };
         let log_config = cluster::log_config(&topic.configs).unwrap_or_default();
         if validate_only {
             return Ok(());
         }
-        let before = self.metadata.set_partition_count(name, count).await?;
-        for partition in before.partitions..count {
+        let record = MetadataRecord::CreatePartitions {
+            name: name.to_owned(),
+            partitions: replicas.into_iter().map(PartitionImage::new).collect(),
+        };
+        self.metadata.commit(vec![record]).await?;
+        for partition in current..count {
             let handle = self
                 .open_new_partition(name, partition, log_config.clone())
                 .await
                 .map_err(|source| CreatePartitionsError::Partition { partition, source })?;
             self.insert_partition(name, partition, handle);
         }
-        tracing::info!(
-            topic = name,
-            from = before.partitions,
-            to = count,
-            "added partitions"
-        );
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
     }
 
@@ -560,15 +615,25 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), AlterConfigsError> {
-        if self.metadata.topic(name).is_none() {
+        if self.topic(name).is_none() {
             return Err(AlterConfigsError::UnknownTopic(name.to_owned()));
         }
         let log_config = cluster::log_config(&configs)?;
         if validate_only {
             return Ok(());
         }
-        let topic = self.metadata.set_topic_configs(name, configs).await?;
-        for partition in 0..topic.partitions {
+        let record = MetadataRecord::SetTopicConfigs {
+            name: name.to_owned(),
+            configs,
+        };
+        let image = self.metadata.commit(vec![record]).await?;
+        let topic = image
+            .topic(name)
+            .cloned()
+            .ok_or_else(|| MetadataError::UnknownTopic {
+                name: name.to_owned(),
+            })?;
+        for partition in 0..topic.partition_count() {
             if let Some(handle) = self.partition(name, partition) {
                 handle.set_config(log_config.clone()).await;
             }

@@ -6,7 +6,7 @@
 //! TCP bytes -> server (frames, one task per connection)
 //!           -> protocol::decode_request (kafka-protocol, version table)
 //!           -> handler::dispatch -> handler::<api>
-//!           -> broker (metadata, partition handles)
+//!           -> broker (metadata image, partition handles)
 //!              group APIs -> coordinator (one actor, group state machines)
 //!                            -> __consumer_offsets partitions (commits, group metadata)
 //!           -> partition::PartitionHandle (one actor per partition: append + group commit,
@@ -17,7 +17,8 @@
 //!
 //! - [`record`]: the Kafka v2 record batch format: validation, header edits, building batches.
 //! - [`log`]: the segmented, durable commit log of one partition.
-//! - [`cluster`]: topics and their configs, persisted in the data directory.
+//! - [`cluster`]: the cluster metadata as one immutable image (brokers; topics with their configs;
+//!   each partition's replicas, leader, leader epoch and ISR), changed only by committed records.
 //! - [`coordinator`]: consumer groups and committed offsets, stored in `__consumer_offsets`.
 
 pub mod admin;

@@ -40,10 +40,10 @@ async fn health_metrics_and_status() {
     // A produce through the Kafka port shows up in the metrics.
     let created = broker
         .broker
-        .create_topic("metered", 2, -1, Default::default())
+        .create_topic("metered", 2, -1, None, Default::default())
         .await
         .unwrap();
-    assert_eq!(created.partitions, 2);
+    assert_eq!(created.partition_count(), 2);
     let mut kafka = TcpStream::connect(broker.kafka_addr).await.unwrap();
     // ApiVersions v0: size, key 18, version 0, correlation id 7, client id "t".
     let frame: &[u8] = &[0, 0, 0, 11, 0, 18, 0, 0, 0, 0, 0, 7, 0, 1, b't'];

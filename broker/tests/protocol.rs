@@ -573,6 +573,108 @@ async fn topics_and_records_survive_a_clean_restart() {
     assert_eq!(fetched.responses[0].partitions[0].high_watermark, 2);
 }
 
+/// A data directory as the single-node releases before the metadata image left it (cluster
+/// metadata format version 1: topics with partition counts only) starts as a one-broker cluster
+/// with every topic, id, config, record, committed offset and producer id intact.
+#[tokio::test]
+async fn a_data_directory_of_the_first_single_node_format_starts_with_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::for_tests(dir.path().to_path_buf());
+    let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    let request = create_with("kept", &[("retention.ms", "123456789")]);
+    assert_eq!(client.call(request, 7).await.topics[0].error_code, 0);
+    client
+        .call(
+            produce("kept", 0, records(&["a", "b", "c"], now_ms()), -1),
+            9,
+        )
+        .await;
+    let committed = client.call(commit("old-group", "kept", 0, 2), 8).await;
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+    let producer_id = client
+        .call(
+            InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
+            4,
+        )
+        .await
+        .producer_id;
+    let topic_id = client.user_topics().await[0].topic_id;
+    drop(client);
+    broker.shutdown().await;
+
+    // Rewrite the metadata as format version 1 held it.
+    let path = dir.path().join("cluster-metadata.json");
+    let current: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let image = &current["image"];
+    let topics: serde_json::Map<String, serde_json::Value> = image["topics"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, topic)| {
+            let v1 = serde_json::json!({
+                "name": name,
+                "id": topic["id"],
+                "partitions": topic["partitions"].as_array().unwrap().len(),
+                "configs": topic["configs"],
+            });
+            (name.clone(), v1)
+        })
+        .collect();
+    let v1 = serde_json::json!({
+        "format_version": 1,
+        "cluster_id": image["cluster_id"],
+        "topics": topics,
+        "next_producer_id": image["next_producer_id"],
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&v1).unwrap()).unwrap();
+
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    let topics = client.user_topics().await;
+    assert_eq!((topics.len(), topics[0].topic_id), (1, topic_id));
+    let partition = &topics[0].partitions[0];
+    assert_eq!(
+        (
+            partition.leader_id.0,
+            partition.replica_nodes.len(),
+            partition.isr_nodes.len()
+        ),
+        (1, 1, 1)
+    );
+    let described = client.call(describe_topic_configs("kept"), 4).await;
+    assert_eq!(config_of(&described, "retention.ms").0, "123456789");
+    let values: Vec<Option<String>> = fetch_records(&mut client, "kept")
+        .await
+        .into_iter()
+        .map(|(_, _, value)| value)
+        .collect();
+    assert_eq!(values, ["a", "b", "c"].map(|v| Some(v.to_owned())));
+    let offsets = client.call(fetch_offsets("old-group", "kept", 0), 7).await;
+    assert_eq!(offsets.topics[0].partitions[0].committed_offset, 2);
+    let next = client
+        .call(
+            InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
+            4,
+        )
+        .await
+        .producer_id;
+    assert!(
+        next.0 > producer_id.0,
+        "producer ids never repeat: {next:?} after {producer_id:?}"
+    );
+    broker.shutdown().await;
+}
+
 #[tokio::test]
 async fn every_supported_version_of_every_api_is_served() {
     use fjord_broker::protocol::SUPPORTED_APIS;

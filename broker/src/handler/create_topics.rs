@@ -38,8 +38,8 @@ pub(super) async fn handle(
             ));
             continue;
         }
-        let (partitions, replication_factor) = if topic.assignments.is_empty() {
-            (topic.num_partitions, topic.replication_factor)
+        let (partitions, replication_factor, assignment) = if topic.assignments.is_empty() {
+            (topic.num_partitions, topic.replication_factor, None)
         } else {
             let given: Vec<(i32, Vec<i32>)> = topic
                 .assignments
@@ -60,6 +60,7 @@ pub(super) async fn handle(
                 Ok(replicas) => (
                     i32::try_from(replicas.len()).unwrap_or(i32::MAX),
                     i16::try_from(replicas.first().map_or(0, Vec::len)).unwrap_or(i16::MAX),
+                    Some(replicas),
                 ),
                 Err(failure) => {
                     let code = if failure.is_invalid_request() {
@@ -79,15 +80,15 @@ pub(super) async fn handle(
                 .map(|partitions| (partitions, None))
         } else {
             broker
-                .create_topic(&name, partitions, replication_factor, configs)
+                .create_topic(&name, partitions, replication_factor, assignment, configs)
                 .await
-                .map(|created| (created.partitions, Some(created.id)))
+                .map(|created| (created.partition_count(), Some(created.id)))
         };
         results.push(match outcome {
             Ok((partitions, id)) => {
                 let result = result
                     .with_num_partitions(partitions)
-                    .with_replication_factor(1);
+                    .with_replication_factor(replication_factor.max(1));
                 match id {
                     Some(id) => result.with_topic_id(id),
                     None => result,

@@ -12,19 +12,24 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use super::{str_bytes, topic_name};
 use crate::broker::{Broker, CreateTopicError};
-use crate::cluster::TopicMetadata;
+use crate::cluster::{MetadataImage, TopicImage};
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
-    let (host, port) = broker.advertised();
-    let me = MetadataResponseBroker::default()
-        .with_node_id(BrokerId(broker.node_id()))
-        .with_host(str_bytes(host))
-        .with_port(port)
-        .with_rack(broker.config().rack.clone().map(str_bytes));
+    let image = broker.image();
+    let brokers = image
+        .unfenced_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
     // Version 0 has no null "all topics": an empty list means all.
     let requested: Option<Vec<String>> = match request.topics {
         None => None,
@@ -40,16 +45,12 @@ pub(super) async fn handle(
     let allow_create =
         (version < 4 || request.allow_auto_topic_creation) && broker.config().auto_create_topics;
     let topics = match requested {
-        None => broker
-            .topics()
-            .iter()
-            .map(|t| describe(broker, t))
-            .collect(),
+        None => image.topics.values().map(|t| describe(&image, t)).collect(),
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
             for name in names {
-                out.push(match broker.topic(&name) {
-                    Some(topic) => describe(broker, &topic),
+                out.push(match image.topic(&name) {
+                    Some(topic) => describe(&image, topic),
                     None if allow_create => auto_create(broker, &name).await,
                     None => error_topic(&name, ResponseError::UnknownTopicOrPartition.code()),
                 });
@@ -58,21 +59,24 @@ pub(super) async fn handle(
         }
     };
     MetadataResponse::default()
-        .with_brokers(vec![me])
-        .with_cluster_id(Some(str_bytes(broker.cluster_id())))
+        .with_brokers(brokers)
+        .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
 }
 
 async fn auto_create(broker: &Arc<Broker>, name: &str) -> MetadataResponseTopic {
-    match broker.create_topic(name, -1, -1, BTreeMap::new()).await {
-        Ok(topic) => describe(broker, &topic),
+    match broker
+        .create_topic(name, -1, -1, None, BTreeMap::new())
+        .await
+    {
+        Ok(topic) => describe(&broker.image(), &topic),
         Err(CreateTopicError::InvalidName(_)) => {
             error_topic(name, ResponseError::InvalidTopicException.code())
         }
         Err(error) => match broker.topic(name) {
             // Created meanwhile by another request: describe what is there.
-            Some(topic) => describe(broker, &topic),
+            Some(topic) => describe(&broker.image(), &topic),
             None => {
                 tracing::warn!(topic = name, %error, "auto-creating a topic failed");
                 error_topic(name, ResponseError::UnknownTopicOrPartition.code())
@@ -87,16 +91,34 @@ fn error_topic(name: &str, code: i16) -> MetadataResponseTopic {
         .with_error_code(code)
 }
 
-fn describe(broker: &Broker, topic: &TopicMetadata) -> MetadataResponseTopic {
-    let me = BrokerId(broker.node_id());
-    let partitions = (0..topic.partitions)
-        .map(|index| {
+/// A topic's partitions as the metadata image records them: leader, leader epoch, replicas, ISR,
+/// and the replicas on brokers that are not serving (fenced or gone) as offline.
+fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
+    let ids = |ids: &[i32]| ids.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    let partitions = topic
+        .partitions
+        .iter()
+        .zip(0..)
+        .map(|(partition, index)| {
+            let offline: Vec<i32> = partition
+                .replicas
+                .iter()
+                .copied()
+                .filter(|id| image.brokers.get(id).is_none_or(|b| b.fenced))
+                .collect();
+            let error = if partition.leader < 0 {
+                ResponseError::LeaderNotAvailable.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(index)
-                .with_leader_id(me)
-                .with_leader_epoch(0)
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me])
+                .with_leader_id(BrokerId(partition.leader))
+                .with_leader_epoch(partition.leader_epoch)
+                .with_replica_nodes(ids(&partition.replicas))
+                .with_isr_nodes(ids(&partition.isr))
+                .with_offline_replicas(ids(&offline))
         })
         .collect();
     MetadataResponseTopic::default()

@@ -1,0 +1,317 @@
+//! The cluster metadata as one immutable image, and the records that change it.
+//!
+//! Readers hold an `Arc<MetadataImage>` (see [`super::MetadataStore::image`]) and never lock on the
+//! request path. Every change is a [`MetadataRecord`], applied by [`MetadataImage::apply`] to make
+//! the next image: one write path, deterministic, so every broker that applies the same records
+//! in the same order holds the same image (the metadata log's state machine applies them).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::MetadataError;
+use super::topic_config::{ProduceConfig, produce_config};
+
+/// A broker as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub id: i32,
+    /// Its rack (availability zone), if it has one.
+    pub rack: Option<String>,
+    /// The Kafka endpoint clients are told to connect to.
+    pub host: String,
+    pub port: i32,
+    /// A fenced broker leads nothing and is left out of Metadata.
+    pub fenced: bool,
+}
+
+/// One partition's replicas and leadership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionImage {
+    /// Broker ids, the preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The leader's broker id, -1 while the partition has none.
+    pub leader: i32,
+    /// Incremented at every leader change.
+    pub leader_epoch: i32,
+    /// The in-sync replicas.
+    pub isr: Vec<i32>,
+    /// Incremented at every change of this partition (leader, ISR, replicas): what a conditional
+    /// change names.
+    pub partition_epoch: i32,
+}
+
+impl PartitionImage {
+    /// A new partition on `replicas`, led by the first, all in sync.
+    pub fn new(replicas: Vec<i32>) -> Self {
+        Self {
+            leader: replicas.first().copied().unwrap_or(-1),
+            leader_epoch: 0,
+            isr: replicas.clone(),
+            partition_epoch: 0,
+            replicas,
+        }
+    }
+}
+
+/// One topic as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImage {
+    pub name: String,
+    pub id: Uuid,
+    /// Topic-level config overrides (Kafka names); absent keys take the broker defaults.
+    pub configs: BTreeMap<String, String>,
+    /// Partition `i` at index `i`.
+    pub partitions: Vec<PartitionImage>,
+}
+
+impl TopicImage {
+    pub fn partition_count(&self) -> i32 {
+        i32::try_from(self.partitions.len()).unwrap_or(i32::MAX)
+    }
+
+    pub fn partition(&self, index: i32) -> Option<&PartitionImage> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+}
+
+/// The whole cluster metadata at one point of the metadata log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataImage {
+    pub cluster_id: String,
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    /// Shared between images: a change copies only the topics it touches.
+    pub topics: BTreeMap<String, Arc<TopicImage>>,
+    /// Producer ids below this have been handed out (in blocks); they are never reused.
+    pub next_producer_id: i64,
+}
+
+/// One change of the cluster metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MetadataRecord {
+    /// A broker joins, or comes back with new endpoints; replaces its registration.
+    RegisterBroker(BrokerRegistration),
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        configs: BTreeMap<String, String>,
+        partitions: Vec<PartitionImage>,
+    },
+    /// Partitions appended to a topic (numbered after its existing ones).
+    CreatePartitions {
+        name: String,
+        partitions: Vec<PartitionImage>,
+    },
+    /// Replaces a topic's config overrides.
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Hands out producer ids `next_producer_id..next_producer_id + count`.
+    AllocateProducerIds {
+        count: i64,
+    },
+}
+
+impl MetadataImage {
+    /// The image of a new cluster.
+    pub fn new(cluster_id: String) -> Self {
+        Self {
+            cluster_id,
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            next_producer_id: 0,
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
+        self.topics.get(name)
+    }
+
+    /// The produce settings of topic `name` (on every produce: no copy of the topic is made).
+    pub fn produce_config(&self, name: &str) -> Option<ProduceConfig> {
+        self.topics
+            .get(name)
+            .map(|topic| produce_config(&topic.configs))
+    }
+
+    /// The brokers clients may use, by id.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Applies `record` to this image. A record that does not fit the image (a topic created
+    /// twice, a change to a topic that is gone) is an error and changes nothing.
+    pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), MetadataError> {
+        match record {
+            MetadataRecord::RegisterBroker(registration) => {
+                self.brokers.insert(registration.id, registration.clone());
+            }
+            MetadataRecord::CreateTopic {
+                name,
+                id,
+                configs,
+                partitions,
+            } => {
+                if self.topics.contains_key(name) {
+                    return Err(MetadataError::TopicExists { name: name.clone() });
+                }
+                let topic = TopicImage {
+                    name: name.clone(),
+                    id: *id,
+                    configs: configs.clone(),
+                    partitions: partitions.clone(),
+                };
+                self.topics.insert(name.clone(), Arc::new(topic));
+            }
+            MetadataRecord::CreatePartitions { name, partitions } => {
+                let topic = self.topic_mut(name)?;
+                topic.partitions.extend(partitions.iter().cloned());
+            }
+            MetadataRecord::SetTopicConfigs { name, configs } => {
+                self.topic_mut(name)?.configs = configs.clone();
+            }
+            MetadataRecord::DeleteTopic { name } => {
+                self.topics.remove(name).ok_or_else(|| unknown(name))?;
+            }
+            MetadataRecord::AllocateProducerIds { count } => {
+                self.next_producer_id = self.next_producer_id.saturating_add(*count);
+            }
+        }
+        Ok(())
+    }
+
+    fn topic_mut(&mut self, name: &str) -> Result<&mut TopicImage, MetadataError> {
+        self.topics
+            .get_mut(name)
+            .map(Arc::make_mut)
+            .ok_or_else(|| unknown(name))
+    }
+}
+
+fn unknown(name: &str) -> MetadataError {
+    MetadataError::UnknownTopic {
+        name: name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(id: i32, rack: &str) -> BrokerRegistration {
+        BrokerRegistration {
+            id,
+            rack: Some(rack.to_owned()),
+            host: "127.0.0.1".to_owned(),
+            port: 9090 + id,
+            fenced: false,
+        }
+    }
+
+    fn create(name: &str, replicas: &[&[i32]]) -> MetadataRecord {
+        MetadataRecord::CreateTopic {
+            name: name.to_owned(),
+            id: Uuid::from_u128(7),
+            configs: BTreeMap::new(),
+            partitions: replicas
+                .iter()
+                .map(|r| PartitionImage::new(r.to_vec()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn records_build_the_image_and_earlier_images_stay_as_they_were() {
+        let mut image = MetadataImage::new("c".to_owned());
+        image
+            .apply(&MetadataRecord::RegisterBroker(broker(1, "a")))
+            .unwrap();
+        image
+            .apply(&MetadataRecord::RegisterBroker(broker(2, "b")))
+            .unwrap();
+        image.apply(&create("t", &[&[1, 2], &[2, 1]])).unwrap();
+        let before = image.clone();
+        image
+            .apply(&MetadataRecord::CreatePartitions {
+                name: "t".to_owned(),
+                partitions: vec![PartitionImage::new(vec![1, 2])],
+            })
+            .unwrap();
+        image
+            .apply(&MetadataRecord::SetTopicConfigs {
+                name: "t".to_owned(),
+                configs: BTreeMap::from([("retention.ms".to_owned(), "5".to_owned())]),
+            })
+            .unwrap();
+        image
+            .apply(&MetadataRecord::AllocateProducerIds { count: 1000 })
+            .unwrap();
+
+        let topic = image.topic("t").unwrap();
+        assert_eq!(topic.partition_count(), 3);
+        let second = topic.partition(1).unwrap();
+        assert_eq!((second.leader, second.leader_epoch), (2, 0));
+        assert_eq!(second.isr, [2, 1]);
+        assert_eq!(topic.configs["retention.ms"], "5");
+        assert_eq!(image.next_producer_id, 1000);
+        assert_eq!(
+            before.topic("t").unwrap().partition_count(),
+            2,
+            "copy on write"
+        );
+        assert!(before.topic("t").unwrap().configs.is_empty());
+        assert_eq!(
+            image.unfenced_brokers().map(|b| b.id).collect::<Vec<_>>(),
+            [1, 2]
+        );
+    }
+
+    #[test]
+    fn records_that_do_not_fit_change_nothing() {
+        let mut image = MetadataImage::new("c".to_owned());
+        image.apply(&create("t", &[&[1]])).unwrap();
+        let before = image.clone();
+        assert!(matches!(
+            image.apply(&create("t", &[&[1]])),
+            Err(MetadataError::TopicExists { .. })
+        ));
+        let gone = "u".to_owned();
+        for record in [
+            MetadataRecord::DeleteTopic { name: gone.clone() },
+            MetadataRecord::SetTopicConfigs {
+                name: gone.clone(),
+                configs: BTreeMap::new(),
+            },
+            MetadataRecord::CreatePartitions {
+                name: gone,
+                partitions: vec![],
+            },
+        ] {
+            assert!(matches!(
+                image.apply(&record),
+                Err(MetadataError::UnknownTopic { .. })
+            ));
+        }
+        assert_eq!(image, before);
+        image
+            .apply(&MetadataRecord::DeleteTopic {
+                name: "t".to_owned(),
+            })
+            .unwrap();
+        assert!(image.topics.is_empty());
+    }
+
+    #[test]
+    fn a_partition_without_replicas_has_no_leader() {
+        assert_eq!(PartitionImage::new(vec![]).leader, -1);
+    }
+}
