@@ -231,6 +231,37 @@ fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
     }
 }
 
+/// Names the operator in every request's `User-Agent`: the API server takes a write's default
+/// field manager from it, so even writes made by library code that sets no field manager (kube's
+/// Event recorder) are attributed to `fjord-operator`, never `unknown`.
+pub fn identify(config: &mut kube::Config) {
+    let agent = concat!("fjord-operator/", env!("CARGO_PKG_VERSION"));
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(agent),
+    ));
+}
+
+/// Parameters of a merge patch (status, finalizers) under the operator's field manager, so
+/// `managedFields` name the operator as the owner of what it writes, never `unknown`.
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..kube::api::PatchParams::default()
+    }
+}
+
+/// Parameters of a create or replace under the operator's field manager.
+pub fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..kube::api::PostParams::default()
+    }
+}
+
 /// Requeue delay after a first failed reconcile: short, so a transient failure heals quickly.
 pub const RETRY: Duration = Duration::from_secs(5);
 /// The backoff's ceiling for an object that keeps failing.
@@ -416,20 +447,42 @@ mod tests {
         assert_eq!(names, ["orders", "refunds"]);
     }
 
-    #[tokio::test]
-    async fn retries_back_off_per_object_and_reset_on_success() {
+    #[test]
+    fn requests_name_the_operator_as_their_user_agent() {
+        let mut config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        identify(&mut config);
+        let agents: Vec<&http::HeaderValue> = config
+            .headers
+            .iter()
+            .filter(|(name, _)| name == http::header::USER_AGENT)
+            .map(|(_, value)| value)
+            .collect();
+        assert_eq!(agents.len(), 1);
+        assert!(agents[0].to_str().unwrap().starts_with("fjord-operator/"));
+    }
+
+    fn offline_context() -> Context {
         let (service, _handle) = tower_test::mock::pair::<
             http::Request<kube::client::Body>,
             http::Response<kube::client::Body>,
         >();
-        let context = Context::new(
+        Context::new(
             Client::new(service, "default"),
             Arc::new(Metrics::default()),
             "img".into(),
-        );
-        let delays: Vec<u64> = (0..9)
-            .map(|_| context.retry_after_failure("Topic/ns/orders").as_secs())
-            .collect();
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_per_object_and_reset_on_success() {
+        let context = offline_context();
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            let delay = context.retry_after_failure("Topic/ns/orders");
+            delays.push(delay.as_secs());
+            // The retry runs when due, and fails again.
+            tokio::time::advance(delay).await;
+        }
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
         assert_eq!(context.retry_after_failure("Topic/ns/other").as_secs(), 5);
         context.reconciled("Topic/ns/orders");

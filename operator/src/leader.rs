@@ -13,7 +13,6 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
@@ -187,7 +186,7 @@ impl LeaderElection {
         spec.renew_time = None;
         match self
             .api
-            .replace(&self.name, &PostParams::default(), &lease)
+            .replace(&self.name, &crate::controller::post_params(), &lease)
             .await
         {
             Ok(_) => tracing::info!(lease = %self.name, "released the lease"),
@@ -233,7 +232,7 @@ impl LeaderElection {
                     }),
                 };
                 self.api
-                    .create(&PostParams::default(), &lease)
+                    .create(&crate::controller::post_params(), &lease)
                     .await
                     .map(|_| ())
             }
@@ -250,7 +249,7 @@ impl LeaderElection {
                 // `replace` sends the resource version read above: a concurrent writer wins
                 // and this one gets 409 Conflict.
                 self.api
-                    .replace(&self.name, &PostParams::default(), &lease)
+                    .replace(&self.name, &crate::controller::post_params(), &lease)
                     .await
                     .map(|_| ())
             }

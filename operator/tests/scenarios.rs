@@ -1259,3 +1259,69 @@ async fn a_topic_whose_spec_became_invalid_is_still_deleted_under_its_recorded_n
     );
     broker.shutdown().await;
 }
+
+/// Every write names the operator's field manager, so `managedFields` show `fjord-operator`
+/// owning the status, the finalizers and the Lease, never `unknown`. (Events come from kube's
+/// recorder, which sets none: the client's user agent names the operator for them.)
+#[tokio::test(start_paused = true)]
+async fn every_write_names_the_operators_field_manager() {
+    use fjord_operator::leader::LeaderElection;
+    let mut writes = Vec::new();
+    let (_, calls) = reconcile_against(
+        example_cluster(),
+        "rev-1",
+        current_stateful_sets(),
+        vec![],
+        healthy,
+    )
+    .await;
+    writes.extend(kube_calls(&calls));
+
+    let (client, calls) = api_server(topic_routes(false));
+    let ctx = context(client);
+    reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[], false)),
+        Arc::clone(&ctx),
+    )
+    .await
+    .unwrap();
+    reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], true)),
+        Arc::clone(&ctx),
+    )
+    .await
+    .unwrap();
+    writes.extend(kube_calls(&calls));
+
+    let (client, calls) = api_server(lease_routes(Arc::new(Mutex::new(None))));
+    let election = LeaderElection::new(client, "ops", "fjord-operator-leader", "a".into());
+    assert!(election.acquire(&CancellationToken::new()).await);
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        stopping.cancel();
+    });
+    election.hold(&stop).await;
+    election.release().await;
+    writes.extend(kube_calls(&calls));
+
+    let writes: Vec<&Call> = writes
+        .iter()
+        .filter(|c| matches!(c.method, Method::POST | Method::PUT | Method::PATCH))
+        .collect();
+    for kind in ["/status", "/topics/orders", "/leases"] {
+        assert!(
+            writes.iter().any(|c| c.path().contains(kind)),
+            "no write of {kind}"
+        );
+    }
+    for write in writes {
+        assert!(
+            write.query().contains("fieldManager=fjord-operator"),
+            "{} {} names no field manager",
+            write.method,
+            write.uri
+        );
+    }
+}

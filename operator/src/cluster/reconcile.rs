@@ -24,7 +24,7 @@ use crate::cluster::rollout::{
 };
 use crate::cluster::validate::{ValidatedCluster, validate_cluster_with};
 use crate::conditions::{DEGRADED, PROGRESSING, READY, condition, with_transitions};
-use crate::controller::{Context, Error, kube_error};
+use crate::controller::{Context, Error, kube_error, patch_params};
 use crate::crd::{Cluster, ClusterStatus, ZoneStatus};
 
 /// Resync of a healthy cluster.
@@ -487,7 +487,7 @@ async fn write_status(
     clusters
         .patch_status(
             &name,
-            &PatchParams::default(),
+            &patch_params(),
             &Patch::Merge(json!({ "status": status })),
         )
         .await

@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::cluster::validate::bootstrap_address;
 use crate::conditions::{READY, condition, with_transitions};
-use crate::controller::{Context, Error, kube_error};
+use crate::controller::{Context, Error, kube_error, patch_params};
 use crate::crd::{Cluster, DeletionPolicy, Topic, TopicStatus};
 use crate::kafka::KafkaAdmin;
 use crate::topic::claims::{managed_by_another, rivals};
@@ -302,7 +302,7 @@ async fn set_finalizer(topics: &Api<Topic>, topic: &Topic, present: bool) -> Res
         }
     });
     topics
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&name, &patch_params(), &Patch::Merge(&patch))
         .await
         .map_err(kube_error::<Topic>("patching finalizers of", &name))?;
     Ok(())
@@ -340,7 +340,7 @@ async fn write_status(
     topics
         .patch_status(
             &name,
-            &PatchParams::default(),
+            &patch_params(),
             &Patch::Merge(json!({ "status": status })),
         )
         .await
