@@ -135,6 +135,14 @@ pub enum SpecError {
         "Cluster name '{0}' cannot name Services: use lowercase letters, digits and '-', starting with a letter"
     )]
     InvalidName(String),
+    #[error(
+        "Cluster name '{name}' is {length} characters long, more than the {max} its StatefulSets' names may have: use a shorter name"
+    )]
+    ClusterNameTooLong {
+        name: String,
+        length: usize,
+        max: usize,
+    },
     #[error("set either zones with brokersPerZone, or replicas without zones, not both")]
     ReplicasWithZones,
     #[error("zone '{0}' is listed twice")]
@@ -282,8 +290,15 @@ pub fn validate_cluster_with(
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-');
-    if !label || name.len() > MAX_STATEFULSET_NAME {
+    if !label {
         return Err(SpecError::InvalidName(name));
+    }
+    if name.len() > MAX_STATEFULSET_NAME {
+        return Err(SpecError::ClusterNameTooLong {
+            length: name.len(),
+            max: MAX_STATEFULSET_NAME,
+            name,
+        });
     }
 
     let per_zone = positive("brokersPerZone", spec.brokers_per_zone.unwrap_or(1))?;
@@ -607,6 +622,26 @@ mod tests {
             validate_cluster(&cluster(&[&long], None), "img"),
             Err(SpecError::NameTooLong { .. })
         ));
+        let mut long_name = cluster(&[], None);
+        long_name.metadata.name = Some("e".repeat(55));
+        let error = validate_cluster(&long_name, "img").unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                SpecError::ClusterNameTooLong {
+                    length: 55,
+                    max: 52,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("55 characters") && message.contains("52"),
+            "{message}"
+        );
+        assert!(!message.contains("lowercase"), "{message}");
         let mut dotted = cluster(&[], None);
         dotted.metadata.name = Some("my.events".into());
         assert_eq!(
