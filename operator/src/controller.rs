@@ -148,6 +148,23 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.event_related(object, None, warning, reason, action, note)
+            .await;
+    }
+
+    /// As [`Context::event`], naming a second object the Event is about (`related`), such as
+    /// the pod a rolling restart replaced. The recorder folds repeated Events into one series
+    /// by regarding object, reason and related object, not by note: without `related`, three
+    /// pods restarted one after another would show as one Event about the first.
+    pub async fn event_related<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -157,7 +174,7 @@ impl Context {
             reason: reason.into(),
             note: Some(note),
             action: action.into(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "publishing an event failed");

@@ -1325,3 +1325,59 @@ async fn every_write_names_the_operators_field_manager() {
         );
     }
 }
+
+/// A template change restarts the brokers one at a time, and each restart is an Event of its
+/// own, about its pod (the Event's related object): not one Event counted three times that names
+/// the first pod only.
+#[tokio::test]
+async fn each_restarted_pod_gets_an_event_of_its_own() {
+    let pods = Arc::new(Mutex::new(
+        ZONES
+            .iter()
+            .map(|(zone, id)| pod(zone, *id, "rev-1", true))
+            .collect::<Vec<Value>>(),
+    ));
+    let inner = cluster_routes("rev-2", current_stateful_sets(), vec![], healthy);
+    let listed = Arc::clone(&pods);
+    let (client, calls) = api_server(Box::new(move |call: &Call| {
+        if call.method == Method::GET && call.path().ends_with("/pods") {
+            return (StatusCode::OK, list("Pod", listed.lock().unwrap().clone()));
+        }
+        inner(call)
+    }));
+    let ctx = context(client);
+    for (step, (zone, id)) in ZONES.iter().enumerate() {
+        reconcile_cluster(Arc::new(example_cluster()), Arc::clone(&ctx))
+            .await
+            .unwrap();
+        // The deleted pod comes back on the new revision and Ready.
+        pods.lock().unwrap()[step] = pod(zone, *id, "rev-2", true);
+    }
+    let recorded = calls.lock().unwrap().clone();
+    let restarts: Vec<&Call> = recorded
+        .iter()
+        .filter(|c| c.is_event() && c.body["reason"] == "RollingRestart")
+        .collect();
+    assert_eq!(restarts.len(), 3, "{restarts:#?}");
+    let mut pods_named = Vec::new();
+    for event in restarts {
+        assert_eq!(event.method, Method::POST, "a new Event, not a series");
+        assert_eq!(event.body["regarding"]["kind"], "Cluster");
+        assert_eq!(event.body["related"]["kind"], "Pod");
+        let pod = event.body["related"]["name"].as_str().unwrap().to_owned();
+        assert!(
+            event.body["note"].as_str().unwrap().contains(&pod),
+            "{}",
+            event.body
+        );
+        pods_named.push(pod);
+    }
+    assert_eq!(
+        pods_named,
+        [
+            "events-eu-west-1a-0",
+            "events-eu-west-1b-100",
+            "events-eu-west-1c-200"
+        ]
+    );
+}

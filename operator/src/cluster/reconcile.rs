@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -364,9 +364,18 @@ async fn restart(
     pods.delete(pod, &params)
         .await
         .map_err(kube_error::<Pod>("deleting", pod))?;
+    let related = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.to_owned()),
+        namespace: cluster.namespace(),
+        uid: params.preconditions.and_then(|p| p.uid),
+        ..ObjectReference::default()
+    };
     context
-        .event(
+        .event_related(
             cluster,
+            Some(related),
             false,
             "RollingRestart",
             "Restart",
