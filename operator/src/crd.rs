@@ -85,6 +85,8 @@ pub struct ClusterSpec {
     pub storage: StorageSpec,
     /// CPU and memory for each broker container.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
     /// Broker settings by their Kafka names (e.g. `num.partitions`,
     /// `offsets.topic.num.partitions`, `auto.create.topics.enable`).
@@ -112,11 +114,49 @@ pub struct ClusterSpec {
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Volume size, e.g. `100Gi`.
+    #[schemars(extend("pattern" = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"))]
+    #[x_kube(
+        validation = Rule::new(
+            "isQuantity(string(self)) && quantity(string(self)).sign() == 1"
+        )
+        .message("storage size must be a quantity greater than zero, such as 100Gi")
+    )]
     pub size: Quantity,
     /// StorageClass of the volumes; the cluster's default class when left out.
     #[schemars(length(min = 1))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+}
+
+/// A Kubernetes quantity of at least zero (`2`, `500m`, `4Gi`, `1e3`): the API server's own
+/// grammar, without the minus sign.
+pub const NON_NEGATIVE_QUANTITY_PATTERN: &str =
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$";
+
+/// `ResourceRequirements` as Kubernetes defines it, with the quantities of `limits` and
+/// `requests` held to [`NON_NEGATIVE_QUANTITY_PATTERN`], so `cpu: lots` is refused by the API
+/// server when the Cluster is applied, not when its StatefulSet is.
+fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use schemars::JsonSchema as _;
+    let mut schema = ResourceRequirements::json_schema(generator);
+    for map in ["limits", "requests"] {
+        if let Some(values) = schema
+            .get_mut("properties")
+            .and_then(|p| p.get_mut(map))
+            .and_then(|m| m.as_object_mut())
+        {
+            values.insert(
+                "additionalProperties".into(),
+                serde_json::json!({
+                    "description": "A quantity of at least zero, e.g. `500m`, `2` or `4Gi`.",
+                    "pattern": NON_NEGATIVE_QUANTITY_PATTERN,
+                    "x-kubernetes-int-or-string": true,
+                }),
+            );
+        }
+    }
+    schema.insert("nullable".into(), true.into());
+    schema
 }
 
 /// Listener ports.

@@ -1381,3 +1381,124 @@ async fn each_restarted_pod_gets_an_event_of_its_own() {
         ]
     );
 }
+
+/// Quantities the API server would refuse in a StatefulSet are refused before anything is
+/// applied: the user sees InvalidSpec and an Event, not a half-applied Cluster.
+#[tokio::test]
+async fn invalid_quantities_are_refused_before_anything_is_applied() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let mut bad_size = example_cluster();
+    bad_size.spec.storage.size = Quantity("banana".into());
+    let mut negative = example_cluster();
+    negative.spec.storage.size = Quantity("-1Gi".into());
+    let mut bad_cpu = example_cluster();
+    bad_cpu.spec.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(BTreeMap::from([(
+            "cpu".to_owned(),
+            Quantity("lots".into()),
+        )])),
+        ..Default::default()
+    });
+    for (cluster, field) in [
+        (bad_size, "storage.size"),
+        (negative, "storage.size"),
+        (bad_cpu, "resources.requests.cpu"),
+    ] {
+        let (action, calls) = reconcile_against(cluster, "rev-1", vec![], vec![], healthy).await;
+        assert_eq!(action, Action::await_change());
+        let recorded = kube_calls(&calls);
+        let writes: Vec<String> = recorded
+            .iter()
+            .filter(|c| c.method != Method::GET)
+            .map(|c| format!("{} {}", c.method, c.path()))
+            .collect();
+        assert_eq!(
+            writes,
+            ["PATCH /apis/fjord.dev/v1alpha1/namespaces/streaming/clusters/events/status"],
+            "only the status"
+        );
+        let status = status_patch(&recorded);
+        let ready = condition(&status, "Ready");
+        assert_eq!(ready["reason"], "InvalidSpec");
+        assert!(
+            ready["message"].as_str().unwrap().contains(field),
+            "{ready}"
+        );
+        assert_eq!(events(&calls), ["InvalidSpec"]);
+    }
+}
+
+/// A child the API server refuses: the failure is in the status and an Event (and the
+/// reconcile fails, so it is retried with backoff), not only in the operator's log.
+#[tokio::test]
+async fn an_apply_the_api_server_refuses_reaches_the_status_and_an_event() {
+    let inner = cluster_routes("rev-1", current_stateful_sets(), vec![], healthy);
+    let (client, calls) = api_server(Box::new(move |call: &Call| {
+        if call.method == Method::PATCH && call.body["kind"] == "StatefulSet" {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "InternalError", "code": 500,
+                       "message": "quantities must match the regular expression"}),
+            );
+        }
+        inner(call)
+    }));
+    let mut cluster = example_cluster();
+    cluster.status = Some(fjord_operator::crd::ClusterStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "BrokersReady".into(),
+            message: "3/3 brokers ready".into(),
+            observed_generation: Some(2),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-06-01T00:00:00Z".parse().unwrap(),
+            ),
+        }],
+        ..Default::default()
+    });
+    let error = reconcile_cluster(Arc::new(cluster), context(client))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Kube {
+                verb: "applying",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let recorded = kube_calls(&calls);
+    let status = status_patch(&recorded);
+    assert_eq!(status["observedGeneration"], 3);
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "ApplyFailed");
+    let message = degraded["message"].as_str().unwrap();
+    assert!(
+        message.contains("StatefulSet 'events-eu-west-1a'")
+            && message.contains("quantities must match the regular expression"),
+        "{message}"
+    );
+    assert_eq!(condition(&status, "Progressing")["reason"], "ApplyFailed");
+    assert_eq!(
+        condition(&status, "Ready")["status"],
+        "True",
+        "running brokers stay Ready"
+    );
+    assert_eq!(events(&calls), ["ApplyFailed"]);
+    let note = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|c| c.is_event())
+        .map(|c| c.body["note"].clone())
+        .unwrap();
+    assert!(
+        note.as_str().unwrap().contains("quantities must match"),
+        "{note}"
+    );
+}

@@ -104,19 +104,14 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         }
     };
 
-    let children = build_cluster(&validated);
+    let applied = match reconcile_children(context, cluster, &validated, &existing).await {
+        Ok(applied) => applied,
+        Err(error) => {
+            report_apply_failure(context, &clusters, cluster, &error).await;
+            return Err(error);
+        }
+    };
     let client = &context.client;
-    apply(client, &namespace, &children.service_account).await?;
-    apply(client, &namespace, &children.config_map).await?;
-    apply(client, &namespace, &children.headless_service).await?;
-    apply(client, &namespace, &children.bootstrap_service).await?;
-    let mut applied = Vec::with_capacity(children.stateful_sets.len());
-    for stateful_set in &children.stateful_sets {
-        applied.push(apply(client, &namespace, stateful_set).await?);
-    }
-    apply(client, &namespace, &children.pod_disruption_budget).await?;
-
-    delete_orphans(context, cluster, &validated, &existing).await?;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let pod_list = pods
@@ -210,6 +205,73 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         _ => Action::requeue(PROGRESS_CHECK),
     })
 }
+
+/// Applies every child [`build_cluster`] builds and deletes the StatefulSets of removed zones;
+/// the StatefulSets as applied.
+async fn reconcile_children(
+    context: &Context,
+    cluster: &Cluster,
+    validated: &ValidatedCluster,
+    existing: &[StatefulSet],
+) -> Result<Vec<StatefulSet>, Error> {
+    let children = build_cluster(validated);
+    let client = &context.client;
+    let namespace = &validated.namespace;
+    apply(client, namespace, &children.service_account).await?;
+    apply(client, namespace, &children.config_map).await?;
+    apply(client, namespace, &children.headless_service).await?;
+    apply(client, namespace, &children.bootstrap_service).await?;
+    let mut applied = Vec::with_capacity(children.stateful_sets.len());
+    for stateful_set in &children.stateful_sets {
+        applied.push(apply(client, namespace, stateful_set).await?);
+    }
+    apply(client, namespace, &children.pod_disruption_budget).await?;
+    delete_orphans(context, cluster, validated, existing).await?;
+    Ok(applied)
+}
+
+/// A child the API server refused: the user sees why in the status (`Degraded`, reason
+/// `ApplyFailed`, the server's message) and in a Warning Event, while the error policy retries
+/// with backoff. `Ready` keeps what it said: the brokers already running are unaffected.
+async fn report_apply_failure(
+    context: &Context,
+    clusters: &Api<Cluster>,
+    cluster: &Cluster,
+    error: &Error,
+) {
+    let message = crate::controller::DisplayChain(error).to_string();
+    let generation = cluster.meta().generation;
+    let previous = cluster.status.clone().unwrap_or_default();
+    let ready = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .cloned()
+        .unwrap_or_else(|| condition(READY, false, APPLY_FAILED, &message, generation));
+    let conditions = with_transitions(
+        &previous.conditions,
+        vec![
+            ready,
+            condition(PROGRESSING, false, APPLY_FAILED, &message, generation),
+            condition(DEGRADED, true, APPLY_FAILED, &message, generation),
+        ],
+        Timestamp::now(),
+    );
+    let status = ClusterStatus {
+        observed_generation: generation,
+        conditions,
+        ..previous
+    };
+    if let Err(status_error) = write_status(clusters, cluster, status).await {
+        tracing::warn!(error = %crate::controller::DisplayChain(&status_error), "reporting a failed apply");
+    }
+    context
+        .event(cluster, true, APPLY_FAILED, "Apply", message)
+        .await;
+}
+
+/// Why `Progressing` and `Degraded` say the spec could not be applied.
+const APPLY_FAILED: &str = "ApplyFailed";
 
 /// Where the rolling restart stands after this reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]

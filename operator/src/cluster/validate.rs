@@ -167,6 +167,12 @@ pub enum SpecError {
         value: String,
         expected: String,
     },
+    #[error("{field} is '{value}', expected {expected}")]
+    Quantity {
+        field: String,
+        value: String,
+        expected: &'static str,
+    },
     #[error("listener ports must differ, {0} is used twice")]
     PortClash(i32),
 }
@@ -371,6 +377,32 @@ pub fn validate_cluster_with(
         return Err(SpecError::PortClash(ports.controller));
     }
 
+    // Quantities are checked before anything is applied: the API server refuses a StatefulSet
+    // with a malformed or negative one only after the Services and ConfigMap went out.
+    if quantity_sign(&spec.storage.size.0) != Some(1) {
+        return Err(SpecError::Quantity {
+            field: "storage.size".into(),
+            value: spec.storage.size.0.clone(),
+            expected: POSITIVE_QUANTITY,
+        });
+    }
+    if let Some(resources) = &spec.resources {
+        for (kind, quantities) in [
+            ("limits", &resources.limits),
+            ("requests", &resources.requests),
+        ] {
+            for (resource, quantity) in quantities.iter().flatten() {
+                if quantity_sign(&quantity.0).is_none_or(|sign| sign < 0) {
+                    return Err(SpecError::Quantity {
+                        field: format!("resources.{kind}.{resource}"),
+                        value: quantity.0.clone(),
+                        expected: NON_NEGATIVE_QUANTITY,
+                    });
+                }
+            }
+        }
+    }
+
     let mut broker_env = BTreeMap::new();
     for (key, value) in &spec.config {
         let known = BROKER_CONFIGS
@@ -433,6 +465,59 @@ fn voters(cluster: &ValidatedCluster) -> Vec<String> {
         }
     }
     voters
+}
+
+const POSITIVE_QUANTITY: &str = "a quantity greater than zero, such as 100Gi";
+const NON_NEGATIVE_QUANTITY: &str = "a quantity of at least zero, such as 500m, 2 or 4Gi";
+
+/// The sign (-1, 0 or 1) of a Kubernetes quantity (`<signedNumber><suffix>`, suffixes `Ki` ..
+/// `Ei`, `m` .. `E` or an exponent `e<n>`), or `None` when `text` is not one.
+pub fn quantity_sign(text: &str) -> Option<i8> {
+    let (negative, rest) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let (number, suffix) = rest.split_at(end);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let exponent = |s: &str| {
+        let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+        !s.is_empty() && digits(s)
+    };
+    let suffix_ok = matches!(
+        suffix,
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
+    ) || suffix.strip_prefix(['e', 'E']).is_some_and(exponent);
+    if !suffix_ok {
+        return None;
+    }
+    let zero = whole.bytes().chain(fraction.bytes()).all(|b| b == b'0');
+    Some(match (zero, negative) {
+        (true, _) => 0,
+        (false, true) => -1,
+        (false, false) => 1,
+    })
 }
 
 fn positive(field: &'static str, value: i32) -> Result<i32, SpecError> {
@@ -599,6 +684,64 @@ mod tests {
         ] {
             assert!(BROKER_CONFIGS.iter().all(|k| k.env != owned));
         }
+    }
+
+    #[test]
+    fn quantities_follow_the_kubernetes_grammar() {
+        for good in [
+            "100Gi", "1", "0.5", ".5", "5.", "500m", "1e3", "1E3", "2E", "+1k", "1.5Gi",
+        ] {
+            assert_eq!(quantity_sign(good), Some(1), "{good}");
+        }
+        for zero in ["0", "0Gi", "0.0", "+0"] {
+            assert_eq!(quantity_sign(zero), Some(0), "{zero}");
+        }
+        assert_eq!(quantity_sign("-1Gi"), Some(-1));
+        for bad in [
+            "banana", "lots", "", "Gi", ".", "1..5", "1 Gi", "1gi", "1GB", "1e", "1e+", "--1",
+        ] {
+            assert_eq!(quantity_sign(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn storage_and_resources_must_be_valid_quantities() {
+        let with_size = |size: &str| {
+            let mut c = cluster(&[], None);
+            c.spec.storage.size = Quantity(size.into());
+            c
+        };
+        for size in ["banana", "-1Gi", "0"] {
+            let error = validate_cluster(&with_size(size), "img").unwrap_err();
+            assert_eq!(
+                error,
+                SpecError::Quantity {
+                    field: "storage.size".into(),
+                    value: size.into(),
+                    expected: POSITIVE_QUANTITY
+                }
+            );
+        }
+        assert!(validate_cluster(&with_size("1Ti"), "img").is_ok());
+
+        let with_requests = |cpu: &str| {
+            let mut c = cluster(&[], None);
+            c.spec.resources = Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_owned(), Quantity(cpu.into())),
+                    ("memory".to_owned(), Quantity("2Gi".into())),
+                ])),
+                ..ResourceRequirements::default()
+            });
+            c
+        };
+        let error = validate_cluster(&with_requests("lots"), "img").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("resources.requests.cpu is 'lots', expected {NON_NEGATIVE_QUANTITY}")
+        );
+        assert!(validate_cluster(&with_requests("-1"), "img").is_err());
+        assert!(validate_cluster(&with_requests("500m"), "img").is_ok());
     }
 
     #[test]
