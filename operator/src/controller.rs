@@ -209,6 +209,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// The API server refused the call for lack of permission.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::Kube { source: kube::Error::Api(status), .. } if status.code == 403)
+    }
+
     /// Low-cardinality label for metrics and Event reasons.
     pub fn metric_label(&self) -> &'static str {
         match self {

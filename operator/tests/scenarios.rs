@@ -57,11 +57,42 @@ impl Call {
 /// The mock API server's answer to one request: status and JSON body.
 type Route = Box<dyn Fn(&Call) -> (StatusCode, Value) + Send + Sync>;
 
+/// Everything the chart grants the operator.
+const ALL_RULES: &[&[rbac::Rule]] = &[
+    rbac::RULES,
+    rbac::LEADER_ELECTION_RULES,
+    rbac::FINALIZER_RULES,
+];
+
 /// Serves requests with `route` until the client is dropped; returns every call made.
 fn api_server(route: Route) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
+    api_server_granting(ALL_RULES, route)
+}
+
+/// As [`api_server`], the operator granted only `granted` (403 for the rest).
+fn api_server_granting(
+    granted: &'static [&'static [rbac::Rule]],
+    route: Route,
+) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
+    let (client, calls, _) = serve(granted, route);
+    (client, calls)
+}
+
+/// Watch requests the mock API server holds open, each with its path, until the scenario
+/// answers them with [`send_watch_event`].
+type Watches = Arc<Mutex<Vec<(String, tower_test::mock::SendResponse<Response<Body>>)>>>;
+
+/// The mock API server: answers with `route` what `granted` allows (403 for the rest), holds
+/// watch requests open (see [`Watches`]), records every call.
+fn serve(
+    granted: &'static [&'static [rbac::Rule]],
+    route: Route,
+) -> (kube::Client, Arc<Mutex<Vec<Call>>>, Watches) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&calls);
+    let watches: Watches = Arc::default();
+    let held = Arc::clone(&watches);
     tokio::spawn(async move {
         while let Some((request, respond)) = handle.next_request().await {
             let (parts, body) = request.into_parts();
@@ -81,9 +112,15 @@ fn api_server(route: Route) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
             let mut call = call;
             let needed = rbac::required(call.method.as_str(), call.path(), call.query());
             call.forbidden = !needed.as_ref().is_some_and(|(group, resource, verb)| {
-                rbac::allows(rbac::RULES, group, resource, verb)
-                    || rbac::allows(rbac::LEADER_ELECTION_RULES, group, resource, verb)
+                granted
+                    .iter()
+                    .any(|rules| rbac::allows(rules, group, resource, verb))
             });
+            if !call.forbidden && call.query().split('&').any(|p| p == "watch=true") {
+                held.lock().unwrap().push((call.path().to_owned(), respond));
+                recorded.lock().unwrap().push(call);
+                continue;
+            }
             let (status, answer) = if call.forbidden {
                 (
                     StatusCode::FORBIDDEN,
@@ -107,7 +144,7 @@ fn api_server(route: Route) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
             );
         }
     });
-    (kube::Client::new(service, "default"), calls)
+    (kube::Client::new(service, "default"), calls, watches)
 }
 
 fn not_found(call: &Call) -> (StatusCode, Value) {
@@ -1500,5 +1537,105 @@ async fn an_apply_the_api_server_refuses_reaches_the_status_and_an_event() {
     assert!(
         note.as_str().unwrap().contains("quantities must match"),
         "{note}"
+    );
+}
+
+/// A namespace being deleted: its Topics' finalizers are released at once, without Kafka and
+/// without the namespace's Roles, which its deletion removes first. In namespaced mode those
+/// Roles are all the operator had there: only the cluster-wide finalizer rules remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminating_namespace_releases_topic_finalizers_even_without_its_roles() {
+    const ONLY_CLUSTER_WIDE: &[&[rbac::Rule]] =
+        &[rbac::FINALIZER_RULES, rbac::LEADER_ELECTION_RULES];
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+    };
+    for (granted, mode) in [
+        (ALL_RULES, "cluster-wide"),
+        (ONLY_CLUSTER_WIDE, "namespaced, Role already deleted"),
+    ] {
+        // The Cluster still stands and its brokers cannot be reached: outside a terminating
+        // namespace this deletion would wait for them.
+        let inner = topic_routes(true);
+        let (client, calls) = api_server_granting(
+            granted,
+            Box::new(move |call: &Call| {
+                if call.method == Method::GET && call.path() == "/api/v1/namespaces/streaming" {
+                    return (
+                        StatusCode::OK,
+                        json!({"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": "streaming",
+                                            "deletionTimestamp": "2026-12-01T00:00:00Z"},
+                               "status": {"phase": "Terminating"}}),
+                    );
+                }
+                inner(call)
+            }),
+        );
+        let action = reconcile_topic(
+            Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], true)),
+            context_reaching(client, unreachable.clone()),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{mode}: {error:?}"));
+        assert_eq!(action, Action::await_change(), "{mode}");
+        let recorded = kube_calls(&calls);
+        assert_eq!(
+            finalizer_patches(&recorded),
+            [json!({"resourceVersion": "99", "finalizers": []})],
+            "{mode}"
+        );
+        assert!(
+            recorded.iter().all(|c| !c.forbidden),
+            "{mode}: only calls the remaining rules allow: {recorded:#?}"
+        );
+    }
+}
+
+/// The namespace's deletion starts while a Topic is finalized: the first call the lost Role
+/// would have allowed is Forbidden, and the finalizer is released all the same.
+#[tokio::test]
+async fn a_forbidden_call_in_a_namespace_turning_terminating_releases_the_finalizer() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&asked);
+    let inner = topic_routes(true);
+    const ONLY_CLUSTER_WIDE: &[&[rbac::Rule]] =
+        &[rbac::FINALIZER_RULES, rbac::LEADER_ELECTION_RULES];
+    let (client, calls) = api_server_granting(
+        ONLY_CLUSTER_WIDE,
+        Box::new(move |call: &Call| {
+            if call.method == Method::GET && call.path() == "/api/v1/namespaces/streaming" {
+                // Active when first asked, Terminating from then on.
+                let terminating = seen.fetch_add(1, Ordering::SeqCst) > 0;
+                let mut namespace = json!({"apiVersion": "v1", "kind": "Namespace",
+                                           "metadata": {"name": "streaming"},
+                                           "status": {"phase": "Active"}});
+                if terminating {
+                    namespace["status"]["phase"] = "Terminating".into();
+                }
+                return (StatusCode::OK, namespace);
+            }
+            inner(call)
+        }),
+    );
+    reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], true)),
+        context(client),
+    )
+    .await
+    .unwrap();
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    let recorded = kube_calls(&calls);
+    assert!(
+        recorded
+            .iter()
+            .any(|c| c.forbidden && c.path().ends_with("/topics")),
+        "the list was refused"
+    );
+    assert_eq!(
+        finalizer_patches(&recorded),
+        [json!({"resourceVersion": "99", "finalizers": []})]
     );
 }

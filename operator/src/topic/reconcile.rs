@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch};
 use kube::runtime::controller::Action;
@@ -203,8 +204,67 @@ async fn connect(
         .map_err(|source| Error::Connect { bootstrap, source })
 }
 
-/// Deletes the Kafka topic (if the Cluster still stands) and releases the finalizer.
+/// Deletes the Kafka topic (if the Cluster still stands) and releases the finalizer. In a
+/// namespace being deleted the finalizer is released at once, without Kafka and without any
+/// call the namespace's own Roles grant: its deletion removes those Roles (in namespaced mode,
+/// the operator's) and the Cluster with its brokers, so waiting could only hang it.
 async fn finalize(topic: &Topic, context: &Context, topics: &Api<Topic>) -> Result<(), Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    if namespace_terminating(context, &namespace).await {
+        return release_in_terminating_namespace(topic, topics, &namespace).await;
+    }
+    match delete_and_release(topic, context, topics).await {
+        // The namespace's deletion began meanwhile and took the operator's Role with it.
+        Err(error) if error.is_forbidden() && namespace_terminating(context, &namespace).await => {
+            release_in_terminating_namespace(topic, topics, &namespace).await
+        }
+        result => result,
+    }
+}
+
+async fn release_in_terminating_namespace(
+    topic: &Topic,
+    topics: &Api<Topic>,
+    namespace: &str,
+) -> Result<(), Error> {
+    // No Event: a terminating namespace accepts no new objects.
+    tracing::info!(
+        topic = %topic.name_any(),
+        namespace,
+        "namespace is being deleted: releasing the topic without deleting it"
+    );
+    set_finalizer(topics, topic, false).await
+}
+
+/// Whether `namespace` is being deleted (or is gone). Asked with the cluster-wide rule
+/// [`FINALIZER_RULES`](crate::rbac::FINALIZER_RULES); when even that is refused, the answer is
+/// no and the Topic is finalized as usual.
+async fn namespace_terminating(context: &Context, namespace: &str) -> bool {
+    let namespaces: Api<Namespace> = Api::all(context.client.clone());
+    match namespaces.get_opt(namespace).await {
+        Ok(Some(found)) => {
+            found.metadata.deletion_timestamp.is_some()
+                || found
+                    .status
+                    .and_then(|s| s.phase)
+                    .is_some_and(|phase| phase == "Terminating")
+        }
+        // Not there: nothing to go by (a Topic outlives its namespace only in a test).
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(namespace, %error, "could not read the namespace");
+            false
+        }
+    }
+}
+
+/// Deletes the Kafka topic, unless another Topic still names it or the Cluster is gone, then
+/// releases the finalizer.
+async fn delete_and_release(
+    topic: &Topic,
+    context: &Context,
+    topics: &Api<Topic>,
+) -> Result<(), Error> {
     let namespace = topic.namespace().unwrap_or_default();
     // The name the brokers know the topic by: from the spec, or (an invalid spec) from the
     // status of an earlier reconcile; neither means nothing was ever created.
