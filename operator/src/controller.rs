@@ -368,8 +368,18 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
             api_in::<Topic>(client, namespace),
             watcher::Config::default(),
         );
-        context.topic_cache.add(topics.store());
+        let store = topics.store();
+        context.topic_cache.add(store.clone());
         let topics = topics
+            // A Cluster deleted (or changed) reconciles its Topics at once: a Topic waiting to
+            // be deleted releases its finalizer without waiting out its retry backoff.
+            .watches(
+                api_in::<Cluster>(client, namespace),
+                watcher::Config::default(),
+                move |cluster: Cluster| {
+                    crate::topic::reconcile::topics_of_cluster(&cluster, &store.state())
+                },
+            )
             .graceful_shutdown_on(async move { stop.cancelled().await })
             .run(
                 crate::topic::reconcile::reconcile_topic,

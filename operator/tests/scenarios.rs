@@ -82,6 +82,27 @@ fn api_server_granting(
 /// answers them with [`send_watch_event`].
 type Watches = Arc<Mutex<Vec<(String, tower_test::mock::SendResponse<Response<Body>>)>>>;
 
+/// Answers every held watch of a path ending in `suffix` with `event` (a watch event such as
+/// `{"type": "DELETED", "object": ...}`); the watcher then watches again.
+fn send_watch_event(watches: &Watches, suffix: &str, event: &Value) -> usize {
+    let mut held = watches.lock().unwrap();
+    let (matching, rest): (Vec<_>, Vec<_>) = held.drain(..).partition(|(p, _)| p.ends_with(suffix));
+    *held = rest;
+    let sent = matching.len();
+    for (_, respond) in matching {
+        let mut line = serde_json::to_vec(event).unwrap();
+        line.push(b'\n');
+        respond.send_response(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::from(line))
+                .unwrap(),
+        );
+    }
+    sent
+}
+
 /// The mock API server: answers with `route` what `granted` allows (403 for the rest), holds
 /// watch requests open (see [`Watches`]), records every call.
 fn serve(
@@ -1638,4 +1659,119 @@ async fn a_forbidden_call_in_a_namespace_turning_terminating_releases_the_finali
         finalizer_patches(&recorded),
         [json!({"resourceVersion": "99", "finalizers": []})]
     );
+}
+
+/// The controllers as `fjord-operator` runs them, against the mock API server with watches: a
+/// Topic being deleted whose brokers cannot be reached waits for its retry (5 s after its
+/// failure); deleting its Cluster reconciles it at once, and the finalizer is released
+/// (`ClusterGone`) well before that retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cluster_releases_its_topics_at_once() {
+    use fjord_operator::controller::{Scope, run};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let cluster_exists = Arc::new(AtomicBool::new(true));
+    let exists = Arc::clone(&cluster_exists);
+    let deleting = topic(DeletionPolicy::Delete, &[FINALIZER], true);
+    let deleting_value = topic_value(&deleting);
+    let cluster_value = {
+        let mut cluster = serde_json::to_value(example_cluster()).unwrap();
+        cluster["apiVersion"] = "fjord.dev/v1alpha1".into();
+        cluster["kind"] = "Cluster".into();
+        cluster
+    };
+    let cluster_answer = cluster_value.clone();
+    let children = cluster_routes("rev-1", current_stateful_sets(), vec![], healthy);
+    let (client, calls, watches) = serve(
+        ALL_RULES,
+        Box::new(move |call: &Call| {
+            let path = call.path();
+            let exists = exists.load(Ordering::SeqCst);
+            match call.method {
+                Method::GET if path == "/api/v1/namespaces/streaming" => (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "Namespace",
+                           "metadata": {"name": "streaming"}, "status": {"phase": "Active"}}),
+                ),
+                Method::GET if path.ends_with("/clusters") => {
+                    let items = if exists {
+                        vec![cluster_answer.clone()]
+                    } else {
+                        vec![]
+                    };
+                    (StatusCode::OK, list("Cluster", items))
+                }
+                Method::GET if path.ends_with("/clusters/events") && exists => {
+                    (StatusCode::OK, cluster_answer.clone())
+                }
+                Method::GET if path.ends_with("/clusters/events") => not_found(call),
+                Method::GET if path.ends_with("/topics") => {
+                    (StatusCode::OK, list("Topic", vec![deleting_value.clone()]))
+                }
+                Method::PATCH if path.ends_with("/topics/orders") => {
+                    (StatusCode::OK, deleting_value.clone())
+                }
+                _ => children(call),
+            }
+        }),
+    );
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+    };
+    let ctx = context_reaching(client, unreachable);
+    let shutdown = CancellationToken::new();
+    let controllers = tokio::spawn(run(
+        Arc::clone(&ctx),
+        Scope {
+            namespaces: vec!["streaming".into()],
+        },
+        shutdown.clone(),
+    ));
+    let topic_reconciled = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.method == Method::GET && c.path().ends_with("/clusters/events"))
+    };
+    let released = || {
+        finalizer_patches(&kube_calls(&calls))
+            .iter()
+            .any(|m| m["finalizers"] == json!([]))
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        while !topic_reconciled() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the Topic was never reconciled");
+    let failed = std::time::Instant::now();
+    // Its reconcile failed (the brokers cannot be reached) and it waits for its retry.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!released(), "released while the Cluster stands");
+
+    cluster_exists.store(false, Ordering::SeqCst);
+    let mut deleted = cluster_value.clone();
+    deleted["metadata"]["resourceVersion"] = "42".into();
+    let event = json!({"type": "DELETED", "object": deleted});
+    assert!(send_watch_event(&watches, "/clusters", &event) > 0);
+    let waited = tokio::time::timeout(Duration::from_secs(2), async {
+        while !released() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "the Topic's finalizer was not released within 2 s of its Cluster's deletion"
+    );
+    assert!(
+        failed.elapsed() < Duration::from_secs(4),
+        "released by the Cluster's deletion, not by the retry due 5 s after the failure"
+    );
+    assert!(events(&calls).iter().any(|r| r == "ClusterGone"));
+    shutdown.cancel();
+    controllers.abort();
 }

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
@@ -177,6 +178,18 @@ async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
             }
         }
     }
+}
+
+/// The Topics of `cluster` among `topics`: what a change of the Cluster (its deletion above all)
+/// must reconcile at once, so a deleted Cluster releases its Topics' finalizers without waiting
+/// for their next retry.
+pub fn topics_of_cluster(cluster: &Cluster, topics: &[Arc<Topic>]) -> Vec<ObjectRef<Topic>> {
+    let namespace = cluster.namespace();
+    topics
+        .iter()
+        .filter(|topic| topic.namespace() == namespace && topic.spec.cluster == cluster.name_any())
+        .map(|topic| ObjectRef::from_obj(topic.as_ref()))
+        .collect()
 }
 
 fn transient(error: &Error) -> bool {
