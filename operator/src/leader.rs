@@ -101,6 +101,22 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The API server refused to create the Lease because its namespace is being deleted
+    /// (admission's `NamespaceTerminating` cause): nobody can create a Lease there.
+    pub fn namespace_terminating(&self) -> bool {
+        let Self::Lease { source, .. } = self;
+        let kube::Error::Api(status) = source else {
+            return false;
+        };
+        status.code == 403
+            && status
+                .details
+                .as_ref()
+                .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+    }
+}
+
 impl LeaderElection {
     pub fn new(client: Client, namespace: &str, name: &str, identity: String) -> Self {
         Self {
@@ -158,6 +174,19 @@ impl LeaderElection {
                 Ok(false) => {
                     tracing::error!(lease = %self.name, "another replica took the lease");
                     return;
+                }
+                // The Lease went with its namespace, which is being deleted: no replica can
+                // create a Lease there, so none can lead instead of this one, and stopping now
+                // would leave nobody to release the finalizers holding that very namespace.
+                // Lead on, recreating the Lease at each renewal: once the namespace is gone
+                // the create fails otherwise and the deadline applies again; a Lease another
+                // replica created meanwhile stops this one (`Ok(false)` above).
+                Err(error) if error.namespace_terminating() => {
+                    tracing::warn!(
+                        lease = %self.name,
+                        "the Lease's namespace is being deleted and took the Lease: leading on, as no replica can hold a Lease there"
+                    );
+                    last_renewed = sent;
                 }
                 Err(error) => {
                     tracing::warn!(error = %crate::controller::DisplayChain(&error), "renewing the lease failed");

@@ -1775,3 +1775,63 @@ async fn deleting_a_cluster_releases_its_topics_at_once() {
     shutdown.cancel();
     controllers.abort();
 }
+
+/// The Lease lives in a namespace being deleted: the deletion removes it, and no replica can
+/// create one there until the namespace is gone. The leader leads on meanwhile (so the Topic
+/// finalizers holding the namespace are still released) and stops once the namespace is gone.
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_lease_namespace_is_terminating_leads_on_until_it_is_gone() {
+    use fjord_operator::leader::LeaderElection;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::time::Duration;
+    const ACTIVE: u8 = 0;
+    const TERMINATING: u8 = 1;
+    const GONE: u8 = 2;
+    let lease = Arc::new(Mutex::new(None));
+    let phase = Arc::new(AtomicU8::new(ACTIVE));
+    let inner = lease_routes(Arc::clone(&lease));
+    let now = Arc::clone(&phase);
+    let (client, _) = api_server(Box::new(move |call: &Call| {
+        match (now.load(Ordering::SeqCst), &call.method) {
+            (TERMINATING, &Method::POST) => (
+                StatusCode::FORBIDDEN,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                       "reason": "Forbidden",
+                       "message": "leases.coordination.k8s.io \"fjord-operator-leader\" is forbidden: unable to create new content in namespace ops because it is being terminated",
+                       "details": {"name": "fjord-operator-leader", "group": "coordination.k8s.io",
+                                   "kind": "leases", "causes": [{"reason": "NamespaceTerminating",
+                                   "message": "namespace ops is being terminated",
+                                   "field": "metadata.namespace"}]}}),
+            ),
+            (GONE, &Method::POST) => (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                       "reason": "NotFound", "message": "namespaces \"ops\" not found"}),
+            ),
+            _ => inner(call),
+        }
+    }));
+    let a = LeaderElection::new(client, "ops", "fjord-operator-leader", "replica-a".into());
+    let never = CancellationToken::new();
+    assert!(a.acquire(&never).await);
+    // The namespace's deletion removes the Lease.
+    *lease.lock().unwrap() = None;
+    phase.store(TERMINATING, Ordering::SeqCst);
+    let holding = tokio::spawn({
+        let a = a.clone();
+        async move { a.hold(&never).await }
+    });
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        !holding.is_finished(),
+        "gave up while no replica could hold a Lease in the namespace"
+    );
+    phase.store(GONE, Ordering::SeqCst);
+    let gone = tokio::time::Instant::now();
+    holding.await.unwrap();
+    let held = gone.elapsed();
+    assert!(
+        (Duration::from_secs(5)..=Duration::from_secs(9)).contains(&held),
+        "stopped {held:?} after the namespace was gone"
+    );
+}
