@@ -36,9 +36,16 @@ pub struct Context {
     /// Service (an operator running outside the cluster, with a port-forward).
     pub bootstrap_override: Option<String>,
     /// Consecutive failed reconciles per object (`kind/namespace/name`), for the backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, Failures>>,
     /// The Topic controllers' caches of Topics.
     pub topic_cache: TopicCache,
+}
+
+/// An object's consecutive failures and when its retry is due.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    retry_at: tokio::time::Instant,
 }
 
 /// The Topic controllers' caches (one per watched namespace, or one for all namespaces), so the
@@ -121,13 +128,27 @@ impl Context {
 
     /// The delay before retrying `object` after another failure: [`RETRY`], doubling with
     /// each consecutive failure up to [`MAX_RETRY`].
+    ///
+    /// Only a failure of the retry itself (a reconcile once the delay has passed) doubles it. A
+    /// reconcile that fails before its retry is due was triggered by a watch event, most often
+    /// the failed reconcile's own finalizer or status write coming back: it keeps the retry
+    /// where it was, so one failure is one step of the backoff, not three within milliseconds.
     pub fn retry_after_failure(&self, object: &str) -> Duration {
+        let now = tokio::time::Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = failures.entry(object.to_owned()).or_insert(0);
-        *count = count.saturating_add(1);
-        RETRY
-            .saturating_mul(1 << (*count - 1).min(10))
-            .min(MAX_RETRY)
+        let failure = failures.entry(object.to_owned()).or_insert(Failures {
+            count: 0,
+            retry_at: now,
+        });
+        if now < failure.retry_at {
+            return failure.retry_at - now;
+        }
+        failure.count = failure.count.saturating_add(1);
+        let delay = RETRY
+            .saturating_mul(1 << (failure.count - 1).min(10))
+            .min(MAX_RETRY);
+        failure.retry_at = now + delay;
+        delay
     }
 
     /// Forgets the failures of `object` (its reconcile succeeded).
@@ -519,5 +540,29 @@ mod tests {
         assert_eq!(context.retry_after_failure("Topic/ns/other").as_secs(), 5);
         context.reconciled("Topic/ns/orders");
         assert_eq!(context.retry_after_failure("Topic/ns/orders").as_secs(), 5);
+    }
+
+    /// A failed reconcile writes the finalizer and the status; the watch brings both back at
+    /// once and each reconcile fails again. Those early failures keep the retry where it was.
+    #[tokio::test(start_paused = true)]
+    async fn failures_before_the_retry_is_due_do_not_double_the_backoff() {
+        let context = offline_context();
+        let key = "Topic/ns/orders";
+        assert_eq!(context.retry_after_failure(key), Duration::from_secs(5));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(
+            context.retry_after_failure(key),
+            Duration::from_millis(4990)
+        );
+        tokio::time::advance(Duration::from_millis(23)).await;
+        assert_eq!(
+            context.retry_after_failure(key),
+            Duration::from_millis(4967)
+        );
+        // The retry itself fails: the next one is twice as far.
+        tokio::time::advance(Duration::from_millis(4967)).await;
+        assert_eq!(context.retry_after_failure(key), Duration::from_secs(10));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(context.retry_after_failure(key), Duration::from_secs(9));
     }
 }
