@@ -220,6 +220,11 @@ pub struct ClusterStatus {
     pub zones: Vec<ZoneStatus>,
     /// `host:port` for clients inside the cluster.
     pub bootstrap: Option<String>,
+    /// The first node id of every StatefulSet this Cluster has had, by StatefulSet name, kept
+    /// after its zone is removed: a removed zone's node ids (and the volumes named after them)
+    /// are never given to another zone, and the zone gets them back if it returns.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_id_ranges: BTreeMap<String, i32>,
 }
 
 /// Brokers of one zone.

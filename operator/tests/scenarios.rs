@@ -1835,3 +1835,75 @@ async fn a_leader_whose_lease_namespace_is_terminating_leads_on_until_it_is_gone
         "stopped {held:?} after the namespace was gone"
     );
 }
+
+/// The node-id ranges of the StatefulSets a reconcile applies, by name.
+fn applied_ranges(calls: &[Call]) -> Vec<(String, i64)> {
+    calls
+        .iter()
+        .filter(|c| c.method == Method::PATCH && c.body["kind"] == "StatefulSet")
+        .map(|c| {
+            (
+                c.body["metadata"]["name"].as_str().unwrap().to_owned(),
+                c.body["spec"]["ordinals"]["start"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A zone replaced in one edit (c renamed to d): the new zone gets a range of its own, the
+/// removed zone's range is recorded in the status, and no later zone is given its ids (a broker
+/// with a reused id would be taken for the removed broker, its replicas included). The removed
+/// zone, added back, gets its own ids again, and so its own volumes.
+#[tokio::test]
+async fn node_ids_of_a_removed_zone_are_never_given_to_another_zone() {
+    let zone = |name: &str| format!("events-{name}");
+    // a (0), b (100), c (200) exist; the spec replaces c by d.
+    let mut replaced = example_cluster();
+    replaced.spec.zones[2] = "eu-west-1d".into();
+    let (_, calls) = reconcile_against(
+        replaced.clone(),
+        "rev-1",
+        current_stateful_sets(),
+        vec![],
+        healthy,
+    )
+    .await;
+    let recorded = kube_calls(&calls);
+    assert_eq!(
+        applied_ranges(&recorded),
+        [
+            (zone("eu-west-1a"), 0),
+            (zone("eu-west-1b"), 100),
+            (zone("eu-west-1d"), 300)
+        ]
+    );
+    let status = status_patch(&recorded);
+    assert_eq!(
+        status["nodeIdRanges"],
+        json!({zone("eu-west-1a"): 0, zone("eu-west-1b"): 100,
+               zone("eu-west-1c"): 200, zone("eu-west-1d"): 300})
+    );
+
+    // Later, with c's StatefulSet deleted, a zone e is added: not c's ids.
+    let recorded_status: fjord_operator::crd::ClusterStatus =
+        serde_json::from_value(status).unwrap();
+    let mut grown = replaced.clone();
+    grown.status = Some(recorded_status.clone());
+    grown.spec.zones.push("eu-west-1e".into());
+    let remaining = vec![
+        stateful_set(&zone("eu-west-1a"), 0),
+        stateful_set(&zone("eu-west-1b"), 100),
+        stateful_set(&zone("eu-west-1d"), 300),
+    ];
+    let (_, calls) = reconcile_against(grown, "rev-1", remaining.clone(), vec![], healthy).await;
+    let ranges = applied_ranges(&kube_calls(&calls));
+    assert_eq!(ranges[3], (zone("eu-west-1e"), 400), "{ranges:?}");
+
+    // c comes back: its own ids, so its own volumes (data-events-eu-west-1c-200).
+    let mut back = replaced;
+    back.status = Some(recorded_status);
+    back.spec.zones.push("eu-west-1c".into());
+    let (_, calls) = reconcile_against(back, "rev-1", remaining, vec![], healthy).await;
+    let ranges = applied_ranges(&kube_calls(&calls));
+    assert_eq!(ranges[3], (zone("eu-west-1c"), 200), "{ranges:?}");
+}

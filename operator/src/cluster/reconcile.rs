@@ -69,13 +69,16 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         .await
         .map_err(kube_error::<StatefulSet>("listing", &name))?
         .items;
-    let bases: BTreeMap<String, i32> = existing
-        .iter()
-        .filter_map(|s| {
-            let start = s.spec.as_ref()?.ordinals.as_ref()?.start?;
-            Some((s.name_any(), start))
-        })
-        .collect();
+    // Ranges of removed zones, from the status, then those of the StatefulSets that exist.
+    let mut bases: BTreeMap<String, i32> = cluster
+        .status
+        .as_ref()
+        .map(|s| s.node_id_ranges.clone())
+        .unwrap_or_default();
+    bases.extend(existing.iter().filter_map(|s| {
+        let start = s.spec.as_ref()?.ordinals.as_ref()?.start?;
+        Some((s.name_any(), start))
+    }));
     let validated = match validate_cluster_with(cluster, &context.broker_image, &bases) {
         Ok(validated) => validated,
         Err(error) => {
@@ -197,7 +200,14 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         },
     };
 
-    let status = cluster_status(cluster, &validated, &pod_list.items, &progress);
+    let mut status = cluster_status(cluster, &validated, &pod_list.items, &progress);
+    status.node_id_ranges = bases;
+    status.node_id_ranges.extend(
+        validated
+            .zones
+            .iter()
+            .map(|z| (z.statefulset.clone(), z.first_node_id)),
+    );
     let ready = crate::conditions::status_of(&status.conditions, READY) == Some("True");
     write_status(&clusters, cluster, status).await?;
     Ok(match progress {
@@ -546,6 +556,7 @@ fn cluster_status(
         brokers,
         zones,
         bootstrap: Some(validated.bootstrap_address()),
+        node_id_ranges: previous.node_id_ranges,
     }
 }
 
