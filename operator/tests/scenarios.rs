@@ -1907,3 +1907,86 @@ async fn node_ids_of_a_removed_zone_are_never_given_to_another_zone() {
     let ranges = applied_ranges(&kube_calls(&calls));
     assert_eq!(ranges[3], (zone("eu-west-1c"), 200), "{ranges:?}");
 }
+
+/// A new Topic whose Cluster cannot be read: the reconcile adds the finalizer, then fails. Its
+/// own finalizer write comes back through the watch and reconciles it again at once, which fails
+/// too; that must not double the backoff: the retry still comes 5 s after the first failure, not
+/// 10 s after the second. The controllers as `fjord-operator` runs them, on the paused clock.
+#[tokio::test(start_paused = true)]
+async fn the_operators_own_writes_do_not_double_the_retry_backoff() {
+    use fjord_operator::controller::{Scope, run};
+    use std::time::Duration;
+    let watches: Arc<Mutex<Option<Watches>>> = Arc::default();
+    let own_writes = Arc::clone(&watches);
+    let fresh = topic(DeletionPolicy::Delete, &[], false);
+    let fresh_value = topic_value(&fresh);
+    let mut written = topic(DeletionPolicy::Delete, &[FINALIZER], false);
+    written.metadata.resource_version = Some("100".into());
+    let written_value = topic_value(&written);
+    let children = cluster_routes("rev-1", vec![], vec![], healthy);
+    let (client, calls, held) = serve(
+        ALL_RULES,
+        Box::new(move |call: &Call| {
+            let path = call.path();
+            match call.method {
+                Method::GET if path.ends_with("/clusters") => {
+                    (StatusCode::OK, list("Cluster", vec![]))
+                }
+                Method::GET if path.ends_with("/clusters/events") => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "InternalError", "code": 500, "message": "etcd is unavailable"}),
+                ),
+                Method::GET if path.ends_with("/topics") => {
+                    (StatusCode::OK, list("Topic", vec![fresh_value.clone()]))
+                }
+                Method::PATCH if path.ends_with("/topics/orders") => {
+                    // The write comes back through the Topic watch, as the API server sends it.
+                    let watches = own_writes.lock().unwrap().clone().unwrap();
+                    let event = json!({"type": "MODIFIED", "object": written_value.clone()});
+                    tokio::spawn(async move {
+                        while send_watch_event(&watches, "/topics", &event) == 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    });
+                    (StatusCode::OK, written_value.clone())
+                }
+                _ => children(call),
+            }
+        }),
+    );
+    *watches.lock().unwrap() = Some(held);
+    let shutdown = CancellationToken::new();
+    let controllers = tokio::spawn(run(
+        context(client),
+        Scope {
+            namespaces: vec!["streaming".into()],
+        },
+        shutdown.clone(),
+    ));
+    let attempts = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.method == Method::GET && c.path().ends_with("/clusters/events"))
+            .count()
+    };
+    let started = tokio::time::Instant::now();
+    while attempts() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(1), "no reconcile");
+    }
+    let second = started.elapsed();
+    assert!(
+        second < Duration::from_millis(500),
+        "the own write reconciled it again at once ({second:?})"
+    );
+    // The retry: 5 s after the first failure (10 s if the second had doubled the backoff).
+    tokio::time::sleep(Duration::from_millis(5500) - second).await;
+    assert_eq!(attempts(), 3, "retried 5 s after the first failure");
+    let finalizer_writes = finalizer_patches(&kube_calls(&calls)).len();
+    assert_eq!(finalizer_writes, 1, "the finalizer is written once");
+    shutdown.cancel();
+    controllers.abort();
+}
