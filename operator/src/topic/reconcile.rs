@@ -249,7 +249,7 @@ async fn release_in_terminating_namespace(
     set_finalizer(topics, topic, false).await
 }
 
-/// Whether `namespace` is being deleted (or is gone). Asked with the cluster-wide rule
+/// Whether `namespace` is being deleted. Asked with the cluster-wide rule
 /// [`FINALIZER_RULES`](crate::rbac::FINALIZER_RULES); when even that is refused, the answer is
 /// no and the Topic is finalized as usual.
 async fn namespace_terminating(context: &Context, namespace: &str) -> bool {
