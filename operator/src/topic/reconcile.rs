@@ -2,9 +2,10 @@
 //! ([`converge`](crate::topic::converge)) and the status write.
 //!
 //! The finalizer exists only while `deletionPolicy: Delete` needs the brokers to delete the
-//! topic; it is released without touching Kafka when the Cluster is gone or being deleted, so a
-//! namespace being deleted never hangs on a topic whose brokers are already going, and when
-//! another Topic still names the same Kafka topic ([`claims`](crate::topic::claims)).
+//! topic; it is released without touching Kafka when the Cluster is gone or being deleted, or the
+//! namespace is (with nothing but cluster-wide rules, as its deletion takes the namespace's Roles
+//! first), so a namespace being deleted never hangs on a topic whose brokers are already going,
+//! and when another Topic still names the same Kafka topic ([`claims`](crate::topic::claims)).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -180,16 +181,25 @@ async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
     }
 }
 
-/// The Topics of `cluster` among `topics`: what a change of the Cluster (its deletion above all)
-/// must reconcile at once, so a deleted Cluster releases its Topics' finalizers without waiting
-/// for their next retry.
+/// The Topics of `cluster` among `topics` that a change of the Cluster (its deletion above all)
+/// must reconcile at once: those being deleted, so a deleted Cluster releases their finalizers
+/// without waiting for their next retry, and those not Ready (waiting for the Cluster to appear
+/// or its brokers to answer). A synced Topic is left to its resync: the Cluster's status changes
+/// with every broker that starts or restarts, and each would cost it a round of Kafka requests.
 pub fn topics_of_cluster(cluster: &Cluster, topics: &[Arc<Topic>]) -> Vec<ObjectRef<Topic>> {
     let namespace = cluster.namespace();
     topics
         .iter()
         .filter(|topic| topic.namespace() == namespace && topic.spec.cluster == cluster.name_any())
+        .filter(|topic| topic.meta().deletion_timestamp.is_some() || !is_ready(topic))
         .map(|topic| ObjectRef::from_obj(topic.as_ref()))
         .collect()
+}
+
+fn is_ready(topic: &Topic) -> bool {
+    topic.status.as_ref().is_some_and(|status| {
+        crate::conditions::status_of(&status.conditions, READY) == Some("True")
+    })
 }
 
 fn transient(error: &Error) -> bool {
@@ -453,5 +463,74 @@ async fn announce(
         context
             .event(topic, false, "ConfigUpdated", "Update", note)
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::crd::{ClusterSpec, ListenersSpec, StorageSpec, TopicSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn topic(name: &str, cluster: &str, ready: Option<bool>, deleting: bool) -> Arc<Topic> {
+        let mut topic = Topic::new(
+            name,
+            TopicSpec {
+                cluster: cluster.into(),
+                topic_name: None,
+                partitions: 1,
+                replication_factor: 1,
+                config: Default::default(),
+                deletion_policy: DeletionPolicy::Delete,
+            },
+        );
+        topic.metadata.namespace = Some("streaming".into());
+        topic.status = ready.map(|ready| TopicStatus {
+            conditions: vec![condition(READY, ready, "Synced", "", None)],
+            ..TopicStatus::default()
+        });
+        if deleting {
+            topic.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        }
+        Arc::new(topic)
+    }
+
+    #[test]
+    fn a_cluster_change_reconciles_its_topics_that_wait_or_are_being_deleted() {
+        let mut cluster = Cluster::new(
+            "events",
+            ClusterSpec {
+                zones: vec![],
+                brokers_per_zone: None,
+                replicas: None,
+                image: None,
+                storage: StorageSpec {
+                    size: Quantity("1Gi".into()),
+                    storage_class_name: None,
+                },
+                resources: None,
+                config: Default::default(),
+                listeners: ListenersSpec::default(),
+            },
+        );
+        cluster.metadata.namespace = Some("streaming".into());
+        let mut elsewhere = topic("elsewhere", "events", None, true);
+        Arc::make_mut(&mut elsewhere).metadata.namespace = Some("other".into());
+        let topics = vec![
+            topic("synced", "events", Some(true), false),
+            topic("deleting", "events", Some(true), true),
+            topic("waiting", "events", Some(false), false),
+            topic("new", "events", None, false),
+            topic("other-cluster", "payments", None, true),
+            elsewhere,
+        ];
+        let names: Vec<String> = topics_of_cluster(&cluster, &topics)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["deleting", "waiting", "new"]);
     }
 }
