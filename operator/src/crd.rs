@@ -99,7 +99,8 @@ pub struct ClusterSpec {
 
 /// Each broker's volume. Neither its class nor its size can change after creation: a
 /// StatefulSet's volume claim templates are immutable, and moving data between volumes is a
-/// disruptive step of its own.
+/// disruptive step of its own. (A size that never made a volume, not a quantity greater than
+/// zero, can still be corrected.)
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[x_kube(
     cel,
@@ -108,8 +109,13 @@ pub struct ClusterSpec {
          (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')"
     )
     .message("storageClassName is immutable"),
-    validation = Rule::new("self.size == oldSelf.size")
-        .message("storage size is immutable: resizing broker volumes is not supported yet")
+    // A size that is not a quantity greater than zero (accepted before the schema checked it)
+    // never made a volume, so it may still be corrected.
+    validation = Rule::new(
+        "self.size == oldSelf.size || !isQuantity(string(oldSelf.size)) || \
+         quantity(string(oldSelf.size)).sign() != 1"
+    )
+    .message("storage size is immutable: resizing broker volumes is not supported yet")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {

@@ -359,7 +359,7 @@ fn crds_and_rendered_objects_pass_kubernetes_validate() {
 #[test]
 fn the_schema_refuses_malformed_and_negative_quantities() {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-    use kube::core::cel::validate_cel;
+    use kube::core::cel::{validate_cel, validate_cel_update};
     let manifest = std::fs::read_to_string(root().join("docs/examples/cluster.yaml")).unwrap();
     let cluster: Cluster = serde_yaml::from_str(&manifest).unwrap();
     for size in ["banana", "-1Gi", "0", "0Gi"] {
@@ -371,6 +371,20 @@ fn the_schema_refuses_malformed_and_negative_quantities() {
             "{size}: {error:?}"
         );
     }
+    // A Cluster created with an invalid size before the schema refused it: the size may be
+    // corrected (no volume was ever made with it), while a valid size stays immutable.
+    let mut invalid = cluster.clone();
+    invalid.spec.storage.size = Quantity("banana".into());
+    let mut corrected = cluster.clone();
+    corrected.spec.storage.size = Quantity("20Gi".into());
+    if let Err(error) = validate_cel_update(&corrected, &invalid) {
+        panic!("{error:?}");
+    }
+    let error = validate_cel_update(&corrected, &cluster).unwrap_err();
+    assert!(
+        format!("{error:?}").contains("storage size is immutable"),
+        "{error:?}"
+    );
     for size in ["50Gi", "1Ti", "500M", "1e9"] {
         let mut good = cluster.clone();
         good.spec.storage.size = Quantity(size.into());
