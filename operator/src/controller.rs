@@ -36,9 +36,16 @@ pub struct Context {
     /// Service (an operator running outside the cluster, with a port-forward).
     pub bootstrap_override: Option<String>,
     /// Consecutive failed reconciles per object (`kind/namespace/name`), for the backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Mutex<HashMap<String, Failures>>,
     /// The Topic controllers' caches of Topics.
     pub topic_cache: TopicCache,
+}
+
+/// An object's consecutive failures and when its retry is due.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    retry_at: tokio::time::Instant,
 }
 
 /// The Topic controllers' caches (one per watched namespace, or one for all namespaces), so the
@@ -121,13 +128,27 @@ impl Context {
 
     /// The delay before retrying `object` after another failure: [`RETRY`], doubling with
     /// each consecutive failure up to [`MAX_RETRY`].
+    ///
+    /// Only a failure of the retry itself (a reconcile once the delay has passed) doubles it. A
+    /// reconcile that fails before its retry is due was triggered by a watch event, most often
+    /// the failed reconcile's own finalizer or status write coming back: it keeps the retry
+    /// where it was, so one failure is one step of the backoff, not three within milliseconds.
     pub fn retry_after_failure(&self, object: &str) -> Duration {
+        let now = tokio::time::Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = failures.entry(object.to_owned()).or_insert(0);
-        *count = count.saturating_add(1);
-        RETRY
-            .saturating_mul(1 << (*count - 1).min(10))
-            .min(MAX_RETRY)
+        let failure = failures.entry(object.to_owned()).or_insert(Failures {
+            count: 0,
+            retry_at: now,
+        });
+        if now < failure.retry_at {
+            return failure.retry_at - now;
+        }
+        failure.count = failure.count.saturating_add(1);
+        let delay = RETRY
+            .saturating_mul(1 << (failure.count - 1).min(10))
+            .min(MAX_RETRY);
+        failure.retry_at = now + delay;
+        delay
     }
 
     /// Forgets the failures of `object` (its reconcile succeeded).
@@ -148,6 +169,23 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.event_related(object, None, warning, reason, action, note)
+            .await;
+    }
+
+    /// As [`Context::event`], naming a second object the Event is about (`related`), such as
+    /// the pod a rolling restart replaced. The recorder folds repeated Events into one series
+    /// by regarding object, reason and related object, not by note: without `related`, three
+    /// pods restarted one after another would show as one Event about the first.
+    pub async fn event_related<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -157,7 +195,7 @@ impl Context {
             reason: reason.into(),
             note: Some(note),
             action: action.into(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "publishing an event failed");
@@ -192,6 +230,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// The API server refused the call for lack of permission.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::Kube { source: kube::Error::Api(status), .. } if status.code == 403)
+    }
+
     /// Low-cardinality label for metrics and Event reasons.
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -228,6 +271,37 @@ fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
     match K::kind(&()) {
         std::borrow::Cow::Borrowed(kind) => kind,
         std::borrow::Cow::Owned(_) => "object",
+    }
+}
+
+/// Names the operator in every request's `User-Agent`: the API server takes a write's default
+/// field manager from it, so even writes made by library code that sets no field manager (kube's
+/// Event recorder) are attributed to `fjord-operator`, never `unknown`.
+pub fn identify(config: &mut kube::Config) {
+    let agent = concat!("fjord-operator/", env!("CARGO_PKG_VERSION"));
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(agent),
+    ));
+}
+
+/// Parameters of a merge patch (status, finalizers) under the operator's field manager, so
+/// `managedFields` name the operator as the owner of what it writes, never `unknown`.
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(MANAGER.into()),
+        ..kube::api::PatchParams::default()
+    }
+}
+
+/// Parameters of a create or replace under the operator's field manager.
+pub fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..kube::api::PostParams::default()
     }
 }
 
@@ -315,8 +389,18 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
             api_in::<Topic>(client, namespace),
             watcher::Config::default(),
         );
-        context.topic_cache.add(topics.store());
+        let store = topics.store();
+        context.topic_cache.add(store.clone());
         let topics = topics
+            // A Cluster deleted (or changed) reconciles its Topics at once: a Topic waiting to
+            // be deleted releases its finalizer without waiting out its retry backoff.
+            .watches(
+                api_in::<Cluster>(client, namespace),
+                watcher::Config::default(),
+                move |cluster: Cluster| {
+                    crate::topic::reconcile::topics_of_cluster(&cluster, &store.state())
+                },
+            )
             .graceful_shutdown_on(async move { stop.cancelled().await })
             .run(
                 crate::topic::reconcile::reconcile_topic,
@@ -416,23 +500,69 @@ mod tests {
         assert_eq!(names, ["orders", "refunds"]);
     }
 
-    #[tokio::test]
-    async fn retries_back_off_per_object_and_reset_on_success() {
+    #[test]
+    fn requests_name_the_operator_as_their_user_agent() {
+        let mut config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        identify(&mut config);
+        let agents: Vec<&http::HeaderValue> = config
+            .headers
+            .iter()
+            .filter(|(name, _)| name == http::header::USER_AGENT)
+            .map(|(_, value)| value)
+            .collect();
+        assert_eq!(agents.len(), 1);
+        assert!(agents[0].to_str().unwrap().starts_with("fjord-operator/"));
+    }
+
+    fn offline_context() -> Context {
         let (service, _handle) = tower_test::mock::pair::<
             http::Request<kube::client::Body>,
             http::Response<kube::client::Body>,
         >();
-        let context = Context::new(
+        Context::new(
             Client::new(service, "default"),
             Arc::new(Metrics::default()),
             "img".into(),
-        );
-        let delays: Vec<u64> = (0..9)
-            .map(|_| context.retry_after_failure("Topic/ns/orders").as_secs())
-            .collect();
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_back_off_per_object_and_reset_on_success() {
+        let context = offline_context();
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            let delay = context.retry_after_failure("Topic/ns/orders");
+            delays.push(delay.as_secs());
+            // The retry runs when due, and fails again.
+            tokio::time::advance(delay).await;
+        }
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
         assert_eq!(context.retry_after_failure("Topic/ns/other").as_secs(), 5);
         context.reconciled("Topic/ns/orders");
         assert_eq!(context.retry_after_failure("Topic/ns/orders").as_secs(), 5);
+    }
+
+    /// A failed reconcile writes the finalizer and the status; the watch brings both back at
+    /// once and each reconcile fails again. Those early failures keep the retry where it was.
+    #[tokio::test(start_paused = true)]
+    async fn failures_before_the_retry_is_due_do_not_double_the_backoff() {
+        let context = offline_context();
+        let key = "Topic/ns/orders";
+        assert_eq!(context.retry_after_failure(key), Duration::from_secs(5));
+        tokio::time::advance(Duration::from_millis(10)).await;
+        assert_eq!(
+            context.retry_after_failure(key),
+            Duration::from_millis(4990)
+        );
+        tokio::time::advance(Duration::from_millis(23)).await;
+        assert_eq!(
+            context.retry_after_failure(key),
+            Duration::from_millis(4967)
+        );
+        // The retry itself fails: the next one is twice as far.
+        tokio::time::advance(Duration::from_millis(4967)).await;
+        assert_eq!(context.retry_after_failure(key), Duration::from_secs(10));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(context.retry_after_failure(key), Duration::from_secs(9));
     }
 }

@@ -85,6 +85,8 @@ pub struct ClusterSpec {
     pub storage: StorageSpec,
     /// CPU and memory for each broker container.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
+    #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
     /// Broker settings by their Kafka names (e.g. `num.partitions`,
     /// `offsets.topic.num.partitions`, `auto.create.topics.enable`).
@@ -97,7 +99,8 @@ pub struct ClusterSpec {
 
 /// Each broker's volume. Neither its class nor its size can change after creation: a
 /// StatefulSet's volume claim templates are immutable, and moving data between volumes is a
-/// disruptive step of its own.
+/// disruptive step of its own. (A size that never made a volume, not a quantity greater than
+/// zero, can still be corrected.)
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[x_kube(
     cel,
@@ -106,17 +109,60 @@ pub struct ClusterSpec {
          (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')"
     )
     .message("storageClassName is immutable"),
-    validation = Rule::new("self.size == oldSelf.size")
-        .message("storage size is immutable: resizing broker volumes is not supported yet")
+    // A size that is not a quantity greater than zero (accepted before the schema checked it)
+    // never made a volume, so it may still be corrected.
+    validation = Rule::new(
+        "self.size == oldSelf.size || !isQuantity(string(oldSelf.size)) || \
+         quantity(string(oldSelf.size)).sign() != 1"
+    )
+    .message("storage size is immutable: resizing broker volumes is not supported yet")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
     /// Volume size, e.g. `100Gi`.
+    #[schemars(extend("pattern" = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$"))]
+    #[x_kube(
+        validation = Rule::new(
+            "isQuantity(string(self)) && quantity(string(self)).sign() == 1"
+        )
+        .message("storage size must be a quantity greater than zero, such as 100Gi")
+    )]
     pub size: Quantity,
     /// StorageClass of the volumes; the cluster's default class when left out.
     #[schemars(length(min = 1))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+}
+
+/// A Kubernetes quantity of at least zero (`2`, `500m`, `4Gi`, `1e3`): the API server's own
+/// grammar, without the minus sign.
+pub const NON_NEGATIVE_QUANTITY_PATTERN: &str =
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?[0-9]+))?$";
+
+/// `ResourceRequirements` as Kubernetes defines it, with the quantities of `limits` and
+/// `requests` held to [`NON_NEGATIVE_QUANTITY_PATTERN`], so `cpu: lots` is refused by the API
+/// server when the Cluster is applied, not when its StatefulSet is.
+fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    use schemars::JsonSchema as _;
+    let mut schema = ResourceRequirements::json_schema(generator);
+    for map in ["limits", "requests"] {
+        if let Some(values) = schema
+            .get_mut("properties")
+            .and_then(|p| p.get_mut(map))
+            .and_then(|m| m.as_object_mut())
+        {
+            values.insert(
+                "additionalProperties".into(),
+                serde_json::json!({
+                    "description": "A quantity of at least zero, e.g. `500m`, `2` or `4Gi`.",
+                    "pattern": NON_NEGATIVE_QUANTITY_PATTERN,
+                    "x-kubernetes-int-or-string": true,
+                }),
+            );
+        }
+    }
+    schema.insert("nullable".into(), true.into());
+    schema
 }
 
 /// Listener ports.
@@ -180,6 +226,11 @@ pub struct ClusterStatus {
     pub zones: Vec<ZoneStatus>,
     /// `host:port` for clients inside the cluster.
     pub bootstrap: Option<String>,
+    /// The first node id of every StatefulSet this Cluster has had, by StatefulSet name, kept
+    /// after its zone is removed: a removed zone's node ids (and the volumes named after them)
+    /// are never given to another zone, and the zone gets them back if it returns.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_id_ranges: BTreeMap<String, i32>,
 }
 
 /// Brokers of one zone.

@@ -13,7 +13,6 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
@@ -102,6 +101,22 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The API server refused to create the Lease because its namespace is being deleted
+    /// (admission's `NamespaceTerminating` cause): nobody can create a Lease there.
+    pub fn namespace_terminating(&self) -> bool {
+        let Self::Lease { source, .. } = self;
+        let kube::Error::Api(status) = source else {
+            return false;
+        };
+        status.code == 403
+            && status
+                .details
+                .as_ref()
+                .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+    }
+}
+
 impl LeaderElection {
     pub fn new(client: Client, namespace: &str, name: &str, identity: String) -> Self {
         Self {
@@ -160,6 +175,19 @@ impl LeaderElection {
                     tracing::error!(lease = %self.name, "another replica took the lease");
                     return;
                 }
+                // The Lease went with its namespace, which is being deleted: no replica can
+                // create a Lease there, so none can lead instead of this one, and stopping now
+                // would leave nobody to release the finalizers holding that very namespace.
+                // Lead on, recreating the Lease at each renewal: once the namespace is gone
+                // the create fails otherwise and the deadline applies again; a Lease another
+                // replica created meanwhile stops this one (`Ok(false)` above).
+                Err(error) if error.namespace_terminating() => {
+                    tracing::warn!(
+                        lease = %self.name,
+                        "the Lease's namespace is being deleted and took the Lease: leading on, as no replica can hold a Lease there"
+                    );
+                    last_renewed = sent;
+                }
                 Err(error) => {
                     tracing::warn!(error = %crate::controller::DisplayChain(&error), "renewing the lease failed");
                     if last_renewed.elapsed() + self.retry >= deadline {
@@ -187,7 +215,7 @@ impl LeaderElection {
         spec.renew_time = None;
         match self
             .api
-            .replace(&self.name, &PostParams::default(), &lease)
+            .replace(&self.name, &crate::controller::post_params(), &lease)
             .await
         {
             Ok(_) => tracing::info!(lease = %self.name, "released the lease"),
@@ -233,7 +261,7 @@ impl LeaderElection {
                     }),
                 };
                 self.api
-                    .create(&PostParams::default(), &lease)
+                    .create(&crate::controller::post_params(), &lease)
                     .await
                     .map(|_| ())
             }
@@ -250,7 +278,7 @@ impl LeaderElection {
                 // `replace` sends the resource version read above: a concurrent writer wins
                 // and this one gets 409 Conflict.
                 self.api
-                    .replace(&self.name, &PostParams::default(), &lease)
+                    .replace(&self.name, &crate::controller::post_params(), &lease)
                     .await
                     .map(|_| ())
             }

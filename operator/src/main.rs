@@ -149,9 +149,11 @@ async fn run(args: RunArgs, broker_image: String) -> anyhow::Result<()> {
     ));
 
     // In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config.
-    let client = kube::Client::try_default()
+    let mut config = kube::Config::infer()
         .await
-        .context("connecting to the Kubernetes API (in-cluster or KUBECONFIG)")?;
+        .context("configuring the Kubernetes API client (in-cluster or KUBECONFIG)")?;
+    controller::identify(&mut config);
+    let client = kube::Client::try_from(config).context("connecting to the Kubernetes API")?;
     let mut context = Context::new(client.clone(), Arc::clone(&metrics), broker_image);
     context.bootstrap_override = args.bootstrap_override;
     context.kafka_timeout = Duration::from_secs(args.kafka_timeout_seconds);

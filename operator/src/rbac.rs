@@ -61,6 +61,16 @@ pub const RULES: &[Rule] = &[
     rule("events.k8s.io", &["events"], &["create", "patch"]),
 ];
 
+/// Rules granted cluster-wide in both modes (a ClusterRole of their own): what releasing a
+/// Topic's finalizer in a namespace being deleted needs. A namespace's deletion removes the Roles
+/// in it (in namespaced mode, the operator's own) before it reaches the Topics; a finalizer that
+/// needed those Roles to go would hold the namespace in Terminating forever. Reading a namespace
+/// tells that it is terminating; patching a Topic releases the finalizer.
+pub const FINALIZER_RULES: &[Rule] = &[
+    rule("", &["namespaces"], &["get"]),
+    rule("fjord.dev", &["topics"], &["patch"]),
+];
+
 /// Rules in the operator's own namespace (a Role): the leader Lease.
 pub const LEADER_ELECTION_RULES: &[Rule] = &[rule(
     "coordination.k8s.io",
@@ -78,7 +88,8 @@ pub fn required(method: &str, path: &str, query: &str) -> Option<(String, String
         _ => return None,
     };
     let rest = match rest {
-        ["namespaces", _namespace, rest @ ..] => rest,
+        // A namespaced resource; `namespaces/<name>` alone is the Namespace itself.
+        ["namespaces", _namespace, rest @ ..] if !rest.is_empty() => rest,
         rest => rest,
     };
     let (resource, named) = match rest {
@@ -154,6 +165,11 @@ mod tests {
             ),
             t("fjord.dev", "topics/status", "patch")
         );
+        assert_eq!(
+            req("GET", "/api/v1/namespaces/team-a", ""),
+            t("", "namespaces", "get")
+        );
+        assert!(allows(FINALIZER_RULES, "", "namespaces", "get"));
         assert!(allows(RULES, "", "pods/proxy", "get"));
         assert!(!allows(RULES, "", "pods", "get"));
         assert!(!allows(RULES, "", "secrets", "list"));

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use fjord_operator::rbac::{LEADER_ELECTION_RULES, RULES, Rule};
+use fjord_operator::rbac::{FINALIZER_RULES, LEADER_ELECTION_RULES, RULES, Rule};
 use serde_json::{Value, json};
 
 fn as_json(rules: &[Rule]) -> Vec<Value> {
@@ -26,9 +26,11 @@ fn the_chart_lints_renders_validates_and_grants_exactly_the_operators_rbac() {
     let rules = dir.path().join("rules.json");
     std::fs::write(
         &rules,
-        serde_json::to_vec(
-            &json!({"rules": as_json(RULES), "leaseRules": as_json(LEADER_ELECTION_RULES)}),
-        )
+        serde_json::to_vec(&json!({
+            "rules": as_json(RULES),
+            "leaseRules": as_json(LEADER_ELECTION_RULES),
+            "finalizerRules": as_json(FINALIZER_RULES),
+        }))
         .unwrap(),
     )
     .unwrap();
@@ -55,8 +57,18 @@ fn the_chart_lints_renders_validates_and_grants_exactly_the_operators_rbac() {
             .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
             .filter(|v: &Value| !v.is_null())
             .collect();
-    let cluster_role = objects.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
-    assert_eq!(cluster_role["rules"], Value::Array(as_json(RULES)));
+    let cluster_roles: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole")
+        .map(|o| &o["rules"])
+        .collect();
+    assert_eq!(
+        cluster_roles,
+        [
+            &Value::Array(as_json(RULES)),
+            &Value::Array(as_json(FINALIZER_RULES))
+        ]
+    );
     let lease_role = objects
         .iter()
         .find(|o| o["kind"] == "Role" && o["rules"][0]["resources"][0] == "leases")

@@ -352,3 +352,62 @@ fn crds_and_rendered_objects_pass_kubernetes_validate() {
     std::fs::write(&bad, broken).unwrap();
     assert!(validate(&tool, Some("1.30.0"), &[bad]).is_err());
 }
+
+/// Malformed and negative quantities are refused by the API server when the Cluster is applied:
+/// `storage.size` by a CEL rule (a quantity greater than zero) and a pattern, the quantities of
+/// `resources` by a pattern (the API server's grammar without the minus sign).
+#[test]
+fn the_schema_refuses_malformed_and_negative_quantities() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use kube::core::cel::{validate_cel, validate_cel_update};
+    let manifest = std::fs::read_to_string(root().join("docs/examples/cluster.yaml")).unwrap();
+    let cluster: Cluster = serde_yaml::from_str(&manifest).unwrap();
+    for size in ["banana", "-1Gi", "0", "0Gi"] {
+        let mut bad = cluster.clone();
+        bad.spec.storage.size = Quantity(size.into());
+        let error = validate_cel(&bad).expect_err(size);
+        assert!(
+            format!("{error:?}").contains("storage size must be a quantity greater than zero"),
+            "{size}: {error:?}"
+        );
+    }
+    // A Cluster created with an invalid size before the schema refused it: the size may be
+    // corrected (no volume was ever made with it), while a valid size stays immutable.
+    let mut invalid = cluster.clone();
+    invalid.spec.storage.size = Quantity("banana".into());
+    let mut corrected = cluster.clone();
+    corrected.spec.storage.size = Quantity("20Gi".into());
+    if let Err(error) = validate_cel_update(&corrected, &invalid) {
+        panic!("{error:?}");
+    }
+    let error = validate_cel_update(&corrected, &cluster).unwrap_err();
+    assert!(
+        format!("{error:?}").contains("storage size is immutable"),
+        "{error:?}"
+    );
+    for size in ["50Gi", "1Ti", "500M", "1e9"] {
+        let mut good = cluster.clone();
+        good.spec.storage.size = Quantity(size.into());
+        if let Err(error) = validate_cel(&good) {
+            panic!("{size}: {error:?}");
+        }
+    }
+
+    let schema = schema_of::<Cluster>();
+    let spec = &schema["properties"]["spec"]["properties"];
+    let patterns = [
+        &spec["storage"]["properties"]["size"],
+        &spec["resources"]["properties"]["requests"]["additionalProperties"],
+        &spec["resources"]["properties"]["limits"]["additionalProperties"],
+    ];
+    for node in patterns {
+        assert_eq!(node["x-kubernetes-int-or-string"], true, "{node}");
+        let pattern = regex::Regex::new(node["pattern"].as_str().expect("a pattern")).unwrap();
+        for good in ["1", "500m", "2Gi", "1.5", ".5", "1e3", "+4k"] {
+            assert!(pattern.is_match(good), "{good} refused by {pattern}");
+        }
+        for bad in ["lots", "banana", "-1Gi", "-1", "1 Gi", "1gb", ""] {
+            assert!(!pattern.is_match(bad), "{bad} accepted by {pattern}");
+        }
+    }
+}

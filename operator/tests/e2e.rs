@@ -50,6 +50,38 @@ where
     }
 }
 
+/// The CRDs, applied exactly as committed; waits until they are established.
+async fn apply_crds(client: &Client) {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in ["fjord.dev_clusters.yaml", "fjord.dev_topics.yaml"] {
+        let crd: CustomResourceDefinition =
+            serde_yaml::from_str(&std::fs::read_to_string(format!("{root}/crds/{name}")).unwrap())
+                .unwrap();
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply("fjord-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap();
+        let crd_name = crd.name_any();
+        eventually("the CRD to be established", Duration::from_secs(60), || {
+            let crds = crds.clone();
+            let crd_name = crd_name.clone();
+            async move {
+                let crd = crds.get(&crd_name).await.ok()?;
+                crd.status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            }
+        })
+        .await;
+    }
+}
+
 fn ready_reason(
     conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
 ) -> Option<(String, String)> {
@@ -88,34 +120,7 @@ async fn operator_reconciles_clusters_and_topics_on_a_real_cluster() {
         .await
         .unwrap();
 
-    // The CRDs, applied exactly as committed.
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in ["fjord.dev_clusters.yaml", "fjord.dev_topics.yaml"] {
-        let crd: CustomResourceDefinition =
-            serde_yaml::from_str(&std::fs::read_to_string(format!("{root}/crds/{name}")).unwrap())
-                .unwrap();
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply("fjord-e2e").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .unwrap();
-        let crd_name = crd.name_any();
-        eventually("the CRD to be established", Duration::from_secs(60), || {
-            let crds = crds.clone();
-            let crd_name = crd_name.clone();
-            async move {
-                let crd = crds.get(&crd_name).await.ok()?;
-                crd.status?
-                    .conditions?
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        })
-        .await;
-    }
+    apply_crds(&client).await;
 
     let mut operator = Command::new(env!("CARGO_BIN_EXE_fjord-operator"));
     operator
@@ -311,4 +316,251 @@ async fn operator_reconciles_clusters_and_topics_on_a_real_cluster() {
         },
     )
     .await;
+}
+
+/// `rules` as RBAC `PolicyRule`s.
+fn policy_rules(rules: &[&[fjord_operator::rbac::Rule]]) -> serde_json::Value {
+    rules
+        .iter()
+        .flat_map(|rules| rules.iter())
+        .map(|r| json!({"apiGroups": [r.group], "resources": r.resources, "verbs": r.verbs}))
+        .collect()
+}
+
+/// Namespaced mode as the chart installs it, with the Lease in the watched namespace as the
+/// first suite has it: the operator runs as a ServiceAccount holding a Role in the watched
+/// namespace (the operator's rules and the Lease's) and, cluster-wide, only the finalizer rules.
+/// A `deletionPolicy: Delete` Topic whose brokers cannot be reached, and a second one deleted
+/// before the namespace (so it waits for its retry), must not hold the namespace's deletion,
+/// although the deletion removes the Role and the Lease before the Topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_watched_namespace_in_namespaced_mode_does_not_hang() {
+    use fjord_operator::rbac::{FINALIZER_RULES, LEADER_ELECTION_RULES, RULES};
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) else {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: operator end-to-end suite (namespaced mode): KUBECONFIG is not set, so \
+             there is no Kubernetes cluster to run against (see docs/operator.md#end-to-end-tests)"
+        );
+        return;
+    };
+    let client = Client::try_default()
+        .await
+        .unwrap_or_else(|e| panic!("KUBECONFIG={kubeconfig:?} is set but unusable: {e}"));
+    let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let watched = format!("fjord-e2e-team-{id}");
+    let home = format!("fjord-e2e-operator-{id}");
+    let finalizers = format!("fjord-e2e-finalizers-{id}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for name in [&watched, &home] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    apply_crds(&client).await;
+
+    // The chart's namespaced RBAC, bound to a ServiceAccount in the operator's namespace.
+    let subject = json!([{"kind": "ServiceAccount", "name": "fjord-operator", "namespace": home}]);
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &home);
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "fjord-operator"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<Role>::namespaced(client.clone(), &watched)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "fjord-operator"},
+                "rules": policy_rules(&[RULES, LEADER_ELECTION_RULES])}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), &watched)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "fjord-operator"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                            "name": "fjord-operator"},
+                "subjects": subject}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": finalizers},
+                "rules": policy_rules(&[FINALIZER_RULES])}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": finalizers},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": finalizers},
+                "subjects": subject}))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // A kubeconfig for the ServiceAccount: the current cluster, a short-lived token.
+    let token = accounts
+        .create_token_request(
+            "fjord-operator",
+            &PostParams::default(),
+            &serde_json::from_value::<TokenRequest>(
+                json!({"spec": {"audiences": [], "expirationSeconds": 3600}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let config = kube::config::Kubeconfig::read().unwrap();
+    let context = config
+        .contexts
+        .iter()
+        .find(|c| Some(&c.name) == config.current_context.as_ref())
+        .and_then(|c| c.context.clone())
+        .expect("a current context");
+    let cluster = config
+        .clusters
+        .iter()
+        .find(|c| c.name == context.cluster)
+        .expect("the current context's cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let operator_kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &operator_kubeconfig,
+        serde_yaml::to_string(&json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [serde_json::to_value(cluster).unwrap()],
+            "users": [{"name": "fjord-operator", "user": {"token": token}}],
+            "contexts": [{"name": "fjord-operator",
+                          "context": {"cluster": cluster.name, "user": "fjord-operator"}}],
+            "current-context": "fjord-operator",
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_fjord-operator"));
+    operator
+        .env("KUBECONFIG", &operator_kubeconfig)
+        .args([
+            "--watch-namespaces",
+            &watched,
+            "--lease-namespace",
+            &watched,
+        ])
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--kafka-timeout-seconds",
+            "3",
+        ])
+        .stdout(Stdio::null());
+    let _operator = Operator(operator.spawn().expect("starting fjord-operator"));
+
+    // A Cluster whose brokers the operator cannot reach from outside, and two Delete Topics.
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &watched);
+    let solo: Cluster = serde_json::from_value(json!({
+        "apiVersion": "fjord.dev/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": "solo", "namespace": watched},
+        "spec": {"storage": {"size": "1Gi"}}
+    }))
+    .unwrap();
+    clusters
+        .patch(
+            "solo",
+            &PatchParams::apply("fjord-e2e"),
+            &Patch::Apply(&solo),
+        )
+        .await
+        .unwrap();
+    let topics: Api<Topic> = Api::namespaced(client.clone(), &watched);
+    for name in ["orders", "payments"] {
+        let topic: Topic = serde_json::from_value(json!({
+            "apiVersion": "fjord.dev/v1alpha1", "kind": "Topic",
+            "metadata": {"name": name, "namespace": watched},
+            "spec": {"cluster": "solo", "partitions": 1, "deletionPolicy": "Delete"}
+        }))
+        .unwrap();
+        topics
+            .patch(
+                name,
+                &PatchParams::apply("fjord-e2e"),
+                &Patch::Apply(&topic),
+            )
+            .await
+            .unwrap();
+        eventually(
+            &format!("Topic {name} to get its finalizer and a Ready reason"),
+            Duration::from_secs(120),
+            || {
+                let api = topics.clone();
+                async move {
+                    let topic = api.get(name).await.ok()?;
+                    let status = topic.status.clone()?;
+                    (topic
+                        .finalizers()
+                        .iter()
+                        .any(|f| f == "fjord.dev/delete-topic")
+                        && ready_reason(&status.conditions).is_some())
+                    .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    // payments is deleted first: its brokers cannot be reached, so it waits with its finalizer.
+    topics
+        .delete("payments", &DeleteParams::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        topics.get_opt("payments").await.unwrap().is_some(),
+        "a Delete Topic whose brokers cannot be reached waits for them"
+    );
+
+    // The namespace's deletion removes the Role and the Lease before the Topics: it must not
+    // hang on either Topic's finalizer.
+    namespaces
+        .delete(&watched, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        "the watched namespace to be deleted",
+        Duration::from_secs(180),
+        || {
+            let api = namespaces.clone();
+            let watched = watched.clone();
+            async move { api.get_opt(&watched).await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await;
+    let _ = namespaces.delete(&home, &DeleteParams::default()).await;
+    let _ = Api::<ClusterRoleBinding>::all(client.clone())
+        .delete(&finalizers, &DeleteParams::default())
+        .await;
+    let _ = Api::<ClusterRole>::all(client.clone())
+        .delete(&finalizers, &DeleteParams::default())
+        .await;
 }

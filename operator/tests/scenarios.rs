@@ -57,11 +57,63 @@ impl Call {
 /// The mock API server's answer to one request: status and JSON body.
 type Route = Box<dyn Fn(&Call) -> (StatusCode, Value) + Send + Sync>;
 
+/// Everything the chart grants the operator.
+const ALL_RULES: &[&[rbac::Rule]] = &[
+    rbac::RULES,
+    rbac::LEADER_ELECTION_RULES,
+    rbac::FINALIZER_RULES,
+];
+
 /// Serves requests with `route` until the client is dropped; returns every call made.
 fn api_server(route: Route) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
+    api_server_granting(ALL_RULES, route)
+}
+
+/// As [`api_server`], the operator granted only `granted` (403 for the rest).
+fn api_server_granting(
+    granted: &'static [&'static [rbac::Rule]],
+    route: Route,
+) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
+    let (client, calls, _) = serve(granted, route);
+    (client, calls)
+}
+
+/// Watch requests the mock API server holds open, each with its path, until the scenario
+/// answers them with [`send_watch_event`].
+type Watches = Arc<Mutex<Vec<(String, tower_test::mock::SendResponse<Response<Body>>)>>>;
+
+/// Answers every held watch of a path ending in `suffix` with `event` (a watch event such as
+/// `{"type": "DELETED", "object": ...}`); the watcher then watches again.
+fn send_watch_event(watches: &Watches, suffix: &str, event: &Value) -> usize {
+    let mut held = watches.lock().unwrap();
+    let (matching, rest): (Vec<_>, Vec<_>) = held.drain(..).partition(|(p, _)| p.ends_with(suffix));
+    *held = rest;
+    let sent = matching.len();
+    for (_, respond) in matching {
+        let mut line = serde_json::to_vec(event).unwrap();
+        line.push(b'\n');
+        respond.send_response(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::from(line))
+                .unwrap(),
+        );
+    }
+    sent
+}
+
+/// The mock API server: answers with `route` what `granted` allows (403 for the rest), holds
+/// watch requests open (see [`Watches`]), records every call.
+fn serve(
+    granted: &'static [&'static [rbac::Rule]],
+    route: Route,
+) -> (kube::Client, Arc<Mutex<Vec<Call>>>, Watches) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&calls);
+    let watches: Watches = Arc::default();
+    let held = Arc::clone(&watches);
     tokio::spawn(async move {
         while let Some((request, respond)) = handle.next_request().await {
             let (parts, body) = request.into_parts();
@@ -81,9 +133,15 @@ fn api_server(route: Route) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
             let mut call = call;
             let needed = rbac::required(call.method.as_str(), call.path(), call.query());
             call.forbidden = !needed.as_ref().is_some_and(|(group, resource, verb)| {
-                rbac::allows(rbac::RULES, group, resource, verb)
-                    || rbac::allows(rbac::LEADER_ELECTION_RULES, group, resource, verb)
+                granted
+                    .iter()
+                    .any(|rules| rbac::allows(rules, group, resource, verb))
             });
+            if !call.forbidden && call.query().split('&').any(|p| p == "watch=true") {
+                held.lock().unwrap().push((call.path().to_owned(), respond));
+                recorded.lock().unwrap().push(call);
+                continue;
+            }
             let (status, answer) = if call.forbidden {
                 (
                     StatusCode::FORBIDDEN,
@@ -107,7 +165,7 @@ fn api_server(route: Route) -> (kube::Client, Arc<Mutex<Vec<Call>>>) {
             );
         }
     });
-    (kube::Client::new(service, "default"), calls)
+    (kube::Client::new(service, "default"), calls, watches)
 }
 
 fn not_found(call: &Call) -> (StatusCode, Value) {
@@ -1258,4 +1316,677 @@ async fn a_topic_whose_spec_became_invalid_is_still_deleted_under_its_recorded_n
         [json!({"resourceVersion": "99", "finalizers": []})]
     );
     broker.shutdown().await;
+}
+
+/// Every write names the operator's field manager, so `managedFields` show `fjord-operator`
+/// owning the status, the finalizers and the Lease, never `unknown`. (Events come from kube's
+/// recorder, which sets none: the client's user agent names the operator for them.)
+#[tokio::test(start_paused = true)]
+async fn every_write_names_the_operators_field_manager() {
+    use fjord_operator::leader::LeaderElection;
+    let mut writes = Vec::new();
+    let (_, calls) = reconcile_against(
+        example_cluster(),
+        "rev-1",
+        current_stateful_sets(),
+        vec![],
+        healthy,
+    )
+    .await;
+    writes.extend(kube_calls(&calls));
+
+    let (client, calls) = api_server(topic_routes(false));
+    let ctx = context(client);
+    reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[], false)),
+        Arc::clone(&ctx),
+    )
+    .await
+    .unwrap();
+    reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], true)),
+        Arc::clone(&ctx),
+    )
+    .await
+    .unwrap();
+    writes.extend(kube_calls(&calls));
+
+    let (client, calls) = api_server(lease_routes(Arc::new(Mutex::new(None))));
+    let election = LeaderElection::new(client, "ops", "fjord-operator-leader", "a".into());
+    assert!(election.acquire(&CancellationToken::new()).await);
+    let stop = CancellationToken::new();
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        stopping.cancel();
+    });
+    election.hold(&stop).await;
+    election.release().await;
+    writes.extend(kube_calls(&calls));
+
+    let writes: Vec<&Call> = writes
+        .iter()
+        .filter(|c| matches!(c.method, Method::POST | Method::PUT | Method::PATCH))
+        .collect();
+    for kind in ["/status", "/topics/orders", "/leases"] {
+        assert!(
+            writes.iter().any(|c| c.path().contains(kind)),
+            "no write of {kind}"
+        );
+    }
+    for write in writes {
+        assert!(
+            write.query().contains("fieldManager=fjord-operator"),
+            "{} {} names no field manager",
+            write.method,
+            write.uri
+        );
+    }
+}
+
+/// A template change restarts the brokers one at a time, and each restart is an Event of its
+/// own, about its pod (the Event's related object): not one Event counted three times that names
+/// the first pod only.
+#[tokio::test]
+async fn each_restarted_pod_gets_an_event_of_its_own() {
+    let pods = Arc::new(Mutex::new(
+        ZONES
+            .iter()
+            .map(|(zone, id)| pod(zone, *id, "rev-1", true))
+            .collect::<Vec<Value>>(),
+    ));
+    let inner = cluster_routes("rev-2", current_stateful_sets(), vec![], healthy);
+    let listed = Arc::clone(&pods);
+    let (client, calls) = api_server(Box::new(move |call: &Call| {
+        if call.method == Method::GET && call.path().ends_with("/pods") {
+            return (StatusCode::OK, list("Pod", listed.lock().unwrap().clone()));
+        }
+        inner(call)
+    }));
+    let ctx = context(client);
+    for (step, (zone, id)) in ZONES.iter().enumerate() {
+        reconcile_cluster(Arc::new(example_cluster()), Arc::clone(&ctx))
+            .await
+            .unwrap();
+        // The deleted pod comes back on the new revision and Ready.
+        pods.lock().unwrap()[step] = pod(zone, *id, "rev-2", true);
+    }
+    let recorded = calls.lock().unwrap().clone();
+    let restarts: Vec<&Call> = recorded
+        .iter()
+        .filter(|c| c.is_event() && c.body["reason"] == "RollingRestart")
+        .collect();
+    assert_eq!(restarts.len(), 3, "{restarts:#?}");
+    let mut pods_named = Vec::new();
+    for event in restarts {
+        assert_eq!(event.method, Method::POST, "a new Event, not a series");
+        assert_eq!(event.body["regarding"]["kind"], "Cluster");
+        assert_eq!(event.body["related"]["kind"], "Pod");
+        let pod = event.body["related"]["name"].as_str().unwrap().to_owned();
+        assert!(
+            event.body["note"].as_str().unwrap().contains(&pod),
+            "{}",
+            event.body
+        );
+        pods_named.push(pod);
+    }
+    assert_eq!(
+        pods_named,
+        [
+            "events-eu-west-1a-0",
+            "events-eu-west-1b-100",
+            "events-eu-west-1c-200"
+        ]
+    );
+}
+
+/// Quantities the API server would refuse in a StatefulSet are refused before anything is
+/// applied: the user sees InvalidSpec and an Event, not a half-applied Cluster.
+#[tokio::test]
+async fn invalid_quantities_are_refused_before_anything_is_applied() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let mut bad_size = example_cluster();
+    bad_size.spec.storage.size = Quantity("banana".into());
+    let mut negative = example_cluster();
+    negative.spec.storage.size = Quantity("-1Gi".into());
+    let mut bad_cpu = example_cluster();
+    bad_cpu.spec.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some(BTreeMap::from([(
+            "cpu".to_owned(),
+            Quantity("lots".into()),
+        )])),
+        ..Default::default()
+    });
+    for (cluster, field) in [
+        (bad_size, "storage.size"),
+        (negative, "storage.size"),
+        (bad_cpu, "resources.requests.cpu"),
+    ] {
+        let (action, calls) = reconcile_against(cluster, "rev-1", vec![], vec![], healthy).await;
+        assert_eq!(action, Action::await_change());
+        let recorded = kube_calls(&calls);
+        let writes: Vec<String> = recorded
+            .iter()
+            .filter(|c| c.method != Method::GET)
+            .map(|c| format!("{} {}", c.method, c.path()))
+            .collect();
+        assert_eq!(
+            writes,
+            ["PATCH /apis/fjord.dev/v1alpha1/namespaces/streaming/clusters/events/status"],
+            "only the status"
+        );
+        let status = status_patch(&recorded);
+        let ready = condition(&status, "Ready");
+        assert_eq!(ready["reason"], "InvalidSpec");
+        assert!(
+            ready["message"].as_str().unwrap().contains(field),
+            "{ready}"
+        );
+        assert_eq!(events(&calls), ["InvalidSpec"]);
+    }
+}
+
+/// A child the API server refuses: the failure is in the status and an Event (and the
+/// reconcile fails, so it is retried with backoff), not only in the operator's log.
+#[tokio::test]
+async fn an_apply_the_api_server_refuses_reaches_the_status_and_an_event() {
+    let inner = cluster_routes("rev-1", current_stateful_sets(), vec![], healthy);
+    let (client, calls) = api_server(Box::new(move |call: &Call| {
+        if call.method == Method::PATCH && call.body["kind"] == "StatefulSet" {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "InternalError", "code": 500,
+                       "message": "quantities must match the regular expression"}),
+            );
+        }
+        inner(call)
+    }));
+    let mut cluster = example_cluster();
+    cluster.status = Some(fjord_operator::crd::ClusterStatus {
+        conditions: vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "BrokersReady".into(),
+            message: "3/3 brokers ready".into(),
+            observed_generation: Some(2),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-06-01T00:00:00Z".parse().unwrap(),
+            ),
+        }],
+        ..Default::default()
+    });
+    let error = reconcile_cluster(Arc::new(cluster), context(client))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Kube {
+                verb: "applying",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let recorded = kube_calls(&calls);
+    let status = status_patch(&recorded);
+    assert_eq!(status["observedGeneration"], 3);
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "ApplyFailed");
+    let message = degraded["message"].as_str().unwrap();
+    assert!(
+        message.contains("StatefulSet 'events-eu-west-1a'")
+            && message.contains("quantities must match the regular expression"),
+        "{message}"
+    );
+    assert_eq!(condition(&status, "Progressing")["reason"], "ApplyFailed");
+    assert_eq!(
+        condition(&status, "Ready")["status"],
+        "True",
+        "running brokers stay Ready"
+    );
+    assert_eq!(events(&calls), ["ApplyFailed"]);
+    let note = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|c| c.is_event())
+        .map(|c| c.body["note"].clone())
+        .unwrap();
+    assert!(
+        note.as_str().unwrap().contains("quantities must match"),
+        "{note}"
+    );
+}
+
+/// A namespace being deleted: its Topics' finalizers are released at once, without Kafka and
+/// without the namespace's Roles, which its deletion removes first. In namespaced mode those
+/// Roles are all the operator had there: only the cluster-wide finalizer rules remain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminating_namespace_releases_topic_finalizers_even_without_its_roles() {
+    const ONLY_CLUSTER_WIDE: &[&[rbac::Rule]] =
+        &[rbac::FINALIZER_RULES, rbac::LEADER_ELECTION_RULES];
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+    };
+    for (granted, mode) in [
+        (ALL_RULES, "cluster-wide"),
+        (ONLY_CLUSTER_WIDE, "namespaced, Role already deleted"),
+    ] {
+        // The Cluster still stands and its brokers cannot be reached: outside a terminating
+        // namespace this deletion would wait for them.
+        let inner = topic_routes(true);
+        let (client, calls) = api_server_granting(
+            granted,
+            Box::new(move |call: &Call| {
+                if call.method == Method::GET && call.path() == "/api/v1/namespaces/streaming" {
+                    return (
+                        StatusCode::OK,
+                        json!({"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": "streaming",
+                                            "deletionTimestamp": "2026-12-01T00:00:00Z"},
+                               "status": {"phase": "Terminating"}}),
+                    );
+                }
+                inner(call)
+            }),
+        );
+        let action = reconcile_topic(
+            Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], true)),
+            context_reaching(client, unreachable.clone()),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{mode}: {error:?}"));
+        assert_eq!(action, Action::await_change(), "{mode}");
+        let recorded = kube_calls(&calls);
+        assert_eq!(
+            finalizer_patches(&recorded),
+            [json!({"resourceVersion": "99", "finalizers": []})],
+            "{mode}"
+        );
+        assert!(
+            recorded.iter().all(|c| !c.forbidden),
+            "{mode}: only calls the remaining rules allow: {recorded:#?}"
+        );
+    }
+}
+
+/// The namespace's deletion starts while a Topic is finalized: the first call the lost Role
+/// would have allowed is Forbidden, and the finalizer is released all the same.
+#[tokio::test]
+async fn a_forbidden_call_in_a_namespace_turning_terminating_releases_the_finalizer() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let asked = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&asked);
+    let inner = topic_routes(true);
+    const ONLY_CLUSTER_WIDE: &[&[rbac::Rule]] =
+        &[rbac::FINALIZER_RULES, rbac::LEADER_ELECTION_RULES];
+    let (client, calls) = api_server_granting(
+        ONLY_CLUSTER_WIDE,
+        Box::new(move |call: &Call| {
+            if call.method == Method::GET && call.path() == "/api/v1/namespaces/streaming" {
+                // Active when first asked, Terminating from then on.
+                let terminating = seen.fetch_add(1, Ordering::SeqCst) > 0;
+                let mut namespace = json!({"apiVersion": "v1", "kind": "Namespace",
+                                           "metadata": {"name": "streaming"},
+                                           "status": {"phase": "Active"}});
+                if terminating {
+                    namespace["status"]["phase"] = "Terminating".into();
+                }
+                return (StatusCode::OK, namespace);
+            }
+            inner(call)
+        }),
+    );
+    reconcile_topic(
+        Arc::new(topic(DeletionPolicy::Delete, &[FINALIZER], true)),
+        context(client),
+    )
+    .await
+    .unwrap();
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
+    let recorded = kube_calls(&calls);
+    assert!(
+        recorded
+            .iter()
+            .any(|c| c.forbidden && c.path().ends_with("/topics")),
+        "the list was refused"
+    );
+    assert_eq!(
+        finalizer_patches(&recorded),
+        [json!({"resourceVersion": "99", "finalizers": []})]
+    );
+}
+
+/// The controllers as `fjord-operator` runs them, against the mock API server with watches: a
+/// Topic being deleted whose brokers cannot be reached waits for its retry (5 s after its
+/// failure); deleting its Cluster reconciles it at once, and the finalizer is released
+/// (`ClusterGone`) well before that retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cluster_releases_its_topics_at_once() {
+    use fjord_operator::controller::{Scope, run};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    let cluster_exists = Arc::new(AtomicBool::new(true));
+    let exists = Arc::clone(&cluster_exists);
+    let deleting = topic(DeletionPolicy::Delete, &[FINALIZER], true);
+    let deleting_value = topic_value(&deleting);
+    let cluster_value = {
+        let mut cluster = serde_json::to_value(example_cluster()).unwrap();
+        cluster["apiVersion"] = "fjord.dev/v1alpha1".into();
+        cluster["kind"] = "Cluster".into();
+        cluster
+    };
+    let cluster_answer = cluster_value.clone();
+    let children = cluster_routes("rev-1", current_stateful_sets(), vec![], healthy);
+    let (client, calls, watches) = serve(
+        ALL_RULES,
+        Box::new(move |call: &Call| {
+            let path = call.path();
+            let exists = exists.load(Ordering::SeqCst);
+            match call.method {
+                Method::GET if path == "/api/v1/namespaces/streaming" => (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "Namespace",
+                           "metadata": {"name": "streaming"}, "status": {"phase": "Active"}}),
+                ),
+                Method::GET if path.ends_with("/clusters") => {
+                    let items = if exists {
+                        vec![cluster_answer.clone()]
+                    } else {
+                        vec![]
+                    };
+                    (StatusCode::OK, list("Cluster", items))
+                }
+                Method::GET if path.ends_with("/clusters/events") && exists => {
+                    (StatusCode::OK, cluster_answer.clone())
+                }
+                Method::GET if path.ends_with("/clusters/events") => not_found(call),
+                Method::GET if path.ends_with("/topics") => {
+                    (StatusCode::OK, list("Topic", vec![deleting_value.clone()]))
+                }
+                Method::PATCH if path.ends_with("/topics/orders") => {
+                    (StatusCode::OK, deleting_value.clone())
+                }
+                _ => children(call),
+            }
+        }),
+    );
+    let unreachable = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("127.0.0.1:{}", listener.local_addr().unwrap().port())
+    };
+    let ctx = context_reaching(client, unreachable);
+    let shutdown = CancellationToken::new();
+    let controllers = tokio::spawn(run(
+        Arc::clone(&ctx),
+        Scope {
+            namespaces: vec!["streaming".into()],
+        },
+        shutdown.clone(),
+    ));
+    let topic_reconciled = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.method == Method::GET && c.path().ends_with("/clusters/events"))
+    };
+    let released = || {
+        finalizer_patches(&kube_calls(&calls))
+            .iter()
+            .any(|m| m["finalizers"] == json!([]))
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        while !topic_reconciled() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the Topic was never reconciled");
+    let failed = std::time::Instant::now();
+    // Its reconcile failed (the brokers cannot be reached) and it waits for its retry.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!released(), "released while the Cluster stands");
+
+    cluster_exists.store(false, Ordering::SeqCst);
+    let mut deleted = cluster_value.clone();
+    deleted["metadata"]["resourceVersion"] = "42".into();
+    let event = json!({"type": "DELETED", "object": deleted});
+    assert!(send_watch_event(&watches, "/clusters", &event) > 0);
+    let waited = tokio::time::timeout(Duration::from_secs(2), async {
+        while !released() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        waited.is_ok(),
+        "the Topic's finalizer was not released within 2 s of its Cluster's deletion"
+    );
+    assert!(
+        failed.elapsed() < Duration::from_secs(4),
+        "released by the Cluster's deletion, not by the retry due 5 s after the failure"
+    );
+    assert!(events(&calls).iter().any(|r| r == "ClusterGone"));
+    shutdown.cancel();
+    controllers.abort();
+}
+
+/// The Lease lives in a namespace being deleted: the deletion removes it, and no replica can
+/// create one there until the namespace is gone. The leader leads on meanwhile (so the Topic
+/// finalizers holding the namespace are still released) and stops once the namespace is gone.
+#[tokio::test(start_paused = true)]
+async fn a_leader_whose_lease_namespace_is_terminating_leads_on_until_it_is_gone() {
+    use fjord_operator::leader::LeaderElection;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::time::Duration;
+    const ACTIVE: u8 = 0;
+    const TERMINATING: u8 = 1;
+    const GONE: u8 = 2;
+    let lease = Arc::new(Mutex::new(None));
+    let phase = Arc::new(AtomicU8::new(ACTIVE));
+    let inner = lease_routes(Arc::clone(&lease));
+    let now = Arc::clone(&phase);
+    let (client, _) = api_server(Box::new(move |call: &Call| {
+        match (now.load(Ordering::SeqCst), &call.method) {
+            (TERMINATING, &Method::POST) => (
+                StatusCode::FORBIDDEN,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                       "reason": "Forbidden",
+                       "message": "leases.coordination.k8s.io \"fjord-operator-leader\" is forbidden: unable to create new content in namespace ops because it is being terminated",
+                       "details": {"name": "fjord-operator-leader", "group": "coordination.k8s.io",
+                                   "kind": "leases", "causes": [{"reason": "NamespaceTerminating",
+                                   "message": "namespace ops is being terminated",
+                                   "field": "metadata.namespace"}]}}),
+            ),
+            (GONE, &Method::POST) => (
+                StatusCode::NOT_FOUND,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                       "reason": "NotFound", "message": "namespaces \"ops\" not found"}),
+            ),
+            _ => inner(call),
+        }
+    }));
+    let a = LeaderElection::new(client, "ops", "fjord-operator-leader", "replica-a".into());
+    let never = CancellationToken::new();
+    assert!(a.acquire(&never).await);
+    // The namespace's deletion removes the Lease.
+    *lease.lock().unwrap() = None;
+    phase.store(TERMINATING, Ordering::SeqCst);
+    let holding = tokio::spawn({
+        let a = a.clone();
+        async move { a.hold(&never).await }
+    });
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(
+        !holding.is_finished(),
+        "gave up while no replica could hold a Lease in the namespace"
+    );
+    phase.store(GONE, Ordering::SeqCst);
+    let gone = tokio::time::Instant::now();
+    holding.await.unwrap();
+    let held = gone.elapsed();
+    assert!(
+        (Duration::from_secs(5)..=Duration::from_secs(9)).contains(&held),
+        "stopped {held:?} after the namespace was gone"
+    );
+}
+
+/// The node-id ranges of the StatefulSets a reconcile applies, by name.
+fn applied_ranges(calls: &[Call]) -> Vec<(String, i64)> {
+    calls
+        .iter()
+        .filter(|c| c.method == Method::PATCH && c.body["kind"] == "StatefulSet")
+        .map(|c| {
+            (
+                c.body["metadata"]["name"].as_str().unwrap().to_owned(),
+                c.body["spec"]["ordinals"]["start"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A zone replaced in one edit (c renamed to d): the new zone gets a range of its own, the
+/// removed zone's range is recorded in the status, and no later zone is given its ids (a broker
+/// with a reused id would be taken for the removed broker, its replicas included). The removed
+/// zone, added back, gets its own ids again, and so its own volumes.
+#[tokio::test]
+async fn node_ids_of_a_removed_zone_are_never_given_to_another_zone() {
+    let zone = |name: &str| format!("events-{name}");
+    // a (0), b (100), c (200) exist; the spec replaces c by d.
+    let mut replaced = example_cluster();
+    replaced.spec.zones[2] = "eu-west-1d".into();
+    let (_, calls) = reconcile_against(
+        replaced.clone(),
+        "rev-1",
+        current_stateful_sets(),
+        vec![],
+        healthy,
+    )
+    .await;
+    let recorded = kube_calls(&calls);
+    assert_eq!(
+        applied_ranges(&recorded),
+        [
+            (zone("eu-west-1a"), 0),
+            (zone("eu-west-1b"), 100),
+            (zone("eu-west-1d"), 300)
+        ]
+    );
+    let status = status_patch(&recorded);
+    assert_eq!(
+        status["nodeIdRanges"],
+        json!({zone("eu-west-1a"): 0, zone("eu-west-1b"): 100,
+               zone("eu-west-1c"): 200, zone("eu-west-1d"): 300})
+    );
+
+    // Later, with c's StatefulSet deleted, a zone e is added: not c's ids.
+    let recorded_status: fjord_operator::crd::ClusterStatus =
+        serde_json::from_value(status).unwrap();
+    let mut grown = replaced.clone();
+    grown.status = Some(recorded_status.clone());
+    grown.spec.zones.push("eu-west-1e".into());
+    let remaining = vec![
+        stateful_set(&zone("eu-west-1a"), 0),
+        stateful_set(&zone("eu-west-1b"), 100),
+        stateful_set(&zone("eu-west-1d"), 300),
+    ];
+    let (_, calls) = reconcile_against(grown, "rev-1", remaining.clone(), vec![], healthy).await;
+    let ranges = applied_ranges(&kube_calls(&calls));
+    assert_eq!(ranges[3], (zone("eu-west-1e"), 400), "{ranges:?}");
+
+    // c comes back: its own ids, so its own volumes (data-events-eu-west-1c-200).
+    let mut back = replaced;
+    back.status = Some(recorded_status);
+    back.spec.zones.push("eu-west-1c".into());
+    let (_, calls) = reconcile_against(back, "rev-1", remaining, vec![], healthy).await;
+    let ranges = applied_ranges(&kube_calls(&calls));
+    assert_eq!(ranges[3], (zone("eu-west-1c"), 200), "{ranges:?}");
+}
+
+/// A new Topic whose Cluster cannot be read: the reconcile adds the finalizer, then fails. Its
+/// own finalizer write comes back through the watch and reconciles it again at once, which fails
+/// too; that must not double the backoff: the retry still comes 5 s after the first failure, not
+/// 10 s after the second. The controllers as `fjord-operator` runs them, on the paused clock.
+#[tokio::test(start_paused = true)]
+async fn the_operators_own_writes_do_not_double_the_retry_backoff() {
+    use fjord_operator::controller::{Scope, run};
+    use std::time::Duration;
+    let watches: Arc<Mutex<Option<Watches>>> = Arc::default();
+    let own_writes = Arc::clone(&watches);
+    let fresh = topic(DeletionPolicy::Delete, &[], false);
+    let fresh_value = topic_value(&fresh);
+    let mut written = topic(DeletionPolicy::Delete, &[FINALIZER], false);
+    written.metadata.resource_version = Some("100".into());
+    let written_value = topic_value(&written);
+    let children = cluster_routes("rev-1", vec![], vec![], healthy);
+    let (client, calls, held) = serve(
+        ALL_RULES,
+        Box::new(move |call: &Call| {
+            let path = call.path();
+            match call.method {
+                Method::GET if path.ends_with("/clusters") => {
+                    (StatusCode::OK, list("Cluster", vec![]))
+                }
+                Method::GET if path.ends_with("/clusters/events") => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "InternalError", "code": 500, "message": "etcd is unavailable"}),
+                ),
+                Method::GET if path.ends_with("/topics") => {
+                    (StatusCode::OK, list("Topic", vec![fresh_value.clone()]))
+                }
+                Method::PATCH if path.ends_with("/topics/orders") => {
+                    // The write comes back through the Topic watch, as the API server sends it.
+                    let watches = own_writes.lock().unwrap().clone().unwrap();
+                    let event = json!({"type": "MODIFIED", "object": written_value.clone()});
+                    tokio::spawn(async move {
+                        while send_watch_event(&watches, "/topics", &event) == 0 {
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    });
+                    (StatusCode::OK, written_value.clone())
+                }
+                _ => children(call),
+            }
+        }),
+    );
+    *watches.lock().unwrap() = Some(held);
+    let shutdown = CancellationToken::new();
+    let controllers = tokio::spawn(run(
+        context(client),
+        Scope {
+            namespaces: vec!["streaming".into()],
+        },
+        shutdown.clone(),
+    ));
+    let attempts = || {
+        calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.method == Method::GET && c.path().ends_with("/clusters/events"))
+            .count()
+    };
+    let started = tokio::time::Instant::now();
+    while attempts() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(1), "no reconcile");
+    }
+    let second = started.elapsed();
+    assert!(
+        second < Duration::from_millis(500),
+        "the own write reconciled it again at once ({second:?})"
+    );
+    // The retry: 5 s after the first failure (10 s if the second had doubled the backoff).
+    tokio::time::sleep(Duration::from_millis(5500) - second).await;
+    assert_eq!(attempts(), 3, "retried 5 s after the first failure");
+    let finalizer_writes = finalizer_patches(&kube_calls(&calls)).len();
+    assert_eq!(finalizer_writes, 1, "the finalizer is written once");
+    shutdown.cancel();
+    controllers.abort();
 }

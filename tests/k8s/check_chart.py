@@ -42,6 +42,7 @@ LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernete
 # operator/tests/chart.rs writes them from the Rust table, so the code stays the one source.
 RULES: list[dict[str, Any]] = []
 LEASE_RULES: list[dict[str, Any]] = []
+FINALIZER_RULES: list[dict[str, Any]] = []
 
 # Value sets the chart is linted, rendered and validated with.
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -229,6 +230,14 @@ def assert_common(objects: list[dict[str, Any]], values: dict[str, Any]) -> None
     service_account = spec["serviceAccountName"]
     expect(one(objects, "ServiceAccount")["metadata"]["name"] == service_account,
            "the Deployment runs as the chart's ServiceAccount")
+    # Both modes: the cluster-wide rules that release a Topic in a namespace being deleted.
+    finalizer_roles = [r for r in of_kind(objects, "ClusterRole") if r["rules"] == FINALIZER_RULES]
+    expect(len(finalizer_roles) == 1, "expected one ClusterRole with the finalizer rules")
+    finalizer_bindings = [b for b in of_kind(objects, "ClusterRoleBinding")
+                          if finalizer_roles and b["roleRef"] == {
+                              "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                              "name": finalizer_roles[0]["metadata"]["name"]}]
+    expect(len(finalizer_bindings) == 1, "the finalizer ClusterRole is bound once")
     for binding in of_kind(objects, "RoleBinding") + of_kind(objects, "ClusterRoleBinding"):
         expect(binding["subjects"] == [{"kind": "ServiceAccount", "name": service_account,
                                         "namespace": NAMESPACE}],
@@ -237,11 +246,12 @@ def assert_common(objects: list[dict[str, Any]], values: dict[str, Any]) -> None
 
 def assert_default(objects: list[dict[str, Any]], values: dict[str, Any]) -> str:
     assert_common(objects, values)
-    (cluster_role,) = of_kind(objects, "ClusterRole")
+    (cluster_role,) = [r for r in of_kind(objects, "ClusterRole") if r["rules"] != FINALIZER_RULES]
     expect(cluster_role["rules"] == RULES,
            f"ClusterRole rules differ:\n{json.dumps(cluster_role['rules'], indent=1)}")
-    binding = one(objects, "ClusterRoleBinding")
-    expect(binding["roleRef"]["name"] == cluster_role["metadata"]["name"], "ClusterRoleBinding")
+    expect(len(of_kind(objects, "ClusterRoleBinding")) == 2, "two ClusterRoleBindings")
+    expect(any(b["roleRef"]["name"] == cluster_role["metadata"]["name"]
+               for b in of_kind(objects, "ClusterRoleBinding")), "ClusterRoleBinding")
     expect(len(of_kind(objects, "Role")) == 1, "only the Lease Role is namespaced")
     crds = of_kind(objects, "CustomResourceDefinition")
     names = sorted(crd["metadata"]["name"] for crd in crds)
@@ -265,8 +275,10 @@ def assert_default(objects: list[dict[str, Any]], values: dict[str, Any]) -> str
 
 def assert_namespaced(objects: list[dict[str, Any]], values: dict[str, Any]) -> str:
     assert_common(objects, values)
-    expect(not of_kind(objects, "ClusterRole") and not of_kind(objects, "ClusterRoleBinding"),
-           "a namespaced watch must grant nothing cluster-wide")
+    cluster_wide = [r["rules"] for r in of_kind(objects, "ClusterRole")]
+    expect(cluster_wide == [FINALIZER_RULES] and len(of_kind(objects, "ClusterRoleBinding")) == 1,
+           "a namespaced watch grants nothing cluster-wide but the finalizer rules, found "
+           f"{cluster_wide}")
     roles = [r for r in of_kind(objects, "Role") if r["rules"] == RULES]
     expect(sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"],
            "expected a Role with exactly the operator's rules in team-a and team-b, found one in "
@@ -278,7 +290,7 @@ def assert_namespaced(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
     for binding in bindings:
         expect(binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                       "name": roles[0]["metadata"]["name"]}, "RoleBinding roleRef")
-    return "2 Roles, 2 RoleBindings, nothing cluster-wide"
+    return "2 Roles, 2 RoleBindings, cluster-wide only the finalizer rules"
 
 
 def assert_crds_off(objects: list[dict[str, Any]], values: dict[str, Any]) -> str:
@@ -468,13 +480,15 @@ def check_refused(helm: Any, yaml: Any, values: dict[str, Any], schema: bool, ne
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rules", type=Path, required=True,
-                        help='JSON {"rules": [...], "leaseRules": [...]}: the RBAC the chart must grant')
+                        help='JSON {"rules": [...], "leaseRules": [...], "finalizerRules": [...]}: '
+                             'the RBAC the chart must grant')
     parser.add_argument("--out", type=Path,
                         help="write the default rendering (multi-document YAML) here")
     args = parser.parse_args()
     expected = json.loads(args.rules.read_text())
     RULES[:] = expected["rules"]
     LEASE_RULES[:] = expected["leaseRules"]
+    FINALIZER_RULES[:] = expected["finalizerRules"]
 
     helm, yaml = import_tools()
     try:

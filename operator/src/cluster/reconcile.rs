@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -24,7 +24,7 @@ use crate::cluster::rollout::{
 };
 use crate::cluster::validate::{ValidatedCluster, validate_cluster_with};
 use crate::conditions::{DEGRADED, PROGRESSING, READY, condition, with_transitions};
-use crate::controller::{Context, Error, kube_error};
+use crate::controller::{Context, Error, kube_error, patch_params};
 use crate::crd::{Cluster, ClusterStatus, ZoneStatus};
 
 /// Resync of a healthy cluster.
@@ -69,13 +69,16 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         .await
         .map_err(kube_error::<StatefulSet>("listing", &name))?
         .items;
-    let bases: BTreeMap<String, i32> = existing
-        .iter()
-        .filter_map(|s| {
-            let start = s.spec.as_ref()?.ordinals.as_ref()?.start?;
-            Some((s.name_any(), start))
-        })
-        .collect();
+    // Ranges of removed zones, from the status, then those of the StatefulSets that exist.
+    let mut bases: BTreeMap<String, i32> = cluster
+        .status
+        .as_ref()
+        .map(|s| s.node_id_ranges.clone())
+        .unwrap_or_default();
+    bases.extend(existing.iter().filter_map(|s| {
+        let start = s.spec.as_ref()?.ordinals.as_ref()?.start?;
+        Some((s.name_any(), start))
+    }));
     let validated = match validate_cluster_with(cluster, &context.broker_image, &bases) {
         Ok(validated) => validated,
         Err(error) => {
@@ -104,19 +107,14 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         }
     };
 
-    let children = build_cluster(&validated);
+    let applied = match reconcile_children(context, cluster, &validated, &existing).await {
+        Ok(applied) => applied,
+        Err(error) => {
+            report_apply_failure(context, &clusters, cluster, &error).await;
+            return Err(error);
+        }
+    };
     let client = &context.client;
-    apply(client, &namespace, &children.service_account).await?;
-    apply(client, &namespace, &children.config_map).await?;
-    apply(client, &namespace, &children.headless_service).await?;
-    apply(client, &namespace, &children.bootstrap_service).await?;
-    let mut applied = Vec::with_capacity(children.stateful_sets.len());
-    for stateful_set in &children.stateful_sets {
-        applied.push(apply(client, &namespace, stateful_set).await?);
-    }
-    apply(client, &namespace, &children.pod_disruption_budget).await?;
-
-    delete_orphans(context, cluster, &validated, &existing).await?;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
     let pod_list = pods
@@ -202,7 +200,14 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         },
     };
 
-    let status = cluster_status(cluster, &validated, &pod_list.items, &progress);
+    let mut status = cluster_status(cluster, &validated, &pod_list.items, &progress);
+    status.node_id_ranges = bases;
+    status.node_id_ranges.extend(
+        validated
+            .zones
+            .iter()
+            .map(|z| (z.statefulset.clone(), z.first_node_id)),
+    );
     let ready = crate::conditions::status_of(&status.conditions, READY) == Some("True");
     write_status(&clusters, cluster, status).await?;
     Ok(match progress {
@@ -210,6 +215,73 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         _ => Action::requeue(PROGRESS_CHECK),
     })
 }
+
+/// Applies every child [`build_cluster`] builds and deletes the StatefulSets of removed zones;
+/// the StatefulSets as applied.
+async fn reconcile_children(
+    context: &Context,
+    cluster: &Cluster,
+    validated: &ValidatedCluster,
+    existing: &[StatefulSet],
+) -> Result<Vec<StatefulSet>, Error> {
+    let children = build_cluster(validated);
+    let client = &context.client;
+    let namespace = &validated.namespace;
+    apply(client, namespace, &children.service_account).await?;
+    apply(client, namespace, &children.config_map).await?;
+    apply(client, namespace, &children.headless_service).await?;
+    apply(client, namespace, &children.bootstrap_service).await?;
+    let mut applied = Vec::with_capacity(children.stateful_sets.len());
+    for stateful_set in &children.stateful_sets {
+        applied.push(apply(client, namespace, stateful_set).await?);
+    }
+    apply(client, namespace, &children.pod_disruption_budget).await?;
+    delete_orphans(context, cluster, validated, existing).await?;
+    Ok(applied)
+}
+
+/// A child the API server refused: the user sees why in the status (`Degraded`, reason
+/// `ApplyFailed`, the server's message) and in a Warning Event, while the error policy retries
+/// with backoff. `Ready` keeps what it said: the brokers already running are unaffected.
+async fn report_apply_failure(
+    context: &Context,
+    clusters: &Api<Cluster>,
+    cluster: &Cluster,
+    error: &Error,
+) {
+    let message = crate::controller::DisplayChain(error).to_string();
+    let generation = cluster.meta().generation;
+    let previous = cluster.status.clone().unwrap_or_default();
+    let ready = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY)
+        .cloned()
+        .unwrap_or_else(|| condition(READY, false, APPLY_FAILED, &message, generation));
+    let conditions = with_transitions(
+        &previous.conditions,
+        vec![
+            ready,
+            condition(PROGRESSING, false, APPLY_FAILED, &message, generation),
+            condition(DEGRADED, true, APPLY_FAILED, &message, generation),
+        ],
+        Timestamp::now(),
+    );
+    let status = ClusterStatus {
+        observed_generation: generation,
+        conditions,
+        ..previous
+    };
+    if let Err(status_error) = write_status(clusters, cluster, status).await {
+        tracing::warn!(error = %crate::controller::DisplayChain(&status_error), "reporting a failed apply");
+    }
+    context
+        .event(cluster, true, APPLY_FAILED, "Apply", message)
+        .await;
+}
+
+/// Why `Progressing` and `Degraded` say the spec could not be applied.
+const APPLY_FAILED: &str = "ApplyFailed";
 
 /// Where the rolling restart stands after this reconcile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,9 +436,18 @@ async fn restart(
     pods.delete(pod, &params)
         .await
         .map_err(kube_error::<Pod>("deleting", pod))?;
+    let related = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.to_owned()),
+        namespace: cluster.namespace(),
+        uid: params.preconditions.and_then(|p| p.uid),
+        ..ObjectReference::default()
+    };
     context
-        .event(
+        .event_related(
             cluster,
+            Some(related),
             false,
             "RollingRestart",
             "Restart",
@@ -475,6 +556,7 @@ fn cluster_status(
         brokers,
         zones,
         bootstrap: Some(validated.bootstrap_address()),
+        node_id_ranges: previous.node_id_ranges,
     }
 }
 
@@ -487,7 +569,7 @@ async fn write_status(
     clusters
         .patch_status(
             &name,
-            &PatchParams::default(),
+            &patch_params(),
             &Patch::Merge(json!({ "status": status })),
         )
         .await

@@ -135,6 +135,14 @@ pub enum SpecError {
         "Cluster name '{0}' cannot name Services: use lowercase letters, digits and '-', starting with a letter"
     )]
     InvalidName(String),
+    #[error(
+        "Cluster name '{name}' is {length} characters long, more than the {max} its StatefulSets' names may have: use a shorter name"
+    )]
+    ClusterNameTooLong {
+        name: String,
+        length: usize,
+        max: usize,
+    },
     #[error("set either zones with brokersPerZone, or replicas without zones, not both")]
     ReplicasWithZones,
     #[error("zone '{0}' is listed twice")]
@@ -158,6 +166,12 @@ pub enum SpecError {
         key: String,
         value: String,
         expected: String,
+    },
+    #[error("{field} is '{value}', expected {expected}")]
+    Quantity {
+        field: String,
+        value: String,
+        expected: &'static str,
     },
     #[error("listener ports must differ, {0} is used twice")]
     PortClash(i32),
@@ -282,8 +296,15 @@ pub fn validate_cluster_with(
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-');
-    if !label || name.len() > MAX_STATEFULSET_NAME {
+    if !label {
         return Err(SpecError::InvalidName(name));
+    }
+    if name.len() > MAX_STATEFULSET_NAME {
+        return Err(SpecError::ClusterNameTooLong {
+            length: name.len(),
+            max: MAX_STATEFULSET_NAME,
+            name,
+        });
     }
 
     let per_zone = positive("brokersPerZone", spec.brokers_per_zone.unwrap_or(1))?;
@@ -356,6 +377,32 @@ pub fn validate_cluster_with(
         return Err(SpecError::PortClash(ports.controller));
     }
 
+    // Quantities are checked before anything is applied: the API server refuses a StatefulSet
+    // with a malformed or negative one only after the Services and ConfigMap went out.
+    if quantity_sign(&spec.storage.size.0) != Some(1) {
+        return Err(SpecError::Quantity {
+            field: "storage.size".into(),
+            value: spec.storage.size.0.clone(),
+            expected: POSITIVE_QUANTITY,
+        });
+    }
+    if let Some(resources) = &spec.resources {
+        for (kind, quantities) in [
+            ("limits", &resources.limits),
+            ("requests", &resources.requests),
+        ] {
+            for (resource, quantity) in quantities.iter().flatten() {
+                if quantity_sign(&quantity.0).is_none_or(|sign| sign < 0) {
+                    return Err(SpecError::Quantity {
+                        field: format!("resources.{kind}.{resource}"),
+                        value: quantity.0.clone(),
+                        expected: NON_NEGATIVE_QUANTITY,
+                    });
+                }
+            }
+        }
+    }
+
     let mut broker_env = BTreeMap::new();
     for (key, value) in &spec.config {
         let known = BROKER_CONFIGS
@@ -418,6 +465,59 @@ fn voters(cluster: &ValidatedCluster) -> Vec<String> {
         }
     }
     voters
+}
+
+const POSITIVE_QUANTITY: &str = "a quantity greater than zero, such as 100Gi";
+const NON_NEGATIVE_QUANTITY: &str = "a quantity of at least zero, such as 500m, 2 or 4Gi";
+
+/// The sign (-1, 0 or 1) of a Kubernetes quantity (`<signedNumber><suffix>`, suffixes `Ki` ..
+/// `Ei`, `m` .. `E` or an exponent `e<n>`), or `None` when `text` is not one.
+pub fn quantity_sign(text: &str) -> Option<i8> {
+    let (negative, rest) = match text.as_bytes().first()? {
+        b'-' => (true, &text[1..]),
+        b'+' => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let (number, suffix) = rest.split_at(end);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return None;
+    }
+    let exponent = |s: &str| {
+        let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+        !s.is_empty() && digits(s)
+    };
+    let suffix_ok = matches!(
+        suffix,
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
+    ) || suffix.strip_prefix(['e', 'E']).is_some_and(exponent);
+    if !suffix_ok {
+        return None;
+    }
+    let zero = whole.bytes().chain(fraction.bytes()).all(|b| b == b'0');
+    Some(match (zero, negative) {
+        (true, _) => 0,
+        (false, true) => -1,
+        (false, false) => 1,
+    })
 }
 
 fn positive(field: &'static str, value: i32) -> Result<i32, SpecError> {
@@ -587,6 +687,64 @@ mod tests {
     }
 
     #[test]
+    fn quantities_follow_the_kubernetes_grammar() {
+        for good in [
+            "100Gi", "1", "0.5", ".5", "5.", "500m", "1e3", "1E3", "2E", "+1k", "1.5Gi",
+        ] {
+            assert_eq!(quantity_sign(good), Some(1), "{good}");
+        }
+        for zero in ["0", "0Gi", "0.0", "+0"] {
+            assert_eq!(quantity_sign(zero), Some(0), "{zero}");
+        }
+        assert_eq!(quantity_sign("-1Gi"), Some(-1));
+        for bad in [
+            "banana", "lots", "", "Gi", ".", "1..5", "1 Gi", "1gi", "1GB", "1e", "1e+", "--1",
+        ] {
+            assert_eq!(quantity_sign(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn storage_and_resources_must_be_valid_quantities() {
+        let with_size = |size: &str| {
+            let mut c = cluster(&[], None);
+            c.spec.storage.size = Quantity(size.into());
+            c
+        };
+        for size in ["banana", "-1Gi", "0"] {
+            let error = validate_cluster(&with_size(size), "img").unwrap_err();
+            assert_eq!(
+                error,
+                SpecError::Quantity {
+                    field: "storage.size".into(),
+                    value: size.into(),
+                    expected: POSITIVE_QUANTITY
+                }
+            );
+        }
+        assert!(validate_cluster(&with_size("1Ti"), "img").is_ok());
+
+        let with_requests = |cpu: &str| {
+            let mut c = cluster(&[], None);
+            c.spec.resources = Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_owned(), Quantity(cpu.into())),
+                    ("memory".to_owned(), Quantity("2Gi".into())),
+                ])),
+                ..ResourceRequirements::default()
+            });
+            c
+        };
+        let error = validate_cluster(&with_requests("lots"), "img").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("resources.requests.cpu is 'lots', expected {NON_NEGATIVE_QUANTITY}")
+        );
+        assert!(validate_cluster(&with_requests("-1"), "img").is_err());
+        assert!(validate_cluster(&with_requests("500m"), "img").is_ok());
+    }
+
+    #[test]
     fn contradictions_are_refused() {
         let mut both = cluster(&["a"], None);
         both.spec.replicas = Some(3);
@@ -607,6 +765,26 @@ mod tests {
             validate_cluster(&cluster(&[&long], None), "img"),
             Err(SpecError::NameTooLong { .. })
         ));
+        let mut long_name = cluster(&[], None);
+        long_name.metadata.name = Some("e".repeat(55));
+        let error = validate_cluster(&long_name, "img").unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                SpecError::ClusterNameTooLong {
+                    length: 55,
+                    max: 52,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains("55 characters") && message.contains("52"),
+            "{message}"
+        );
+        assert!(!message.contains("lowercase"), "{message}");
         let mut dotted = cluster(&[], None);
         dotted.metadata.name = Some("my.events".into());
         assert_eq!(

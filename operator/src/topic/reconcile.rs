@@ -2,22 +2,25 @@
 //! ([`converge`](crate::topic::converge)) and the status write.
 //!
 //! The finalizer exists only while `deletionPolicy: Delete` needs the brokers to delete the
-//! topic; it is released without touching Kafka when the Cluster is gone or being deleted, so a
-//! namespace being deleted never hangs on a topic whose brokers are already going, and when
-//! another Topic still names the same Kafka topic ([`claims`](crate::topic::claims)).
+//! topic; it is released without touching Kafka when the Cluster is gone or being deleted, or the
+//! namespace is (with nothing but cluster-wide rules, as its deletion takes the namespace's Roles
+//! first), so a namespace being deleted never hangs on a topic whose brokers are already going,
+//! and when another Topic still names the same Kafka topic ([`claims`](crate::topic::claims)).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::cluster::validate::bootstrap_address;
 use crate::conditions::{READY, condition, with_transitions};
-use crate::controller::{Context, Error, kube_error};
+use crate::controller::{Context, Error, kube_error, patch_params};
 use crate::crd::{Cluster, DeletionPolicy, Topic, TopicStatus};
 use crate::kafka::KafkaAdmin;
 use crate::topic::claims::{managed_by_another, rivals};
@@ -178,6 +181,27 @@ async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
     }
 }
 
+/// The Topics of `cluster` among `topics` that a change of the Cluster (its deletion above all)
+/// must reconcile at once: those being deleted, so a deleted Cluster releases their finalizers
+/// without waiting for their next retry, and those not Ready (waiting for the Cluster to appear
+/// or its brokers to answer). A synced Topic is left to its resync: the Cluster's status changes
+/// with every broker that starts or restarts, and each would cost it a round of Kafka requests.
+pub fn topics_of_cluster(cluster: &Cluster, topics: &[Arc<Topic>]) -> Vec<ObjectRef<Topic>> {
+    let namespace = cluster.namespace();
+    topics
+        .iter()
+        .filter(|topic| topic.namespace() == namespace && topic.spec.cluster == cluster.name_any())
+        .filter(|topic| topic.meta().deletion_timestamp.is_some() || !is_ready(topic))
+        .map(|topic| ObjectRef::from_obj(topic.as_ref()))
+        .collect()
+}
+
+fn is_ready(topic: &Topic) -> bool {
+    topic.status.as_ref().is_some_and(|status| {
+        crate::conditions::status_of(&status.conditions, READY) == Some("True")
+    })
+}
+
 fn transient(error: &Error) -> bool {
     match error {
         Error::Topic { source, .. } => source.is_transient(),
@@ -203,8 +227,67 @@ async fn connect(
         .map_err(|source| Error::Connect { bootstrap, source })
 }
 
-/// Deletes the Kafka topic (if the Cluster still stands) and releases the finalizer.
+/// Deletes the Kafka topic (if the Cluster still stands) and releases the finalizer. In a
+/// namespace being deleted the finalizer is released at once, without Kafka and without any
+/// call the namespace's own Roles grant: its deletion removes those Roles (in namespaced mode,
+/// the operator's) and the Cluster with its brokers, so waiting could only hang it.
 async fn finalize(topic: &Topic, context: &Context, topics: &Api<Topic>) -> Result<(), Error> {
+    let namespace = topic.namespace().unwrap_or_default();
+    if namespace_terminating(context, &namespace).await {
+        return release_in_terminating_namespace(topic, topics, &namespace).await;
+    }
+    match delete_and_release(topic, context, topics).await {
+        // The namespace's deletion began meanwhile and took the operator's Role with it.
+        Err(error) if error.is_forbidden() && namespace_terminating(context, &namespace).await => {
+            release_in_terminating_namespace(topic, topics, &namespace).await
+        }
+        result => result,
+    }
+}
+
+async fn release_in_terminating_namespace(
+    topic: &Topic,
+    topics: &Api<Topic>,
+    namespace: &str,
+) -> Result<(), Error> {
+    // No Event: a terminating namespace accepts no new objects.
+    tracing::info!(
+        topic = %topic.name_any(),
+        namespace,
+        "namespace is being deleted: releasing the topic without deleting it"
+    );
+    set_finalizer(topics, topic, false).await
+}
+
+/// Whether `namespace` is being deleted. Asked with the cluster-wide rule
+/// [`FINALIZER_RULES`](crate::rbac::FINALIZER_RULES); when even that is refused, the answer is
+/// no and the Topic is finalized as usual.
+async fn namespace_terminating(context: &Context, namespace: &str) -> bool {
+    let namespaces: Api<Namespace> = Api::all(context.client.clone());
+    match namespaces.get_opt(namespace).await {
+        Ok(Some(found)) => {
+            found.metadata.deletion_timestamp.is_some()
+                || found
+                    .status
+                    .and_then(|s| s.phase)
+                    .is_some_and(|phase| phase == "Terminating")
+        }
+        // Not there: nothing to go by (a Topic outlives its namespace only in a test).
+        Ok(None) => false,
+        Err(error) => {
+            tracing::warn!(namespace, %error, "could not read the namespace");
+            false
+        }
+    }
+}
+
+/// Deletes the Kafka topic, unless another Topic still names it or the Cluster is gone, then
+/// releases the finalizer.
+async fn delete_and_release(
+    topic: &Topic,
+    context: &Context,
+    topics: &Api<Topic>,
+) -> Result<(), Error> {
     let namespace = topic.namespace().unwrap_or_default();
     // The name the brokers know the topic by: from the spec, or (an invalid spec) from the
     // status of an earlier reconcile; neither means nothing was ever created.
@@ -302,7 +385,7 @@ async fn set_finalizer(topics: &Api<Topic>, topic: &Topic, present: bool) -> Res
         }
     });
     topics
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch(&name, &patch_params(), &Patch::Merge(&patch))
         .await
         .map_err(kube_error::<Topic>("patching finalizers of", &name))?;
     Ok(())
@@ -340,7 +423,7 @@ async fn write_status(
     topics
         .patch_status(
             &name,
-            &PatchParams::default(),
+            &patch_params(),
             &Patch::Merge(json!({ "status": status })),
         )
         .await
@@ -380,5 +463,74 @@ async fn announce(
         context
             .event(topic, false, "ConfigUpdated", "Update", note)
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::crd::{ClusterSpec, ListenersSpec, StorageSpec, TopicSpec};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn topic(name: &str, cluster: &str, ready: Option<bool>, deleting: bool) -> Arc<Topic> {
+        let mut topic = Topic::new(
+            name,
+            TopicSpec {
+                cluster: cluster.into(),
+                topic_name: None,
+                partitions: 1,
+                replication_factor: 1,
+                config: Default::default(),
+                deletion_policy: DeletionPolicy::Delete,
+            },
+        );
+        topic.metadata.namespace = Some("streaming".into());
+        topic.status = ready.map(|ready| TopicStatus {
+            conditions: vec![condition(READY, ready, "Synced", "", None)],
+            ..TopicStatus::default()
+        });
+        if deleting {
+            topic.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+        }
+        Arc::new(topic)
+    }
+
+    #[test]
+    fn a_cluster_change_reconciles_its_topics_that_wait_or_are_being_deleted() {
+        let mut cluster = Cluster::new(
+            "events",
+            ClusterSpec {
+                zones: vec![],
+                brokers_per_zone: None,
+                replicas: None,
+                image: None,
+                storage: StorageSpec {
+                    size: Quantity("1Gi".into()),
+                    storage_class_name: None,
+                },
+                resources: None,
+                config: Default::default(),
+                listeners: ListenersSpec::default(),
+            },
+        );
+        cluster.metadata.namespace = Some("streaming".into());
+        let mut elsewhere = topic("elsewhere", "events", None, true);
+        Arc::make_mut(&mut elsewhere).metadata.namespace = Some("other".into());
+        let topics = vec![
+            topic("synced", "events", Some(true), false),
+            topic("deleting", "events", Some(true), true),
+            topic("waiting", "events", Some(false), false),
+            topic("new", "events", None, false),
+            topic("other-cluster", "payments", None, true),
+            elsewhere,
+        ];
+        let names: Vec<String> = topics_of_cluster(&cluster, &topics)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(names, ["deleting", "waiting", "new"]);
     }
 }
