@@ -1273,6 +1273,12 @@ async fn partitions_grow_and_deleted_topics_leave_nothing_behind() {
     assert_eq!(code(client.call(grow("missing", 2, false), 3).await), 3);
     let topics = client.user_topics().await;
     assert_eq!(topics[0].partitions.len(), 3, "validate_only added nothing");
+    // An empty assignment list (the kafka-protocol crate's default) is no assignment.
+    let mut empty = grow("grow", 4, false);
+    empty.topics[0].assignments = Some(Vec::new());
+    assert_eq!(code(client.call(empty, 3).await), 0);
+    let topics = client.user_topics().await;
+    assert_eq!(topics[0].partitions.len(), 4);
     assert_eq!(
         produce_code(
             &client
@@ -1290,7 +1296,7 @@ async fn partitions_grow_and_deleted_topics_leave_nothing_behind() {
         .await;
     assert_eq!(deleted.responses[0].error_code, 0);
     assert_eq!(deleted.responses[1].error_code, 3);
-    for partition in 0..3 {
+    for partition in 0..4 {
         assert!(
             !dir.path().join(format!("grow-{partition}")).exists(),
             "files of grow-{partition} removed"

@@ -439,7 +439,9 @@ impl KafkaAdmin {
                     .with_topics(vec![
                         CreatePartitionsTopic::default()
                             .with_name(topic_name(name))
-                            .with_count(total),
+                            .with_count(total)
+                            // Null, as Kafka's own clients send it: the brokers place them.
+                            .with_assignments(None),
                     ])
                     .with_timeout_ms(timeout_ms)
             })

@@ -26,12 +26,19 @@ pub(super) async fn handle(
             );
             continue;
         }
-        let assignments: Option<Vec<Vec<i32>>> = topic.assignments.as_ref().map(|assignments| {
-            assignments
-                .iter()
-                .map(|a| a.broker_ids.iter().map(|id| id.0).collect())
-                .collect()
-        });
+        // An empty list is taken as no assignment: Java clients send null for none, but the
+        // kafka-protocol crate's default (what Rust clients send unless they say otherwise) is
+        // an empty list, and no client means "add partitions, assign none of them".
+        let assignments: Option<Vec<Vec<i32>>> = topic
+            .assignments
+            .as_ref()
+            .filter(|assignments| !assignments.is_empty())
+            .map(|assignments| {
+                assignments
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|id| id.0).collect())
+                    .collect()
+            });
         let outcome = broker
             .create_partitions(
                 &name,
