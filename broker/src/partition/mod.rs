@@ -10,6 +10,7 @@
 //! (see `log::compaction`).
 
 pub mod producer_state;
+pub mod registry;
 
 use std::path::Path;
 use std::sync::Arc;
