@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::cluster::{self, MetadataImage, PartitionImage, TopicImage};
 use crate::log::{self, Clock};
 use crate::metrics::Metrics;
+use crate::partition::state::Event as ReplicaEvent;
 use crate::partition::{CleanerSettings, PartitionHandle};
 
 /// Topic name and partition index.
@@ -47,11 +48,27 @@ impl Role {
     }
 }
 
+/// The event that puts a replica of broker `node_id` in the role `partition` gives it.
+fn role_event(node_id: i32, partition: &PartitionImage) -> ReplicaEvent {
+    if partition.leader == node_id {
+        ReplicaEvent::BecameLeader {
+            leader_epoch: partition.leader_epoch,
+            isr: partition.isr.clone(),
+        }
+    } else {
+        ReplicaEvent::BecameFollower {
+            leader: partition.leader,
+            leader_epoch: partition.leader_epoch,
+        }
+    }
+}
+
 /// One hosted partition.
 #[derive(Debug, Clone)]
 struct Hosted {
     handle: PartitionHandle,
-    role: Role,
+    /// The partition as the applied image has it.
+    partition: PartitionImage,
     /// The id of the topic the partition belongs to: a topic deleted and created again under
     /// the same name is another topic.
     topic_id: uuid::Uuid,
@@ -127,7 +144,7 @@ impl PartitionRegistry {
     pub fn role(&self, topic: &str, partition: i32) -> Option<Role> {
         self.read()
             .get(&(topic.to_owned(), partition))
-            .map(|hosted| hosted.role)
+            .map(|hosted| Role::of(self.node_id, &hosted.partition))
     }
 
     /// Every hosted partition, in no order.
@@ -200,28 +217,28 @@ impl PartitionRegistry {
                 continue;
             }
             let key = (topic.name.clone(), index);
-            let role = Role::of(self.node_id, partition);
             let hosted = self.read().get(&key).cloned();
             match hosted {
                 Some(hosted) => {
                     if configs_changed {
                         hosted.handle.set_config(config.clone()).await;
                     }
-                    if hosted.role != role {
-                        tracing::info!(
-                            topic = topic.name,
-                            partition = index,
-                            ?role,
-                            "role changed"
-                        );
+                    if hosted.partition != *partition {
+                        let role = Role::of(self.node_id, partition);
+                        tracing::info!(topic = topic.name, partition = index, ?role, isr = ?partition.isr, "replica changed");
+                        hosted
+                            .handle
+                            .replica_event(role_event(self.node_id, partition))
+                            .await;
                         if let Some(entry) = self.write().get_mut(&key) {
-                            entry.role = role;
+                            entry.partition = partition.clone();
                         }
                     }
                 }
                 None => {
+                    let role = role_event(self.node_id, partition);
                     let handle = self
-                        .open_partition(&topic.name, index, config.clone(), existing)
+                        .open_partition(&topic.name, index, config.clone(), existing, role)
                         .await
                         .map_err(|source| RegistryError::Open {
                             topic: topic.name.clone(),
@@ -230,7 +247,7 @@ impl PartitionRegistry {
                         })?;
                     let hosted = Hosted {
                         handle,
-                        role,
+                        partition: partition.clone(),
                         topic_id: topic.id,
                     };
                     self.write().insert(key, hosted);
@@ -246,6 +263,7 @@ impl PartitionRegistry {
         partition: i32,
         config: log::LogConfig,
         existing: bool,
+        role: ReplicaEvent,
     ) -> Result<PartitionHandle, log::Error> {
         let dir = log::partition_dir(&self.data_dir, topic, partition);
         // A directory there for a partition new to the cluster is left over from a deleted topic
@@ -265,7 +283,15 @@ impl PartitionRegistry {
             backoff: self.cleaner_backoff,
             counters: self.metrics.compaction(topic),
         };
-        PartitionHandle::open(dir, config, Arc::clone(&self.clock), 0, cleaner).await
+        PartitionHandle::open(
+            dir,
+            config,
+            Arc::clone(&self.clock),
+            self.node_id,
+            role,
+            cleaner,
+        )
+        .await
     }
 
     /// Closes the hosted partitions of a topic that left the cluster and removes their files.
@@ -370,10 +396,13 @@ mod tests {
     }
 
     fn hosted(registry: &PartitionRegistry) -> Vec<(TopicPartition, Role)> {
-        let mut out: Vec<_> = registry
-            .read()
-            .iter()
-            .map(|(key, h)| (key.clone(), h.role))
+        let keys: Vec<TopicPartition> = registry.read().keys().cloned().collect();
+        let mut out: Vec<_> = keys
+            .into_iter()
+            .map(|key| {
+                let role = registry.role(&key.0, key.1).unwrap();
+                (key, role)
+            })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
@@ -420,7 +449,16 @@ mod tests {
         registry.apply(Arc::clone(&two)).await.unwrap();
         // An older image, applied late by a concurrent caller, changes nothing.
         registry.apply(Arc::clone(&one)).await.unwrap();
-        assert_eq!(registry.partition("t", 0).unwrap().high_watermark(), 1);
+        let led = registry.partition("t", 0).unwrap();
+        assert_eq!(led.durable_offset(), 1, "the partition stayed open");
+        // Broker 1 is in the ISR and has reported nothing: the high watermark waits for it.
+        assert_eq!(led.high_watermark(), 0);
+        // A follower refuses appends.
+        let followed = registry.partition("t", 1).unwrap();
+        assert!(matches!(
+            followed.append(batch()).await,
+            Err(crate::partition::AppendError::NotLeader)
+        ));
 
         let three = next(
             &two,
