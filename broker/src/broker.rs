@@ -1,11 +1,11 @@
-//! The broker's shared state: its configuration, the cluster metadata and the partitions it
-//! hosts. Handlers get an `Arc<Broker>`.
+//! The broker's shared state: its configuration, the cluster metadata and the registry of the
+//! partitions it hosts. Handlers get an `Arc<Broker>`. A change of topics is committed to the
+//! metadata, then applied to the registry before the request that made it is answered.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
-
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cluster::placement::{self, AssignmentError};
@@ -14,9 +14,10 @@ use crate::cluster::{
     MetadataStore, PartitionImage, ProduceConfig, TopicImage,
 };
 use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, OFFSETS_TOPIC};
-use crate::log::{self, Clock, SystemClock};
+use crate::log::{Clock, SystemClock};
 use crate::metrics::{GroupOffsetSample, Metrics, PartitionSample};
-use crate::partition::{CleanerSettings, PartitionHandle};
+use crate::partition::PartitionHandle;
+use crate::partition::registry::{PartitionRegistry, RegistryError};
 
 /// Broker settings. Every one is a command-line flag with an environment twin (`FJORD_*`).
 #[derive(Debug, Clone, clap::Args)]
@@ -105,19 +106,8 @@ pub enum StartError {
         #[source]
         source: CreateTopicError,
     },
-    #[error("topic '{topic}' has configs this broker refuses")]
-    TopicConfig {
-        topic: String,
-        #[source]
-        source: ConfigError,
-    },
-    #[error("opening partition {topic}-{partition}")]
-    Partition {
-        topic: String,
-        partition: i32,
-        #[source]
-        source: log::Error,
-    },
+    #[error("opening the hosted partitions")]
+    Partitions(#[source] RegistryError),
 }
 
 /// Why a topic was not created.
@@ -133,12 +123,8 @@ pub enum CreateTopicError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-    #[error("opening partition {partition}")]
-    Partition {
-        partition: i32,
-        #[source]
-        source: log::Error,
-    },
+    #[error(transparent)]
+    Partitions(#[from] RegistryError),
 }
 
 /// Why partitions were not added.
@@ -152,12 +138,8 @@ pub enum CreatePartitionsError {
     Assignment(#[from] AssignmentError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
-    #[error("opening partition {partition}")]
-    Partition {
-        partition: i32,
-        #[source]
-        source: log::Error,
-    },
+    #[error(transparent)]
+    Partitions(#[from] RegistryError),
 }
 
 /// Why topic configs were not changed.
@@ -171,19 +153,17 @@ pub enum AlterConfigsError {
     Metadata(#[from] MetadataError),
 }
 
-/// A topic partition key.
-pub type TopicPartition = (String, i32);
-
 #[derive(Debug)]
 pub struct Broker {
     config: BrokerConfig,
     advertised: (String, i32),
     metadata: MetadataStore,
-    partitions: RwLock<HashMap<TopicPartition, PartitionHandle>>,
+    /// The hosted partitions, kept in step with the committed metadata.
+    registry: PartitionRegistry,
     clock: Arc<dyn Clock>,
     /// Producer ids reserved in the metadata and not yet handed out.
     producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     /// Logs recovered and the listener up, and not shutting down.
     ready: AtomicBool,
     coordinator: std::sync::OnceLock<CoordinatorHandle>,
@@ -221,36 +201,31 @@ impl Broker {
                 .commit(vec![MetadataRecord::RegisterBroker(registration)])
                 .await?;
         }
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let metrics = Arc::new(Metrics::new());
+        let registry = PartitionRegistry::new(
+            config.node_id,
+            config.data_dir.clone(),
+            Arc::clone(&clock),
+            Arc::clone(&metrics),
+            std::time::Duration::from_millis(config.log_cleaner_backoff_ms),
+        );
+        registry
+            .open(metadata.image())
+            .await
+            .map_err(StartError::Partitions)?;
         let broker = Arc::new(Self {
             config,
             advertised,
             metadata,
-            partitions: RwLock::new(HashMap::new()),
-            clock: Arc::new(SystemClock),
+            registry,
+            clock,
             producer_ids: tokio::sync::Mutex::new(0..0),
-            metrics: Metrics::new(),
+            metrics,
             ready: AtomicBool::new(false),
             coordinator: std::sync::OnceLock::new(),
             coordinator_shutdown: tokio_util::sync::CancellationToken::new(),
         });
-        for topic in broker.metadata.image().topics.values() {
-            let log_config =
-                cluster::log_config(&topic.configs).map_err(|source| StartError::TopicConfig {
-                    topic: topic.name.clone(),
-                    source,
-                })?;
-            for partition in 0..topic.partition_count() {
-                let handle = broker
-                    .open_partition(&topic.name, partition, log_config.clone())
-                    .await
-                    .map_err(|source| StartError::Partition {
-                        topic: topic.name.clone(),
-                        partition,
-                        source,
-                    })?;
-                broker.insert_partition(&topic.name, partition, handle);
-            }
-        }
         broker.start_coordinator().await?;
         Ok(broker)
     }
@@ -292,50 +267,6 @@ impl Broker {
         self.coordinator.get()
     }
 
-    async fn open_partition(
-        &self,
-        topic: &str,
-        partition: i32,
-        config: log::LogConfig,
-    ) -> Result<PartitionHandle, log::Error> {
-        let dir = log::partition_dir(&self.config.data_dir, topic, partition);
-        let cleaner = CleanerSettings {
-            backoff: std::time::Duration::from_millis(self.config.log_cleaner_backoff_ms),
-            counters: self.metrics.compaction(topic),
-        };
-        PartitionHandle::open(dir, config, Arc::clone(&self.clock), 0, cleaner).await
-    }
-
-    /// Opens a partition that is new to the cluster. A directory already there is left over from
-    /// a deleted topic of the same name (a crash between forgetting the topic and removing its
-    /// files): it is removed first, so the new partition starts empty.
-    async fn open_new_partition(
-        &self,
-        topic: &str,
-        partition: i32,
-        config: log::LogConfig,
-    ) -> Result<PartitionHandle, log::Error> {
-        let dir = log::partition_dir(&self.config.data_dir, topic, partition);
-        if dir.exists() {
-            tracing::warn!(dir = %dir.display(), "removing a leftover directory of a deleted topic");
-            remove_partition_dir(dir.clone())
-                .await
-                .map_err(|source| log::Error::Io {
-                    op: log::IoOp::DeleteSegment,
-                    path: dir,
-                    source,
-                })?;
-        }
-        self.open_partition(topic, partition, config).await
-    }
-
-    fn insert_partition(&self, topic: &str, partition: i32, handle: PartitionHandle) {
-        self.partitions
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((topic.to_owned(), partition), handle);
-    }
-
     pub fn config(&self) -> &BrokerConfig {
         &self.config
     }
@@ -354,11 +285,9 @@ impl Broker {
 
     /// Each hosted partition's figures, for metrics and status.
     pub fn partition_samples(&self) -> Vec<PartitionSample> {
-        let partitions = self
-            .partitions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut samples: Vec<PartitionSample> = partitions
+        let mut samples: Vec<PartitionSample> = self
+            .registry
+            .hosted()
             .iter()
             .map(|((topic, partition), handle)| PartitionSample {
                 topic: topic.clone(),
@@ -443,11 +372,12 @@ impl Broker {
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionHandle> {
-        self.partitions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&(topic.to_owned(), partition))
-            .cloned()
+        self.registry.partition(topic, partition)
+    }
+
+    /// The hosted partitions.
+    pub fn registry(&self) -> &PartitionRegistry {
+        &self.registry
     }
 
     /// Checks a topic creation without making it.
@@ -494,7 +424,6 @@ impl Broker {
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<TopicImage>, CreateTopicError> {
         let partitions = self.validate_new_topic(name, partitions, replication_factor, &configs)?;
-        let log_config = cluster::log_config(&configs)?;
         let replicas = assignment.unwrap_or_else(|| {
             vec![vec![self.node_id()]; usize::try_from(partitions).unwrap_or_default()]
         });
@@ -511,13 +440,7 @@ impl Broker {
             .ok_or_else(|| MetadataError::UnknownTopic {
                 name: name.to_owned(),
             })?;
-        for partition in 0..topic.partition_count() {
-            let handle = self
-                .open_partition(name, partition, log_config.clone())
-                .await
-                .map_err(|source| CreateTopicError::Partition { partition, source })?;
-            self.insert_partition(name, partition, handle);
-        }
+        self.registry.apply(image).await?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
     }
@@ -529,26 +452,13 @@ impl Broker {
             .ok_or_else(|| MetadataError::UnknownTopic {
                 name: name.to_owned(),
             })?;
-        self.metadata
+        let image = self
+            .metadata
             .commit(vec![MetadataRecord::DeleteTopic {
                 name: name.to_owned(),
             }])
             .await?;
-        for partition in 0..topic.partition_count() {
-            let handle = self
-                .partitions
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&(name.to_owned(), partition));
-            if let Some(handle) = handle {
-                handle.close().await;
-            }
-            let dir = log::partition_dir(&self.config.data_dir, name, partition);
-            if let Err(error) = remove_partition_dir(dir.clone()).await {
-                // Removed on the next creation of a topic with this name.
-                tracing::warn!(dir = %dir.display(), %error, "removing a deleted partition's files failed");
-            }
-        }
+        self.apply_committed(image).await;
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
     }
@@ -587,7 +497,6 @@ impl Broker {
                 vec![vec![self.node_id()]; usize::try_from(count - current).unwrap_or_default()]
             }
         };
-        let log_config = cluster::log_config(&topic.configs).unwrap_or_default();
         if validate_only {
             return Ok(());
         }
@@ -595,14 +504,8 @@ impl Broker {
             name: name.to_owned(),
             partitions: replicas.into_iter().map(PartitionImage::new).collect(),
         };
-        self.metadata.commit(vec![record]).await?;
-        for partition in current..count {
-            let handle = self
-                .open_new_partition(name, partition, log_config.clone())
-                .await
-                .map_err(|source| CreatePartitionsError::Partition { partition, source })?;
-            self.insert_partition(name, partition, handle);
-        }
+        let image = self.metadata.commit(vec![record]).await?;
+        self.registry.apply(image).await?;
         tracing::info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
     }
@@ -618,7 +521,7 @@ impl Broker {
         if self.topic(name).is_none() {
             return Err(AlterConfigsError::UnknownTopic(name.to_owned()));
         }
-        let log_config = cluster::log_config(&configs)?;
+        cluster::log_config(&configs)?;
         if validate_only {
             return Ok(());
         }
@@ -633,13 +536,18 @@ impl Broker {
             .ok_or_else(|| MetadataError::UnknownTopic {
                 name: name.to_owned(),
             })?;
-        for partition in 0..topic.partition_count() {
-            if let Some(handle) = self.partition(name, partition) {
-                handle.set_config(log_config.clone()).await;
-            }
-        }
+        self.apply_committed(image).await;
         tracing::info!(topic = name, configs = ?topic.configs, "changed topic configs");
         Ok(())
+    }
+
+    /// Applies a committed change whose own part cannot fail to apply (a deletion, new configs of
+    /// open partitions). Whatever else of the image failed to apply (a partition that would not
+    /// open) is logged, and tried again with the next image.
+    async fn apply_committed(&self, image: Arc<MetadataImage>) {
+        if let Err(error) = self.registry.apply(image).await {
+            tracing::error!(%error, "applying committed metadata to the hosted partitions failed");
+        }
     }
 
     /// A producer id never handed out before, on this cluster.
@@ -659,33 +567,8 @@ impl Broker {
     /// Flushes and closes every partition log.
     pub async fn close(&self) {
         self.coordinator_shutdown.cancel();
-        let handles: Vec<PartitionHandle> = self
-            .partitions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        for handle in handles {
-            handle.close().await;
-        }
+        self.registry.close().await;
     }
-}
-
-/// Removes a partition directory and makes the removal durable.
-async fn remove_partition_dir(dir: PathBuf) -> std::io::Result<()> {
-    tokio::task::spawn_blocking(move || {
-        match std::fs::remove_dir_all(&dir) {
-            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
-            _ => {}
-        }
-        match dir.parent() {
-            Some(parent) => std::fs::File::open(parent)?.sync_all(),
-            None => Ok(()),
-        }
-    })
-    .await
-    .map_err(std::io::Error::other)?
 }
 
 fn split_host_port(address: &str) -> Option<(String, i32)> {

@@ -82,6 +82,9 @@ impl TopicImage {
 /// The whole cluster metadata at one point of the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
+    /// How many changes the image is made of: a later image has a larger offset.
+    #[serde(default)]
+    pub offset: u64,
     pub cluster_id: String,
     pub brokers: BTreeMap<i32, BrokerRegistration>,
     /// Shared between images: a change copies only the topics it touches.
@@ -125,6 +128,7 @@ impl MetadataImage {
     /// The image of a new cluster.
     pub fn new(cluster_id: String) -> Self {
         Self {
+            offset: 0,
             cluster_id,
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),

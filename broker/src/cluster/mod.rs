@@ -171,6 +171,7 @@ impl MetadataStore {
         for record in &records {
             next.apply(record)?;
         }
+        next.offset += 1;
         let (path, node_id) = (self.path.clone(), self.node_id);
         let next = tokio::task::spawn_blocking(move || {
             write_atomically(&path, node_id, &next).map(|()| Arc::new(next))

@@ -105,7 +105,7 @@ pub(super) async fn handle(
                     CreateTopicError::Metadata(MetadataError::TopicExists { .. }) => {
                         ResponseError::TopicAlreadyExists
                     }
-                    CreateTopicError::Metadata(_) | CreateTopicError::Partition { .. } => {
+                    CreateTopicError::Metadata(_) | CreateTopicError::Partitions(_) => {
                         tracing::error!(topic = name, error = %failure, "creating a topic failed");
                         ResponseError::KafkaStorageError
                     }

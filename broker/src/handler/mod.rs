@@ -238,7 +238,7 @@ fn commit_error_code(error: &CommitError) -> i16 {
 fn append_error_code(error: &AppendError) -> i16 {
     match error {
         AppendError::Log(error) => log_error_code(error),
-        AppendError::Closed => ResponseError::NotLeaderOrFollower.code(),
+        AppendError::Closed | AppendError::NotLeader => ResponseError::NotLeaderOrFollower.code(),
         AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber.code(),
         AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch.code(),
         AppendError::UnknownProducerId => ResponseError::UnknownProducerId.code(),

@@ -10,6 +10,8 @@
 //! (see `log::compaction`).
 
 pub mod producer_state;
+pub mod registry;
+pub mod state;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use crate::metrics::CompactionCounters;
 use crate::record::BatchHeader;
 use crate::record::batch::split_batches;
 use producer_state::{Check, ProducerState};
+use state::{Command as ReplicaCommand, Event as ReplicaEvent, ReplicaState};
 
 /// The most appends handled in one step (one fsync).
 const MAX_APPENDS_PER_STEP: usize = 256;
@@ -40,6 +43,8 @@ pub enum AppendError {
     Log(#[from] log::Error),
     #[error("the partition is shutting down")]
     Closed,
+    #[error("this broker does not lead the partition")]
+    NotLeader,
     #[error("out of order sequence number: expected {expected}, got {found}")]
     OutOfOrderSequence { expected: i32, found: i32 },
     #[error("producer epoch {found} is older than the current epoch {current}")]
@@ -209,6 +214,8 @@ enum Command {
     CompactNow {
         reply: CompactReply,
     },
+    /// A change of the replica's role or ISR, from the committed metadata.
+    Replica(ReplicaEvent),
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -230,6 +237,7 @@ impl std::fmt::Debug for Command {
             Self::DeleteRecords { .. } => "DeleteRecords",
             Self::SetConfig { .. } => "SetConfig",
             Self::CompactNow { .. } => "CompactNow",
+            Self::Replica(_) => "Replica",
             Self::Close { .. } => "Close",
         })
     }
@@ -250,12 +258,15 @@ impl Appending {
 }
 
 impl PartitionHandle {
-    /// Opens (recovering if needed) the log in `dir` and starts its actor on the runtime.
+    /// Opens (recovering if needed) the log in `dir` and starts its actor on the runtime, as the
+    /// replica of broker `node_id` in the role `role` ([`ReplicaEvent::BecameLeader`] or
+    /// [`ReplicaEvent::BecameFollower`]).
     pub async fn open(
         dir: std::path::PathBuf,
         config: LogConfig,
         clock: Arc<dyn log::Clock>,
-        leader_epoch: i32,
+        node_id: i32,
+        role: ReplicaEvent,
         cleaner: CleanerSettings,
     ) -> Result<Self, log::Error> {
         let (log, producers) = tokio::task::spawn_blocking(move || {
@@ -271,14 +282,18 @@ impl PartitionHandle {
         })??;
         let reader = log.reader();
         let flusher = log.flusher();
-        let (hw_tx, high_watermark) = watch::channel(log.log_end_offset());
+        // What the log recovered is on disk.
+        let recovered = log.log_end_offset();
+        let (hw_tx, high_watermark) = watch::channel(recovered);
+        let mut replica = ReplicaState::new(node_id, recovered, recovered);
+        replica.handle(role);
         let (commands, rx) = mpsc::channel(1024);
         tokio::spawn(
             PartitionActor {
                 owned: Some(Owned { log, producers }),
                 rx,
                 high_watermark: hw_tx,
-                leader_epoch,
+                replica,
                 cleaner: Cleaner {
                     settings: cleaner,
                     running: None,
@@ -326,6 +341,11 @@ impl PartitionHandle {
             .await
             .map_err(|_| DeleteRecordsError::Closed)?;
         rx.await.map_err(|_| DeleteRecordsError::Closed)?
+    }
+
+    /// Tells the replica of a change of its role or ISR in the committed metadata.
+    pub async fn replica_event(&self, event: ReplicaEvent) {
+        let _ = self.commands.send(Command::Replica(event)).await;
     }
 
     /// Applies changed topic configs to the log (from its next append or retention pass).
@@ -415,7 +435,7 @@ struct PartitionActor {
     owned: Option<Owned>,
     rx: mpsc::Receiver<Command>,
     high_watermark: watch::Sender<i64>,
-    leader_epoch: i32,
+    replica: ReplicaState,
     cleaner: Cleaner,
 }
 
@@ -674,10 +694,29 @@ impl PartitionActor {
                     self.start_compaction(true);
                     return std::ops::ControlFlow::Continue(());
                 }
+                Command::Replica(event) => {
+                    self.replica_event(event);
+                    return std::ops::ControlFlow::Continue(());
+                }
                 Command::Close { reply } => {
                     self.close().await;
                     let _ = reply.send(());
                     return std::ops::ControlFlow::Break(());
+                }
+            }
+        }
+    }
+
+    /// Feeds the replica state machine and carries out its commands.
+    fn replica_event(&mut self, event: ReplicaEvent) {
+        for command in self.replica.handle(event) {
+            match command {
+                ReplicaCommand::PublishHighWatermark(offset) => {
+                    self.high_watermark.send_if_modified(|hw| {
+                        let moved = offset > *hw;
+                        *hw = (*hw).max(offset);
+                        moved
+                    });
                 }
             }
         }
@@ -732,7 +771,13 @@ impl PartitionActor {
                 Err(_) => break,
             }
         }
-        let epoch = self.leader_epoch;
+        if !self.replica.is_leader() {
+            for reply in replies {
+                let _ = reply.send(Err(AppendError::NotLeader));
+            }
+            return other;
+        }
+        let epoch = self.replica.leader_epoch();
         let outcome = self
             .blocking(move |owned| {
                 let Owned { log, producers } = owned;
@@ -765,11 +810,7 @@ impl PartitionActor {
             })
             .await;
         if let Some((results, visible)) = outcome {
-            self.high_watermark.send_if_modified(|hw| {
-                let moved = visible > *hw;
-                *hw = (*hw).max(visible);
-                moved
-            });
+            self.replica_event(ReplicaEvent::LocalDurable { offset: visible });
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }
@@ -818,7 +859,11 @@ mod tests {
             dir.path().to_path_buf(),
             config,
             Arc::new(ManualClock::new(1_000)),
-            0,
+            1,
+            ReplicaEvent::BecameLeader {
+                leader_epoch: 0,
+                isr: vec![1],
+            },
             CleanerSettings::default(),
         )
         .await

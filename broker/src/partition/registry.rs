@@ -1,0 +1,522 @@
+//! The partitions this broker hosts, kept in step with the cluster metadata. Nothing opens or
+//! closes a partition directly: a change is committed to the metadata, and [`PartitionRegistry::apply`]
+//! makes the hosted partitions match the committed image. A partition whose replicas name this
+//! broker is opened (a new one starts empty), its topic's configs are applied to it, and it
+//! takes the role the image gives it (leader, or follower of another broker); a partition that
+//! left the image (its topic deleted) is closed and its files removed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use crate::cluster::{self, MetadataImage, PartitionImage, TopicImage};
+use crate::log::{self, Clock};
+use crate::metrics::Metrics;
+use crate::partition::state::Event as ReplicaEvent;
+use crate::partition::{CleanerSettings, PartitionHandle};
+
+/// Topic name and partition index.
+pub type TopicPartition = (String, i32);
+
+/// What this broker is for a partition it hosts, as the metadata says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader {
+        leader_epoch: i32,
+    },
+    /// `leader` is -1 while the partition has no leader.
+    Follower {
+        leader: i32,
+        leader_epoch: i32,
+    },
+}
+
+impl Role {
+    /// The role of broker `node_id` for `partition`.
+    pub fn of(node_id: i32, partition: &PartitionImage) -> Self {
+        if partition.leader == node_id {
+            Role::Leader {
+                leader_epoch: partition.leader_epoch,
+            }
+        } else {
+            Role::Follower {
+                leader: partition.leader,
+                leader_epoch: partition.leader_epoch,
+            }
+        }
+    }
+}
+
+/// The event that puts a replica of broker `node_id` in the role `partition` gives it.
+fn role_event(node_id: i32, partition: &PartitionImage) -> ReplicaEvent {
+    if partition.leader == node_id {
+        ReplicaEvent::BecameLeader {
+            leader_epoch: partition.leader_epoch,
+            isr: partition.isr.clone(),
+        }
+    } else {
+        ReplicaEvent::BecameFollower {
+            leader: partition.leader,
+            leader_epoch: partition.leader_epoch,
+        }
+    }
+}
+
+/// One hosted partition.
+#[derive(Debug, Clone)]
+struct Hosted {
+    handle: PartitionHandle,
+    /// The partition as the applied image has it.
+    partition: PartitionImage,
+    /// The id of the topic the partition belongs to: a topic deleted and created again under
+    /// the same name is another topic.
+    topic_id: uuid::Uuid,
+}
+
+/// Why the registry could not make the hosted partitions match an image.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("topic '{topic}' has configs this broker refuses")]
+    TopicConfig {
+        topic: String,
+        #[source]
+        source: cluster::ConfigError,
+    },
+    #[error("opening partition {topic}-{partition}")]
+    Open {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: log::Error,
+    },
+}
+
+/// The hosted partitions of broker `node_id`.
+pub struct PartitionRegistry {
+    node_id: i32,
+    data_dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    cleaner_backoff: Duration,
+    hosted: RwLock<HashMap<TopicPartition, Hosted>>,
+    /// The image the hosted partitions match; applies are serialized on it.
+    applied: tokio::sync::Mutex<Arc<MetadataImage>>,
+}
+
+impl std::fmt::Debug for PartitionRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionRegistry")
+            .field("node_id", &self.node_id)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartitionRegistry {
+    /// A registry hosting nothing yet.
+    pub fn new(
+        node_id: i32,
+        data_dir: PathBuf,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        cleaner_backoff: Duration,
+    ) -> Self {
+        Self {
+            node_id,
+            data_dir,
+            clock,
+            metrics,
+            cleaner_backoff,
+            hosted: RwLock::new(HashMap::new()),
+            applied: tokio::sync::Mutex::new(Arc::new(MetadataImage::new(String::new()))),
+        }
+    }
+
+    /// The hosted partition `topic`-`partition`.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionHandle> {
+        self.read()
+            .get(&(topic.to_owned(), partition))
+            .map(|hosted| hosted.handle.clone())
+    }
+
+    /// This broker's role for a hosted partition.
+    pub fn role(&self, topic: &str, partition: i32) -> Option<Role> {
+        self.read()
+            .get(&(topic.to_owned(), partition))
+            .map(|hosted| Role::of(self.node_id, &hosted.partition))
+    }
+
+    /// Every hosted partition, in no order.
+    pub fn hosted(&self) -> Vec<(TopicPartition, PartitionHandle)> {
+        self.read()
+            .iter()
+            .map(|(key, hosted)| (key.clone(), hosted.handle.clone()))
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TopicPartition, Hosted>> {
+        self.hosted.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TopicPartition, Hosted>> {
+        self.hosted.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens the partitions of `image` this broker hosts from what is on disk: the start-up of
+    /// a broker, whose data directory holds its partitions as they were.
+    pub async fn open(&self, image: Arc<MetadataImage>) -> Result<(), RegistryError> {
+        let mut applied = self.applied.lock().await;
+        for topic in image.topics.values() {
+            self.host(topic, None, true).await?;
+        }
+        *applied = image;
+        Ok(())
+    }
+
+    /// Makes the hosted partitions match `image`, a later image than the one applied before (an
+    /// older one, which a concurrent apply already went past, changes nothing). Topics new to
+    /// the cluster get new, empty partitions; deleted topics' partitions are closed and their
+    /// files removed; changed configs and roles are applied.
+    pub async fn apply(&self, image: Arc<MetadataImage>) -> Result<(), RegistryError> {
+        let mut applied = self.applied.lock().await;
+        if image.offset <= applied.offset {
+            return Ok(());
+        }
+        let previous = Arc::clone(&applied);
+        for (name, topic) in &previous.topics {
+            if image.topic(name).is_none_or(|now| now.id != topic.id) {
+                self.remove(topic).await;
+            }
+        }
+        for (name, topic) in &image.topics {
+            let before = previous.topic(name).filter(|before| before.id == topic.id);
+            self.host(topic, before.map(Arc::as_ref), false).await?;
+        }
+        *applied = image;
+        Ok(())
+    }
+
+    /// Hosts the partitions of `topic` that name this broker: opens those not open yet
+    /// (`existing`: from the data directory as it is; otherwise new and empty), applies changed
+    /// configs (against `before`, the topic in the image applied before) and roles.
+    async fn host(
+        &self,
+        topic: &TopicImage,
+        before: Option<&TopicImage>,
+        existing: bool,
+    ) -> Result<(), RegistryError> {
+        let config =
+            cluster::log_config(&topic.configs).map_err(|source| RegistryError::TopicConfig {
+                topic: topic.name.clone(),
+                source,
+            })?;
+        let configs_changed = before.is_some_and(|before| before.configs != topic.configs);
+        for (index, partition) in (0..).zip(&topic.partitions) {
+            if !partition.replicas.contains(&self.node_id) {
+                continue;
+            }
+            let key = (topic.name.clone(), index);
+            let hosted = self.read().get(&key).cloned();
+            match hosted {
+                Some(hosted) => {
+                    if configs_changed {
+                        hosted.handle.set_config(config.clone()).await;
+                    }
+                    if hosted.partition != *partition {
+                        let role = Role::of(self.node_id, partition);
+                        tracing::info!(topic = topic.name, partition = index, ?role, isr = ?partition.isr, "replica changed");
+                        hosted
+                            .handle
+                            .replica_event(role_event(self.node_id, partition))
+                            .await;
+                        if let Some(entry) = self.write().get_mut(&key) {
+                            entry.partition = partition.clone();
+                        }
+                    }
+                }
+                None => {
+                    let role = role_event(self.node_id, partition);
+                    let handle = self
+                        .open_partition(&topic.name, index, config.clone(), existing, role)
+                        .await
+                        .map_err(|source| RegistryError::Open {
+                            topic: topic.name.clone(),
+                            partition: index,
+                            source,
+                        })?;
+                    let hosted = Hosted {
+                        handle,
+                        partition: partition.clone(),
+                        topic_id: topic.id,
+                    };
+                    self.write().insert(key, hosted);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        config: log::LogConfig,
+        existing: bool,
+        role: ReplicaEvent,
+    ) -> Result<PartitionHandle, log::Error> {
+        let dir = log::partition_dir(&self.data_dir, topic, partition);
+        // A directory there for a partition new to the cluster is left over from a deleted topic
+        // of the same name (a crash between forgetting the topic and removing its files): it goes,
+        // so the new partition starts empty.
+        if !existing && dir.exists() {
+            tracing::warn!(dir = %dir.display(), "removing a leftover directory of a deleted topic");
+            remove_partition_dir(dir.clone())
+                .await
+                .map_err(|source| log::Error::Io {
+                    op: log::IoOp::DeleteSegment,
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        let cleaner = CleanerSettings {
+            backoff: self.cleaner_backoff,
+            counters: self.metrics.compaction(topic),
+        };
+        PartitionHandle::open(
+            dir,
+            config,
+            Arc::clone(&self.clock),
+            self.node_id,
+            role,
+            cleaner,
+        )
+        .await
+    }
+
+    /// Closes the hosted partitions of a topic that left the cluster and removes their files.
+    async fn remove(&self, topic: &TopicImage) {
+        for index in 0..topic.partition_count() {
+            let key = (topic.name.clone(), index);
+            let removed = {
+                let mut hosted = self.write();
+                match hosted.get(&key) {
+                    Some(entry) if entry.topic_id == topic.id => hosted.remove(&key),
+                    _ => None,
+                }
+            };
+            let Some(removed) = removed else { continue };
+            removed.handle.close().await;
+            let dir = log::partition_dir(&self.data_dir, &topic.name, index);
+            if let Err(error) = remove_partition_dir(dir.clone()).await {
+                // Removed when a topic of this name is next created.
+                tracing::warn!(dir = %dir.display(), %error, "removing a deleted partition's files failed");
+            }
+        }
+    }
+
+    /// Flushes and closes every hosted partition.
+    pub async fn close(&self) {
+        let handles: Vec<PartitionHandle> =
+            self.read().values().map(|h| h.handle.clone()).collect();
+        for handle in handles {
+            handle.close().await;
+        }
+    }
+}
+
+/// Removes a partition directory and makes the removal durable.
+async fn remove_partition_dir(dir: PathBuf) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        match std::fs::remove_dir_all(&dir) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => return Err(error),
+            _ => {}
+        }
+        match dir.parent() {
+            Some(parent) => std::fs::File::open(parent)?.sync_all(),
+            None => Ok(()),
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::cluster::MetadataRecord;
+    use crate::log::SystemClock;
+    use crate::record::{ProducerInfo, Record, build_batch};
+
+    fn registry(node_id: i32, dir: &std::path::Path) -> PartitionRegistry {
+        PartitionRegistry::new(
+            node_id,
+            dir.to_path_buf(),
+            Arc::new(SystemClock),
+            Arc::new(Metrics::new()),
+            Duration::from_secs(15),
+        )
+    }
+
+    /// `image` after `records`, as the next commit.
+    fn next(image: &MetadataImage, records: &[MetadataRecord]) -> Arc<MetadataImage> {
+        let mut next = image.clone();
+        for record in records {
+            next.apply(record).unwrap();
+        }
+        next.offset += 1;
+        Arc::new(next)
+    }
+
+    fn create(name: &str, replicas: &[&[i32]], configs: &[(&str, &str)]) -> MetadataRecord {
+        MetadataRecord::CreateTopic {
+            name: name.to_owned(),
+            id: uuid::Uuid::new_v4(),
+            configs: configs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            partitions: replicas
+                .iter()
+                .map(|r| PartitionImage::new(r.to_vec()))
+                .collect(),
+        }
+    }
+
+    fn batch() -> Vec<u8> {
+        let record = Record {
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers: vec![],
+            timestamp: 0,
+        };
+        build_batch(&[record], ProducerInfo::NONE)
+    }
+
+    fn hosted(registry: &PartitionRegistry) -> Vec<(TopicPartition, Role)> {
+        let keys: Vec<TopicPartition> = registry.read().keys().cloned().collect();
+        let mut out: Vec<_> = keys
+            .into_iter()
+            .map(|key| {
+                let role = registry.role(&key.0, key.1).unwrap();
+                (key, role)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    #[tokio::test]
+    async fn committed_images_open_change_and_close_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(2, dir.path());
+        let empty = MetadataImage::new("c".to_owned());
+        // Partition 0 led by broker 2, partition 1 by broker 1, partition 2 not on broker 2.
+        let one = next(&empty, &[create("t", &[&[2, 1], &[1, 2], &[1, 3]], &[])]);
+        registry.apply(Arc::clone(&one)).await.unwrap();
+        let t = |p: i32| ("t".to_owned(), p);
+        assert_eq!(
+            hosted(&registry),
+            [
+                (t(0), Role::Leader { leader_epoch: 0 }),
+                (
+                    t(1),
+                    Role::Follower {
+                        leader: 1,
+                        leader_epoch: 0
+                    }
+                ),
+            ]
+        );
+        assert!(registry.partition("t", 2).is_none());
+        registry
+            .partition("t", 0)
+            .unwrap()
+            .append(batch())
+            .await
+            .unwrap();
+
+        let configs = BTreeMap::from([("retention.ms".to_owned(), "1000".to_owned())]);
+        let two = next(
+            &one,
+            &[MetadataRecord::SetTopicConfigs {
+                name: "t".to_owned(),
+                configs,
+            }],
+        );
+        registry.apply(Arc::clone(&two)).await.unwrap();
+        // An older image, applied late by a concurrent caller, changes nothing.
+        registry.apply(Arc::clone(&one)).await.unwrap();
+        let led = registry.partition("t", 0).unwrap();
+        assert_eq!(led.durable_offset(), 1, "the partition stayed open");
+        // Broker 1 is in the ISR and has reported nothing: the high watermark waits for it.
+        assert_eq!(led.high_watermark(), 0);
+        // A follower refuses appends.
+        let followed = registry.partition("t", 1).unwrap();
+        assert!(matches!(
+            followed.append(batch()).await,
+            Err(crate::partition::AppendError::NotLeader)
+        ));
+
+        let three = next(
+            &two,
+            &[MetadataRecord::DeleteTopic {
+                name: "t".to_owned(),
+            }],
+        );
+        registry.apply(Arc::clone(&three)).await.unwrap();
+        assert!(hosted(&registry).is_empty());
+        assert!(
+            !log::partition_dir(dir.path(), "t", 0).exists(),
+            "files removed"
+        );
+
+        // Created again: a new topic, with new and empty partitions.
+        let four = next(&three, &[create("t", &[&[2]], &[])]);
+        registry.apply(four).await.unwrap();
+        assert_eq!(registry.partition("t", 0).unwrap().high_watermark(), 0);
+        registry.close().await;
+    }
+
+    #[tokio::test]
+    async fn start_up_opens_what_is_on_disk_and_a_new_topic_starts_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = MetadataImage::new("c".to_owned());
+        let one = next(&empty, &[create("kept", &[&[1]], &[])]);
+        let first = registry(1, dir.path());
+        first.apply(Arc::clone(&one)).await.unwrap();
+        first
+            .partition("kept", 0)
+            .unwrap()
+            .append(batch())
+            .await
+            .unwrap();
+        first.close().await;
+        // Files of a topic deleted while its broker was down.
+        let stale = log::partition_dir(dir.path(), "stale", 0);
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join("00000000000000000000.log"), b"old").unwrap();
+
+        let second = registry(1, dir.path());
+        second.open(Arc::clone(&one)).await.unwrap();
+        assert_eq!(second.partition("kept", 0).unwrap().high_watermark(), 1);
+        let two = next(&one, &[create("stale", &[&[1]], &[])]);
+        second.apply(two).await.unwrap();
+        assert_eq!(second.partition("stale", 0).unwrap().high_watermark(), 0);
+        second.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_topic_with_refused_configs_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(1, dir.path());
+        let empty = MetadataImage::new("c".to_owned());
+        let bad = next(&empty, &[create("t", &[&[1]], &[("retention.ms", "soon")])]);
+        assert!(matches!(
+            registry.apply(bad).await,
+            Err(RegistryError::TopicConfig { .. })
+        ));
+    }
+}

@@ -1,0 +1,294 @@
+//! A replica's state as a pure state machine: its role (leader or follower) and leader epoch,
+//! what it holds durably, the high watermark, and on a leader the in-sync replicas and how far
+//! each has durably got. Events in ([`Event`]), commands out ([`Command`]); no I/O, no clock (time
+//! arrives in events), so every rule is tested by feeding events. The partition actor feeds it
+//! and carries out its commands.
+//!
+//! The high watermark a leader publishes is the smallest durable offset over the ISR (itself
+//! included): every in-sync replica has every record below it on disk. A follower's is the
+//! leader's high watermark as last heard, but never past what it holds itself. It never goes
+//! backwards within a leader epoch.
+
+use std::collections::BTreeMap;
+
+/// What the replica is for its partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaRole {
+    Leader {
+        leader_epoch: i32,
+        /// The in-sync replicas, this broker included.
+        isr: Vec<i32>,
+        /// How far each other replica is durable, as it last reported (absent: not yet).
+        followers: BTreeMap<i32, i64>,
+    },
+    /// `leader` is -1 while the partition has none.
+    Follower { leader: i32, leader_epoch: i32 },
+}
+
+/// Something that happened to the replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The metadata made this broker the leader, with this ISR.
+    BecameLeader { leader_epoch: i32, isr: Vec<i32> },
+    /// The metadata made another broker (or none: -1) the leader.
+    BecameFollower { leader: i32, leader_epoch: i32 },
+    /// The metadata changed the ISR of the partition this broker leads.
+    IsrChanged { isr: Vec<i32> },
+    /// This broker's copy is durable up to `offset` (exclusive).
+    LocalDurable { offset: i64 },
+    /// Follower `replica` reported its copy durable up to `offset` (leader only).
+    FollowerDurable { replica: i32, offset: i64 },
+    /// The leader's high watermark, as a follower heard it.
+    LeaderHighWatermark { offset: i64 },
+}
+
+/// What the actor must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Publish this high watermark to readers and waiting produces.
+    PublishHighWatermark(i64),
+}
+
+/// One replica of a partition.
+#[derive(Debug, Clone)]
+pub struct ReplicaState {
+    node_id: i32,
+    role: ReplicaRole,
+    /// What this broker holds durably (exclusive end).
+    durable: i64,
+    high_watermark: i64,
+    /// The leader's high watermark as last heard (follower).
+    leader_high_watermark: i64,
+}
+
+impl ReplicaState {
+    /// A replica of broker `node_id` holding `durable` records durably, with the high watermark
+    /// `high_watermark` (at start-up: what its log recovered), following no one until told.
+    pub fn new(node_id: i32, durable: i64, high_watermark: i64) -> Self {
+        Self {
+            node_id,
+            role: ReplicaRole::Follower {
+                leader: -1,
+                leader_epoch: -1,
+            },
+            durable,
+            high_watermark: high_watermark.min(durable),
+            leader_high_watermark: high_watermark,
+        }
+    }
+
+    pub fn role(&self) -> &ReplicaRole {
+        &self.role
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        match &self.role {
+            ReplicaRole::Leader { leader_epoch, .. }
+            | ReplicaRole::Follower { leader_epoch, .. } => *leader_epoch,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, ReplicaRole::Leader { .. })
+    }
+
+    /// Takes one event; returns what to do.
+    pub fn handle(&mut self, event: Event) -> Vec<Command> {
+        match event {
+            Event::BecameLeader { leader_epoch, isr } => {
+                let followers = match &self.role {
+                    // Re-elected in a later epoch: what followers reported still holds.
+                    ReplicaRole::Leader { followers, .. } => followers.clone(),
+                    ReplicaRole::Follower { .. } => BTreeMap::new(),
+                };
+                self.role = ReplicaRole::Leader {
+                    leader_epoch,
+                    isr,
+                    followers,
+                };
+            }
+            Event::BecameFollower {
+                leader,
+                leader_epoch,
+            } => {
+                self.role = ReplicaRole::Follower {
+                    leader,
+                    leader_epoch,
+                };
+                // A new leader's high watermark is learnt from it; until then, keep ours.
+                self.leader_high_watermark = self.high_watermark;
+            }
+            Event::IsrChanged { isr: new_isr } => {
+                if let ReplicaRole::Leader { isr, .. } = &mut self.role {
+                    *isr = new_isr;
+                }
+            }
+            Event::LocalDurable { offset } => self.durable = self.durable.max(offset),
+            Event::FollowerDurable { replica, offset } => {
+                if let ReplicaRole::Leader { followers, .. } = &mut self.role {
+                    let known = followers.entry(replica).or_insert(offset);
+                    *known = (*known).max(offset);
+                }
+            }
+            Event::LeaderHighWatermark { offset } => {
+                self.leader_high_watermark = self.leader_high_watermark.max(offset);
+            }
+        }
+        self.advance()
+    }
+
+    /// Moves the high watermark to what the role allows, never backwards.
+    fn advance(&mut self) -> Vec<Command> {
+        let target = match &self.role {
+            ReplicaRole::Leader { isr, followers, .. } => isr
+                .iter()
+                .map(|&replica| {
+                    if replica == self.node_id {
+                        self.durable
+                    } else {
+                        // An in-sync follower that has not reported holds nothing yet.
+                        followers.get(&replica).copied().unwrap_or(0)
+                    }
+                })
+                .min()
+                .unwrap_or(self.durable),
+            ReplicaRole::Follower { .. } => self.leader_high_watermark.min(self.durable),
+        };
+        if target > self.high_watermark {
+            self.high_watermark = target;
+            vec![Command::PublishHighWatermark(target)]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(offset: i64) -> Vec<Command> {
+        vec![Command::PublishHighWatermark(offset)]
+    }
+
+    #[test]
+    fn a_sole_leader_publishes_what_it_holds_durably() {
+        let mut state = ReplicaState::new(1, 5, 5);
+        assert!(!state.is_leader());
+        let became = state.handle(Event::BecameLeader {
+            leader_epoch: 0,
+            isr: vec![1],
+        });
+        assert!(became.is_empty(), "nothing new to publish");
+        assert_eq!(state.handle(Event::LocalDurable { offset: 9 }), publish(9));
+        assert!(
+            state.handle(Event::LocalDurable { offset: 7 }).is_empty(),
+            "never backwards"
+        );
+        assert_eq!(state.high_watermark(), 9);
+        assert_eq!(state.leader_epoch(), 0);
+    }
+
+    #[test]
+    fn a_leader_waits_for_every_in_sync_replica() {
+        let mut state = ReplicaState::new(1, 0, 0);
+        state.handle(Event::BecameLeader {
+            leader_epoch: 3,
+            isr: vec![1, 2, 3],
+        });
+        assert!(state.handle(Event::LocalDurable { offset: 10 }).is_empty());
+        assert!(
+            state
+                .handle(Event::FollowerDurable {
+                    replica: 2,
+                    offset: 10
+                })
+                .is_empty()
+        );
+        assert_eq!(
+            state.handle(Event::FollowerDurable {
+                replica: 3,
+                offset: 4
+            }),
+            publish(4)
+        );
+        // A stale report changes nothing; a replica outside the ISR does not hold it back.
+        assert!(
+            state
+                .handle(Event::FollowerDurable {
+                    replica: 3,
+                    offset: 2
+                })
+                .is_empty()
+        );
+        assert_eq!(
+            state.handle(Event::IsrChanged { isr: vec![1, 2] }),
+            publish(10)
+        );
+        assert_eq!(state.high_watermark(), 10);
+    }
+
+    #[test]
+    fn a_follower_trails_the_leader_and_its_own_log() {
+        let mut state = ReplicaState::new(2, 3, 3);
+        state.handle(Event::BecameFollower {
+            leader: 1,
+            leader_epoch: 4,
+        });
+        assert_eq!(
+            state.role(),
+            &ReplicaRole::Follower {
+                leader: 1,
+                leader_epoch: 4
+            }
+        );
+        assert!(
+            state
+                .handle(Event::LeaderHighWatermark { offset: 8 })
+                .is_empty(),
+            "holds 3"
+        );
+        assert_eq!(state.handle(Event::LocalDurable { offset: 6 }), publish(6));
+        assert_eq!(state.handle(Event::LocalDurable { offset: 12 }), publish(8));
+        assert!(
+            state
+                .handle(Event::FollowerDurable {
+                    replica: 3,
+                    offset: 20
+                })
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn roles_change_both_ways() {
+        let mut state = ReplicaState::new(1, 5, 5);
+        state.handle(Event::BecameLeader {
+            leader_epoch: 1,
+            isr: vec![1, 2],
+        });
+        state.handle(Event::FollowerDurable {
+            replica: 2,
+            offset: 5,
+        });
+        state.handle(Event::BecameFollower {
+            leader: 2,
+            leader_epoch: 2,
+        });
+        assert!(!state.is_leader());
+        assert!(
+            state.handle(Event::LocalDurable { offset: 9 }).is_empty(),
+            "leader's hw: 5"
+        );
+        state.handle(Event::BecameLeader {
+            leader_epoch: 3,
+            isr: vec![1],
+        });
+        assert_eq!(state.high_watermark(), 9);
+        assert_eq!(state.leader_epoch(), 3);
+    }
+}
