@@ -2298,3 +2298,59 @@ async fn pipelined_requests_take_effect_and_are_answered_in_request_order() {
     }
     broker.shutdown().await;
 }
+
+/// Fetch and ListOffsets are answered in the leader epoch the client names: none (-1) or the
+/// partition's own (0 on a new topic) is served; a newer one is UNKNOWN_LEADER_EPOCH (this broker
+/// has not seen that epoch), with the leader the metadata names in Fetch v12's current leader.
+/// Metadata reports the same leader and epoch.
+#[tokio::test]
+async fn requests_name_the_leader_epoch_they_expect() {
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    assert_eq!(
+        client.call(create("epochs", 1), 7).await.topics[0].error_code,
+        0
+    );
+    client
+        .call(produce("epochs", 0, records(&["a", "b"], now_ms()), -1), 9)
+        .await;
+    let described = client.user_topics().await;
+    let partition = &described[0].partitions[0];
+    assert_eq!((partition.leader_id.0, partition.leader_epoch), (1, 0));
+
+    for (epoch, code) in [(-1, 0), (0, 0), (5, 75)] {
+        let mut request = fetch("epochs", 0, 0, 1, 0);
+        request.topics[0].partitions[0].current_leader_epoch = epoch;
+        let fetched = client.call(request, 12).await;
+        let partition = &fetched.responses[0].partitions[0];
+        assert_eq!(partition.error_code, code, "fetch in epoch {epoch}");
+        if code != 0 {
+            assert_eq!(
+                (
+                    partition.current_leader.leader_id.0,
+                    partition.current_leader.leader_epoch
+                ),
+                (1, 0)
+            );
+            assert!(partition.records.as_ref().is_none_or(Bytes::is_empty));
+        }
+
+        let list = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("epochs"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_current_leader_epoch(epoch)
+                            .with_timestamp(-1),
+                    ]),
+            ]);
+        let listed = client.call(list, 6).await;
+        let partition = &listed.topics[0].partitions[0];
+        assert_eq!(partition.error_code, code, "list offsets in epoch {epoch}");
+        assert_eq!(partition.offset, if code == 0 { 2 } else { -1 });
+    }
+    broker.shutdown().await;
+}

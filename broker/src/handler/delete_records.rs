@@ -11,7 +11,7 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::log_error_code;
+use super::{leader_partition, log_error_code};
 use crate::broker::Broker;
 use crate::partition::DeleteRecordsError;
 
@@ -27,8 +27,9 @@ pub(super) async fn handle(
                 let result = DeleteRecordsPartitionResult::default()
                     .with_partition_index(p.partition_index)
                     .with_low_watermark(-1);
-                let Some(partition) = broker.partition(&name, p.partition_index) else {
-                    return result.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                let partition = match leader_partition(broker, &name, p.partition_index, -1) {
+                    Ok(partition) => partition,
+                    Err(not_served) => return result.with_error_code(not_served.code),
                 };
                 match partition.delete_records_before(p.offset).await {
                     Ok(low_watermark) => result.with_low_watermark(low_watermark),

@@ -1,6 +1,8 @@
-//! Fetch: whole batches below the high watermark, bounded by the request's and each
-//! partition's byte limits (the first batch of the response always goes, however large, so a
-//! consumer always progresses). A long poll waits on the partitions' high-watermark watches until
+//! Fetch: from the partition's leader, in the leader epoch the consumer names (Kafka's
+//! NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH and UNKNOWN_LEADER_EPOCH otherwise, with the
+//! current leader in v12+), whole batches below the high watermark, bounded by the request's and
+//! each partition's byte limits (the first batch of the response always goes, however large, so
+//! a consumer always progresses). A long poll waits on the partitions' high-watermark watches until
 //! `min_bytes` are there or `max_wait_ms` passes. Fetch sessions (KIP-227) are declined the way
 //! the protocol allows: every response carries session id 0, so clients send full requests.
 //! Below Fetch v10 a partition of a topic whose `compression.type` is `zstd` answers
@@ -14,12 +16,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::select_all;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::BrokerId;
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::log_error_code;
+use super::{leader_partition, log_error_code};
 use crate::broker::Broker;
 use crate::cluster::TopicCompression;
 use crate::log;
@@ -74,7 +79,7 @@ async fn read_once(
             topic
                 .partitions
                 .iter()
-                .map(|p| broker.partition(&name, p.partition))
+                .map(|p| leader_partition(broker, &name, p.partition, p.current_leader_epoch))
                 .collect()
         })
         .collect();
@@ -86,7 +91,7 @@ async fn read_once(
     let watches: Vec<_> = handles
         .iter()
         .flatten()
-        .flatten()
+        .filter_map(|h| h.as_ref().ok())
         .map(|h| h.watch_high_watermark())
         .collect();
     let request = Arc::clone(request);
@@ -111,9 +116,18 @@ async fn read_once(
                             .with_last_stable_offset(-1)
                             .with_log_start_offset(-1)
                             .with_records(Some(Bytes::new()));
-                        let Some(handle) = handle else {
-                            errors = true;
-                            return data.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        let handle = match handle {
+                            Ok(handle) => handle,
+                            Err(not_served) => {
+                                errors = true;
+                                // Where to go instead (Fetch v12+ carries it).
+                                let leader = LeaderIdAndEpoch::default()
+                                    .with_leader_id(BrokerId(not_served.leader))
+                                    .with_leader_epoch(not_served.leader_epoch);
+                                return data
+                                    .with_error_code(not_served.code)
+                                    .with_current_leader(leader);
+                            }
                         };
                         if zstd_refused {
                             errors = true;

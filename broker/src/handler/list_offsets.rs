@@ -1,5 +1,6 @@
 //! ListOffsets: the earliest (-2) or latest (-1) offset, or the first offset at or after a
-//! timestamp. "Latest" is the high watermark, the end of what consumers may read.
+//! timestamp. "Latest" is the high watermark, the end of what consumers may read. Answered by the
+//! partition's leader, in the leader epoch the client names.
 
 use std::sync::Arc;
 
@@ -9,7 +10,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::log_error_code;
+use super::{leader_partition, log_error_code};
 use crate::broker::Broker;
 
 const LATEST: i64 = -1;
@@ -34,9 +35,14 @@ pub(super) async fn handle(
                             .with_partition_index(p.partition_index)
                             .with_timestamp(-1)
                             .with_offset(-1);
-                        let Some(handle) = broker.partition(&name, p.partition_index) else {
-                            return response
-                                .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                        let handle = match leader_partition(
+                            &broker,
+                            &name,
+                            p.partition_index,
+                            p.current_leader_epoch,
+                        ) {
+                            Ok(handle) => handle,
+                            Err(not_served) => return response.with_error_code(not_served.code),
                         };
                         match p.timestamp {
                             LATEST => response.with_offset(handle.high_watermark()),

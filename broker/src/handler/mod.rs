@@ -234,6 +234,52 @@ fn commit_error_code(error: &CommitError) -> i16 {
     }
 }
 
+/// Why a partition request cannot be served by this broker: Kafka's error code, and the leader
+/// and leader epoch the metadata names (-1: none), for the client to go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotServed {
+    pub(crate) code: i16,
+    pub(crate) leader: i32,
+    pub(crate) leader_epoch: i32,
+}
+
+/// The hosted partition `topic`-`partition` if this broker leads it, in the leader epoch the
+/// client names (`current_leader_epoch`: -1 for any). Kafka's checks in Kafka's order: a partition
+/// the metadata does not know is UNKNOWN_TOPIC_OR_PARTITION; an older epoch than the partition's
+/// is FENCED_LEADER_EPOCH (the client's leader was replaced), a newer one UNKNOWN_LEADER_EPOCH
+/// (this broker has not caught up yet); a partition led by another broker, or by none, is
+/// NOT_LEADER_OR_FOLLOWER.
+pub(crate) fn leader_partition(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> Result<crate::partition::PartitionHandle, NotServed> {
+    let image = broker.image();
+    let Some(known) = image.topic(topic).and_then(|t| t.partition(partition)) else {
+        return Err(NotServed {
+            code: ResponseError::UnknownTopicOrPartition.code(),
+            leader: -1,
+            leader_epoch: -1,
+        });
+    };
+    let not_served = |error: ResponseError| NotServed {
+        code: error.code(),
+        leader: known.leader,
+        leader_epoch: known.leader_epoch,
+    };
+    if current_leader_epoch >= 0 && current_leader_epoch < known.leader_epoch {
+        return Err(not_served(ResponseError::FencedLeaderEpoch));
+    }
+    if current_leader_epoch > known.leader_epoch {
+        return Err(not_served(ResponseError::UnknownLeaderEpoch));
+    }
+    match broker.partition(topic, partition) {
+        Some(handle) if known.leader == broker.node_id() => Ok(handle),
+        _ => Err(not_served(ResponseError::NotLeaderOrFollower)),
+    }
+}
+
 /// The Kafka error code for a failed append.
 fn append_error_code(error: &AppendError) -> i16 {
     match error {

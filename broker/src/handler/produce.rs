@@ -21,7 +21,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tokio::sync::Semaphore;
 
-use super::{append_error_code, internal_topic_error, str_bytes};
+use super::{append_error_code, internal_topic_error, leader_partition, str_bytes};
 use crate::broker::Broker;
 use crate::cluster::{ProduceConfig, TopicCompression};
 use crate::log;
@@ -140,8 +140,9 @@ async fn queue_partition(
     if let Some((code, message)) = internal_topic_error(name, "append to") {
         return done(code, Some(message.to_string()));
     }
-    let Some(partition) = broker.partition(name, data.index) else {
-        return done(ResponseError::UnknownTopicOrPartition.code(), None);
+    let partition = match leader_partition(broker, name, data.index, -1) {
+        Ok(partition) => partition,
+        Err(not_served) => return done(not_served.code, None),
     };
     let Some(records) = data.records else {
         return done(ResponseError::CorruptMessage.code(), None);
