@@ -102,14 +102,19 @@ fn respond(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>
                 .render(&broker.partition_samples(), &broker.group_offset_samples()),
         ),
         "/v1/status" => {
+            let image = broker.image();
+            let summary = image.partition_summary(broker.node_id());
             let status = serde_json::json!({
                 "node_id": broker.node_id(),
-                "cluster_id": broker.cluster_id(),
+                "cluster_id": image.cluster_id,
                 "ready": broker.is_ready(),
+                "metadata_offset": image.offset,
                 "partitions": broker.partition_samples().len(),
-                // One replica per partition on a single node: nothing can lag behind, and the
-                // broker has caught up once it has replayed its logs and serves.
-                "under_replicated_partitions": 0,
+                "leader_partitions": summary.led,
+                "under_replicated_partitions": summary.under_replicated,
+                "offline_partitions": summary.offline,
+                // The broker has caught up once it has replayed its logs and the metadata it
+                // holds is the committed metadata (on a single node, its own).
                 "caught_up": broker.is_ready(),
             });
             reply(StatusCode::OK, "application/json", format!("{status}\n"))

@@ -83,7 +83,12 @@ async fn health_metrics_and_status() {
     assert_eq!(status, 200);
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["partitions"], 5);
+    // __consumer_offsets (3 partitions in tests) and metered (2), all led here.
+    assert_eq!(status["leader_partitions"], 5);
     assert_eq!(status["under_replicated_partitions"], 0);
+    assert_eq!(status["offline_partitions"], 0);
+    // Registration, __consumer_offsets and metered: three committed changes.
+    assert_eq!(status["metadata_offset"], 3);
     assert_eq!(status["caught_up"], true);
     assert_eq!(status["ready"], true);
     drop(kafka);

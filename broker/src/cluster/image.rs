@@ -93,6 +93,17 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
 }
 
+/// Partition counts from one broker's point of view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PartitionSummary {
+    /// Partitions this broker leads.
+    pub led: usize,
+    /// Partitions this broker leads with fewer in-sync replicas than replicas.
+    pub under_replicated: usize,
+    /// Partitions without a leader, in the whole cluster.
+    pub offline: usize,
+}
+
 /// One change of the cluster metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -145,6 +156,24 @@ impl MetadataImage {
         self.topics
             .get(name)
             .map(|topic| produce_config(&topic.configs))
+    }
+
+    /// Partition counts as this broker sees them, for status and health checks.
+    pub fn partition_summary(&self, node_id: i32) -> PartitionSummary {
+        let mut summary = PartitionSummary::default();
+        for partition in self.topics.values().flat_map(|t| &t.partitions) {
+            if partition.leader < 0 {
+                summary.offline += 1;
+            }
+            if partition.leader == node_id {
+                summary.led += 1;
+                // Kafka's UnderReplicatedPartitions: counted by the leader.
+                if partition.isr.len() < partition.replicas.len() {
+                    summary.under_replicated += 1;
+                }
+            }
+        }
+        summary
     }
 
     /// The brokers clients may use, by id.
@@ -312,6 +341,26 @@ mod tests {
             })
             .unwrap();
         assert!(image.topics.is_empty());
+    }
+
+    #[test]
+    fn the_summary_counts_led_under_replicated_and_offline_partitions() {
+        let mut image = MetadataImage::new("c".to_owned());
+        image
+            .apply(&create("t", &[&[1, 2], &[2, 1], &[1, 3]]))
+            .unwrap();
+        let topic = Arc::make_mut(image.topics.get_mut("t").unwrap());
+        topic.partitions[0].isr = vec![1];
+        topic.partitions[1].leader = -1;
+        assert_eq!(
+            image.partition_summary(1),
+            PartitionSummary {
+                led: 2,
+                under_replicated: 1,
+                offline: 1
+            }
+        );
+        assert_eq!(image.partition_summary(2).led, 0);
     }
 
     #[test]
