@@ -28,7 +28,14 @@ fi
 root="$(cd "$(dirname "$0")/.." && pwd)"
 have python3 || { echo "python3 is required" >&2; exit 1; }
 python3 -m pip install --quiet --disable-pip-version-check -r "$root/tests/clients/requirements.txt" \
-    -r "$root/tests/bench/requirements.txt" -r "$root/tests/k8s/requirements.txt"
+    -r "$root/tests/bench/requirements.txt" -r "$root/tests/k8s/requirements.txt" \
+    -r "$root/tests/kafka-python/requirements.txt"
+# kafka-python's own integration suite, from its source package (the version the clients pin).
+kafka_python_sdist="$root/target/kafka-python/kafka_python-3.0.12.tar.gz"
+if [ ! -f "$kafka_python_sdist" ]; then
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+        --dest "$root/target/kafka-python" kafka-python==3.0.12
+fi
 have npm || { echo "npm (Node.js) is required" >&2; exit 1; }
 npm ci --silent --no-audit --no-fund --prefix "$root/tests/clients"
 

@@ -3,8 +3,8 @@
 //! and kafkajs (tests/clients/kafkajs_client.js, read back with kcat). Each produces keyed records
 //! with headers, timestamps, null and empty values to a multi-partition topic in every codec it
 //! supports, and what is read back by partition must match: order, key to partition, keys, values,
-//! headers and timestamps. librdkafka also reads a compacted topic back. `scripts/install-test-deps.sh`
-//! installs the clients.
+//! headers and timestamps. librdkafka also reads a compacted topic back, and kafka-python's own
+//! integration suite runs against Fjord. `scripts/install-test-deps.sh` installs the clients.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -69,6 +69,55 @@ fn kafka_python_produces_consumes_and_administers() {
 #[test]
 fn aiokafka_produces_consumes_and_administers() {
     python_client("aiokafka");
+}
+
+/// kafka-python's own integration suite (from its PyPI source package, in its external-broker
+/// mode) against a broker started with the settings the suite's fixture gives Kafka; only the
+/// tests in tests/kafka-python/expected-failures.txt may fail, each with its reason there, and
+/// each of those must still fail (tests/kafka-python/run_suite.py).
+#[test]
+fn kafka_python_integration_suite_fails_only_where_expected() {
+    let broker = TestBroker::start(|c| {
+        c.node_id = 0;
+        c.default_partitions = 4;
+        c.coordinator.group_min_session_timeout_ms = 1000;
+        c.coordinator.group_initial_rebalance_delay_ms = 0;
+        c.coordinator.offsets_topic_partitions = 2;
+    });
+    let suite = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("kafka-python");
+    let sdist = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/kafka-python/kafka_python-3.0.12.tar.gz");
+    assert!(
+        sdist.is_file(),
+        "{} is missing: run scripts/install-test-deps.sh (make deps)",
+        sdist.display()
+    );
+    let work = tempfile::tempdir().unwrap();
+    let output = Command::new(require_tool("python3"))
+        .arg(suite.join("run_suite.py"))
+        .arg(&sdist)
+        .arg(broker.bootstrap())
+        .arg(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: Vec<&str> = stdout
+        .lines()
+        .filter(|line| {
+            line.starts_with("kafka-python suite:")
+                || line.starts_with("NEW FAILURE")
+                || line.starts_with("NOW PASSES")
+                || line.starts_with("NOT RUN")
+                || line.starts_with("FAILED")
+                || line.starts_with("ERROR")
+        })
+        .collect();
+    println!("{}", summary.join("\n"));
+    assert!(
+        output.status.success(),
+        "kafka-python's suite did not fail only where expected:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]
