@@ -95,11 +95,14 @@ impl Step {
                 tracing::debug!(topic, partition, %error, "produce rejected");
                 let response = response.with_error_code(append_error_code(&error));
                 match &error {
-                    AppendError::Log(log::Error::RecordsWithoutKey { record_indices }) => {
+                    AppendError::Log(log::Error::RecordsWithoutKey {
+                        record_indices,
+                        count,
+                    }) => {
                         let message = format!(
                             "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
                         );
-                        let (errors, summary) = record_errors(record_indices, &message);
+                        let (errors, summary) = record_errors(record_indices, *count, &message);
                         response
                             .with_error_message(Some(str_bytes(summary)))
                             .with_record_errors(errors)
@@ -214,6 +217,10 @@ async fn recompress(
     })
 }
 
+/// Where the magic byte sits: after the base offset (8 bytes), the length (4) and the partition
+/// leader epoch, or a legacy message's CRC (4).
+const MAGIC_OFFSET: usize = 16;
+
 /// Kafka's rule for a partition's records in Produce v3+ (every version Fjord serves): exactly
 /// one batch, of magic 2. The message is Kafka's. A first batch whose framing is broken is left
 /// to the log's validation (CORRUPT_MESSAGE).
@@ -223,10 +230,14 @@ fn one_batch(records: &[u8], version: i16) -> Result<(), String> {
             "Produce requests with version {version} must have at least one record batch per partition"
         ));
     }
-    match batch::parse_header(records) {
-        Err(batch::BatchError::UnsupportedMagic { .. }) => Err(format!(
+    // The magic byte sits at the same place in every message format, so a legacy message too
+    // short for a v2 header is still told apart from a torn v2 batch.
+    if records.get(MAGIC_OFFSET).is_some_and(|&magic| magic != 2) {
+        return Err(format!(
             "Produce requests with version {version} are only allowed to contain record batches with magic version 2"
-        )),
+        ));
+    }
+    match batch::parse_header(records) {
         Ok((_, total)) if total < records.len() => Err(format!(
             "Produce requests with version {version} are only allowed to contain exactly one record batch per partition"
         )),
@@ -239,9 +250,13 @@ fn one_batch(records: &[u8], version: i16) -> Result<(), String> {
 const RECORD_ERROR_MESSAGES: usize = 100;
 
 /// The response's `record_errors` for the invalid records at `indices` (ascending, as clients
-/// expect), each with `message`, and the partition's error message, both in Kafka's words so
-/// clients and people searching for them find them.
-fn record_errors(indices: &[usize], message: &str) -> (Vec<BatchIndexAndErrorMessage>, String) {
+/// expect; the first of `count` in all), each with `message`, and the partition's error message,
+/// both in Kafka's words so clients and people searching for them find them.
+fn record_errors(
+    indices: &[usize],
+    count: usize,
+    message: &str,
+) -> (Vec<BatchIndexAndErrorMessage>, String) {
     let index = |i: usize| i32::try_from(i).unwrap_or(i32::MAX);
     let errors = indices
         .iter()
@@ -260,8 +275,7 @@ fn record_errors(indices: &[usize], message: &str) -> (Vec<BatchIndexAndErrorMes
         .map(|&i| format!("RecordError(batchIndex={}, message='{message}')", index(i)))
         .collect();
     let summary = format!(
-        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
-        indices.len(),
+        "One or more records have been rejected due to {count} record errors in total, and only showing the first three errors at most: [{}]",
         shown.join(", ")
     );
     (errors, summary)
@@ -300,6 +314,15 @@ mod tests {
         let mut old = batch(&["a"]);
         old[16] = 1; // magic
         assert!(one_batch(&old, 7).unwrap_err().contains("magic version 2"));
+        // A legacy (magic 0) message shorter than a v2 batch header.
+        let legacy = [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 14, 1, 2, 3, 4, 0, 0, 0, 0, 0, 0,
+        ];
+        assert!(
+            one_batch(&legacy, 3)
+                .unwrap_err()
+                .contains("magic version 2")
+        );
         // A torn batch is the log's to refuse, with CORRUPT_MESSAGE.
         let whole = batch(&["a"]);
         assert!(one_batch(&whole[..whole.len() - 3], 9).is_ok());
@@ -308,7 +331,7 @@ mod tests {
     #[test]
     fn every_invalid_record_is_named_and_messages_are_bounded() {
         let indices: Vec<usize> = (0..250).map(|i| i * 2).collect();
-        let (errors, summary) = record_errors(&indices, "bad");
+        let (errors, summary) = record_errors(&indices, 250, "bad");
         assert_eq!(errors.len(), 250);
         assert_eq!(errors[249].batch_index, 498);
         assert!(

@@ -1060,14 +1060,14 @@ mod tests {
             assert!(
                 matches!(
                     log.append(&mut two, 0),
-                    Err(Error::RecordsWithoutKey { record_indices })
+                    Err(Error::RecordsWithoutKey { record_indices, .. })
                         if record_indices == [2]
                 ),
                 "{codec:?}"
             );
             assert!(matches!(
                 log.append(&mut bytes, 0),
-                Err(Error::RecordsWithoutKey { record_indices }) if record_indices == [1]
+                Err(Error::RecordsWithoutKey { record_indices, .. }) if record_indices == [1]
             ));
         }
         // Every keyless record is named, not only the first.
@@ -1078,8 +1078,33 @@ mod tests {
         );
         assert!(matches!(
             log.append(&mut several, 0),
-            Err(Error::RecordsWithoutKey { record_indices }) if record_indices == [0, 2]
+            Err(Error::RecordsWithoutKey { record_indices, .. }) if record_indices == [0, 2]
         ));
+        // Many keyless records: the first MAX_NAMED_RECORDS are named, all are counted.
+        let pairs: Vec<(Option<&str>, Option<&str>)> = (0..1500)
+            .map(|i| (if i == 7 { Some("k") } else { None }, Some("v")))
+            .collect();
+        let mut many = keyed(&pairs, T0, Compression::Zstd);
+        log.set_config(LogConfig {
+            segment_bytes: 1 << 20,
+            ..compacted()
+        });
+        match log.append(&mut many, 0) {
+            Err(Error::RecordsWithoutKey {
+                record_indices,
+                count,
+            }) => {
+                assert_eq!(count, 1499);
+                assert_eq!(record_indices.len(), crate::log::MAX_NAMED_RECORDS);
+                assert_eq!(
+                    record_indices[6..8],
+                    [6, 8],
+                    "the keyed record is not named"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        log.set_config(compacted());
         assert_eq!(log.log_end_offset(), 2, "nothing appended");
         seal(&mut log);
         compact(&mut log);

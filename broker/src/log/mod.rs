@@ -92,6 +92,10 @@ impl fmt::Display for IoOp {
 
 /// Errors of the log. Those about the caller's input (`InvalidBatch`, `BatchTooLarge`,
 /// `OffsetOutOfRange`, ...) leave the log unchanged; the protocol layer maps them to Kafka codes.
+/// How many records without a key an append refused for them names: a batch of a million tiny
+/// keyless records must not cost an index, let alone a message, per record.
+pub const MAX_NAMED_RECORDS: usize = 1000;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("record batch {index} of the append is invalid")]
@@ -106,11 +110,14 @@ pub enum Error {
     EmptyAppend,
     /// `record_indices` count records from the start of the append, across its batches.
     #[error(
-        "{} record(s) of the append have no key, the first at index {}: a compacted topic cannot accept records without a key",
-        record_indices.len(),
+        "{count} record(s) of the append have no key, the first at index {}: a compacted topic cannot accept records without a key",
         record_indices.first().copied().unwrap_or_default()
     )]
-    RecordsWithoutKey { record_indices: Vec<usize> },
+    RecordsWithoutKey {
+        /// The first [`MAX_NAMED_RECORDS`] of them, counted from the start of the append.
+        record_indices: Vec<usize>,
+        count: usize,
+    },
     #[error("offset {offset} is outside the log's range {log_start_offset}..={log_end_offset}")]
     OffsetOutOfRange {
         offset: i64,
@@ -565,6 +572,7 @@ impl Log {
         }
         let mut batches: Vec<(BatchHeader, usize)> = Vec::with_capacity(1);
         let mut keyless = Vec::new();
+        let mut keyless_count = 0;
         let mut records_before = 0;
         for (index, item) in batch::split_batches(records).enumerate() {
             let (_, bytes) = item.map_err(|source| Error::InvalidBatch { index, source })?;
@@ -577,20 +585,19 @@ impl Log {
             let header =
                 batch::validate(bytes).map_err(|source| Error::InvalidBatch { index, source })?;
             if self.config.cleanup_policy.compacts() {
-                let without_key = batch::records_without_key(bytes, &header)
+                let keep = MAX_NAMED_RECORDS - keyless.len();
+                let (named, count) = batch::records_without_key(bytes, &header, keep)
                     .map_err(|source| Error::InvalidBatch { index, source })?;
-                keyless.extend(
-                    without_key
-                        .into_iter()
-                        .map(|record| records_before + record),
-                );
+                keyless.extend(named.into_iter().map(|record| records_before + record));
+                keyless_count += count;
             }
             records_before += header.record_count.max(0) as usize;
             batches.push((header, bytes.len()));
         }
-        if !keyless.is_empty() {
+        if keyless_count > 0 {
             return Err(Error::RecordsWithoutKey {
                 record_indices: keyless,
+                count: keyless_count,
             });
         }
 

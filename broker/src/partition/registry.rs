@@ -92,6 +92,16 @@ pub enum RegistryError {
     },
 }
 
+/// What the registry has applied.
+#[derive(Debug)]
+struct Applied {
+    /// The last image the hosted partitions were made to match in full.
+    image: Arc<MetadataImage>,
+    /// The newest image offset an apply was started for, whether or not it went through: an
+    /// older image must not be applied after it (it could bring back a topic it deleted).
+    newest: u64,
+}
+
 /// The hosted partitions of broker `node_id`.
 pub struct PartitionRegistry {
     node_id: i32,
@@ -100,8 +110,8 @@ pub struct PartitionRegistry {
     metrics: Arc<Metrics>,
     cleaner_backoff: Duration,
     hosted: RwLock<HashMap<TopicPartition, Hosted>>,
-    /// The image the hosted partitions match; applies are serialized on it.
-    applied: tokio::sync::Mutex<Arc<MetadataImage>>,
+    /// Applies are serialized on this.
+    applied: tokio::sync::Mutex<Applied>,
 }
 
 impl std::fmt::Debug for PartitionRegistry {
@@ -129,7 +139,10 @@ impl PartitionRegistry {
             metrics,
             cleaner_backoff,
             hosted: RwLock::new(HashMap::new()),
-            applied: tokio::sync::Mutex::new(Arc::new(MetadataImage::new(String::new()))),
+            applied: tokio::sync::Mutex::new(Applied {
+                image: Arc::new(MetadataImage::new(String::new())),
+                newest: 0,
+            }),
         }
     }
 
@@ -167,10 +180,11 @@ impl PartitionRegistry {
     /// a broker, whose data directory holds its partitions as they were.
     pub async fn open(&self, image: Arc<MetadataImage>) -> Result<(), RegistryError> {
         let mut applied = self.applied.lock().await;
+        applied.newest = applied.newest.max(image.offset);
         for topic in image.topics.values() {
             self.host(topic, None, true).await?;
         }
-        *applied = image;
+        applied.image = image;
         Ok(())
     }
 
@@ -180,10 +194,12 @@ impl PartitionRegistry {
     /// files removed; changed configs and roles are applied.
     pub async fn apply(&self, image: Arc<MetadataImage>) -> Result<(), RegistryError> {
         let mut applied = self.applied.lock().await;
-        if image.offset <= applied.offset {
+        if image.offset < applied.newest || image.offset <= applied.image.offset {
             return Ok(());
         }
-        let previous = Arc::clone(&applied);
+        applied.newest = image.offset;
+        // Against the last image applied in full: what a failed apply left undone is done now.
+        let previous = Arc::clone(&applied.image);
         for (name, topic) in &previous.topics {
             if image.topic(name).is_none_or(|now| now.id != topic.id) {
                 self.remove(topic).await;
@@ -193,7 +209,7 @@ impl PartitionRegistry {
             let before = previous.topic(name).filter(|before| before.id == topic.id);
             self.host(topic, before.map(Arc::as_ref), false).await?;
         }
-        *applied = image;
+        applied.image = image;
         Ok(())
     }
 
@@ -238,7 +254,7 @@ impl PartitionRegistry {
                 None => {
                     let role = role_event(self.node_id, partition);
                     let handle = self
-                        .open_partition(&topic.name, index, config.clone(), existing, role)
+                        .open_partition(topic, index, config.clone(), existing, role)
                         .await
                         .map_err(|source| RegistryError::Open {
                             topic: topic.name.clone(),
@@ -259,18 +275,25 @@ impl PartitionRegistry {
 
     async fn open_partition(
         &self,
-        topic: &str,
+        topic: &TopicImage,
         partition: i32,
         config: log::LogConfig,
         existing: bool,
         role: ReplicaEvent,
     ) -> Result<PartitionHandle, log::Error> {
-        let dir = log::partition_dir(&self.data_dir, topic, partition);
-        // A directory there for a partition new to the cluster is left over from a deleted topic
-        // of the same name (a crash between forgetting the topic and removing its files): it goes,
-        // so the new partition starts empty.
-        if !existing && dir.exists() {
-            tracing::warn!(dir = %dir.display(), "removing a leftover directory of a deleted topic");
+        let dir = log::partition_dir(&self.data_dir, &topic.name, partition);
+        let io = |dir: &std::path::Path, op| {
+            let path = dir.to_path_buf();
+            move |source| log::Error::Io { op, path, source }
+        };
+        // A directory there for a partition new to the cluster, or one that names another topic
+        // id, is left over from a deleted topic of the same name (a crash between forgetting the
+        // topic and removing its files): it goes, so the partition starts empty.
+        let stored_id = read_topic_id(&dir);
+        let leftover =
+            dir.exists() && (!existing || stored_id.as_ref().is_some_and(|id| *id != topic.id));
+        if leftover {
+            tracing::warn!(dir = %dir.display(), ?stored_id, "removing a leftover directory of a deleted topic");
             remove_partition_dir(dir.clone())
                 .await
                 .map_err(|source| log::Error::Io {
@@ -281,17 +304,30 @@ impl PartitionRegistry {
         }
         let cleaner = CleanerSettings {
             backoff: self.cleaner_backoff,
-            counters: self.metrics.compaction(topic),
+            counters: self.metrics.compaction(&topic.name),
         };
-        PartitionHandle::open(
-            dir,
+        let handle = PartitionHandle::open(
+            dir.clone(),
             config,
             Arc::clone(&self.clock),
             self.node_id,
             role,
             cleaner,
         )
-        .await
+        .await?;
+        if leftover || stored_id != Some(topic.id) {
+            let id = topic.id;
+            let written = {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || write_topic_id(&dir, id))
+            };
+            written
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|result| result)
+                .map_err(io(&dir, log::IoOp::OpenSegment))?;
+        }
+        Ok(handle)
     }
 
     /// Closes the hosted partitions of a topic that left the cluster and removes their files.
@@ -323,6 +359,33 @@ impl PartitionRegistry {
             handle.close().await;
         }
     }
+}
+
+/// The file in a partition directory naming the topic id it belongs to, as Kafka keeps one: the
+/// directory's name alone cannot tell a deleted topic from a new one of the same name.
+const TOPIC_ID_FILE: &str = "partition.metadata";
+
+/// The topic id a partition directory was made for (`None`: no file, or one that cannot be read:
+/// a directory of the releases before the file).
+fn read_topic_id(dir: &std::path::Path) -> Option<uuid::Uuid> {
+    let text = std::fs::read_to_string(dir.join(TOPIC_ID_FILE)).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("topic_id: "))
+        .and_then(|id| uuid::Uuid::parse_str(id.trim()).ok())
+}
+
+/// Records the topic id of a partition directory, durably (temp file, fsync, rename, directory
+/// fsync).
+fn write_topic_id(dir: &std::path::Path, id: uuid::Uuid) -> std::io::Result<()> {
+    let temp = dir.join(format!("{TOPIC_ID_FILE}.tmp"));
+    let mut file = std::fs::File::create(&temp)?;
+    std::io::Write::write_all(
+        &mut file,
+        format!("version: 0\ntopic_id: {id}\n").as_bytes(),
+    )?;
+    file.sync_all()?;
+    std::fs::rename(&temp, dir.join(TOPIC_ID_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Removes a partition directory and makes the removal durable.
@@ -447,7 +510,8 @@ mod tests {
             }],
         );
         registry.apply(Arc::clone(&two)).await.unwrap();
-        // An older image, applied late by a concurrent caller, changes nothing.
+        // An older image, applied late by a concurrent caller, changes nothing (below, it does not
+        // bring back a deleted topic).
         registry.apply(Arc::clone(&one)).await.unwrap();
         let led = registry.partition("t", 0).unwrap();
         assert_eq!(led.durable_offset(), 1, "the partition stayed open");
@@ -467,6 +531,9 @@ mod tests {
             }],
         );
         registry.apply(Arc::clone(&three)).await.unwrap();
+        assert!(hosted(&registry).is_empty());
+        // The image before the deletion, applied late, does not bring the topic back.
+        registry.apply(Arc::clone(&two)).await.unwrap();
         assert!(hosted(&registry).is_empty());
         assert!(
             !log::partition_dir(dir.path(), "t", 0).exists(),
@@ -505,6 +572,53 @@ mod tests {
         let two = next(&one, &[create("stale", &[&[1]], &[])]);
         second.apply(two).await.unwrap();
         assert_eq!(second.partition("stale", 0).unwrap().high_watermark(), 0);
+        second.close().await;
+    }
+
+    /// The topic was deleted and created again under its name while this broker was down (or
+    /// before it removed the files): its directory names the old topic id, and the new topic
+    /// starts empty instead of serving the deleted topic's records.
+    #[tokio::test]
+    async fn a_directory_of_another_topic_id_is_not_taken_for_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = MetadataImage::new("c".to_owned());
+        let one = next(&empty, &[create("t", &[&[1]], &[])]);
+        let first = registry(1, dir.path());
+        first.apply(Arc::clone(&one)).await.unwrap();
+        first
+            .partition("t", 0)
+            .unwrap()
+            .append(batch())
+            .await
+            .unwrap();
+        first.close().await;
+        let old_id = one.topic("t").unwrap().id;
+        assert_eq!(
+            read_topic_id(&log::partition_dir(dir.path(), "t", 0)),
+            Some(old_id)
+        );
+
+        // The same image again: the directory is the partition's own.
+        let again = registry(1, dir.path());
+        again.open(Arc::clone(&one)).await.unwrap();
+        assert_eq!(again.partition("t", 0).unwrap().high_watermark(), 1);
+        again.close().await;
+
+        let deleted = next(
+            &one,
+            &[MetadataRecord::DeleteTopic {
+                name: "t".to_owned(),
+            }],
+        );
+        let recreated = next(&deleted, &[create("t", &[&[1]], &[])]);
+        let second = registry(1, dir.path());
+        second.open(Arc::clone(&recreated)).await.unwrap();
+        assert_eq!(second.partition("t", 0).unwrap().high_watermark(), 0);
+        let new_id = recreated.topic("t").unwrap().id;
+        assert_eq!(
+            read_topic_id(&log::partition_dir(dir.path(), "t", 0)),
+            Some(new_id)
+        );
         second.close().await;
     }
 

@@ -341,19 +341,27 @@ pub fn records_payload<'a>(
     })
 }
 
-/// The indices of the records without a key in a batch a producer sent, in order: a topic with
-/// `cleanup.policy=compact` refuses those, and Kafka names every one of them to the producer.
-/// Compressed payloads are opened (and every record's framing checked), which is why only
-/// compacted topics call this. The list is bounded by the batch's own record count.
-pub fn records_without_key(batch: &[u8], header: &BatchHeader) -> Result<Vec<usize>, BatchError> {
+/// The records without a key in a batch a producer sent: the indices of the first `keep` of them,
+/// in order, and how many there are. A topic with `cleanup.policy=compact` refuses those, and
+/// Kafka names them to the producer. Compressed payloads are opened (and every record's framing
+/// checked), which is why only compacted topics call this.
+pub fn records_without_key(
+    batch: &[u8],
+    header: &BatchHeader,
+    keep: usize,
+) -> Result<(Vec<usize>, usize), BatchError> {
     let payload = records_payload(batch, header)?;
     let mut keyless = Vec::new();
+    let mut count = 0;
     for (index, record) in Records::new(&payload, header.record_count).enumerate() {
         if record?.key.is_none() {
-            keyless.push(index);
+            count += 1;
+            if keyless.len() < keep {
+                keyless.push(index);
+            }
         }
     }
-    Ok(keyless)
+    Ok((keyless, count))
 }
 
 /// Encodes a batch from `header` and `payload` (the records, compressed as the attributes say).
@@ -686,7 +694,8 @@ pub fn fuzz_validate(data: &[u8]) {
             assert_eq!(count, header.record_count as usize);
         }
         // What a compacted topic checks of every batch: the keyless records, in order.
-        if let Ok(keyless) = records_without_key(batch, &header) {
+        if let Ok((keyless, count)) = records_without_key(batch, &header, 8) {
+            assert_eq!(keyless.len(), count.min(8));
             assert!(keyless.windows(2).all(|w| w[0] < w[1]));
             assert!(
                 keyless

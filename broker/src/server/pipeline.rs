@@ -67,8 +67,9 @@ pub enum ConnectionError {
 // The start being awaited resolves to the rest of its request, itself a future.
 #[allow(clippy::async_yields_async)]
 /// Serves requests from `read` and writes responses to `write` until the client closes the
-/// connection, a request cannot be served, or `shutdown`; in every case the requests already read
-/// are finished and answered first.
+/// connection, a request cannot be served, reading or writing fails, or `shutdown`. In every case
+/// the requests already read run to their end first: answered while responses can still go out,
+/// their answers dropped after a failed write or an answer that closes the connection.
 pub async fn serve<R, W>(
     read: R,
     write: W,
@@ -90,6 +91,11 @@ where
     let mut in_flight: FuturesOrdered<SizedReply> = FuturesOrdered::new();
     let mut in_flight_bytes = 0;
     let mut reading = true;
+    // Cleared once responses can no longer go out (the connection failed or is to close): the
+    // requests already read still run to their end, their answers dropped, so none is cut off
+    // halfway (a topic deletion between its metadata commit and its partitions' removal).
+    let mut writable = true;
+    let mut failure = None;
     loop {
         let room = in_flight.len() + usize::from(starting.is_some()) < limits.depth.max(1)
             && (in_flight_bytes < limits.max_in_flight_bytes
@@ -100,12 +106,18 @@ where
             Some((size, answer)) = in_flight.next(), if !in_flight.is_empty() => {
                 in_flight_bytes -= size;
                 match answer {
-                    Answer::Frame(response) => {
-                        writer.write_all(&response).await.map_err(ConnectionError::Write)?;
-                        writer.flush().await.map_err(ConnectionError::Write)?;
+                    Answer::Frame(response) if writable => {
+                        let written = async {
+                            writer.write_all(&response).await?;
+                            writer.flush().await
+                        };
+                        if let Err(error) = written.await {
+                            failure = Some(ConnectionError::Write(error));
+                            (reading, writable) = (false, false);
+                        }
                     }
-                    Answer::Nothing => {}
-                    Answer::Close => return Ok(()),
+                    Answer::Frame(_) | Answer::Nothing => {}
+                    Answer::Close => (reading, writable) = (false, false),
                 }
             }
             reply = async {
@@ -126,7 +138,10 @@ where
                         "request frame size out of bounds; closing the connection");
                     reading = false;
                 }
-                Some(Err(error)) => return Err(ConnectionError::Read(error)),
+                Some(Err(error)) => {
+                    failure = Some(ConnectionError::Read(error));
+                    reading = false;
+                }
                 Some(Ok(frame)) => {
                     let size = frame.len();
                     match requests.start(BytesMut::freeze(frame)) {
@@ -140,7 +155,7 @@ where
             },
         }
         if !reading && starting.is_none() && in_flight.is_empty() {
-            return Ok(());
+            return failure.map_or(Ok(()), Err);
         }
     }
 }
@@ -397,6 +412,30 @@ mod tests {
         reply1.send(()).unwrap();
         assert_eq!(responses(&mut client, 1).await, [1]);
         task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn requests_read_before_the_connection_fails_still_run_to_their_end() {
+        let service = Scripted::default();
+        let (_, reply1) = service.gate(1);
+        let (start2, _) = service.gate(2);
+        let (mut client, task, _shutdown) = connection(&service, LIMITS);
+        send(&mut client, &[1, 2]).await;
+        settle().await;
+        // The client goes away while 1 waits for its reply and 2 for its start.
+        drop(client);
+        settle().await;
+        reply1.send(()).unwrap();
+        start2.send(()).unwrap();
+        let ended = task.await.unwrap();
+        assert!(
+            matches!(ended, Err(ConnectionError::Write(_)) | Ok(())),
+            "{ended:?}"
+        );
+        let events = service.events();
+        for event in ["replied 1", "started 2", "replied 2"] {
+            assert!(events.iter().any(|e| e == event), "{event}: {events:?}");
+        }
     }
 
     #[tokio::test]
