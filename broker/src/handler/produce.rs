@@ -1,11 +1,12 @@
 //! Produce: append each partition's record batch through its actor, all partitions at once;
 //! answer once each append is acknowledged under its topic's flush policy. `acks=0` gets no
-//! response, as in Kafka. Before the log: each partition carries exactly one v2 batch (Kafka's
-//! rule for Produce v3+, INVALID_RECORD otherwise), `acks=all` needs `min.insync.replicas`
-//! replicas in sync (NOT_ENOUGH_REPLICAS otherwise, nothing appended), and a topic whose
-//! `compression.type` names a codec gets batches in any other codec re-encoded. A batch refused
-//! for invalid records names every one of them in `record_errors`, as Kafka does, so a client
-//! fails exactly those records with INVALID_RECORD.
+//! response, as in Kafka. Before the log: the partition must be led by this broker
+//! (NOT_LEADER_OR_FOLLOWER otherwise), carry exactly one v2 batch (Kafka's rule for Produce v3+,
+//! INVALID_RECORD otherwise), and for `acks=all` have `min.insync.replicas` replicas in sync
+//! (NOT_ENOUGH_REPLICAS otherwise, nothing appended); a topic whose `compression.type` names a
+//! codec gets batches in any other codec re-encoded. A batch refused for invalid records names
+//! them in `record_errors` (the first [`log::MAX_NAMED_RECORDS`], and counts them all), as Kafka
+//! does, so a client fails exactly those records with INVALID_RECORD.
 
 use std::future::Future;
 use std::pin::Pin;
