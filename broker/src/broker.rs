@@ -352,10 +352,6 @@ impl Broker {
         self.metadata.image().topic(name).cloned()
     }
 
-    pub fn topics(&self) -> Vec<Arc<TopicImage>> {
-        self.metadata.image().topics.values().cloned().collect()
-    }
-
     /// The produce settings (`min.insync.replicas`, `compression.type`) of topic `name`.
     pub fn produce_config(&self, name: &str) -> Option<ProduceConfig> {
         self.metadata.image().produce_config(name)
@@ -433,13 +429,7 @@ impl Broker {
             configs,
             partitions: replicas.into_iter().map(PartitionImage::new).collect(),
         };
-        let image = self.metadata.commit(vec![record]).await?;
-        let topic = image
-            .topic(name)
-            .cloned()
-            .ok_or_else(|| MetadataError::UnknownTopic {
-                name: name.to_owned(),
-            })?;
+        let (image, topic) = self.commit_topic_change(name, record).await?;
         self.registry.apply(image).await?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
@@ -529,6 +519,19 @@ impl Broker {
             name: name.to_owned(),
             configs,
         };
+        let (image, topic) = self.commit_topic_change(name, record).await?;
+        self.apply_committed(image).await;
+        tracing::info!(topic = name, configs = ?topic.configs, "changed topic configs");
+        Ok(())
+    }
+
+    /// Commits `record`, a change of topic `name`, and returns the new image with the topic as
+    /// it now stands.
+    async fn commit_topic_change(
+        &self,
+        name: &str,
+        record: MetadataRecord,
+    ) -> Result<(Arc<MetadataImage>, Arc<TopicImage>), MetadataError> {
         let image = self.metadata.commit(vec![record]).await?;
         let topic = image
             .topic(name)
@@ -536,9 +539,7 @@ impl Broker {
             .ok_or_else(|| MetadataError::UnknownTopic {
                 name: name.to_owned(),
             })?;
-        self.apply_committed(image).await;
-        tracing::info!(topic = name, configs = ?topic.configs, "changed topic configs");
-        Ok(())
+        Ok((image, topic))
     }
 
     /// Applies a committed change whose own part cannot fail to apply (a deletion, new configs of

@@ -5,7 +5,7 @@
 //! ```text
 //! TCP bytes -> server (frames, one task per connection)
 //!           -> protocol::decode_request (kafka-protocol, version table)
-//!           -> handler::dispatch -> handler::<api>
+//!           -> handler::start (in request order) -> handler::<api>
 //!           -> broker (metadata image, partition handles)
 //!              group APIs -> coordinator (one actor, group state machines)
 //!                            -> __consumer_offsets partitions (commits, group metadata)

@@ -50,6 +50,24 @@ where
     }
 }
 
+/// Deletes `namespace` and waits (up to 3 minutes) until it is gone: no finalizer may hold it.
+async fn delete_namespace_and_wait(namespaces: &Api<Namespace>, namespace: &str) {
+    namespaces
+        .delete(namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(
+        &format!("namespace {namespace} to be deleted"),
+        Duration::from_secs(180),
+        || {
+            let api = namespaces.clone();
+            let namespace = namespace.to_owned();
+            async move { api.get_opt(&namespace).await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await;
+}
+
 /// The CRDs, applied exactly as committed; waits until they are established.
 async fn apply_crds(client: &Client) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -302,20 +320,7 @@ async fn operator_reconciles_clusters_and_topics_on_a_real_cluster() {
     );
 
     // Deleting the namespace must not hang on the topic finalizer.
-    namespaces
-        .delete(&namespace, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(
-        "the namespace to be deleted",
-        Duration::from_secs(180),
-        || {
-            let api = namespaces.clone();
-            let namespace = namespace.clone();
-            async move { api.get_opt(&namespace).await.ok()?.is_none().then_some(()) }
-        },
-    )
-    .await;
+    delete_namespace_and_wait(&namespaces, &namespace).await;
 }
 
 /// `rules` as RBAC `PolicyRule`s.
@@ -542,20 +547,7 @@ async fn deleting_a_watched_namespace_in_namespaced_mode_does_not_hang() {
 
     // The namespace's deletion removes the Role and the Lease before the Topics: it must not
     // hang on either Topic's finalizer.
-    namespaces
-        .delete(&watched, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(
-        "the watched namespace to be deleted",
-        Duration::from_secs(180),
-        || {
-            let api = namespaces.clone();
-            let watched = watched.clone();
-            async move { api.get_opt(&watched).await.ok()?.is_none().then_some(()) }
-        },
-    )
-    .await;
+    delete_namespace_and_wait(&namespaces, &watched).await;
     let _ = namespaces.delete(&home, &DeleteParams::default()).await;
     let _ = Api::<ClusterRoleBinding>::all(client.clone())
         .delete(&finalizers, &DeleteParams::default())

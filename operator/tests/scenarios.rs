@@ -389,6 +389,15 @@ fn kube_calls(calls: &Arc<Mutex<Vec<Call>>>) -> Vec<Call> {
         .collect()
 }
 
+/// The writes among `calls` (everything but GETs), as "METHOD path".
+fn writes(calls: &[Call]) -> Vec<String> {
+    calls
+        .iter()
+        .filter(|c| c.method != Method::GET)
+        .map(|c| format!("{} {}", c.method, c.path()))
+        .collect()
+}
+
 fn events(calls: &Arc<Mutex<Vec<Call>>>) -> Vec<String> {
     calls
         .lock()
@@ -701,13 +710,8 @@ async fn an_invalid_cluster_gets_a_condition_and_no_objects() {
     let (action, calls) = reconcile_against(cluster, "rev-1", vec![], vec![], healthy).await;
     assert_eq!(action, Action::await_change());
     let recorded = kube_calls(&calls);
-    let writes: Vec<String> = recorded
-        .iter()
-        .filter(|c| c.method != Method::GET)
-        .map(|c| format!("{} {}", c.method, c.path()))
-        .collect();
     assert_eq!(
-        writes,
+        writes(&recorded),
         ["PATCH /apis/fjord.dev/v1alpha1/namespaces/streaming/clusters/events/status"],
         "only the status"
     );
@@ -1465,13 +1469,8 @@ async fn invalid_quantities_are_refused_before_anything_is_applied() {
         let (action, calls) = reconcile_against(cluster, "rev-1", vec![], vec![], healthy).await;
         assert_eq!(action, Action::await_change());
         let recorded = kube_calls(&calls);
-        let writes: Vec<String> = recorded
-            .iter()
-            .filter(|c| c.method != Method::GET)
-            .map(|c| format!("{} {}", c.method, c.path()))
-            .collect();
         assert_eq!(
-            writes,
+            writes(&recorded),
             ["PATCH /apis/fjord.dev/v1alpha1/namespaces/streaming/clusters/events/status"],
             "only the status"
         );

@@ -336,16 +336,24 @@ fn rdkafka_round_trips_keyed_records_in_every_codec() {
     }
 }
 
-/// Creates `topics` through librdkafka's admin client; each must succeed.
-fn create_topics(broker: &TestBroker, topics: &[NewTopic<'_>]) {
+/// librdkafka's admin client for `broker`, with a runtime to drive its calls.
+fn admin_client(
+    broker: &TestBroker,
+) -> (tokio::runtime::Runtime, AdminClient<DefaultClientContext>) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+    let admin = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .create()
         .unwrap();
+    (runtime, admin)
+}
+
+/// Creates `topics` through librdkafka's admin client; each must succeed.
+fn create_topics(broker: &TestBroker, topics: &[NewTopic<'_>]) {
+    let (runtime, admin) = admin_client(broker);
     let created = runtime
         .block_on(admin.create_topics(topics, &AdminOptions::new()))
         .unwrap();
@@ -719,14 +727,7 @@ fn rskafka_mixes_produce_v7_and_fetch_v4_with_zstd_as_against_kafka() {
 #[test]
 fn rdkafka_admin_creates_topics_and_partitions_with_manual_assignments() {
     let broker = TestBroker::start(|c| c.node_id = 7);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .create()
-        .unwrap();
+    let (runtime, admin) = admin_client(&broker);
     let options = AdminOptions::new();
     let error_of =
         |result: &Result<String, (String, RDKafkaErrorCode)>| result.as_ref().err().map(|e| e.1);

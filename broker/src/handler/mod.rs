@@ -53,36 +53,6 @@ pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
 /// its batches hold their places in their partitions' append queues, and the rest is waiting for
 /// their acknowledgement; every other request runs whole in its start.
 pub async fn start(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> Pending {
-    let Request {
-        api,
-        version,
-        header,
-        body,
-    } = request;
-    match body {
-        RequestKind::Produce(req) => {
-            let acknowledged = produce::start(broker, req, version).await;
-            Box::pin(async move { acknowledged.await.map(ResponseKind::Produce) })
-        }
-        body => {
-            let request = Request {
-                api,
-                version,
-                header,
-                body,
-            };
-            Box::pin(std::future::ready(dispatch(broker, request, peer).await))
-        }
-    }
-}
-
-/// Handles one request whole. `None` means no response is sent (a produce with `acks=0`).
-/// `peer` is the client's address (DescribeGroups shows it as the member's host).
-pub async fn dispatch(
-    broker: &Arc<Broker>,
-    request: Request,
-    peer: SocketAddr,
-) -> Option<ResponseKind> {
     let version = request.version;
     let client_id = request
         .header
@@ -90,15 +60,30 @@ pub async fn dispatch(
         .as_ref()
         .map(|id| id.to_string())
         .unwrap_or_default();
-    match request.body {
+    let whole = match request.body {
+        RequestKind::Produce(req) => {
+            let acknowledged = produce::start(broker, req, version).await;
+            return Box::pin(async move { acknowledged.await.map(ResponseKind::Produce) });
+        }
+        body => dispatch(broker, body, version, &client_id, peer).await,
+    };
+    Box::pin(std::future::ready(whole))
+}
+
+/// Handles one request other than Produce whole (from [`start`]). `peer` is the client's address
+/// (DescribeGroups shows it as the member's host).
+async fn dispatch(
+    broker: &Arc<Broker>,
+    body: RequestKind,
+    version: i16,
+    client_id: &str,
+    peer: SocketAddr,
+) -> Option<ResponseKind> {
+    match body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions::handle())),
         RequestKind::Metadata(req) => Some(ResponseKind::Metadata(
             metadata::handle(broker, req, version).await,
         )),
-        RequestKind::Produce(req) => produce::start(broker, req, version)
-            .await
-            .await
-            .map(ResponseKind::Produce),
         RequestKind::Fetch(req) => Some(ResponseKind::Fetch(
             fetch::handle(broker, req, version).await,
         )),
@@ -136,7 +121,7 @@ pub async fn dispatch(
             find_coordinator::handle(broker, req, version),
         )),
         RequestKind::JoinGroup(req) => Some(ResponseKind::JoinGroup(
-            join_group::handle(broker, req, version, &client_id, peer).await,
+            join_group::handle(broker, req, version, client_id, peer).await,
         )),
         RequestKind::SyncGroup(req) => Some(ResponseKind::SyncGroup(
             sync_group::handle(broker, req).await,
@@ -165,9 +150,13 @@ pub async fn dispatch(
         RequestKind::OffsetDelete(req) => Some(ResponseKind::OffsetDelete(
             offset_delete::handle(broker, req).await,
         )),
-        // The version table admits only the APIs above, so decoding never yields another.
+        // The version table admits only the APIs above (and Produce, which `start` takes), so
+        // decoding never yields another.
         other => {
-            tracing::error!(api = ?request.api, "no handler for a decoded request: {:?}", std::mem::discriminant(&other));
+            tracing::error!(
+                "no handler for a decoded request: {:?}",
+                std::mem::discriminant(&other)
+            );
             None
         }
     }
