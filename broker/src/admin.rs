@@ -108,13 +108,19 @@ fn respond(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>
                 "node_id": broker.node_id(),
                 "cluster_id": image.cluster_id,
                 "ready": broker.is_ready(),
+                // The metadata quorum's leader (the controller), -1 while none is known.
+                "controller": broker.quorum().leader().unwrap_or(-1),
+                "voters": broker.quorum().voter_ids(),
+                "brokers": image.brokers.values().map(|b| serde_json::json!({
+                    "id": b.id, "rack": b.rack, "host": b.host, "port": b.port, "fenced": b.fenced,
+                })).collect::<Vec<_>>(),
                 "metadata_offset": image.offset,
                 "partitions": broker.partition_samples().len(),
                 "leader_partitions": summary.led,
                 "under_replicated_partitions": summary.under_replicated,
                 "offline_partitions": summary.offline,
-                // The broker has caught up once it has replayed its logs and the metadata it
-                // holds is the committed metadata (on a single node, its own).
+                // The broker has caught up once it has replayed its logs and applied the
+                // metadata log up to its own registration.
                 "caught_up": broker.is_ready(),
             });
             reply(StatusCode::OK, "application/json", format!("{status}\n"))

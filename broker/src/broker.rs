@@ -10,14 +10,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cluster::placement::{self, AssignmentError};
 use crate::cluster::{
-    self, BrokerRegistration, ConfigError, MetadataError, MetadataImage, MetadataRecord,
-    MetadataStore, PartitionImage, ProduceConfig, TopicImage,
+    self, ApplyError, BrokerRegistration, ConfigError, MetadataError, MetadataImage,
+    MetadataRecord, PartitionImage, ProduceConfig, TopicImage,
 };
-use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, OFFSETS_TOPIC};
+use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, GroupError, OFFSETS_TOPIC};
 use crate::log::{Clock, SystemClock};
 use crate::metrics::{GroupOffsetSample, Metrics, PartitionSample};
 use crate::partition::PartitionHandle;
 use crate::partition::registry::{PartitionRegistry, RegistryError};
+use crate::quorum::{Quorum, QuorumConfig, QuorumError};
 
 /// Broker settings. Every one is a command-line flag with an environment twin (`FJORD_*`).
 #[derive(Debug, Clone, clap::Args)]
@@ -37,11 +38,22 @@ pub struct BrokerConfig {
     /// This broker's node id.
     #[arg(long, env = "FJORD_NODE_ID", default_value_t = 1)]
     pub node_id: i32,
-    /// The controller quorum, Kafka's `controller.quorum.voters`: comma-separated `id@host:port`.
-    /// Left out, the broker is a single-node cluster of itself. This version serves only a quorum
-    /// of this node alone and refuses any other set at start-up.
+    /// The metadata quorum, Kafka's `controller.quorum.voters`: comma-separated `id@host:port` of
+    /// each voter's cluster listener. Left out, the broker is a single-node cluster of itself. A
+    /// broker not named here follows the metadata log without a vote.
     #[arg(long, env = "FJORD_VOTERS", value_delimiter = ',')]
     pub voters: Vec<crate::quorum::Voter>,
+    /// Address of the inter-broker listener (metadata quorum, forwarded changes).
+    #[arg(long, env = "FJORD_CLUSTER_LISTEN", default_value = "127.0.0.1:9093")]
+    pub cluster_listen: SocketAddr,
+    /// `host:port` other brokers reach the cluster listener at; defaults to this broker's
+    /// `--voters` entry, or the listener's address.
+    #[arg(long, env = "FJORD_CLUSTER_ADVERTISE")]
+    pub cluster_advertise: Option<String>,
+    /// The cluster id a new cluster is formed with (and a data directory is checked against);
+    /// unset, a new cluster picks one.
+    #[arg(long, env = "FJORD_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
     /// This broker's rack (availability zone), reported in metadata.
     #[arg(long, env = "FJORD_RACK")]
     pub rack: Option<String>,
@@ -75,6 +87,9 @@ impl BrokerConfig {
             advertise: None,
             node_id: 1,
             voters: Vec::new(),
+            cluster_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cluster_advertise: None,
+            cluster_id: None,
             rack: None,
             auto_create_topics: true,
             default_partitions: 1,
@@ -101,6 +116,8 @@ pub enum StartError {
     },
     #[error("loading cluster metadata")]
     Metadata(#[from] MetadataError),
+    #[error("starting the metadata quorum")]
+    Quorum(#[from] QuorumError),
     #[error("creating {OFFSETS_TOPIC}")]
     OffsetsTopic {
         #[source]
@@ -117,8 +134,12 @@ pub enum CreateTopicError {
     InvalidName(&'static str),
     #[error("number of partitions must be at least 1, got {0}")]
     InvalidPartitions(i32),
-    #[error("replication factor {0} is not possible on this single-broker cluster")]
+    #[error(
+        "replication factor {0} is not supported yet: partitions have one replica until replication lands"
+    )]
     InvalidReplicationFactor(i16),
+    #[error(transparent)]
+    Placement(#[from] placement::PlacementError),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -136,6 +157,8 @@ pub enum CreatePartitionsError {
     NotIncreasing { current: i32, requested: i32 },
     #[error(transparent)]
     Assignment(#[from] AssignmentError),
+    #[error(transparent)]
+    Placement(#[from] placement::PlacementError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error(transparent)]
@@ -157,7 +180,7 @@ pub enum AlterConfigsError {
 pub struct Broker {
     config: BrokerConfig,
     advertised: (String, i32),
-    metadata: MetadataStore,
+    quorum: Arc<Quorum>,
     /// The hosted partitions, kept in step with the committed metadata.
     registry: PartitionRegistry,
     clock: Arc<dyn Clock>,
@@ -177,29 +200,72 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 impl Broker {
     /// Loads metadata and opens (recovering) every partition log. `bound` is the listener's
     /// actual address (the port may have been 0).
-    pub async fn open(config: BrokerConfig, bound: SocketAddr) -> Result<Arc<Self>, StartError> {
+    pub async fn open(
+        config: BrokerConfig,
+        bound: SocketAddr,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<Arc<Self>, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
             path: config.data_dir.clone(),
             source,
         })?;
-        let metadata = MetadataStore::open(&config.data_dir, config.node_id)?;
+        let seed = cluster::read_single_node_file(&config.data_dir, config.node_id)?;
+        let seeded = seed.is_some();
+        let quorum = Quorum::start(
+            QuorumConfig {
+                node_id: config.node_id,
+                data_dir: config.data_dir.clone(),
+                listen: config.cluster_listen,
+                advertise: config.cluster_advertise.clone(),
+                voters: config.voters.clone(),
+                cluster_id: config.cluster_id.clone(),
+            },
+            seed,
+            shutdown,
+        )
+        .await?;
+        if quorum.image().cluster_id.is_empty() {
+            let cluster_id = config
+                .cluster_id
+                .clone()
+                .unwrap_or_else(cluster::new_cluster_id);
+            propose_at_start(&quorum, vec![MetadataRecord::InitCluster { cluster_id }]).await?;
+        }
+        if let Some(given) = &config.cluster_id {
+            let formed = quorum.image().cluster_id.clone();
+            if &formed != given {
+                return Err(QuorumError::ClusterIdMismatch {
+                    stored: formed,
+                    given: given.clone(),
+                }
+                .into());
+            }
+        }
         let advertised = match &config.advertise {
             Some(advertise) => {
                 split_host_port(advertise).unwrap_or((advertise.clone(), i32::from(bound.port())))
             }
             None => (bound.ip().to_string(), i32::from(bound.port())),
         };
+        // Every start registers anew (a new incarnation): the registration is committed after
+        // everything committed before this broker started, so once it is applied here this
+        // broker has caught up with the metadata log.
         let registration = BrokerRegistration {
             id: config.node_id,
             rack: config.rack.clone(),
             host: advertised.0.clone(),
             port: advertised.1,
             fenced: false,
+            incarnation: uuid::Uuid::new_v4(),
+            epoch: 0,
         };
-        if metadata.image().brokers.get(&config.node_id) != Some(&registration) {
-            metadata
-                .commit(vec![MetadataRecord::RegisterBroker(registration)])
-                .await?;
+        propose_at_start(&quorum, vec![MetadataRecord::RegisterBroker(registration)]).await?;
+        if seeded && !quorum.has_snapshot() {
+            // The single-node file is set aside only once a snapshot of the quorum holds it.
+            if quorum.snapshot().await {
+                cluster::retire_single_node_file(&config.data_dir)?;
+                tracing::info!("upgraded the single-node metadata file into the metadata quorum");
+            }
         }
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let metrics = Arc::new(Metrics::new());
@@ -211,13 +277,13 @@ impl Broker {
             std::time::Duration::from_millis(config.log_cleaner_backoff_ms),
         );
         registry
-            .open(metadata.image())
+            .open(quorum.image())
             .await
             .map_err(StartError::Partitions)?;
         let broker = Arc::new(Self {
             config,
             advertised,
-            metadata,
+            quorum,
             registry,
             clock,
             producer_ids: tokio::sync::Mutex::new(0..0),
@@ -227,6 +293,11 @@ impl Broker {
             coordinator_shutdown: tokio_util::sync::CancellationToken::new(),
         });
         broker.start_coordinator().await?;
+        tokio::spawn(follow_metadata(
+            Arc::downgrade(&broker),
+            broker.quorum.applied(),
+            broker.coordinator_shutdown.clone(),
+        ));
         Ok(broker)
     }
 
@@ -237,19 +308,42 @@ impl Broker {
             Some(topic) => topic,
             None => {
                 let configs = coordinator::offsets_topic_configs(flags.offsets_topic_segment_bytes);
-                self.create_topic(
-                    OFFSETS_TOPIC,
-                    flags.offsets_topic_partitions,
-                    -1,
-                    None,
-                    configs,
-                )
-                .await
-                .map_err(|source| StartError::OffsetsTopic { source })?
+                let created = self
+                    .create_topic(
+                        OFFSETS_TOPIC,
+                        flags.offsets_topic_partitions,
+                        -1,
+                        None,
+                        configs,
+                    )
+                    .await;
+                match created {
+                    Ok(topic) => topic,
+                    // Another broker of the cluster created it first.
+                    Err(CreateTopicError::Metadata(MetadataError::Apply(
+                        ApplyError::TopicExists { .. },
+                    ))) => self.topic(OFFSETS_TOPIC).ok_or_else(|| {
+                        StartError::Metadata(
+                            ApplyError::UnknownTopic {
+                                name: OFFSETS_TOPIC.to_owned(),
+                            }
+                            .into(),
+                        )
+                    })?,
+                    Err(source) => return Err(StartError::OffsetsTopic { source }),
+                }
             }
         };
+        // Its partitions here are open once the image that created it has been applied.
+        self.apply_committed(self.quorum.image()).await;
+        // The groups of the partitions this broker leads (with one replica per partition, the
+        // partitions it hosts: leadership of those never moves).
+        let node_id = self.node_id();
         let partitions = (0..topic.partition_count())
-            .filter_map(|p| self.partition(OFFSETS_TOPIC, p))
+            .map(|p| {
+                let leads = topic.partition(p).is_some_and(|p| p.leader == node_id);
+                leads.then(|| self.partition(OFFSETS_TOPIC, p)).flatten()
+            })
             .collect();
         let handle = CoordinatorHandle::start(
             partitions,
@@ -265,6 +359,36 @@ impl Broker {
     /// The group coordinator (always set once the broker is open).
     pub fn coordinator(&self) -> Option<&CoordinatorHandle> {
         self.coordinator.get()
+    }
+
+    /// The coordinator of `group` if this broker coordinates it: NOT_COORDINATOR when another
+    /// broker leads its `__consumer_offsets` partition.
+    pub fn coordinator_for(&self, group: &str) -> Result<&CoordinatorHandle, GroupError> {
+        let coordinator = self
+            .coordinator
+            .get()
+            .ok_or(GroupError::CoordinatorNotAvailable)?;
+        if coordinator.coordinates(group) {
+            Ok(coordinator)
+        } else {
+            Err(GroupError::NotCoordinator)
+        }
+    }
+
+    /// The controller as clients are told it: the metadata quorum's leader, or this broker while
+    /// none is known (admin requests may go to any broker: they are forwarded).
+    pub fn controller_id(&self) -> i32 {
+        self.quorum.leader().unwrap_or_else(|| self.node_id())
+    }
+
+    /// The broker that coordinates `group` (the leader of its `__consumer_offsets` partition),
+    /// if it has one.
+    pub fn coordinator_node(&self, group: &str) -> Option<BrokerRegistration> {
+        let image = self.quorum.image();
+        let topic = image.topic(OFFSETS_TOPIC)?;
+        let partition = coordinator::partition_for(group, topic.partition_count());
+        let leader = topic.partition(partition)?.leader;
+        image.unfenced_brokers().find(|b| b.id == leader).cloned()
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -331,7 +455,7 @@ impl Broker {
     /// The ids of the brokers registered in the cluster, which manual replica assignments may
     /// name.
     pub fn registered_brokers(&self) -> BTreeSet<i32> {
-        self.metadata.image().brokers.keys().copied().collect()
+        self.quorum.image().brokers.keys().copied().collect()
     }
 
     /// Host and port clients are told to connect to.
@@ -340,27 +464,32 @@ impl Broker {
     }
 
     pub fn cluster_id(&self) -> String {
-        self.metadata.cluster_id()
+        self.quorum.image().cluster_id.clone()
+    }
+
+    /// This broker's member of the metadata quorum.
+    pub fn quorum(&self) -> &Arc<Quorum> {
+        &self.quorum
     }
 
     /// The cluster metadata as it stands: a cheap shared snapshot.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.metadata.image()
+        self.quorum.image()
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<TopicImage>> {
-        self.metadata.image().topic(name).cloned()
+        self.quorum.image().topic(name).cloned()
     }
 
     /// The produce settings (`min.insync.replicas`, `compression.type`) of topic `name`.
     pub fn produce_config(&self, name: &str) -> Option<ProduceConfig> {
-        self.metadata.image().produce_config(name)
+        self.quorum.image().produce_config(name)
     }
 
     /// How many replicas of a partition are in sync, as the metadata records its ISR (0 for a
     /// partition the metadata does not know).
     pub fn in_sync_replicas(&self, topic: &str, partition: i32) -> i32 {
-        self.metadata
+        self.quorum
             .image()
             .topic(topic)
             .and_then(|t| t.partition(partition))
@@ -374,6 +503,26 @@ impl Broker {
     /// The hosted partitions.
     pub fn registry(&self) -> &PartitionRegistry {
         &self.registry
+    }
+
+    /// Replica lists for `count` new partitions of `topic` over the unfenced brokers, as the
+    /// image stands.
+    fn place(
+        &self,
+        topic: &str,
+        count: usize,
+        replication_factor: usize,
+    ) -> Result<Vec<Vec<i32>>, placement::PlacementError> {
+        let image = self.quorum.image();
+        let brokers: Vec<placement::Candidate> = image
+            .unfenced_brokers()
+            .map(|b| placement::Candidate {
+                id: b.id,
+                rack: b.rack.clone(),
+            })
+            .collect();
+        let mut load = placement::Load::of(&image, topic);
+        placement::place_partitions(&brokers, count, replication_factor, &mut load)
     }
 
     /// Checks a topic creation without making it.
@@ -399,10 +548,10 @@ impl Broker {
             ));
         }
         cluster::log_config(configs)?;
-        if self.metadata.image().topic(name).is_some() {
-            return Err(MetadataError::TopicExists {
+        if self.quorum.image().topic(name).is_some() {
+            return Err(MetadataError::from(ApplyError::TopicExists {
                 name: name.to_owned(),
-            }
+            })
             .into());
         }
         Ok(partitions)
@@ -420,9 +569,10 @@ impl Broker {
         configs: BTreeMap<String, String>,
     ) -> Result<Arc<TopicImage>, CreateTopicError> {
         let partitions = self.validate_new_topic(name, partitions, replication_factor, &configs)?;
-        let replicas = assignment.unwrap_or_else(|| {
-            vec![vec![self.node_id()]; usize::try_from(partitions).unwrap_or_default()]
-        });
+        let replicas = match assignment {
+            Some(assignment) => assignment,
+            None => self.place(name, usize::try_from(partitions).unwrap_or_default(), 1)?,
+        };
         let record = MetadataRecord::CreateTopic {
             name: name.to_owned(),
             id: uuid::Uuid::new_v4(),
@@ -437,14 +587,12 @@ impl Broker {
 
     /// Deletes a topic: forgets it (durably), closes its partitions, removes their files.
     pub async fn delete_topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
-        let topic = self
-            .topic(name)
-            .ok_or_else(|| MetadataError::UnknownTopic {
-                name: name.to_owned(),
-            })?;
+        let topic = self.topic(name).ok_or_else(|| ApplyError::UnknownTopic {
+            name: name.to_owned(),
+        })?;
         let image = self
-            .metadata
-            .commit(vec![MetadataRecord::DeleteTopic {
+            .quorum
+            .propose(vec![MetadataRecord::DeleteTopic {
                 name: name.to_owned(),
             }])
             .await?;
@@ -484,7 +632,12 @@ impl Broker {
                 )?
             }
             None => {
-                vec![vec![self.node_id()]; usize::try_from(count - current).unwrap_or_default()]
+                let replication_factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+                self.place(
+                    name,
+                    usize::try_from(count - current).unwrap_or_default(),
+                    replication_factor,
+                )?
             }
         };
         if validate_only {
@@ -494,7 +647,7 @@ impl Broker {
             name: name.to_owned(),
             partitions: replicas.into_iter().map(PartitionImage::new).collect(),
         };
-        let image = self.metadata.commit(vec![record]).await?;
+        let image = self.quorum.propose(vec![record]).await?;
         self.registry.apply(image).await?;
         tracing::info!(topic = name, from = current, to = count, "added partitions");
         Ok(())
@@ -532,11 +685,11 @@ impl Broker {
         name: &str,
         record: MetadataRecord,
     ) -> Result<(Arc<MetadataImage>, Arc<TopicImage>), MetadataError> {
-        let image = self.metadata.commit(vec![record]).await?;
+        let image = self.quorum.propose(vec![record]).await?;
         let topic = image
             .topic(name)
             .cloned()
-            .ok_or_else(|| MetadataError::UnknownTopic {
+            .ok_or_else(|| ApplyError::UnknownTopic {
                 name: name.to_owned(),
             })?;
         Ok((image, topic))
@@ -555,10 +708,15 @@ impl Broker {
     pub async fn new_producer_id(&self) -> Result<i64, MetadataError> {
         let mut ids = self.producer_ids.lock().await;
         if ids.is_empty() {
-            *ids = self
-                .metadata
-                .allocate_producer_ids(PRODUCER_ID_BLOCK)
+            let (_, applied) = self
+                .quorum
+                .propose_with_result(vec![MetadataRecord::AllocateProducerIds {
+                    count: PRODUCER_ID_BLOCK,
+                }])
                 .await?;
+            // The block ends where the counter stood right after this change was applied.
+            let end = applied.next_producer_id;
+            *ids = end - PRODUCER_ID_BLOCK..end;
         }
         let id = ids.start;
         ids.start += 1;
@@ -569,6 +727,50 @@ impl Broker {
     pub async fn close(&self) {
         self.coordinator_shutdown.cancel();
         self.registry.close().await;
+        self.quorum.shutdown().await;
+    }
+}
+
+/// Commits `records` while the broker starts: until the quorum has a leader (voters may start
+/// minutes apart), it keeps trying, saying so in the log; a change refused is an error.
+async fn propose_at_start(
+    quorum: &Quorum,
+    records: Vec<MetadataRecord>,
+) -> Result<(), MetadataError> {
+    loop {
+        match quorum.propose(records.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(MetadataError::Unavailable(reason)) => {
+                tracing::warn!(
+                    %reason,
+                    voters = ?quorum.voter_ids(),
+                    "waiting for the metadata quorum to have a leader"
+                );
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Applies every image the quorum publishes to the hosted partitions: changes made through other
+/// brokers (or by the controller) reach this one's registry here. Changes made through this
+/// broker are applied by the request that made them before it is answered; the registry skips
+/// images it has already applied.
+async fn follow_metadata(
+    broker: std::sync::Weak<Broker>,
+    mut applied: tokio::sync::watch::Receiver<u64>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = applied.changed() => if changed.is_err() { return },
+        }
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let image = broker.quorum.image();
+        broker.apply_committed(image).await;
     }
 }
 

@@ -70,7 +70,7 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
-    #[error("refusing the controller quorum")]
+    #[error("refusing the metadata quorum")]
     Quorum(#[from] quorum::QuorumError),
     #[error(transparent)]
     Start(#[from] StartError),
@@ -82,7 +82,7 @@ pub async fn start(
     config: BrokerConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningBroker, RunError> {
-    quorum::check_voters(config.node_id, &config.voters)?;
+    quorum::check_voters(&config.voters)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Bind {
@@ -105,7 +105,7 @@ pub async fn start(
             addr: config.admin_listen,
             source,
         })?;
-    let broker = Broker::open(config, kafka_addr).await?;
+    let broker = Broker::open(config, kafka_addr, shutdown.clone()).await?;
     let admin = tokio::spawn(admin::serve(
         admin_listener,
         Arc::clone(&broker),

@@ -87,8 +87,8 @@ async fn health_metrics_and_status() {
     assert_eq!(status["leader_partitions"], 5);
     assert_eq!(status["under_replicated_partitions"], 0);
     assert_eq!(status["offline_partitions"], 0);
-    // Registration, __consumer_offsets and metered: three committed changes.
-    assert_eq!(status["metadata_offset"], 3);
+    // The cluster's id, registration, __consumer_offsets and metered: four committed changes.
+    assert_eq!(status["metadata_offset"], 4);
     assert_eq!(status["caught_up"], true);
     assert_eq!(status["ready"], true);
     drop(kafka);

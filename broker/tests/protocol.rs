@@ -573,11 +573,12 @@ async fn topics_and_records_survive_a_clean_restart() {
     assert_eq!(fetched.responses[0].partitions[0].high_watermark, 2);
 }
 
-/// A data directory as the single-node releases before the metadata image left it (cluster
-/// metadata format version 1: topics with partition counts only) starts as a one-broker cluster
-/// with every topic, id, config, record, committed offset and producer id intact.
+/// A data directory as the single-node releases left it (partition logs, `__consumer_offsets`,
+/// and the cluster metadata as one JSON file: format version 2, the image; format version 1,
+/// topics with partition counts only) starts as a one-voter metadata quorum with every topic,
+/// id, config, record, committed offset and producer id intact.
 #[tokio::test]
-async fn a_data_directory_of_the_first_single_node_format_starts_with_nothing_lost() {
+async fn data_directories_of_the_single_node_releases_start_with_nothing_lost() {
     let dir = tempfile::tempdir().unwrap();
     let config = BrokerConfig::for_tests(dir.path().to_path_buf());
     let broker = fjord_broker::start(config.clone(), CancellationToken::new())
@@ -594,7 +595,76 @@ async fn a_data_directory_of_the_first_single_node_format_starts_with_nothing_lo
         .await;
     let committed = client.call(commit("old-group", "kept", 0, 2), 8).await;
     assert_eq!(committed.topics[0].partitions[0].error_code, 0);
-    let producer_id = client
+    let mut last_producer_id = new_producer_id(&mut client).await;
+    let topic_id = client.user_topics().await[0].topic_id;
+    let mut image = serde_json::to_value(broker.broker.image().as_ref()).unwrap();
+    let cluster_id = image["cluster_id"].clone();
+    drop(client);
+    broker.shutdown().await;
+
+    for version in [2, 1] {
+        std::fs::remove_dir_all(dir.path().join("metadata-quorum")).unwrap();
+        let _ = std::fs::remove_file(dir.path().join("cluster-metadata.json.upgraded"));
+        let path = dir.path().join("cluster-metadata.json");
+        let file = release_metadata_file(version, &image);
+        std::fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+
+        let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+            .await
+            .unwrap();
+        let mut client = Client::connect(&broker).await;
+        let topics = client.user_topics().await;
+        assert_eq!(
+            (topics.len(), topics[0].topic_id),
+            (1, topic_id),
+            "{version}"
+        );
+        let partition = &topics[0].partitions[0];
+        assert_eq!(
+            (
+                partition.leader_id.0,
+                partition.replica_nodes.len(),
+                partition.isr_nodes.len()
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(broker.broker.cluster_id(), cluster_id.as_str().unwrap());
+        let described = client.call(describe_topic_configs("kept"), 4).await;
+        assert_eq!(config_of(&described, "retention.ms").0, "123456789");
+        let values: Vec<Option<String>> = fetch_records(&mut client, "kept")
+            .await
+            .into_iter()
+            .map(|(_, _, value)| value)
+            .collect();
+        assert_eq!(values, ["a", "b", "c"].map(|v| Some(v.to_owned())));
+        let offsets = client.call(fetch_offsets("old-group", "kept", 0), 7).await;
+        assert_eq!(offsets.topics[0].partitions[0].committed_offset, 2);
+        let next = new_producer_id(&mut client).await;
+        assert!(
+            next.0 > last_producer_id.0,
+            "producer ids never repeat: {next:?} after {last_producer_id:?}"
+        );
+        last_producer_id = next;
+        image = serde_json::to_value(broker.broker.image().as_ref()).unwrap();
+        drop(client);
+        broker.shutdown().await;
+        // The quorum's snapshot now holds the image; the file is set aside, and a restart
+        // without it keeps everything.
+        assert!(!path.exists(), "{version}");
+        assert!(dir.path().join("cluster-metadata.json.upgraded").exists());
+        let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+            .await
+            .unwrap();
+        let mut client = Client::connect(&broker).await;
+        assert_eq!(client.user_topics().await[0].topic_id, topic_id);
+        drop(client);
+        broker.shutdown().await;
+    }
+}
+
+/// A producer id from InitProducerId v4 without a transactional id.
+async fn new_producer_id(client: &mut Client) -> kafka_protocol::messages::ProducerId {
+    client
         .call(
             InitProducerIdRequest::default()
                 .with_transactional_id(None)
@@ -602,77 +672,34 @@ async fn a_data_directory_of_the_first_single_node_format_starts_with_nothing_lo
             4,
         )
         .await
-        .producer_id;
-    let topic_id = client.user_topics().await[0].topic_id;
-    drop(client);
-    broker.shutdown().await;
+        .producer_id
+}
 
-    // Rewrite the metadata as format version 1 held it.
-    let path = dir.path().join("cluster-metadata.json");
-    let current: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let image = &current["image"];
+/// The cluster metadata file a single-node release of `version` would have written for `image`.
+fn release_metadata_file(version: u32, image: &serde_json::Value) -> serde_json::Value {
+    if version == 2 {
+        return serde_json::json!({"format_version": 2, "node_id": 1, "image": image});
+    }
     let topics: serde_json::Map<String, serde_json::Value> = image["topics"]
         .as_object()
         .unwrap()
         .iter()
         .map(|(name, topic)| {
-            let v1 = serde_json::json!({
+            let topic = serde_json::json!({
                 "name": name,
                 "id": topic["id"],
                 "partitions": topic["partitions"].as_array().unwrap().len(),
                 "configs": topic["configs"],
             });
-            (name.clone(), v1)
+            (name.clone(), topic)
         })
         .collect();
-    let v1 = serde_json::json!({
+    serde_json::json!({
         "format_version": 1,
         "cluster_id": image["cluster_id"],
         "topics": topics,
         "next_producer_id": image["next_producer_id"],
-    });
-    std::fs::write(&path, serde_json::to_vec_pretty(&v1).unwrap()).unwrap();
-
-    let broker = fjord_broker::start(config, CancellationToken::new())
-        .await
-        .unwrap();
-    let mut client = Client::connect(&broker).await;
-    let topics = client.user_topics().await;
-    assert_eq!((topics.len(), topics[0].topic_id), (1, topic_id));
-    let partition = &topics[0].partitions[0];
-    assert_eq!(
-        (
-            partition.leader_id.0,
-            partition.replica_nodes.len(),
-            partition.isr_nodes.len()
-        ),
-        (1, 1, 1)
-    );
-    let described = client.call(describe_topic_configs("kept"), 4).await;
-    assert_eq!(config_of(&described, "retention.ms").0, "123456789");
-    let values: Vec<Option<String>> = fetch_records(&mut client, "kept")
-        .await
-        .into_iter()
-        .map(|(_, _, value)| value)
-        .collect();
-    assert_eq!(values, ["a", "b", "c"].map(|v| Some(v.to_owned())));
-    let offsets = client.call(fetch_offsets("old-group", "kept", 0), 7).await;
-    assert_eq!(offsets.topics[0].partitions[0].committed_offset, 2);
-    let next = client
-        .call(
-            InitProducerIdRequest::default()
-                .with_transactional_id(None)
-                .with_transaction_timeout_ms(60_000),
-            4,
-        )
-        .await
-        .producer_id;
-    assert!(
-        next.0 > producer_id.0,
-        "producer ids never repeat: {next:?} after {producer_id:?}"
-    );
-    broker.shutdown().await;
+    })
 }
 
 #[tokio::test]

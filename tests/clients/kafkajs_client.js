@@ -5,6 +5,8 @@
 //
 //   node kafkajs_client.js produce BOOTSTRAP TOPIC
 //   node kafkajs_client.js delete BOOTSTRAP TOPIC
+//
+// BOOTSTRAP is one host:port or several, comma-separated.
 'use strict';
 const assert = require('node:assert');
 const { Kafka, CompressionTypes, ConfigResourceTypes, logLevel } = require('kafkajs');
@@ -62,7 +64,7 @@ async function remove(kafka, topic) {
 
 async function main() {
   const [mode, bootstrap, topic] = process.argv.slice(2);
-  const kafka = new Kafka({ clientId: 'fjord-kafkajs', brokers: [bootstrap], logLevel: logLevel.ERROR });
+  const kafka = new Kafka({ clientId: 'fjord-kafkajs', brokers: bootstrap.split(','), logLevel: logLevel.ERROR });
   await (mode === 'produce' ? produce(kafka, topic) : remove(kafka, topic));
 }
 

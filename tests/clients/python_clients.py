@@ -142,10 +142,10 @@ def kafka_python_manual_assignment(admin, topic):
     admin.create_partitions({placed: NewPartitions(total_count=3, new_assignments=[[1]])})
     nowhere = f"{topic}-nowhere"
     try:
-        admin.create_topics([NewTopic(nowhere, replica_assignments={0: [1, 2]})])
-        raise AssertionError("an assignment naming broker 2, which is not registered, was accepted")
+        admin.create_topics([NewTopic(nowhere, replica_assignments={0: [1, 99]})])
+        raise AssertionError("an assignment naming broker 99, which is not registered, was accepted")
     except InvalidReplicationAssignmentError as error:
-        assert "broker 2, but no such broker is registered" in str(error), error
+        assert "broker 99, but no such broker is registered" in str(error), error
     described = {t["name"]: t for t in admin.describe_topics([placed])}
     partitions = sorted((p["partition_index"], p["leader_id"], p["replica_nodes"])
                         for p in described[placed]["partitions"])

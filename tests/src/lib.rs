@@ -180,11 +180,19 @@ impl BrokerProcess {
     /// (Re)starts the process and waits for its listener.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = std::process::Command::new(broker_binary())
+        let mut command = std::process::Command::new(broker_binary());
+        command
             .arg("--listen")
             .arg(self.bootstrap())
             .arg("--data-dir")
-            .arg(&self.data_dir)
+            .arg(&self.data_dir);
+        // Ephemeral ports for the listeners a test does not name, so brokers run side by side.
+        for flag in ["--admin-listen", "--cluster-listen"] {
+            if !self.extra_args.iter().any(|a| a == flag) {
+                command.args([flag, "127.0.0.1:0"]);
+            }
+        }
+        let child = command
             .args(&self.extra_args)
             .env("RUST_LOG", "warn")
             .spawn()
@@ -256,4 +264,223 @@ pub fn assign_from_beginning(
     }
     consumer.assign(&assignment).expect("assigning partitions");
     ends
+}
+
+/// `GET path` on a broker's admin endpoint: status code and body (`None` if nothing answers).
+pub fn admin_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: fjord\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.get(9..12)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
+/// Several `fjord-broker` processes on loopback forming one cluster: each with its node id,
+/// rack, Kafka, admin and cluster listeners on ports of its own, and its data directory; the
+/// first `voters` of them vote in the metadata quorum. Tests stop, SIGKILL, SIGSTOP and restart
+/// them.
+#[derive(Debug)]
+pub struct ClusterProcesses {
+    pub brokers: Vec<ClusterBroker>,
+    _dir: tempfile::TempDir,
+}
+
+/// One broker of a [`ClusterProcesses`].
+#[derive(Debug)]
+pub struct ClusterBroker {
+    pub node_id: i32,
+    pub rack: String,
+    pub kafka_port: u16,
+    pub admin_port: u16,
+    pub cluster_port: u16,
+    pub data_dir: std::path::PathBuf,
+    args: Vec<String>,
+    child: Option<KillOnDrop>,
+}
+
+impl ClusterBroker {
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
+    }
+
+    pub fn admin(&self) -> String {
+        format!("127.0.0.1:{}", self.admin_port)
+    }
+
+    /// Starts the process (again, on the same ports and data directory).
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "broker {} is running", self.node_id);
+        let child = std::process::Command::new(broker_binary())
+            .args(&self.args)
+            // openraft logs every unreachable peer as an error while a cluster forms.
+            .env("RUST_LOG", "warn,openraft=off")
+            .env_remove("FJORD_VOTERS")
+            .spawn()
+            .expect("starting fjord-broker");
+        self.child = Some(KillOnDrop(child));
+    }
+
+    /// Waits until `/readyz` answers 200 (the broker has joined and caught up), up to `limit`.
+    pub fn wait_ready(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if admin_get(&self.admin(), "/readyz").is_some_and(|(code, _)| code == 200) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// `/v1/status` as JSON.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let (code, body) = admin_get(&self.admin(), "/v1/status")?;
+        (code == 200).then(|| serde_json::from_str(&body).ok())?
+    }
+
+    /// Sends a signal (by name, as `kill -s` takes it).
+    pub fn signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("running");
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &child.0.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    /// SIGKILL: no shutdown at all.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.0.kill().expect("SIGKILL");
+            child.0.wait().expect("reaping the broker");
+        }
+    }
+}
+
+impl ClusterProcesses {
+    /// Starts one broker per entry of `racks` (node ids 0, 1, ...), the first `voters` of them
+    /// voters, with `extra` flags each, and waits until every one is ready.
+    pub fn start(racks: &[&str], voters: usize, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<[u16; 3]> = racks
+            .iter()
+            .map(|_| [free_port(), free_port(), free_port()])
+            .collect();
+        let voter_list = ports
+            .iter()
+            .take(voters)
+            .enumerate()
+            .map(|(id, [_, _, cluster])| format!("{id}@127.0.0.1:{cluster}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut brokers: Vec<ClusterBroker> = (0..)
+            .zip(racks.iter().zip(&ports))
+            .map(|(node_id, (rack, [kafka, admin, cluster]))| {
+                let data_dir = dir.path().join(format!("broker-{node_id}"));
+                let mut args: Vec<String> = [
+                    "--node-id",
+                    &node_id.to_string(),
+                    "--rack",
+                    rack,
+                    "--listen",
+                    &format!("127.0.0.1:{kafka}"),
+                    "--admin-listen",
+                    &format!("127.0.0.1:{admin}"),
+                    "--cluster-listen",
+                    &format!("127.0.0.1:{cluster}"),
+                    "--voters",
+                    &voter_list,
+                    "--data-dir",
+                ]
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect();
+                args.push(data_dir.display().to_string());
+                args.extend(extra.iter().map(|a| (*a).to_owned()));
+                ClusterBroker {
+                    node_id,
+                    rack: (*rack).to_owned(),
+                    kafka_port: *kafka,
+                    admin_port: *admin,
+                    cluster_port: *cluster,
+                    data_dir,
+                    args,
+                    child: None,
+                }
+            })
+            .collect();
+        for broker in &mut brokers {
+            broker.start();
+        }
+        for broker in &brokers {
+            assert!(
+                broker.wait_ready(std::time::Duration::from_secs(60)),
+                "broker {} did not become ready",
+                broker.node_id
+            );
+        }
+        Self { brokers, _dir: dir }
+    }
+
+    /// Every broker's Kafka address, for a client's bootstrap list.
+    pub fn bootstrap(&self) -> String {
+        self.brokers
+            .iter()
+            .map(ClusterBroker::bootstrap)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The controller as the running brokers report it, once they agree on one.
+    pub fn controller(&self, limit: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            let seen: Vec<i64> = self
+                .brokers
+                .iter()
+                .filter(|b| b.child.is_some())
+                .filter_map(|b| b.status()?["controller"].as_i64())
+                .collect();
+            if let Some(first) = seen.first()
+                && *first >= 0
+                && seen.iter().all(|c| c == first)
+            {
+                return i32::try_from(*first).ok();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+/// The client scripts' directory (`tests/clients`).
+pub fn clients_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
+}
+
+/// Runs `program args` in `tests/clients` and returns its stdout; a failure panics with both
+/// outputs.
+pub fn run_client(program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(require_tool(program))
+        .args(args)
+        .current_dir(clients_dir())
+        .output()
+        .expect("running a client");
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
 }

@@ -25,23 +25,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 
 const PARTITIONS: i32 = 3;
 
-fn clients_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients")
-}
-
 fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(require_tool(program))
-        .args(args)
-        .current_dir(clients_dir())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{program} {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    fjord_tests::run_client(program, args)
 }
 
 fn python_client(client: &str) {

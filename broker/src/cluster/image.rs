@@ -11,7 +11,6 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::MetadataError;
 use super::topic_config::{ProduceConfig, produce_config};
 
 /// A broker as the cluster knows it.
@@ -25,6 +24,13 @@ pub struct BrokerRegistration {
     pub port: i32,
     /// A fenced broker leads nothing and is left out of Metadata.
     pub fenced: bool,
+    /// Chosen anew by every start of the broker process: a restart registers again.
+    #[serde(default)]
+    pub incarnation: Uuid,
+    /// Set when the registration is applied (the image's offset then): grows with every
+    /// registration, so a later one of the same broker is told from an earlier one.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// One partition's replicas and leadership.
@@ -104,10 +110,25 @@ pub struct PartitionSummary {
     pub offline: usize,
 }
 
+/// Why a record does not fit the image it is applied to. Applying is deterministic: every
+/// broker refuses the same record the same way, and the change it was part of changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ApplyError {
+    #[error("topic '{name}' already exists")]
+    TopicExists { name: String },
+    #[error("topic '{name}' does not exist")]
+    UnknownTopic { name: String },
+}
+
 /// One change of the cluster metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MetadataRecord {
+    /// Names a new cluster; ignored once the cluster has a name (voters starting together
+    /// may each propose one: the first committed wins).
+    InitCluster {
+        cluster_id: String,
+    },
     /// A broker joins, or comes back with new endpoints; replaces its registration.
     RegisterBroker(BrokerRegistration),
     CreateTopic {
@@ -183,10 +204,22 @@ impl MetadataImage {
 
     /// Applies `record` to this image. A record that does not fit the image (a topic created
     /// twice, a change to a topic that is gone) is an error and changes nothing.
-    pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), MetadataError> {
+    pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
+            MetadataRecord::InitCluster { cluster_id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id.clone_from(cluster_id);
+                }
+            }
             MetadataRecord::RegisterBroker(registration) => {
-                self.brokers.insert(registration.id, registration.clone());
+                let epoch = self.offset + 1;
+                self.brokers.insert(
+                    registration.id,
+                    BrokerRegistration {
+                        epoch,
+                        ..registration.clone()
+                    },
+                );
             }
             MetadataRecord::CreateTopic {
                 name,
@@ -195,7 +228,7 @@ impl MetadataImage {
                 partitions,
             } => {
                 if self.topics.contains_key(name) {
-                    return Err(MetadataError::TopicExists { name: name.clone() });
+                    return Err(ApplyError::TopicExists { name: name.clone() });
                 }
                 let topic = TopicImage {
                     name: name.clone(),
@@ -222,7 +255,7 @@ impl MetadataImage {
         Ok(())
     }
 
-    fn topic_mut(&mut self, name: &str) -> Result<&mut TopicImage, MetadataError> {
+    fn topic_mut(&mut self, name: &str) -> Result<&mut TopicImage, ApplyError> {
         self.topics
             .get_mut(name)
             .map(Arc::make_mut)
@@ -230,8 +263,8 @@ impl MetadataImage {
     }
 }
 
-fn unknown(name: &str) -> MetadataError {
-    MetadataError::UnknownTopic {
+fn unknown(name: &str) -> ApplyError {
+    ApplyError::UnknownTopic {
         name: name.to_owned(),
     }
 }
@@ -247,6 +280,8 @@ mod tests {
             host: "127.0.0.1".to_owned(),
             port: 9090 + id,
             fenced: false,
+            incarnation: Uuid::from_u128(1),
+            epoch: 0,
         }
     }
 
@@ -315,7 +350,7 @@ mod tests {
         let before = image.clone();
         assert!(matches!(
             image.apply(&create("t", &[&[1]])),
-            Err(MetadataError::TopicExists { .. })
+            Err(ApplyError::TopicExists { .. })
         ));
         let gone = "u".to_owned();
         for record in [
@@ -331,7 +366,7 @@ mod tests {
         ] {
             assert!(matches!(
                 image.apply(&record),
-                Err(MetadataError::UnknownTopic { .. })
+                Err(ApplyError::UnknownTopic { .. })
             ));
         }
         assert_eq!(image, before);

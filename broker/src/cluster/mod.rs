@@ -1,9 +1,11 @@
 //! Cluster metadata: the brokers, the topics with their configs, and every partition's replicas
 //! and leadership, as one immutable [`MetadataImage`] that readers share without locks. Changes
-//! are [`MetadataRecord`]s committed through one write path ([`MetadataStore::commit`]): applied to
-//! a copy of the image, made durable, then published. On a single node the store keeps the image
-//! as one JSON file in the data directory, replaced atomically (temp file, fsync, rename, directory
-//! fsync); that file is what a one-voter metadata quorum starts from.
+//! are [`MetadataRecord`]s, committed through the metadata quorum ([`crate::quorum`]) whose state
+//! machine applies them in log order on every broker.
+//!
+//! Single-node releases kept the image as one JSON file in the data directory
+//! (`cluster-metadata.json`); [`read_single_node_file`] reads it so that a one-voter quorum starts
+//! from it, and [`retire_single_node_file`] sets it aside once the quorum's snapshot holds it.
 
 pub mod image;
 pub mod placement;
@@ -13,11 +15,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use image::{BrokerRegistration, MetadataImage, MetadataRecord, PartitionImage, TopicImage};
+pub use image::{
+    ApplyError, BrokerRegistration, MetadataImage, MetadataRecord, PartitionImage, TopicImage,
+};
 pub use topic_config::{
     ConfigError, ConfigOp, ProduceConfig, TOPIC_CONFIGS, TopicCompression, apply_ops, log_config,
     produce_config, topic_config_spec,
@@ -104,97 +107,38 @@ pub enum MetadataError {
         stored: i32,
         configured: i32,
     },
-    #[error("writing {path}")]
+    #[error("setting aside {path}")]
     Write {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("topic '{name}' already exists")]
-    TopicExists { name: String },
-    #[error("topic '{name}' does not exist")]
-    UnknownTopic { name: String },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("the metadata quorum is unavailable: {0}")]
+    Unavailable(String),
 }
 
-/// The metadata store of a single-node cluster: the image, the one write path that changes it,
-/// and the file that keeps it.
-#[derive(Debug)]
-pub struct MetadataStore {
-    path: PathBuf,
+/// The image a single-node release left in `data_dir`, if any (format 1 upgraded as a cluster of
+/// `node_id` alone). A data directory of another node is refused.
+pub fn read_single_node_file(
+    data_dir: &Path,
     node_id: i32,
-    current: ArcSwap<MetadataImage>,
-    writer: tokio::sync::Mutex<()>,
+) -> Result<Option<MetadataImage>, MetadataError> {
+    let path = data_dir.join(FILE_NAME);
+    match std::fs::read(&path) {
+        Ok(bytes) => read_snapshot(&path, &bytes, node_id).map(Some),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(MetadataError::Read { path, source }),
+    }
 }
 
-impl MetadataStore {
-    /// Opens the store of node `node_id` in `data_dir`, creating it (with a new cluster id) if
-    /// absent and upgrading a version 1 file (read as a single-node cluster of this node). A data
-    /// directory of another node is refused.
-    pub fn open(data_dir: &Path, node_id: i32) -> Result<Self, MetadataError> {
-        let path = data_dir.join(FILE_NAME);
-        let image = match std::fs::read(&path) {
-            Ok(bytes) => read_snapshot(&path, &bytes, node_id)?,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                let image = MetadataImage::new(new_cluster_id());
-                write_atomically(&path, node_id, &image)?;
-                image
-            }
-            Err(source) => return Err(MetadataError::Read { path, source }),
-        };
-        Ok(Self {
-            path,
-            node_id,
-            current: ArcSwap::from_pointee(image),
-            writer: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    /// The current image: a cheap shared snapshot, never locked.
-    pub fn image(&self) -> Arc<MetadataImage> {
-        self.current.load_full()
-    }
-
-    pub fn cluster_id(&self) -> String {
-        self.current.load().cluster_id.clone()
-    }
-
-    /// Commits `records` as one change: applies them in order to a copy of the image, makes the
-    /// result durable, then publishes it and returns it. Commits are serialized; readers see the
-    /// old image until the new one is on disk. A record that does not fit fails the whole change
-    /// and nothing is written.
-    pub async fn commit(
-        &self,
-        records: Vec<MetadataRecord>,
-    ) -> Result<Arc<MetadataImage>, MetadataError> {
-        let _writer = self.writer.lock().await;
-        let mut next = self.image().as_ref().clone();
-        for record in &records {
-            next.apply(record)?;
-        }
-        next.offset += 1;
-        let (path, node_id) = (self.path.clone(), self.node_id);
-        let next = tokio::task::spawn_blocking(move || {
-            write_atomically(&path, node_id, &next).map(|()| Arc::new(next))
-        })
-        .await
-        .map_err(|join| MetadataError::Write {
-            path: self.path.clone(),
-            source: io::Error::other(join),
-        })??;
-        self.current.store(Arc::clone(&next));
-        Ok(next)
-    }
-
-    /// Reserves `count` producer ids, durably, and returns them.
-    pub async fn allocate_producer_ids(
-        &self,
-        count: i64,
-    ) -> Result<std::ops::Range<i64>, MetadataError> {
-        let image = self
-            .commit(vec![MetadataRecord::AllocateProducerIds { count }])
-            .await?;
-        Ok(image.next_producer_id - count..image.next_producer_id)
-    }
+/// Renames the single-node file to `cluster-metadata.json.upgraded` (kept for a downgrade by
+/// hand; never read again).
+pub fn retire_single_node_file(data_dir: &Path) -> Result<(), MetadataError> {
+    let path = data_dir.join(FILE_NAME);
+    std::fs::rename(&path, path.with_extension("json.upgraded"))
+        .map_err(|source| MetadataError::Write { path, source })
 }
 
 fn read_snapshot(path: &Path, bytes: &[u8], node_id: i32) -> Result<MetadataImage, MetadataError> {
@@ -232,31 +176,8 @@ fn read_snapshot(path: &Path, bytes: &[u8], node_id: i32) -> Result<MetadataImag
     }
 }
 
-fn write_atomically(path: &Path, node_id: i32, image: &MetadataImage) -> Result<(), MetadataError> {
-    let write_error = |source| MetadataError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let snapshot = Snapshot {
-        format_version: FORMAT_VERSION,
-        node_id,
-        image: image.clone(),
-    };
-    let bytes =
-        serde_json::to_vec_pretty(&snapshot).map_err(|e| write_error(io::Error::other(e)))?;
-    let temp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&temp).map_err(write_error)?;
-    io::Write::write_all(&mut file, &bytes).map_err(write_error)?;
-    file.sync_all().map_err(write_error)?;
-    std::fs::rename(&temp, path).map_err(write_error)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(write_error)
-}
-
 /// A Kafka-style cluster id: 22 characters of URL-safe base64 from a random UUID.
-fn new_cluster_id() -> String {
+pub fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = Uuid::new_v4().as_u128();
     (0..22)
@@ -288,64 +209,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), &'static str> {
 mod tests {
     use super::*;
 
-    fn create(name: &str, partitions: usize) -> MetadataRecord {
-        MetadataRecord::CreateTopic {
-            name: name.to_owned(),
-            id: Uuid::new_v4(),
-            configs: std::collections::BTreeMap::from([(
-                "retention.ms".to_owned(),
-                "1000".to_owned(),
-            )]),
-            partitions: vec![PartitionImage::new(vec![1]); partitions],
-        }
-    }
-
-    #[tokio::test]
-    async fn the_image_persists_across_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = MetadataStore::open(dir.path(), 1).unwrap();
-        let cluster_id = store.cluster_id();
-        assert_eq!(cluster_id.len(), 22);
-        let created = store.commit(vec![create("orders", 3)]).await.unwrap();
-        let before = store.image();
-        assert!(matches!(
-            store
-                .commit(vec![create("other", 1), create("orders", 1)])
-                .await,
-            Err(MetadataError::TopicExists { .. })
-        ));
-        assert_eq!(store.image(), before, "a failed change changes nothing");
-        assert_eq!(store.allocate_producer_ids(10).await.unwrap(), 0..10);
-        let reopened = MetadataStore::open(dir.path(), 1).unwrap();
-        assert_eq!(
-            reopened.allocate_producer_ids(10).await.unwrap(),
-            10..20,
-            "ids never repeat"
-        );
-        assert_eq!(reopened.cluster_id(), cluster_id);
-        assert_eq!(reopened.image().topics, created.topics);
-        assert!(matches!(
-            reopened
-                .commit(vec![MetadataRecord::DeleteTopic {
-                    name: "nope".to_owned()
-                }])
-                .await,
-            Err(MetadataError::UnknownTopic { .. })
-        ));
-        assert!(matches!(
-            MetadataStore::open(dir.path(), 2),
-            Err(MetadataError::NodeIdMismatch {
-                stored: 1,
-                configured: 2,
-                ..
-            })
-        ));
-    }
-
-    /// A file written by the single-node releases before the image (format version 1) opens as a
-    /// one-broker cluster of this node, with every topic, id, config and producer id kept.
-    #[tokio::test]
-    async fn a_version_1_file_is_upgraded() {
+    /// A file written by the single-node releases before the image (format version 1) reads as
+    /// a one-broker cluster of this node, with every topic, id, config and producer id kept.
+    #[test]
+    fn a_version_1_file_is_upgraded() {
         let dir = tempfile::tempdir().unwrap();
         let id = Uuid::new_v4();
         let v1 = serde_json::json!({
@@ -357,8 +224,7 @@ mod tests {
             "next_producer_id": 3000
         });
         std::fs::write(dir.path().join(FILE_NAME), v1.to_string()).unwrap();
-        let store = MetadataStore::open(dir.path(), 4).unwrap();
-        let image = store.image();
+        let image = read_single_node_file(dir.path(), 4).unwrap().unwrap();
         assert_eq!(image.cluster_id, "AAAAAAAAAAAAAAAAAAAAAA");
         assert_eq!(image.next_producer_id, 3000);
         let topic = image.topic("orders").unwrap();
@@ -367,10 +233,45 @@ mod tests {
             (id, "5")
         );
         assert_eq!(topic.partitions, vec![PartitionImage::new(vec![4]); 2]);
-        // The first change writes version 2, which opens the same.
-        store.allocate_producer_ids(1).await.unwrap();
-        let reopened = MetadataStore::open(dir.path(), 4).unwrap();
-        assert_eq!(reopened.image(), store.image());
+    }
+
+    /// Format 2 (the image itself) reads back as written, only for the node that wrote it; once
+    /// retired it is not read again.
+    #[test]
+    fn a_version_2_file_belongs_to_its_node() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read_single_node_file(dir.path(), 1).unwrap().is_none());
+        let mut image = MetadataImage::new("BBBBBBBBBBBBBBBBBBBBBB".to_owned());
+        image
+            .apply(&MetadataRecord::CreateTopic {
+                name: "orders".to_owned(),
+                id: Uuid::new_v4(),
+                configs: std::collections::BTreeMap::new(),
+                partitions: vec![PartitionImage::new(vec![1])],
+            })
+            .unwrap();
+        let file = Snapshot {
+            format_version: 2,
+            node_id: 1,
+            image: image.clone(),
+        };
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            serde_json::to_vec(&file).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(read_single_node_file(dir.path(), 1).unwrap(), Some(image));
+        assert!(matches!(
+            read_single_node_file(dir.path(), 2),
+            Err(MetadataError::NodeIdMismatch {
+                stored: 1,
+                configured: 2,
+                ..
+            })
+        ));
+        retire_single_node_file(dir.path()).unwrap();
+        assert!(read_single_node_file(dir.path(), 1).unwrap().is_none());
+        assert!(dir.path().join("cluster-metadata.json.upgraded").exists());
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub enum GroupError {
     MemberIdRequired,
     #[error("the group is being deleted")]
     CoordinatorNotAvailable,
+    #[error("another broker coordinates this group")]
+    NotCoordinator,
     #[error("the group still has members")]
     NonEmptyGroup,
     #[error("no such group")]

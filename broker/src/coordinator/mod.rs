@@ -251,7 +251,7 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct CoordinatorHandle {
     commands: mpsc::Sender<Command>,
-    partitions: Arc<Vec<PartitionHandle>>,
+    partitions: Arc<Vec<Option<PartitionHandle>>>,
     clock: Arc<dyn Clock>,
     committed: Arc<Mutex<CommittedOffsets>>,
 }
@@ -272,9 +272,10 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 }
 
 impl CoordinatorHandle {
-    /// Replays `__consumer_offsets` (its partitions, in order) and starts the actor.
+    /// Replays `__consumer_offsets` (its partitions, in order: those this broker leads, `None`
+    /// for the others) and starts the actor. It coordinates the groups of the partitions given.
     pub async fn start(
-        partitions: Vec<PartitionHandle>,
+        partitions: Vec<Option<PartitionHandle>>,
         config: CoordinatorConfig,
         clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
@@ -335,6 +336,12 @@ impl CoordinatorHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether this coordinator holds `group`'s partition of `__consumer_offsets`.
+    pub fn coordinates(&self, group: &str) -> bool {
+        let index = partition_for(group, self.partitions.len() as i32) as usize;
+        self.partitions.get(index).is_some_and(Option::is_some)
     }
 
     async fn ask<R>(&self, command: impl FnOnce(oneshot::Sender<R>) -> Command) -> Option<R> {
@@ -529,12 +536,12 @@ fn unavailable_join(member_id: String) -> JoinResult {
 }
 
 async fn write_records(
-    partitions: &[PartitionHandle],
+    partitions: &[Option<PartitionHandle>],
     group: &str,
     records: Vec<Record>,
 ) -> Result<(), AppendError> {
     let index = partition_for(group, partitions.len() as i32) as usize;
-    let Some(partition) = partitions.get(index) else {
+    let Some(Some(partition)) = partitions.get(index) else {
         return Err(AppendError::Closed);
     };
     partition
@@ -550,9 +557,10 @@ type Replayed = (
 );
 
 /// Reads every record of `__consumer_offsets`, latest record per key winning.
-fn replay(partitions: &[PartitionHandle]) -> Vec<Replayed> {
+fn replay(partitions: &[Option<PartitionHandle>]) -> Vec<Replayed> {
     let mut groups: BTreeMap<String, Replayed> = BTreeMap::new();
     for (index, partition) in partitions.iter().enumerate() {
+        let Some(partition) = partition else { continue };
         let reader = partition.reader();
         let mut offset = reader.offsets().log_start_offset();
         loop {
@@ -650,7 +658,7 @@ struct CoordinatorActor {
     config: CoordinatorConfig,
     groups: HashMap<String, Group>,
     rx: mpsc::Receiver<Command>,
-    partitions: Arc<Vec<PartitionHandle>>,
+    partitions: Arc<Vec<Option<PartitionHandle>>>,
     clock: Arc<dyn Clock>,
     /// Monotonic time zero: group deadlines are milliseconds since then.
     start: Instant,

@@ -56,6 +56,7 @@ pub(super) async fn handle(
                     }
                     CreatePartitionsError::NotIncreasing { .. } => ResponseError::InvalidPartitions,
                     CreatePartitionsError::Assignment(_) => ResponseError::InvalidReplicaAssignment,
+                    CreatePartitionsError::Placement(_) => ResponseError::InvalidReplicationFactor,
                     CreatePartitionsError::Metadata(_) | CreatePartitionsError::Partitions(_) => {
                         tracing::error!(topic = name, %error, "adding partitions failed");
                         ResponseError::KafkaStorageError

@@ -11,8 +11,8 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{config_map, str_bytes};
 use crate::broker::{Broker, CreateTopicError};
-use crate::cluster::MetadataError;
 use crate::cluster::placement;
+use crate::cluster::{ApplyError, MetadataError};
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -98,12 +98,14 @@ pub(super) async fn handle(
                 let code = match &failure {
                     CreateTopicError::InvalidName(_) => ResponseError::InvalidTopicException,
                     CreateTopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-                    CreateTopicError::InvalidReplicationFactor(_) => {
-                        ResponseError::InvalidReplicationFactor
-                    }
+                    CreateTopicError::InvalidReplicationFactor(_)
+                    | CreateTopicError::Placement(_) => ResponseError::InvalidReplicationFactor,
                     CreateTopicError::Config(_) => ResponseError::InvalidConfig,
-                    CreateTopicError::Metadata(MetadataError::TopicExists { .. }) => {
-                        ResponseError::TopicAlreadyExists
+                    CreateTopicError::Metadata(MetadataError::Apply(ApplyError::TopicExists {
+                        ..
+                    })) => ResponseError::TopicAlreadyExists,
+                    CreateTopicError::Metadata(MetadataError::Unavailable(_)) => {
+                        ResponseError::RequestTimedOut
                     }
                     CreateTopicError::Metadata(_) | CreateTopicError::Partitions(_) => {
                         tracing::error!(topic = name, error = %failure, "creating a topic failed");

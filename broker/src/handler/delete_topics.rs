@@ -9,7 +9,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
 use super::{internal_topic_error, str_bytes};
 use crate::broker::Broker;
-use crate::cluster::MetadataError;
+use crate::cluster::{ApplyError, MetadataError};
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -31,7 +31,10 @@ pub(super) async fn handle(
             Ok(deleted) => result.with_topic_id(deleted.id),
             Err(error) => {
                 let code = match &error {
-                    MetadataError::UnknownTopic { .. } => ResponseError::UnknownTopicOrPartition,
+                    MetadataError::Apply(ApplyError::UnknownTopic { .. }) => {
+                        ResponseError::UnknownTopicOrPartition
+                    }
+                    MetadataError::Unavailable(_) => ResponseError::RequestTimedOut,
                     _ => {
                         tracing::error!(topic, %error, "deleting a topic failed");
                         ResponseError::KafkaStorageError

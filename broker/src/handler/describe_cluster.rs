@@ -1,4 +1,4 @@
-//! DescribeCluster: the cluster id, the controller and the brokers (one, on a single node).
+//! DescribeCluster: the cluster id, the controller (the metadata quorum's leader) and the brokers.
 
 use std::sync::Arc;
 
@@ -12,15 +12,24 @@ pub(super) fn handle(
     broker: &Arc<Broker>,
     request: &DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let (host, port) = broker.advertised();
-    let me = DescribeClusterBroker::default()
-        .with_broker_id(BrokerId(broker.node_id()))
-        .with_host(str_bytes(host))
-        .with_port(port)
-        .with_rack(broker.config().rack.clone().map(str_bytes));
+    let image = broker.image();
+    // Fenced brokers only when asked for (v2's include_fenced_brokers), marked as such.
+    let brokers = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced || request.include_fenced_brokers)
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.id))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(str_bytes))
+                .with_is_fenced(b.fenced)
+        })
+        .collect();
     DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
-        .with_cluster_id(str_bytes(broker.cluster_id()))
-        .with_controller_id(BrokerId(broker.node_id()))
-        .with_brokers(vec![me])
+        .with_cluster_id(str_bytes(image.cluster_id.clone()))
+        .with_controller_id(BrokerId(broker.controller_id()))
+        .with_brokers(brokers)
 }

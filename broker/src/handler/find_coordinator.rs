@@ -1,5 +1,6 @@
-//! FindCoordinator: this broker coordinates every group (v4 and later ask for several keys at
-//! once). Transactions are not supported, so transaction coordinators are not found.
+//! FindCoordinator: a group's coordinator is the broker that leads its `__consumer_offsets`
+//! partition (v4 and later ask for several keys at once). Transactions are not supported, so
+//! transaction coordinators are not found.
 
 use std::sync::Arc;
 
@@ -19,12 +20,11 @@ pub(super) fn handle(
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let (host, port) = broker.advertised();
     let answer = |key: &StrBytes| -> Coordinator {
         let found = Coordinator::default()
             .with_key(key.clone())
-            .with_host(str_bytes(host))
-            .with_port(port);
+            .with_host(str_bytes(""))
+            .with_port(-1);
         if request.key_type != GROUP_KEY {
             return found
                 .with_node_id(BrokerId(-1))
@@ -40,7 +40,16 @@ pub(super) fn handle(
                 .with_node_id(BrokerId(-1))
                 .with_error_code(ResponseError::CoordinatorLoadInProgress.code());
         }
-        found.with_node_id(BrokerId(broker.node_id()))
+        match broker.coordinator_node(key) {
+            Some(node) => found
+                .with_node_id(BrokerId(node.id))
+                .with_host(str_bytes(&node.host))
+                .with_port(node.port),
+            // Its partition has no leader (its broker is down): retriable.
+            None => found
+                .with_node_id(BrokerId(-1))
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code()),
+        }
     };
     if version >= 4 {
         let coordinators = request.coordinator_keys.iter().map(answer).collect();

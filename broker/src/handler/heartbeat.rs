@@ -6,11 +6,10 @@ use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::group_error_code;
 use crate::broker::Broker;
-use crate::coordinator::GroupError;
 
 pub(super) async fn handle(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
-    let result = match broker.coordinator() {
-        Some(coordinator) => {
+    let result = match broker.coordinator_for(&request.group_id) {
+        Ok(coordinator) => {
             coordinator
                 .heartbeat(
                     request.group_id.to_string(),
@@ -20,7 +19,7 @@ pub(super) async fn handle(broker: &Arc<Broker>, request: HeartbeatRequest) -> H
                 )
                 .await
         }
-        None => Err(GroupError::CoordinatorNotAvailable),
+        Err(error) => Err(error),
     };
     HeartbeatResponse::default().with_error_code(result.err().map_or(0, group_error_code))
 }

@@ -24,8 +24,9 @@ pub(super) async fn handle(
             .with_generation_id(-1)
             .with_member_id(request.member_id.clone())
     };
-    let Some(coordinator) = broker.coordinator() else {
-        return refuse(GroupError::CoordinatorNotAvailable);
+    let coordinator = match broker.coordinator_for(&request.group_id) {
+        Ok(coordinator) => coordinator,
+        Err(error) => return refuse(error),
     };
     if !valid_group_id(&request.group_id) {
         return refuse(GroupError::InvalidGroupId);

@@ -7,7 +7,6 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use super::group_error_code;
 use crate::broker::Broker;
-use crate::coordinator::GroupError;
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -28,13 +27,13 @@ pub(super) async fn handle(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let result = match broker.coordinator() {
-        Some(coordinator) => {
+    let result = match broker.coordinator_for(&request.group_id) {
+        Ok(coordinator) => {
             coordinator
                 .leave(request.group_id.to_string(), leaving)
                 .await
         }
-        None => Err(GroupError::CoordinatorNotAvailable),
+        Err(error) => Err(error),
     };
     match result {
         Err(error) => LeaveGroupResponse::default().with_error_code(group_error_code(error)),

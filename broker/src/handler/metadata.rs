@@ -61,6 +61,9 @@ pub(super) async fn handle(
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
+        // As a KRaft broker does, a broker that answers is named the controller: it takes every
+        // admin request and forwards metadata changes to the quorum's leader, so a client never
+        // waits on a controller that has just gone away.
         .with_controller_id(BrokerId(broker.node_id()))
         .with_topics(topics)
 }

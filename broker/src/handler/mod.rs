@@ -206,6 +206,7 @@ fn group_error_code(error: GroupError) -> i16 {
         GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
         GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,

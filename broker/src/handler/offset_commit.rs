@@ -22,10 +22,10 @@ pub(super) async fn handle(
     broker: &Arc<Broker>,
     request: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
-    let coordinator = broker.coordinator();
-    let now = coordinator.map_or(0, |c| c.now_ms());
-    let upfront = if coordinator.is_none() {
-        Some(GroupError::CoordinatorNotAvailable)
+    let coordinator = broker.coordinator_for(&request.group_id);
+    let now = coordinator.as_ref().map_or(0, |c| c.now_ms());
+    let upfront = if let Err(error) = coordinator {
+        Some(error)
     } else if !valid_group_id(&request.group_id) {
         Some(GroupError::InvalidGroupId)
     } else {
@@ -61,7 +61,7 @@ pub(super) async fn handle(
         codes.push(topic_codes);
     }
     let written = match (coordinator, upfront) {
-        (Some(coordinator), None) => coordinator
+        (Ok(coordinator), None) => coordinator
             .commit(
                 request.group_id.to_string(),
                 request.member_id.to_string(),

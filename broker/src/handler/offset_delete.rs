@@ -10,7 +10,6 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::group_error_code;
 use crate::broker::Broker;
-use crate::coordinator::GroupError;
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -25,13 +24,13 @@ pub(super) async fn handle(
                 .map(|p| (t.name.to_string(), p.partition_index))
         })
         .collect();
-    let result = match broker.coordinator() {
-        Some(coordinator) => {
+    let result = match broker.coordinator_for(&request.group_id) {
+        Ok(coordinator) => {
             coordinator
                 .delete_offsets(request.group_id.to_string(), partitions)
                 .await
         }
-        None => Err(GroupError::CoordinatorNotAvailable),
+        Err(error) => Err(error),
     };
     let mut results = match result {
         Ok(results) => results.into_iter(),

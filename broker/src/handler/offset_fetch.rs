@@ -108,9 +108,7 @@ async fn fetch(
     group: &GroupId,
     wanted: Option<Vec<GroupPartition>>,
 ) -> Fetched {
-    let coordinator = broker
-        .coordinator()
-        .ok_or(GroupError::CoordinatorNotAvailable)?;
+    let coordinator = broker.coordinator_for(group)?;
     coordinator.fetch_offsets(group.to_string(), wanted).await
 }
 

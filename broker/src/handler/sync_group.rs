@@ -6,12 +6,12 @@ use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{group_error_code, str_bytes};
 use crate::broker::Broker;
-use crate::coordinator::{GroupError, SyncRequest};
+use crate::coordinator::SyncRequest;
 
 pub(super) async fn handle(broker: &Arc<Broker>, request: SyncGroupRequest) -> SyncGroupResponse {
-    let Some(coordinator) = broker.coordinator() else {
-        return SyncGroupResponse::default()
-            .with_error_code(group_error_code(GroupError::CoordinatorNotAvailable));
+    let coordinator = match broker.coordinator_for(&request.group_id) {
+        Ok(coordinator) => coordinator,
+        Err(error) => return SyncGroupResponse::default().with_error_code(group_error_code(error)),
     };
     let sync = SyncRequest {
         member_id: request.member_id.to_string(),

@@ -1,0 +1,946 @@
+//! The metadata quorum: a Raft log of metadata changes (openraft 0.9, pinned), replicated among
+//! the voters named by `--voters` (Kafka's `controller.quorum.voters`, `id@host:port` of each
+//! voter's cluster listener) and followed by every other broker as a non-voting member. Its
+//! leader is the cluster's controller. Applying the log gives every broker the same
+//! [`MetadataImage`]. A single-node broker is a quorum of one voter, on the same code path.
+//!
+//! openraft 0.9.25 rather than the 0.10 alphas: 0.9 is the stable line, its storage and network
+//! traits are what its examples and test suite exercise, and 0.9.25 carries the fix for a
+//! snapshot-install bug that let disjoint quorums form. 0.10 rewrites that glue and is still
+//! alpha; moving to it is a contained change to `store` and `rpc`.
+
+pub mod rpc;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::{ApplyError, MetadataError, MetadataImage, MetadataRecord};
+
+/// One `id@host:port` entry of `--voters`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Voter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}:{}", self.node_id, self.host, self.port)
+    }
+}
+
+/// Why an `id@host:port` entry did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VoterParseError {
+    #[error("voter '{0}' is not of the form id@host:port")]
+    Shape(String),
+    #[error("voter '{entry}' has a node id that is not a non-negative integer")]
+    NodeId { entry: String },
+    #[error("voter '{entry}' has a port that is not a number from 1 to 65535")]
+    Port { entry: String },
+}
+
+impl FromStr for Voter {
+    type Err = VoterParseError;
+
+    fn from_str(entry: &str) -> Result<Self, Self::Err> {
+        let shape = || VoterParseError::Shape(entry.to_owned());
+        let (id, address) = entry.split_once('@').ok_or_else(shape)?;
+        let (host, port) = address.rsplit_once(':').ok_or_else(shape)?;
+        if host.is_empty() {
+            return Err(shape());
+        }
+        let node_id = id
+            .parse::<i32>()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| VoterParseError::NodeId {
+                entry: entry.to_owned(),
+            })?;
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port > 0)
+            .ok_or_else(|| VoterParseError::Port {
+                entry: entry.to_owned(),
+            })?;
+        Ok(Self {
+            node_id,
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// A voter set this broker refuses to start with, or a quorum it could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("--voters names node {node_id} twice")]
+    DuplicateVoter { node_id: i32 },
+    #[error(
+        "the metadata in {dir} was formed with voters {stored:?}, but --voters names {given:?}: \
+         start with the voter set the cluster was formed with (changing voters needs a \
+         membership change, one voter at a time, not different flags)"
+    )]
+    VotersChanged {
+        dir: PathBuf,
+        stored: Vec<NodeId>,
+        given: Vec<NodeId>,
+    },
+    #[error(
+        "this data directory belongs to cluster {stored}, but --cluster-id is {given}: give this \
+         broker the data directory of cluster {given}, or an empty one"
+    )]
+    ClusterIdMismatch { stored: String, given: String },
+    #[error("binding the cluster listener on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("opening the metadata quorum's storage in {dir}")]
+    Storage {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the metadata quorum: {0}")]
+    Raft(String),
+}
+
+/// Checks the voter set: no node named twice. An empty set means "a single-node cluster of
+/// this node" (the laptop default); a set without this node makes it a broker that follows the
+/// metadata log without a vote.
+pub fn check_voters(voters: &[Voter]) -> Result<(), QuorumError> {
+    for (index, voter) in voters.iter().enumerate() {
+        if voters[..index].iter().any(|v| v.node_id == voter.node_id) {
+            return Err(QuorumError::DuplicateVoter {
+                node_id: voter.node_id,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Raft node ids are the brokers' node ids (never negative: `--node-id` and `--voters` check).
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The metadata log's types: entries carry [`Command`]s, applying one gives a
+    /// [`CommandResult`].
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+);
+
+/// One change of the metadata: records applied together, all or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub records: Vec<MetadataRecord>,
+}
+
+impl Command {
+    /// Applies every record to `image`; on the first that does not fit, returns its error (the
+    /// caller then keeps the image it had).
+    pub fn apply(&self, image: &mut MetadataImage) -> Result<(), ApplyError> {
+        for record in &self.records {
+            image.apply(record)?;
+        }
+        image.offset += 1;
+        Ok(())
+    }
+}
+
+/// What applying a [`Command`] gave: why it changed nothing, or the producer id counter right
+/// after it (the end of a block it allocated).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandResult {
+    pub error: Option<ApplyError>,
+    #[serde(default)]
+    pub next_producer_id: i64,
+}
+
+/// What the quorum of a broker is started with.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    /// Where the cluster listener binds (`--cluster-listen`).
+    pub listen: SocketAddr,
+    /// `host:port` other brokers reach this one's cluster listener at; defaults to the address
+    /// `--voters` gives this node, or the bound listener's.
+    pub advertise: Option<String>,
+    pub voters: Vec<Voter>,
+    /// The cluster id to form (or check) the cluster with; a new cluster picks one if unset.
+    pub cluster_id: Option<String>,
+}
+
+/// How long a metadata change waits for the quorum before it fails (the client may retry).
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per-call bound of a change forwarded to the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+const STORAGE_DIR: &str = "metadata-quorum";
+
+/// This broker's member of the metadata quorum: a voter, or a non-voting follower of the
+/// metadata log. Readers take [`Quorum::image`]; every change goes through [`Quorum::propose`],
+/// on any broker (changes made elsewhere are forwarded to the leader).
+pub struct Quorum {
+    node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    published: Arc<store::Published>,
+    voters: BTreeMap<NodeId, String>,
+    /// The cluster listener's address as other brokers reach it.
+    address: String,
+    local_addr: SocketAddr,
+    peers: std::sync::Mutex<HashMap<String, rpc::Peer>>,
+    state_machine: store::StateMachine,
+}
+
+impl std::fmt::Debug for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quorum")
+            .field("node_id", &self.node_id)
+            .field("address", &self.address)
+            .field("voters", &self.voters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Node id of a broker (never negative) as a Raft node id.
+fn raft_id(node_id: i32) -> NodeId {
+    NodeId::try_from(node_id).unwrap_or_default()
+}
+
+impl Quorum {
+    /// Opens the quorum's storage in the data directory (seeding a new one from `seed`, the
+    /// image a single-node release left), binds the cluster listener and starts the Raft node.
+    /// Voters initialise the cluster from `--voters` the first time (every voter the same way,
+    /// so they may start in any order); other brokers ask the leader to follow the log. Returns
+    /// once the listener serves; [`Quorum::propose`] waits for a leader.
+    pub async fn start(
+        config: QuorumConfig,
+        seed: Option<MetadataImage>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, QuorumError> {
+        check_voters(&config.voters)?;
+        let dir = config.data_dir.join(STORAGE_DIR);
+        let storage = |source| QuorumError::Storage {
+            dir: dir.clone(),
+            source,
+        };
+        let log = store::LogStore::open(&dir).map_err(storage)?;
+        let state_machine = store::StateMachine::open(&dir, seed).map_err(storage)?;
+        let published = state_machine.published();
+        if let Some(given) = &config.cluster_id {
+            let stored = &published.image.load().cluster_id;
+            if !stored.is_empty() && stored != given {
+                return Err(QuorumError::ClusterIdMismatch {
+                    stored: stored.clone(),
+                    given: given.clone(),
+                });
+            }
+        }
+
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| QuorumError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| QuorumError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let node_id = raft_id(config.node_id);
+        let voters: BTreeMap<NodeId, String> = if config.voters.is_empty() {
+            BTreeMap::from([(node_id, local_addr.to_string())])
+        } else {
+            config
+                .voters
+                .iter()
+                .map(|v| (raft_id(v.node_id), format!("{}:{}", v.host, v.port)))
+                .collect()
+        };
+        let address = config
+            .advertise
+            .clone()
+            .or_else(|| voters.get(&node_id).cloned())
+            .unwrap_or_else(|| local_addr.to_string());
+
+        let raft_config = openraft::Config {
+            cluster_name: "fjord".to_owned(),
+            heartbeat_interval: 200,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        let network_published = Arc::clone(&published);
+        let network = rpc::Network {
+            from: node_id,
+            cluster_id: Arc::new(move || network_published.image.load().cluster_id.clone()),
+        };
+        let raft = Raft::new(
+            node_id,
+            Arc::new(raft_config),
+            network,
+            log,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| QuorumError::Raft(e.to_string()))?;
+
+        let quorum = Arc::new(Self {
+            node_id,
+            raft,
+            published,
+            voters,
+            address,
+            local_addr,
+            peers: std::sync::Mutex::new(HashMap::new()),
+            state_machine,
+        });
+        quorum.check_membership(&dir).await?;
+
+        let service = rpc::ClusterService::new(Arc::clone(&quorum));
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let server_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(5)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the cluster listener failed");
+            }
+        });
+        tracing::info!(
+            node_id,
+            cluster_listen = %local_addr,
+            voters = ?quorum.voters,
+            "metadata quorum started"
+        );
+
+        if quorum.voters.contains_key(&node_id) {
+            quorum.initialize().await?;
+        } else {
+            let joining = Arc::clone(&quorum);
+            tokio::spawn(async move { joining.join(shutdown).await });
+        }
+        Ok(quorum)
+    }
+
+    /// Refuses to run with a voter set other than the one the stored metadata was formed with.
+    async fn check_membership(&self, dir: &std::path::Path) -> Result<(), QuorumError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        if !initialized {
+            return Ok(());
+        }
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let stored: Vec<NodeId> = membership.membership().voter_ids().collect();
+        let given: Vec<NodeId> = self.voters.keys().copied().collect();
+        let is_voter = given.contains(&self.node_id);
+        // A broker outside the voters checks only that it is not named among them: it learnt
+        // the voters from the leader.
+        if (is_voter || stored.contains(&self.node_id)) && stored != given {
+            return Err(QuorumError::VotersChanged {
+                dir: dir.to_path_buf(),
+                stored,
+                given,
+            });
+        }
+        Ok(())
+    }
+
+    /// Forms the cluster from `--voters` if this voter's storage is new. Every voter does the
+    /// same with the same set, which Raft allows: they agree on the first entry.
+    async fn initialize(&self) -> Result<(), QuorumError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| QuorumError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .voters
+            .iter()
+            .map(|(id, address)| (*id, BasicNode::new(address)))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(error) => Err(QuorumError::Raft(error.to_string())),
+        }
+    }
+
+    /// A broker outside the voters asks the voters, until one that leads adds it, to follow
+    /// the metadata log.
+    async fn join(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut attempts = 0u32;
+        loop {
+            let membership = self.raft.metrics().borrow().membership_config.clone();
+            if membership.membership().get_node(&self.node_id).is_some() {
+                tracing::info!(node_id = self.node_id, "following the metadata log");
+                return;
+            }
+            let request = rpc::Request::Join {
+                node_id: self.node_id,
+                address: self.address.clone(),
+            };
+            for address in self.voters.values() {
+                match self.call(address, request.clone(), FORWARD_TIMEOUT).await {
+                    Ok(rpc::Response::Join(Ok(()))) => break,
+                    Ok(other) => tracing::debug!(address, ?other, "join not taken"),
+                    Err(error) => tracing::debug!(%error, "join not taken"),
+                }
+            }
+            attempts += 1;
+            if attempts.is_multiple_of(20) {
+                tracing::warn!(
+                    voters = ?self.voters,
+                    "still waiting for a metadata leader to let this broker follow the log"
+                );
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn call(
+        &self,
+        address: &str,
+        body: rpc::Request,
+        timeout: Duration,
+    ) -> Result<rpc::Response, rpc::CallError> {
+        let peer = {
+            let mut peers = self
+                .peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match peers.get(address) {
+                Some(peer) => peer.clone(),
+                None => {
+                    let peer = rpc::Peer::new(address)?;
+                    peers.insert(address.to_owned(), peer.clone());
+                    peer
+                }
+            }
+        };
+        let envelope = rpc::Envelope {
+            cluster_id: self.image().cluster_id.clone(),
+            from: self.node_id,
+            body,
+        };
+        let result = peer.call(address, envelope, timeout).await;
+        if result.is_err() {
+            // A channel whose connection failed stays failed (its buffer keeps the first
+            // error): the next call goes over a new one.
+            self.peers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(address);
+        }
+        result
+    }
+
+    /// The metadata as this broker has applied it: a cheap shared snapshot, never locked.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.published.image.load_full()
+    }
+
+    /// The index of the last metadata log entry applied here.
+    pub fn applied(&self) -> watch::Receiver<u64> {
+        self.published.applied.subscribe()
+    }
+
+    /// The bound address of the cluster listener.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The node that leads the metadata quorum (the controller), if one is known.
+    pub fn leader(&self) -> Option<i32> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .and_then(|id| i32::try_from(id).ok())
+    }
+
+    /// The voters' node ids.
+    pub fn voter_ids(&self) -> Vec<i32> {
+        self.voters
+            .keys()
+            .filter_map(|id| i32::try_from(*id).ok())
+            .collect()
+    }
+
+    /// Whether a snapshot of the metadata is on disk.
+    pub fn has_snapshot(&self) -> bool {
+        self.state_machine.has_snapshot()
+    }
+
+    /// Writes a snapshot of the metadata now and waits (bounded) until it is on disk.
+    pub async fn snapshot(&self) -> bool {
+        if self.raft.trigger().snapshot().await.is_err() {
+            return false;
+        }
+        let mut metrics = self.raft.metrics();
+        let written = tokio::time::timeout(
+            Duration::from_secs(10),
+            metrics.wait_for(|m| m.snapshot.is_some()),
+        )
+        .await;
+        matches!(written, Ok(Ok(_)))
+    }
+
+    /// Commits `records` as one change through the leader, wherever it is, and returns the
+    /// image once this broker has applied it. A record that does not fit the image fails the
+    /// whole change and changes nothing. Retries while no leader is known, up to a bound.
+    ///
+    /// A change whose leader failed over while it was in flight may have been committed even
+    /// though it is retried; records are written so that applying one twice is refused, not
+    /// doubled (a topic is created once, conditional changes name the epochs they saw).
+    pub async fn propose(
+        &self,
+        records: Vec<MetadataRecord>,
+    ) -> Result<Arc<MetadataImage>, MetadataError> {
+        self.propose_with_result(records)
+            .await
+            .map(|(image, _)| image)
+    }
+
+    /// [`Quorum::propose`], also returning what applying the change gave.
+    pub async fn propose_with_result(
+        &self,
+        records: Vec<MetadataRecord>,
+    ) -> Result<(Arc<MetadataImage>, CommandResult), MetadataError> {
+        let command = Command { records };
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let outcome = match self.write_here(command.clone()).await {
+                Err(rpc::ProposeError::NotLeader {
+                    leader: Some((_, address)),
+                    ..
+                }) => match self
+                    .call(
+                        &address,
+                        rpc::Request::Propose(command.clone()),
+                        FORWARD_TIMEOUT,
+                    )
+                    .await
+                {
+                    Ok(rpc::Response::Propose(outcome)) => outcome,
+                    Ok(other) => Err(rpc::ProposeError::Unavailable(format!(
+                        "the leader answered {other:?}"
+                    ))),
+                    Err(error) => Err(rpc::ProposeError::Unavailable(error.to_string())),
+                },
+                outcome => outcome,
+            };
+            let error = match outcome {
+                Ok(proposed) => {
+                    self.wait_applied(proposed.index, deadline).await?;
+                    return match proposed.result.error.clone() {
+                        None => Ok((self.image(), proposed.result)),
+                        Some(error) => Err(error.into()),
+                    };
+                }
+                Err(error) => error,
+            };
+            if tokio::time::Instant::now() + backoff > deadline {
+                return Err(MetadataError::Unavailable(error.to_string()));
+            }
+            tracing::debug!(%error, "metadata change not taken yet; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Commits `command` if this node leads.
+    async fn write_here(&self, command: Command) -> Result<rpc::Proposed, rpc::ProposeError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(rpc::Proposed {
+                index: response.log_id.index,
+                result: response.data,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(self.not_leader(forward))
+            }
+            Err(error) => Err(rpc::ProposeError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// The answer of a node that does not lead: where the leader is, if it knows.
+    fn not_leader(
+        &self,
+        forward: openraft::error::ForwardToLeader<NodeId, BasicNode>,
+    ) -> rpc::ProposeError {
+        rpc::ProposeError::NotLeader {
+            node_id: self.node_id,
+            leader: forward
+                .leader_id
+                .zip(forward.leader_node.map(|node| node.addr)),
+        }
+    }
+
+    async fn wait_applied(
+        &self,
+        index: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), MetadataError> {
+        let mut applied = self.applied();
+        match tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(MetadataError::Unavailable(format!(
+                "the change was committed at {index} but this broker has not applied it in time"
+            ))),
+        }
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "stopping the metadata quorum");
+        }
+    }
+}
+
+impl rpc::Serve for Quorum {
+    fn cluster_id(&self) -> String {
+        self.published.image.load().cluster_id.clone()
+    }
+
+    async fn serve(&self, request: rpc::Request) -> rpc::Response {
+        match request {
+            rpc::Request::AppendEntries(rpc) => {
+                rpc::Response::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            rpc::Request::Vote(rpc) => rpc::Response::Vote(self.raft.vote(rpc).await),
+            rpc::Request::InstallSnapshot(rpc) => {
+                rpc::Response::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+            }
+            rpc::Request::Propose(command) => {
+                rpc::Response::Propose(self.write_here(command).await)
+            }
+            rpc::Request::Join { node_id, address } => {
+                if self.voters.contains_key(&node_id) {
+                    return rpc::Response::Join(Err(rpc::ProposeError::Unavailable(format!(
+                        "node {node_id} is a voter and does not join as a follower"
+                    ))));
+                }
+                let added = self
+                    .raft
+                    .add_learner(node_id, BasicNode::new(&address), false)
+                    .await;
+                rpc::Response::Join(match added {
+                    Ok(_) => {
+                        tracing::info!(node_id, address, "a broker follows the metadata log");
+                        Ok(())
+                    }
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                        Err(self.not_leader(forward))
+                    }
+                    Err(error) => Err(rpc::ProposeError::Unavailable(error.to_string())),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voters(list: &str) -> Vec<Voter> {
+        list.split(',').map(|v| v.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn parses_kafka_style_entries() {
+        let voter: Voter = "3@fjord-a-3.fjord-brokers.prod.svc:9093".parse().unwrap();
+        assert_eq!(voter.node_id, 3);
+        assert_eq!(voter.host, "fjord-a-3.fjord-brokers.prod.svc");
+        assert_eq!(voter.port, 9093);
+        assert_eq!(voter.to_string(), "3@fjord-a-3.fjord-brokers.prod.svc:9093");
+    }
+
+    #[test]
+    fn malformed_entries_say_what_is_wrong() {
+        assert!(matches!(
+            "fjord:9093".parse::<Voter>(),
+            Err(VoterParseError::Shape(_))
+        ));
+        assert!(matches!(
+            "1@:9093".parse::<Voter>(),
+            Err(VoterParseError::Shape(_))
+        ));
+        assert!(matches!(
+            "-1@h:9093".parse::<Voter>(),
+            Err(VoterParseError::NodeId { .. })
+        ));
+        assert!(matches!(
+            "1@h:0".parse::<Voter>(),
+            Err(VoterParseError::Port { .. })
+        ));
+        assert!(matches!(
+            "1@h:99999".parse::<Voter>(),
+            Err(VoterParseError::Port { .. })
+        ));
+    }
+
+    #[test]
+    fn a_voter_named_twice_is_refused() {
+        assert!(check_voters(&[]).is_ok());
+        assert!(check_voters(&voters("0@a:9093,1@b:9093,2@c:9093")).is_ok());
+        assert!(matches!(
+            check_voters(&voters("1@a:9093,1@b:9093")),
+            Err(QuorumError::DuplicateVoter { node_id: 1 })
+        ));
+    }
+
+    fn config(dir: &std::path::Path, node_id: i32, voters: Vec<Voter>) -> QuorumConfig {
+        QuorumConfig {
+            node_id,
+            data_dir: dir.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            voters,
+            cluster_id: None,
+        }
+    }
+
+    fn topic(name: &str) -> MetadataRecord {
+        MetadataRecord::CreateTopic {
+            name: name.to_owned(),
+            id: uuid::Uuid::new_v4(),
+            configs: BTreeMap::new(),
+            partitions: vec![crate::cluster::PartitionImage::new(vec![1])],
+        }
+    }
+
+    /// Free loopback ports for voters that must know each other's addresses before they bind.
+    fn free_ports(count: usize) -> Vec<u16> {
+        let listeners: Vec<std::net::TcpListener> = (0..count)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect()
+    }
+
+    /// A one-voter quorum (the laptop default) commits, and a restart resumes from disk: the
+    /// same image, and changes refused as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_voter_commits_and_resumes_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let quorum = Quorum::start(config(dir.path(), 1, vec![]), None, shutdown.clone())
+            .await
+            .unwrap();
+        let image = quorum
+            .propose(vec![MetadataRecord::InitCluster {
+                cluster_id: "C".to_owned(),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(image.cluster_id, "C");
+        let image = quorum.propose(vec![topic("orders")]).await.unwrap();
+        assert!(image.topic("orders").is_some());
+        let refused = quorum.propose(vec![topic("other"), topic("orders")]).await;
+        assert!(matches!(
+            refused,
+            Err(MetadataError::Apply(ApplyError::TopicExists { .. }))
+        ));
+        assert!(quorum.image().topic("other").is_none(), "all or nothing");
+        let (_, allocated) = quorum
+            .propose_with_result(vec![MetadataRecord::AllocateProducerIds { count: 10 }])
+            .await
+            .unwrap();
+        assert_eq!(allocated.next_producer_id, 10);
+        let before = quorum.image();
+        quorum.shutdown().await;
+        shutdown.cancel();
+
+        let shutdown = CancellationToken::new();
+        let quorum = Quorum::start(config(dir.path(), 1, vec![]), None, shutdown.clone())
+            .await
+            .unwrap();
+        let mut applied = quorum.applied();
+        tokio::time::timeout(Duration::from_secs(10), applied.wait_for(|a| *a >= 4))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(quorum.image().topics, before.topics);
+        assert_eq!(quorum.image().cluster_id, "C");
+        let (_, allocated) = quorum
+            .propose_with_result(vec![MetadataRecord::AllocateProducerIds { count: 10 }])
+            .await
+            .unwrap();
+        assert_eq!(allocated.next_producer_id, 20, "ids never repeat");
+        quorum.shutdown().await;
+        shutdown.cancel();
+
+        // The same directory started as part of another voter set is refused.
+        let other = Quorum::start(
+            config(dir.path(), 1, voters("1@127.0.0.1:1,2@127.0.0.1:2")),
+            None,
+            CancellationToken::new(),
+        )
+        .await;
+        assert!(matches!(other, Err(QuorumError::VotersChanged { .. })));
+    }
+
+    /// Three voters on loopback, started in any order, form one quorum over the cluster
+    /// listener; a change made on any of them is forwarded to the leader and seen everywhere; a
+    /// broker outside the voters follows the log; the quorum survives losing its leader.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_voters_and_a_follower_form_one_cluster_and_survive_the_leader() {
+        let ports = free_ports(4);
+        let set: Vec<Voter> = (0..3)
+            .map(|i| format!("{i}@127.0.0.1:{}", ports[i]).parse().unwrap())
+            .collect();
+        let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut quorums = Vec::new();
+        for i in [2usize, 0, 1, 3] {
+            let mut config = config(dirs[i].path(), i as i32, set.clone());
+            config.listen = SocketAddr::from(([127, 0, 0, 1], ports[i]));
+            let shutdown = CancellationToken::new();
+            let quorum = Quorum::start(config, None, shutdown.clone()).await.unwrap();
+            quorums.push((i, quorum, shutdown));
+        }
+        quorums.sort_by_key(|(i, _, _)| *i);
+        let (quorums, shutdowns): (Vec<Arc<Quorum>>, Vec<CancellationToken>) =
+            quorums.into_iter().map(|(_, q, s)| (q, s)).unzip();
+
+        // Each proposes a cluster id; the first committed names the cluster for all.
+        for (i, quorum) in quorums.iter().enumerate() {
+            quorum
+                .propose(vec![MetadataRecord::InitCluster {
+                    cluster_id: format!("cluster-{i}"),
+                }])
+                .await
+                .unwrap();
+        }
+        let leader = quorums[0].leader().unwrap();
+        let follower = (0..3).find(|i| *i as i32 != leader).unwrap();
+        let image = quorums[follower]
+            .propose(vec![topic("through-a-follower")])
+            .await
+            .unwrap();
+        assert!(image.topic("through-a-follower").is_some());
+        let image = quorums[3]
+            .propose(vec![topic("through-a-non-voter")])
+            .await
+            .unwrap();
+        let index = *quorums[3].applied().borrow();
+        for quorum in &quorums {
+            let mut applied = quorum.applied();
+            tokio::time::timeout(Duration::from_secs(10), applied.wait_for(|a| *a >= index))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(quorum.image().topics, image.topics);
+            assert_eq!(quorum.image().cluster_id, image.cluster_id);
+        }
+        assert_eq!(quorums[3].voter_ids(), [0, 1, 2]);
+
+        // The leader stops: the other two elect a new one and keep committing.
+        let old = usize::try_from(leader).unwrap();
+        quorums[old].shutdown().await;
+        shutdowns[old].cancel();
+        let survivor = (0..3).find(|i| *i != old).unwrap();
+        let image = tokio::time::timeout(
+            Duration::from_secs(20),
+            quorums[survivor].propose(vec![topic("after-failover")]),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(image.topic("after-failover").is_some());
+        assert!(
+            image.topic("through-a-follower").is_some(),
+            "nothing committed is lost"
+        );
+        let new_leader = quorums[survivor].leader().unwrap();
+        assert_ne!(new_leader, leader);
+        for (i, quorum) in quorums.iter().enumerate() {
+            if i != old {
+                quorum.shutdown().await;
+            }
+        }
+        for shutdown in shutdowns {
+            shutdown.cancel();
+        }
+    }
+
+    /// A crash mid-append leaves a torn frame at the end of the log: it is cut on open and the
+    /// whole entries before it are kept.
+    #[tokio::test]
+    async fn a_torn_log_tail_is_cut() {
+        use openraft::RaftLogReader as _;
+        let dir = tempfile::tempdir().unwrap();
+        let entries: Vec<openraft::Entry<TypeConfig>> = (0..3)
+            .map(|index| openraft::Entry {
+                log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+                payload: openraft::EntryPayload::Normal(Command {
+                    records: vec![topic(&format!("t{index}"))],
+                }),
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        for entry in &entries {
+            let frame = serde_json::to_vec(&serde_json::json!({ "Entry": entry })).unwrap();
+            bytes.extend_from_slice(&u32::try_from(frame.len()).unwrap().to_be_bytes());
+            bytes.extend_from_slice(&crc32c::crc32c(&frame).to_be_bytes());
+            bytes.extend_from_slice(&frame);
+        }
+        let whole = bytes.len();
+        bytes.truncate(whole - 5);
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::write(dir.path().join("log"), &bytes).unwrap();
+        let mut log = store::LogStore::open(dir.path()).unwrap();
+        let read = log.try_get_log_entries(0..10).await.unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            serde_json::to_value(&read[1]).unwrap(),
+            serde_json::to_value(&entries[1]).unwrap()
+        );
+        assert!(std::fs::metadata(dir.path().join("log")).unwrap().len() < whole as u64 - 5);
+        assert_eq!(store::decode_log_frame(&bytes[..20]), None);
+    }
+}

@@ -1,0 +1,256 @@
+//! Several real `fjord-broker` processes on loopback forming one cluster through the metadata
+//! quorum (`--node-id`, `--rack`, `--cluster-listen`, `--voters`): partitions placed across
+//! brokers and racks, real clients routed to leaders, a consumer group spanning the brokers, and
+//! the controller SIGKILLed.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use fjord_tests::{ClusterProcesses, assign_from_beginning};
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap()
+}
+
+fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
+    let created = futures_executor(admin(bootstrap).create_topics(
+        &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+    ))
+    .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+}
+
+fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// The leader of each partition of `topic`, as the broker at `bootstrap` alone describes it.
+fn leaders(bootstrap: &str, topic: &str) -> (BTreeSet<i32>, Vec<i32>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let brokers = metadata.brokers().iter().map(|b| b.id()).collect();
+    let leaders = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.leader())
+        .collect();
+    (brokers, leaders)
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    fjord_tests::run_client(program, args)
+}
+
+/// Three brokers in racks a, b and c form one cluster: each names all three with their racks,
+/// a 6-partition topic created through one broker is led by all three (two partitions each) and
+/// described the same by every broker; librdkafka produces keyed records through the cluster
+/// and reads every one back in order per key; a three-member consumer group spans the brokers;
+/// kafka-python and kafkajs produce, consume and administer through it.
+#[test]
+fn three_brokers_form_one_cluster_that_real_clients_use() {
+    let cluster =
+        ClusterProcesses::start(&["a", "b", "c"], 3, &["--offsets-topic-partitions", "6"]);
+    let bootstrap = cluster.bootstrap();
+    create_topic(&cluster.brokers[1].bootstrap(), "spread", 6);
+
+    let (brokers, first) = leaders(&cluster.brokers[0].bootstrap(), "spread");
+    assert_eq!(brokers, BTreeSet::from([0, 1, 2]));
+    for broker in 0..3 {
+        assert_eq!(
+            first.iter().filter(|l| **l == broker).count(),
+            2,
+            "leaders {first:?}"
+        );
+    }
+    for broker in &cluster.brokers {
+        let (brokers, seen) = leaders(&broker.bootstrap(), "spread");
+        assert_eq!(brokers.len(), 3);
+        assert_eq!(
+            seen, first,
+            "broker {} describes another placement",
+            broker.node_id
+        );
+        let described = run(
+            "python3",
+            &["cluster_metadata.py", &broker.bootstrap(), "spread"],
+        );
+        for (id, rack) in [(0, "a"), (1, "b"), (2, "c")] {
+            assert!(
+                described.contains(&format!("broker {id} {rack}\n")),
+                "{described}"
+            );
+        }
+    }
+
+    // Keyed records through the whole cluster: each key stays in one partition, in order.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let keys = 12;
+    let per_key = 50;
+    for sequence in 0..per_key {
+        for key in 0..keys {
+            let (key, value) = (format!("key-{key}"), format!("{sequence}"));
+            producer
+                .send(BaseRecord::to("spread").key(&key).payload(&value))
+                .unwrap();
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(producer.in_flight_count(), 0);
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "spread-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let ends = assign_from_beginning(&consumer, "spread", 6);
+    assert_eq!(ends.values().sum::<i64>(), keys * per_key);
+    let mut seen: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut partition_of: BTreeMap<String, i32> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.values().map(Vec::len).sum::<usize>() < (keys * per_key) as usize {
+        assert!(Instant::now() < deadline, "read {seen:?}");
+        if let Some(message) = consumer.poll(Duration::from_millis(200)) {
+            let message = message.unwrap();
+            let key = String::from_utf8(message.key().unwrap().to_vec()).unwrap();
+            let value: u32 = std::str::from_utf8(message.payload().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert_eq!(
+                *partition_of
+                    .entry(key.clone())
+                    .or_insert(message.partition()),
+                message.partition()
+            );
+            seen.entry(key).or_default().push(value);
+        }
+    }
+    for values in seen.values() {
+        assert_eq!(*values, (0..per_key as u32).collect::<Vec<_>>());
+    }
+    let used: BTreeSet<i32> = partition_of.values().copied().collect();
+    assert!(
+        used.len() > 1,
+        "every key in one partition: {partition_of:?}"
+    );
+
+    // A consumer group of three members over the cluster: each member gets partitions, and
+    // together they read every record once.
+    let members: Vec<BaseConsumer> = (0..3)
+        .map(|_| {
+            let member: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", "spread-group")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "10000")
+                .create()
+                .unwrap();
+            member.subscribe(&["spread"]).unwrap();
+            member
+        })
+        .collect();
+    let mut read = 0;
+    let mut assigned = [false; 3];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while read < keys * per_key || !assigned.iter().all(|a| *a) {
+        assert!(
+            Instant::now() < deadline,
+            "group read {read}, assigned {assigned:?}"
+        );
+        for (index, member) in members.iter().enumerate() {
+            if let Some(message) = member.poll(Duration::from_millis(50)) {
+                message.unwrap();
+                read += 1;
+            }
+            if member.assignment().is_ok_and(|a| a.count() > 0) {
+                assigned[index] = true;
+            }
+        }
+    }
+    drop(members);
+
+    let out = run(
+        "python3",
+        &["python_clients.py", "kafka-python", &bootstrap],
+    );
+    assert!(
+        out.contains("ok kafka-python: 60 records produced and read back"),
+        "{out}"
+    );
+    let out = run(
+        "node",
+        &["kafkajs_client.js", "produce", &bootstrap, "js-cluster"],
+    );
+    let sent: Vec<serde_json::Value> = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(sent.len(), 24);
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("group.id", "js-reader")
+        .create()
+        .unwrap();
+    let ends = assign_from_beginning(&reader, "js-cluster", 3);
+    assert_eq!(ends.values().sum::<i64>(), 24, "{ends:?}");
+    let out = run(
+        "node",
+        &["kafkajs_client.js", "delete", &bootstrap, "js-cluster"],
+    );
+    assert!(out.contains("deleted"), "{out}");
+}
+
+/// SIGKILL the controller: a surviving broker creates a topic within 10 s, every topic
+/// committed before is still there, and the killed broker rejoins when restarted.
+#[test]
+fn a_survivor_creates_a_topic_within_10s_of_the_controller_being_sigkilled() {
+    let mut cluster = ClusterProcesses::start(&["a", "b", "c"], 3, &[]);
+    let controller = cluster.controller(Duration::from_secs(30)).unwrap();
+    create_topic(&cluster.brokers[0].bootstrap(), "before", 3);
+
+    let killed = usize::try_from(controller).unwrap();
+    cluster.brokers[killed].kill();
+    let survivor = (killed + 1) % 3;
+    let started = Instant::now();
+    create_topic(&cluster.brokers[survivor].bootstrap(), "after", 3);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "creating took {took:?}");
+    let new_controller = cluster.controller(Duration::from_secs(10)).unwrap();
+    assert_ne!(new_controller, controller);
+
+    for topic in ["before", "after"] {
+        let (_, leaders) = leaders(&cluster.brokers[survivor].bootstrap(), topic);
+        assert_eq!(leaders.len(), 3, "{topic}");
+    }
+
+    cluster.brokers[killed].start();
+    assert!(cluster.brokers[killed].wait_ready(Duration::from_secs(60)));
+    let (brokers, leaders) = leaders(&cluster.brokers[killed].bootstrap(), "after");
+    assert_eq!(brokers, BTreeSet::from([0, 1, 2]));
+    assert_eq!(leaders.len(), 3);
+}
