@@ -317,6 +317,20 @@ pub fn build_stateful_set(
             ),
         ),
         env("FJORD_VOTERS", cluster.voters.join(",")),
+        env(
+            "FJORD_CLUSTER_LISTEN",
+            format!("0.0.0.0:{}", cluster.ports.controller),
+        ),
+        // What other brokers dial: brokers outside the voters name it when they join.
+        env(
+            "FJORD_CLUSTER_ADVERTISE",
+            format!(
+                "$(POD_NAME).{}.{}.svc:{}",
+                cluster.headless_service(),
+                cluster.namespace,
+                cluster.ports.controller
+            ),
+        ),
         env("FJORD_LOG_FORMAT", "json"),
     ];
     if let Some(zone) = &zone.zone {
