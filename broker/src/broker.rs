@@ -307,6 +307,8 @@ impl Broker {
         let topic = match self.topic(OFFSETS_TOPIC) {
             Some(topic) => topic,
             None => {
+                self.wait_for_voters(std::time::Duration::from_secs(30))
+                    .await;
                 let configs = coordinator::offsets_topic_configs(flags.offsets_topic_segment_bytes);
                 let created = self
                     .create_topic(
@@ -354,6 +356,27 @@ impl Broker {
         .await;
         let _ = self.coordinator.set(handle);
         Ok(())
+    }
+
+    /// Waits (up to `limit`) until every voter has registered, so that `__consumer_offsets`,
+    /// created by the first broker to start, is spread over the brokers of a cluster that starts
+    /// together rather than placed on whichever registered first.
+    async fn wait_for_voters(&self, limit: std::time::Duration) {
+        let voters = self.quorum.voter_ids();
+        let mut applied = self.quorum.applied();
+        let all_registered = |_: &u64| {
+            let image = self.quorum.image();
+            voters.iter().all(|id| image.brokers.contains_key(id))
+        };
+        if tokio::time::timeout(limit, applied.wait_for(all_registered))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?voters,
+                "not every voter has registered; creating {OFFSETS_TOPIC} on the brokers that have"
+            );
+        }
     }
 
     /// The group coordinator (always set once the broker is open).

@@ -1,6 +1,6 @@
 //! The cluster metadata as one immutable image, and the records that change it.
 //!
-//! Readers hold an `Arc<MetadataImage>` (see [`super::MetadataStore::image`]) and never lock on the
+//! Readers hold an `Arc<MetadataImage>` (see [`crate::quorum::Quorum::image`]) and never lock on the
 //! request path. Every change is a [`MetadataRecord`], applied by [`MetadataImage::apply`] to make
 //! the next image: one write path, deterministic, so every broker that applies the same records
 //! in the same order holds the same image (the metadata log's state machine applies them).
