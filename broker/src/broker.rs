@@ -50,6 +50,17 @@ pub struct BrokerConfig {
     /// `--voters` entry, or the listener's address.
     #[arg(long, env = "FJORD_CLUSTER_ADVERTISE")]
     pub cluster_advertise: Option<String>,
+    /// How often this broker tells the controller it is alive (`broker.heartbeat.interval.ms`).
+    #[arg(
+        long,
+        env = "FJORD_BROKER_HEARTBEAT_INTERVAL_MS",
+        default_value_t = 2000
+    )]
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker the controller has not heard from for this long is fenced: it leads nothing
+    /// until it is heard again (`broker.session.timeout.ms`).
+    #[arg(long, env = "FJORD_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
+    pub broker_session_timeout_ms: u64,
     /// The cluster id a new cluster is formed with (and a data directory is checked against);
     /// unset, a new cluster picks one.
     #[arg(long, env = "FJORD_CLUSTER_ID")]
@@ -90,6 +101,8 @@ impl BrokerConfig {
             cluster_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             cluster_advertise: None,
             cluster_id: None,
+            broker_heartbeat_interval_ms: 2000,
+            broker_session_timeout_ms: 9000,
             rack: None,
             auto_create_topics: true,
             default_partitions: 1,
@@ -221,9 +234,17 @@ impl Broker {
                 cluster_id: config.cluster_id.clone(),
             },
             seed,
-            shutdown,
+            shutdown.clone(),
         )
         .await?;
+        // Heard from before it registers: a registration is never fenced before its broker's
+        // first heartbeat arrives.
+        tokio::spawn(send_heartbeats(
+            Arc::clone(&quorum),
+            config.node_id,
+            std::time::Duration::from_millis(config.broker_heartbeat_interval_ms),
+            shutdown,
+        ));
         if quorum.image().cluster_id.is_empty() {
             let cluster_id = config
                 .cluster_id
@@ -296,6 +317,11 @@ impl Broker {
         tokio::spawn(follow_metadata(
             Arc::downgrade(&broker),
             broker.quorum.applied(),
+            broker.coordinator_shutdown.clone(),
+        ));
+        tokio::spawn(run_controller(
+            Arc::clone(&broker.quorum),
+            std::time::Duration::from_millis(broker.config.broker_session_timeout_ms),
             broker.coordinator_shutdown.clone(),
         ));
         Ok(broker)
@@ -771,6 +797,64 @@ async fn propose_at_start(
                 );
             }
             Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Tells the controller every `interval` that this broker is alive.
+async fn send_heartbeats(
+    quorum: Arc<Quorum>,
+    node_id: i32,
+    interval: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if let Err(error) = quorum.heartbeat(node_id).await {
+            tracing::debug!(%error, "heartbeat not taken");
+        }
+    }
+}
+
+/// While this broker leads the metadata quorum, fences brokers it stops hearing from, unfences
+/// those it hears from again, and elects partition leaders from the ISR
+/// ([`cluster::controller::decide`]). Each decision is committed on its own and is conditional
+/// on the epochs it was computed from.
+async fn run_controller(
+    quorum: Arc<Quorum>,
+    session_timeout: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading_since = None;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
+        let Some(alive) = quorum.alive(session_timeout, since) else {
+            leading_since = None;
+            continue;
+        };
+        let image = quorum.image();
+        for record in cluster::controller::decide(&image, &alive) {
+            let described = format!("{record:?}");
+            match quorum.propose(vec![record]).await {
+                Ok(_) => tracing::info!(change = described, "controller decision committed"),
+                Err(MetadataError::Apply(ApplyError::Stale(reason))) => {
+                    tracing::debug!(%reason, "controller decision was stale");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, change = described, "controller decision failed");
+                }
+            }
         }
     }
 }

@@ -118,6 +118,10 @@ pub enum ApplyError {
     TopicExists { name: String },
     #[error("topic '{name}' does not exist")]
     UnknownTopic { name: String },
+    /// A conditional change computed from an image that has moved on since (another change of
+    /// the same broker or partition came first): refused, the controller decides again.
+    #[error("stale change: {0}")]
+    Stale(String),
 }
 
 /// One change of the cluster metadata.
@@ -153,6 +157,29 @@ pub enum MetadataRecord {
     /// Hands out producer ids `next_producer_id..next_producer_id + count`.
     AllocateProducerIds {
         count: i64,
+    },
+    /// The controller stopped hearing from the broker: it leads nothing until it is heard again.
+    /// Applies only to the registration of `epoch`.
+    FenceBroker {
+        id: i32,
+        epoch: u64,
+    },
+    /// The controller hears from a fenced broker again. Applies only to the registration of
+    /// `epoch`.
+    UnfenceBroker {
+        id: i32,
+        epoch: u64,
+    },
+    /// A new leader and ISR for one partition, computed from the partition at
+    /// `partition_epoch` of the topic with id `topic_id`; refused if either has changed since.
+    /// A change of leader starts a new leader epoch.
+    ChangePartition {
+        topic: String,
+        topic_id: Uuid,
+        partition: i32,
+        partition_epoch: i32,
+        leader: i32,
+        isr: Vec<i32>,
     },
 }
 
@@ -250,6 +277,47 @@ impl MetadataImage {
             }
             MetadataRecord::AllocateProducerIds { count } => {
                 self.next_producer_id = self.next_producer_id.saturating_add(*count);
+            }
+            MetadataRecord::FenceBroker { id, epoch }
+            | MetadataRecord::UnfenceBroker { id, epoch } => {
+                let fence = matches!(record, MetadataRecord::FenceBroker { .. });
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .filter(|b| b.epoch == *epoch)
+                    .ok_or_else(|| {
+                        ApplyError::Stale(format!("broker {id} is not registered at epoch {epoch}"))
+                    })?;
+                broker.fenced = fence;
+            }
+            MetadataRecord::ChangePartition {
+                topic,
+                topic_id,
+                partition,
+                partition_epoch,
+                leader,
+                isr,
+            } => {
+                let stale = || {
+                    ApplyError::Stale(format!(
+                        "partition {topic}-{partition} is no longer at partition epoch {partition_epoch}"
+                    ))
+                };
+                let image = self.topic_mut(topic)?;
+                if image.id != *topic_id {
+                    return Err(stale());
+                }
+                let current = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| image.partitions.get_mut(i))
+                    .filter(|p| p.partition_epoch == *partition_epoch)
+                    .ok_or_else(stale)?;
+                if current.leader != *leader {
+                    current.leader_epoch += 1;
+                }
+                current.leader = *leader;
+                current.isr.clone_from(isr);
+                current.partition_epoch += 1;
             }
         }
         Ok(())

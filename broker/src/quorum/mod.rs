@@ -209,6 +209,8 @@ pub struct Quorum {
     local_addr: SocketAddr,
     peers: std::sync::Mutex<HashMap<String, rpc::Peer>>,
     state_machine: store::StateMachine,
+    /// When the controller last heard from each broker (kept by whichever node leads).
+    heartbeats: std::sync::Mutex<HashMap<i32, tokio::time::Instant>>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -319,6 +321,7 @@ impl Quorum {
             local_addr,
             peers: std::sync::Mutex::new(HashMap::new()),
             state_machine,
+            heartbeats: std::sync::Mutex::new(HashMap::new()),
         });
         quorum.check_membership(&dir).await?;
 
@@ -631,6 +634,73 @@ impl Quorum {
         }
     }
 
+    /// Tells the controller, wherever it is, that broker `node_id` is alive.
+    pub async fn heartbeat(&self, node_id: i32) -> Result<(), rpc::ProposeError> {
+        if self.leader() == i32::try_from(self.node_id).ok() {
+            self.heard_from(node_id);
+            return Ok(());
+        }
+        let leader = self.raft.metrics().borrow().current_leader;
+        let address = leader.and_then(|id| {
+            let membership = self.raft.metrics().borrow().membership_config.clone();
+            membership
+                .membership()
+                .get_node(&id)
+                .map(|n| n.addr.clone())
+        });
+        let Some(address) = address else {
+            return Err(rpc::ProposeError::Unavailable(
+                "no leader is known".to_owned(),
+            ));
+        };
+        let request = rpc::Request::Heartbeat {
+            node_id: raft_id(node_id),
+        };
+        match self.call(&address, request, FORWARD_TIMEOUT).await {
+            Ok(rpc::Response::Heartbeat(result)) => result,
+            Ok(other) => Err(rpc::ProposeError::Unavailable(format!(
+                "the leader answered {other:?}"
+            ))),
+            Err(error) => Err(rpc::ProposeError::Unavailable(error.to_string())),
+        }
+    }
+
+    fn heard_from(&self, node_id: i32) {
+        self.heartbeats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(node_id, tokio::time::Instant::now());
+    }
+
+    /// The brokers the controller heard from within `session_timeout` (counting from `since`,
+    /// when this node became the leader, for brokers it has not heard from yet); `None` unless
+    /// this node leads.
+    pub fn alive(
+        &self,
+        session_timeout: Duration,
+        since: tokio::time::Instant,
+    ) -> Option<std::collections::BTreeSet<i32>> {
+        if self.leader() != i32::try_from(self.node_id).ok() {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let heartbeats = self
+            .heartbeats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(
+            self.image()
+                .brokers
+                .keys()
+                .copied()
+                .filter(|id| {
+                    let last = heartbeats.get(id).copied().unwrap_or(since).max(since);
+                    now.duration_since(last) < session_timeout
+                })
+                .collect(),
+        )
+    }
+
     /// Stops the Raft node.
     pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {
@@ -655,6 +725,17 @@ impl rpc::Serve for Quorum {
             }
             rpc::Request::Propose(command) => {
                 rpc::Response::Propose(self.write_here(command).await)
+            }
+            rpc::Request::Heartbeat { node_id } => {
+                rpc::Response::Heartbeat(if self.leader() == i32::try_from(self.node_id).ok() {
+                    self.heard_from(i32::try_from(node_id).unwrap_or(i32::MAX));
+                    Ok(())
+                } else {
+                    Err(rpc::ProposeError::NotLeader {
+                        node_id: self.node_id,
+                        leader: None,
+                    })
+                })
             }
             rpc::Request::Join { node_id, address } => {
                 if self.voters.contains_key(&node_id) {

@@ -61,6 +61,10 @@ pub enum Request {
         node_id: NodeId,
         address: String,
     },
+    /// A broker tells the controller it is alive.
+    Heartbeat {
+        node_id: NodeId,
+    },
 }
 
 /// Why a forwarded change or a join did not happen.
@@ -92,6 +96,7 @@ pub enum Response {
     ),
     Propose(Result<Proposed, ProposeError>),
     Join(Result<(), ProposeError>),
+    Heartbeat(Result<(), ProposeError>),
 }
 
 /// Decodes a request as the listener does (the fuzz target's entry point).
