@@ -365,6 +365,28 @@ impl ClusterBroker {
             child.0.wait().expect("reaping the broker");
         }
     }
+
+    /// Waits for the process to exit on its own (after a SIGTERM) and asserts it exited 0.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) {
+        let mut child = self.child.take().expect("running");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.0.try_wait().expect("waiting for the broker") {
+                assert!(
+                    status.success(),
+                    "broker {} exited with {status}",
+                    self.node_id
+                );
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker {} did not exit",
+                self.node_id
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
 }
 
 impl ClusterProcesses {

@@ -344,3 +344,151 @@ fn a_survivor_creates_a_topic_within_10s_of_the_controller_being_sigkilled() {
     assert_eq!(leaders.len(), 3);
     assert_eq!(read_all(&cluster.bootstrap(), "before", 3), sent);
 }
+
+/// Counts the records whose delivery failed.
+struct CountFailures(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl rdkafka::ClientContext for CountFailures {}
+
+impl rdkafka::producer::ProducerContext for CountFailures {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            eprintln!("delivery failed: {error}");
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Five brokers, three of them voters. A librdkafka producer keeps writing while a broker is
+/// stopped with SIGTERM and started again: not one record fails (its partition is unavailable
+/// for a while, which the client retries), and every record is read back once. Then one voter and
+/// both non-voters are SIGKILLed at once: the two voters left still form the quorum, fence the
+/// lost brokers, and take a new topic and its records.
+#[test]
+fn five_brokers_keep_working_through_a_restart_and_the_loss_of_three() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let mut cluster = ClusterProcesses::start(
+        &["a", "b", "c", "a", "b"],
+        3,
+        &[
+            "--broker-session-timeout-ms",
+            "3000",
+            "--broker-heartbeat-interval-ms",
+            "500",
+        ],
+    );
+    let bootstrap = cluster.bootstrap();
+    create_topic(&bootstrap, "five", 5);
+    let (brokers, leaders_five) = leaders(&bootstrap, "five");
+    assert_eq!(brokers.len(), 5);
+    assert_eq!(
+        leaders_five.iter().copied().collect::<BTreeSet<_>>().len(),
+        5,
+        "one leader each: {leaders_five:?}"
+    );
+
+    // A producer writing throughout a SIGTERM and restart of broker 4 (a non-voter).
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (stop, failed, bootstrap) = (Arc::clone(&stop), Arc::clone(&failed), bootstrap.clone());
+        let progress = Arc::clone(&progress);
+        std::thread::spawn(move || {
+            let producer: BaseProducer<CountFailures> = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("acks", "all")
+                .set("linger.ms", "2")
+                .create_with_context(CountFailures(Arc::clone(&failed)))
+                .unwrap();
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("{sent:06}");
+                let partition = i32::try_from(sent % 5).unwrap();
+                if producer
+                    .send(
+                        BaseRecord::<(), _>::to("five")
+                            .partition(partition)
+                            .payload(&value),
+                    )
+                    .is_ok()
+                {
+                    sent += 1;
+                    progress.store(sent, Ordering::Relaxed);
+                }
+                producer.poll(Duration::from_millis(5));
+            }
+            // Every record is delivered, or its failure counted, before the producer goes.
+            producer.flush(Duration::from_secs(60)).unwrap();
+            assert_eq!(producer.in_flight_count(), 0);
+            sent
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.brokers[4].signal("TERM");
+    cluster.brokers[4].wait_exit(Duration::from_secs(30));
+    let down_at = progress.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(500));
+    // The fault landed: records for broker 4's partition were sent while it was down.
+    let sent_while_down = progress.load(Ordering::Relaxed) - down_at;
+    assert!(
+        sent_while_down >= 25,
+        "only {sent_while_down} sent while down"
+    );
+    cluster.brokers[4].start();
+    assert!(cluster.brokers[4].wait_ready(Duration::from_secs(60)));
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    let sent = writer.join().unwrap();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "records failed");
+    let read = read_all(&bootstrap, "five", 5);
+    assert_eq!(read.len(), sent, "every record once");
+    let distinct: BTreeSet<&String> = read.iter().collect();
+    assert_eq!(distinct.len(), sent, "no record twice");
+
+    // Lose one voter that is not the controller, and both non-voters.
+    let controller = cluster.controller(Duration::from_secs(10)).unwrap();
+    let voter = (0..3).find(|v| *v != controller).unwrap();
+    for index in [usize::try_from(voter).unwrap(), 3, 4] {
+        cluster.brokers[index].kill();
+    }
+    let alive = (0..3).find(|i| *i != voter && *i != controller).unwrap();
+    let alive = usize::try_from(alive).unwrap();
+    assert!(
+        wait_status(&cluster, alive, Duration::from_secs(20), |s| {
+            s["brokers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|b| b["fenced"] == true)
+                .count()
+                == 3
+        }),
+        "{:?}",
+        cluster.brokers[alive].status()
+    );
+    let survivors = format!(
+        "{},{}",
+        cluster.brokers[alive].bootstrap(),
+        cluster.brokers[usize::try_from(controller).unwrap()].bootstrap()
+    );
+    create_topic(&cluster.brokers[alive].bootstrap(), "survives", 2);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &survivors)
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    let values: Vec<String> = (0..20).map(|i| format!("kept-{i:02}")).collect();
+    for value in &values {
+        producer
+            .send(BaseRecord::<(), _>::to("survives").payload(value))
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(producer.in_flight_count(), 0);
+    assert_eq!(read_all(&survivors, "survives", 2), values);
+}
