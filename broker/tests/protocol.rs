@@ -810,6 +810,18 @@ async fn every_supported_version_of_every_api_is_served() {
                         .await;
                     assert_eq!(response.brokers.len(), 1, "{context}");
                 }
+                ApiKey::DescribeQuorum => {
+                    let response = client.call(DescribeQuorumRequest::default(), version).await;
+                    let partition = &response.topics[0].partitions[0];
+                    assert_eq!(partition.leader_id.0, 1, "{context}");
+                    assert_eq!(partition.current_voters.len(), 1, "{context}");
+                }
+                ApiKey::DescribeTopicPartitions => {
+                    let response = client
+                        .call(describe_topic_partitions(&["versions"], 10, None), version)
+                        .await;
+                    assert_eq!(response.topics[0].partitions.len(), 1, "{context}");
+                }
                 ApiKey::DescribeConfigs => {
                     let response = client
                         .call(describe_topic_configs("versions"), version)
@@ -1045,6 +1057,103 @@ async fn every_supported_version_of_every_api_is_served() {
             }
         }
     }
+}
+
+fn describe_topic_partitions(
+    topics: &[&str],
+    limit: i32,
+    cursor: Option<(&str, i32)>,
+) -> DescribeTopicPartitionsRequest {
+    DescribeTopicPartitionsRequest::default()
+        .with_topics(
+            topics
+                .iter()
+                .map(|t| {
+                    describe_topic_partitions_request::TopicRequest::default().with_name(name(t))
+                })
+                .collect(),
+        )
+        .with_response_partition_limit(limit)
+        .with_cursor(cursor.map(|(topic, partition)| {
+            describe_topic_partitions_request::Cursor::default()
+                .with_topic_name(name(topic))
+                .with_partition_index(partition)
+        }))
+}
+
+/// DescribeTopicPartitions answers topics in name order, in pages of at most the limit asked
+/// for, with a cursor to the next page; an unknown topic gets UNKNOWN_TOPIC_OR_PARTITION.
+/// DescribeQuorum names this broker, a quorum of one voter, as the leader.
+#[tokio::test]
+async fn describe_topic_partitions_pages_and_describe_quorum_names_the_leader() {
+    let (broker, _dir) = start(|_| {}).await;
+    let mut client = Client::connect(&broker).await;
+    client.call(create("paged-b", 3), 7).await;
+    client.call(create("paged-a", 2), 7).await;
+
+    let first = client
+        .call(
+            describe_topic_partitions(&["paged-b", "paged-a", "nope"], 3, None),
+            0,
+        )
+        .await;
+    let names: Vec<String> = first
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["nope", "paged-a", "paged-b"]);
+    assert_eq!(
+        first.topics[0].error_code,
+        kafka_protocol::error::ResponseError::UnknownTopicOrPartition.code()
+    );
+    let partitions =
+        |topic: &describe_topic_partitions_response::DescribeTopicPartitionsResponseTopic| {
+            topic
+                .partitions
+                .iter()
+                .map(|p| p.partition_index)
+                .collect::<Vec<_>>()
+        };
+    assert_eq!(partitions(&first.topics[1]), [0, 1]);
+    assert_eq!(partitions(&first.topics[2]), [0]);
+    let cursor = first.next_cursor.unwrap();
+    assert_eq!(
+        (
+            cursor.topic_name.0.to_string().as_str(),
+            cursor.partition_index
+        ),
+        ("paged-b", 1)
+    );
+
+    let rest = client
+        .call(
+            describe_topic_partitions(&["paged-b", "paged-a"], 3, Some(("paged-b", 1))),
+            0,
+        )
+        .await;
+    assert_eq!(rest.topics.len(), 1);
+    assert_eq!(partitions(&rest.topics[0]), [1, 2]);
+    assert!(rest.next_cursor.is_none());
+    let leader = &rest.topics[0].partitions[0];
+    assert_eq!((leader.leader_id.0, leader.replica_nodes.len()), (1, 1));
+
+    let quorum = client.call(DescribeQuorumRequest::default(), 2).await;
+    assert_eq!(
+        quorum.topics[0].topic_name.0.to_string(),
+        "__cluster_metadata"
+    );
+    let partition = &quorum.topics[0].partitions[0];
+    assert_eq!(partition.leader_id.0, 1);
+    assert!(partition.leader_epoch >= 1 && partition.high_watermark >= 1);
+    let voters: Vec<i32> = partition
+        .current_voters
+        .iter()
+        .map(|v| v.replica_id.0)
+        .collect();
+    assert_eq!(voters, [1]);
+    assert!(partition.current_voters[0].log_end_offset >= partition.high_watermark);
+    assert_eq!(quorum.nodes[0].node_id.0, 1);
 }
 
 /// A consumer-protocol subscription to "versions".

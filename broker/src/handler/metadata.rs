@@ -12,7 +12,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
 use super::{str_bytes, topic_name};
 use crate::broker::{Broker, CreateTopicError};
-use crate::cluster::{MetadataImage, TopicImage};
+use crate::cluster::{MetadataImage, PartitionImage, TopicImage};
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -94,6 +94,25 @@ fn error_topic(name: &str, code: i16) -> MetadataResponseTopic {
         .with_error_code(code)
 }
 
+/// The replicas of `partition` on brokers that are not serving (fenced or gone).
+pub(super) fn offline_replicas(image: &MetadataImage, partition: &PartitionImage) -> Vec<i32> {
+    partition
+        .replicas
+        .iter()
+        .copied()
+        .filter(|id| image.brokers.get(id).is_none_or(|b| b.fenced))
+        .collect()
+}
+
+/// LEADER_NOT_AVAILABLE for a partition without a leader, otherwise none.
+pub(super) fn partition_error(partition: &PartitionImage) -> i16 {
+    if partition.leader < 0 {
+        ResponseError::LeaderNotAvailable.code()
+    } else {
+        0
+    }
+}
+
 /// A topic's partitions as the metadata image records them: leader, leader epoch, replicas, ISR,
 /// and the replicas on brokers that are not serving (fenced or gone) as offline.
 fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
@@ -103,17 +122,8 @@ fn describe(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic 
         .iter()
         .zip(0..)
         .map(|(partition, index)| {
-            let offline: Vec<i32> = partition
-                .replicas
-                .iter()
-                .copied()
-                .filter(|id| image.brokers.get(id).is_none_or(|b| b.fenced))
-                .collect();
-            let error = if partition.leader < 0 {
-                ResponseError::LeaderNotAvailable.code()
-            } else {
-                0
-            };
+            let offline = offline_replicas(image, partition);
+            let error = partition_error(partition);
             MetadataResponsePartition::default()
                 .with_error_code(error)
                 .with_partition_index(index)

@@ -12,6 +12,8 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_groups;
+mod describe_quorum;
+mod describe_topic_partitions;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -104,6 +106,12 @@ async fn dispatch(
         )),
         RequestKind::DescribeCluster(req) => Some(ResponseKind::DescribeCluster(
             describe_cluster::handle(broker, &req),
+        )),
+        RequestKind::DescribeQuorum(req) => Some(ResponseKind::DescribeQuorum(
+            describe_quorum::handle(broker, &req, version),
+        )),
+        RequestKind::DescribeTopicPartitions(req) => Some(ResponseKind::DescribeTopicPartitions(
+            describe_topic_partitions::handle(broker, &req),
         )),
         RequestKind::DeleteTopics(req) => Some(ResponseKind::DeleteTopics(
             delete_topics::handle(broker, req).await,

@@ -190,6 +190,22 @@ pub struct QuorumConfig {
     pub cluster_id: Option<String>,
 }
 
+/// The metadata quorum as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumDescription {
+    /// The leader (the controller), if known.
+    pub leader: Option<i32>,
+    /// The Raft term: the leader's epoch.
+    pub term: u64,
+    /// The index of the last entry applied here.
+    pub committed: u64,
+    /// Voters and non-voting members, each with its log end where this node knows it.
+    pub voters: Vec<(i32, Option<u64>)>,
+    pub observers: Vec<(i32, Option<u64>)>,
+    /// Every member's cluster listener.
+    pub addresses: Vec<(i32, String)>,
+}
+
 /// How long a metadata change waits for the quorum before it fails (the client may retry).
 const PROPOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Per-call bound of a change forwarded to the leader.
@@ -699,6 +715,40 @@ impl Quorum {
                 })
                 .collect(),
         )
+    }
+
+    /// The quorum as this node sees it, for DescribeQuorum.
+    pub fn describe(&self) -> QuorumDescription {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let to_id = |id: NodeId| i32::try_from(id).unwrap_or(i32::MAX);
+        let end = |id: NodeId| -> Option<u64> {
+            if id == self.node_id {
+                return metrics.last_log_index;
+            }
+            metrics
+                .replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned().flatten())
+                .map(|log_id| log_id.index)
+        };
+        QuorumDescription {
+            leader: metrics.current_leader.map(to_id),
+            term: metrics.current_term,
+            committed: *self.applied().borrow(),
+            voters: membership
+                .voter_ids()
+                .map(|id| (to_id(id), end(id)))
+                .collect(),
+            observers: membership
+                .learner_ids()
+                .map(|id| (to_id(id), end(id)))
+                .collect(),
+            addresses: membership
+                .nodes()
+                .map(|(id, node)| (to_id(*id), node.addr.clone()))
+                .collect(),
+        }
     }
 
     /// Stops the Raft node.
