@@ -364,14 +364,12 @@ impl Broker {
         };
         // Its partitions here are open once the image that created it has been applied.
         self.apply_committed(self.quorum.image()).await;
-        // The groups of the partitions this broker leads (with one replica per partition, the
-        // partitions it hosts: leadership of those never moves).
-        let node_id = self.node_id();
+        // The partitions this broker hosts. With one replica per partition, their data is all
+        // there is, and their leadership comes back here whenever it is lost; which groups this
+        // broker coordinates is decided per request from the current image
+        // ([`Broker::coordinator_for`]).
         let partitions = (0..topic.partition_count())
-            .map(|p| {
-                let leads = topic.partition(p).is_some_and(|p| p.leader == node_id);
-                leads.then(|| self.partition(OFFSETS_TOPIC, p)).flatten()
-            })
+            .map(|p| self.partition(OFFSETS_TOPIC, p))
             .collect();
         let handle = CoordinatorHandle::start(
             partitions,
@@ -410,14 +408,17 @@ impl Broker {
         self.coordinator.get()
     }
 
-    /// The coordinator of `group` if this broker coordinates it: NOT_COORDINATOR when another
-    /// broker leads its `__consumer_offsets` partition.
+    /// The coordinator of `group` if this broker coordinates it (it leads the group's
+    /// `__consumer_offsets` partition now, and hosts it): NOT_COORDINATOR otherwise.
     pub fn coordinator_for(&self, group: &str) -> Result<&CoordinatorHandle, GroupError> {
         let coordinator = self
             .coordinator
             .get()
             .ok_or(GroupError::CoordinatorNotAvailable)?;
-        if coordinator.coordinates(group) {
+        let leads = self
+            .coordinator_node(group)
+            .is_some_and(|node| node.id == self.node_id());
+        if leads && coordinator.coordinates(group) {
             Ok(coordinator)
         } else {
             Err(GroupError::NotCoordinator)
@@ -695,6 +696,7 @@ impl Broker {
         let record = MetadataRecord::CreatePartitions {
             name: name.to_owned(),
             partitions: replicas.into_iter().map(PartitionImage::new).collect(),
+            after: Some(current),
         };
         let image = self.quorum.propose(vec![record]).await?;
         self.registry.apply(image).await?;
@@ -815,7 +817,7 @@ async fn send_heartbeats(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if let Err(error) = quorum.heartbeat(node_id).await {
+        if let Err(error) = quorum.heartbeat(node_id, interval).await {
             tracing::debug!(%error, "heartbeat not taken");
         }
     }
@@ -833,20 +835,28 @@ async fn run_controller(
     let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading_since = None;
+    // The registration epoch seen for each broker: a new registration counts as hearing from
+    // its broker, so it is never fenced before its first heartbeat arrives.
+    let mut registrations: std::collections::HashMap<i32, u64> = std::collections::HashMap::new();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
+        }
+        let image = quorum.image();
+        for broker in image.brokers.values() {
+            if registrations.insert(broker.id, broker.epoch) != Some(broker.epoch) {
+                quorum.heard_from(broker.id);
+            }
         }
         let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
         let Some(alive) = quorum.alive(session_timeout, since) else {
             leading_since = None;
             continue;
         };
-        let image = quorum.image();
         for record in cluster::controller::decide(&image, &alive) {
             let described = format!("{record:?}");
-            match quorum.propose(vec![record]).await {
+            match quorum.propose_here(vec![record]).await {
                 Ok(_) => tracing::info!(change = described, "controller decision committed"),
                 Err(MetadataError::Apply(ApplyError::Stale(reason))) => {
                     tracing::debug!(%reason, "controller decision was stale");

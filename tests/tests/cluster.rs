@@ -311,10 +311,9 @@ fn a_survivor_creates_a_topic_within_10s_of_the_controller_being_sigkilled() {
     assert!(took < Duration::from_secs(10), "creating took {took:?}");
     let new_controller = cluster.controller(Duration::from_secs(10)).unwrap();
     assert_ne!(new_controller, controller);
-    for topic in ["before", "after"] {
-        let (_, leaders) = leaders(&cluster.brokers[survivor].bootstrap(), topic);
-        assert_eq!(leaders.len(), 3, "{topic}");
-    }
+    // Placed before the killed broker was fenced, "after" may have a partition on it too.
+    let (_, after) = leaders(&cluster.brokers[survivor].bootstrap(), "after");
+    assert_eq!(after.len(), 3);
     // The killed broker's partitions ("before" has one, __consumer_offsets a third) have no
     // leader once it is fenced.
     assert!(
@@ -339,10 +338,48 @@ fn a_survivor_creates_a_topic_within_10s_of_the_controller_being_sigkilled() {
         "{:?}",
         cluster.brokers[killed].status()
     );
-    let (brokers, leaders) = leaders(&cluster.brokers[killed].bootstrap(), "after");
+    let (brokers, after) = leaders(&cluster.brokers[killed].bootstrap(), "after");
     assert_eq!(brokers, BTreeSet::from([0, 1, 2]));
-    assert_eq!(leaders.len(), 3);
+    assert!(after.iter().all(|l| *l >= 0), "{after:?}");
+    let (_, before) = leaders(&cluster.brokers[killed].bootstrap(), "before");
+    assert!(
+        before.contains(&controller),
+        "led again by the restarted broker: {before:?}"
+    );
+    assert!(before.iter().all(|l| *l >= 0), "{before:?}");
     assert_eq!(read_all(&cluster.bootstrap(), "before", 3), sent);
+
+    // A group coordinated by the restarted broker (its __consumer_offsets partition was offline
+    // and is led there again) joins, reads and commits.
+    let (_, offsets_leaders) = leaders(&cluster.brokers[killed].bootstrap(), "__consumer_offsets");
+    let partitions = i32::try_from(offsets_leaders.len()).unwrap();
+    let group = (0..)
+        .map(|i| format!("group-{i}"))
+        .find(|g| {
+            let partition = fjord_broker::coordinator::partition_for(g, partitions);
+            offsets_leaders[usize::try_from(partition).unwrap()] == controller
+        })
+        .unwrap();
+    let member: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .set("group.id", &group)
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    member.subscribe(&["before"]).unwrap();
+    let mut read = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read < sent.len() {
+        assert!(Instant::now() < deadline, "group {group} read {read}");
+        if let Some(message) = member.poll(Duration::from_millis(200)) {
+            message.unwrap();
+            read += 1;
+        }
+    }
+    member
+        .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
 }
 
 /// Counts the records whose delivery failed.

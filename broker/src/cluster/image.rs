@@ -145,6 +145,10 @@ pub enum MetadataRecord {
     CreatePartitions {
         name: String,
         partitions: Vec<PartitionImage>,
+        /// The partition count the new partitions were planned for: refused as stale if the
+        /// topic has another (a retried or concurrent request never adds twice).
+        #[serde(default)]
+        after: Option<i32>,
     },
     /// Replaces a topic's config overrides.
     SetTopicConfigs {
@@ -265,8 +269,18 @@ impl MetadataImage {
                 };
                 self.topics.insert(name.clone(), Arc::new(topic));
             }
-            MetadataRecord::CreatePartitions { name, partitions } => {
+            MetadataRecord::CreatePartitions {
+                name,
+                partitions,
+                after,
+            } => {
                 let topic = self.topic_mut(name)?;
+                if after.is_some_and(|count| count != topic.partition_count()) {
+                    return Err(ApplyError::Stale(format!(
+                        "topic '{name}' no longer has {} partitions",
+                        after.unwrap_or_default()
+                    )));
+                }
                 topic.partitions.extend(partitions.iter().cloned());
             }
             MetadataRecord::SetTopicConfigs { name, configs } => {
@@ -380,6 +394,7 @@ mod tests {
             .apply(&MetadataRecord::CreatePartitions {
                 name: "t".to_owned(),
                 partitions: vec![PartitionImage::new(vec![1, 2])],
+                after: Some(2),
             })
             .unwrap();
         image
@@ -430,6 +445,7 @@ mod tests {
             MetadataRecord::CreatePartitions {
                 name: gone,
                 partitions: vec![],
+                after: None,
             },
         ] {
             assert!(matches!(

@@ -272,8 +272,8 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 }
 
 impl CoordinatorHandle {
-    /// Replays `__consumer_offsets` (its partitions, in order: those this broker leads, `None`
-    /// for the others) and starts the actor. It coordinates the groups of the partitions given.
+    /// Replays `__consumer_offsets` (its partitions, in order: those this broker hosts, `None`
+    /// for the others) and starts the actor. It holds the groups of the partitions given.
     pub async fn start(
         partitions: Vec<Option<PartitionHandle>>,
         config: CoordinatorConfig,

@@ -9,6 +9,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 
 use super::{internal_topic_error, str_bytes};
 use crate::broker::{Broker, CreatePartitionsError};
+use crate::cluster::{ApplyError, MetadataError};
 
 pub(super) async fn handle(
     broker: &Arc<Broker>,
@@ -57,6 +58,12 @@ pub(super) async fn handle(
                     CreatePartitionsError::NotIncreasing { .. } => ResponseError::InvalidPartitions,
                     CreatePartitionsError::Assignment(_) => ResponseError::InvalidReplicaAssignment,
                     CreatePartitionsError::Placement(_) => ResponseError::InvalidReplicationFactor,
+                    CreatePartitionsError::Metadata(MetadataError::Apply(ApplyError::Stale(_))) => {
+                        ResponseError::InvalidPartitions
+                    }
+                    CreatePartitionsError::Metadata(MetadataError::Unavailable(_)) => {
+                        ResponseError::RequestTimedOut
+                    }
                     CreatePartitionsError::Metadata(_) | CreatePartitionsError::Partitions(_) => {
                         tracing::error!(topic = name, %error, "adding partitions failed");
                         ResponseError::KafkaStorageError

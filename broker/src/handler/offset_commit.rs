@@ -40,7 +40,11 @@ pub(super) async fn handle(
             let metadata = p.committed_metadata.as_deref().unwrap_or_default();
             let code = if let Some(error) = upfront {
                 Some(group_error_code(error))
-            } else if broker.partition(&topic.name, p.partition_index).is_none() {
+            } else if broker
+                .topic(&topic.name)
+                .is_none_or(|t| t.partition(p.partition_index).is_none())
+            {
+                // Known to the cluster, wherever it is hosted.
                 Some(ResponseError::UnknownTopicOrPartition.code())
             } else if metadata.len() > MAX_METADATA_BYTES {
                 Some(ResponseError::OffsetMetadataTooLarge.code())

@@ -121,6 +121,12 @@ pub enum QuorumError {
     },
     #[error("starting the metadata quorum: {0}")]
     Raft(String),
+    #[error(
+        "this data directory holds a single-node release's metadata (cluster-metadata.json): \
+         start it once as a cluster of itself (no --voters, or --voters naming only this \
+         broker) to upgrade it, then add brokers"
+    )]
+    SeedNeedsOneVoter,
 }
 
 /// Checks the voter set: no node named twice. An empty set means "a single-node cluster of
@@ -256,6 +262,14 @@ impl Quorum {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, QuorumError> {
         check_voters(&config.voters)?;
+        let alone = match config.voters.as_slice() {
+            [] => true,
+            [only] => only.node_id == config.node_id,
+            _ => false,
+        };
+        if seed.is_some() && !alone {
+            return Err(QuorumError::SeedNeedsOneVoter);
+        }
         let dir = config.data_dir.join(STORAGE_DIR);
         let storage = |source| QuorumError::Storage {
             dir: dir.clone(),
@@ -542,7 +556,15 @@ impl Quorum {
             metrics.wait_for(|m| m.snapshot.is_some()),
         )
         .await;
-        matches!(written, Ok(Ok(_)))
+        let Ok(Ok(metrics)) = written else {
+            return false;
+        };
+        // The entries the snapshot covers go: a member that joins later installs the snapshot
+        // instead of replaying a log that does not start from an empty image.
+        if let Some(upto) = metrics.snapshot.map(|id| id.index) {
+            let _ = self.raft.trigger().purge_log(upto).await;
+        }
+        true
     }
 
     /// Commits `records` as one change through the leader, wherever it is, and returns the
@@ -609,6 +631,24 @@ impl Quorum {
         }
     }
 
+    /// Commits `records` only if this node leads (the controller's own decisions: a node that
+    /// has lost the lead drops what it decided, rather than forwarding it to the new leader).
+    pub async fn propose_here(
+        &self,
+        records: Vec<MetadataRecord>,
+    ) -> Result<Arc<MetadataImage>, MetadataError> {
+        let proposed = self
+            .write_here(Command { records })
+            .await
+            .map_err(|error| MetadataError::Unavailable(error.to_string()))?;
+        let deadline = tokio::time::Instant::now() + PROPOSE_TIMEOUT;
+        self.wait_applied(proposed.index, deadline).await?;
+        match proposed.result.error {
+            None => Ok(self.image()),
+            Some(error) => Err(error.into()),
+        }
+    }
+
     /// Commits `command` if this node leads.
     async fn write_here(&self, command: Command) -> Result<rpc::Proposed, rpc::ProposeError> {
         match self.raft.client_write(command).await {
@@ -650,8 +690,13 @@ impl Quorum {
         }
     }
 
-    /// Tells the controller, wherever it is, that broker `node_id` is alive.
-    pub async fn heartbeat(&self, node_id: i32) -> Result<(), rpc::ProposeError> {
+    /// Tells the controller, wherever it is, that broker `node_id` is alive (waiting at most
+    /// `timeout` for its answer).
+    pub async fn heartbeat(
+        &self,
+        node_id: i32,
+        timeout: Duration,
+    ) -> Result<(), rpc::ProposeError> {
         if self.leader() == i32::try_from(self.node_id).ok() {
             self.heard_from(node_id);
             return Ok(());
@@ -672,7 +717,7 @@ impl Quorum {
         let request = rpc::Request::Heartbeat {
             node_id: raft_id(node_id),
         };
-        match self.call(&address, request, FORWARD_TIMEOUT).await {
+        match self.call(&address, request, timeout).await {
             Ok(rpc::Response::Heartbeat(result)) => result,
             Ok(other) => Err(rpc::ProposeError::Unavailable(format!(
                 "the leader answered {other:?}"
@@ -681,7 +726,8 @@ impl Quorum {
         }
     }
 
-    fn heard_from(&self, node_id: i32) {
+    /// Counts as hearing from broker `node_id` now (a heartbeat, or a new registration).
+    pub fn heard_from(&self, node_id: i32) {
         self.heartbeats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -1073,6 +1119,22 @@ mod tests {
         );
         assert!(std::fs::metadata(dir.path().join("log")).unwrap().len() < whole as u64 - 5);
         assert_eq!(store::decode_log_frame(&bytes[..20]), None);
+
+        // Damage before the tail is not a torn append: the log refuses to open, cutting nothing.
+        let mut damaged = std::fs::read(dir.path().join("log")).unwrap();
+        damaged[12] ^= 0x01;
+        damaged.extend_from_slice(&bytes[..20]);
+        std::fs::write(dir.path().join("log"), &damaged).unwrap();
+        let refused = store::LogStore::open(dir.path()).unwrap_err();
+        assert!(
+            refused.to_string().contains("fails its checksum"),
+            "{refused}"
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("log")).unwrap(),
+            damaged,
+            "nothing cut"
+        );
     }
 
     proptest::proptest! {

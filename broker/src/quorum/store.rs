@@ -79,7 +79,12 @@ impl LogStore {
         if let Ok(mut file) = File::open(&path) {
             file.read_to_end(&mut bytes)?;
         }
-        let (frames, good) = read_frames(&bytes);
+        let (frames, good) = read_frames(&bytes).map_err(|reason| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{} is damaged: {reason}", path.display()),
+            )
+        })?;
         if good < bytes.len() {
             tracing::warn!(
                 path = %path.display(),
@@ -106,7 +111,11 @@ impl LogStore {
             }
         }
         let vote = read_json(&dir.join("vote.json"))?;
-        let committed = read_json(&dir.join("committed.json"))?;
+        // Only a hint (not fsynced): unreadable after a crash, it is as if absent.
+        let committed = read_json(&dir.join("committed.json")).unwrap_or_else(|error| {
+            tracing::warn!(%error, "ignoring an unreadable committed.json");
+            None
+        });
         Ok(Self {
             inner: Arc::new(Mutex::new(LogInner {
                 dir: dir.to_path_buf(),
@@ -131,33 +140,49 @@ impl LogStore {
     }
 }
 
-/// The whole frames at the start of `bytes`, and where they end.
-fn read_frames(bytes: &[u8]) -> (Vec<Frame>, usize) {
+/// The frames of a log file and where the last whole one ends. Only the tail may be torn (a
+/// crash mid-append): a last frame that runs past the end of the file, or whose checksum fails
+/// and which ends exactly at the end of the file. Anything else that does not read (a damaged
+/// frame with whole frames after it, a checksummed frame that does not decode, a length beyond
+/// the largest frame written) is damage to acknowledged entries, and an error: never cut away.
+fn read_frames(bytes: &[u8]) -> Result<(Vec<Frame>, usize), String> {
     let mut frames = Vec::new();
     let mut at = 0;
-    while let Some(header) = bytes.get(at..at + FRAME_HEADER) {
+    while at < bytes.len() {
+        let Some(header) = bytes.get(at..at + FRAME_HEADER) else {
+            break; // a torn header
+        };
         let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+        let end = at + FRAME_HEADER + length;
         if length > MAX_FRAME {
-            break;
+            return Err(format!("frame at byte {at} claims {length} bytes"));
         }
-        let Some(body) = bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + length) else {
-            break;
+        let Some(body) = bytes.get(at + FRAME_HEADER..end) else {
+            break; // a torn body
         };
         if crc32c::crc32c(body) != crc {
-            break;
+            if end == bytes.len() {
+                break; // the last frame, torn
+            }
+            return Err(format!("frame at byte {at} fails its checksum"));
         }
-        let Ok(frame) = serde_json::from_slice::<Frame>(body) else {
-            break;
-        };
+        let frame = serde_json::from_slice::<Frame>(body)
+            .map_err(|e| format!("frame at byte {at} does not decode: {e}"))?;
         frames.push(frame);
-        at += FRAME_HEADER + length;
+        at = end;
     }
-    (frames, at)
+    Ok((frames, at))
 }
 
 fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> io::Result<()> {
     let body = serde_json::to_vec(frame).map_err(io::Error::other)?;
+    if body.len() > MAX_FRAME {
+        return Err(io::Error::other(format!(
+            "a metadata log entry of {} bytes is larger than {MAX_FRAME}",
+            body.len()
+        )));
+    }
     let length = u32::try_from(body.len()).map_err(io::Error::other)?;
     out.extend_from_slice(&length.to_be_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
@@ -168,7 +193,7 @@ fn encode_frame(frame: &Frame, out: &mut Vec<u8>) -> io::Result<()> {
 /// Decodes one log frame (the fuzz target's entry point): `None` for anything but one whole,
 /// checksummed frame.
 pub fn decode_log_frame(bytes: &[u8]) -> Option<usize> {
-    let (frames, end) = read_frames(bytes);
+    let (frames, end) = read_frames(bytes).ok()?;
     (!frames.is_empty()).then_some(end)
 }
 
@@ -185,7 +210,8 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> io::Result<Option<T>>
 /// Replaces `path` with `bytes`: temp file, rename, and with `durable` fsyncs of both file and
 /// directory.
 pub(crate) fn replace_file(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
-    let temp = path.with_extension("tmp");
+    // A name of its own: writers of the same file never share a temp file.
+    let temp = path.with_extension(format!("tmp.{}", uuid::Uuid::new_v4().simple()));
     let mut file = File::create(&temp)?;
     file.write_all(bytes)?;
     if durable {
@@ -357,6 +383,10 @@ pub(crate) struct StateMachine {
     dir: PathBuf,
     state: Arc<Mutex<MachineState>>,
     published: Arc<Published>,
+    /// The position of the snapshot on disk. openraft builds snapshots in a task of their own,
+    /// concurrently with installing one a leader sent: writes are serialized here, and an older
+    /// snapshot never replaces a newer one.
+    written: Arc<Mutex<Option<LogId<NodeId>>>>,
 }
 
 impl StateMachine {
@@ -380,10 +410,14 @@ impl StateMachine {
             image: ArcSwap::from_pointee(state.image.clone()),
             applied: watch::Sender::new(state.last_applied.map_or(0, |id| id.index)),
         });
+        let written = state
+            .last_applied
+            .filter(|_| dir.join("snapshot.json").exists());
         Ok(Self {
             dir: dir.to_path_buf(),
             state: Arc::new(Mutex::new(state)),
             published,
+            written: Arc::new(Mutex::new(written)),
         })
     }
 
@@ -405,6 +439,29 @@ impl StateMachine {
         self.published.applied.send_replace(index);
     }
 
+    /// Writes `bytes` as the snapshot at `last`, unless a newer one is on disk already.
+    async fn write_snapshot(
+        &self,
+        bytes: Vec<u8>,
+        last: Option<LogId<NodeId>>,
+    ) -> StorageResult<()> {
+        let path = self.dir.join("snapshot.json");
+        let written = Arc::clone(&self.written);
+        tokio::task::spawn_blocking(move || {
+            let mut written = lock(&written);
+            if *written > last {
+                return Ok(());
+            }
+            replace_file(&path, &bytes, true)?;
+            *written = last;
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r: io::Result<()>| r)
+        .map_err(|e| StorageIOError::write_snapshot(None, io_error(e)).into())
+    }
+
     fn snapshot_of(state: &MachineState) -> SnapshotFile {
         let last = state.last_applied;
         SnapshotFile {
@@ -423,13 +480,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let file = Self::snapshot_of(&lock(&self.state));
         let bytes = serde_json::to_vec(&file)
             .map_err(|e| StorageIOError::write_snapshot(None, io_error(e)))?;
-        let path = self.dir.join("snapshot.json");
-        let write = bytes.clone();
-        tokio::task::spawn_blocking(move || replace_file(&path, &write, true))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| StorageIOError::write_snapshot(None, io_error(e)))?;
+        self.write_snapshot(bytes.clone(), file.meta.last_log_id)
+            .await?;
         Ok(Snapshot {
             meta: file.meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -498,12 +550,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let bytes = snapshot.into_inner();
         let file: SnapshotFile = serde_json::from_slice(&bytes)
             .map_err(|e| StorageIOError::read_snapshot(None, io_error(e)))?;
-        let path = self.dir.join("snapshot.json");
-        tokio::task::spawn_blocking(move || replace_file(&path, &bytes, true))
-            .await
-            .map_err(io::Error::other)
-            .and_then(|r| r)
-            .map_err(|e| StorageIOError::write_snapshot(None, io_error(e)))?;
+        self.write_snapshot(bytes, meta.last_log_id).await?;
         let mut state = lock(&self.state);
         *state = MachineState {
             image: file.image,
