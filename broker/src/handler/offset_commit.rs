@@ -34,17 +34,16 @@ pub(super) async fn handle(
     // Per partition: an error decided here, or the offset to write.
     let mut codes: Vec<Vec<Option<i16>>> = Vec::with_capacity(request.topics.len());
     let mut offsets: Vec<(GroupPartition, CommittedOffset)> = Vec::new();
+    let image = broker.image();
     for topic in &request.topics {
+        // Known to the cluster, wherever its partitions are hosted.
+        let known = image.topic(&topic.name);
         let mut topic_codes = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let metadata = p.committed_metadata.as_deref().unwrap_or_default();
             let code = if let Some(error) = upfront {
                 Some(group_error_code(error))
-            } else if broker
-                .topic(&topic.name)
-                .is_none_or(|t| t.partition(p.partition_index).is_none())
-            {
-                // Known to the cluster, wherever it is hosted.
+            } else if known.is_none_or(|t| t.partition(p.partition_index).is_none()) {
                 Some(ResponseError::UnknownTopicOrPartition.code())
             } else if metadata.len() > MAX_METADATA_BYTES {
                 Some(ResponseError::OffsetMetadataTooLarge.code())
