@@ -1,9 +1,11 @@
 //! The HTTP admin endpoint: `/livez` (the process serves), `/readyz` (logs recovered, Kafka
-//! listener up, not shutting down), `/metrics` (Prometheus text) and `/v1/status` (JSON for the
-//! operator: partitions, under-replicated partitions, whether this broker is caught up).
+//! listener up, not shutting down, metadata current: see [`crate::cluster::freshness`]),
+//! `/metrics` (Prometheus text) and `/v1/status` (JSON for the operator: the controller, the
+//! brokers, partitions, this broker's metadata offset and lag, whether it is caught up).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -94,34 +96,49 @@ fn respond(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>
             "text/plain",
             "not ready\n".into(),
         ),
-        "/metrics" => reply(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            broker
-                .metrics()
-                .render(&broker.partition_samples(), &broker.group_offset_samples()),
-        ),
+        "/metrics" => {
+            let metrics = broker.metrics();
+            metrics.set_cluster(&broker.cluster_sample());
+            reply(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.render(&broker.partition_samples(), &broker.group_offset_samples()),
+            )
+        }
         "/v1/status" => {
             let image = broker.image();
-            let summary = image.partition_summary(broker.node_id());
+            let cluster = broker.cluster_sample();
+            let session = Duration::from_millis(broker.config().broker_session_timeout_ms);
             let status = serde_json::json!({
                 "node_id": broker.node_id(),
                 "cluster_id": image.cluster_id,
                 "ready": broker.is_ready(),
                 // The metadata quorum's leader (the controller), -1 while none is known.
-                "controller": broker.quorum().leader().unwrap_or(-1),
+                "controller": cluster.controller,
                 "voters": broker.quorum().voter_ids(),
                 "brokers": image.brokers.values().map(|b| serde_json::json!({
                     "id": b.id, "rack": b.rack, "host": b.host, "port": b.port, "fenced": b.fenced,
+                    "shut_down": b.shut_down,
                 })).collect::<Vec<_>>(),
-                "metadata_offset": image.offset,
+                "fenced_brokers": cluster.fenced_brokers,
+                // The index of the last metadata log entry applied here, and how far behind the
+                // controller that is: entries, and milliseconds since this broker was last
+                // known current (null: never yet).
+                "metadata_offset": cluster.metadata_applied,
+                "metadata_lag": {
+                    "entries": cluster.metadata_lag_entries,
+                    "ms": broker.metadata_lag().since_current.map(|since| since.as_millis()),
+                },
                 "partitions": broker.partition_samples().len(),
-                "leader_partitions": summary.led,
-                "under_replicated_partitions": summary.under_replicated,
-                "offline_partitions": summary.offline,
-                // The broker has caught up once it has replayed its logs and applied the
-                // metadata log up to its own registration.
-                "caught_up": broker.is_ready(),
+                "leader_partitions": cluster.leader_partitions,
+                "under_replicated_partitions": cluster.under_replicated_partitions,
+                "offline_partitions": cluster.offline_partitions,
+                "leaders_per_broker": cluster.leaders_per_broker.iter()
+                    .map(|(id, led)| (id.to_string(), serde_json::Value::from(*led)))
+                    .collect::<serde_json::Map<String, serde_json::Value>>(),
+                // Caught up: the broker has applied the metadata as far as the controller had
+                // at an answer within the session timeout.
+                "caught_up": broker.metadata_lag().current_within(session),
             });
             reply(StatusCode::OK, "application/json", format!("{status}\n"))
         }

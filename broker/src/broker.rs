@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::cluster::freshness::Freshness;
 use crate::cluster::placement::{self, AssignmentError};
 use crate::cluster::{
     self, ApplyError, BrokerRegistration, ConfigError, MetadataError, MetadataImage,
@@ -15,7 +16,7 @@ use crate::cluster::{
 };
 use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, GroupError, OFFSETS_TOPIC};
 use crate::log::{Clock, SystemClock};
-use crate::metrics::{GroupOffsetSample, Metrics, PartitionSample};
+use crate::metrics::{ClusterSample, GroupOffsetSample, Metrics, PartitionSample};
 use crate::partition::PartitionHandle;
 use crate::partition::registry::{PartitionRegistry, RegistryError};
 use crate::quorum::{Quorum, QuorumConfig, QuorumError};
@@ -61,6 +62,11 @@ pub struct BrokerConfig {
     /// until it is heard again (`broker.session.timeout.ms`).
     #[arg(long, env = "FJORD_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     pub broker_session_timeout_ms: u64,
+    /// While this broker is the controller, hand each partition's leadership back to its
+    /// preferred replica (the first) once that is usable and in sync again
+    /// (`auto.leader.rebalance.enable`).
+    #[arg(long, env = "FJORD_AUTO_LEADER_REBALANCE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_leader_rebalance: bool,
     /// The cluster id a new cluster is formed with (and a data directory is checked against);
     /// unset, a new cluster picks one.
     #[arg(long, env = "FJORD_CLUSTER_ID")]
@@ -103,6 +109,7 @@ impl BrokerConfig {
             cluster_id: None,
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
+            auto_leader_rebalance: true,
             rack: None,
             auto_create_topics: true,
             default_partitions: 1,
@@ -121,12 +128,16 @@ impl BrokerConfig {
 /// Errors that stop the broker from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("creating the data directory {path}")]
+    #[error("creating or locking {path} (the data directory)")]
     DataDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the data directory {path} is in use by another broker process (it holds {path}/{LOCK_FILE})"
+    )]
+    DataDirInUse { path: PathBuf },
     #[error("loading cluster metadata")]
     Metadata(#[from] MetadataError),
     #[error("starting the metadata quorum")]
@@ -205,7 +216,22 @@ pub struct Broker {
     coordinator: std::sync::OnceLock<CoordinatorHandle>,
     /// Stops the coordinator when the broker closes.
     coordinator_shutdown: tokio_util::sync::CancellationToken,
+    /// The data directory's lock, held until the broker closes.
+    lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// This process's registration.
+    incarnation: uuid::Uuid,
+    /// How current this broker's metadata is, from the controller's heartbeat answers.
+    freshness: Arc<Freshness>,
 }
+
+/// The file a running broker holds locked in its data directory: a second process given the same
+/// directory is refused instead of writing the same logs.
+pub const LOCK_FILE: &str = ".lock";
+
+/// The file that keeps the incarnation of the last process to register from a data directory.
+const INCARNATION_FILE: &str = "incarnation";
+/// How long a controlled shutdown waits for this broker's leaderships to move away.
+const CONTROLLED_SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Producer ids reserved per metadata write.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -222,6 +248,7 @@ impl Broker {
             path: config.data_dir.clone(),
             source,
         })?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let seed = cluster::read_single_node_file(&config.data_dir, config.node_id)?;
         let seeded = seed.is_some();
         let quorum = Quorum::start(
@@ -232,36 +259,12 @@ impl Broker {
                 advertise: config.cluster_advertise.clone(),
                 voters: config.voters.clone(),
                 cluster_id: config.cluster_id.clone(),
+                session_timeout: std::time::Duration::from_millis(config.broker_session_timeout_ms),
             },
             seed,
             shutdown.clone(),
         )
         .await?;
-        // Heard from before it registers: a registration is never fenced before its broker's
-        // first heartbeat arrives.
-        tokio::spawn(send_heartbeats(
-            Arc::clone(&quorum),
-            config.node_id,
-            std::time::Duration::from_millis(config.broker_heartbeat_interval_ms),
-            shutdown,
-        ));
-        if quorum.image().cluster_id.is_empty() {
-            let cluster_id = config
-                .cluster_id
-                .clone()
-                .unwrap_or_else(cluster::new_cluster_id);
-            propose_at_start(&quorum, vec![MetadataRecord::InitCluster { cluster_id }]).await?;
-        }
-        if let Some(given) = &config.cluster_id {
-            let formed = quorum.image().cluster_id.clone();
-            if &formed != given {
-                return Err(QuorumError::ClusterIdMismatch {
-                    stored: formed,
-                    given: given.clone(),
-                }
-                .into());
-            }
-        }
         let advertised = match &config.advertise {
             Some(advertise) => {
                 split_host_port(advertise).unwrap_or((advertise.clone(), i32::from(bound.port())))
@@ -279,8 +282,43 @@ impl Broker {
             fenced: false,
             incarnation: uuid::Uuid::new_v4(),
             epoch: 0,
+            shut_down: false,
+            replaces: read_incarnation(&config.data_dir),
         };
-        propose_at_start(&quorum, vec![MetadataRecord::RegisterBroker(registration)]).await?;
+        let incarnation = registration.incarnation;
+        // A broker that has not applied the cluster's id yet (the first start of a new cluster,
+        // or one joining) names the id it would form a new cluster with: the first such change
+        // committed forms the cluster, the others change nothing.
+        let cluster_id = quorum.image().cluster_id.is_empty().then(|| {
+            config
+                .cluster_id
+                .clone()
+                .unwrap_or_else(cluster::new_cluster_id)
+        });
+        let session_timeout = std::time::Duration::from_millis(config.broker_session_timeout_ms);
+        register(&quorum, cluster_id, registration, 2 * session_timeout).await?;
+        if let Some(given) = &config.cluster_id {
+            let formed = quorum.image().cluster_id.clone();
+            if &formed != given {
+                return Err(QuorumError::ClusterIdMismatch {
+                    stored: formed,
+                    given: given.clone(),
+                }
+                .into());
+            }
+        }
+        write_incarnation(&config.data_dir, incarnation);
+        let freshness = Arc::new(Freshness::default());
+        let registered_at = *quorum.applied().borrow();
+        freshness.answered(registered_at, registered_at, std::time::Instant::now());
+        tokio::spawn(send_heartbeats(
+            Arc::clone(&quorum),
+            config.node_id,
+            incarnation,
+            Arc::clone(&freshness),
+            std::time::Duration::from_millis(config.broker_heartbeat_interval_ms),
+            shutdown,
+        ));
         if seeded && !quorum.has_snapshot() {
             // The single-node file is set aside only once a snapshot of the quorum holds it.
             if quorum.snapshot().await {
@@ -312,6 +350,9 @@ impl Broker {
             ready: AtomicBool::new(false),
             coordinator: std::sync::OnceLock::new(),
             coordinator_shutdown: tokio_util::sync::CancellationToken::new(),
+            lock: std::sync::Mutex::new(Some(lock)),
+            incarnation,
+            freshness,
         });
         broker.start_coordinator().await?;
         tokio::spawn(follow_metadata(
@@ -322,6 +363,9 @@ impl Broker {
         tokio::spawn(run_controller(
             Arc::clone(&broker.quorum),
             std::time::Duration::from_millis(broker.config.broker_session_timeout_ms),
+            cluster::controller::Policy {
+                auto_leader_rebalance: broker.config.auto_leader_rebalance,
+            },
             broker.coordinator_shutdown.clone(),
         ));
         Ok(broker)
@@ -449,8 +493,52 @@ impl Broker {
         &self.metrics
     }
 
+    /// Started, not shutting down, and its metadata known current within the session timeout.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+            && self
+                .metadata_lag()
+                .current_within(std::time::Duration::from_millis(
+                    self.config.broker_session_timeout_ms,
+                ))
+    }
+
+    /// This broker's lag behind the controller's metadata.
+    pub fn metadata_lag(&self) -> crate::cluster::freshness::Lag {
+        self.freshness
+            .lag(self.metadata_applied(), std::time::Instant::now())
+    }
+
+    /// The index of the last metadata log entry applied here.
+    pub fn metadata_applied(&self) -> u64 {
+        *self.quorum.applied().borrow()
+    }
+
+    /// The cluster as this broker sees it, for `/metrics` and `/v1/status`.
+    pub fn cluster_sample(&self) -> ClusterSample {
+        let image = self.image();
+        let summary = image.partition_summary(self.node_id());
+        let lag = self.metadata_lag();
+        let controller = self.quorum.leader().unwrap_or(-1);
+        let mut leaders: BTreeMap<i32, usize> = image.brokers.keys().map(|id| (*id, 0)).collect();
+        for partition in image.topics.values().flat_map(|t| &t.partitions) {
+            if let Some(led) = leaders.get_mut(&partition.leader) {
+                *led += 1;
+            }
+        }
+        ClusterSample {
+            controller,
+            active_controller: controller == self.node_id(),
+            metadata_applied: self.metadata_applied(),
+            metadata_lag_entries: lag.entries,
+            metadata_lag_seconds: lag.since_current.map(|since| since.as_secs_f64()),
+            registered_brokers: image.brokers.len(),
+            fenced_brokers: image.brokers.values().filter(|b| b.fenced).count(),
+            leader_partitions: summary.led,
+            under_replicated_partitions: summary.under_replicated,
+            offline_partitions: summary.offline,
+            leaders_per_broker: leaders.into_iter().collect(),
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -774,11 +862,90 @@ impl Broker {
         Ok(id)
     }
 
+    /// Controlled shutdown: reports not ready, tells the controller this broker is stopping, and
+    /// waits (at most 30 s) until the committed metadata has moved every leadership away from
+    /// it, so clients are sent elsewhere (or told the partition has no leader, a retriable
+    /// error) before its listener closes. Skipped when no other broker is left to serve.
+    pub async fn controlled_shutdown(&self) {
+        self.set_ready(false);
+        let node_id = self.node_id();
+        let image = self.image();
+        let Some(registration) = image
+            .brokers
+            .get(&node_id)
+            .filter(|b| b.incarnation == self.incarnation)
+        else {
+            return;
+        };
+        if !image.unfenced_brokers().any(|b| b.id != node_id) {
+            tracing::info!("controlled shutdown: no other broker to hand leaderships to");
+            return;
+        }
+        let started = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + CONTROLLED_SHUTDOWN_LIMIT;
+        let record = MetadataRecord::ShutDownBroker {
+            id: node_id,
+            epoch: registration.epoch,
+        };
+        match tokio::time::timeout_at(deadline, self.quorum.propose(vec![record])).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "controlled shutdown: the controller did not take it");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!("controlled shutdown: the controller did not answer in time");
+                return;
+            }
+        }
+        let mut applied = self.quorum.applied();
+        let leads_nothing = |_: &u64| self.image().partition_summary(node_id).led == 0;
+        match tokio::time::timeout_at(deadline, applied.wait_for(leads_nothing)).await {
+            Ok(_) => tracing::info!(
+                elapsed_ms = started.elapsed().as_millis(),
+                "controlled shutdown: this broker leads no partition"
+            ),
+            Err(_) => tracing::warn!(
+                still_led = self.image().partition_summary(node_id).led,
+                "controlled shutdown: leaderships did not all move in time"
+            ),
+        }
+    }
+
     /// Flushes and closes every partition log.
     pub async fn close(&self) {
         self.coordinator_shutdown.cancel();
         self.registry.close().await;
         self.quorum.shutdown().await;
+        // Another process may take the directory now.
+        drop(
+            self.lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
+    }
+}
+
+/// Takes the data directory's lock (an advisory `flock`, released by the kernel when the process
+/// dies, however it dies), or says that another process holds it.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StartError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::DataDirInUse {
+            path: data_dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir { path, source }),
     }
 }
 
@@ -803,10 +970,60 @@ async fn propose_at_start(
     }
 }
 
-/// Tells the controller every `interval` that this broker is alive.
+/// Registers this process (with `cluster_id`, forming the cluster if it has no id yet). While
+/// another live process holds the node id the controller refuses
+/// it; that process may be one that died without a word, whose session then runs out, so the
+/// registration is retried for `patience` before the broker gives up.
+async fn register(
+    quorum: &Quorum,
+    cluster_id: Option<String>,
+    registration: BrokerRegistration,
+    patience: std::time::Duration,
+) -> Result<(), MetadataError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut records: Vec<MetadataRecord> = cluster_id
+        .map(|cluster_id| MetadataRecord::InitCluster { cluster_id })
+        .into_iter()
+        .collect();
+    records.push(MetadataRecord::RegisterBroker(registration));
+    loop {
+        match propose_at_start(quorum, records.clone()).await {
+            Err(MetadataError::Apply(error @ ApplyError::DuplicateBroker { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::warn!(%error, "registration refused; trying again until its session runs out");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// The incarnation the last process to register from `data_dir` had, if it wrote one.
+fn read_incarnation(data_dir: &std::path::Path) -> Option<uuid::Uuid> {
+    let text = std::fs::read_to_string(data_dir.join(INCARNATION_FILE)).ok()?;
+    text.trim().parse().ok()
+}
+
+/// Keeps `incarnation` for the next process on this data directory. Without it, a restart waits
+/// for the old registration's session to run out.
+fn write_incarnation(data_dir: &std::path::Path, incarnation: uuid::Uuid) {
+    let path = data_dir.join(INCARNATION_FILE);
+    let temporary = data_dir.join(format!("{INCARNATION_FILE}.tmp"));
+    let written = std::fs::write(&temporary, format!("{incarnation}\n"))
+        .and_then(|()| std::fs::rename(&temporary, &path));
+    if let Err(error) = written {
+        tracing::warn!(%error, path = %path.display(), "keeping this broker's incarnation");
+    }
+}
+
+/// Tells the controller every `interval` that this broker (the process of registration
+/// `incarnation`) is alive, and notes from each answer how current its metadata is.
 async fn send_heartbeats(
     quorum: Arc<Quorum>,
     node_id: i32,
+    incarnation: uuid::Uuid,
+    freshness: Arc<Freshness>,
     interval: std::time::Duration,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
@@ -817,8 +1034,13 @@ async fn send_heartbeats(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if let Err(error) = quorum.heartbeat(node_id, interval).await {
-            tracing::debug!(%error, "heartbeat not taken");
+        match quorum.heartbeat(node_id, incarnation, interval).await {
+            Ok(controller_applied) => freshness.answered(
+                controller_applied,
+                *quorum.applied().borrow(),
+                std::time::Instant::now(),
+            ),
+            Err(error) => tracing::debug!(%error, "heartbeat not taken"),
         }
     }
 }
@@ -830,6 +1052,7 @@ async fn send_heartbeats(
 async fn run_controller(
     quorum: Arc<Quorum>,
     session_timeout: std::time::Duration,
+    policy: cluster::controller::Policy,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
@@ -854,7 +1077,7 @@ async fn run_controller(
             leading_since = None;
             continue;
         };
-        for record in cluster::controller::decide(&image, &alive) {
+        for record in cluster::controller::decide(&image, &alive, policy) {
             let described = format!("{record:?}");
             match quorum.propose_here(vec![record]).await {
                 Ok(_) => tracing::info!(change = described, "controller decision committed"),
@@ -886,6 +1109,7 @@ async fn follow_metadata(
         let Some(broker) = broker.upgrade() else {
             return;
         };
+        broker.freshness.applied(*applied.borrow());
         let image = broker.quorum.image();
         broker.apply_committed(image).await;
     }

@@ -129,8 +129,10 @@ pub async fn start(
 }
 
 impl RunningBroker {
-    /// Stops accepting, lets in-flight requests finish, flushes and checkpoints every log.
+    /// Hands this broker's leaderships away (a controlled shutdown), then stops accepting, lets
+    /// in-flight requests finish, flushes and checkpoints every log.
     pub async fn shutdown(self) {
+        self.broker.controlled_shutdown().await;
         self.shutdown.cancel();
         self.stopped().await;
     }

@@ -80,8 +80,7 @@ fn run(config: BrokerConfig) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         }
-        shutdown.cancel();
-        running.stopped().await;
+        running.shutdown().await;
         tracing::info!("stopped cleanly");
         anyhow::Ok(())
     })

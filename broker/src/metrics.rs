@@ -2,7 +2,10 @@
 //! version, request latency histograms by API, bytes in and out, connections, partitions, per
 //! partition log size, log start offset and high watermark, per consumer group and partition
 //! the committed offset and the lag behind the high watermark (what autoscalers such as KEDA
-//! scale consumers on), and per topic compaction passes and the bytes and records they removed.
+//! scale consumers on), per topic compaction passes and the bytes and records they removed, and
+//! the cluster as this broker sees it: the controller, this broker's metadata offset and its lag
+//! behind the controller, fenced brokers, offline and under-replicated partitions, and the
+//! partitions each broker leads.
 
 use std::time::Duration;
 
@@ -22,6 +25,11 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiLabel {
     api: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BrokerLabel {
+    broker: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,6 +65,30 @@ pub struct PartitionSample {
     pub high_watermark: i64,
 }
 
+/// The cluster as this broker sees it, at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSample {
+    /// The controller's node id, -1 while none is known.
+    pub controller: i32,
+    /// Whether this broker is the controller.
+    pub active_controller: bool,
+    /// The index of the last metadata log entry applied here.
+    pub metadata_applied: u64,
+    /// Entries the controller had applied, at its last heartbeat answer, that this broker has not.
+    pub metadata_lag_entries: u64,
+    /// Seconds since this broker's metadata was last known current (`None`: never yet).
+    pub metadata_lag_seconds: Option<f64>,
+    pub registered_brokers: usize,
+    pub fenced_brokers: usize,
+    /// Partitions this broker leads, and of those, with fewer in-sync replicas than replicas.
+    pub leader_partitions: usize,
+    pub under_replicated_partitions: usize,
+    /// Partitions without a leader, in the whole cluster.
+    pub offline_partitions: usize,
+    /// Partitions each registered broker leads.
+    pub leaders_per_broker: Vec<(i32, usize)>,
+}
+
 /// A consumer group's committed offset for one partition, at scrape time.
 #[derive(Debug, Clone)]
 pub struct GroupOffsetSample {
@@ -86,6 +118,117 @@ pub struct Metrics {
     compaction_passes: Family<TopicLabel, Counter>,
     compaction_bytes_removed: Family<TopicLabel, Counter>,
     compaction_records_removed: Family<TopicLabel, Counter>,
+    cluster: ClusterGauges,
+}
+
+/// Gauges of [`ClusterSample`].
+#[derive(Debug, Default)]
+struct ClusterGauges {
+    controller: Gauge,
+    active_controller: Gauge,
+    metadata_applied: Gauge,
+    metadata_lag_entries: Gauge,
+    metadata_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    registered_brokers: Gauge,
+    fenced_brokers: Gauge,
+    leader_partitions: Gauge,
+    under_replicated_partitions: Gauge,
+    offline_partitions: Gauge,
+    leaders_per_broker: Family<BrokerLabel, Gauge>,
+}
+
+impl ClusterGauges {
+    fn register(&self, registry: &mut Registry) {
+        let gauges: [(&str, &str, &Gauge); 9] = [
+            (
+                "controller_id",
+                "The controller's node id (the metadata quorum's leader), -1 while none is known",
+                &self.controller,
+            ),
+            (
+                "active_controller",
+                "1 on the broker that is the controller, 0 elsewhere",
+                &self.active_controller,
+            ),
+            (
+                "metadata_applied_offset",
+                "The index of the last metadata log entry applied on this broker",
+                &self.metadata_applied,
+            ),
+            (
+                "metadata_lag_entries",
+                "Metadata log entries the controller had applied at its last heartbeat answer that this broker has not",
+                &self.metadata_lag_entries,
+            ),
+            (
+                "registered_brokers",
+                "Brokers registered in the cluster",
+                &self.registered_brokers,
+            ),
+            (
+                "fenced_brokers",
+                "Registered brokers that are fenced (lead nothing)",
+                &self.fenced_brokers,
+            ),
+            (
+                "leader_partitions",
+                "Partitions this broker leads",
+                &self.leader_partitions,
+            ),
+            (
+                "under_replicated_partitions",
+                "Partitions this broker leads with fewer in-sync replicas than replicas",
+                &self.under_replicated_partitions,
+            ),
+            (
+                "offline_partitions",
+                "Partitions without a leader, in the whole cluster",
+                &self.offline_partitions,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        registry.register(
+            "metadata_lag_seconds",
+            "Seconds since this broker's metadata was last known current (the controller's last answered heartbeat applied here)",
+            self.metadata_lag_seconds.clone(),
+        );
+        registry.register(
+            "partition_leaders",
+            "Partitions each registered broker leads",
+            self.leaders_per_broker.clone(),
+        );
+    }
+
+    fn set(&self, sample: &ClusterSample) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.controller.set(i64::from(sample.controller));
+        self.active_controller
+            .set(i64::from(sample.active_controller));
+        self.metadata_applied
+            .set(i64::try_from(sample.metadata_applied).unwrap_or(i64::MAX));
+        self.metadata_lag_entries
+            .set(i64::try_from(sample.metadata_lag_entries).unwrap_or(i64::MAX));
+        self.metadata_lag_seconds
+            .set(sample.metadata_lag_seconds.unwrap_or(f64::INFINITY));
+        self.registered_brokers
+            .set(count(sample.registered_brokers));
+        self.fenced_brokers.set(count(sample.fenced_brokers));
+        self.leader_partitions.set(count(sample.leader_partitions));
+        self.under_replicated_partitions
+            .set(count(sample.under_replicated_partitions));
+        self.offline_partitions
+            .set(count(sample.offline_partitions));
+        self.leaders_per_broker.clear();
+        for (broker, led) in &sample.leaders_per_broker {
+            self.leaders_per_broker
+                .get_or_create(&BrokerLabel {
+                    broker: broker.to_string(),
+                })
+                .set(count(*led));
+        }
+    }
 }
 
 /// One topic's compaction counters, handed to its partitions. The default counts into
@@ -199,6 +342,8 @@ impl Metrics {
             "Records log compaction removed, by topic",
             compaction_records_removed.clone(),
         );
+        let cluster = ClusterGauges::default();
+        cluster.register(&mut registry);
         Self {
             registry,
             requests,
@@ -216,7 +361,13 @@ impl Metrics {
             compaction_passes,
             compaction_bytes_removed,
             compaction_records_removed,
+            cluster,
         }
+    }
+
+    /// Sets the cluster gauges for the next [`Metrics::render`].
+    pub fn set_cluster(&self, sample: &ClusterSample) {
+        self.cluster.set(sample);
     }
 
     /// The compaction counters of `topic`.

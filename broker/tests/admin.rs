@@ -70,6 +70,25 @@ async fn health_metrics_and_status() {
     assert!(metrics.contains("fjord_connections 1"), "{metrics}");
     // Two of "metered", three of __consumer_offsets.
     assert!(metrics.contains("fjord_partitions 5"), "{metrics}");
+    for line in [
+        "fjord_controller_id 1",
+        "fjord_active_controller 1",
+        "fjord_registered_brokers 1",
+        "fjord_fenced_brokers 0",
+        "fjord_leader_partitions 5",
+        "fjord_offline_partitions 0",
+        "fjord_metadata_lag_entries 0",
+        r#"fjord_partition_leaders{broker="1"} 5"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(
+        metrics.contains(&format!(
+            "fjord_metadata_applied_offset {}",
+            broker.broker.metadata_applied()
+        )),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"fjord_log_size_bytes{topic="metered",partition="1"} 0"#),
         "{metrics}"
@@ -87,8 +106,13 @@ async fn health_metrics_and_status() {
     assert_eq!(status["leader_partitions"], 5);
     assert_eq!(status["under_replicated_partitions"], 0);
     assert_eq!(status["offline_partitions"], 0);
-    // The cluster's id, registration, __consumer_offsets and metered: four committed changes.
-    assert_eq!(status["metadata_offset"], 4);
+    // The metadata applied here is all there is: this broker is the controller.
+    assert_eq!(status["controller"], 1);
+    assert_eq!(status["metadata_offset"], broker.broker.metadata_applied());
+    assert_eq!(status["metadata_lag"]["entries"], 0);
+    assert!(status["metadata_lag"]["ms"].as_u64().unwrap() < 9000);
+    assert_eq!(status["leaders_per_broker"]["1"], 5);
+    assert_eq!(status["fenced_brokers"], 0);
     assert_eq!(status["caught_up"], true);
     assert_eq!(status["ready"], true);
     drop(kafka);

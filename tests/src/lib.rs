@@ -330,6 +330,28 @@ impl ClusterBroker {
         self.child = Some(KillOnDrop(child));
     }
 
+    /// A second process claiming this broker's node id, rack and voters, on fresh ports and
+    /// `data_dir`.
+    pub fn twin(&self, data_dir: &std::path::Path) -> std::process::Command {
+        let mut args = self.args.clone();
+        let fresh = || format!("127.0.0.1:{}", free_port());
+        for (flag, value) in [
+            ("--listen", fresh()),
+            ("--admin-listen", fresh()),
+            ("--cluster-listen", fresh()),
+            ("--data-dir", data_dir.display().to_string()),
+        ] {
+            let at = args.iter().position(|a| a == flag).expect("flag given");
+            args[at + 1] = value;
+        }
+        let mut command = std::process::Command::new(broker_binary());
+        command
+            .args(args)
+            .env("RUST_LOG", "warn,openraft=off")
+            .env_remove("FJORD_VOTERS");
+        command
+    }
+
     /// Waits until `/readyz` answers 200 (the broker has joined and caught up), up to `limit`.
     pub fn wait_ready(&self, limit: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + limit;
@@ -483,6 +505,38 @@ impl ClusterProcesses {
         }
         None
     }
+}
+
+/// Runs `command` to its exit, which must come within `limit` (the process is killed and the test
+/// fails otherwise); returns its exit status and what it wrote to stderr.
+pub fn run_to_exit(
+    command: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> (std::process::ExitStatus, String) {
+    let stderr = tempfile::NamedTempFile::new().expect("temp file");
+    let mut child = KillOnDrop(
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr.reopen().expect("reopening the temp file"))
+            .spawn()
+            .expect("starting the process"),
+    );
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("waiting for the process") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the process did not exit within {limit:?}; stderr: {}",
+            std::fs::read_to_string(stderr.path()).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (
+        status,
+        std::fs::read_to_string(stderr.path()).unwrap_or_default(),
+    )
 }
 
 /// The client scripts' directory (`tests/clients`).

@@ -284,6 +284,33 @@ fn a_survivor_creates_a_topic_within_10s_of_the_controller_being_sigkilled() {
         ],
     );
     let controller = cluster.controller(Duration::from_secs(30)).unwrap();
+
+    // A second process claiming a live broker's node id is refused: on the same data directory
+    // at once (the directory is locked), elsewhere by the controller, once the live broker's
+    // session has kept going past the timeout the newcomer waits out.
+    let claimed = &cluster.brokers[1];
+    let (status, stderr) = fjord_tests::run_to_exit(
+        &mut claimed.twin(&claimed.data_dir),
+        Duration::from_secs(30),
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another broker process"),
+        "{stderr}"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (status, stderr) =
+        fjord_tests::run_to_exit(&mut claimed.twin(elsewhere.path()), Duration::from_secs(60));
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("node id 1 is registered by another live broker process"),
+        "{stderr}"
+    );
+    assert!(claimed.wait_ready(Duration::from_secs(1)));
+    assert!(wait_status(&cluster, 0, Duration::from_secs(5), |s| {
+        s["brokers"][1]["fenced"] == false
+    }));
+
     create_topic(&cluster.brokers[0].bootstrap(), "before", 3);
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap())
@@ -382,6 +409,38 @@ fn a_survivor_creates_a_topic_within_10s_of_the_controller_being_sigkilled() {
     member
         .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
         .unwrap();
+    drop(member);
+
+    // Cut off from a majority of the voters (two of three SIGSTOPped), a broker stops reporting
+    // ready within the session timeout, whether it is the controller (which still believes it
+    // leads) or not; it is ready again once they return.
+    let controller = usize::try_from(cluster.controller(Duration::from_secs(10)).unwrap()).unwrap();
+    let follower = (controller + 1) % 3;
+    for (alone, stopped) in [
+        (controller, [follower, (controller + 2) % 3]),
+        (follower, [controller, (controller + 2) % 3]),
+    ] {
+        for index in stopped {
+            cluster.brokers[index].signal("STOP");
+        }
+        let broker = &cluster.brokers[alone];
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while fjord_tests::admin_get(&broker.admin(), "/readyz")
+            .is_some_and(|(code, _)| code == 200)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "broker {alone} stayed ready alone"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let status = broker.status().unwrap();
+        assert_eq!(status["caught_up"], false, "{status}");
+        for index in stopped {
+            cluster.brokers[index].signal("CONT");
+        }
+        assert!(broker.wait_ready(Duration::from_secs(30)), "broker {alone}");
+    }
 }
 
 /// Counts the records whose delivery failed.
@@ -471,6 +530,18 @@ fn five_brokers_keep_working_through_a_restart_and_the_loss_of_three() {
     cluster.brokers[4].signal("TERM");
     cluster.brokers[4].wait_exit(Duration::from_secs(30));
     let down_at = progress.load(Ordering::Relaxed);
+    // It stopped through a controlled shutdown, not by missing heartbeats: the controller holds
+    // it shut down and leading nothing (its partition of "five" has no leader until it returns).
+    let controller = usize::try_from(cluster.controller(Duration::from_secs(10)).unwrap()).unwrap();
+    assert!(
+        wait_status(&cluster, controller, Duration::from_secs(2), |s| {
+            s["brokers"][4]["shut_down"] == true
+                && s["brokers"][4]["fenced"] == true
+                && s["leaders_per_broker"]["4"] == 0
+        }),
+        "{:?}",
+        cluster.brokers[controller].status()
+    );
     std::thread::sleep(Duration::from_millis(500));
     // The fault landed: records for broker 4's partition were sent while it was down.
     let sent_while_down = progress.load(Ordering::Relaxed) - down_at;

@@ -4,22 +4,48 @@
 //! epochs it was computed from, so a decision made on an image that has moved on is refused when
 //! applied, not applied twice.
 //!
-//! Leaders are chosen from the ISR only (no unclean election): a partition whose in-sync replicas
-//! are all fenced has no leader (-1) until one of them is heard from again, and then it leads in a
-//! new leader epoch. A fenced broker leaves the ISR unless it is the last member (Kafka keeps the
-//! last one, so the partition knows whose return brings its data back).
+//! Leaders are chosen from the ISR only: a partition whose in-sync replicas are all fenced has no
+//! leader (-1) until one of them is heard from again, and then it leads in a new leader epoch,
+//! unless the topic sets `unclean.leader.election.enable` (then a replica out of sync leads, and
+//! is the whole ISR). A fenced broker leaves the ISR unless it is the last member (Kafka keeps the
+//! last one, so the partition knows whose return brings its data back). A broker in controlled
+//! shutdown leads nothing. With `auto.leader.rebalance.enable`, a partition's preferred replica
+//! (its first) leads again once it is usable and in sync.
 
 use std::collections::BTreeSet;
 
-use super::{MetadataImage, MetadataRecord};
+use super::{MetadataImage, MetadataRecord, PartitionImage};
+
+/// The controller's election settings (broker flags of the controller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Hand leadership back to a partition's preferred replica (the first) once it is usable
+    /// and in sync again (`auto.leader.rebalance.enable`).
+    pub auto_leader_rebalance: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            auto_leader_rebalance: true,
+        }
+    }
+}
 
 /// The changes the controller makes now, given the brokers `alive` (heard from within the session
 /// timeout). Each is applied on its own: one refused as stale does not hold back the others.
-pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>) -> Vec<MetadataRecord> {
+pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>, policy: Policy) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
+    // The brokers that may lead once these changes apply: heard from, and not stopping.
+    let usable: BTreeSet<i32> = image
+        .brokers
+        .values()
+        .filter(|b| alive.contains(&b.id) && !b.shut_down)
+        .map(|b| b.id)
+        .collect();
     for broker in image.brokers.values() {
-        let heard = alive.contains(&broker.id);
-        if broker.fenced == heard {
+        let heard = usable.contains(&broker.id);
+        if broker.fenced == heard && !broker.shut_down {
             records.push(if heard {
                 MetadataRecord::UnfenceBroker {
                     id: broker.id,
@@ -33,36 +59,10 @@ pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>) -> Vec<MetadataRecor
             });
         }
     }
-    // The brokers that may lead once these changes apply.
-    let usable: BTreeSet<i32> = image
-        .brokers
-        .keys()
-        .copied()
-        .filter(|id| alive.contains(id))
-        .collect();
     for topic in image.topics.values() {
+        let unclean = super::topic_config::unclean_leader_election(&topic.configs);
         for (index, partition) in (0..).zip(&topic.partitions) {
-            let mut isr: Vec<i32> = partition
-                .isr
-                .iter()
-                .copied()
-                .filter(|id| usable.contains(id))
-                .collect();
-            if isr.is_empty() {
-                // The last in-sync replica stays in the ISR while it is away.
-                isr.clone_from(&partition.isr);
-            }
-            let leader = if usable.contains(&partition.leader) {
-                partition.leader
-            } else {
-                // The preferred order (replicas) among the in-sync replicas that may lead.
-                partition
-                    .replicas
-                    .iter()
-                    .copied()
-                    .find(|id| usable.contains(id) && partition.isr.contains(id))
-                    .unwrap_or(-1)
-            };
+            let (leader, isr) = elect(partition, &usable, unclean, policy);
             if leader != partition.leader || isr != partition.isr {
                 records.push(MetadataRecord::ChangePartition {
                     topic: topic.name.clone(),
@@ -76,6 +76,56 @@ pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>) -> Vec<MetadataRecor
         }
     }
     records
+}
+
+/// One partition's leader and ISR, given the brokers that may lead.
+fn elect(
+    partition: &PartitionImage,
+    usable: &BTreeSet<i32>,
+    unclean: bool,
+    policy: Policy,
+) -> (i32, Vec<i32>) {
+    let mut isr: Vec<i32> = partition
+        .isr
+        .iter()
+        .copied()
+        .filter(|id| usable.contains(id))
+        .collect();
+    // The preferred order (replicas) among the in-sync replicas that may lead.
+    let in_sync = partition
+        .replicas
+        .iter()
+        .copied()
+        .find(|id| usable.contains(id) && partition.isr.contains(id));
+    let preferred = partition
+        .replicas
+        .first()
+        .copied()
+        .filter(|id| usable.contains(id) && partition.isr.contains(id));
+    let leader = if usable.contains(&partition.leader) {
+        match preferred {
+            Some(preferred) if policy.auto_leader_rebalance => preferred,
+            _ => partition.leader,
+        }
+    } else if let Some(leader) = in_sync {
+        leader
+    } else if let Some(leader) = partition
+        .replicas
+        .iter()
+        .copied()
+        .find(|id| unclean && usable.contains(id))
+    {
+        // Unclean: a replica out of sync leads, and is the whole ISR.
+        isr = vec![leader];
+        leader
+    } else {
+        -1
+    };
+    if isr.is_empty() {
+        // The last in-sync replica stays in the ISR while it is away.
+        isr.clone_from(&partition.isr);
+    }
+    (leader, isr)
 }
 
 #[cfg(test)]
@@ -95,6 +145,8 @@ mod tests {
                     fenced: false,
                     incarnation: uuid::Uuid::from_u128(1),
                     epoch: 0,
+                    shut_down: false,
+                    replaces: None,
                 }))
                 .unwrap();
             image.offset += 1;
@@ -113,6 +165,10 @@ mod tests {
         image
     }
 
+    fn decide_default(image: &MetadataImage, alive: &BTreeSet<i32>) -> Vec<MetadataRecord> {
+        decide(image, alive, Policy::default())
+    }
+
     fn apply_all(image: &mut MetadataImage, records: &[MetadataRecord]) {
         for record in records {
             image.apply(record).unwrap();
@@ -122,7 +178,7 @@ mod tests {
     #[test]
     fn nothing_changes_while_every_broker_is_heard() {
         let image = image(&[1, 2, 3], &[&[1, 2, 3], &[2]]);
-        assert!(decide(&image, &BTreeSet::from([1, 2, 3])).is_empty());
+        assert!(decide_default(&image, &BTreeSet::from([1, 2, 3])).is_empty());
     }
 
     /// A single-replica partition goes offline with its broker and returns, in a new leader
@@ -130,19 +186,60 @@ mod tests {
     #[test]
     fn a_lost_broker_is_fenced_and_its_partitions_wait_for_it() {
         let mut image = image(&[1, 2], &[&[2], &[1]]);
-        let records = decide(&image, &BTreeSet::from([1]));
+        let records = decide_default(&image, &BTreeSet::from([1]));
         apply_all(&mut image, &records);
         assert!(image.brokers[&2].fenced);
         let lost = image.topic("t").unwrap().partition(0).unwrap().clone();
         assert_eq!((lost.leader, lost.leader_epoch, lost.isr), (-1, 1, vec![2]));
         assert_eq!(image.partition_summary(1).offline, 1);
-        assert!(decide(&image, &BTreeSet::from([1])).is_empty(), "settled");
+        assert!(
+            decide_default(&image, &BTreeSet::from([1])).is_empty(),
+            "settled"
+        );
 
-        let records = decide(&image, &BTreeSet::from([1, 2]));
+        let records = decide_default(&image, &BTreeSet::from([1, 2]));
         apply_all(&mut image, &records);
         assert!(!image.brokers[&2].fenced);
         let back = image.topic("t").unwrap().partition(0).unwrap();
         assert_eq!((back.leader, back.leader_epoch), (2, 2));
+    }
+
+    /// A broker in controlled shutdown leads nothing from the next decision on, though it is
+    /// still heard from, and stays fenced until it registers again.
+    #[test]
+    fn a_broker_shutting_down_hands_its_leaderships_away() {
+        let mut image = image(&[1, 2], &[&[2, 1], &[2]]);
+        let epoch = image.brokers[&2].epoch;
+        image
+            .apply(&MetadataRecord::ShutDownBroker { id: 2, epoch })
+            .unwrap();
+        let both = BTreeSet::from([1, 2]);
+        let records = decide_default(&image, &both);
+        apply_all(&mut image, &records);
+        let topic = image.topic("t").unwrap();
+        let moved = topic.partition(0).unwrap();
+        assert_eq!((moved.leader, moved.isr.as_slice()), (1, &[1][..]));
+        let alone = topic.partition(1).unwrap();
+        assert_eq!((alone.leader, alone.isr.as_slice()), (-1, &[2][..]));
+        assert!(image.brokers[&2].fenced);
+        assert!(
+            decide_default(&image, &both).is_empty(),
+            "heartbeats do not unfence it"
+        );
+        assert!(matches!(
+            image.apply(&MetadataRecord::UnfenceBroker { id: 2, epoch }),
+            Err(crate::cluster::ApplyError::Stale(_))
+        ));
+
+        let mut registration = image.brokers[&2].clone();
+        registration.fenced = false;
+        image.offset += 1;
+        image
+            .apply(&MetadataRecord::RegisterBroker(registration))
+            .unwrap();
+        let records = decide_default(&image, &both);
+        apply_all(&mut image, &records);
+        assert_eq!(image.topic("t").unwrap().partition(1).unwrap().leader, 2);
     }
 
     /// With several replicas, leadership moves to the next in-sync replica in preference order,
@@ -154,7 +251,7 @@ mod tests {
             let topic = std::sync::Arc::make_mut(image.topics.get_mut("t").unwrap());
             topic.partitions[0].isr = vec![1, 3];
         }
-        let records = decide(&image, &BTreeSet::from([2, 3]));
+        let records = decide_default(&image, &BTreeSet::from([2, 3]));
         apply_all(&mut image, &records);
         let partition = image.topic("t").unwrap().partition(0).unwrap();
         assert_eq!(partition.leader, 3, "2 is not in sync: never elected");
@@ -162,12 +259,63 @@ mod tests {
         assert_eq!(partition.leader_epoch, 1);
     }
 
+    /// A preferred replica back in the ISR leads again (unless rebalancing is off); leadership
+    /// never moves to a replica out of sync.
+    #[test]
+    fn preferred_leaders_are_restored_from_the_isr() {
+        let mut image = image(&[1, 2, 3], &[&[1, 2, 3], &[1, 2, 3]]);
+        {
+            let topic = std::sync::Arc::make_mut(image.topics.get_mut("t").unwrap());
+            topic.partitions[0].leader = 2;
+            topic.partitions[1].leader = 2;
+            topic.partitions[1].isr = vec![2, 3];
+        }
+        let all = BTreeSet::from([1, 2, 3]);
+        let off = Policy {
+            auto_leader_rebalance: false,
+        };
+        assert!(decide(&image, &all, off).is_empty());
+        let records = decide_default(&image, &all);
+        apply_all(&mut image, &records);
+        let topic = image.topic("t").unwrap();
+        assert_eq!(topic.partition(0).unwrap().leader, 1);
+        assert_eq!(topic.partition(0).unwrap().leader_epoch, 1);
+        assert_eq!(topic.partition(1).unwrap().leader, 2, "1 is out of sync");
+    }
+
+    /// With every in-sync replica lost, a replica out of sync leads only where the topic allows
+    /// an unclean election; it is then the whole ISR.
+    #[test]
+    fn an_unclean_election_needs_the_topic_to_allow_it() {
+        let mut image = image(&[1, 2], &[&[1, 2]]);
+        {
+            let topic = std::sync::Arc::make_mut(image.topics.get_mut("t").unwrap());
+            topic.partitions[0].isr = vec![1];
+        }
+        let records = decide_default(&image, &BTreeSet::from([2]));
+        let mut clean = image.clone();
+        apply_all(&mut clean, &records);
+        let partition = clean.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!((partition.leader, partition.isr.as_slice()), (-1, &[1][..]));
+
+        std::sync::Arc::make_mut(image.topics.get_mut("t").unwrap())
+            .configs
+            .insert(
+                "unclean.leader.election.enable".to_owned(),
+                "true".to_owned(),
+            );
+        let records = decide_default(&image, &BTreeSet::from([2]));
+        apply_all(&mut image, &records);
+        let partition = image.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!((partition.leader, partition.isr.as_slice()), (2, &[2][..]));
+    }
+
     /// A decision applied twice (a retried write that had been committed) changes nothing the
     /// second time: a partition change is refused as stale, a fence is already in place.
     #[test]
     fn decisions_applied_twice_change_nothing() {
         let mut image = image(&[1, 2], &[&[2]]);
-        let records = decide(&image, &BTreeSet::from([1]));
+        let records = decide_default(&image, &BTreeSet::from([1]));
         apply_all(&mut image, &records);
         for record in &records {
             let mut again = image.clone();

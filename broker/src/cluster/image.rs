@@ -31,6 +31,15 @@ pub struct BrokerRegistration {
     /// registration, so a later one of the same broker is told from an earlier one.
     #[serde(default)]
     pub epoch: u64,
+    /// Stopped through a controlled shutdown: fenced, and not unfenced by its heartbeats, until
+    /// it registers again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shut_down: bool,
+    /// The incarnation this one follows on the same data directory. The directory is locked
+    /// while a process uses it, so that incarnation has stopped and its registration may be
+    /// replaced at once; otherwise a live registration of the same id refuses this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<Uuid>,
 }
 
 /// One partition's replicas and leadership.
@@ -122,6 +131,16 @@ pub enum ApplyError {
     /// the same broker or partition came first): refused, the controller decides again.
     #[error("stale change: {0}")]
     Stale(String),
+    /// A registration refused by the controller: another live process holds the node id.
+    #[error(
+        "node id {id} is registered by another live broker process (incarnation {incarnation}, \
+         Kafka endpoint {endpoint}); a second process may not claim it"
+    )]
+    DuplicateBroker {
+        id: i32,
+        incarnation: Uuid,
+        endpoint: String,
+    },
 }
 
 /// One change of the cluster metadata.
@@ -171,6 +190,12 @@ pub enum MetadataRecord {
     /// The controller hears from a fenced broker again. Applies only to the registration of
     /// `epoch`.
     UnfenceBroker {
+        id: i32,
+        epoch: u64,
+    },
+    /// The broker of registration `epoch` is stopping (a controlled shutdown): it is fenced at
+    /// once and the controller moves its leaderships away.
+    ShutDownBroker {
         id: i32,
         epoch: u64,
     },
@@ -248,6 +273,7 @@ impl MetadataImage {
                     registration.id,
                     BrokerRegistration {
                         epoch,
+                        shut_down: false,
                         ..registration.clone()
                     },
                 );
@@ -292,17 +318,22 @@ impl MetadataImage {
             MetadataRecord::AllocateProducerIds { count } => {
                 self.next_producer_id = self.next_producer_id.saturating_add(*count);
             }
-            MetadataRecord::FenceBroker { id, epoch }
-            | MetadataRecord::UnfenceBroker { id, epoch } => {
-                let fence = matches!(record, MetadataRecord::FenceBroker { .. });
-                let broker = self
-                    .brokers
-                    .get_mut(id)
-                    .filter(|b| b.epoch == *epoch)
-                    .ok_or_else(|| {
-                        ApplyError::Stale(format!("broker {id} is not registered at epoch {epoch}"))
-                    })?;
-                broker.fenced = fence;
+            MetadataRecord::FenceBroker { id, epoch } => {
+                self.registration_mut(*id, *epoch)?.fenced = true;
+            }
+            MetadataRecord::UnfenceBroker { id, epoch } => {
+                let broker = self.registration_mut(*id, *epoch)?;
+                if broker.shut_down {
+                    return Err(ApplyError::Stale(format!(
+                        "broker {id} is shutting down at epoch {epoch}"
+                    )));
+                }
+                broker.fenced = false;
+            }
+            MetadataRecord::ShutDownBroker { id, epoch } => {
+                let broker = self.registration_mut(*id, *epoch)?;
+                broker.fenced = true;
+                broker.shut_down = true;
             }
             MetadataRecord::ChangePartition {
                 topic,
@@ -337,6 +368,21 @@ impl MetadataImage {
         Ok(())
     }
 
+    /// Broker `id` as registered at `epoch`: a change computed for an earlier registration is
+    /// stale.
+    fn registration_mut(
+        &mut self,
+        id: i32,
+        epoch: u64,
+    ) -> Result<&mut BrokerRegistration, ApplyError> {
+        self.brokers
+            .get_mut(&id)
+            .filter(|b| b.epoch == epoch)
+            .ok_or_else(|| {
+                ApplyError::Stale(format!("broker {id} is not registered at epoch {epoch}"))
+            })
+    }
+
     fn topic_mut(&mut self, name: &str) -> Result<&mut TopicImage, ApplyError> {
         self.topics
             .get_mut(name)
@@ -364,6 +410,8 @@ mod tests {
             fenced: false,
             incarnation: Uuid::from_u128(1),
             epoch: 0,
+            shut_down: false,
+            replaces: None,
         }
     }
 

@@ -8,6 +8,7 @@
 //! from it, and [`retire_single_node_file`] sets it aside once the quorum's snapshot holds it.
 
 pub mod controller;
+pub mod freshness;
 pub mod image;
 pub mod placement;
 pub mod topic_config;

@@ -8,6 +8,7 @@ use crate::record::{Compression, TimestampType};
 /// Kafka's config value types, as DescribeConfigs (v3+) reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigType {
+    Boolean = 1,
     String = 2,
     Int = 3,
     Long = 5,
@@ -124,6 +125,12 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "604800000",
         ConfigType::Long,
         "age at which a segment is rolled",
+    ),
+    spec(
+        "unclean.leader.election.enable",
+        "false",
+        ConfigType::Boolean,
+        "true: when every in-sync replica is lost, a replica out of sync may lead (records the ISR had and it lacks are lost); false: the partition waits for an in-sync replica",
     ),
 ];
 
@@ -304,6 +311,27 @@ fn parse_compression(key: &str, value: &str) -> Result<TopicCompression, ConfigE
     })
 }
 
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError::InvalidValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: "true or false",
+        }),
+    }
+}
+
+/// Whether topic configs `configs` allow an unclean leader election
+/// (`unclean.leader.election.enable`).
+pub fn unclean_leader_election(configs: &BTreeMap<String, String>) -> bool {
+    configs
+        .get("unclean.leader.election.enable")
+        .and_then(|value| parse_bool("unclean.leader.election.enable", value).ok())
+        .unwrap_or(false)
+}
+
 fn parse_min_insync_replicas(key: &str, value: &str) -> Result<i32, ConfigError> {
     let replicas = parse_long(key, value, 1, "a replica count >= 1")?;
     i32::try_from(replicas).map_err(|_| ConfigError::InvalidValue {
@@ -346,6 +374,9 @@ pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, Confi
             }
             "min.insync.replicas" => {
                 parse_min_insync_replicas(key, value)?;
+            }
+            "unclean.leader.election.enable" => {
+                parse_bool(key, value)?;
             }
             "cleanup.policy" => config.cleanup_policy = parse_cleanup_policy(key, value)?,
             "delete.retention.ms" => {

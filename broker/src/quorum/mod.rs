@@ -28,7 +28,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{ApplyError, MetadataError, MetadataImage, MetadataRecord};
+use crate::cluster::{
+    ApplyError, BrokerRegistration, MetadataError, MetadataImage, MetadataRecord,
+};
 
 /// One `id@host:port` entry of `--voters`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,6 +196,9 @@ pub struct QuorumConfig {
     pub voters: Vec<Voter>,
     /// The cluster id to form (or check) the cluster with; a new cluster picks one if unset.
     pub cluster_id: Option<String>,
+    /// A broker the controller has not heard from for this long is not alive
+    /// (`broker.session.timeout.ms`).
+    pub session_timeout: Duration,
 }
 
 /// The metadata quorum as one node sees it.
@@ -233,6 +238,12 @@ pub struct Quorum {
     state_machine: store::StateMachine,
     /// When the controller last heard from each broker (kept by whichever node leads).
     heartbeats: std::sync::Mutex<HashMap<i32, tokio::time::Instant>>,
+    session_timeout: Duration,
+    /// `--cluster-id`, named in calls until the metadata holds the cluster's id.
+    given_cluster_id: Option<String>,
+    /// Held from a registration's check to its commit, so two processes claiming one node id
+    /// are checked one after the other.
+    registering: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Quorum {
@@ -242,6 +253,17 @@ impl std::fmt::Debug for Quorum {
             .field("address", &self.address)
             .field("voters", &self.voters)
             .finish_non_exhaustive()
+    }
+}
+
+/// The cluster id a call carries: the metadata's, or before this node has it, the one it was
+/// given (so a broker started for another cluster is refused from its first call).
+fn envelope_cluster_id(published: &store::Published, given: Option<&str>) -> String {
+    let formed = published.image.load().cluster_id.clone();
+    if formed.is_empty() {
+        given.unwrap_or_default().to_owned()
+    } else {
+        formed
     }
 }
 
@@ -330,7 +352,10 @@ impl Quorum {
         let network_published = Arc::clone(&published);
         let network = rpc::Network {
             from: node_id,
-            cluster_id: Arc::new(move || network_published.image.load().cluster_id.clone()),
+            cluster_id: {
+                let given = config.cluster_id.clone();
+                Arc::new(move || envelope_cluster_id(&network_published, given.as_deref()))
+            },
         };
         let raft = Raft::new(
             node_id,
@@ -352,6 +377,9 @@ impl Quorum {
             peers: std::sync::Mutex::new(HashMap::new()),
             state_machine,
             heartbeats: std::sync::Mutex::new(HashMap::new()),
+            session_timeout: config.session_timeout,
+            given_cluster_id: config.cluster_id.clone(),
+            registering: tokio::sync::Mutex::new(()),
         });
         quorum.check_membership(&dir).await?;
 
@@ -492,7 +520,7 @@ impl Quorum {
             }
         };
         let envelope = rpc::Envelope {
-            cluster_id: self.image().cluster_id.clone(),
+            cluster_id: envelope_cluster_id(&self.published, self.given_cluster_id.as_deref()),
             from: self.node_id,
             body,
         };
@@ -596,20 +624,10 @@ impl Quorum {
                 Err(rpc::ProposeError::NotLeader {
                     leader: Some((_, address)),
                     ..
-                }) => match self
-                    .call(
-                        &address,
-                        rpc::Request::Propose(command.clone()),
-                        FORWARD_TIMEOUT,
-                    )
-                    .await
-                {
-                    Ok(rpc::Response::Propose(outcome)) => outcome,
-                    Ok(other) => Err(rpc::ProposeError::Unavailable(format!(
-                        "the leader answered {other:?}"
-                    ))),
-                    Err(error) => Err(rpc::ProposeError::Unavailable(error.to_string())),
-                },
+                }) => self.forward(&address, &command).await,
+                Err(rpc::ProposeError::NotLeader { leader: None, .. }) => {
+                    self.forward_to_voters(&command).await
+                }
                 outcome => outcome,
             };
             let error = match outcome {
@@ -620,6 +638,7 @@ impl Quorum {
                         Some(error) => Err(error.into()),
                     };
                 }
+                Err(rpc::ProposeError::Refused(error)) => return Err(error.into()),
                 Err(error) => error,
             };
             if tokio::time::Instant::now() + backoff > deadline {
@@ -629,6 +648,58 @@ impl Quorum {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
+    }
+
+    /// Forwards `command` to the node at `address`, taken to lead.
+    async fn forward(
+        &self,
+        address: &str,
+        command: &Command,
+    ) -> Result<rpc::Proposed, rpc::ProposeError> {
+        match self
+            .call(
+                address,
+                rpc::Request::Propose(command.clone()),
+                FORWARD_TIMEOUT,
+            )
+            .await
+        {
+            Ok(rpc::Response::Propose(outcome)) => outcome,
+            Ok(other) => Err(rpc::ProposeError::Unavailable(format!(
+                "the leader answered {other:?}"
+            ))),
+            Err(error) => Err(rpc::ProposeError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Forwards `command` while this node knows no leader (it has not been sent the log yet:
+    /// a member that is still joining, or a process its cluster does not know): to each other
+    /// voter in turn, and on to the leader one of them names.
+    async fn forward_to_voters(
+        &self,
+        command: &Command,
+    ) -> Result<rpc::Proposed, rpc::ProposeError> {
+        let own = [self.address.clone(), self.local_addr.to_string()];
+        let mut last = rpc::ProposeError::Unavailable("no other voter to ask".to_owned());
+        for (id, address) in &self.voters {
+            if *id == self.node_id || own.contains(address) {
+                continue;
+            }
+            match self.forward(address, command).await {
+                Err(rpc::ProposeError::NotLeader {
+                    leader: Some((_, leader)),
+                    ..
+                }) => return self.forward(&leader, command).await,
+                Err(
+                    error @ (rpc::ProposeError::NotLeader { .. }
+                    | rpc::ProposeError::Unavailable(_)),
+                ) => {
+                    last = error;
+                }
+                outcome => return outcome,
+            }
+        }
+        Err(last)
     }
 
     /// Commits `records` only if this node leads (the controller's own decisions: a node that
@@ -649,18 +720,81 @@ impl Quorum {
         }
     }
 
-    /// Commits `command` if this node leads.
+    /// Commits `command` if this node leads. A broker registration is refused while another
+    /// live process holds its node id.
     async fn write_here(&self, command: Command) -> Result<rpc::Proposed, rpc::ProposeError> {
+        let registrations: Vec<&BrokerRegistration> = command
+            .records
+            .iter()
+            .filter_map(|record| match record {
+                MetadataRecord::RegisterBroker(registration) => Some(registration),
+                _ => None,
+            })
+            .collect();
+        let _checked = if registrations.is_empty() {
+            None
+        } else {
+            let guard = self.registering.lock().await;
+            for registration in &registrations {
+                self.check_registration(registration)?;
+            }
+            Some(guard)
+        };
+        let registered: Vec<i32> = registrations.iter().map(|r| r.id).collect();
         match self.raft.client_write(command).await {
-            Ok(response) => Ok(rpc::Proposed {
-                index: response.log_id.index,
-                result: response.data,
-            }),
+            Ok(response) => {
+                // A new registration counts as hearing from its broker.
+                for id in registered {
+                    self.heard_from(id);
+                }
+                Ok(rpc::Proposed {
+                    index: response.log_id.index,
+                    result: response.data,
+                })
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(self.not_leader(forward))
             }
             Err(error) => Err(rpc::ProposeError::Unavailable(error.to_string())),
         }
+    }
+
+    /// Refuses `registration` (on the leader) if its node id is registered by another process
+    /// that is not fenced and has been heard from within the session timeout (or not yet
+    /// looked for since this node began to lead). A process restarted on the same data
+    /// directory names the incarnation it replaces and is taken at once.
+    fn check_registration(
+        &self,
+        registration: &BrokerRegistration,
+    ) -> Result<(), rpc::ProposeError> {
+        if self.leader() != i32::try_from(self.node_id).ok() {
+            return Ok(());
+        }
+        let image = self.image();
+        let Some(existing) = image.brokers.get(&registration.id) else {
+            return Ok(());
+        };
+        if existing.fenced
+            || existing.incarnation == registration.incarnation
+            || registration.replaces == Some(existing.incarnation)
+        {
+            return Ok(());
+        }
+        let heard = self
+            .heartbeats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&registration.id)
+            .copied();
+        let live = heard.is_none_or(|at| at.elapsed() < self.session_timeout);
+        if !live {
+            return Ok(());
+        }
+        Err(rpc::ProposeError::Refused(ApplyError::DuplicateBroker {
+            id: existing.id,
+            incarnation: existing.incarnation,
+            endpoint: format!("{}:{}", existing.host, existing.port),
+        }))
     }
 
     /// The answer of a node that does not lead: where the leader is, if it knows.
@@ -690,16 +824,17 @@ impl Quorum {
         }
     }
 
-    /// Tells the controller, wherever it is, that broker `node_id` is alive (waiting at most
-    /// `timeout` for its answer).
+    /// Tells the controller, wherever it is, that broker `node_id` (the process of registration
+    /// `incarnation`) is alive, waiting at most `timeout` for its answer: how far the controller
+    /// has applied the metadata log.
     pub async fn heartbeat(
         &self,
         node_id: i32,
+        incarnation: uuid::Uuid,
         timeout: Duration,
-    ) -> Result<(), rpc::ProposeError> {
+    ) -> Result<u64, rpc::ProposeError> {
         if self.leader() == i32::try_from(self.node_id).ok() {
-            self.heard_from(node_id);
-            return Ok(());
+            return self.take_heartbeat(node_id, incarnation);
         }
         let leader = self.raft.metrics().borrow().current_leader;
         let address = leader.and_then(|id| {
@@ -716,13 +851,48 @@ impl Quorum {
         };
         let request = rpc::Request::Heartbeat {
             node_id: raft_id(node_id),
+            incarnation,
         };
         match self.call(&address, request, timeout).await {
-            Ok(rpc::Response::Heartbeat(result)) => result,
+            Ok(rpc::Response::Heartbeat(result)) => result.map(|answer| answer.applied),
             Ok(other) => Err(rpc::ProposeError::Unavailable(format!(
                 "the leader answered {other:?}"
             ))),
             Err(error) => Err(rpc::ProposeError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// A heartbeat reaching this node: counted if this node leads and `incarnation` is the
+    /// broker's registration (a process whose registration was refused or replaced keeps
+    /// nothing alive).
+    fn take_heartbeat(
+        &self,
+        node_id: i32,
+        incarnation: uuid::Uuid,
+    ) -> Result<u64, rpc::ProposeError> {
+        if self.leader() != i32::try_from(self.node_id).ok() {
+            return Err(rpc::ProposeError::NotLeader {
+                node_id: self.node_id,
+                leader: None,
+            });
+        }
+        // A leader cut off from the other voters still believes it leads; what it has applied
+        // is no evidence of being current once a majority has not answered it for a session.
+        let acked = self.raft.metrics().borrow().millis_since_quorum_ack;
+        if acked.is_none_or(|ms| u128::from(ms) >= self.session_timeout.as_millis()) {
+            return Err(rpc::ProposeError::Unavailable(format!(
+                "the controller has not heard from a majority of the voters (last: {acked:?} ms ago)"
+            )));
+        }
+        let image = self.image();
+        match image.brokers.get(&node_id) {
+            Some(registration) if registration.incarnation == incarnation => {
+                self.heard_from(node_id);
+                Ok(*self.published.applied.borrow())
+            }
+            _ => Err(rpc::ProposeError::Refused(ApplyError::Stale(format!(
+                "broker {node_id} is not registered as incarnation {incarnation}"
+            )))),
         }
     }
 
@@ -822,17 +992,13 @@ impl rpc::Serve for Quorum {
             rpc::Request::Propose(command) => {
                 rpc::Response::Propose(self.write_here(command).await)
             }
-            rpc::Request::Heartbeat { node_id } => {
-                rpc::Response::Heartbeat(if self.leader() == i32::try_from(self.node_id).ok() {
-                    self.heard_from(i32::try_from(node_id).unwrap_or(i32::MAX));
-                    Ok(())
-                } else {
-                    Err(rpc::ProposeError::NotLeader {
-                        node_id: self.node_id,
-                        leader: None,
-                    })
-                })
-            }
+            rpc::Request::Heartbeat {
+                node_id,
+                incarnation,
+            } => rpc::Response::Heartbeat(
+                self.take_heartbeat(i32::try_from(node_id).unwrap_or(i32::MAX), incarnation)
+                    .map(|applied| rpc::HeartbeatAnswer { applied }),
+            ),
             rpc::Request::Join { node_id, address } => {
                 if self.voters.contains_key(&node_id) {
                     return rpc::Response::Join(Err(rpc::ProposeError::Unavailable(format!(
@@ -917,6 +1083,7 @@ mod tests {
             advertise: None,
             voters,
             cluster_id: None,
+            session_timeout: Duration::from_secs(9),
         }
     }
 

@@ -61,9 +61,10 @@ pub enum Request {
         node_id: NodeId,
         address: String,
     },
-    /// A broker tells the controller it is alive.
+    /// A broker tells the controller it is alive: the process of registration `incarnation`.
     Heartbeat {
         node_id: NodeId,
+        incarnation: uuid::Uuid,
     },
 }
 
@@ -77,6 +78,16 @@ pub enum ProposeError {
     },
     #[error("the metadata quorum is unavailable: {0}")]
     Unavailable(String),
+    /// The controller will not take it (not retried).
+    #[error(transparent)]
+    Refused(crate::cluster::ApplyError),
+}
+
+/// The controller's answer to a heartbeat: how far it has applied the metadata log, which the
+/// broker measures its own lag against.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct HeartbeatAnswer {
+    pub applied: u64,
 }
 
 /// A change committed at `index` of the metadata log, with what applying it gave.
@@ -96,7 +107,7 @@ pub enum Response {
     ),
     Propose(Result<Proposed, ProposeError>),
     Join(Result<(), ProposeError>),
-    Heartbeat(Result<(), ProposeError>),
+    Heartbeat(Result<HeartbeatAnswer, ProposeError>),
 }
 
 /// Decodes a request as the listener does (the fuzz target's entry point).
