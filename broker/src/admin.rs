@@ -1,4 +1,4 @@
-//! The HTTP admin endpoint: `/livez` (the process serves), `/readyz` (logs recovered, Kafka
+//! The HTTP admin endpoint, served from before the broker is open: `/livez` (the process serves), `/readyz` (logs recovered, Kafka
 //! listener up, not shutting down, metadata current: see [`crate::cluster::freshness`]),
 //! `/metrics` (Prometheus text) and `/v1/status` (JSON for the operator: the controller, the
 //! brokers, partitions, this broker's metadata offset and lag, whether it is caught up).
@@ -19,9 +19,34 @@ use tokio_util::task::TaskTracker;
 
 use crate::broker::Broker;
 
-/// Serves the admin endpoint until `shutdown`.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
-    serve_http(listener, shutdown, move |request| respond(&broker, request)).await;
+/// Serves the admin endpoint until `shutdown`, from before the broker is open: while `broker` is
+/// unset (recovering logs, joining the cluster) `/livez` answers and everything else is 503, so
+/// a broker waiting for the quorum to form is not taken for a dead one.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<std::sync::OnceLock<Arc<Broker>>>,
+    shutdown: CancellationToken,
+) {
+    serve_http(listener, shutdown, move |request| match broker.get() {
+        Some(broker) => respond(broker, request),
+        None => starting(request),
+    })
+    .await;
+}
+
+/// The answers of a broker that is not open yet.
+fn starting(request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, body) = match request.uri().path() {
+        "/livez" => (StatusCode::OK, "ok\n"),
+        "/readyz" | "/metrics" | "/v1/status" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: recovering logs or joining the cluster\n",
+        ),
+        _ => (StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
 }
 
 /// A small HTTP/1 server: one task per connection, every request answered by `respond`, until

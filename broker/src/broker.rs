@@ -1,6 +1,7 @@
 //! The broker's shared state: its configuration, the cluster metadata and the registry of the
-//! partitions it hosts. Handlers get an `Arc<Broker>`. A change of topics is committed to the
-//! metadata, then applied to the registry before the request that made it is answered.
+//! partitions it hosts. Handlers see it through a per-request [`crate::handler::Context`]. A change
+//! of topics is committed to the metadata, then applied to the registry before the request that
+//! made it is answered.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -12,9 +13,9 @@ use crate::cluster::freshness::Freshness;
 use crate::cluster::placement::{self, AssignmentError};
 use crate::cluster::{
     self, ApplyError, BrokerRegistration, ConfigError, MetadataError, MetadataImage,
-    MetadataRecord, PartitionImage, ProduceConfig, TopicImage,
+    MetadataRecord, PartitionImage, TopicImage,
 };
-use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, GroupError, OFFSETS_TOPIC};
+use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, OFFSETS_TOPIC};
 use crate::log::{Clock, SystemClock};
 use crate::metrics::{ClusterSample, GroupOffsetSample, Metrics, PartitionSample};
 use crate::partition::PartitionHandle;
@@ -452,37 +453,10 @@ impl Broker {
         self.coordinator.get()
     }
 
-    /// The coordinator of `group` if this broker coordinates it (it leads the group's
-    /// `__consumer_offsets` partition now, and hosts it): NOT_COORDINATOR otherwise.
-    pub fn coordinator_for(&self, group: &str) -> Result<&CoordinatorHandle, GroupError> {
-        let coordinator = self
-            .coordinator
-            .get()
-            .ok_or(GroupError::CoordinatorNotAvailable)?;
-        let leads = self
-            .coordinator_node(group)
-            .is_some_and(|node| node.id == self.node_id());
-        if leads && coordinator.coordinates(group) {
-            Ok(coordinator)
-        } else {
-            Err(GroupError::NotCoordinator)
-        }
-    }
-
     /// The controller as clients are told it: the metadata quorum's leader, or this broker while
     /// none is known (admin requests may go to any broker: they are forwarded).
     pub fn controller_id(&self) -> i32 {
         self.quorum.leader().unwrap_or_else(|| self.node_id())
-    }
-
-    /// The broker that coordinates `group` (the leader of its `__consumer_offsets` partition),
-    /// if it has one.
-    pub fn coordinator_node(&self, group: &str) -> Option<BrokerRegistration> {
-        let image = self.quorum.image();
-        let topic = image.topic(OFFSETS_TOPIC)?;
-        let partition = coordinator::partition_for(group, topic.partition_count());
-        let leader = topic.partition(partition)?.leader;
-        image.unfenced_brokers().find(|b| b.id == leader).cloned()
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -619,21 +593,6 @@ impl Broker {
         self.quorum.image().topic(name).cloned()
     }
 
-    /// The produce settings (`min.insync.replicas`, `compression.type`) of topic `name`.
-    pub fn produce_config(&self, name: &str) -> Option<ProduceConfig> {
-        self.quorum.image().produce_config(name)
-    }
-
-    /// How many replicas of a partition are in sync, as the metadata records its ISR (0 for a
-    /// partition the metadata does not know).
-    pub fn in_sync_replicas(&self, topic: &str, partition: i32) -> i32 {
-        self.quorum
-            .image()
-            .topic(topic)
-            .and_then(|t| t.partition(partition))
-            .map_or(0, |p| i32::try_from(p.isr.len()).unwrap_or(i32::MAX))
-    }
-
     pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionHandle> {
         self.registry.partition(topic, partition)
     }
@@ -732,6 +691,7 @@ impl Broker {
             .quorum
             .propose(vec![MetadataRecord::DeleteTopic {
                 name: name.to_owned(),
+                id: Some(topic.id),
             }])
             .await?;
         self.apply_committed(image).await;
@@ -792,29 +752,44 @@ impl Broker {
         Ok(())
     }
 
-    /// Replaces a topic's config overrides with `configs` (validated first), persists them and
-    /// applies them to its partitions. `validate_only`: checks only.
+    /// Changes a topic's config overrides to what `change` makes of the current ones (validated
+    /// first), commits them and applies them to its partitions. `validate_only`: checks only.
+    /// The change is conditional on the overrides it was computed from; if another change came
+    /// first, it is computed again from the new ones (a few times, then the client is told).
     pub async fn alter_topic_configs(
         &self,
         name: &str,
-        configs: BTreeMap<String, String>,
+        change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ConfigError>,
         validate_only: bool,
     ) -> Result<(), AlterConfigsError> {
-        if self.topic(name).is_none() {
-            return Err(AlterConfigsError::UnknownTopic(name.to_owned()));
+        let mut attempts = 0;
+        loop {
+            let topic = self
+                .topic(name)
+                .ok_or_else(|| AlterConfigsError::UnknownTopic(name.to_owned()))?;
+            let configs = change(&topic.configs)?;
+            cluster::log_config(&configs)?;
+            if validate_only {
+                return Ok(());
+            }
+            let record = MetadataRecord::SetTopicConfigs {
+                name: name.to_owned(),
+                configs,
+                from: Some((topic.id, topic.configs.clone())),
+            };
+            match self.commit_topic_change(name, record).await {
+                Ok((image, topic)) => {
+                    self.apply_committed(image).await;
+                    tracing::info!(topic = name, configs = ?topic.configs, "changed topic configs");
+                    return Ok(());
+                }
+                Err(MetadataError::Apply(ApplyError::Stale(reason))) if attempts < 5 => {
+                    tracing::debug!(%reason, "topic configs changed meanwhile; computing again");
+                    attempts += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
         }
-        cluster::log_config(&configs)?;
-        if validate_only {
-            return Ok(());
-        }
-        let record = MetadataRecord::SetTopicConfigs {
-            name: name.to_owned(),
-            configs,
-        };
-        let (image, topic) = self.commit_topic_change(name, record).await?;
-        self.apply_committed(image).await;
-        tracing::info!(topic = name, configs = ?topic.configs, "changed topic configs");
-        Ok(())
     }
 
     /// Commits `record`, a change of topic `name`, and returns the new image with the topic as
@@ -1061,10 +1036,23 @@ async fn run_controller(
     // The registration epoch seen for each broker: a new registration counts as hearing from
     // its broker, so it is never fenced before its first heartbeat arrives.
     let mut registrations: std::collections::HashMap<i32, u64> = std::collections::HashMap::new();
+    let mut last_tick = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
+        }
+        // A controller that did not run for a while (its process paused, its machine starved)
+        // heard nothing meanwhile, through no fault of the brokers: it counts their sessions
+        // again from now, as a controller that has just taken over does.
+        let gap = last_tick.elapsed();
+        last_tick = tokio::time::Instant::now();
+        if gap > session_timeout / 2 && leading_since.is_some() {
+            tracing::warn!(
+                gap_ms = gap.as_millis(),
+                "the controller did not run for a while; counting broker sessions from now"
+            );
+            leading_since = None;
         }
         let image = quorum.image();
         for broker in image.brokers.values() {
@@ -1083,6 +1071,9 @@ async fn run_controller(
                 Ok(_) => tracing::info!(change = described, "controller decision committed"),
                 Err(MetadataError::Apply(ApplyError::Stale(reason))) => {
                     tracing::debug!(%reason, "controller decision was stale");
+                }
+                Err(error) if quorum.alive(session_timeout, since).is_none() => {
+                    tracing::debug!(%error, change = described, "no longer the controller");
                 }
                 Err(error) => {
                     tracing::warn!(%error, change = described, "controller decision failed");

@@ -6,7 +6,8 @@
 //! TCP bytes -> server (frames, one task per connection)
 //!           -> protocol::decode_request (kafka-protocol, version table)
 //!           -> handler::start (in request order) -> handler::<api>
-//!           -> broker (metadata image, partition handles)
+//!           -> handler::Context (the request's metadata image, partition handles, writes
+//!              through the broker to the metadata quorum)
 //!              group APIs -> coordinator (one actor, group state machines)
 //!                            -> __consumer_offsets partitions (commits, group metadata)
 //!           -> partition::PartitionHandle (one actor per partition: append + group commit,
@@ -105,12 +106,20 @@ pub async fn start(
             addr: config.admin_listen,
             source,
         })?;
-    let broker = Broker::open(config, kafka_addr, shutdown.clone()).await?;
+    let opened = Arc::new(std::sync::OnceLock::new());
     let admin = tokio::spawn(admin::serve(
         admin_listener,
-        Arc::clone(&broker),
+        Arc::clone(&opened),
         shutdown.clone(),
     ));
+    let broker = match Broker::open(config, kafka_addr, shutdown.clone()).await {
+        Ok(broker) => broker,
+        Err(error) => {
+            shutdown.cancel();
+            return Err(error.into());
+        }
+    };
+    let _ = opened.set(Arc::clone(&broker));
     let server = tokio::spawn(server::serve(
         listener,
         Arc::clone(&broker),

@@ -415,6 +415,22 @@ impl ClusterProcesses {
     /// Starts one broker per entry of `racks` (node ids 0, 1, ...), the first `voters` of them
     /// voters, with `extra` flags each, and waits until every one is ready.
     pub fn start(racks: &[&str], voters: usize, extra: &[&str]) -> Self {
+        let mut cluster = Self::prepare(racks, voters, extra);
+        for broker in &mut cluster.brokers {
+            broker.start();
+        }
+        for broker in &cluster.brokers {
+            assert!(
+                broker.wait_ready(std::time::Duration::from_secs(60)),
+                "broker {} did not become ready",
+                broker.node_id
+            );
+        }
+        cluster
+    }
+
+    /// [`ClusterProcesses::start`] without starting any broker: the test starts them.
+    pub fn prepare(racks: &[&str], voters: usize, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<[u16; 3]> = racks
             .iter()
@@ -427,7 +443,7 @@ impl ClusterProcesses {
             .map(|(id, [_, _, cluster])| format!("{id}@127.0.0.1:{cluster}"))
             .collect::<Vec<_>>()
             .join(",");
-        let mut brokers: Vec<ClusterBroker> = (0..)
+        let brokers: Vec<ClusterBroker> = (0..)
             .zip(racks.iter().zip(&ports))
             .map(|(node_id, (rack, [kafka, admin, cluster]))| {
                 let data_dir = dir.path().join(format!("broker-{node_id}"));
@@ -463,16 +479,6 @@ impl ClusterProcesses {
                 }
             })
             .collect();
-        for broker in &mut brokers {
-            broker.start();
-        }
-        for broker in &brokers {
-            assert!(
-                broker.wait_ready(std::time::Duration::from_secs(60)),
-                "broker {} did not become ready",
-                broker.node_id
-            );
-        }
         Self { brokers, _dir: dir }
     }
 

@@ -443,6 +443,38 @@ fn a_survivor_creates_a_topic_within_10s_of_the_controller_being_sigkilled() {
     }
 }
 
+/// A voter started while the quorum has no majority is alive (`/livez`) but not ready (`/readyz`
+/// 503) however long it waits, and reports ready once the other voters start.
+#[test]
+fn a_voter_without_a_majority_is_alive_but_not_ready() {
+    let mut cluster = ClusterProcesses::prepare(&["a", "b", "c"], 3, &[]);
+    cluster.brokers[0].start();
+    let admin = cluster.brokers[0].admin();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fjord_tests::admin_get(&admin, "/livez").is_none() {
+        assert!(Instant::now() < deadline, "/livez never answered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for _ in 0..20 {
+        assert_eq!(
+            fjord_tests::admin_get(&admin, "/livez").map(|(code, _)| code),
+            Some(200)
+        );
+        let (code, body) = fjord_tests::admin_get(&admin, "/readyz").unwrap();
+        assert_eq!(code, 503, "{body}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    cluster.brokers[1].start();
+    cluster.brokers[2].start();
+    for broker in &cluster.brokers {
+        assert!(
+            broker.wait_ready(Duration::from_secs(60)),
+            "{}",
+            broker.node_id
+        );
+    }
+}
+
 /// Counts the records whose delivery failed.
 struct CountFailures(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 

@@ -149,9 +149,7 @@ pub enum ApplyError {
 pub enum MetadataRecord {
     /// Names a new cluster; ignored once the cluster has a name (voters starting together
     /// may each propose one: the first committed wins).
-    InitCluster {
-        cluster_id: String,
-    },
+    InitCluster { cluster_id: String },
     /// A broker joins, or comes back with new endpoints; replaces its registration.
     RegisterBroker(BrokerRegistration),
     CreateTopic {
@@ -173,32 +171,29 @@ pub enum MetadataRecord {
     SetTopicConfigs {
         name: String,
         configs: BTreeMap<String, String>,
+        /// The topic (id) and overrides the change was computed from: refused as stale if the
+        /// topic is another or its overrides changed since, so a concurrent change is never
+        /// overwritten. A change already in place applies again as nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<(Uuid, BTreeMap<String, String>)>,
     },
     DeleteTopic {
         name: String,
+        /// The topic's id: a topic created again under the same name is not deleted by a retry.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
     },
     /// Hands out producer ids `next_producer_id..next_producer_id + count`.
-    AllocateProducerIds {
-        count: i64,
-    },
+    AllocateProducerIds { count: i64 },
     /// The controller stopped hearing from the broker: it leads nothing until it is heard again.
     /// Applies only to the registration of `epoch`.
-    FenceBroker {
-        id: i32,
-        epoch: u64,
-    },
+    FenceBroker { id: i32, epoch: u64 },
     /// The controller hears from a fenced broker again. Applies only to the registration of
     /// `epoch`.
-    UnfenceBroker {
-        id: i32,
-        epoch: u64,
-    },
+    UnfenceBroker { id: i32, epoch: u64 },
     /// The broker of registration `epoch` is stopping (a controlled shutdown): it is fenced at
     /// once and the controller moves its leaderships away.
-    ShutDownBroker {
-        id: i32,
-        epoch: u64,
-    },
+    ShutDownBroker { id: i32, epoch: u64 },
     /// A new leader and ISR for one partition, computed from the partition at
     /// `partition_epoch` of the topic with id `topic_id`; refused if either has changed since.
     /// A change of leader starts a new leader epoch.
@@ -309,11 +304,30 @@ impl MetadataImage {
                 }
                 topic.partitions.extend(partitions.iter().cloned());
             }
-            MetadataRecord::SetTopicConfigs { name, configs } => {
+            MetadataRecord::SetTopicConfigs {
+                name,
+                configs,
+                from,
+            } => {
+                let topic = self.topic(name).ok_or_else(|| unknown(name))?;
+                if topic.configs == *configs {
+                    return Ok(());
+                }
+                if let Some((id, previous)) = from
+                    && (topic.id != *id || topic.configs != *previous)
+                {
+                    return Err(ApplyError::Stale(format!(
+                        "the configs of topic '{name}' changed since this change was computed"
+                    )));
+                }
                 self.topic_mut(name)?.configs = configs.clone();
             }
-            MetadataRecord::DeleteTopic { name } => {
-                self.topics.remove(name).ok_or_else(|| unknown(name))?;
+            MetadataRecord::DeleteTopic { name, id } => {
+                let topic = self.topic(name).ok_or_else(|| unknown(name))?;
+                if id.is_some_and(|id| id != topic.id) {
+                    return Err(unknown(name));
+                }
+                self.topics.remove(name);
             }
             MetadataRecord::AllocateProducerIds { count } => {
                 self.next_producer_id = self.next_producer_id.saturating_add(*count);
@@ -449,6 +463,7 @@ mod tests {
             .apply(&MetadataRecord::SetTopicConfigs {
                 name: "t".to_owned(),
                 configs: BTreeMap::from([("retention.ms".to_owned(), "5".to_owned())]),
+                from: None,
             })
             .unwrap();
         image
@@ -485,10 +500,14 @@ mod tests {
         ));
         let gone = "u".to_owned();
         for record in [
-            MetadataRecord::DeleteTopic { name: gone.clone() },
+            MetadataRecord::DeleteTopic {
+                name: gone.clone(),
+                id: None,
+            },
             MetadataRecord::SetTopicConfigs {
                 name: gone.clone(),
                 configs: BTreeMap::new(),
+                from: None,
             },
             MetadataRecord::CreatePartitions {
                 name: gone,
@@ -505,6 +524,50 @@ mod tests {
         image
             .apply(&MetadataRecord::DeleteTopic {
                 name: "t".to_owned(),
+                id: None,
+            })
+            .unwrap();
+        assert!(image.topics.is_empty());
+    }
+
+    /// Topic changes name what they were computed from: a retried delete does not remove a topic
+    /// created again under the same name, and a config change computed from overrides that have
+    /// changed since is refused, while one already in place applies as nothing.
+    #[test]
+    fn topic_changes_are_conditional_on_what_they_saw() {
+        let mut image = MetadataImage::new("c".to_owned());
+        image.apply(&create("t", &[&[1]])).unwrap();
+        let old_id = Uuid::from_u128(6);
+        assert!(matches!(
+            image.apply(&MetadataRecord::DeleteTopic {
+                name: "t".to_owned(),
+                id: Some(old_id),
+            }),
+            Err(ApplyError::UnknownTopic { .. })
+        ));
+        let id = image.topic("t").unwrap().id;
+        let set = |value: &str, from: &[(&str, &str)]| MetadataRecord::SetTopicConfigs {
+            name: "t".to_owned(),
+            configs: BTreeMap::from([("retention.ms".to_owned(), value.to_owned())]),
+            from: Some((
+                id,
+                from.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )),
+        };
+        image.apply(&set("5", &[])).unwrap();
+        image.apply(&set("5", &[])).unwrap();
+        assert!(matches!(
+            image.apply(&set("6", &[])),
+            Err(ApplyError::Stale(_))
+        ));
+        image.apply(&set("6", &[("retention.ms", "5")])).unwrap();
+        assert_eq!(image.topic("t").unwrap().configs["retention.ms"], "6");
+        image
+            .apply(&MetadataRecord::DeleteTopic {
+                name: "t".to_owned(),
+                id: Some(id),
             })
             .unwrap();
         assert!(image.topics.is_empty());

@@ -3,8 +3,6 @@
 //! IncrementalAlterConfigs (SET, DELETE, APPEND, SUBTRACT per key; a deleted key returns to its
 //! default, which is what GitOps needs). Broker configs are static: described, not altered.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
@@ -14,8 +12,8 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 
-use super::{config_map, str_bytes};
-use crate::broker::{AlterConfigsError, Broker};
+use super::{Context, config_map, str_bytes};
+use crate::broker::AlterConfigsError;
 use crate::cluster::{ConfigOp, TOPIC_CONFIGS, apply_ops};
 
 const TOPIC: i8 = 2;
@@ -25,10 +23,7 @@ const DYNAMIC_TOPIC_CONFIG: i8 = 1;
 const STATIC_BROKER_CONFIG: i8 = 4;
 const DEFAULT_CONFIG: i8 = 5;
 
-pub(super) fn describe(
-    broker: &Arc<Broker>,
-    request: &DescribeConfigsRequest,
-) -> DescribeConfigsResponse {
+pub(super) fn describe(ctx: &Context, request: &DescribeConfigsRequest) -> DescribeConfigsResponse {
     let results = request
         .resources
         .iter()
@@ -53,7 +48,7 @@ pub(super) fn describe(
                         .with_documentation(request.include_documentation.then(|| str_bytes(doc)))
                 };
             match resource.resource_type {
-                TOPIC => match broker.topic(resource.resource_name.as_str()) {
+                TOPIC => match ctx.topic(resource.resource_name.as_str()) {
                     Some(topic) => result.with_configs(
                         TOPIC_CONFIGS
                             .iter()
@@ -86,7 +81,7 @@ pub(super) fn describe(
                         )))),
                 },
                 BROKER => {
-                    let config = broker.config();
+                    let config = ctx.config();
                     let statics = [
                         ("node.id", config.node_id.to_string(), 3, "this broker's id"),
                         (
@@ -114,7 +109,7 @@ pub(super) fn describe(
                             "how often compacted partitions check whether to compact",
                         ),
                         (
-                            "broker.rack",
+                            "ctx.rack",
                             config.rack.clone().unwrap_or_default(),
                             2,
                             "this broker's rack (zone)",
@@ -161,22 +156,18 @@ fn not_a_topic(resource_type: i8) -> (i16, String) {
     (ResponseError::InvalidRequest.code(), message.to_owned())
 }
 
-pub(super) async fn alter(
-    broker: &Arc<Broker>,
-    request: AlterConfigsRequest,
-) -> AlterConfigsResponse {
+pub(super) async fn alter(ctx: &Context, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let outcome = if resource.resource_type == TOPIC {
             let configs = config_map(resource.configs.iter().map(|c| (&c.name, c.value.as_ref())));
-            broker
-                .alter_topic_configs(
-                    resource.resource_name.as_str(),
-                    configs,
-                    request.validate_only,
-                )
-                .await
-                .map_err(|e| failure(&e))
+            ctx.alter_topic_configs(
+                resource.resource_name.as_str(),
+                |_| Ok(configs.clone()),
+                request.validate_only,
+            )
+            .await
+            .map_err(|e| failure(&e))
         } else {
             Err(not_a_topic(resource.resource_type))
         };
@@ -195,7 +186,7 @@ pub(super) async fn alter(
 }
 
 pub(super) async fn incremental_alter(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
@@ -215,19 +206,21 @@ pub(super) async fn incremental_alter(
                     })
                 })
                 .collect();
-            match (ops, broker.topic(&name)) {
-                (None, _) => Err((
+            match ops {
+                None => Err((
                     ResponseError::InvalidRequest.code(),
                     "unknown config operation".to_owned(),
                 )),
-                (_, None) => Err(failure(&AlterConfigsError::UnknownTopic(name))),
-                (Some(ops), Some(topic)) => match apply_ops(&topic.configs, &ops) {
-                    Ok(next) => broker
-                        .alter_topic_configs(&name, next, request.validate_only)
-                        .await
-                        .map_err(|e| failure(&e)),
-                    Err(error) => Err(failure(&AlterConfigsError::Config(error))),
-                },
+                // Read, modify, write, at the broker: from the configs as they stand when the
+                // change is committed.
+                Some(ops) => ctx
+                    .alter_topic_configs(
+                        &name,
+                        |current| apply_ops(current, &ops),
+                        request.validate_only,
+                    )
+                    .await
+                    .map_err(|e| failure(&e)),
             }
         } else {
             Err(not_a_topic(resource.resource_type))

@@ -1,18 +1,16 @@
 //! CreatePartitions: raise a topic's partition count (never lower it), optionally validate only;
 //! manual assignments of the new partitions' replicas are checked as Kafka checks them.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::{internal_topic_error, str_bytes};
-use crate::broker::{Broker, CreatePartitionsError};
+use super::{Context, internal_topic_error, str_bytes};
+use crate::broker::CreatePartitionsError;
 use crate::cluster::{ApplyError, MetadataError};
 
 pub(super) async fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
@@ -40,7 +38,7 @@ pub(super) async fn handle(
                     .map(|a| a.broker_ids.iter().map(|id| id.0).collect())
                     .collect()
             });
-        let outcome = broker
+        let outcome = ctx
             .create_partitions(
                 &name,
                 topic.count,

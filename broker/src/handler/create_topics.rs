@@ -3,21 +3,17 @@
 //! checks it: INVALID_REPLICA_ASSIGNMENT with Kafka's message), configs, and `validate_only`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
-use super::{config_map, str_bytes};
-use crate::broker::{Broker, CreateTopicError};
+use super::{Context, config_map, str_bytes};
+use crate::broker::CreateTopicError;
 use crate::cluster::placement;
 use crate::cluster::{ApplyError, MetadataError};
 
-pub(super) async fn handle(
-    broker: &Arc<Broker>,
-    request: CreateTopicsRequest,
-) -> CreateTopicsResponse {
+pub(super) async fn handle(ctx: &Context, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen: HashMap<String, usize> = HashMap::new();
     for topic in &request.topics {
         *seen.entry(topic.name.0.to_string()).or_default() += 1;
@@ -55,7 +51,7 @@ pub(super) async fn handle(
                 &given,
                 topic.num_partitions,
                 topic.replication_factor,
-                &broker.registered_brokers(),
+                &ctx.registered_brokers(),
             ) {
                 Ok(replicas) => (
                     i32::try_from(replicas.len()).unwrap_or(i32::MAX),
@@ -75,12 +71,10 @@ pub(super) async fn handle(
         };
         let configs = config_map(topic.configs.iter().map(|c| (&c.name, c.value.as_ref())));
         let outcome = if request.validate_only {
-            broker
-                .validate_new_topic(&name, partitions, replication_factor, &configs)
+            ctx.validate_new_topic(&name, partitions, replication_factor, &configs)
                 .map(|partitions| (partitions, None))
         } else {
-            broker
-                .create_topic(&name, partitions, replication_factor, assignment, configs)
+            ctx.create_topic(&name, partitions, replication_factor, assignment, configs)
                 .await
                 .map(|created| (created.partition_count(), Some(created.id)))
         };

@@ -1,21 +1,15 @@
 //! DeleteGroups: an empty group and its committed offsets are removed (tombstones in
 //! `__consumer_offsets`); a group with members gets NON_EMPTY_GROUP.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::group_error_code;
-use crate::broker::Broker;
+use super::{Context, group_error_code};
 use crate::coordinator::GroupError;
 
-pub(super) async fn handle(
-    broker: &Arc<Broker>,
-    request: DeleteGroupsRequest,
-) -> DeleteGroupsResponse {
+pub(super) async fn handle(ctx: &Context, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let ids: Vec<String> = request.groups_names.iter().map(|g| g.to_string()).collect();
-    let results = match broker.coordinator() {
+    let results = match ctx.coordinator() {
         Some(coordinator) => coordinator.delete(ids).await,
         None => vec![Err(GroupError::CoordinatorNotAvailable); ids.len()],
     };

@@ -2,8 +2,6 @@
 //! offset, at most the high watermark (-1 means the high watermark). Whole segments below it are
 //! deleted; reads below it get OFFSET_OUT_OF_RANGE.
 
-use std::sync::Arc;
-
 use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
@@ -11,14 +9,10 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
-use super::{leader_partition, log_error_code};
-use crate::broker::Broker;
+use super::{Context, leader_partition, log_error_code};
 use crate::partition::DeleteRecordsError;
 
-pub(super) async fn handle(
-    broker: &Arc<Broker>,
-    request: DeleteRecordsRequest,
-) -> DeleteRecordsResponse {
+pub(super) async fn handle(ctx: &Context, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let topics = request.topics.into_iter().map(|topic| async move {
         let name = topic.name.0.to_string();
         let partitions = topic.partitions.into_iter().map(|p| {
@@ -27,7 +21,7 @@ pub(super) async fn handle(
                 let result = DeleteRecordsPartitionResult::default()
                     .with_partition_index(p.partition_index)
                     .with_low_watermark(-1);
-                let partition = match leader_partition(broker, &name, p.partition_index, -1) {
+                let partition = match leader_partition(ctx, &name, p.partition_index, -1) {
                     Ok(partition) => partition,
                     Err(not_served) => return result.with_error_code(not_served.code),
                 };

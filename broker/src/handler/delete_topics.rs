@@ -1,20 +1,14 @@
 //! DeleteTopics: by name (versions 1–5). The topic is forgotten durably first, then its
 //! partitions are closed and their files removed.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
-use super::{internal_topic_error, str_bytes};
-use crate::broker::Broker;
+use super::{Context, internal_topic_error, str_bytes};
 use crate::cluster::{ApplyError, MetadataError};
 
-pub(super) async fn handle(
-    broker: &Arc<Broker>,
-    request: DeleteTopicsRequest,
-) -> DeleteTopicsResponse {
+pub(super) async fn handle(ctx: &Context, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let mut responses = Vec::with_capacity(request.topic_names.len());
     for name in request.topic_names {
         let result = DeletableTopicResult::default().with_name(Some(name.clone()));
@@ -27,7 +21,7 @@ pub(super) async fn handle(
             );
             continue;
         }
-        responses.push(match broker.delete_topic(&topic).await {
+        responses.push(match ctx.delete_topic(&topic).await {
             Ok(deleted) => result.with_topic_id(deleted.id),
             Err(error) => {
                 let code = match &error {

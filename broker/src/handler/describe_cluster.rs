@@ -1,18 +1,12 @@
 //! DescribeCluster: the cluster id, the controller (the metadata quorum's leader) and the brokers.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
-use super::str_bytes;
-use crate::broker::Broker;
+use super::{Context, str_bytes};
 
-pub(super) fn handle(
-    broker: &Arc<Broker>,
-    request: &DescribeClusterRequest,
-) -> DescribeClusterResponse {
-    let image = broker.image();
+pub(super) fn handle(ctx: &Context, request: &DescribeClusterRequest) -> DescribeClusterResponse {
+    let image = ctx.image();
     // Fenced brokers only when asked for (v2's include_fenced_brokers), marked as such.
     let brokers = image
         .brokers
@@ -30,6 +24,6 @@ pub(super) fn handle(
     DescribeClusterResponse::default()
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(image.cluster_id.clone()))
-        .with_controller_id(BrokerId(broker.controller_id()))
+        .with_controller_id(BrokerId(ctx.controller_id()))
         .with_brokers(brokers)
 }

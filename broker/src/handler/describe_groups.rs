@@ -1,21 +1,18 @@
 //! DescribeGroups: state, protocol and members (with subscription and assignment once the group
 //! is stable). An unknown group is described as Dead, as Kafka does.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::{group_error_code, str_bytes};
-use crate::broker::Broker;
+use super::{Context, group_error_code, str_bytes};
 use crate::coordinator::GroupError;
 
 pub(super) async fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let ids: Vec<String> = request.groups.iter().map(|g| g.to_string()).collect();
-    let described = match broker.coordinator() {
+    let described = match ctx.coordinator() {
         Some(coordinator) => coordinator.describe(ids).await,
         None => Err(GroupError::CoordinatorNotAvailable),
     };

@@ -4,22 +4,19 @@
 //! observers. Log end offsets of the others are known on the leader only (-1 elsewhere). v2 lists
 //! the voters' cluster listeners.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::describe_quorum_response::{
     Listener, Node, PartitionData, ReplicaState, TopicData,
 };
 use kafka_protocol::messages::{BrokerId, DescribeQuorumRequest, DescribeQuorumResponse};
 
-use super::{str_bytes, topic_name};
-use crate::broker::Broker;
+use super::{Context, str_bytes, topic_name};
 
 pub(super) fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     _request: &DescribeQuorumRequest,
     version: i16,
 ) -> DescribeQuorumResponse {
-    let quorum = broker.quorum().describe();
+    let quorum = ctx.quorum();
     let replica = |(id, end): &(i32, Option<u64>)| {
         ReplicaState::default()
             .with_replica_id(BrokerId(*id))

@@ -5,8 +5,6 @@
 //! partition to start the next page from. Fjord keeps no eligible leader replicas (ELR): those
 //! fields are empty.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_topic_partitions_response::{
     Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
@@ -15,18 +13,18 @@ use kafka_protocol::messages::{
     BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse,
 };
 
+use super::Context;
 use super::metadata::{offline_replicas, partition_error};
 use super::topic_name;
-use crate::broker::Broker;
 
 /// Kafka's `max.request.partition.size.limit`: the most partitions one page holds.
 const MAX_PAGE: i32 = 2000;
 
 pub(super) fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: &DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
-    let image = broker.image();
+    let image = ctx.image();
     let mut names: Vec<String> = request.topics.iter().map(|t| t.name.to_string()).collect();
     names.sort();
     names.dedup();
@@ -82,7 +80,7 @@ pub(super) fn handle(
                     .with_isr_nodes(ids(&partition.isr))
                     .with_eligible_leader_replicas(Some(Vec::new()))
                     .with_last_known_elr(Some(Vec::new()))
-                    .with_offline_replicas(ids(&offline_replicas(&image, partition))),
+                    .with_offline_replicas(ids(&offline_replicas(image, partition))),
             );
         }
         topics.push(

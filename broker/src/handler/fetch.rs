@@ -24,21 +24,17 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{leader_partition, log_error_code};
-use crate::broker::Broker;
+use super::{Context, leader_partition, log_error_code};
 use crate::cluster::TopicCompression;
 use crate::log;
 use crate::record::Compression;
 
-pub(super) async fn handle(
-    broker: &Arc<Broker>,
-    request: FetchRequest,
-    version: i16,
-) -> FetchResponse {
+pub(super) async fn handle(ctx: &Context, request: FetchRequest, version: i16) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let request = Arc::new(request);
+    let mut ctx = ctx.clone();
     loop {
-        let (response, bytes, errors, mut watches) = read_once(broker, &request, version).await;
+        let (response, bytes, errors, mut watches) = read_once(&ctx, &request, version).await;
         if bytes >= request.min_bytes.max(0) as usize
             || errors
             || Instant::now() >= deadline
@@ -47,27 +43,26 @@ pub(super) async fn handle(
             return response;
         }
         let changes = watches.iter_mut().map(|w| Box::pin(w.changed()));
-        if tokio::time::timeout_at(deadline, select_all(changes))
-            .await
-            .is_err()
-        {
+        let waited = tokio::time::timeout_at(deadline, select_all(changes)).await;
+        // Leadership may have moved while the fetch waited: read again as the metadata stands.
+        ctx = ctx.refreshed();
+        if waited.is_err() {
             // Waited the full max_wait_ms: answer with what is there now.
-            return read_once(broker, &request, version).await.0;
+            return read_once(&ctx, &request, version).await.0;
         }
     }
 }
 
 /// Whether topic `name` stores zstd batches by its own `compression.type`.
-fn zstd_topic(broker: &Broker, name: &str) -> bool {
-    broker
-        .produce_config(name)
+fn zstd_topic(ctx: &Context, name: &str) -> bool {
+    ctx.produce_config(name)
         .is_some_and(|config| config.compression == TopicCompression::Codec(Compression::Zstd))
 }
 
 /// One pass over the requested partitions: the response, the record bytes in it, whether any
 /// partition failed, and the high-watermark watches to wait on.
 async fn read_once(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: &Arc<FetchRequest>,
     version: i16,
 ) -> (FetchResponse, usize, bool, Vec<watch::Receiver<i64>>) {
@@ -79,14 +74,14 @@ async fn read_once(
             topic
                 .partitions
                 .iter()
-                .map(|p| leader_partition(broker, &name, p.partition, p.current_leader_epoch))
+                .map(|p| leader_partition(ctx, &name, p.partition, p.current_leader_epoch))
                 .collect()
         })
         .collect();
     let zstd_refused: Vec<bool> = request
         .topics
         .iter()
-        .map(|topic| version < 10 && zstd_topic(broker, &topic.topic.0))
+        .map(|topic| version < 10 && zstd_topic(ctx, &topic.topic.0))
         .collect();
     let watches: Vec<_> = handles
         .iter()

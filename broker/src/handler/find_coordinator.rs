@@ -2,21 +2,18 @@
 //! partition (v4 and later ask for several keys at once). Transactions are not supported, so
 //! transaction coordinators are not found.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
-use super::str_bytes;
-use crate::broker::Broker;
+use super::{Context, str_bytes};
 
 /// `key_type` of a consumer group.
 const GROUP_KEY: i8 = 0;
 
 pub(super) fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -35,12 +32,12 @@ pub(super) fn handle(
                     "Fjord has no transaction coordinator: transactions are not supported",
                 )));
         }
-        if broker.coordinator().is_none() {
+        if ctx.coordinator().is_none() {
             return found
                 .with_node_id(BrokerId(-1))
                 .with_error_code(ResponseError::CoordinatorLoadInProgress.code());
         }
-        match broker.coordinator_node(key) {
+        match ctx.coordinator_node(key) {
             Some(node) => found
                 .with_node_id(BrokerId(node.id))
                 .with_host(str_bytes(&node.host))

@@ -1,14 +1,11 @@
 //! Heartbeat: keeps a member's session alive and tells it when to rejoin.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::group_error_code;
-use crate::broker::Broker;
+use super::{Context, group_error_code};
 
-pub(super) async fn handle(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
-    let result = match broker.coordinator_for(&request.group_id) {
+pub(super) async fn handle(ctx: &Context, request: HeartbeatRequest) -> HeartbeatResponse {
+    let result = match ctx.coordinator_for(&request.group_id) {
         Ok(coordinator) => {
             coordinator
                 .heartbeat(

@@ -2,15 +2,13 @@
 //! names its current id and epoch (KIP-360, v3+), the same id with the next epoch. Transactions
 //! are not supported yet.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
-use crate::broker::Broker;
+use super::Context;
 
 pub(super) async fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()
@@ -26,7 +24,7 @@ pub(super) async fn handle(
             .with_producer_id(ProducerId(current_id))
             .with_producer_epoch(current_epoch + 1);
     }
-    match broker.new_producer_id().await {
+    match ctx.new_producer_id().await {
         Ok(id) => response
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

@@ -2,17 +2,15 @@
 //! the generation it completes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::{group_error_code, str_bytes, valid_group_id};
-use crate::broker::Broker;
+use super::{Context, group_error_code, str_bytes, valid_group_id};
 use crate::coordinator::{GroupError, JoinRequest};
 
 pub(super) async fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: JoinGroupRequest,
     version: i16,
     client_id: &str,
@@ -24,7 +22,7 @@ pub(super) async fn handle(
             .with_generation_id(-1)
             .with_member_id(request.member_id.clone())
     };
-    let coordinator = match broker.coordinator_for(&request.group_id) {
+    let coordinator = match ctx.coordinator_for(&request.group_id) {
         Ok(coordinator) => coordinator,
         Err(error) => return refuse(error),
     };

@@ -1,15 +1,12 @@
 //! LeaveGroup: one member (v0-2) or a batch of members, by member id or instance id (v3+).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
-use super::group_error_code;
-use crate::broker::Broker;
+use super::{Context, group_error_code};
 
 pub(super) async fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
@@ -27,7 +24,7 @@ pub(super) async fn handle(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
-    let result = match broker.coordinator_for(&request.group_id) {
+    let result = match ctx.coordinator_for(&request.group_id) {
         Ok(coordinator) => {
             coordinator
                 .leave(request.group_id.to_string(), leaving)

@@ -1,17 +1,14 @@
 //! ListGroups: every group this broker coordinates, optionally filtered by state (v4) and type
 //! (v5; every Fjord group is a "classic" group).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use super::{group_error_code, str_bytes};
-use crate::broker::Broker;
+use super::{Context, group_error_code, str_bytes};
 use crate::coordinator::GroupError;
 
-pub(super) async fn handle(broker: &Arc<Broker>, request: ListGroupsRequest) -> ListGroupsResponse {
-    let listed = match broker.coordinator() {
+pub(super) async fn handle(ctx: &Context, request: ListGroupsRequest) -> ListGroupsResponse {
+    let listed = match ctx.coordinator() {
         Some(coordinator) => coordinator.list().await,
         None => Err(GroupError::CoordinatorNotAvailable),
     };

@@ -2,25 +2,19 @@
 //! timestamp. "Latest" is the high watermark, the end of what consumers may read. Answered by the
 //! partition's leader, in the leader epoch the client names.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{leader_partition, log_error_code};
-use crate::broker::Broker;
+use super::{Context, leader_partition, log_error_code};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub(super) async fn handle(
-    broker: &Arc<Broker>,
-    request: ListOffsetsRequest,
-) -> ListOffsetsResponse {
-    let broker = Arc::clone(broker);
+pub(super) async fn handle(ctx: &Context, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let ctx = ctx.clone();
     let result = tokio::task::spawn_blocking(move || {
         let topics = request
             .topics
@@ -36,7 +30,7 @@ pub(super) async fn handle(
                             .with_timestamp(-1)
                             .with_offset(-1);
                         let handle = match leader_partition(
-                            &broker,
+                            &ctx,
                             &name,
                             p.partition_index,
                             p.current_leader_epoch,

@@ -2,7 +2,6 @@
 //! `allow_auto_topic_creation` (and the broker's auto-create on) unknown topics are created.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -10,16 +9,16 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 
-use super::{str_bytes, topic_name};
-use crate::broker::{Broker, CreateTopicError};
+use super::{Context, str_bytes, topic_name};
+use crate::broker::CreateTopicError;
 use crate::cluster::{MetadataImage, PartitionImage, TopicImage};
 
 pub(super) async fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
-    let image = broker.image();
+    let image = ctx.image();
     let brokers = image
         .unfenced_brokers()
         .map(|b| {
@@ -43,15 +42,15 @@ pub(super) async fn handle(
     };
     // Before v4 there is no flag: auto-creation follows the broker setting.
     let allow_create =
-        (version < 4 || request.allow_auto_topic_creation) && broker.config().auto_create_topics;
+        (version < 4 || request.allow_auto_topic_creation) && ctx.config().auto_create_topics;
     let topics = match requested {
-        None => image.topics.values().map(|t| describe(&image, t)).collect(),
+        None => image.topics.values().map(|t| describe(image, t)).collect(),
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
             for name in names {
                 out.push(match image.topic(&name) {
-                    Some(topic) => describe(&image, topic),
-                    None if allow_create => auto_create(broker, &name).await,
+                    Some(topic) => describe(image, topic),
+                    None if allow_create => auto_create(ctx, &name).await,
                     None => error_topic(&name, ResponseError::UnknownTopicOrPartition.code()),
                 });
             }
@@ -64,22 +63,19 @@ pub(super) async fn handle(
         // As a KRaft broker does, a broker that answers is named the controller: it takes every
         // admin request and forwards metadata changes to the quorum's leader, so a client never
         // waits on a controller that has just gone away.
-        .with_controller_id(BrokerId(broker.node_id()))
+        .with_controller_id(BrokerId(ctx.node_id()))
         .with_topics(topics)
 }
 
-async fn auto_create(broker: &Arc<Broker>, name: &str) -> MetadataResponseTopic {
-    match broker
-        .create_topic(name, -1, -1, None, BTreeMap::new())
-        .await
-    {
-        Ok(topic) => describe(&broker.image(), &topic),
+async fn auto_create(ctx: &Context, name: &str) -> MetadataResponseTopic {
+    match ctx.create_topic(name, -1, -1, None, BTreeMap::new()).await {
+        Ok(topic) => describe(&ctx.current_image(), &topic),
         Err(CreateTopicError::InvalidName(_)) => {
             error_topic(name, ResponseError::InvalidTopicException.code())
         }
-        Err(error) => match broker.topic(name) {
+        Err(error) => match ctx.current_image().topic(name) {
             // Created meanwhile by another request: describe what is there.
-            Some(topic) => describe(&broker.image(), &topic),
+            Some(topic) => describe(&ctx.current_image(), topic),
             None => {
                 tracing::warn!(topic = name, %error, "auto-creating a topic failed");
                 error_topic(name, ResponseError::UnknownTopicOrPartition.code())

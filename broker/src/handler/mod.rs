@@ -1,10 +1,14 @@
 //! Request handlers, one file per API key, behind one `dispatch` match; [`start`] splits a
 //! request into the part a connection runs in request order and the rest, which overlaps with
-//! later requests (a produce's wait for its acknowledgement). Per-partition failures become Kafka
-//! error codes in the response; handlers never fail the connection.
+//! later requests (a produce's wait for its acknowledgement). Handlers get a [`Context`] (the
+//! metadata image as the request found it, the hosted partitions, the coordinator, settings,
+//! metrics and the metadata write path), not the broker, and are tested by calling them with a
+//! context over any image (`tests.rs`). Per-partition failures become Kafka error codes in the
+//! response; handlers never fail the connection.
 
 mod api_versions;
 mod configs;
+mod context;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
@@ -46,6 +50,7 @@ use crate::protocol::Request;
 use crate::record::BatchError;
 
 pub use api_versions::unsupported_version_response;
+pub use context::Context;
 
 /// What is left of a request once it has started: its response (`None`: none is sent).
 pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
@@ -55,6 +60,11 @@ pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
 /// its batches hold their places in their partitions' append queues, and the rest is waiting for
 /// their acknowledgement; every other request runs whole in its start.
 pub async fn start(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> Pending {
+    start_with(&Context::new(broker), request, peer).await
+}
+
+/// [`start`] with a given view of the broker.
+pub async fn start_with(ctx: &Context, request: Request, peer: SocketAddr) -> Pending {
     let version = request.version;
     let client_id = request
         .header
@@ -64,10 +74,10 @@ pub async fn start(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> 
         .unwrap_or_default();
     let whole = match request.body {
         RequestKind::Produce(req) => {
-            let acknowledged = produce::start(broker, req, version).await;
+            let acknowledged = produce::start(ctx, req, version).await;
             return Box::pin(async move { acknowledged.await.map(ResponseKind::Produce) });
         }
-        body => dispatch(broker, body, version, &client_id, peer).await,
+        body => dispatch(ctx, body, version, &client_id, peer).await,
     };
     Box::pin(std::future::ready(whole))
 }
@@ -75,7 +85,7 @@ pub async fn start(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> 
 /// Handles one request other than Produce whole (from [`start`]). `peer` is the client's address
 /// (DescribeGroups shows it as the member's host).
 async fn dispatch(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     body: RequestKind,
     version: i16,
     client_id: &str,
@@ -84,79 +94,79 @@ async fn dispatch(
     match body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions::handle())),
         RequestKind::Metadata(req) => Some(ResponseKind::Metadata(
-            metadata::handle(broker, req, version).await,
+            metadata::handle(ctx, req, version).await,
         )),
-        RequestKind::Fetch(req) => Some(ResponseKind::Fetch(
-            fetch::handle(broker, req, version).await,
-        )),
+        RequestKind::Fetch(req) => {
+            Some(ResponseKind::Fetch(fetch::handle(ctx, req, version).await))
+        }
         RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
-            list_offsets::handle(broker, req).await,
+            list_offsets::handle(ctx, req).await,
         )),
-        RequestKind::DescribeConfigs(req) => Some(ResponseKind::DescribeConfigs(
-            configs::describe(broker, &req),
-        )),
-        RequestKind::AlterConfigs(req) => Some(ResponseKind::AlterConfigs(
-            configs::alter(broker, req).await,
-        )),
+        RequestKind::DescribeConfigs(req) => {
+            Some(ResponseKind::DescribeConfigs(configs::describe(ctx, &req)))
+        }
+        RequestKind::AlterConfigs(req) => {
+            Some(ResponseKind::AlterConfigs(configs::alter(ctx, req).await))
+        }
         RequestKind::IncrementalAlterConfigs(req) => Some(ResponseKind::IncrementalAlterConfigs(
-            configs::incremental_alter(broker, req).await,
+            configs::incremental_alter(ctx, req).await,
         )),
         RequestKind::DeleteRecords(req) => Some(ResponseKind::DeleteRecords(
-            delete_records::handle(broker, req).await,
+            delete_records::handle(ctx, req).await,
         )),
         RequestKind::DescribeCluster(req) => Some(ResponseKind::DescribeCluster(
-            describe_cluster::handle(broker, &req),
+            describe_cluster::handle(ctx, &req),
         )),
         RequestKind::DescribeQuorum(req) => Some(ResponseKind::DescribeQuorum(
-            describe_quorum::handle(broker, &req, version),
+            describe_quorum::handle(ctx, &req, version),
         )),
         RequestKind::DescribeTopicPartitions(req) => Some(ResponseKind::DescribeTopicPartitions(
-            describe_topic_partitions::handle(broker, &req),
+            describe_topic_partitions::handle(ctx, &req),
         )),
         RequestKind::DeleteTopics(req) => Some(ResponseKind::DeleteTopics(
-            delete_topics::handle(broker, req).await,
+            delete_topics::handle(ctx, req).await,
         )),
         RequestKind::CreatePartitions(req) => Some(ResponseKind::CreatePartitions(
-            create_partitions::handle(broker, req).await,
+            create_partitions::handle(ctx, req).await,
         )),
         RequestKind::InitProducerId(req) => Some(ResponseKind::InitProducerId(
-            init_producer_id::handle(broker, req).await,
+            init_producer_id::handle(ctx, req).await,
         )),
         RequestKind::CreateTopics(req) => Some(ResponseKind::CreateTopics(
-            create_topics::handle(broker, req).await,
+            create_topics::handle(ctx, req).await,
         )),
         RequestKind::FindCoordinator(req) => Some(ResponseKind::FindCoordinator(
-            find_coordinator::handle(broker, req, version),
+            find_coordinator::handle(ctx, req, version),
         )),
         RequestKind::JoinGroup(req) => Some(ResponseKind::JoinGroup(
-            join_group::handle(broker, req, version, client_id, peer).await,
+            join_group::handle(ctx, req, version, client_id, peer).await,
         )),
-        RequestKind::SyncGroup(req) => Some(ResponseKind::SyncGroup(
-            sync_group::handle(broker, req).await,
-        )),
-        RequestKind::Heartbeat(req) => Some(ResponseKind::Heartbeat(
-            heartbeat::handle(broker, req).await,
-        )),
+        RequestKind::SyncGroup(req) => {
+            Some(ResponseKind::SyncGroup(sync_group::handle(ctx, req).await))
+        }
+        RequestKind::Heartbeat(req) => {
+            Some(ResponseKind::Heartbeat(heartbeat::handle(ctx, req).await))
+        }
         RequestKind::LeaveGroup(req) => Some(ResponseKind::LeaveGroup(
-            leave_group::handle(broker, req, version).await,
+            leave_group::handle(ctx, req, version).await,
         )),
         RequestKind::OffsetCommit(req) => Some(ResponseKind::OffsetCommit(
-            offset_commit::handle(broker, req).await,
+            offset_commit::handle(ctx, req).await,
         )),
         RequestKind::OffsetFetch(req) => Some(ResponseKind::OffsetFetch(
-            offset_fetch::handle(broker, req, version).await,
+            offset_fetch::handle(ctx, req, version).await,
         )),
         RequestKind::ListGroups(req) => Some(ResponseKind::ListGroups(
-            list_groups::handle(broker, req).await,
+            list_groups::handle(ctx, req).await,
         )),
         RequestKind::DescribeGroups(req) => Some(ResponseKind::DescribeGroups(
-            describe_groups::handle(broker, req).await,
+            describe_groups::handle(ctx, req).await,
         )),
         RequestKind::DeleteGroups(req) => Some(ResponseKind::DeleteGroups(
-            delete_groups::handle(broker, req).await,
+            delete_groups::handle(ctx, req).await,
         )),
         RequestKind::OffsetDelete(req) => Some(ResponseKind::OffsetDelete(
-            offset_delete::handle(broker, req).await,
+            offset_delete::handle(ctx, req).await,
         )),
         // The version table admits only the APIs above (and Produce, which `start` takes), so
         // decoding never yields another.
@@ -248,13 +258,12 @@ pub(crate) struct NotServed {
 /// (this broker has not caught up yet); a partition led by another broker, or by none, is
 /// NOT_LEADER_OR_FOLLOWER.
 pub(crate) fn leader_partition(
-    broker: &Broker,
+    ctx: &Context,
     topic: &str,
     partition: i32,
     current_leader_epoch: i32,
 ) -> Result<crate::partition::PartitionHandle, NotServed> {
-    let image = broker.image();
-    let Some(known) = image.topic(topic).and_then(|t| t.partition(partition)) else {
+    let Some(known) = ctx.topic(topic).and_then(|t| t.partition(partition)) else {
         return Err(NotServed {
             code: ResponseError::UnknownTopicOrPartition.code(),
             leader: -1,
@@ -272,8 +281,8 @@ pub(crate) fn leader_partition(
     if current_leader_epoch > known.leader_epoch {
         return Err(not_served(ResponseError::UnknownLeaderEpoch));
     }
-    match broker.partition(topic, partition) {
-        Some(handle) if known.leader == broker.node_id() => Ok(handle),
+    match ctx.partition(topic, partition) {
+        Some(handle) if known.leader == ctx.node_id() => Ok(handle),
         _ => Err(not_served(ResponseError::NotLeaderOrFollower)),
     }
 }
@@ -320,3 +329,6 @@ fn log_error_code(error: &log::Error) -> i16 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,26 +3,20 @@
 //! (generation -1) may commit for an empty group. The v2-v4 retention time is ignored: offsets
 //! expire by the broker's `offsets.retention.minutes`, as in Kafka 2.1 and later.
 
-use std::sync::Arc;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::{commit_error_code, group_error_code, valid_group_id};
-use crate::broker::Broker;
+use super::{Context, commit_error_code, group_error_code, valid_group_id};
 use crate::coordinator::{CommittedOffset, GroupError, GroupPartition};
 
 /// Longest commit metadata accepted (`offset.metadata.max.bytes`).
 const MAX_METADATA_BYTES: usize = 4096;
 
-pub(super) async fn handle(
-    broker: &Arc<Broker>,
-    request: OffsetCommitRequest,
-) -> OffsetCommitResponse {
-    let coordinator = broker.coordinator_for(&request.group_id);
+pub(super) async fn handle(ctx: &Context, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    let coordinator = ctx.coordinator_for(&request.group_id);
     let now = coordinator.as_ref().map_or(0, |c| c.now_ms());
     let upfront = if let Err(error) = coordinator {
         Some(error)
@@ -34,7 +28,7 @@ pub(super) async fn handle(
     // Per partition: an error decided here, or the offset to write.
     let mut codes: Vec<Vec<Option<i16>>> = Vec::with_capacity(request.topics.len());
     let mut offsets: Vec<(GroupPartition, CommittedOffset)> = Vec::new();
-    let image = broker.image();
+    let image = ctx.image();
     for topic in &request.topics {
         // Known to the cluster, wherever its partitions are hosted.
         let known = image.topic(&topic.name);

@@ -1,20 +1,14 @@
 //! OffsetDelete: removes a group's committed offsets for partitions of topics its members are
 //! not subscribed to (GROUP_SUBSCRIBED_TO_TOPIC otherwise).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use super::group_error_code;
-use crate::broker::Broker;
+use super::{Context, group_error_code};
 
-pub(super) async fn handle(
-    broker: &Arc<Broker>,
-    request: OffsetDeleteRequest,
-) -> OffsetDeleteResponse {
+pub(super) async fn handle(ctx: &Context, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
@@ -24,7 +18,7 @@ pub(super) async fn handle(
                 .map(|p| (t.name.to_string(), p.partition_index))
         })
         .collect();
-    let result = match broker.coordinator_for(&request.group_id) {
+    let result = match ctx.coordinator_for(&request.group_id) {
         Ok(coordinator) => {
             coordinator
                 .delete_offsets(request.group_id.to_string(), partitions)

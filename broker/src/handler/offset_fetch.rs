@@ -1,8 +1,6 @@
 //! OffsetFetch: a group's committed offsets (-1 where none), for named partitions or all of
 //! them; version 8 and later ask for several groups at once.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -10,8 +8,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse};
 
-use super::{group_error_code, str_bytes, topic_name};
-use crate::broker::Broker;
+use super::{Context, group_error_code, str_bytes, topic_name};
 use crate::coordinator::{CommittedOffset, GroupError, GroupPartition};
 
 /// A topic's partitions with their committed offsets.
@@ -20,14 +17,14 @@ type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
 type Fetched = Result<Vec<(GroupPartition, Option<CommittedOffset>)>, GroupError>;
 
 pub(super) async fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     request: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
     if version >= 8 {
         let mut groups = Vec::with_capacity(request.groups.len());
         for group in request.groups {
-            groups.push(fetch_group(broker, group).await);
+            groups.push(fetch_group(ctx, group).await);
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
@@ -37,7 +34,7 @@ pub(super) async fn handle(
             .flat_map(|t| t.partition_indexes.iter().map(|p| (t.name.to_string(), *p)))
             .collect()
     });
-    match fetch(broker, &request.group_id, wanted).await {
+    match fetch(ctx, &request.group_id, wanted).await {
         Ok(offsets) => {
             let topics = by_topic(offsets)
                 .into_iter()
@@ -65,10 +62,7 @@ pub(super) async fn handle(
     }
 }
 
-async fn fetch_group(
-    broker: &Arc<Broker>,
-    group: OffsetFetchRequestGroup,
-) -> OffsetFetchResponseGroup {
+async fn fetch_group(ctx: &Context, group: OffsetFetchRequestGroup) -> OffsetFetchResponseGroup {
     let wanted = group.topics.map(|topics| {
         topics
             .iter()
@@ -76,7 +70,7 @@ async fn fetch_group(
             .collect()
     });
     let response = OffsetFetchResponseGroup::default().with_group_id(group.group_id.clone());
-    match fetch(broker, &group.group_id, wanted).await {
+    match fetch(ctx, &group.group_id, wanted).await {
         Ok(offsets) => response.with_topics(
             by_topic(offsets)
                 .into_iter()
@@ -103,12 +97,8 @@ async fn fetch_group(
     }
 }
 
-async fn fetch(
-    broker: &Arc<Broker>,
-    group: &GroupId,
-    wanted: Option<Vec<GroupPartition>>,
-) -> Fetched {
-    let coordinator = broker.coordinator_for(group)?;
+async fn fetch(ctx: &Context, group: &GroupId, wanted: Option<Vec<GroupPartition>>) -> Fetched {
+    let coordinator = ctx.coordinator_for(group)?;
     coordinator.fetch_offsets(group.to_string(), wanted).await
 }
 

@@ -10,7 +10,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -22,8 +21,7 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tokio::sync::Semaphore;
 
-use super::{append_error_code, internal_topic_error, leader_partition, str_bytes};
-use crate::broker::Broker;
+use super::{Context, append_error_code, internal_topic_error, leader_partition, str_bytes};
 use crate::cluster::{ProduceConfig, TopicCompression};
 use crate::log;
 use crate::partition::{AppendError, Appending};
@@ -36,19 +34,15 @@ pub(super) type Acknowledged = Pin<Box<dyn Future<Output = Option<ProduceRespons
 /// Starts a produce: checks every partition's batch and puts it in the partition's append queue
 /// (all partitions at once), then returns the wait for the acknowledgements. The start is what a
 /// connection runs in request order, so its produces are appended in the order they were sent.
-pub(super) async fn start(
-    broker: &Arc<Broker>,
-    request: ProduceRequest,
-    version: i16,
-) -> Acknowledged {
+pub(super) async fn start(ctx: &Context, request: ProduceRequest, version: i16) -> Acknowledged {
     let acks = request.acks;
     let steps = request.topic_data.into_iter().map(|topic| async move {
         let name = topic.name.0.to_string();
-        let settings = broker.produce_config(&name).unwrap_or_default();
+        let settings = ctx.produce_config(&name).unwrap_or_default();
         let partitions = topic
             .partition_data
             .into_iter()
-            .map(|data| queue_partition(broker, &name, &settings, data, acks, version));
+            .map(|data| queue_partition(ctx, &name, &settings, data, acks, version));
         (topic.name, join_all(partitions).await)
     });
     let steps = join_all(steps).await;
@@ -118,7 +112,7 @@ impl Step {
 /// Checks one partition's batch (re-encoding it to the topic's codec if it asks for one) and
 /// queues its append.
 async fn queue_partition(
-    broker: &Arc<Broker>,
+    ctx: &Context,
     name: &str,
     settings: &ProduceConfig,
     data: PartitionProduceData,
@@ -144,7 +138,7 @@ async fn queue_partition(
     if let Some((code, message)) = internal_topic_error(name, "append to") {
         return done(code, Some(message.to_string()));
     }
-    let partition = match leader_partition(broker, name, data.index, -1) {
+    let partition = match leader_partition(ctx, name, data.index, -1) {
         Ok(partition) => partition,
         Err(not_served) => return done(not_served.code, None),
     };
@@ -158,7 +152,7 @@ async fn queue_partition(
     if version < 7 && batch::uses_codec(&records, Compression::Zstd) {
         return done(ResponseError::UnsupportedCompressionType.code(), None);
     }
-    let in_sync = broker.in_sync_replicas(name, data.index);
+    let in_sync = ctx.in_sync_replicas(name, data.index);
     if acks == -1 && in_sync < settings.min_insync_replicas {
         let message = format!(
             "{name}-{}: {in_sync} in-sync replica(s), fewer than min.insync.replicas={} that acks=all requires",

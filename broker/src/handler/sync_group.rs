@@ -1,15 +1,12 @@
 //! SyncGroup: the leader brings the assignment; every member waits for its share.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::{group_error_code, str_bytes};
-use crate::broker::Broker;
+use super::{Context, group_error_code, str_bytes};
 use crate::coordinator::SyncRequest;
 
-pub(super) async fn handle(broker: &Arc<Broker>, request: SyncGroupRequest) -> SyncGroupResponse {
-    let coordinator = match broker.coordinator_for(&request.group_id) {
+pub(super) async fn handle(ctx: &Context, request: SyncGroupRequest) -> SyncGroupResponse {
+    let coordinator = match ctx.coordinator_for(&request.group_id) {
         Ok(coordinator) => coordinator,
         Err(error) => return SyncGroupResponse::default().with_error_code(group_error_code(error)),
     };

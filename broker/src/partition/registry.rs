@@ -507,6 +507,7 @@ mod tests {
             &[MetadataRecord::SetTopicConfigs {
                 name: "t".to_owned(),
                 configs,
+                from: None,
             }],
         );
         registry.apply(Arc::clone(&two)).await.unwrap();
@@ -528,6 +529,7 @@ mod tests {
             &two,
             &[MetadataRecord::DeleteTopic {
                 name: "t".to_owned(),
+                id: None,
             }],
         );
         registry.apply(Arc::clone(&three)).await.unwrap();
@@ -608,6 +610,7 @@ mod tests {
             &one,
             &[MetadataRecord::DeleteTopic {
                 name: "t".to_owned(),
+                id: None,
             }],
         );
         let recreated = next(&deleted, &[create("t", &[&[1]], &[])]);

@@ -1,0 +1,203 @@
+//! What a handler works with instead of the whole broker: the cluster metadata as the request
+//! found it (one image for the whole request, so a response never mixes two), the hosted
+//! partitions, the group coordinator, the broker's settings and metrics, and the metadata write
+//! path (topic changes, producer ids). Reads answer from the request's image; a handler that
+//! changes the metadata answers from what the change returns, or from [`Context::current_image`].
+//!
+//! [`Context::with_image`] runs a handler against any image, so routing and error logic (which
+//! broker leads, which epoch is current) is tested by calling the handler directly, without a
+//! socket or a second broker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crate::broker::{
+    AlterConfigsError, Broker, BrokerConfig, CreatePartitionsError, CreateTopicError,
+};
+use crate::cluster::{
+    BrokerRegistration, ConfigError, MetadataError, MetadataImage, ProduceConfig, TopicImage,
+};
+use crate::coordinator::{self, CoordinatorHandle, GroupError, OFFSETS_TOPIC};
+use crate::metrics::Metrics;
+use crate::partition::PartitionHandle;
+use crate::quorum::QuorumDescription;
+
+/// One request's view of the broker.
+#[derive(Debug, Clone)]
+pub struct Context {
+    image: Arc<MetadataImage>,
+    broker: Arc<Broker>,
+}
+
+impl Context {
+    /// The broker's view as it stands now.
+    pub fn new(broker: &Arc<Broker>) -> Self {
+        Self::with_image(broker, broker.image())
+    }
+
+    /// A view of `broker` that sees the metadata as `image`.
+    pub fn with_image(broker: &Arc<Broker>, image: Arc<MetadataImage>) -> Self {
+        Self {
+            image,
+            broker: Arc::clone(broker),
+        }
+    }
+
+    /// The same view with the metadata as it stands now (a request that waited, such as a long
+    /// poll, checks leadership again).
+    pub fn refreshed(&self) -> Self {
+        Self::new(&self.broker)
+    }
+
+    /// The metadata as the request found it.
+    pub fn image(&self) -> &Arc<MetadataImage> {
+        &self.image
+    }
+
+    /// The metadata as it stands now (after a change this request made).
+    pub fn current_image(&self) -> Arc<MetadataImage> {
+        self.broker.image()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
+        self.image.topic(name)
+    }
+
+    /// The produce settings (`min.insync.replicas`, `compression.type`) of topic `name`.
+    pub fn produce_config(&self, name: &str) -> Option<ProduceConfig> {
+        self.image.produce_config(name)
+    }
+
+    /// How many replicas of a partition are in sync, as the metadata records its ISR (0 for a
+    /// partition the metadata does not know).
+    pub fn in_sync_replicas(&self, topic: &str, partition: i32) -> i32 {
+        self.image
+            .topic(topic)
+            .and_then(|t| t.partition(partition))
+            .map_or(0, |p| i32::try_from(p.isr.len()).unwrap_or(i32::MAX))
+    }
+
+    /// The ids of the brokers registered in the cluster, which manual replica assignments may
+    /// name.
+    pub fn registered_brokers(&self) -> BTreeSet<i32> {
+        self.image.brokers.keys().copied().collect()
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.broker.node_id()
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        self.broker.config()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        self.broker.metrics()
+    }
+
+    /// A partition hosted here.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionHandle> {
+        self.broker.partition(topic, partition)
+    }
+
+    /// The controller: the metadata quorum's leader, or this broker while none is known.
+    pub fn controller_id(&self) -> i32 {
+        self.broker.controller_id()
+    }
+
+    /// The metadata quorum as this broker sees it.
+    pub fn quorum(&self) -> QuorumDescription {
+        self.broker.quorum().describe()
+    }
+
+    /// The group coordinator (set once the broker is open).
+    pub fn coordinator(&self) -> Option<&CoordinatorHandle> {
+        self.broker.coordinator()
+    }
+
+    /// The broker that coordinates `group` (the leader of its `__consumer_offsets` partition),
+    /// if it has one.
+    pub fn coordinator_node(&self, group: &str) -> Option<&BrokerRegistration> {
+        let topic = self.image.topic(OFFSETS_TOPIC)?;
+        let partition = coordinator::partition_for(group, topic.partition_count());
+        let leader = topic.partition(partition)?.leader;
+        self.image.unfenced_brokers().find(|b| b.id == leader)
+    }
+
+    /// The coordinator of `group` if this broker coordinates it (it leads the group's
+    /// `__consumer_offsets` partition, and hosts it): NOT_COORDINATOR otherwise.
+    pub fn coordinator_for(&self, group: &str) -> Result<&CoordinatorHandle, GroupError> {
+        let coordinator = self
+            .coordinator()
+            .ok_or(GroupError::CoordinatorNotAvailable)?;
+        let leads = self
+            .coordinator_node(group)
+            .is_some_and(|node| node.id == self.node_id());
+        if leads && coordinator.coordinates(group) {
+            Ok(coordinator)
+        } else {
+            Err(GroupError::NotCoordinator)
+        }
+    }
+
+    /// See [`Broker::validate_new_topic`].
+    pub fn validate_new_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<i32, CreateTopicError> {
+        self.broker
+            .validate_new_topic(name, partitions, replication_factor, configs)
+    }
+
+    /// See [`Broker::create_topic`].
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        assignment: Option<Vec<Vec<i32>>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<TopicImage>, CreateTopicError> {
+        self.broker
+            .create_topic(name, partitions, replication_factor, assignment, configs)
+            .await
+    }
+
+    /// See [`Broker::delete_topic`].
+    pub async fn delete_topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
+        self.broker.delete_topic(name).await
+    }
+
+    /// See [`Broker::create_partitions`].
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<&[Vec<i32>]>,
+        validate_only: bool,
+    ) -> Result<(), CreatePartitionsError> {
+        self.broker
+            .create_partitions(name, count, assignments, validate_only)
+            .await
+    }
+
+    /// See [`Broker::alter_topic_configs`].
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ConfigError>,
+        validate_only: bool,
+    ) -> Result<(), AlterConfigsError> {
+        self.broker
+            .alter_topic_configs(name, change, validate_only)
+            .await
+    }
+
+    /// A producer id never handed out before, on this cluster.
+    pub async fn new_producer_id(&self) -> Result<i64, MetadataError> {
+        self.broker.new_producer_id().await
+    }
+}

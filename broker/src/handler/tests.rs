@@ -1,0 +1,318 @@
+//! Handlers called directly, without a socket: each runs against a metadata image the test
+//! writes (other brokers, other leaders and epochs), on a broker whose partitions are real logs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, ProduceRequest, RequestKind, ResponseKind,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Context, dispatch, start_with, topic_name};
+use crate::broker::{Broker, BrokerConfig};
+use crate::cluster::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
+use crate::coordinator::OFFSETS_TOPIC;
+use crate::protocol::Request;
+use crate::record::{ProducerInfo, Record, build_batch};
+
+const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+
+/// A broker (node 1) hosting topic `t` with two partitions, both led here at epoch 0.
+async fn broker(dir: &std::path::Path) -> Arc<Broker> {
+    let config = BrokerConfig::for_tests(dir.to_path_buf());
+    let broker = Broker::open(config, PEER, CancellationToken::new())
+        .await
+        .unwrap();
+    broker
+        .create_topic("t", 2, -1, None, Default::default())
+        .await
+        .unwrap();
+    broker
+}
+
+fn registration(id: i32, fenced: bool) -> BrokerRegistration {
+    BrokerRegistration {
+        id,
+        rack: Some(format!("rack-{id}")),
+        host: format!("10.0.0.{id}"),
+        port: 9092,
+        fenced,
+        incarnation: Uuid::from_u128(u128::from(id.unsigned_abs())),
+        epoch: 7,
+        shut_down: false,
+        replaces: None,
+    }
+}
+
+/// The broker's image as a cluster of three would have it: broker 2 up, broker 3 fenced; `t-1`
+/// moved to broker 2 at leader epoch 4; a topic `gone` whose only replica is on broker 3; every
+/// `__consumer_offsets` partition led by broker 2.
+fn cluster_image(image: &MetadataImage) -> Arc<MetadataImage> {
+    let mut image = image.clone();
+    image.brokers.insert(2, registration(2, false));
+    image.brokers.insert(3, registration(3, true));
+    let moved = PartitionImage {
+        replicas: vec![2],
+        leader: 2,
+        leader_epoch: 4,
+        isr: vec![2],
+        partition_epoch: 5,
+    };
+    Arc::make_mut(image.topics.get_mut("t").unwrap()).partitions[1] = moved.clone();
+    for partition in &mut Arc::make_mut(image.topics.get_mut(OFFSETS_TOPIC).unwrap()).partitions {
+        *partition = moved.clone();
+    }
+    image.topics.insert(
+        "gone".to_owned(),
+        Arc::new(TopicImage {
+            name: "gone".to_owned(),
+            id: Uuid::from_u128(9),
+            configs: Default::default(),
+            partitions: vec![PartitionImage {
+                replicas: vec![3],
+                leader: -1,
+                leader_epoch: 2,
+                isr: vec![3],
+                partition_epoch: 3,
+            }],
+        }),
+    );
+    Arc::new(image)
+}
+
+async fn call(ctx: &Context, body: RequestKind, version: i16) -> ResponseKind {
+    dispatch(ctx, body, version, "test", PEER).await.unwrap()
+}
+
+fn name(topic: &str) -> kafka_protocol::messages::TopicName {
+    topic_name(topic)
+}
+
+fn fetch(partitions: &[(i32, i32)]) -> RequestKind {
+    RequestKind::Fetch(
+        FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default().with_topic(name("t")).with_partitions(
+                    partitions
+                        .iter()
+                        .map(|(partition, epoch)| {
+                            FetchPartition::default()
+                                .with_partition(*partition)
+                                .with_current_leader_epoch(*epoch)
+                                .with_partition_max_bytes(1 << 20)
+                        })
+                        .collect(),
+                ),
+            ]),
+    )
+}
+
+fn produce(partition: i32) -> Request {
+    let batch = build_batch(
+        &[Record {
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers: vec![],
+            timestamp: 1,
+        }],
+        ProducerInfo::NONE,
+    );
+    let body = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(name("t"))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(Bytes::from(batch))),
+                ]),
+        ]);
+    Request {
+        api: kafka_protocol::messages::ApiKey::Produce,
+        header: Default::default(),
+        version: 9,
+        body: RequestKind::Produce(body),
+    }
+}
+
+/// Error code and base offset of a one-record produce to `t-partition`.
+async fn produced(ctx: &Context, partition: i32) -> (i16, i64) {
+    let pending = start_with(ctx, produce(partition), PEER).await;
+    let Some(ResponseKind::Produce(response)) = pending.await else {
+        panic!("no produce response");
+    };
+    let answer = &response.responses[0].partition_responses[0];
+    (answer.error_code, answer.base_offset)
+}
+
+/// A partition this broker does not lead (in the image the request sees) is refused with
+/// NOT_LEADER_OR_FOLLOWER and, in Fetch v12+, the leader to go to; leader epochs are checked
+/// first: older is FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH.
+#[tokio::test]
+async fn partitions_led_elsewhere_are_refused_with_where_to_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let ctx = Context::with_image(&broker, cluster_image(&broker.image()));
+
+    let ResponseKind::Fetch(FetchResponse { responses, .. }) =
+        call(&ctx, fetch(&[(0, 0), (1, -1), (1, 3), (0, 1)]), 12).await
+    else {
+        panic!("not a fetch response");
+    };
+    let partitions = &responses[0].partitions;
+    let codes: Vec<i16> = partitions.iter().map(|p| p.error_code).collect();
+    assert_eq!(
+        codes,
+        [
+            0,
+            ResponseError::NotLeaderOrFollower.code(),
+            ResponseError::FencedLeaderEpoch.code(),
+            ResponseError::UnknownLeaderEpoch.code(),
+        ]
+    );
+    assert_eq!(
+        (
+            partitions[1].current_leader.leader_id,
+            partitions[1].current_leader.leader_epoch
+        ),
+        (BrokerId(2), 4)
+    );
+
+    assert_eq!(produced(&ctx, 0).await, (0, 0));
+    assert_eq!(
+        produced(&ctx, 1).await,
+        (ResponseError::NotLeaderOrFollower.code(), -1)
+    );
+    // The broker's own image still has it led here: the refusal came from the image alone.
+    assert_eq!(produced(&Context::new(&broker), 1).await, (0, 0));
+
+    let list = RequestKind::ListOffsets(
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(1)
+                            .with_timestamp(-1)
+                            .with_current_leader_epoch(-1),
+                    ]),
+            ]),
+    );
+    let ResponseKind::ListOffsets(listed) = call(&ctx, list, 7).await else {
+        panic!("not a list offsets response");
+    };
+    assert_eq!(
+        listed.topics[0].partitions[0].error_code,
+        ResponseError::NotLeaderOrFollower.code()
+    );
+}
+
+/// Metadata lists the unfenced brokers with their racks, each partition's leader and epoch, and
+/// a partition whose only replica is on a fenced broker as leaderless (LEADER_NOT_AVAILABLE),
+/// with that replica offline.
+#[tokio::test]
+async fn metadata_describes_the_image_the_request_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let ctx = Context::with_image(&broker, cluster_image(&broker.image()));
+    let request = MetadataRequest::default().with_topics(Some(
+        ["t", "gone"]
+            .iter()
+            .map(|t| MetadataRequestTopic::default().with_name(Some(name(t))))
+            .collect(),
+    ));
+    let ResponseKind::Metadata(response) = call(&ctx, RequestKind::Metadata(request), 12).await
+    else {
+        panic!("not a metadata response");
+    };
+    let brokers: Vec<(i32, String, Option<String>)> = response
+        .brokers
+        .iter()
+        .map(|b| {
+            (
+                b.node_id.0,
+                b.host.to_string(),
+                b.rack.as_ref().map(ToString::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(brokers.len(), 2, "{brokers:?}");
+    assert_eq!(
+        brokers[1],
+        (2, "10.0.0.2".to_owned(), Some("rack-2".to_owned()))
+    );
+    let t = &response.topics[0];
+    let leaders: Vec<(i32, i32)> = t
+        .partitions
+        .iter()
+        .map(|p| (p.leader_id.0, p.leader_epoch))
+        .collect();
+    assert_eq!(leaders, [(1, 0), (2, 4)]);
+    let gone = &response.topics[1].partitions[0];
+    assert_eq!(gone.error_code, ResponseError::LeaderNotAvailable.code());
+    assert_eq!(gone.leader_id.0, -1);
+    assert_eq!(gone.offline_replicas, [BrokerId(3)]);
+}
+
+/// FindCoordinator names the broker that leads the group's `__consumer_offsets` partition in the
+/// image; this broker, not leading it, answers the group's requests with NOT_COORDINATOR.
+#[tokio::test]
+async fn groups_coordinated_elsewhere_are_sent_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let ctx = Context::with_image(&broker, cluster_image(&broker.image()));
+    let find =
+        FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("orders-readers"));
+    let ResponseKind::FindCoordinator(found) =
+        call(&ctx, RequestKind::FindCoordinator(find), 3).await
+    else {
+        panic!("not a find coordinator response");
+    };
+    assert_eq!(
+        (found.error_code, found.node_id.0, found.host.to_string()),
+        (0, 2, "10.0.0.2".to_owned())
+    );
+
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(StrBytes::from_static_str("orders-readers").into())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(name("t"))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(1),
+                ]),
+        ]);
+    let ResponseKind::OffsetCommit(committed) =
+        call(&ctx, RequestKind::OffsetCommit(commit), 8).await
+    else {
+        panic!("not an offset commit response");
+    };
+    assert_eq!(
+        committed.topics[0].partitions[0].error_code,
+        ResponseError::NotCoordinator.code()
+    );
+}
