@@ -190,6 +190,17 @@ pub enum CreatePartitionsError {
     Partitions(#[from] RegistryError),
 }
 
+/// Why ElectLeaders left a partition as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectLeaderError {
+    #[error("the partition does not exist")]
+    UnknownPartition,
+    #[error(transparent)]
+    Refused(#[from] cluster::controller::ElectionRefused),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
 /// Why topic configs were not changed.
 #[derive(Debug, thiserror::Error)]
 pub enum AlterConfigsError {
@@ -787,6 +798,56 @@ impl Broker {
                     tracing::debug!(%reason, "topic configs changed meanwhile; computing again");
                     attempts += 1;
                 }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// ElectLeaders for one partition: commits the leader and ISR `kind` gives it, conditional on
+    /// the partition as it was read (computed again if it changed meanwhile), and returns once
+    /// the change is applied here.
+    pub async fn elect_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        kind: cluster::controller::ElectionType,
+    ) -> Result<(), ElectLeaderError> {
+        let mut attempts = 0;
+        loop {
+            let image = self.image();
+            let known = image
+                .topic(topic)
+                .and_then(|t| Some((t, t.partition(partition)?)));
+            let Some((topic_image, current)) = known else {
+                return Err(ElectLeaderError::UnknownPartition);
+            };
+            let usable: BTreeSet<i32> = image
+                .unfenced_brokers()
+                .filter(|b| !b.shut_down)
+                .map(|b| b.id)
+                .collect();
+            let (leader, isr) = cluster::controller::elect_on_request(current, &usable, kind)?;
+            let record = MetadataRecord::ChangePartition {
+                topic: topic.to_owned(),
+                topic_id: topic_image.id,
+                partition,
+                partition_epoch: current.partition_epoch,
+                leader,
+                isr,
+            };
+            match self.quorum.propose(vec![record]).await {
+                Ok(image) => {
+                    self.apply_committed(image).await;
+                    tracing::info!(
+                        topic,
+                        partition,
+                        leader,
+                        ?kind,
+                        "elected a leader on request"
+                    );
+                    return Ok(());
+                }
+                Err(MetadataError::Apply(ApplyError::Stale(_))) if attempts < 3 => attempts += 1,
                 Err(error) => return Err(error.into()),
             }
         }

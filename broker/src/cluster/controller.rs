@@ -78,6 +78,59 @@ pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>, policy: Policy) -> V
     records
 }
 
+/// The election an ElectLeaders request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// The preferred replica (the first) leads, if it is usable and in sync.
+    Preferred,
+    /// A partition without a leader gets one: an in-sync replica if any is usable, otherwise
+    /// one out of sync (which loses what the ISR had and it lacks).
+    Unclean,
+}
+
+/// Why an ElectLeaders request leaves a partition as it is (Kafka's error codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ElectionRefused {
+    /// ELECTION_NOT_NEEDED: the preferred replica leads already, or (unclean) a leader is there.
+    #[error("no election is needed")]
+    NotNeeded,
+    /// PREFERRED_LEADER_NOT_AVAILABLE: the preferred replica is fenced or out of sync.
+    #[error("the preferred replica is not available or not in sync")]
+    PreferredNotAvailable,
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE: no replica may lead.
+    #[error("no replica of the partition is available to lead")]
+    NoEligibleLeader,
+}
+
+/// The leader and ISR an ElectLeaders request gives `partition`, with the brokers `usable`
+/// (registered, unfenced, not shutting down).
+pub fn elect_on_request(
+    partition: &PartitionImage,
+    usable: &BTreeSet<i32>,
+    kind: ElectionType,
+) -> Result<(i32, Vec<i32>), ElectionRefused> {
+    match kind {
+        ElectionType::Preferred => match partition.replicas.first().copied() {
+            Some(preferred) if preferred == partition.leader => Err(ElectionRefused::NotNeeded),
+            Some(preferred)
+                if usable.contains(&preferred) && partition.isr.contains(&preferred) =>
+            {
+                Ok((preferred, partition.isr.clone()))
+            }
+            _ => Err(ElectionRefused::PreferredNotAvailable),
+        },
+        ElectionType::Unclean => {
+            if usable.contains(&partition.leader) {
+                return Err(ElectionRefused::NotNeeded);
+            }
+            match elect(partition, usable, true, Policy::default()) {
+                (-1, _) => Err(ElectionRefused::NoEligibleLeader),
+                elected => Ok(elected),
+            }
+        }
+    }
+}
+
 /// One partition's leader and ISR, given the brokers that may lead.
 fn elect(
     partition: &PartitionImage,
@@ -308,6 +361,56 @@ mod tests {
         apply_all(&mut image, &records);
         let partition = image.topic("t").unwrap().partition(0).unwrap();
         assert_eq!((partition.leader, partition.isr.as_slice()), (2, &[2][..]));
+    }
+
+    /// ElectLeaders: a preferred election moves leadership back to the first replica only if it
+    /// is usable and in sync, and is not needed where it leads; an unclean one is needed only
+    /// where no usable broker leads, and takes a replica out of sync only when none in sync is
+    /// left.
+    #[test]
+    fn elections_on_request_follow_kafka() {
+        let partition = |replicas: &[i32], leader, isr: &[i32]| PartitionImage {
+            replicas: replicas.to_vec(),
+            leader,
+            leader_epoch: 3,
+            isr: isr.to_vec(),
+            partition_epoch: 5,
+        };
+        let usable = BTreeSet::from([1, 2]);
+        let preferred = ElectionType::Preferred;
+        let unclean = ElectionType::Unclean;
+        assert_eq!(
+            elect_on_request(&partition(&[1, 2], 1, &[1, 2]), &usable, preferred),
+            Err(ElectionRefused::NotNeeded)
+        );
+        assert_eq!(
+            elect_on_request(&partition(&[1, 2], 2, &[1, 2]), &usable, preferred),
+            Ok((1, vec![1, 2]))
+        );
+        assert_eq!(
+            elect_on_request(&partition(&[1, 2], 2, &[2]), &usable, preferred),
+            Err(ElectionRefused::PreferredNotAvailable)
+        );
+        assert_eq!(
+            elect_on_request(&partition(&[3, 2], 2, &[3, 2]), &usable, preferred),
+            Err(ElectionRefused::PreferredNotAvailable)
+        );
+        assert_eq!(
+            elect_on_request(&partition(&[1, 2], 2, &[2]), &usable, unclean),
+            Err(ElectionRefused::NotNeeded)
+        );
+        assert_eq!(
+            elect_on_request(&partition(&[3, 2], -1, &[3]), &usable, unclean),
+            Ok((2, vec![2]))
+        );
+        assert_eq!(
+            elect_on_request(&partition(&[3, 2], -1, &[3, 2]), &usable, unclean),
+            Ok((2, vec![2]))
+        );
+        assert_eq!(
+            elect_on_request(&partition(&[3], -1, &[3]), &usable, unclean),
+            Err(ElectionRefused::NoEligibleLeader)
+        );
     }
 
     /// A decision applied twice (a retried write that had been committed) changes nothing the

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use crate::broker::{
     AlterConfigsError, Broker, BrokerConfig, CreatePartitionsError, CreateTopicError,
+    ElectLeaderError,
 };
+use crate::cluster::controller::ElectionType;
 use crate::cluster::{
     BrokerRegistration, ConfigError, MetadataError, MetadataImage, ProduceConfig, TopicImage,
 };
@@ -194,6 +196,27 @@ impl Context {
         self.broker
             .alter_topic_configs(name, change, validate_only)
             .await
+    }
+
+    /// See [`Broker::elect_leader`].
+    pub async fn elect_leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        kind: ElectionType,
+    ) -> Result<(), ElectLeaderError> {
+        self.broker.elect_leader(topic, partition, kind).await
+    }
+
+    /// The data directory: the broker's one log directory.
+    pub fn log_dir(&self) -> std::path::PathBuf {
+        let dir = &self.config().data_dir;
+        std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone())
+    }
+
+    /// The partitions hosted here, by topic and index.
+    pub fn hosted(&self) -> Vec<((String, i32), PartitionHandle)> {
+        self.broker.registry().hosted()
     }
 
     /// A producer id never handed out before, on this cluster.

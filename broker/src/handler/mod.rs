@@ -6,6 +6,7 @@
 //! context over any image (`tests.rs`). Per-partition failures become Kafka error codes in the
 //! response; handlers never fail the connection.
 
+mod alter_replica_log_dirs;
 mod api_versions;
 mod configs;
 mod context;
@@ -16,8 +17,10 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_quorum;
 mod describe_topic_partitions;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -119,6 +122,15 @@ async fn dispatch(
         )),
         RequestKind::DescribeQuorum(req) => Some(ResponseKind::DescribeQuorum(
             describe_quorum::handle(ctx, &req, version),
+        )),
+        RequestKind::DescribeLogDirs(req) => Some(ResponseKind::DescribeLogDirs(
+            describe_log_dirs::handle(ctx, &req),
+        )),
+        RequestKind::AlterReplicaLogDirs(req) => Some(ResponseKind::AlterReplicaLogDirs(
+            alter_replica_log_dirs::handle(ctx, &req),
+        )),
+        RequestKind::ElectLeaders(req) => Some(ResponseKind::ElectLeaders(
+            elect_leaders::handle(ctx, req).await,
         )),
         RequestKind::DescribeTopicPartitions(req) => Some(ResponseKind::DescribeTopicPartitions(
             describe_topic_partitions::handle(ctx, &req),

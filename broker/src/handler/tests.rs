@@ -316,3 +316,106 @@ async fn groups_coordinated_elsewhere_are_sent_there() {
         ResponseError::NotCoordinator.code()
     );
 }
+
+/// ElectLeaders through the broker's own metadata: a single-replica partition needs no election
+/// of either kind, a partition that does not exist is UNKNOWN_TOPIC_OR_PARTITION, and an unknown
+/// election type is INVALID_REQUEST. DescribeLogDirs reports the data directory with each hosted
+/// partition's size; AlterReplicaLogDirs takes that directory and refuses any other.
+#[tokio::test]
+async fn elections_and_log_directories() {
+    use kafka_protocol::messages::alter_replica_log_dirs_request::{
+        AlterReplicaLogDir, AlterReplicaLogDirTopic,
+    };
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{
+        AlterReplicaLogDirsRequest, DescribeLogDirsRequest, ElectLeadersRequest,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let ctx = Context::new(&broker);
+    let elect = |kind: i8, partitions: Vec<i32>| {
+        RequestKind::ElectLeaders(
+            ElectLeadersRequest::default()
+                .with_election_type(kind)
+                .with_timeout_ms(5000)
+                .with_topic_partitions(Some(vec![
+                    TopicPartitions::default()
+                        .with_topic(name("t"))
+                        .with_partitions(partitions),
+                ])),
+        )
+    };
+    for (kind, partitions, expected) in [
+        (
+            0,
+            vec![0, 1],
+            vec![ResponseError::ElectionNotNeeded.code(); 2],
+        ),
+        (1, vec![0], vec![ResponseError::ElectionNotNeeded.code()]),
+        (
+            0,
+            vec![7],
+            vec![ResponseError::UnknownTopicOrPartition.code()],
+        ),
+        (5, vec![0], vec![ResponseError::InvalidRequest.code()]),
+    ] {
+        let ResponseKind::ElectLeaders(response) = call(&ctx, elect(kind, partitions), 2).await
+        else {
+            panic!("not an elect leaders response");
+        };
+        let codes: Vec<i16> = response.replica_election_results[0]
+            .partition_result
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, expected, "election type {kind}");
+    }
+
+    assert_eq!(produced(&ctx, 1).await, (0, 0));
+    let describe = DescribeLogDirsRequest::default().with_topics(Some(vec![
+        DescribableLogDirTopic::default()
+            .with_topic(name("t"))
+            .with_partitions(vec![0, 1]),
+    ]));
+    let ResponseKind::DescribeLogDirs(described) =
+        call(&ctx, RequestKind::DescribeLogDirs(describe), 4).await
+    else {
+        panic!("not a describe log dirs response");
+    };
+    let result = &described.results[0];
+    let data_dir = std::fs::canonicalize(dir.path()).unwrap();
+    assert_eq!(result.log_dir.as_str(), data_dir.display().to_string());
+    assert!(result.total_bytes > 0 && result.usable_bytes > 0);
+    let sizes: Vec<(i32, bool)> = result.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.partition_index, p.partition_size > 0))
+        .collect();
+    assert_eq!(sizes, [(0, false), (1, true)]);
+
+    let alter = |path: String| {
+        RequestKind::AlterReplicaLogDirs(AlterReplicaLogDirsRequest::default().with_dirs(vec![
+            AlterReplicaLogDir::default()
+                .with_path(StrBytes::from_string(path))
+                .with_topics(vec![
+                    AlterReplicaLogDirTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![0]),
+                ]),
+        ]))
+    };
+    for (path, code) in [
+        (data_dir.display().to_string(), 0),
+        (
+            "/elsewhere".to_owned(),
+            ResponseError::LogDirNotFound.code(),
+        ),
+    ] {
+        let ResponseKind::AlterReplicaLogDirs(altered) = call(&ctx, alter(path), 2).await else {
+            panic!("not an alter replica log dirs response");
+        };
+        assert_eq!(altered.results[0].partitions[0].error_code, code);
+    }
+}
