@@ -1093,7 +1093,6 @@ async fn run_controller(
 ) {
     let mut ticks = tokio::time::interval(std::time::Duration::from_millis(500));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut leading_since = None;
     // The registration epoch seen for each broker: a new registration counts as hearing from
     // its broker, so it is never fenced before its first heartbeat arrives.
     let mut registrations: std::collections::HashMap<i32, u64> = std::collections::HashMap::new();
@@ -1108,12 +1107,12 @@ async fn run_controller(
         // again from now, as a controller that has just taken over does.
         let gap = last_tick.elapsed();
         last_tick = tokio::time::Instant::now();
-        if gap > session_timeout / 2 && leading_since.is_some() {
+        if gap > session_timeout / 2 && quorum.alive(session_timeout).is_some() {
             tracing::warn!(
                 gap_ms = gap.as_millis(),
                 "the controller did not run for a while; counting broker sessions from now"
             );
-            leading_since = None;
+            quorum.restart_sessions();
         }
         let image = quorum.image();
         for broker in image.brokers.values() {
@@ -1121,9 +1120,7 @@ async fn run_controller(
                 quorum.heard_from(broker.id);
             }
         }
-        let since = *leading_since.get_or_insert_with(tokio::time::Instant::now);
-        let Some(alive) = quorum.alive(session_timeout, since) else {
-            leading_since = None;
+        let Some(alive) = quorum.alive(session_timeout) else {
             continue;
         };
         for record in cluster::controller::decide(&image, &alive, policy) {
@@ -1133,7 +1130,7 @@ async fn run_controller(
                 Err(MetadataError::Apply(ApplyError::Stale(reason))) => {
                     tracing::debug!(%reason, "controller decision was stale");
                 }
-                Err(error) if quorum.alive(session_timeout, since).is_none() => {
+                Err(error) if quorum.alive(session_timeout).is_none() => {
                     tracing::debug!(%error, change = described, "no longer the controller");
                 }
                 Err(error) => {

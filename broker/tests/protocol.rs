@@ -816,6 +816,48 @@ async fn every_supported_version_of_every_api_is_served() {
                     assert_eq!(partition.leader_id.0, 1, "{context}");
                     assert_eq!(partition.current_voters.len(), 1, "{context}");
                 }
+                ApiKey::ElectLeaders => {
+                    let request = ElectLeadersRequest::default()
+                        .with_election_type(0)
+                        .with_timeout_ms(5000)
+                        .with_topic_partitions(Some(vec![
+                            elect_leaders_request::TopicPartitions::default()
+                                .with_topic(name("versions"))
+                                .with_partitions(vec![0]),
+                        ]));
+                    let response = client.call(request, version).await;
+                    // One replica: it leads already.
+                    assert_eq!(
+                        response.replica_election_results[0].partition_result[0].error_code,
+                        kafka_protocol::error::ResponseError::ElectionNotNeeded.code(),
+                        "{context}"
+                    );
+                }
+                ApiKey::DescribeLogDirs => {
+                    let response = client
+                        .call(DescribeLogDirsRequest::default().with_topics(None), version)
+                        .await;
+                    let hosted: Vec<&str> = response.results[0]
+                        .topics
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect();
+                    assert!(hosted.contains(&"versions"), "{context}: {hosted:?}");
+                }
+                ApiKey::AlterReplicaLogDirs => {
+                    let data_dir = std::fs::canonicalize(&broker.broker.config().data_dir).unwrap();
+                    let request = AlterReplicaLogDirsRequest::default().with_dirs(vec![
+                        alter_replica_log_dirs_request::AlterReplicaLogDir::default()
+                            .with_path(StrBytes::from_string(data_dir.display().to_string()))
+                            .with_topics(vec![
+                                alter_replica_log_dirs_request::AlterReplicaLogDirTopic::default()
+                                    .with_name(name("versions"))
+                                    .with_partitions(vec![0]),
+                            ]),
+                    ]);
+                    let response = client.call(request, version).await;
+                    assert_eq!(response.results[0].partitions[0].error_code, 0, "{context}");
+                }
                 ApiKey::DescribeTopicPartitions => {
                     let response = client
                         .call(describe_topic_partitions(&["versions"], 10, None), version)

@@ -340,6 +340,17 @@ fn a_survivor_creates_a_topic_within_10s_of_the_controller_being_sigkilled() {
     assert!(took < Duration::from_secs(10), "creating took {took:?}");
     let new_controller = cluster.controller(Duration::from_secs(10)).unwrap();
     assert_ne!(new_controller, controller);
+    // A new controller counts sessions from its takeover: right after it, a second process
+    // claiming a survivor's node id is refused as before.
+    let claimed = &cluster.brokers[survivor];
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (status, stderr) =
+        fjord_tests::run_to_exit(&mut claimed.twin(elsewhere.path()), Duration::from_secs(60));
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is registered by another live broker process"),
+        "{stderr}"
+    );
     // Placed before the killed broker was fenced, "after" may have a partition on it too.
     let (_, after) = leaders(&cluster.brokers[survivor].bootstrap(), "after");
     assert_eq!(after.len(), 3);

@@ -239,6 +239,8 @@ pub struct Quorum {
     /// When the controller last heard from each broker (kept by whichever node leads).
     heartbeats: std::sync::Mutex<HashMap<i32, tokio::time::Instant>>,
     session_timeout: Duration,
+    /// The term in which this node leads, and when it began to (see [`Quorum::alive`]).
+    leading: std::sync::Mutex<Option<(u64, tokio::time::Instant)>>,
     /// `--cluster-id`, named in calls until the metadata holds the cluster's id.
     given_cluster_id: Option<String>,
     /// Held from a registration's check to its commit, so two processes claiming one node id
@@ -378,6 +380,7 @@ impl Quorum {
             state_machine,
             heartbeats: std::sync::Mutex::new(HashMap::new()),
             session_timeout: config.session_timeout,
+            leading: std::sync::Mutex::new(None),
             given_cluster_id: config.cluster_id.clone(),
             registering: tokio::sync::Mutex::new(()),
         });
@@ -760,8 +763,8 @@ impl Quorum {
     }
 
     /// Refuses `registration` (on the leader) if its node id is registered by another process
-    /// that is not fenced and has been heard from within the session timeout (or not yet
-    /// looked for since this node began to lead). A process restarted on the same data
+    /// that is not fenced and is alive as the controller counts it ([`Quorum::alive`]: heard
+    /// from within the session timeout, counting from when this node began to lead). A process restarted on the same data
     /// directory names the incarnation it replaces and is taken at once.
     fn check_registration(
         &self,
@@ -780,13 +783,9 @@ impl Quorum {
         {
             return Ok(());
         }
-        let heard = self
-            .heartbeats
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&registration.id)
-            .copied();
-        let live = heard.is_none_or(|at| at.elapsed() < self.session_timeout);
+        let live = self
+            .alive(self.session_timeout)
+            .is_some_and(|alive| alive.contains(&registration.id));
         if !live {
             return Ok(());
         }
@@ -904,17 +903,50 @@ impl Quorum {
             .insert(node_id, tokio::time::Instant::now());
     }
 
-    /// The brokers the controller heard from within `session_timeout` (counting from `since`,
-    /// when this node became the leader, for brokers it has not heard from yet); `None` unless
-    /// this node leads.
-    pub fn alive(
-        &self,
-        session_timeout: Duration,
-        since: tokio::time::Instant,
-    ) -> Option<std::collections::BTreeSet<i32>> {
-        if self.leader() != i32::try_from(self.node_id).ok() {
+    /// When this node began to lead, in its current term (noted the first time it is asked in
+    /// that term: the controller asks twice a second); `None` unless it leads.
+    fn leading_since(&self) -> Option<tokio::time::Instant> {
+        let (leader, term) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_leader, metrics.current_term)
+        };
+        let mut leading = self
+            .leading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if leader != Some(self.node_id) {
+            *leading = None;
             return None;
         }
+        match *leading {
+            Some((noted, since)) if noted == term => Some(since),
+            _ => {
+                let now = tokio::time::Instant::now();
+                *leading = Some((term, now));
+                Some(now)
+            }
+        }
+    }
+
+    /// Counts every broker's session afresh from now, as when this node began to lead (the
+    /// controller did not run for a while, and heard nothing meanwhile).
+    pub fn restart_sessions(&self) {
+        if let Some((_, since)) = self
+            .leading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_mut()
+        {
+            *since = tokio::time::Instant::now();
+        }
+    }
+
+    /// The brokers the controller heard from within `session_timeout` (counting from when this
+    /// node began to lead for brokers it has not heard from since); `None` unless this node
+    /// leads.
+    pub fn alive(&self, session_timeout: Duration) -> Option<std::collections::BTreeSet<i32>> {
+        let since = self.leading_since()?;
         let now = tokio::time::Instant::now();
         let heartbeats = self
             .heartbeats
@@ -1172,6 +1204,75 @@ mod tests {
     /// Three voters on loopback, started in any order, form one quorum over the cluster
     /// listener; a change made on any of them is forwarded to the leader and seen everywhere; a
     /// broker outside the voters follows the log; the quorum survives losing its leader.
+    /// The controller refuses a second incarnation of a live broker, takes one that names the
+    /// incarnation it replaces, and takes any once the holder is fenced; a heartbeat counts only
+    /// for the registered incarnation.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_live_node_id_is_refused_to_a_second_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let quorum = Quorum::start(config(dir.path(), 1, vec![]), None, shutdown.clone())
+            .await
+            .unwrap();
+        let registration = |incarnation: u128, replaces: Option<u128>| {
+            MetadataRecord::RegisterBroker(BrokerRegistration {
+                id: 5,
+                rack: None,
+                host: "10.0.0.5".to_owned(),
+                port: 9092,
+                fenced: false,
+                incarnation: uuid::Uuid::from_u128(incarnation),
+                epoch: 0,
+                shut_down: false,
+                replaces: replaces.map(uuid::Uuid::from_u128),
+            })
+        };
+        quorum.propose(vec![registration(1, None)]).await.unwrap();
+        let refused = quorum.propose(vec![registration(2, None)]).await;
+        assert!(
+            matches!(
+                refused,
+                Err(MetadataError::Apply(ApplyError::DuplicateBroker {
+                    id: 5,
+                    ..
+                }))
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(
+            quorum.image().brokers[&5].incarnation,
+            uuid::Uuid::from_u128(1)
+        );
+        assert!(
+            quorum
+                .heartbeat(5, uuid::Uuid::from_u128(2), Duration::from_secs(1))
+                .await
+                .is_err()
+        );
+        assert!(
+            quorum
+                .heartbeat(5, uuid::Uuid::from_u128(1), Duration::from_secs(1))
+                .await
+                .is_ok()
+        );
+        quorum
+            .propose(vec![registration(3, Some(1))])
+            .await
+            .unwrap();
+        let epoch = quorum.image().brokers[&5].epoch;
+        quorum
+            .propose(vec![MetadataRecord::FenceBroker { id: 5, epoch }])
+            .await
+            .unwrap();
+        quorum.propose(vec![registration(4, None)]).await.unwrap();
+        assert_eq!(
+            quorum.image().brokers[&5].incarnation,
+            uuid::Uuid::from_u128(4)
+        );
+        quorum.shutdown().await;
+        shutdown.cancel();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn three_voters_and_a_follower_form_one_cluster_and_survive_the_leader() {
         let ports = free_ports(4);
