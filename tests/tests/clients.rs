@@ -8,6 +8,10 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+// The multi-process cluster tests share this binary: one fewer test binary linking librdkafka.
+#[path = "clients/cluster.rs"]
+mod cluster;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Command;

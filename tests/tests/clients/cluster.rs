@@ -3,8 +3,6 @@
 //! brokers and racks, real clients routed to leaders, a consumer group spanning the brokers, and
 //! the controller SIGKILLed.
 
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
