@@ -180,7 +180,7 @@ async fn api_versions_lists_the_table_and_answers_unknown_versions_in_v0() {
     let response = client.call(ApiVersionsRequest::default(), 3).await;
     assert_eq!(response.error_code, 0);
     let produce = response.api_keys.iter().find(|k| k.api_key == 0).unwrap();
-    assert_eq!((produce.min_version, produce.max_version), (3, 9));
+    assert_eq!((produce.min_version, produce.max_version), (3, 13));
     assert_eq!(
         response.api_keys.len(),
         fjord_broker::protocol::SUPPORTED_APIS.len()
@@ -197,7 +197,7 @@ async fn api_versions_lists_the_table_and_answers_unknown_versions_in_v0() {
     assert!(
         v0.api_keys
             .iter()
-            .any(|k| k.api_key == 18 && k.max_version == 3)
+            .any(|k| k.api_key == 18 && k.max_version == 4)
     );
     // The connection stays usable.
     assert_eq!(
@@ -708,6 +708,13 @@ async fn every_supported_version_of_every_api_is_served() {
     let (broker, _dir) = start(|_| {}).await;
     let mut client = Client::connect(&broker).await;
     client.call(create("versions", 1), 7).await;
+    let topic_id = client.user_topics().await[0].topic_id;
+    // From Produce and Fetch v13 and DeleteTopics v6 topics go by id (KIP-516).
+    let by_id = |mut request: ProduceRequest| {
+        request.topic_data[0].topic_id = topic_id;
+        request.topic_data[0].name = TopicName::default();
+        request
+    };
     let mut produced = 0;
     for api in SUPPORTED_APIS {
         for version in api.min..=api.max {
@@ -749,17 +756,39 @@ async fn every_supported_version_of_every_api_is_served() {
                         .await;
                 }
                 ApiKey::Produce => {
-                    let response = client
-                        .call(produce("versions", 0, records(&["v"], 5), -1), version)
-                        .await;
+                    let mut request = produce("versions", 0, records(&["v"], 5), -1);
+                    if version >= 13 {
+                        request = by_id(request);
+                    }
+                    let response = client.call(request, version).await;
                     assert_eq!(produce_code(&response), (0, produced), "{context}");
+                    if version >= 13 {
+                        assert_eq!(response.responses[0].topic_id, topic_id, "{context}");
+                        // An id no topic has.
+                        let mut unknown = by_id(produce("versions", 0, records(&["v"], 5), -1));
+                        unknown.topic_data[0].topic_id = uuid::Uuid::from_u128(7);
+                        let response = client.call(unknown, version).await;
+                        assert_eq!(produce_code(&response), (100, -1), "{context}");
+                    }
                     produced += 1;
                 }
                 ApiKey::Fetch => {
-                    let response = client.call(fetch("versions", 0, 0, 1, 10), version).await;
+                    let mut request = fetch("versions", 0, 0, 1, 10);
+                    if version >= 13 {
+                        request.topics[0].topic_id = topic_id;
+                        request.topics[0].topic = TopicName::default();
+                    }
+                    let response = client.call(request.clone(), version).await;
                     let partition = &response.responses[0].partitions[0];
                     assert_eq!(partition.error_code, 0, "{context}");
                     assert!(!partition.records.as_ref().unwrap().is_empty(), "{context}");
+                    if version >= 13 {
+                        assert_eq!(response.responses[0].topic_id, topic_id, "{context}");
+                        request.topics[0].topic_id = uuid::Uuid::from_u128(7);
+                        let response = client.call(request, version).await;
+                        let partition = &response.responses[0].partitions[0];
+                        assert_eq!(partition.error_code, 100, "{context}: UNKNOWN_TOPIC_ID");
+                    }
                 }
                 ApiKey::ListOffsets => {
                     let request = ListOffsetsRequest::default()
@@ -773,22 +802,99 @@ async fn every_supported_version_of_every_api_is_served() {
                                         .with_timestamp(-1),
                                 ]),
                         ]);
-                    let response = client.call(request, version).await;
+                    let response = client.call(request.clone(), version).await;
                     assert_eq!(
                         response.topics[0].partitions[0].offset, produced,
                         "{context}"
                     );
+                    // The sentinels of later versions: the record with the largest timestamp
+                    // (every record has 5: the first), the earliest local offset, and no tiered
+                    // offset. Before its version a sentinel is UNSUPPORTED_VERSION.
+                    for (timestamp, since, expected) in
+                        [(-3, 7, (0, 5)), (-4, 8, (0, -1)), (-5, 9, (-1, -1))]
+                    {
+                        let mut request = request.clone();
+                        request.topics[0].partitions[0].timestamp = timestamp;
+                        let response = client.call(request, version).await;
+                        let p = &response.topics[0].partitions[0];
+                        if version >= since {
+                            assert_eq!(
+                                (p.error_code, (p.offset, p.timestamp)),
+                                (0, expected),
+                                "{context} {timestamp}"
+                            );
+                        } else {
+                            assert_eq!(
+                                p.error_code, 35,
+                                "{context} {timestamp}: UNSUPPORTED_VERSION"
+                            );
+                        }
+                    }
                 }
                 ApiKey::DeleteTopics => {
                     let topic = format!("deleted-v{version}");
                     client.call(create(&topic, 1), 7).await;
-                    let response = client
-                        .call(
-                            DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)]),
-                            version,
-                        )
-                        .await;
+                    let request = if version >= 6 {
+                        let id = client
+                            .user_topics()
+                            .await
+                            .into_iter()
+                            .find(|t| t.name == Some(name(&topic)))
+                            .unwrap()
+                            .topic_id;
+                        let by_id = |id| {
+                            delete_topics_request::DeleteTopicState::default()
+                                .with_name(None)
+                                .with_topic_id(id)
+                        };
+                        DeleteTopicsRequest::default()
+                            .with_topics(vec![by_id(id), by_id(uuid::Uuid::from_u128(7))])
+                    } else {
+                        DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
+                    };
+                    let response = client.call(request, version).await;
                     assert_eq!(response.responses[0].error_code, 0, "{context}");
+                    assert_eq!(response.responses[0].name, Some(name(&topic)), "{context}");
+                    if version >= 6 {
+                        assert_eq!(response.responses[1].error_code, 100, "{context}");
+                    }
+                    let left: Vec<_> = client
+                        .user_topics()
+                        .await
+                        .into_iter()
+                        .filter_map(|t| t.name)
+                        .collect();
+                    assert!(!left.contains(&name(&topic)), "{context}");
+                }
+                ApiKey::ListConfigResources => {
+                    let request = ListConfigResourcesRequest::default();
+                    let response = client.call(request, version).await;
+                    let listed: Vec<(i8, &str)> = response
+                        .config_resources
+                        .iter()
+                        .map(|r| (r.resource_type, r.resource_name.as_str()))
+                        .collect();
+                    if version == 0 {
+                        // The former ListClientMetricsResources: Fjord has no subscriptions.
+                        assert_eq!(listed, [], "{context}");
+                    } else {
+                        assert!(listed.contains(&(2, "versions")), "{context}: {listed:?}");
+                        assert!(listed.contains(&(4, "1")), "{context}: {listed:?}");
+                        let brokers = client
+                            .call(
+                                ListConfigResourcesRequest::default().with_resource_types(vec![4]),
+                                version,
+                            )
+                            .await;
+                        assert_eq!(brokers.config_resources.len(), 1, "{context}");
+                        let unknown = client
+                            .call(
+                                ListConfigResourcesRequest::default().with_resource_types(vec![3]),
+                                version,
+                            )
+                            .await;
+                        assert_eq!(unknown.error_code, 35, "{context}");
+                    }
                 }
                 ApiKey::CreatePartitions => {
                     let topic = format!("grown-v{version}");
@@ -1062,6 +1168,12 @@ async fn every_supported_version_of_every_api_is_served() {
                     assert_eq!(described.protocol_data.as_str(), "range", "{context}");
                     assert_eq!(described.members[0].client_id.as_str(), "fjord-test");
                     assert_eq!(&described.members[0].member_assignment[..], b"asg");
+                    // An unknown group: Dead, and from v6 GROUP_ID_NOT_FOUND (KIP-1043).
+                    let response = client.call(describe_groups(&["nobody"]), version).await;
+                    let unknown = &response.groups[0];
+                    assert_eq!(unknown.group_state.as_str(), "Dead", "{context}");
+                    let code = if version >= 6 { 69 } else { 0 };
+                    assert_eq!(unknown.error_code, code, "{context}");
                 }
                 ApiKey::DeleteGroups => {
                     let group = format!("delete-v{version}");

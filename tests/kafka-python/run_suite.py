@@ -7,7 +7,9 @@ and every listed test must still fail, so the list only shrinks.
 
 The broker must run with the settings the suite's fixture gives Kafka (node id 0, 4 partitions per
 topic, group.min.session.timeout.ms 1000, group.initial.rebalance.delay.ms 0, 2 offsets topic
-partitions). Prints one line per unexpected outcome and a summary; exits non-zero on any.
+partitions). An unexpected failure runs once more on its own (clients have races of their own) and
+counts as FLAKY if it then passes. Prints one line per unexpected outcome and a summary; exits
+non-zero on any.
 """
 
 import os
@@ -71,7 +73,6 @@ def main():
     root = unpack(sdist, work)
     kafka_root = work / "kafka-root"  # the fixture checks that a Kafka install dir exists
     kafka_root.mkdir()
-    junit = work / "junit.xml"
     env = dict(
         os.environ,
         PYTHONPATH=str(root),
@@ -79,23 +80,41 @@ def main():
         KAFKA_VERSION=KAFKA_VERSION,
         KAFKA_ROOT=str(kafka_root),
     )
-    subprocess.run(
-        [sys.executable, "-m", "pytest", "test/integration", "-q", "-p", "no:cacheprovider",
-         "--timeout", TEST_TIMEOUT_SECONDS, "--timeout-method", "signal", "-rfE", "--tb=short",
-         f"--junitxml={junit}"],
-        cwd=root, env=env, check=False,
-    )
+
+    def pytest(tests, junit):
+        subprocess.run(
+            [sys.executable, "-m", "pytest", *tests, "-q", "-p", "no:cacheprovider",
+             "--timeout", TEST_TIMEOUT_SECONDS, "--timeout-method", "signal", "-rfE", "--tb=short",
+             f"--junitxml={junit}"],
+            cwd=root, env=env, check=False,
+        )
+
+    pytest(["test/integration"], work / "junit.xml")
     expected = expected_failures()
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     seen = set()
     problems = []
-    for test, outcome in outcomes(junit):
+    unexpected = []
+    for test, outcome in outcomes(work / "junit.xml"):
         seen.add(test)
         counts[outcome] += 1
         if outcome == "failed" and test not in expected:
-            problems.append(f"NEW FAILURE {test}")
+            unexpected.append(test)
         elif outcome == "passed" and test in expected:
             problems.append(f"NOW PASSES (remove it from expected-failures.txt) {test}")
+    # An unexpected failure gets one more run on its own: the suite's clients have races of their
+    # own (kafka-python's metadata refresh can drop a subscription made while its first metadata
+    # request is in flight, and its consumer then waits out a 30 s timeout). A test that passes on
+    # its second run is reported as FLAKY; one that fails again is a NEW FAILURE.
+    if unexpected:
+        print("running again: " + " ".join(unexpected))
+        pytest(unexpected, work / "junit-again.xml")
+        again = dict(outcomes(work / "junit-again.xml"))
+        for test in unexpected:
+            if again.get(test) == "passed":
+                print(f"FLAKY (failed, then passed on its own) {test}")
+            else:
+                problems.append(f"NEW FAILURE {test}")
     for test in sorted(set(expected) - seen):
         problems.append(f"NOT RUN (listed in expected-failures.txt) {test}")
     for problem in problems:

@@ -95,6 +95,7 @@ fn kafka_python_integration_suite_fails_only_where_expected() {
         .filter(|line| {
             line.starts_with("kafka-python suite:")
                 || line.starts_with("NEW FAILURE")
+                || line.starts_with("FLAKY")
                 || line.starts_with("NOW PASSES")
                 || line.starts_with("NOT RUN")
                 || line.starts_with("FAILED")

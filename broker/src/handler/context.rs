@@ -11,6 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use crate::broker::{
     AlterConfigsError, Broker, BrokerConfig, CreatePartitionsError, CreateTopicError,
     ElectLeaderError,
@@ -63,6 +65,10 @@ impl Context {
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
         self.image.topic(name)
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<&Arc<TopicImage>> {
+        self.image.topic_by_id(id)
     }
 
     /// The produce settings (`min.insync.replicas`, `compression.type`) of topic `name`.

@@ -1,15 +1,18 @@
 //! DescribeGroups: state, protocol and members (with subscription and assignment once the group
-//! is stable). An unknown group is described as Dead, as Kafka does.
+//! is stable). An unknown group is described as Dead, as Kafka does, and from version 6 also
+//! answered with GROUP_ID_NOT_FOUND (KIP-1043).
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{Context, group_error_code, str_bytes};
-use crate::coordinator::GroupError;
+use crate::coordinator::{GroupError, GroupState};
 
 pub(super) async fn handle(
     ctx: &Context,
     request: DescribeGroupsRequest,
+    version: i16,
 ) -> DescribeGroupsResponse {
     let ids: Vec<String> = request.groups.iter().map(|g| g.to_string()).collect();
     let described = match ctx.coordinator() {
@@ -20,7 +23,19 @@ pub(super) async fn handle(
         Ok(groups) => groups
             .into_iter()
             .map(|g| {
-                DescribedGroup::default()
+                let unknown = version >= 6 && g.state == GroupState::Dead;
+                let described = DescribedGroup::default();
+                let described = if unknown {
+                    described
+                        .with_error_code(ResponseError::GroupIdNotFound.code())
+                        .with_error_message(Some(str_bytes(format!(
+                            "Group {} not found.",
+                            g.group_id
+                        ))))
+                } else {
+                    described
+                };
+                described
                     .with_group_id(kafka_protocol::messages::GroupId(str_bytes(g.group_id)))
                     .with_group_state(str_bytes(g.state.name()))
                     .with_protocol_type(str_bytes(g.protocol_type))

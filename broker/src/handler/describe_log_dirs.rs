@@ -48,7 +48,9 @@ pub(super) fn handle(ctx: &Context, request: &DescribeLogDirsRequest) -> Describ
         .with_topics(
             topics
                 .into_iter()
-                .map(|(name, partitions)| {
+                .map(|(name, mut partitions)| {
+                    // In partition order, whatever order the registry keeps them in.
+                    partitions.sort_by_key(|p| p.partition_index);
                     DescribeLogDirsTopic::default()
                         .with_name(topic_name(&name))
                         .with_partitions(partitions)

@@ -1,14 +1,15 @@
 //! Fetch: from the partition's leader, in the leader epoch the consumer names (Kafka's
 //! NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH and UNKNOWN_LEADER_EPOCH otherwise, with the
-//! current leader in v12+), whole batches below the high watermark, bounded by the request's and
-//! each partition's byte limits (the first batch of the response always goes, however large, so
-//! a consumer always progresses). A long poll waits on the partitions' high-watermark watches until
-//! `min_bytes` are there or `max_wait_ms` passes. Fetch sessions (KIP-227) are declined the way
-//! the protocol allows: every response carries session id 0, so clients send full requests.
-//! Below Fetch v10 a partition of a topic whose `compression.type` is `zstd` answers
-//! UNSUPPORTED_COMPRESSION_TYPE, Kafka's rule (KIP-110): the broker itself writes zstd batches to
-//! such a topic, which an old consumer never asked for. Zstd batches a producer sent (with Produce
-//! v7+) to any other topic are served to every version, as Kafka serves them.
+//! current leader in v12+ and its endpoint in v16+), topics by name or, from v13, by id (an
+//! unknown id is UNKNOWN_TOPIC_ID), whole batches below the high watermark, bounded by the
+//! request's and each partition's byte limits (the first batch of the response always goes,
+//! however large, so a consumer always progresses). A long poll waits on the partitions'
+//! high-watermark watches until `min_bytes` are there or `max_wait_ms` passes. Fetch sessions
+//! (KIP-227) are declined the way the protocol allows: every response carries session id 0, so
+//! clients send full requests. Below Fetch v10 a partition of a topic whose `compression.type` is
+//! `zstd` answers UNSUPPORTED_COMPRESSION_TYPE, Kafka's rule (KIP-110): the broker itself writes
+//! zstd batches to such a topic, which an old consumer never asked for. Zstd batches a producer
+//! sent (with Produce v7+) to any other topic are served to every version, as Kafka serves them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +19,13 @@ use futures_util::future::select_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Context, leader_partition, log_error_code};
+use super::{Context, NotServed, leader_endpoints, leader_partition, log_error_code, str_bytes};
 use crate::cluster::TopicCompression;
 use crate::log;
 use crate::record::Compression;
@@ -66,22 +67,41 @@ async fn read_once(
     request: &Arc<FetchRequest>,
     version: i16,
 ) -> (FetchResponse, usize, bool, Vec<watch::Receiver<i64>>) {
-    let handles: Vec<Vec<_>> = request
+    // From v13 a topic is named by its id (KIP-516); an id the metadata does not know is
+    // UNKNOWN_TOPIC_ID.
+    let names: Vec<Option<String>> = request
         .topics
         .iter()
         .map(|topic| {
-            let name = topic.topic.0.to_string();
+            if version >= 13 {
+                ctx.topic_by_id(topic.topic_id).map(|t| t.name.clone())
+            } else {
+                Some(topic.topic.0.to_string())
+            }
+        })
+        .collect();
+    let handles: Vec<Vec<_>> = request
+        .topics
+        .iter()
+        .zip(&names)
+        .map(|(topic, name)| {
             topic
                 .partitions
                 .iter()
-                .map(|p| leader_partition(ctx, &name, p.partition, p.current_leader_epoch))
+                .map(|p| match name {
+                    Some(name) => leader_partition(ctx, name, p.partition, p.current_leader_epoch),
+                    None => Err(NotServed {
+                        code: ResponseError::UnknownTopicId.code(),
+                        leader: -1,
+                        leader_epoch: -1,
+                    }),
+                })
                 .collect()
         })
         .collect();
-    let zstd_refused: Vec<bool> = request
-        .topics
+    let zstd_refused: Vec<bool> = names
         .iter()
-        .map(|topic| version < 10 && zstd_topic(ctx, &topic.topic.0))
+        .map(|name| version < 10 && name.as_deref().is_some_and(|name| zstd_topic(ctx, name)))
         .collect();
     let watches: Vec<_> = handles
         .iter()
@@ -156,12 +176,17 @@ async fn read_once(
                         }
                     })
                     .collect();
-                FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions)
+                FetchableTopicResponse::default()
+                    .with_topic(topic.topic.clone())
+                    .with_topic_id(topic.topic_id)
+                    .with_partitions(partitions)
             })
             .collect();
         (FetchResponse::default().with_session_id(0).with_responses(topics), total, errors)
     })
     .await;
+    let result = result
+        .map(|(response, total, errors)| (with_leader_endpoints(ctx, response), total, errors));
     match result {
         Ok((response, total, errors)) => (response, total, errors, watches),
         Err(error) => {
@@ -174,4 +199,31 @@ async fn read_once(
             )
         }
     }
+}
+
+/// The response with the endpoints of the leaders it names for partitions this broker does not
+/// lead or leads in a newer epoch (KIP-951, v16+), so the consumer goes there without asking for
+/// metadata first.
+fn with_leader_endpoints(ctx: &Context, response: FetchResponse) -> FetchResponse {
+    let moved = [
+        ResponseError::NotLeaderOrFollower.code(),
+        ResponseError::FencedLeaderEpoch.code(),
+    ];
+    let leaders: Vec<i32> = response
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .filter(|p| moved.contains(&p.error_code))
+        .map(|p| p.current_leader.leader_id.0)
+        .collect();
+    let node_endpoints = leader_endpoints(ctx, leaders)
+        .map(|broker| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(broker.id))
+                .with_host(str_bytes(broker.host.clone()))
+                .with_port(broker.port)
+                .with_rack(broker.rack.clone().map(str_bytes))
+        })
+        .collect();
+    response.with_node_endpoints(node_endpoints)
 }

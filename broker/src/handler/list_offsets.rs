@@ -1,6 +1,10 @@
-//! ListOffsets: the earliest (-2) or latest (-1) offset, or the first offset at or after a
-//! timestamp. "Latest" is the high watermark, the end of what consumers may read. Answered by the
-//! partition's leader, in the leader epoch the client names.
+//! ListOffsets: the earliest (-2) or latest (-1) offset, the record with the largest timestamp
+//! (-3, v7+, KIP-734), the earliest local offset (-4, v8+: the earliest, as Fjord keeps every
+//! segment locally), the latest tiered offset (-5, v9+: none, -1, as Kafka answers without tiered
+//! storage), or the first offset at or after a timestamp. "Latest" is the high watermark, the end
+//! of what consumers may read, and nothing at or above it is answered. A sentinel older than the
+//! request's version is UNSUPPORTED_VERSION, as in Kafka. Answered by the partition's leader, in
+//! the leader epoch the client names.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -12,8 +16,27 @@ use super::{Context, leader_partition, log_error_code};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 
-pub(super) async fn handle(ctx: &Context, request: ListOffsetsRequest) -> ListOffsetsResponse {
+/// The first version that may ask for sentinel `timestamp` (Kafka's rule); `None` for a negative
+/// timestamp that is no sentinel this broker knows.
+fn sentinel_version(timestamp: i64) -> Option<i16> {
+    match timestamp {
+        LATEST | EARLIEST => Some(0),
+        MAX_TIMESTAMP => Some(7),
+        EARLIEST_LOCAL => Some(8),
+        LATEST_TIERED => Some(9),
+        _ => None,
+    }
+}
+
+pub(super) async fn handle(
+    ctx: &Context,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let ctx = ctx.clone();
     let result = tokio::task::spawn_blocking(move || {
         let topics = request
@@ -38,23 +61,29 @@ pub(super) async fn handle(ctx: &Context, request: ListOffsetsRequest) -> ListOf
                             Ok(handle) => handle,
                             Err(not_served) => return response.with_error_code(not_served.code),
                         };
-                        match p.timestamp {
-                            LATEST => response.with_offset(handle.high_watermark()),
-                            EARLIEST => {
-                                response.with_offset(handle.reader().offsets().log_start_offset())
+                        if p.timestamp < 0
+                            && sentinel_version(p.timestamp).is_none_or(|first| version < first)
+                        {
+                            return response
+                                .with_error_code(ResponseError::UnsupportedVersion.code());
+                        }
+                        let high_watermark = handle.high_watermark();
+                        let found = match p.timestamp {
+                            LATEST => return response.with_offset(high_watermark),
+                            EARLIEST | EARLIEST_LOCAL => {
+                                return response
+                                    .with_offset(handle.reader().offsets().log_start_offset());
                             }
-                            timestamp if timestamp < 0 => {
-                                response.with_error_code(ResponseError::UnsupportedVersion.code())
-                            }
-                            timestamp => match handle.reader().offset_for_timestamp(timestamp) {
-                                Ok(Some(found)) if found.offset < handle.high_watermark() => {
-                                    response
-                                        .with_offset(found.offset)
-                                        .with_timestamp(found.timestamp)
-                                }
-                                Ok(_) => response,
-                                Err(error) => response.with_error_code(log_error_code(&error)),
-                            },
+                            LATEST_TIERED => return response,
+                            MAX_TIMESTAMP => handle.reader().max_timestamp_offset(high_watermark),
+                            timestamp => handle.reader().offset_for_timestamp(timestamp),
+                        };
+                        match found {
+                            Ok(Some(found)) if found.offset < high_watermark => response
+                                .with_offset(found.offset)
+                                .with_timestamp(found.timestamp),
+                            Ok(_) => response,
+                            Err(error) => response.with_error_code(log_error_code(&error)),
                         }
                     })
                     .collect();

@@ -27,6 +27,7 @@ mod heartbeat;
 mod init_producer_id;
 mod join_group;
 mod leave_group;
+mod list_config_resources;
 mod list_groups;
 mod list_offsets;
 mod metadata;
@@ -36,6 +37,7 @@ mod offset_fetch;
 mod produce;
 mod sync_group;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -103,7 +105,7 @@ async fn dispatch(
             Some(ResponseKind::Fetch(fetch::handle(ctx, req, version).await))
         }
         RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
-            list_offsets::handle(ctx, req).await,
+            list_offsets::handle(ctx, req, version).await,
         )),
         RequestKind::DescribeConfigs(req) => {
             Some(ResponseKind::DescribeConfigs(configs::describe(ctx, &req)))
@@ -132,11 +134,14 @@ async fn dispatch(
         RequestKind::ElectLeaders(req) => Some(ResponseKind::ElectLeaders(
             elect_leaders::handle(ctx, req).await,
         )),
+        RequestKind::ListConfigResources(req) => Some(ResponseKind::ListConfigResources(
+            list_config_resources::handle(ctx, &req, version),
+        )),
         RequestKind::DescribeTopicPartitions(req) => Some(ResponseKind::DescribeTopicPartitions(
             describe_topic_partitions::handle(ctx, &req),
         )),
         RequestKind::DeleteTopics(req) => Some(ResponseKind::DeleteTopics(
-            delete_topics::handle(ctx, req).await,
+            delete_topics::handle(ctx, req, version).await,
         )),
         RequestKind::CreatePartitions(req) => Some(ResponseKind::CreatePartitions(
             create_partitions::handle(ctx, req).await,
@@ -172,7 +177,7 @@ async fn dispatch(
             list_groups::handle(ctx, req).await,
         )),
         RequestKind::DescribeGroups(req) => Some(ResponseKind::DescribeGroups(
-            describe_groups::handle(ctx, req).await,
+            describe_groups::handle(ctx, req, version).await,
         )),
         RequestKind::DeleteGroups(req) => Some(ResponseKind::DeleteGroups(
             delete_groups::handle(ctx, req).await,
@@ -252,6 +257,18 @@ fn commit_error_code(error: &CommitError) -> i16 {
         CommitError::Group(error) => group_error_code(*error),
         CommitError::Write(_) => ResponseError::CoordinatorNotAvailable.code(),
     }
+}
+
+/// The registrations of `leaders` (ids, -1 for none, in any order and repeated), each once:
+/// the endpoints KIP-951 puts in Produce (v10+) and Fetch (v16+) responses next to partitions
+/// this broker does not lead, so a client goes straight to the new leader.
+pub(crate) fn leader_endpoints(
+    ctx: &Context,
+    leaders: impl IntoIterator<Item = i32>,
+) -> impl Iterator<Item = &crate::cluster::BrokerRegistration> {
+    let ids: BTreeSet<i32> = leaders.into_iter().filter(|id| *id >= 0).collect();
+    let image = ctx.image();
+    ids.into_iter().filter_map(move |id| image.brokers.get(&id))
 }
 
 /// Why a partition request cannot be served by this broker: Kafka's error code, and the leader

@@ -1,12 +1,14 @@
 //! Produce: append each partition's record batch through its actor, all partitions at once;
 //! answer once each append is acknowledged under its topic's flush policy. `acks=0` gets no
-//! response, as in Kafka. Before the log: the partition must be led by this broker
-//! (NOT_LEADER_OR_FOLLOWER otherwise), carry exactly one v2 batch (Kafka's rule for Produce v3+,
-//! INVALID_RECORD otherwise), and for `acks=all` have `min.insync.replicas` replicas in sync
-//! (NOT_ENOUGH_REPLICAS otherwise, nothing appended); a topic whose `compression.type` names a
-//! codec gets batches in any other codec re-encoded. A batch refused for invalid records names
-//! them in `record_errors` (the first [`log::MAX_NAMED_RECORDS`], and counts them all), as Kafka
-//! does, so a client fails exactly those records with INVALID_RECORD.
+//! response, as in Kafka. Topics go by name or, from v13, by id (UNKNOWN_TOPIC_ID for an id no
+//! topic has). Before the log: the partition must be led by this broker (NOT_LEADER_OR_FOLLOWER
+//! otherwise, with the current leader and its endpoint from v10, KIP-951), carry exactly one v2
+//! batch (Kafka's rule for Produce v3+, INVALID_RECORD otherwise), and for `acks=all` have
+//! `min.insync.replicas` replicas in sync (NOT_ENOUGH_REPLICAS otherwise, nothing appended); a
+//! topic whose `compression.type` names a codec gets batches in any other codec re-encoded. A
+//! batch refused for invalid records names them in `record_errors` (the first
+//! [`log::MAX_NAMED_RECORDS`], and counts them all), as Kafka does, so a client fails exactly
+//! those records with INVALID_RECORD.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,12 +18,15 @@ use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use tokio::sync::Semaphore;
 
-use super::{Context, append_error_code, internal_topic_error, leader_partition, str_bytes};
+use super::{
+    Context, append_error_code, internal_topic_error, leader_endpoints, leader_partition, str_bytes,
+};
 use crate::cluster::{ProduceConfig, TopicCompression};
 use crate::log;
 use crate::partition::{AppendError, Appending};
@@ -37,25 +42,70 @@ pub(super) type Acknowledged = Pin<Box<dyn Future<Output = Option<ProduceRespons
 pub(super) async fn start(ctx: &Context, request: ProduceRequest, version: i16) -> Acknowledged {
     let acks = request.acks;
     let steps = request.topic_data.into_iter().map(|topic| async move {
-        let name = topic.name.0.to_string();
+        // From v13 a topic is named by its id (KIP-516), and answered by it.
+        let name = if version >= 13 {
+            ctx.topic_by_id(topic.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(topic.name.0.to_string())
+        };
+        let response = TopicProduceResponse::default()
+            .with_name(topic.name)
+            .with_topic_id(topic.topic_id);
+        let Some(name) = name else {
+            let partitions = topic
+                .partition_data
+                .into_iter()
+                .map(|data| Step::Done(refused(data.index, ResponseError::UnknownTopicId.code())))
+                .collect();
+            return (response, partitions);
+        };
         let settings = ctx.produce_config(&name).unwrap_or_default();
         let partitions = topic
             .partition_data
             .into_iter()
             .map(|data| queue_partition(ctx, &name, &settings, data, acks, version));
-        (topic.name, join_all(partitions).await)
+        (response, join_all(partitions).await)
     });
     let steps = join_all(steps).await;
+    let ctx = ctx.clone();
     Box::pin(async move {
-        let topics = steps.into_iter().map(|(name, partitions)| async move {
+        let topics = steps.into_iter().map(|(response, partitions)| async move {
             let partitions = partitions.into_iter().map(Step::acknowledged);
-            TopicProduceResponse::default()
-                .with_name(name)
-                .with_partition_responses(join_all(partitions).await)
+            response.with_partition_responses(join_all(partitions).await)
         });
         let responses = join_all(topics).await;
-        (acks != 0).then(|| ProduceResponse::default().with_responses(responses))
+        (acks != 0).then(|| {
+            // Where the partitions this broker does not lead went (KIP-951, v10+): the client
+            // retries there without asking for metadata first.
+            let leaders = responses
+                .iter()
+                .flat_map(|topic| &topic.partition_responses)
+                .filter(|p| p.error_code == ResponseError::NotLeaderOrFollower.code())
+                .map(|p| p.current_leader.leader_id.0);
+            let node_endpoints = leader_endpoints(&ctx, leaders)
+                .map(|broker| {
+                    NodeEndpoint::default()
+                        .with_node_id(BrokerId(broker.id))
+                        .with_host(str_bytes(broker.host.clone()))
+                        .with_port(broker.port)
+                        .with_rack(broker.rack.clone().map(str_bytes))
+                })
+                .collect();
+            ProduceResponse::default()
+                .with_responses(responses)
+                .with_node_endpoints(node_endpoints)
+        })
     })
+}
+
+/// A partition's answer when nothing was appended.
+fn refused(index: i32, error_code: i16) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(error_code)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
 }
 
 /// One partition of a produce after its start.
@@ -119,11 +169,7 @@ async fn queue_partition(
     acks: i16,
     version: i16,
 ) -> Step {
-    let response = PartitionProduceResponse::default()
-        .with_index(data.index)
-        .with_base_offset(-1)
-        .with_log_append_time_ms(-1)
-        .with_log_start_offset(-1);
+    let response = refused(data.index, 0);
     let done = |code: i16, message: Option<String>| {
         Step::Done(
             response
@@ -140,7 +186,16 @@ async fn queue_partition(
     }
     let partition = match leader_partition(ctx, name, data.index, -1) {
         Ok(partition) => partition,
-        Err(not_served) => return done(not_served.code, None),
+        Err(not_served) => {
+            let leader = LeaderIdAndEpoch::default()
+                .with_leader_id(BrokerId(not_served.leader))
+                .with_leader_epoch(not_served.leader_epoch);
+            return Step::Done(
+                response
+                    .with_error_code(not_served.code)
+                    .with_current_leader(leader),
+            );
+        }
     };
     let Some(records) = data.records else {
         return done(ResponseError::CorruptMessage.code(), None);

@@ -124,6 +124,14 @@ fn fetch(partitions: &[(i32, i32)]) -> RequestKind {
     )
 }
 
+/// A fetch of topic `t` by its id, as Fetch v13+ names topics.
+fn by_id(ctx: &Context, mut fetch: RequestKind) -> RequestKind {
+    if let RequestKind::Fetch(request) = &mut fetch {
+        request.topics[0].topic_id = ctx.topic("t").unwrap().id;
+    }
+    fetch
+}
+
 fn produce(partition: i32) -> Request {
     let batch = build_batch(
         &[Record {
@@ -173,8 +181,16 @@ async fn partitions_led_elsewhere_are_refused_with_where_to_go() {
     let broker = broker(dir.path()).await;
     let ctx = Context::with_image(&broker, cluster_image(&broker.image()));
 
-    let ResponseKind::Fetch(FetchResponse { responses, .. }) =
-        call(&ctx, fetch(&[(0, 0), (1, -1), (1, 3), (0, 1)]), 12).await
+    let ResponseKind::Fetch(FetchResponse {
+        responses,
+        node_endpoints,
+        ..
+    }) = call(
+        &ctx,
+        by_id(&ctx, fetch(&[(0, 0), (1, -1), (1, 3), (0, 1)])),
+        16,
+    )
+    .await
     else {
         panic!("not a fetch response");
     };
@@ -196,6 +212,28 @@ async fn partitions_led_elsewhere_are_refused_with_where_to_go() {
         ),
         (BrokerId(2), 4)
     );
+    // KIP-951: where broker 2 listens, once for both partitions that name it.
+    let endpoints: Vec<_> = node_endpoints
+        .iter()
+        .map(|n| (n.node_id, n.host.as_str(), n.port, n.rack.as_deref()))
+        .collect();
+    assert_eq!(endpoints, [(BrokerId(2), "10.0.0.2", 9092, Some("rack-2"))]);
+
+    let mut request = produce(1);
+    request.version = 10;
+    let Some(ResponseKind::Produce(response)) = start_with(&ctx, request, PEER).await.await else {
+        panic!("no produce response");
+    };
+    let refused = &response.responses[0].partition_responses[0];
+    assert_eq!(
+        (
+            refused.current_leader.leader_id,
+            refused.current_leader.leader_epoch
+        ),
+        (BrokerId(2), 4)
+    );
+    assert_eq!(response.node_endpoints.len(), 1);
+    assert_eq!(response.node_endpoints[0].host.as_str(), "10.0.0.2");
 
     assert_eq!(produced(&ctx, 0).await, (0, 0));
     assert_eq!(

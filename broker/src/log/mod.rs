@@ -313,28 +313,53 @@ impl LogReader {
             if segment.next_offset() <= log_start {
                 continue;
             }
-            match segment.offset_for_timestamp(timestamp, log_start) {
-                Ok(Some((offset, timestamp))) => {
-                    return Ok(Some(TimestampOffset { offset, timestamp }));
-                }
-                Ok(None) => {}
-                Err(SegmentReadError::Io(source)) => {
-                    return Err(Error::Io {
-                        op: IoOp::Read,
-                        path: segment.path().into(),
-                        source,
-                    });
-                }
-                Err(SegmentReadError::Corrupt { position, source }) => {
-                    return Err(Error::CorruptBatch {
-                        segment: segment.path().into(),
-                        position,
-                        source,
-                    });
-                }
+            if let Some(found) = Self::search(segment, timestamp, log_start)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)
+    }
+
+    /// The record with the largest timestamp (ListOffsets' MAX_TIMESTAMP, KIP-734): the first
+    /// record carrying it in the first segment that starts below `upper` and reached it. As with
+    /// [`LogReader::offset_for_timestamp`], a compressed batch answers with its first offset.
+    pub fn max_timestamp_offset(&self, upper: i64) -> Result<Option<TimestampOffset>, Error> {
+        let log_start = self.offsets().log_start_offset();
+        let segments = self.view.segments();
+        let mut newest: Option<&Arc<Segment>> = None;
+        for segment in segments.iter().take_while(|s| s.base_offset() < upper) {
+            if segment.next_offset() > log_start
+                && segment.max_timestamp() >= 0
+                && newest.is_none_or(|n| segment.max_timestamp() > n.max_timestamp())
+            {
+                newest = Some(segment);
+            }
+        }
+        match newest {
+            Some(segment) => Self::search(segment, segment.max_timestamp(), log_start),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Segment::offset_for_timestamp`] with the log's errors.
+    fn search(
+        segment: &Segment,
+        timestamp: i64,
+        log_start: i64,
+    ) -> Result<Option<TimestampOffset>, Error> {
+        match segment.offset_for_timestamp(timestamp, log_start) {
+            Ok(found) => Ok(found.map(|(offset, timestamp)| TimestampOffset { offset, timestamp })),
+            Err(SegmentReadError::Io(source)) => Err(Error::Io {
+                op: IoOp::Read,
+                path: segment.path().into(),
+                source,
+            }),
+            Err(SegmentReadError::Corrupt { position, source }) => Err(Error::CorruptBatch {
+                segment: segment.path().into(),
+                position,
+                source,
+            }),
+        }
     }
 
     /// Bytes of record data on disk.

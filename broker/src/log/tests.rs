@@ -425,6 +425,51 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
 }
 
 #[test]
+fn max_timestamp_names_the_first_record_that_carries_it() {
+    let fx = Fixture::new();
+    let mut log = fx.open(small_segments());
+    // Batch i holds timestamps T0 + 100*i + {0, 1, 2}, except batch 7, which is from the future,
+    // and batch 12, which repeats its largest timestamp in a later segment.
+    for i in 0..20 {
+        let base = match i {
+            7 => T0 + 50_000,
+            12 => T0 + 49_998,
+            _ => T0 + 100 * i,
+        };
+        append(&mut log, batch(3, 100, base));
+    }
+    let reader = log.reader();
+    let found = reader.max_timestamp_offset(i64::MAX).unwrap().unwrap();
+    assert_eq!((found.offset, found.timestamp), (23, T0 + 50_002));
+    // Below a high watermark that the newest record has not reached, segments that start at or
+    // above it do not count.
+    let first_segments = reader.segment_base_offsets()[1];
+    let found = reader
+        .max_timestamp_offset(first_segments)
+        .unwrap()
+        .unwrap();
+    assert!(found.offset < first_segments && found.timestamp < T0 + 50_000);
+    log.close().unwrap();
+    let log = fx.open(small_segments());
+    let found = log
+        .reader()
+        .max_timestamp_offset(i64::MAX)
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.offset, found.timestamp), (23, T0 + 50_002));
+    // An empty log has no such record.
+    let empty = Fixture::new();
+    assert_eq!(
+        empty
+            .open(small_segments())
+            .reader()
+            .max_timestamp_offset(i64::MAX)
+            .unwrap(),
+        None
+    );
+}
+
+#[test]
 fn clean_reopen_keeps_everything() {
     let fx = Fixture::new();
     let mut log = fx.open(small_segments());

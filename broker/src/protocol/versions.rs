@@ -16,26 +16,26 @@ const fn api(key: ApiKey, min: i16, max: i16) -> SupportedApi {
 }
 
 /// Every API and version range the broker answers. Minimums are the oldest the protocol library
-/// decodes (Kafka 4 dropped older ones); maximums are what the handlers implement fully.
+/// decodes (Kafka 4 dropped older ones); maximums are Kafka 4.1's, each implemented fully.
 pub const SUPPORTED_APIS: &[SupportedApi] = &[
-    api(ApiKey::Produce, 3, 9),
-    api(ApiKey::Fetch, 4, 12),
-    api(ApiKey::ListOffsets, 1, 6),
-    api(ApiKey::Metadata, 0, 12),
-    api(ApiKey::OffsetCommit, 2, 8),
-    api(ApiKey::OffsetFetch, 1, 8),
-    api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::Produce, 3, 13),
+    api(ApiKey::Fetch, 4, 18),
+    api(ApiKey::ListOffsets, 1, 10),
+    api(ApiKey::Metadata, 0, 13),
+    api(ApiKey::OffsetCommit, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 9),
+    api(ApiKey::FindCoordinator, 0, 6),
     api(ApiKey::JoinGroup, 0, 9),
     api(ApiKey::Heartbeat, 0, 4),
     api(ApiKey::LeaveGroup, 0, 5),
     api(ApiKey::SyncGroup, 0, 5),
-    api(ApiKey::DescribeGroups, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 6),
     api(ApiKey::ListGroups, 0, 5),
-    api(ApiKey::ApiVersions, 0, 3),
+    api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
-    api(ApiKey::DeleteTopics, 1, 5),
+    api(ApiKey::DeleteTopics, 1, 6),
     api(ApiKey::DeleteRecords, 0, 2),
-    api(ApiKey::InitProducerId, 0, 4),
+    api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
@@ -47,6 +47,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::ListConfigResources, 0, 1),
     api(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
@@ -89,6 +90,53 @@ mod tests {
                 library
             );
             assert!(api.min <= api.max);
+        }
+    }
+
+    /// Kafka 4.1's highest version of each API Fjord serves (its ApiVersions response), so a
+    /// client that infers the broker's release from versions sees 4.1.
+    const KAFKA_4_1_MAX: &[(ApiKey, i16)] = &[
+        (ApiKey::Produce, 13),
+        (ApiKey::Fetch, 18),
+        (ApiKey::ListOffsets, 10),
+        (ApiKey::Metadata, 13),
+        (ApiKey::OffsetCommit, 9),
+        (ApiKey::OffsetFetch, 9),
+        (ApiKey::FindCoordinator, 6),
+        (ApiKey::JoinGroup, 9),
+        (ApiKey::Heartbeat, 4),
+        (ApiKey::LeaveGroup, 5),
+        (ApiKey::SyncGroup, 5),
+        (ApiKey::DescribeGroups, 6),
+        (ApiKey::ListGroups, 5),
+        (ApiKey::ApiVersions, 4),
+        (ApiKey::CreateTopics, 7),
+        (ApiKey::DeleteTopics, 6),
+        (ApiKey::DeleteRecords, 2),
+        (ApiKey::InitProducerId, 5),
+        (ApiKey::DescribeConfigs, 4),
+        (ApiKey::AlterConfigs, 2),
+        (ApiKey::AlterReplicaLogDirs, 2),
+        (ApiKey::DescribeLogDirs, 4),
+        (ApiKey::CreatePartitions, 3),
+        (ApiKey::DeleteGroups, 2),
+        (ApiKey::ElectLeaders, 2),
+        (ApiKey::IncrementalAlterConfigs, 1),
+        (ApiKey::OffsetDelete, 0),
+        (ApiKey::DescribeQuorum, 2),
+        (ApiKey::DescribeCluster, 2),
+        (ApiKey::ListConfigResources, 1),
+        (ApiKey::DescribeTopicPartitions, 0),
+    ];
+
+    #[test]
+    fn highest_versions_are_kafka_4_1s() {
+        for api in SUPPORTED_APIS {
+            let kafka = KAFKA_4_1_MAX
+                .iter()
+                .find(|(key, _)| *key == api.key)
+                .map(|(_, max)| *max);
+            assert_eq!(Some(api.max), kafka, "{:?}", api.key);
         }
     }
 
