@@ -342,6 +342,31 @@ async fn produce_errors_are_kafka_codes_and_leave_the_log_intact() {
         .await;
     assert_eq!(produce_code(&response), (2, -1), "CORRUPT_MESSAGE");
 
+    // A record timestamped more than message.timestamp.after.max.ms (Kafka 4's default: an hour)
+    // ahead: INVALID_TIMESTAMP, naming the record.
+    let ahead = records(&["now", "later"], now_ms() + 3_600_000 + 60_000);
+    let response = client.call(produce("small", 0, ahead, -1), 9).await;
+    let refused = &response.responses[0].partition_responses[0];
+    assert_eq!(
+        (refused.error_code, refused.base_offset),
+        (32, -1),
+        "INVALID_TIMESTAMP"
+    );
+    let indices: Vec<i32> = refused
+        .record_errors
+        .iter()
+        .map(|e| e.batch_index)
+        .collect();
+    assert_eq!(indices, [0, 1]);
+    assert!(
+        refused.record_errors[0]
+            .batch_index_error_message
+            .as_deref()
+            .is_some_and(|m| m.contains("is out of range")),
+        "{:?}",
+        refused.record_errors
+    );
+
     let big = records(&[&"y".repeat(500)], 1);
     assert_eq!(
         produce_code(&client.call(produce("small", 0, big, -1), 9).await),

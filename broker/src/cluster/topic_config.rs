@@ -39,7 +39,9 @@ const fn spec(
     }
 }
 
-/// The topic configs Fjord understands. Anything else is rejected, so a typo does not pass
+/// Every topic config Kafka 4.1 defines. Those Fjord has no mechanism for accept only their
+/// default (a manifest copied from a Kafka setup still applies), and any other value is refused
+/// with the reason ([`fixed_default`]). Anything else is rejected, so a typo does not pass
 /// silently.
 pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
     spec(
@@ -49,10 +51,28 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "delete (retention deletes old segments), compact (keep the latest record of each key), or compact,delete (both)",
     ),
     spec(
+        "compression.gzip.level",
+        "-1",
+        ConfigType::Int,
+        "gzip level of batches the broker compresses; Fjord uses the codec's default level (-1), the only value accepted",
+    ),
+    spec(
+        "compression.lz4.level",
+        "9",
+        ConfigType::Int,
+        "lz4 level of batches the broker compresses; Fjord uses the codec's default level (9), the only value accepted",
+    ),
+    spec(
         "compression.type",
         "producer",
         ConfigType::String,
         "producer (store batches as producers compressed them), or uncompressed, gzip, snappy, lz4, zstd: batches in another codec are re-encoded on produce",
+    ),
+    spec(
+        "compression.zstd.level",
+        "3",
+        ConfigType::Int,
+        "zstd level of batches the broker compresses; Fjord uses the codec's default level (3), the only value accepted",
     ),
     spec(
         "delete.retention.ms",
@@ -61,10 +81,28 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "how long compaction keeps a tombstone after its batch's newest timestamp",
     ),
     spec(
+        "file.delete.delay.ms",
+        "60000",
+        ConfigType::Long,
+        "Kafka's wait before removing a deleted segment's files; Fjord removes them at once (readers that have a segment open keep reading it), so only the default is accepted",
+    ),
+    spec(
+        "flush.messages",
+        "9223372036854775807",
+        ConfigType::Long,
+        "fsync after this many records; Fjord fsyncs by time (flush.ms), and by default every produce before it is acknowledged, so only the default is accepted",
+    ),
+    spec(
         "flush.ms",
         "9223372036854775807",
         ConfigType::Long,
         "fsync interval; the default (Long.MAX) means every produce is fsynced before it is acknowledged",
+    ),
+    spec(
+        "follower.replication.throttled.replicas",
+        "",
+        ConfigType::List,
+        "replicas whose follower fetches are throttled; replication throttles come with partition reassignment, so only the default (none) is accepted",
     ),
     spec(
         "index.interval.bytes",
@@ -73,10 +111,46 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "bytes between offset index entries",
     ),
     spec(
+        "leader.replication.throttled.replicas",
+        "",
+        ConfigType::List,
+        "replicas whose leader serves throttled fetches; replication throttles come with partition reassignment, so only the default (none) is accepted",
+    ),
+    spec(
+        "local.retention.bytes",
+        "-2",
+        ConfigType::Long,
+        "local retention under tiered storage; Fjord keeps every segment locally, so only -2 (same as retention.bytes) is accepted",
+    ),
+    spec(
+        "local.retention.ms",
+        "-2",
+        ConfigType::Long,
+        "local retention under tiered storage; Fjord keeps every segment locally, so only -2 (same as retention.ms) is accepted",
+    ),
+    spec(
+        "max.compaction.lag.ms",
+        "9223372036854775807",
+        ConfigType::Long,
+        "the longest a record stays uncompacted: a compacted topic rolls its active segment at least this often and compacts a segment whose newest record is this old, whatever the dirty ratio (so a record is compacted within about twice this)",
+    ),
+    spec(
         "max.message.bytes",
         "1048588",
         ConfigType::Int,
         "largest record batch accepted",
+    ),
+    spec(
+        "message.timestamp.after.max.ms",
+        "3600000",
+        ConfigType::Long,
+        "CreateTime topics refuse a batch holding a record timestamped more than this far in the future (INVALID_TIMESTAMP)",
+    ),
+    spec(
+        "message.timestamp.before.max.ms",
+        "9223372036854775807",
+        ConfigType::Long,
+        "CreateTime topics refuse a batch holding a record timestamped more than this far in the past (INVALID_TIMESTAMP)",
     ),
     spec(
         "message.timestamp.type",
@@ -103,6 +177,30 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "acks=all produces fail with NOT_ENOUGH_REPLICAS while fewer replicas are in sync (a single broker has 1)",
     ),
     spec(
+        "preallocate",
+        "false",
+        ConfigType::Boolean,
+        "preallocate segment files; Fjord does not, so only false is accepted",
+    ),
+    spec(
+        "remote.log.copy.disable",
+        "false",
+        ConfigType::Boolean,
+        "tiered storage is not implemented: only false is accepted",
+    ),
+    spec(
+        "remote.log.delete.on.disable",
+        "false",
+        ConfigType::Boolean,
+        "tiered storage is not implemented: only false is accepted",
+    ),
+    spec(
+        "remote.storage.enable",
+        "false",
+        ConfigType::Boolean,
+        "tiered storage is not implemented: only false is accepted",
+    ),
+    spec(
         "retention.bytes",
         "-1",
         ConfigType::Long,
@@ -119,6 +217,18 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "1073741824",
         ConfigType::Int,
         "size at which a segment is rolled",
+    ),
+    spec(
+        "segment.index.bytes",
+        "10485760",
+        ConfigType::Int,
+        "Kafka's preallocated index size; Fjord's indexes grow with their segment, so only the default is accepted",
+    ),
+    spec(
+        "segment.jitter.ms",
+        "0",
+        ConfigType::Long,
+        "each segment rolls up to this much (at most segment.ms) before segment.ms, so partitions created together do not all roll at once",
     ),
     spec(
         "segment.ms",
@@ -219,6 +329,92 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    #[error("{key}={value} is not supported, only its default {default}: {why}")]
+    Unsupported {
+        key: String,
+        value: String,
+        default: &'static str,
+        why: &'static str,
+    },
+}
+
+/// Why each config Fjord has no mechanism for accepts only its default.
+const FIXED: &[(&str, &str)] = &[
+    (
+        "compression.gzip.level",
+        "Fjord compresses with each codec's default level",
+    ),
+    (
+        "compression.lz4.level",
+        "Fjord compresses with each codec's default level",
+    ),
+    (
+        "compression.zstd.level",
+        "Fjord compresses with each codec's default level",
+    ),
+    (
+        "file.delete.delay.ms",
+        "Fjord removes a deleted segment's files at once; readers that have it open keep reading",
+    ),
+    (
+        "flush.messages",
+        "Fjord fsyncs by time (flush.ms); by default every produce is fsynced before it is acknowledged",
+    ),
+    (
+        "follower.replication.throttled.replicas",
+        "replication throttles come with partition reassignment",
+    ),
+    (
+        "leader.replication.throttled.replicas",
+        "replication throttles come with partition reassignment",
+    ),
+    (
+        "local.retention.bytes",
+        "tiered storage is not implemented: every segment is local",
+    ),
+    (
+        "local.retention.ms",
+        "tiered storage is not implemented: every segment is local",
+    ),
+    ("preallocate", "Fjord does not preallocate segment files"),
+    (
+        "remote.log.copy.disable",
+        "tiered storage is not implemented",
+    ),
+    (
+        "remote.log.delete.on.disable",
+        "tiered storage is not implemented",
+    ),
+    ("remote.storage.enable", "tiered storage is not implemented"),
+    (
+        "segment.index.bytes",
+        "Fjord's indexes grow with their segment: there is no index size to preallocate",
+    ),
+];
+
+/// A config Fjord has no mechanism for: its default (spelled any way Kafka accepts it: `-1` or
+/// ` -1 `, `FALSE`) passes, anything else is refused with the reason.
+fn fixed_default(key: &str, value: &str) -> Option<Result<(), ConfigError>> {
+    let (_, why) = FIXED.iter().find(|(fixed, _)| *fixed == key)?;
+    let spec = topic_config_spec(key)?;
+    let value_trimmed = value.trim();
+    let is_default = match spec.kind {
+        ConfigType::Boolean => value_trimmed.eq_ignore_ascii_case(spec.default),
+        ConfigType::Int | ConfigType::Long => {
+            value_trimmed.parse::<i64>().ok() == spec.default.parse().ok()
+        }
+        _ => value_trimmed == spec.default,
+    };
+    Some(if is_default {
+        Ok(())
+    } else {
+        Err(ConfigError::Unsupported {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            default: spec.default,
+            why,
+        })
+    })
 }
 
 fn parse_long(
@@ -368,6 +564,10 @@ pub fn produce_config(configs: &BTreeMap<String, String>) -> ProduceConfig {
 pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, ConfigError> {
     let mut config = LogConfig::default();
     for (key, value) in configs {
+        if let Some(checked) = fixed_default(key, value) {
+            checked?;
+            continue;
+        }
         match key.as_str() {
             "compression.type" => {
                 parse_compression(key, value)?;
@@ -440,6 +640,18 @@ pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, Confi
             "segment.ms" => {
                 config.segment_ms = parse_long(key, value, 1, "milliseconds >= 1")?;
             }
+            "segment.jitter.ms" => {
+                config.segment_jitter_ms = parse_long(key, value, 0, "milliseconds >= 0")?;
+            }
+            "max.compaction.lag.ms" => {
+                config.max_compaction_lag_ms = parse_long(key, value, 1, "milliseconds >= 1")?;
+            }
+            "message.timestamp.after.max.ms" => {
+                config.timestamp_after_max_ms = parse_long(key, value, 0, "milliseconds >= 0")?;
+            }
+            "message.timestamp.before.max.ms" => {
+                config.timestamp_before_max_ms = parse_long(key, value, 0, "milliseconds >= 0")?;
+            }
             _ => return Err(ConfigError::UnknownKey { key: key.clone() }),
         }
     }
@@ -483,6 +695,97 @@ mod tests {
             .map(|s| (s.key.to_owned(), s.default.to_owned()))
             .collect();
         assert_eq!(log_config(&defaults).unwrap(), LogConfig::default());
+    }
+
+    /// Kafka 4.1's topic configs (`TopicConfig` and `LogConfig`), so a manifest copied from a
+    /// Kafka or Strimzi setup is understood.
+    const KAFKA_4_1_TOPIC_CONFIGS: &[&str] = &[
+        "cleanup.policy",
+        "compression.gzip.level",
+        "compression.lz4.level",
+        "compression.type",
+        "compression.zstd.level",
+        "delete.retention.ms",
+        "file.delete.delay.ms",
+        "flush.messages",
+        "flush.ms",
+        "follower.replication.throttled.replicas",
+        "index.interval.bytes",
+        "leader.replication.throttled.replicas",
+        "local.retention.bytes",
+        "local.retention.ms",
+        "max.compaction.lag.ms",
+        "max.message.bytes",
+        "message.timestamp.after.max.ms",
+        "message.timestamp.before.max.ms",
+        "message.timestamp.type",
+        "min.cleanable.dirty.ratio",
+        "min.compaction.lag.ms",
+        "min.insync.replicas",
+        "preallocate",
+        "remote.log.copy.disable",
+        "remote.log.delete.on.disable",
+        "remote.storage.enable",
+        "retention.bytes",
+        "retention.ms",
+        "segment.bytes",
+        "segment.index.bytes",
+        "segment.jitter.ms",
+        "segment.ms",
+        "unclean.leader.election.enable",
+    ];
+
+    #[test]
+    fn every_kafka_topic_config_is_known_and_unsupported_ones_take_only_their_default() {
+        let known: Vec<&str> = TOPIC_CONFIGS.iter().map(|s| s.key).collect();
+        assert_eq!(known, KAFKA_4_1_TOPIC_CONFIGS);
+        for (key, default_spelled_otherwise, other) in [
+            ("preallocate", "FALSE", "true"),
+            ("remote.storage.enable", " false", "true"),
+            ("local.retention.ms", "-2 ", "86400000"),
+            ("segment.index.bytes", "10485760", "1024"),
+            ("flush.messages", "9223372036854775807", "1"),
+            ("leader.replication.throttled.replicas", "", "*"),
+            ("compression.zstd.level", "3", "19"),
+            ("file.delete.delay.ms", "60000", "0"),
+        ] {
+            assert!(
+                log_config(&configs(&[(key, default_spelled_otherwise)])).is_ok(),
+                "{key}"
+            );
+            let error = log_config(&configs(&[(key, other)])).unwrap_err();
+            assert!(matches!(error, ConfigError::Unsupported { .. }), "{key}");
+            assert!(error.to_string().contains("not supported"), "{error}");
+        }
+        let config = log_config(&configs(&[
+            ("segment.jitter.ms", "1000"),
+            ("max.compaction.lag.ms", "60000"),
+            ("message.timestamp.after.max.ms", "10"),
+            ("message.timestamp.before.max.ms", "20"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                config.segment_jitter_ms,
+                config.max_compaction_lag_ms,
+                config.timestamp_after_max_ms,
+                config.timestamp_before_max_ms
+            ),
+            (1000, 60_000, 10, 20)
+        );
+        for (key, value) in [
+            ("segment.jitter.ms", "-1"),
+            ("max.compaction.lag.ms", "0"),
+            ("message.timestamp.after.max.ms", "soon"),
+        ] {
+            assert!(
+                matches!(
+                    log_config(&configs(&[(key, value)])),
+                    Err(ConfigError::InvalidValue { .. })
+                ),
+                "{key}={value}"
+            );
+        }
     }
 
     #[test]

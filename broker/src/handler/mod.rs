@@ -349,6 +349,7 @@ fn log_error_code(error: &log::Error) -> i16 {
         }
         // Kafka 3.x: INVALID_RECORD, with the records named in the response's record errors.
         log::Error::RecordsWithoutKey { .. } => ResponseError::InvalidRecord.code(),
+        log::Error::TimestampOutOfRange { .. } => ResponseError::InvalidTimestamp.code(),
         log::Error::CorruptBatch { .. } | log::Error::Io { .. } | log::Error::Flush(_) => {
             ResponseError::KafkaStorageError.code()
         }

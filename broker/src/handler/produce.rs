@@ -147,7 +147,31 @@ impl Step {
                         let message = format!(
                             "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
                         );
-                        let (errors, summary) = record_errors(record_indices, *count, &message);
+                        let named: Vec<(usize, String)> = record_indices
+                            .iter()
+                            .map(|&index| (index, message.clone()))
+                            .collect();
+                        let (errors, summary) = record_errors(&named, *count);
+                        response
+                            .with_error_message(Some(str_bytes(summary)))
+                            .with_record_errors(errors)
+                    }
+                    AppendError::Log(log::Error::TimestampOutOfRange {
+                        records,
+                        count,
+                        earliest,
+                        latest,
+                    }) => {
+                        // Kafka's words; the offset is the record's within the batch as sent.
+                        let named: Vec<(usize, String)> = records
+                            .iter()
+                            .map(|&(index, timestamp)| {
+                                (index, format!(
+                                    "Timestamp {timestamp} of message with offset {index} is out of range. The timestamp should be within [{earliest}, {latest}]"
+                                ))
+                            })
+                            .collect();
+                        let (errors, summary) = record_errors(&named, *count);
                         response
                             .with_error_message(Some(str_bytes(summary)))
                             .with_record_errors(errors)
@@ -299,30 +323,29 @@ fn one_batch(records: &[u8], version: i16) -> Result<(), String> {
 /// a hundred thousand bad records costs the response bytes per record, not a sentence each.
 const RECORD_ERROR_MESSAGES: usize = 100;
 
-/// The response's `record_errors` for the invalid records at `indices` (ascending, as clients
-/// expect; the first of `count` in all), each with `message`, and the partition's error message,
-/// both in Kafka's words so clients and people searching for them find them.
+/// The response's `record_errors` for the invalid records `named` (index and message, ascending,
+/// as clients expect; the first of `count` in all), and the partition's error message, both in
+/// Kafka's words so clients and people searching for them find them.
 fn record_errors(
-    indices: &[usize],
+    named: &[(usize, String)],
     count: usize,
-    message: &str,
 ) -> (Vec<BatchIndexAndErrorMessage>, String) {
     let index = |i: usize| i32::try_from(i).unwrap_or(i32::MAX);
-    let errors = indices
+    let errors = named
         .iter()
         .enumerate()
-        .map(|(n, &i)| {
+        .map(|(n, (i, message))| {
             BatchIndexAndErrorMessage::default()
-                .with_batch_index(index(i))
+                .with_batch_index(index(*i))
                 .with_batch_index_error_message(
-                    (n < RECORD_ERROR_MESSAGES).then(|| str_bytes(message.to_owned())),
+                    (n < RECORD_ERROR_MESSAGES).then(|| str_bytes(message.clone())),
                 )
         })
         .collect();
-    let shown: Vec<String> = indices
+    let shown: Vec<String> = named
         .iter()
         .take(3)
-        .map(|&i| format!("RecordError(batchIndex={}, message='{message}')", index(i)))
+        .map(|(i, message)| format!("RecordError(batchIndex={}, message='{message}')", index(*i)))
         .collect();
     let summary = format!(
         "One or more records have been rejected due to {count} record errors in total, and only showing the first three errors at most: [{}]",
@@ -380,8 +403,8 @@ mod tests {
 
     #[test]
     fn every_invalid_record_is_named_and_messages_are_bounded() {
-        let indices: Vec<usize> = (0..250).map(|i| i * 2).collect();
-        let (errors, summary) = record_errors(&indices, 250, "bad");
+        let named: Vec<(usize, String)> = (0..250).map(|i| (i * 2, "bad".to_owned())).collect();
+        let (errors, summary) = record_errors(&named, 250);
         assert_eq!(errors.len(), 250);
         assert_eq!(errors[249].batch_index, 498);
         assert!(

@@ -670,12 +670,30 @@ impl Log {
     }
 
     /// Whether a compaction pass is due: the policy compacts, something is dirty, and the dirty
-    /// ratio reached `min.cleanable.dirty.ratio`.
+    /// ratio reached `min.cleanable.dirty.ratio`, or a dirty segment's newest record is older
+    /// than `max.compaction.lag.ms` (so no record waits much longer than that, however little is
+    /// dirty).
     pub fn compaction_due(&self) -> bool {
         self.config.cleanup_policy.compacts()
-            && self.compaction_dirty_ratio().is_some_and(|ratio| {
+            && (self.compaction_dirty_ratio().is_some_and(|ratio| {
                 ratio > 0.0 && ratio >= self.config.min_cleanable_dirty_ratio.get()
-            })
+            }) || self.compaction_overdue())
+    }
+
+    /// Whether a cleanable segment not compacted yet holds only records older than
+    /// `max.compaction.lag.ms`.
+    fn compaction_overdue(&self) -> bool {
+        let max_lag = self.config.max_compaction_lag_ms;
+        if max_lag == i64::MAX {
+            return false;
+        }
+        let now = self.clock.now_ms();
+        let segments = self.view.segments();
+        segments[..self.cleanable_count(&segments)].iter().any(|s| {
+            s.base_offset() >= self.cleaned_up_to
+                && s.max_timestamp() >= 0
+                && s.max_timestamp() <= now.saturating_sub(max_lag)
+        })
     }
 
     /// Takes the snapshot a compaction pass works on, whatever the dirty ratio. `None` when the
@@ -1330,6 +1348,46 @@ mod tests {
             ..compacted()
         });
         assert!(!log.compaction_due() && log.plan_compaction().is_none());
+    }
+
+    #[test]
+    fn max_compaction_lag_forces_a_pass_and_rolls_the_active_segment() {
+        let fx = Fixture::new();
+        let mut log = fx.open(LogConfig {
+            min_cleanable_dirty_ratio: crate::log::DirtyRatio::new(0.9).unwrap(),
+            max_compaction_lag_ms: 60_000,
+            ..compacted()
+        });
+        put(&mut log, &[("a", Some("1"))]);
+        seal(&mut log);
+        compact(&mut log);
+        put(&mut log, &[("b", Some("1"))]);
+        seal(&mut log);
+        // About half is dirty, below the ratio: not due while the dirty record is young...
+        assert!(log.compaction_dirty_ratio().unwrap() < 0.9);
+        assert!(!log.compaction_due());
+        // ...and due once it is older than max.compaction.lag.ms.
+        fx.clock.advance(60_001);
+        assert!(log.compaction_due());
+        compact(&mut log);
+        assert!(!log.compaction_due());
+
+        // The active segment rolls once it is max.compaction.lag.ms old (segment.ms is a week),
+        // so a record reaches a segment compaction may clean in time.
+        let mut fresh = keyed(&[(Some("c"), Some("1"))], T0 + 60_001, Compression::None);
+        log.append(&mut fresh, 0).unwrap();
+        log.roll().unwrap();
+        let mut fresh = keyed(&[(Some("c"), Some("2"))], T0 + 60_001, Compression::None);
+        log.append(&mut fresh, 0).unwrap();
+        let segments = log.reader().segment_count();
+        fx.clock.advance(59_000);
+        let mut next = keyed(&[(Some("d"), Some("1"))], T0 + 119_001, Compression::None);
+        log.append(&mut next, 0).unwrap();
+        assert_eq!(log.reader().segment_count(), segments, "not yet");
+        fx.clock.advance(1_001);
+        let mut last = keyed(&[(Some("e"), Some("1"))], T0 + 120_002, Compression::None);
+        log.append(&mut last, 0).unwrap();
+        assert_eq!(log.reader().segment_count(), segments + 1);
     }
 
     #[test]

@@ -96,6 +96,17 @@ pub struct LogConfig {
     pub min_cleanable_dirty_ratio: DirtyRatio,
     /// `min.compaction.lag.ms`: segments holding a record newer than this stay uncompacted.
     pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a compacted log rolls its active segment at least this often and
+    /// compacts a segment whose newest record is this old, whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `segment.jitter.ms`: each segment rolls up to this much before `segment.ms`.
+    pub segment_jitter_ms: i64,
+    /// `message.timestamp.after.max.ms`: with CreateTime, a batch holding a record timestamped
+    /// further in the future than this is refused.
+    pub timestamp_after_max_ms: i64,
+    /// `message.timestamp.before.max.ms`: with CreateTime, a batch holding a record timestamped
+    /// further in the past than this is refused.
+    pub timestamp_before_max_ms: i64,
 }
 
 /// Positions inside a segment are 32-bit in the index, as in Kafka.
@@ -116,6 +127,11 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 60 * 60 * 1000,
             min_cleanable_dirty_ratio: DirtyRatio::default(),
             min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            segment_jitter_ms: 0,
+            // Kafka 4's default (KIP-1030): an hour ahead at most.
+            timestamp_after_max_ms: 60 * 60 * 1000,
+            timestamp_before_max_ms: i64::MAX,
         }
     }
 }

@@ -118,6 +118,19 @@ pub enum Error {
         record_indices: Vec<usize>,
         count: usize,
     },
+    /// `message.timestamp.before.max.ms` and `after.max.ms` (CreateTime only): `records` are the
+    /// first [`MAX_NAMED_RECORDS`] outside `[earliest, latest]`, each with its timestamp, counted
+    /// from the start of the append.
+    #[error(
+        "{count} record(s) of the append are timestamped outside [{earliest}, {latest}], the first at index {}",
+        records.first().map(|(index, _)| *index).unwrap_or_default()
+    )]
+    TimestampOutOfRange {
+        records: Vec<(usize, i64)>,
+        count: usize,
+        earliest: i64,
+        latest: i64,
+    },
     #[error("offset {offset} is outside the log's range {log_start_offset}..={log_end_offset}")]
     OffsetOutOfRange {
         offset: i64,
@@ -595,9 +608,16 @@ impl Log {
                 max: segment_bytes as usize,
             });
         }
+        let now = self.clock.now_ms();
+        // CreateTime timestamps must lie in this range (Kafka's message.timestamp.*.max.ms).
+        let create_time = self.config.timestamp_type == TimestampType::CreateTime;
+        let earliest = now.saturating_sub(self.config.timestamp_before_max_ms);
+        let latest = now.saturating_add(self.config.timestamp_after_max_ms);
         let mut batches: Vec<(BatchHeader, usize)> = Vec::with_capacity(1);
         let mut keyless = Vec::new();
         let mut keyless_count = 0;
+        let mut mistimed = Vec::new();
+        let mut mistimed_count = 0;
         let mut records_before = 0;
         for (index, item) in batch::split_batches(records).enumerate() {
             let (_, bytes) = item.map_err(|source| Error::InvalidBatch { index, source })?;
@@ -616,6 +636,22 @@ impl Log {
                 keyless.extend(named.into_iter().map(|record| records_before + record));
                 keyless_count += count;
             }
+            // The header settles the common case without opening the batch: no lower bound, and
+            // the newest timestamp (producers compute it from the records) within the upper one.
+            let header_in_range =
+                self.config.timestamp_before_max_ms == i64::MAX && header.max_timestamp <= latest;
+            if create_time && !header_in_range {
+                let keep = MAX_NAMED_RECORDS - mistimed.len();
+                let (named, count) =
+                    batch::records_out_of_time_range(bytes, &header, earliest..=latest, keep)
+                        .map_err(|source| Error::InvalidBatch { index, source })?;
+                mistimed.extend(
+                    named
+                        .into_iter()
+                        .map(|(record, timestamp)| (records_before + record, timestamp)),
+                );
+                mistimed_count += count;
+            }
             records_before += header.record_count.max(0) as usize;
             batches.push((header, bytes.len()));
         }
@@ -625,8 +661,15 @@ impl Log {
                 count: keyless_count,
             });
         }
+        if mistimed_count > 0 {
+            return Err(Error::TimestampOutOfRange {
+                records: mistimed,
+                count: mistimed_count,
+                earliest,
+                latest,
+            });
+        }
 
-        let now = self.clock.now_ms();
         let log_append_time =
             (self.config.timestamp_type == TimestampType::LogAppendTime).then_some(now);
         let base_offset = self.log_end_offset();
@@ -675,12 +718,33 @@ impl Log {
             return Ok(());
         }
         let full = size + incoming > self.config.effective_segment_bytes();
-        let old = now - created_ms >= self.config.segment_ms;
+        let old = now - created_ms >= self.roll_age_ms(segment.base_offset());
         let out_of_range = last_offset - segment.base_offset() > i64::from(u32::MAX);
         if full || old || out_of_range {
             self.roll()?;
         }
         Ok(())
+    }
+
+    /// The age at which the segment based at `base_offset` rolls: `segment.ms`, or
+    /// `max.compaction.lag.ms` when that is shorter and the log compacts (so a record gets into a
+    /// sealed segment, which compaction can clean, in time), less the segment's jitter. The
+    /// jitter (`segment.jitter.ms`, at most the age itself) is drawn from the partition and the
+    /// segment's base offset, so it is the same across restarts and differs between partitions
+    /// created together, which then do not all roll at once.
+    fn roll_age_ms(&self, base_offset: i64) -> i64 {
+        let mut age = self.config.segment_ms;
+        if self.config.cleanup_policy.compacts() {
+            age = age.min(self.config.max_compaction_lag_ms);
+        }
+        let bound = self.config.segment_jitter_ms.min(age);
+        if bound <= 0 {
+            return age;
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&(self.view.dir.as_path(), base_offset), &mut hasher);
+        let jitter = (std::hash::Hasher::finish(&hasher) % bound.unsigned_abs()) as i64;
+        age - jitter
     }
 
     /// Seals the active segment and starts a new one at the log end offset. A no-op while the

@@ -470,6 +470,103 @@ fn max_timestamp_names_the_first_record_that_carries_it() {
 }
 
 #[test]
+fn create_time_timestamps_must_lie_within_the_topic_bounds() {
+    let fx = Fixture::new();
+    let mut log = fx.open(LogConfig::default());
+    // Kafka 4's default: an hour ahead at most, any age.
+    append(&mut log, batch(2, 10, T0 + 3_600_000 - 1));
+    append(&mut log, batch(1, 10, 0));
+    let mut ahead = batch(3, 10, T0 + 3_600_000 - 1);
+    assert!(matches!(
+        log.append(&mut ahead, 0),
+        Err(Error::TimestampOutOfRange { ref records, count: 1, .. })
+            if records == &[(2, T0 + 3_600_001)]
+    ));
+    // With a lower bound every record is judged, the earliest one included.
+    log.set_config(LogConfig {
+        timestamp_before_max_ms: 1000,
+        ..LogConfig::default()
+    });
+    let mut old = build_batch(
+        &[
+            Record {
+                key: None,
+                value: Some(b"new".to_vec()),
+                headers: vec![],
+                timestamp: T0,
+            },
+            Record {
+                key: None,
+                value: Some(b"old".to_vec()),
+                headers: vec![],
+                timestamp: T0 - 1001,
+            },
+        ],
+        ProducerInfo::NONE,
+    );
+    let end = log.log_end_offset();
+    match log.append(&mut old, 0) {
+        Err(Error::TimestampOutOfRange {
+            records,
+            count,
+            earliest,
+            latest,
+        }) => {
+            assert_eq!((records, count), (vec![(1, T0 - 1001)], 1));
+            assert_eq!((earliest, latest), (T0 - 1000, T0 + 3_600_000));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        log.log_end_offset(),
+        end,
+        "nothing of a refused batch is appended"
+    );
+    // LogAppendTime topics take the broker's time: producers' timestamps are not judged.
+    log.set_config(LogConfig {
+        timestamp_type: TimestampType::LogAppendTime,
+        timestamp_before_max_ms: 1000,
+        ..LogConfig::default()
+    });
+    append(&mut log, batch(1, 10, T0 + 10 * 3_600_000));
+}
+
+#[test]
+fn segment_jitter_rolls_segments_early_by_a_stable_amount() {
+    let fx = Fixture::new();
+    let config = LogConfig {
+        segment_ms: 100_000,
+        segment_jitter_ms: 50_000,
+        ..LogConfig::default()
+    };
+    let mut log = fx.open(config.clone());
+    append(&mut log, batch(1, 10, T0));
+    // The segment rolls somewhere in (50 s, 100 s]: find where, second by second.
+    let mut waited = 0;
+    let segments = log.reader().segment_count();
+    while log.reader().segment_count() == segments {
+        fx.clock.advance(1000);
+        waited += 1000;
+        append(&mut log, batch(1, 10, T0 + waited));
+        assert!(waited <= 100_000, "never rolled");
+    }
+    assert!(waited > 50_000, "rolled after {waited} ms");
+    // Without jitter, exactly at segment.ms.
+    let fx = Fixture::new();
+    let mut log = fx.open(LogConfig {
+        segment_jitter_ms: 0,
+        ..config
+    });
+    append(&mut log, batch(1, 10, T0));
+    fx.clock.advance(99_999);
+    append(&mut log, batch(1, 10, T0));
+    assert_eq!(log.reader().segment_count(), 1);
+    fx.clock.advance(1);
+    append(&mut log, batch(1, 10, T0));
+    assert_eq!(log.reader().segment_count(), 2);
+}
+
+#[test]
 fn clean_reopen_keeps_everything() {
     let fx = Fixture::new();
     let mut log = fx.open(small_segments());

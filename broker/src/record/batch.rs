@@ -364,6 +364,37 @@ pub fn records_without_key(
     Ok((keyless, count))
 }
 
+/// Kafka's timestamp of a record that has none.
+const NO_TIMESTAMP: i64 = -1;
+
+/// The records of a batch a producer sent whose timestamps fall outside `range` (inclusive): the
+/// indices and timestamps of the first `keep`, in order, and how many there are. Compressed
+/// payloads are opened, so the log calls this only when the header's timestamps do not already
+/// settle it.
+pub fn records_out_of_time_range(
+    batch: &[u8],
+    header: &BatchHeader,
+    range: std::ops::RangeInclusive<i64>,
+    keep: usize,
+) -> Result<(Vec<(usize, i64)>, usize), BatchError> {
+    let payload = records_payload(batch, header)?;
+    let mut outside = Vec::new();
+    let mut count = 0;
+    for (index, record) in Records::new(&payload, header.record_count).enumerate() {
+        let timestamp = header
+            .base_timestamp
+            .saturating_add(record?.timestamp_delta);
+        // A record without a timestamp (-1) is not judged, as in Kafka.
+        if timestamp != NO_TIMESTAMP && !range.contains(&timestamp) {
+            count += 1;
+            if outside.len() < keep {
+                outside.push((index, timestamp));
+            }
+        }
+    }
+    Ok((outside, count))
+}
+
 /// Encodes a batch from `header` and `payload` (the records, compressed as the attributes say).
 /// `batch_length`, `magic` and `crc` are computed, not taken from `header`. `None` when the
 /// batch would be too long for `batchLength`.
