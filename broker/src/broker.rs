@@ -206,6 +206,10 @@ pub enum ElectLeaderError {
 pub enum AlterConfigsError {
     #[error("topic '{0}' does not exist")]
     UnknownTopic(String),
+    #[error(
+        "'{0}' names no broker: a BROKER resource is a broker id, or empty for the cluster-wide default"
+    )]
+    InvalidBroker(String),
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -796,6 +800,52 @@ impl Broker {
                 }
                 Err(MetadataError::Apply(ApplyError::Stale(reason))) if attempts < 5 => {
                     tracing::debug!(%reason, "topic configs changed meanwhile; computing again");
+                    attempts += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// Replaces the dynamic broker configs of BROKER resource `resource` (`""` cluster-wide, or a
+    /// broker id) with what `change` makes of the current ones, checked, committed conditional on
+    /// the configs as read (computed again if they changed meanwhile). Every broker applies them
+    /// from the metadata.
+    pub async fn alter_broker_configs(
+        &self,
+        resource: &str,
+        change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ConfigError>,
+        validate_only: bool,
+    ) -> Result<(), AlterConfigsError> {
+        if resource != cluster::broker_config::CLUSTER_DEFAULT && resource.parse::<u32>().is_err() {
+            return Err(AlterConfigsError::InvalidBroker(resource.to_owned()));
+        }
+        let mut attempts = 0;
+        loop {
+            let current = self
+                .image()
+                .broker_configs
+                .get(resource)
+                .cloned()
+                .unwrap_or_default();
+            let configs = change(&current)?;
+            cluster::broker_config::validate_broker_configs(&configs)?;
+            if validate_only {
+                return Ok(());
+            }
+            let record = MetadataRecord::SetBrokerConfigs {
+                resource: resource.to_owned(),
+                configs: configs.clone(),
+                from: Some(current),
+            };
+            match self.quorum.propose(vec![record]).await {
+                Ok(image) => {
+                    self.apply_committed(image).await;
+                    tracing::info!(resource, ?configs, "changed dynamic broker configs");
+                    return Ok(());
+                }
+                Err(MetadataError::Apply(ApplyError::Stale(reason))) if attempts < 5 => {
+                    tracing::debug!(%reason, "broker configs changed meanwhile; computing again");
                     attempts += 1;
                 }
                 Err(error) => return Err(error.into()),

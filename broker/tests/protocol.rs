@@ -1862,6 +1862,186 @@ async fn topic_configs_are_described_changed_applied_and_kept() {
     );
 }
 
+/// IncrementalAlterConfigs on a BROKER resource (`""` cluster-wide, or a broker id).
+fn incremental_broker(
+    resource: &str,
+    ops: &[(&str, i8, Option<&str>)],
+) -> IncrementalAlterConfigsRequest {
+    let mut request = incremental(resource, ops);
+    request.resources[0].resource_type = 4;
+    request
+}
+
+fn describe_broker(resource: &str, synonyms: bool) -> DescribeConfigsRequest {
+    let mut request = describe_topic_configs(resource).with_include_synonyms(synonyms);
+    request.resources[0].resource_type = 4;
+    request
+}
+
+/// Dynamic broker configs: set cluster-wide or for one broker with IncrementalAlterConfigs and
+/// AlterConfigs, kept in the metadata across restarts, inherited by topics without an override
+/// (DescribeConfigs says from where, with synonyms) and applied by their logs; read-only ones and
+/// bad values are refused with Kafka's codes.
+#[tokio::test]
+async fn dynamic_broker_configs_are_inherited_applied_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig::for_tests(dir.path().to_path_buf());
+    let broker = fjord_broker::start(config.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    client.call(create("inherits", 1), 7).await;
+
+    // The broker's whole configuration: its flags read-only and static, the rest defaults.
+    let described = client.call(describe_broker("1", false), 4).await;
+    let entry = |response: &DescribeConfigsResponse, key: &str| {
+        response.results[0]
+            .configs
+            .iter()
+            .find(|c| c.name.as_str() == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("{key} not described"))
+    };
+    let advertised = entry(&described, "advertised.listeners");
+    assert_eq!((advertised.config_source, advertised.read_only), (4, true));
+    assert_eq!(
+        advertised.value.as_deref(),
+        Some(format!("PLAINTEXT://{}", broker.kafka_addr).as_str())
+    );
+    assert_eq!(
+        config_of(&described, "log.retention.ms"),
+        ("604800000".into(), 5)
+    );
+    assert_eq!(config_of(&described, "log.flush.interval.messages").1, 5);
+
+    // Cluster-wide, then for broker 1: the broker's own value wins, and topics inherit it.
+    let set = |resource: &str, key: &'static str, value: &'static str| {
+        incremental_broker(resource, &[(key, 0, Some(value))])
+    };
+    for (resource, value) in [("", "3600000"), ("1", "7200000")] {
+        let response = client
+            .call(set(resource, "log.retention.ms", value), 1)
+            .await;
+        assert_eq!(response.responses[0].error_code, 0, "{resource}");
+    }
+    let topic = client
+        .call(
+            describe_topic_configs("inherits").with_include_synonyms(true),
+            4,
+        )
+        .await;
+    assert_eq!(config_of(&topic, "retention.ms"), ("7200000".into(), 2));
+    let synonyms: Vec<(String, String, i8)> = topic.results[0]
+        .configs
+        .iter()
+        .find(|c| c.name.as_str() == "retention.ms")
+        .unwrap()
+        .synonyms
+        .iter()
+        .map(|s| {
+            (
+                s.name.to_string(),
+                s.value.as_deref().unwrap_or_default().to_owned(),
+                s.source,
+            )
+        })
+        .collect();
+    assert_eq!(
+        synonyms,
+        [
+            ("log.retention.ms".into(), "7200000".into(), 2),
+            ("log.retention.ms".into(), "3600000".into(), 3),
+            ("log.retention.ms".into(), "604800000".into(), 5),
+        ]
+    );
+    let cluster = client.call(describe_broker("", false), 4).await;
+    assert_eq!(
+        config_of(&cluster, "log.retention.ms"),
+        ("3600000".into(), 3)
+    );
+    assert_eq!(cluster.results[0].configs.len(), 1);
+
+    // AlterConfigs replaces broker 1's dynamic configs: its retention goes, the cluster's shows.
+    let replace = AlterConfigsRequest::default().with_resources(vec![
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(4)
+            .with_resource_name(StrBytes::from_static_str("1"))
+            .with_configs(vec![
+                alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str(
+                        "log.message.timestamp.after.max.ms",
+                    ))
+                    .with_value(Some(StrBytes::from_static_str("60000"))),
+            ]),
+    ]);
+    assert_eq!(client.call(replace, 2).await.responses[0].error_code, 0);
+    let topic = client.call(describe_topic_configs("inherits"), 4).await;
+    assert_eq!(config_of(&topic, "retention.ms"), ("3600000".into(), 3));
+    assert_eq!(
+        config_of(&topic, "message.timestamp.after.max.ms"),
+        ("60000".into(), 2)
+    );
+    // The topic's log applies it: a record two minutes ahead is refused now.
+    let ahead = records(&["soon"], now_ms() + 120_000);
+    let response = client
+        .call(produce("inherits", 0, ahead.clone(), -1), 9)
+        .await;
+    assert_eq!(produce_code(&response), (32, -1), "INVALID_TIMESTAMP");
+    // A topic override wins over the broker's value.
+    client
+        .call(
+            incremental(
+                "inherits",
+                &[("message.timestamp.after.max.ms", 0, Some("600000"))],
+            ),
+            1,
+        )
+        .await;
+    let response = client.call(produce("inherits", 0, ahead, -1), 9).await;
+    assert_eq!(produce_code(&response), (0, 0));
+
+    // Read-only configs, bad values, unknown keys and broker names are refused.
+    for (request, code) in [
+        (set("1", "node.id", "7"), 42),
+        (set("", "num.partitions", "7"), 42),
+        (set("", "log.segment.bytes", "big"), 40),
+        (set("", "log.preallocate", "true"), 40),
+        (set("", "no.such.config", "1"), 42),
+        (set("broker-one", "log.retention.ms", "1"), 42),
+    ] {
+        let name = request.resources[0].configs[0].name.to_string();
+        let response = client.call(request, 1).await;
+        assert_eq!(response.responses[0].error_code, code, "{name}");
+        assert!(response.responses[0].error_message.is_some(), "{name}");
+    }
+    // Another broker's configs are described by that broker, as in Kafka.
+    let other = client.call(describe_broker("2", false), 4).await;
+    assert_eq!(other.results[0].error_code, 42);
+
+    // Kept in the metadata across a restart.
+    drop(client);
+    broker.shutdown().await;
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let mut client = Client::connect(&broker).await;
+    let described = client.call(describe_broker("1", false), 4).await;
+    assert_eq!(
+        config_of(&described, "log.message.timestamp.after.max.ms"),
+        ("60000".into(), 2)
+    );
+    assert_eq!(
+        config_of(&described, "log.retention.ms"),
+        ("3600000".into(), 3)
+    );
+    // DELETE returns a key to what it inherits.
+    client
+        .call(incremental_broker("", &[("log.retention.ms", 1, None)]), 1)
+        .await;
+    let topic = client.call(describe_topic_configs("inherits"), 4).await;
+    assert_eq!(config_of(&topic, "retention.ms"), ("604800000".into(), 5));
+}
+
 #[tokio::test]
 async fn committed_offsets_survive_restarts_show_lag_and_expire_when_the_group_is_empty() {
     let dir = tempfile::tempdir().unwrap();

@@ -60,7 +60,18 @@ pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>, policy: Policy) -> V
         }
     }
     for topic in image.topics.values() {
-        let unclean = super::topic_config::unclean_leader_election(&topic.configs);
+        // The topic's override, else the cluster-wide dynamic default.
+        let unclean = super::topic_config::unclean_leader_election(
+            topic
+                .configs
+                .get("unclean.leader.election.enable")
+                .or_else(|| {
+                    image
+                        .broker_configs
+                        .get(super::broker_config::CLUSTER_DEFAULT)
+                        .and_then(|c| c.get("unclean.leader.election.enable"))
+                }),
+        );
         for (index, partition) in (0..).zip(&topic.partitions) {
             let (leader, isr) = elect(partition, &usable, unclean, policy);
             if leader != partition.leader || isr != partition.isr {

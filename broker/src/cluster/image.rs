@@ -106,6 +106,10 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, Arc<TopicImage>>,
     /// Producer ids below this have been handed out (in blocks); they are never reused.
     pub next_producer_id: i64,
+    /// Dynamic broker configs by BROKER resource name: `""` cluster-wide, or a broker id
+    /// (`broker_config`). A resource without any is absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Partition counts from one broker's point of view.
@@ -177,6 +181,15 @@ pub enum MetadataRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         from: Option<(Uuid, BTreeMap<String, String>)>,
     },
+    /// Replaces the dynamic broker configs of BROKER resource `resource` (`""`: cluster-wide).
+    SetBrokerConfigs {
+        resource: String,
+        configs: BTreeMap<String, String>,
+        /// The configs the change was computed from: refused as stale if they changed since. A
+        /// change already in place applies again as nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<BTreeMap<String, String>>,
+    },
     DeleteTopic {
         name: String,
         /// The topic's id: a topic created again under the same name is not deleted by a retry.
@@ -216,6 +229,7 @@ impl MetadataImage {
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
             next_producer_id: 0,
+            broker_configs: BTreeMap::new(),
         }
     }
 
@@ -232,11 +246,18 @@ impl MetadataImage {
         self.topics.values().find(|topic| topic.id == id)
     }
 
-    /// The produce settings of topic `name` (on every produce: no copy of the topic is made).
-    pub fn produce_config(&self, name: &str) -> Option<ProduceConfig> {
-        self.topics
-            .get(name)
-            .map(|topic| produce_config(&topic.configs))
+    /// The produce settings of topic `name` on broker `node_id`, dynamic broker configs included
+    /// (on every produce: no copy of the topic is made unless broker configs are set).
+    pub fn produce_config(&self, name: &str, node_id: i32) -> Option<ProduceConfig> {
+        self.topics.get(name).map(|topic| {
+            if self.broker_configs.is_empty() {
+                produce_config(&topic.configs)
+            } else {
+                produce_config(&super::broker_config::effective_topic_configs(
+                    self, node_id, topic,
+                ))
+            }
+        })
     }
 
     /// Partition counts as this broker sees them, for status and health checks.
@@ -330,6 +351,29 @@ impl MetadataImage {
                     )));
                 }
                 self.topic_mut(name)?.configs = configs.clone();
+            }
+            MetadataRecord::SetBrokerConfigs {
+                resource,
+                configs,
+                from,
+            } => {
+                let current = self.broker_configs.get(resource);
+                if current.map_or(configs.is_empty(), |current| current == configs) {
+                    return Ok(());
+                }
+                if let Some(previous) = from
+                    && current.map_or(!previous.is_empty(), |current| current != previous)
+                {
+                    return Err(ApplyError::Stale(format!(
+                        "the configs of broker resource '{resource}' changed since this change was computed"
+                    )));
+                }
+                if configs.is_empty() {
+                    self.broker_configs.remove(resource);
+                } else {
+                    self.broker_configs
+                        .insert(resource.clone(), configs.clone());
+                }
             }
             MetadataRecord::DeleteTopic { name, id } => {
                 let topic = self.topic(name).ok_or_else(|| unknown(name))?;

@@ -276,10 +276,27 @@ pub fn apply_ops(
     current: &BTreeMap<String, String>,
     ops: &[(String, ConfigOp, Option<String>)],
 ) -> Result<BTreeMap<String, String>, ConfigError> {
+    let next = apply_ops_with(current, ops, |key| {
+        topic_config_spec(key)
+            .map(|spec| (spec.kind, spec.default))
+            .ok_or_else(|| ConfigError::UnknownKey {
+                key: key.to_owned(),
+            })
+    })?;
+    log_config(&next)?;
+    Ok(next)
+}
+
+/// IncrementalAlterConfigs operations on a resource's configs, `spec_of` giving each key's type
+/// and default (or why the key cannot be set). The result is not validated.
+pub(crate) fn apply_ops_with(
+    current: &BTreeMap<String, String>,
+    ops: &[(String, ConfigOp, Option<String>)],
+    spec_of: impl Fn(&str) -> Result<(ConfigType, &'static str), ConfigError>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut next = current.clone();
     for (key, op, value) in ops {
-        let spec =
-            topic_config_spec(key).ok_or_else(|| ConfigError::UnknownKey { key: key.clone() })?;
+        let (kind, default) = spec_of(key)?;
         let value = value.clone().unwrap_or_default();
         match op {
             ConfigOp::Set => {
@@ -289,14 +306,14 @@ pub fn apply_ops(
                 next.remove(key);
             }
             ConfigOp::Append | ConfigOp::Subtract => {
-                if spec.kind != ConfigType::List {
+                if kind != ConfigType::List {
                     return Err(ConfigError::InvalidValue {
                         key: key.clone(),
                         value,
                         expected: "a list config for APPEND and SUBTRACT",
                     });
                 }
-                let existing = next.get(key).map_or(spec.default, String::as_str);
+                let existing = next.get(key).map_or(default, String::as_str);
                 let mut items: Vec<String> = existing
                     .split(',')
                     .map(str::trim)
@@ -314,7 +331,6 @@ pub fn apply_ops(
             }
         }
     }
-    log_config(&next)?;
     Ok(next)
 }
 
@@ -329,6 +345,8 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    #[error("{key} is not a dynamic broker config: it cannot be changed at run time")]
+    ReadOnly { key: String },
     #[error("{key}={value} is not supported, only its default {default}: {why}")]
     Unsupported {
         key: String,
@@ -519,11 +537,10 @@ fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-/// Whether topic configs `configs` allow an unclean leader election
-/// (`unclean.leader.election.enable`).
-pub fn unclean_leader_election(configs: &BTreeMap<String, String>) -> bool {
-    configs
-        .get("unclean.leader.election.enable")
+/// Whether an `unclean.leader.election.enable` value (absent: the default, false) allows an
+/// unclean leader election.
+pub fn unclean_leader_election(value: Option<&String>) -> bool {
+    value
         .and_then(|value| parse_bool("unclean.leader.election.enable", value).ok())
         .unwrap_or(false)
 }

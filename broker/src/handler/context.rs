@@ -73,7 +73,7 @@ impl Context {
 
     /// The produce settings (`min.insync.replicas`, `compression.type`) of topic `name`.
     pub fn produce_config(&self, name: &str) -> Option<ProduceConfig> {
-        self.image.produce_config(name)
+        self.image.produce_config(name, self.node_id())
     }
 
     /// How many replicas of a partition are in sync, as the metadata records its ISR (0 for a
@@ -202,6 +202,23 @@ impl Context {
         self.broker
             .alter_topic_configs(name, change, validate_only)
             .await
+    }
+
+    /// See [`Broker::alter_broker_configs`].
+    pub async fn alter_broker_configs(
+        &self,
+        resource: &str,
+        change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ConfigError>,
+        validate_only: bool,
+    ) -> Result<(), AlterConfigsError> {
+        self.broker
+            .alter_broker_configs(resource, change, validate_only)
+            .await
+    }
+
+    /// Where clients are told to connect to this broker.
+    pub fn advertised(&self) -> (&str, i32) {
+        self.broker.advertised()
     }
 
     /// See [`Broker::elect_leader`].

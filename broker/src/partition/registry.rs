@@ -5,11 +5,12 @@
 //! takes the role the image gives it (leader, or follower of another broker); a partition that
 //! left the image (its topic deleted) is closed and its files removed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use crate::cluster::broker_config::effective_topic_configs;
 use crate::cluster::{self, MetadataImage, PartitionImage, TopicImage};
 use crate::log::{self, Clock};
 use crate::metrics::Metrics;
@@ -182,7 +183,8 @@ impl PartitionRegistry {
         let mut applied = self.applied.lock().await;
         applied.newest = applied.newest.max(image.offset);
         for topic in image.topics.values() {
-            self.host(topic, None, true).await?;
+            let configs = effective_topic_configs(&image, self.node_id, topic);
+            self.host(topic, &configs, None, true).await?;
         }
         applied.image = image;
         Ok(())
@@ -207,7 +209,12 @@ impl PartitionRegistry {
         }
         for (name, topic) in &image.topics {
             let before = previous.topic(name).filter(|before| before.id == topic.id);
-            self.host(topic, before.map(Arc::as_ref), false).await?;
+            // A topic's log settings: its overrides over the dynamic broker configs.
+            let configs = effective_topic_configs(&image, self.node_id, topic);
+            let configs_before =
+                before.map(|before| effective_topic_configs(&previous, self.node_id, before));
+            self.host(topic, &configs, configs_before.as_ref(), false)
+                .await?;
         }
         applied.image = image;
         Ok(())
@@ -215,19 +222,20 @@ impl PartitionRegistry {
 
     /// Hosts the partitions of `topic` that name this broker: opens those not open yet
     /// (`existing`: from the data directory as it is; otherwise new and empty), applies changed
-    /// configs (against `before`, the topic in the image applied before) and roles.
+    /// `configs` (its effective configs, against `before`, those of the image applied before)
+    /// and roles.
     async fn host(
         &self,
         topic: &TopicImage,
-        before: Option<&TopicImage>,
+        configs: &BTreeMap<String, String>,
+        before: Option<&BTreeMap<String, String>>,
         existing: bool,
     ) -> Result<(), RegistryError> {
-        let config =
-            cluster::log_config(&topic.configs).map_err(|source| RegistryError::TopicConfig {
-                topic: topic.name.clone(),
-                source,
-            })?;
-        let configs_changed = before.is_some_and(|before| before.configs != topic.configs);
+        let config = cluster::log_config(configs).map_err(|source| RegistryError::TopicConfig {
+            topic: topic.name.clone(),
+            source,
+        })?;
+        let configs_changed = before.is_some_and(|before| before != configs);
         for (index, partition) in (0..).zip(&topic.partitions) {
             if !partition.replicas.contains(&self.node_id) {
                 continue;

@@ -64,6 +64,7 @@ fn run(program: &str, args: &[&str]) -> String {
 /// a 6-partition topic created through one broker is led by all three (two partitions each) and
 /// described the same by every broker; librdkafka produces keyed records through the cluster
 /// and reads every one back in order per key; a three-member consumer group spans the brokers;
+/// a cluster-wide dynamic broker config set through one broker is described by all three;
 /// kafka-python and kafkajs produce, consume and administer through it.
 #[test]
 fn three_brokers_form_one_cluster_that_real_clients_use() {
@@ -99,6 +100,28 @@ fn three_brokers_form_one_cluster_that_real_clients_use() {
                 "{described}"
             );
         }
+    }
+
+    // A cluster-wide dynamic broker config set through broker 0 reaches every broker's copy of
+    // the metadata: each describes it as the cluster-wide value.
+    let out = run(
+        "python3",
+        &[
+            "broker_configs.py",
+            &cluster.brokers[0].bootstrap(),
+            "log.roll.jitter.ms",
+            "60000",
+            "0",
+            "0,1,2",
+        ],
+    );
+    for id in 0..3 {
+        assert!(
+            out.contains(&format!(
+                "broker {id} log.roll.jitter.ms=60000 DYNAMIC_DEFAULT_BROKER_CONFIG\n"
+            )),
+            "{out}"
+        );
     }
 
     // Keyed records through the whole cluster: each key stays in one partition, in order.
