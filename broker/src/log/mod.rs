@@ -21,6 +21,7 @@ mod checkpoint;
 mod clock;
 mod compaction;
 mod config;
+mod epochs;
 mod flush;
 mod index;
 mod offsets;
@@ -36,6 +37,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compaction::{CleanedSegments, CompactionOutcome, CompactionPlan};
 pub use config::{CleanupPolicy, DirtyRatio, FlushPolicy, LogConfig, MAX_SEGMENT_BYTES};
+pub use epochs::{EpochEntry, LeaderEpochs, UNDEFINED_EPOCH_OFFSET};
 pub use flush::{FlushError, Flusher};
 pub use offsets::LogOffsets;
 
@@ -414,6 +416,8 @@ pub struct Log {
     cleaned_up_to: i64,
     /// Counts truncations, so a compaction planned before one is not swapped in after it.
     generation: u64,
+    /// Where each leader epoch's records start (`leader-epoch.checkpoint`).
+    epochs: LeaderEpochs,
 }
 
 impl Log {
@@ -542,6 +546,7 @@ impl Log {
         }
         .write(&dir)
         .map_err(io_error(IoOp::WriteCheckpoint, &dir))?;
+        let epochs = open_epochs(&dir, &segments, log_start, log_end)?;
         let view = Arc::new(View {
             dir,
             segments: RwLock::new(Arc::new(segments)),
@@ -556,6 +561,7 @@ impl Log {
             view,
             cleaned_up_to: log_start,
             generation: 0,
+            epochs,
         })
     }
 
@@ -678,6 +684,7 @@ impl Log {
             .map(|(h, _)| i64::from(h.last_offset_delta) + 1)
             .sum();
         self.maybe_roll(records.len() as u64, base_offset + record_count - 1, now)?;
+        self.note_epoch(leader_epoch, base_offset)?;
 
         let mut next = base_offset;
         let mut position = 0;
@@ -821,6 +828,9 @@ impl Log {
         self.flusher.truncated(new_end, &target);
         self.active = ActiveSegment::new(target);
         self.checkpoint()?;
+        if self.epochs.truncate_from_end(new_end) {
+            self.write_epochs()?;
+        }
         Ok(new_end)
     }
 
@@ -924,6 +934,9 @@ impl Log {
         self.view
             .log_start_offset
             .store(new_start, Ordering::Release);
+        if self.epochs.truncate_from_start(new_start) {
+            self.write_epochs()?;
+        }
         if count == 0 {
             return Ok(new_start);
         }
@@ -941,6 +954,32 @@ impl Log {
         }
         sync_dir(&dir).map_err(io_error(IoOp::SyncDir, &dir))?;
         Ok(new_start)
+    }
+
+    /// The leader epoch cache.
+    pub fn leader_epochs(&self) -> &LeaderEpochs {
+        &self.epochs
+    }
+
+    /// Kafka's OffsetsForLeaderEpoch on this log: the largest epoch at most `epoch` it holds and
+    /// the offset where the next begins (see [`LeaderEpochs::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Notes that records of `epoch` start at `offset`, writing the cache if that is news.
+    fn note_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), Error> {
+        if self.epochs.assign(epoch, offset) {
+            self.write_epochs()?;
+        }
+        Ok(())
+    }
+
+    fn write_epochs(&self) -> Result<(), Error> {
+        let dir = &self.view.dir;
+        self.epochs
+            .write(dir)
+            .map_err(io_error(IoOp::WriteCheckpoint, dir))
     }
 
     /// Makes everything appended so far durable.
@@ -1002,6 +1041,51 @@ fn open_trusted(
         tracing::warn!(segment = %segment.path().display(), %error, "writing rebuilt indexes failed");
     }
     Ok(segment)
+}
+
+/// The leader epoch cache of a log just recovered to `log_start..log_end`: from its file, or
+/// rebuilt from the batch headers when there is none, then cut to what the log holds (the file
+/// may name an epoch whose records a crash took back), and written if that changed anything.
+fn open_epochs(
+    dir: &Path,
+    segments: &[Arc<Segment>],
+    log_start: i64,
+    log_end: i64,
+) -> Result<LeaderEpochs, Error> {
+    let read = LeaderEpochs::read(dir).map_err(io_error(IoOp::ReadCheckpoint, dir))?;
+    let mut changed = read.is_none();
+    let mut epochs = match read {
+        Some(epochs) => epochs,
+        None => {
+            let mut epochs = LeaderEpochs::default();
+            for segment in segments {
+                let starts = segment.epoch_starts().map_err(|error| match error {
+                    SegmentReadError::Io(source) => Error::Io {
+                        op: IoOp::Read,
+                        path: segment.path().to_path_buf(),
+                        source,
+                    },
+                    SegmentReadError::Corrupt { position, source } => Error::CorruptBatch {
+                        segment: segment.path().to_path_buf(),
+                        position,
+                        source,
+                    },
+                })?;
+                for (epoch, start) in starts {
+                    epochs.assign(epoch, start);
+                }
+            }
+            epochs
+        }
+    };
+    changed |= epochs.truncate_from_end(log_end);
+    changed |= epochs.truncate_from_start(log_start);
+    if changed {
+        epochs
+            .write(dir)
+            .map_err(io_error(IoOp::WriteCheckpoint, dir))?;
+    }
+    Ok(epochs)
 }
 
 fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, Error> {

@@ -679,6 +679,27 @@ impl Segment {
         }
     }
 
+    /// Where each run of batches of one leader epoch starts, in file order: `(epoch, base
+    /// offset)` for the first batch and for every batch whose epoch differs from the one before.
+    /// Headers only; what rebuilds a missing leader epoch cache.
+    pub(crate) fn epoch_starts(&self) -> Result<Vec<(i32, i64)>, SegmentReadError> {
+        let size = self.size();
+        let mut position = 0;
+        let mut starts: Vec<(i32, i64)> = Vec::new();
+        while let Some(header) = self.header_at(position, size)? {
+            let (header, total) =
+                header.map_err(|source| SegmentReadError::Corrupt { position, source })?;
+            if starts
+                .last()
+                .is_none_or(|(epoch, _)| *epoch != header.partition_leader_epoch)
+            {
+                starts.push((header.partition_leader_epoch, header.base_offset));
+            }
+            position += total as u64;
+        }
+        Ok(starts)
+    }
+
     /// When the segment was created (or, for one opened from disk, its file).
     pub(crate) fn created_ms(&self) -> i64 {
         self.read_state().created_ms

@@ -567,6 +567,59 @@ fn segment_jitter_rolls_segments_early_by_a_stable_amount() {
 }
 
 #[test]
+fn leader_epochs_are_cached_checkpointed_and_rebuilt() {
+    let fx = Fixture::new();
+    let mut log = fx.open(small_segments());
+    let epoch = |log: &mut Log, epoch: i32, count: usize| {
+        for _ in 0..count {
+            log.append(&mut batch(2, 100, T0), epoch).unwrap();
+        }
+    };
+    epoch(&mut log, 3, 5); // offsets 0..10
+    epoch(&mut log, 5, 5); // 10..20
+    epoch(&mut log, 8, 5); // 20..30
+    let entries = |log: &Log| -> Vec<(i32, i64)> {
+        log.leader_epochs()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    };
+    assert_eq!(entries(&log), [(3, 0), (5, 10), (8, 20)]);
+    assert_eq!(log.end_offset_for_epoch(5), (5, 20));
+    assert_eq!(log.end_offset_for_epoch(8), (8, 30));
+    assert_eq!(log.end_offset_for_epoch(6), (5, 20));
+    assert!(log.reader().segment_count() > 2, "the epochs span segments");
+
+    // A follower's truncation takes the epochs it cut; DeleteRecords moves the first one up.
+    log.truncate_to(16).unwrap();
+    assert_eq!(entries(&log), [(3, 0), (5, 10)]);
+    log.delete_records_before(4).unwrap();
+    assert_eq!(entries(&log), [(3, 4), (5, 10)]);
+    epoch(&mut log, 9, 1);
+    let before = entries(&log);
+    log.close().unwrap();
+
+    // The same after a reopen, and after one that must rebuild the cache from the batches.
+    let log = fx.open(small_segments());
+    assert_eq!(entries(&log), before);
+    log.close().unwrap();
+    fs::remove_file(fx.dir.path().join("leader-epoch.checkpoint")).unwrap();
+    let log = fx.open(small_segments());
+    assert_eq!(entries(&log), before);
+    log.close().unwrap();
+
+    // A cache that names an epoch whose records a crash took back is cut to the log at open.
+    fs::write(
+        fx.dir.path().join("leader-epoch.checkpoint"),
+        "fjord-leader-epochs v1\n3 4\n5 10\n9 16\n12 99\n",
+    )
+    .unwrap();
+    let log = fx.open(small_segments());
+    assert_eq!(entries(&log), before);
+}
+
+#[test]
 fn clean_reopen_keeps_everything() {
     let fx = Fixture::new();
     let mut log = fx.open(small_segments());
