@@ -891,6 +891,37 @@ async fn every_supported_version_of_every_api_is_served() {
                         .collect();
                     assert!(!left.contains(&name(&topic)), "{context}");
                 }
+                ApiKey::OffsetForLeaderEpoch => {
+                    let ask = |epoch: i32| {
+                        OffsetForLeaderEpochRequest::default()
+                            .with_replica_id(BrokerId(-1))
+                            .with_topics(vec![
+                                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                                    .with_topic(name("versions"))
+                                    .with_partitions(vec![
+                                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                            .with_partition(0)
+                                            .with_current_leader_epoch(-1)
+                                            .with_leader_epoch(epoch),
+                                    ]),
+                            ])
+                    };
+                    // Every record was written in leader epoch 0: it ends at the log end.
+                    let response = client.call(ask(0), version).await;
+                    let p = &response.topics[0].partitions[0];
+                    assert_eq!(
+                        (p.error_code, p.leader_epoch, p.end_offset),
+                        (0, 0, produced),
+                        "{context}"
+                    );
+                    let response = client.call(ask(3), version).await;
+                    let p = &response.topics[0].partitions[0];
+                    assert_eq!(
+                        (p.error_code, p.leader_epoch, p.end_offset),
+                        (0, -1, -1),
+                        "{context}"
+                    );
+                }
                 ApiKey::ListConfigResources => {
                     let request = ListConfigResourcesRequest::default();
                     let response = client.call(request, version).await;

@@ -6,10 +6,12 @@
 //! however large, so a consumer always progresses). A long poll waits on the partitions'
 //! high-watermark watches until `min_bytes` are there or `max_wait_ms` passes. Fetch sessions
 //! (KIP-227) are declined the way the protocol allows: every response carries session id 0, so
-//! clients send full requests. Below Fetch v10 a partition of a topic whose `compression.type` is
-//! `zstd` answers UNSUPPORTED_COMPRESSION_TYPE, Kafka's rule (KIP-110): the broker itself writes
-//! zstd batches to such a topic, which an old consumer never asked for. Zstd batches a producer
-//! sent (with Produce v7+) to any other topic are served to every version, as Kafka serves them.
+//! clients send full requests. From v12 a consumer that names the epoch of the last record it
+//! read learns when the log diverged from what it read (`diverging_epoch`, KIP-320). Below Fetch
+//! v10 a partition of a topic whose `compression.type` is `zstd` answers
+//! UNSUPPORTED_COMPRESSION_TYPE, Kafka's rule (KIP-110): the broker itself writes zstd batches to
+//! such a topic, which an old consumer never asked for. Zstd batches a producer sent (with Produce
+//! v7+) to any other topic are served to every version, as Kafka serves them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use futures_util::future::select_all;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::sync::watch;
@@ -154,6 +156,20 @@ async fn read_once(
                             .with_high_watermark(high_watermark)
                             .with_last_stable_offset(high_watermark)
                             .with_log_start_offset(handle.reader().offsets().log_start_offset());
+                        // KIP-320: the consumer names the epoch of the last record it read; if this
+                        // log's copy of that epoch ends below the fetch offset (or the log never
+                        // held it), the consumer's log diverged: tell it where, send nothing.
+                        if version >= 12 && p.last_fetched_epoch >= 0 {
+                            let (epoch, end_offset) =
+                                handle.reader().end_offset_for_epoch(p.last_fetched_epoch);
+                            if epoch < p.last_fetched_epoch || end_offset < p.fetch_offset {
+                                return data.with_diverging_epoch(
+                                    EpochEndOffset::default()
+                                        .with_epoch(epoch)
+                                        .with_end_offset(end_offset),
+                                );
+                            }
+                        }
                         if limit == 0 && total > 0 {
                             return data;
                         }

@@ -34,6 +34,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 
@@ -106,6 +107,9 @@ async fn dispatch(
         }
         RequestKind::ListOffsets(req) => Some(ResponseKind::ListOffsets(
             list_offsets::handle(ctx, req, version).await,
+        )),
+        RequestKind::OffsetForLeaderEpoch(req) => Some(ResponseKind::OffsetForLeaderEpoch(
+            offset_for_leader_epoch::handle(ctx, &req),
         )),
         RequestKind::DescribeConfigs(req) => {
             Some(ResponseKind::DescribeConfigs(configs::describe(ctx, &req)))

@@ -266,6 +266,59 @@ async fn partitions_led_elsewhere_are_refused_with_where_to_go() {
     );
 }
 
+/// KIP-320: a consumer that names the epoch of the last record it read is told where its log
+/// diverged when this broker's copy of that epoch ends below its position (Fetch v12+), and
+/// OffsetForLeaderEpoch answers the same question.
+#[tokio::test]
+async fn consumers_learn_where_their_log_diverged() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let ctx = Context::new(&broker);
+    for _ in 0..3 {
+        assert_eq!(produced(&ctx, 0).await.0, 0);
+    }
+    let fetch_at = |offset: i64, last_fetched_epoch: i32| {
+        let mut request = fetch(&[(0, -1)]);
+        if let RequestKind::Fetch(request) = &mut request {
+            let partition = &mut request.topics[0].partitions[0];
+            partition.fetch_offset = offset;
+            partition.last_fetched_epoch = last_fetched_epoch;
+        }
+        request
+    };
+    // Epoch 0 holds offsets 0..3: a consumer at 2 that last read epoch 0 reads on...
+    let ResponseKind::Fetch(response) = call(&ctx, fetch_at(2, 0), 12).await else {
+        panic!("not a fetch response");
+    };
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.diverging_epoch.epoch, -1, "no divergence");
+    assert!(!partition.records.as_ref().unwrap().is_empty());
+    // ...one at 5 in epoch 0 read records this log no longer has: epoch 0 ends at 3.
+    let ResponseKind::Fetch(response) = call(&ctx, fetch_at(5, 0), 12).await else {
+        panic!("not a fetch response");
+    };
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    assert_eq!(
+        (
+            partition.diverging_epoch.epoch,
+            partition.diverging_epoch.end_offset
+        ),
+        (0, 3)
+    );
+    assert!(partition.records.as_ref().unwrap().is_empty());
+    // So does one that read an epoch this log never had.
+    let ResponseKind::Fetch(response) = call(&ctx, fetch_at(1, 4), 12).await else {
+        panic!("not a fetch response");
+    };
+    assert_eq!(
+        response.responses[0].partitions[0]
+            .diverging_epoch
+            .end_offset,
+        -1
+    );
+}
+
 /// Metadata lists the unfenced brokers with their racks, each partition's leader and epoch, and
 /// a partition whose only replica is on a fenced broker as leaderless (LEADER_NOT_AVAILABLE),
 /// with that replica offline.

@@ -223,9 +223,27 @@ struct View {
     segments: RwLock<Arc<Vec<Arc<Segment>>>>,
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
+    /// Where each leader epoch's records start (`leader-epoch.checkpoint`); changed only by the
+    /// appender, read by OffsetsForLeaderEpoch from any thread.
+    epochs: RwLock<LeaderEpochs>,
 }
 
 impl View {
+    fn epochs(&self) -> std::sync::RwLockReadGuard<'_, LeaderEpochs> {
+        self.epochs.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes the epoch cache with `change` and, if it says the cache changed, writes it.
+    fn change_epochs(&self, change: impl FnOnce(&mut LeaderEpochs) -> bool) -> Result<(), Error> {
+        let mut epochs = self.epochs.write().unwrap_or_else(PoisonError::into_inner);
+        if change(&mut epochs) {
+            epochs
+                .write(&self.dir)
+                .map_err(io_error(IoOp::WriteCheckpoint, &self.dir))?;
+        }
+        Ok(())
+    }
+
     fn segments(&self) -> Arc<Vec<Arc<Segment>>> {
         Arc::clone(&self.segments.read().unwrap_or_else(PoisonError::into_inner))
     }
@@ -377,6 +395,14 @@ impl LogReader {
         }
     }
 
+    /// Kafka's OffsetsForLeaderEpoch on this log: the largest epoch at most `epoch` it holds and
+    /// the offset where the next begins, the log end for the latest (see
+    /// [`LeaderEpochs::end_offset_for`]).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        let epochs = self.view.epochs();
+        epochs.end_offset_for(epoch, self.offsets().log_end_offset())
+    }
+
     /// Bytes of record data on disk.
     pub fn size_bytes(&self) -> u64 {
         self.view.segments().iter().map(|s| s.size()).sum()
@@ -416,8 +442,6 @@ pub struct Log {
     cleaned_up_to: i64,
     /// Counts truncations, so a compaction planned before one is not swapped in after it.
     generation: u64,
-    /// Where each leader epoch's records start (`leader-epoch.checkpoint`).
-    epochs: LeaderEpochs,
 }
 
 impl Log {
@@ -552,6 +576,7 @@ impl Log {
             segments: RwLock::new(Arc::new(segments)),
             log_start_offset: AtomicI64::new(log_start),
             log_end_offset: AtomicI64::new(log_end),
+            epochs: RwLock::new(epochs),
         });
         Ok(Self {
             config,
@@ -561,7 +586,6 @@ impl Log {
             view,
             cleaned_up_to: log_start,
             generation: 0,
-            epochs,
         })
     }
 
@@ -828,9 +852,8 @@ impl Log {
         self.flusher.truncated(new_end, &target);
         self.active = ActiveSegment::new(target);
         self.checkpoint()?;
-        if self.epochs.truncate_from_end(new_end) {
-            self.write_epochs()?;
-        }
+        self.view
+            .change_epochs(|epochs| epochs.truncate_from_end(new_end))?;
         Ok(new_end)
     }
 
@@ -934,9 +957,8 @@ impl Log {
         self.view
             .log_start_offset
             .store(new_start, Ordering::Release);
-        if self.epochs.truncate_from_start(new_start) {
-            self.write_epochs()?;
-        }
+        self.view
+            .change_epochs(|epochs| epochs.truncate_from_start(new_start))?;
         if count == 0 {
             return Ok(new_start);
         }
@@ -956,30 +978,23 @@ impl Log {
         Ok(new_start)
     }
 
-    /// The leader epoch cache.
-    pub fn leader_epochs(&self) -> &LeaderEpochs {
-        &self.epochs
+    /// The leader epoch cache, as it stands.
+    pub fn leader_epochs(&self) -> LeaderEpochs {
+        self.view.epochs().clone()
     }
 
-    /// Kafka's OffsetsForLeaderEpoch on this log: the largest epoch at most `epoch` it holds and
-    /// the offset where the next begins (see [`LeaderEpochs::end_offset_for`]).
+    /// See [`LogReader::end_offset_for_epoch`].
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
-        self.epochs.end_offset_for(epoch, self.log_end_offset())
+        self.reader().end_offset_for_epoch(epoch)
     }
 
     /// Notes that records of `epoch` start at `offset`, writing the cache if that is news.
     fn note_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), Error> {
-        if self.epochs.assign(epoch, offset) {
-            self.write_epochs()?;
+        if self.view.epochs().latest_epoch() >= Some(epoch) {
+            return Ok(());
         }
-        Ok(())
-    }
-
-    fn write_epochs(&self) -> Result<(), Error> {
-        let dir = &self.view.dir;
-        self.epochs
-            .write(dir)
-            .map_err(io_error(IoOp::WriteCheckpoint, dir))
+        self.view
+            .change_epochs(|epochs| epochs.assign(epoch, offset))
     }
 
     /// Makes everything appended so far durable.
