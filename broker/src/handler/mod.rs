@@ -348,9 +348,9 @@ fn log_error_code(error: &log::Error) -> i16 {
         }
         log::Error::BatchTooLarge { .. } => ResponseError::MessageTooLarge.code(),
         log::Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
-        log::Error::LogStartBeyondEnd { .. } | log::Error::TruncateBelowStart { .. } => {
-            ResponseError::OffsetOutOfRange.code()
-        }
+        log::Error::LogStartBeyondEnd { .. }
+        | log::Error::TruncateBelowStart { .. }
+        | log::Error::NotContiguous { .. } => ResponseError::OffsetOutOfRange.code(),
         // Kafka 3.x: INVALID_RECORD, with the records named in the response's record errors.
         log::Error::RecordsWithoutKey { .. } => ResponseError::InvalidRecord.code(),
         log::Error::TimestampOutOfRange { .. } => ResponseError::InvalidTimestamp.code(),

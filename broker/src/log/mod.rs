@@ -152,6 +152,18 @@ pub enum Error {
     LogStartBeyondEnd { requested: i64, log_end_offset: i64 },
     #[error("cannot truncate to offset {offset}: below the log start offset {log_start_offset}")]
     TruncateBelowStart { offset: i64, log_start_offset: i64 },
+    /// A replicated append must continue the log: its first batch at or past the log end, each
+    /// next batch at or past where the one before ended, leader epochs never going back.
+    #[error(
+        "replicated batch {index} starts at offset {base_offset} in leader epoch {leader_epoch}: the log expects offset {expected} or later in epoch {latest_epoch} or later"
+    )]
+    NotContiguous {
+        index: usize,
+        base_offset: i64,
+        leader_epoch: i32,
+        expected: i64,
+        latest_epoch: i32,
+    },
     #[error("{op} {}", path.display())]
     Io {
         op: IoOp,
@@ -739,6 +751,103 @@ impl Log {
         })
     }
 
+    /// Appends batches exactly as the leader stored them (a follower's append): their offsets,
+    /// leader epochs and timestamps are kept, not assigned. Each batch is checked as stored
+    /// (framing, CRC) and must continue the log: the first at or past the log end offset, each
+    /// next one at or past where the one before ended (a compacted leader's log has gaps), epochs
+    /// never going back ([`Error::NotContiguous`] otherwise, nothing appended). Topic rules the leader applied on produce (keys on compacted topics,
+    /// timestamp bounds) are not applied again: the leader's log is the truth. Durability as for
+    /// [`Log::append`].
+    pub fn append_replicated(&mut self, records: &[u8]) -> Result<AppendInfo, Error> {
+        self.flusher.check()?;
+        if records.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        let segment_bytes = self.config.effective_segment_bytes();
+        if records.len() as u64 > segment_bytes {
+            return Err(Error::BatchTooLarge {
+                size: records.len(),
+                max: segment_bytes as usize,
+            });
+        }
+        let base_offset = self.log_end_offset();
+        let mut expected = base_offset;
+        let mut latest_epoch = self.view.epochs().latest_epoch().unwrap_or(-1);
+        let mut batches: Vec<(BatchHeader, usize)> = Vec::with_capacity(1);
+        let mut epoch_starts: Vec<(i32, i64)> = Vec::new();
+        for (index, item) in batch::split_batches(records).enumerate() {
+            let (_, bytes) = item.map_err(|source| Error::InvalidBatch { index, source })?;
+            let header = batch::verify_stored(bytes)
+                .map_err(|source| Error::InvalidBatch { index, source })?;
+            // As stored, a batch spans its offset deltas 0..=last (compaction may have removed
+            // records, never added any), within i64.
+            let spans = header.last_offset_delta >= 0
+                && (0..=header.last_offset_delta.saturating_add(1)).contains(&header.record_count)
+                && header
+                    .base_offset
+                    .checked_add(i64::from(header.last_offset_delta) + 1)
+                    .is_some();
+            if !spans {
+                return Err(Error::InvalidBatch {
+                    index,
+                    source: BatchError::CountMismatch {
+                        count: header.record_count,
+                        last_offset_delta: header.last_offset_delta,
+                    },
+                });
+            }
+            if header.base_offset < expected || header.partition_leader_epoch < latest_epoch {
+                return Err(Error::NotContiguous {
+                    index,
+                    base_offset: header.base_offset,
+                    leader_epoch: header.partition_leader_epoch,
+                    expected,
+                    latest_epoch,
+                });
+            }
+            if header.partition_leader_epoch > latest_epoch {
+                latest_epoch = header.partition_leader_epoch;
+                epoch_starts.push((latest_epoch, header.base_offset));
+            }
+            expected = header.next_offset();
+            batches.push((header, bytes.len()));
+        }
+        // Offsets sit in a segment as 32 bits above its base: an append spanning more than that
+        // (a gap of billions inside it) cannot be placed, and nothing of it goes in.
+        let first = batches[0].0.base_offset;
+        let last = expected - 1;
+        if last - first > i64::from(u32::MAX) {
+            return Err(Error::NotContiguous {
+                index: batches.len() - 1,
+                base_offset: batches[batches.len() - 1].0.base_offset,
+                leader_epoch: latest_epoch,
+                expected: first,
+                latest_epoch,
+            });
+        }
+        let now = self.clock.now_ms();
+        self.maybe_roll(records.len() as u64, last, now)?;
+        // Past a gap too wide for the active segment, a segment starts at the first batch.
+        if last - self.active.shared().base_offset() > i64::from(u32::MAX) {
+            self.roll_to(first)?;
+        }
+        for (epoch, start) in epoch_starts {
+            self.note_epoch(epoch, start)?;
+        }
+        let active_path = self.active.shared().path().to_path_buf();
+        self.active
+            .append(records, &batches, self.config.index_interval_bytes)
+            .map_err(io_error(IoOp::Append, &active_path))?;
+        self.view.log_end_offset.store(expected, Ordering::Release);
+        self.flusher.appended(expected, self.active.shared());
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: expected - 1,
+            log_append_time: None,
+            log_start_offset: self.offsets().log_start_offset(),
+        })
+    }
+
     fn maybe_roll(&mut self, incoming: u64, last_offset: i64, now: i64) -> Result<(), Error> {
         let segment = self.active.shared();
         let (size, created_ms) = {
@@ -799,6 +908,31 @@ impl Log {
         segments.push(Arc::clone(&segment));
         self.view.set_segments(segments);
         self.flusher.appended(base, &segment);
+        Ok(())
+    }
+
+    /// Starts the active segment at `base` (past the log end: a follower's log continuing after a
+    /// gap its leader's compaction left). An empty active segment is replaced, a non-empty one
+    /// sealed.
+    fn roll_to(&mut self, base: i64) -> Result<(), Error> {
+        let dir = self.view.dir.clone();
+        let segment = Segment::create(&dir, base, self.clock.now_ms())
+            .map_err(io_error(IoOp::CreateSegment, &dir))?;
+        let segment = Arc::new(segment);
+        let old = std::mem::replace(&mut self.active, ActiveSegment::new(Arc::clone(&segment)));
+        let mut segments = self.view.segments().as_ref().clone();
+        if old.shared().is_empty() {
+            segments.pop();
+            self.view.set_segments(segments.clone());
+            Segment::delete_files(&dir, old.shared().base_offset())
+                .map_err(io_error(IoOp::DeleteSegment, &dir))?;
+        } else if let Err(error) = old.seal(&dir) {
+            tracing::warn!(dir = %dir.display(), %error, "writing the sealed segment's indexes failed");
+        }
+        sync_dir(&dir).map_err(io_error(IoOp::SyncDir, &dir))?;
+        segments.push(Arc::clone(&segment));
+        self.view.set_segments(segments);
+        self.flusher.appended(self.log_end_offset(), &segment);
         Ok(())
     }
 

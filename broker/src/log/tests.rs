@@ -619,6 +619,121 @@ fn leader_epochs_are_cached_checkpointed_and_rebuilt() {
     assert_eq!(entries(&log), before);
 }
 
+/// A follower's log takes the leader's batches byte for byte: same offsets, epochs and
+/// timestamps, so the two logs are identical; what does not continue the log is refused whole.
+#[test]
+fn replicated_appends_keep_the_leaders_offsets_and_bytes() {
+    let (leader_fx, follower_fx) = (Fixture::new(), Fixture::new());
+    let mut leader = leader_fx.open(small_segments());
+    for (epoch, count) in [(0, 6), (2, 6), (3, 6)] {
+        for _ in 0..count {
+            leader.append(&mut batch(3, 50, T0), epoch).unwrap();
+        }
+    }
+    // A compacted leader's log has gaps: a batch removed whole.
+    let stored = read_all(&leader.reader());
+    let mut follower = follower_fx.open(small_segments());
+    for (index, (_, bytes)) in stored.iter().enumerate() {
+        if index == 4 {
+            continue;
+        }
+        follower.append_replicated(bytes).unwrap();
+    }
+    let expected: Vec<_> = stored
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 4)
+        .map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(read_all(&follower.reader()), expected);
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    assert_eq!(follower.leader_epochs(), leader.leader_epochs());
+
+    // Refused whole: a batch behind the log end, a batch from an older epoch, a damaged batch.
+    let end = follower.log_end_offset();
+    let mut more = batch(1, 10, T0);
+    set_offset_and_epoch(&mut more, end, 3);
+    let mut behind = batch(1, 10, T0);
+    set_offset_and_epoch(&mut behind, end - 1, 3);
+    let mut older = batch(1, 10, T0);
+    set_offset_and_epoch(&mut older, end, 2);
+    for (bad, what) in [(behind, "behind"), (older, "older epoch")] {
+        assert!(
+            matches!(
+                follower.append_replicated(&bad),
+                Err(Error::NotContiguous { index: 0, .. })
+            ),
+            "{what}"
+        );
+        assert_eq!(follower.log_end_offset(), end, "{what}: nothing appended");
+    }
+    let mut damaged = more.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    assert!(matches!(
+        follower.append_replicated(&damaged),
+        Err(Error::InvalidBatch { .. })
+    ));
+    // A batch whose CRC holds but whose offset deltas run backwards (found by fuzzing).
+    let mut backwards = more.clone();
+    backwards[23..27].copy_from_slice(&(-5i32).to_be_bytes());
+    let crc = crate::record::batch::compute_crc(&backwards);
+    backwards[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        follower.append_replicated(&backwards),
+        Err(Error::InvalidBatch { .. })
+    ));
+    // Two batches where the second overlaps the first: nothing of either goes in.
+    let mut overlapping = more.clone();
+    overlapping.extend_from_slice(&more);
+    assert!(matches!(
+        follower.append_replicated(&overlapping),
+        Err(Error::NotContiguous { index: 1, .. })
+    ));
+    assert_eq!(follower.log_end_offset(), end);
+    follower.append_replicated(&more).unwrap();
+    assert_eq!(follower.log_end_offset(), end + 1);
+    // A newer epoch starts in the cache where its first batch does.
+    let mut newer = batch(1, 10, T0);
+    set_offset_and_epoch(&mut newer, end + 1, 7);
+    follower.append_replicated(&newer).unwrap();
+    assert_eq!(follower.end_offset_for_epoch(3), (3, end + 1));
+    // A gap wider than a segment's 32-bit offsets: the batch starts a segment of its own.
+    let far = end + 2 + (1 << 40);
+    let mut beyond = batch(2, 10, T0);
+    set_offset_and_epoch(&mut beyond, far, 7);
+    follower.append_replicated(&beyond).unwrap();
+    assert_eq!(follower.log_end_offset(), far + 2);
+    let read = follower.reader().read(end + 2, 1 << 20).unwrap();
+    assert_eq!(read.records, beyond);
+    // One append spanning such a gap cannot be placed: refused whole.
+    let mut near = batch(1, 10, T0);
+    set_offset_and_epoch(&mut near, far + 2, 7);
+    let mut wide = batch(1, 10, T0);
+    set_offset_and_epoch(&mut wide, far + 3 + (1 << 33), 7);
+    near.extend_from_slice(&wide);
+    assert!(matches!(
+        follower.append_replicated(&near),
+        Err(Error::NotContiguous { index: 1, .. })
+    ));
+    follower.close().unwrap();
+    let follower = follower_fx.open(small_segments());
+    assert_eq!(follower.end_offset_for_epoch(7), (7, far + 2));
+    assert_eq!(
+        follower.reader().read(far, 1 << 20).unwrap().records,
+        beyond
+    );
+
+    // An empty log whose first replicated batch lies far past its start.
+    let fx = Fixture::new();
+    let mut fresh = fx.open(small_segments());
+    fresh.append_replicated(&beyond).unwrap();
+    fresh.close().unwrap();
+    let fresh = fx.open(small_segments());
+    assert_eq!(fresh.log_end_offset(), far + 2);
+    assert_eq!(fresh.reader().read(far, 1 << 20).unwrap().records, beyond);
+}
+
 #[test]
 fn clean_reopen_keeps_everything() {
     let fx = Fixture::new();
