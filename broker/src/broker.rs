@@ -817,7 +817,11 @@ impl Broker {
         change: impl Fn(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ConfigError>,
         validate_only: bool,
     ) -> Result<(), AlterConfigsError> {
-        if resource != cluster::broker_config::CLUSTER_DEFAULT && resource.parse::<u32>().is_err() {
+        // A broker id as brokers name themselves ("1", not "01" or "+1"), or "" cluster-wide.
+        let canonical = resource
+            .parse::<u32>()
+            .is_ok_and(|id| id.to_string() == resource);
+        if resource != cluster::broker_config::CLUSTER_DEFAULT && !canonical {
             return Err(AlterConfigsError::InvalidBroker(resource.to_owned()));
         }
         let mut attempts = 0;

@@ -2039,12 +2039,32 @@ async fn dynamic_broker_configs_are_inherited_applied_and_kept() {
         (set("", "log.preallocate", "true"), 40),
         (set("", "no.such.config", "1"), 42),
         (set("broker-one", "log.retention.ms", "1"), 42),
+        (set("01", "log.retention.ms", "1"), 42),
     ] {
         let name = request.resources[0].configs[0].name.to_string();
         let response = client.call(request, 1).await;
         assert_eq!(response.responses[0].error_code, code, "{name}");
         assert!(response.responses[0].error_message.is_some(), "{name}");
     }
+    // Produce reads inherited values too: min.insync.replicas=2 cluster-wide refuses acks=all on
+    // a single broker, until it is deleted again.
+    let response = client.call(set("", "min.insync.replicas", "2"), 1).await;
+    assert_eq!(response.responses[0].error_code, 0);
+    let response = client
+        .call(produce("inherits", 0, records(&["r"], now_ms()), -1), 9)
+        .await;
+    assert_eq!(produce_code(&response).0, 19, "NOT_ENOUGH_REPLICAS");
+    let response = client
+        .call(
+            incremental_broker("", &[("min.insync.replicas", 1, None)]),
+            1,
+        )
+        .await;
+    assert_eq!(response.responses[0].error_code, 0);
+    let response = client
+        .call(produce("inherits", 0, records(&["r"], now_ms()), -1), 9)
+        .await;
+    assert_eq!(produce_code(&response).0, 0);
     // Another broker's configs are described by that broker, as in Kafka.
     let other = client.call(describe_broker("2", false), 4).await;
     assert_eq!(other.results[0].error_code, 42);

@@ -140,6 +140,18 @@ pub fn topic_defaults(image: &MetadataImage, node_id: i32) -> BTreeMap<String, S
     defaults
 }
 
+/// The dynamic broker value topic config `topic_key` inherits on broker `node_id`, if one is set:
+/// the broker's own, else the cluster-wide one.
+pub fn inherited<'a>(
+    image: &'a MetadataImage,
+    node_id: i32,
+    topic_key: &str,
+) -> Option<&'a String> {
+    let config = broker_key_of_topic_config(topic_key)?;
+    let level = |name: &str| image.broker_configs.get(name)?.get(config.key);
+    level(&node_id.to_string()).or_else(|| level(CLUSTER_DEFAULT))
+}
+
 /// `topic`'s configs as broker `node_id` applies them: its overrides over [`topic_defaults`].
 pub fn effective_topic_configs(
     image: &MetadataImage,

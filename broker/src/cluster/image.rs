@@ -220,6 +220,13 @@ pub enum MetadataRecord {
     },
 }
 
+/// The topic configs [`produce_config`] reads.
+const PRODUCE_KEYS: [&str; 3] = [
+    "min.insync.replicas",
+    "compression.type",
+    "max.message.bytes",
+];
+
 impl MetadataImage {
     /// The image of a new cluster.
     pub fn new(cluster_id: String) -> Self {
@@ -251,12 +258,20 @@ impl MetadataImage {
     pub fn produce_config(&self, name: &str, node_id: i32) -> Option<ProduceConfig> {
         self.topics.get(name).map(|topic| {
             if self.broker_configs.is_empty() {
-                produce_config(&topic.configs)
-            } else {
-                produce_config(&super::broker_config::effective_topic_configs(
-                    self, node_id, topic,
-                ))
+                return produce_config(&topic.configs);
             }
+            // Only the keys produce reads, each the topic's override or what it inherits.
+            let configs: BTreeMap<String, String> = PRODUCE_KEYS
+                .iter()
+                .filter_map(|key| {
+                    let value = topic
+                        .configs
+                        .get(*key)
+                        .or_else(|| super::broker_config::inherited(self, node_id, key))?;
+                    Some(((*key).to_owned(), value.clone()))
+                })
+                .collect();
+            produce_config(&configs)
         })
     }
 

@@ -48,6 +48,13 @@ pub(super) async fn handle(
                 continue;
             }
             (Some(name), true) => name,
+            (None, true) => {
+                responses.push(refuse(
+                    ResponseError::InvalidRequest,
+                    "name a topic by its name or by its id".to_owned(),
+                ));
+                continue;
+            }
             (None, _) => match ctx.topic_by_id(id) {
                 Some(topic) => TopicName(str_bytes(topic.name.clone())),
                 None => {

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::{Context, NotServed, leader_endpoints, leader_partition, log_error_code, str_bytes};
 use crate::cluster::TopicCompression;
-use crate::log;
+use crate::log::{self, UNDEFINED_EPOCH_OFFSET};
 use crate::record::Compression;
 
 pub(super) async fn handle(ctx: &Context, request: FetchRequest, version: i16) -> FetchResponse {
@@ -159,9 +159,18 @@ async fn read_once(
                         // KIP-320: the consumer names the epoch of the last record it read; if this
                         // log's copy of that epoch ends below the fetch offset (or the log never
                         // held it), the consumer's log diverged: tell it where, send nothing.
+                        // Kafka's order: an offset below the log start, or an epoch this log
+                        // cannot place, is OFFSET_OUT_OF_RANGE (the consumer resets).
                         if version >= 12 && p.last_fetched_epoch >= 0 {
                             let (epoch, end_offset) =
                                 handle.reader().end_offset_for_epoch(p.last_fetched_epoch);
+                            let below_start =
+                                p.fetch_offset < handle.reader().offsets().log_start_offset();
+                            if below_start || (epoch, end_offset) == UNDEFINED_EPOCH_OFFSET {
+                                errors = true;
+                                return data
+                                    .with_error_code(ResponseError::OffsetOutOfRange.code());
+                            }
                             if epoch < p.last_fetched_epoch || end_offset < p.fetch_offset {
                                 return data.with_diverging_epoch(
                                     EpochEndOffset::default()

@@ -11,6 +11,8 @@ use super::{Context, str_bytes};
 
 /// `key_type` of a consumer group.
 const GROUP_KEY: i8 = 0;
+/// `key_type` of a transactional id.
+const TRANSACTION_KEY: i8 = 1;
 
 pub(super) fn handle(
     ctx: &Context,
@@ -22,15 +24,26 @@ pub(super) fn handle(
             .with_key(key.clone())
             .with_host(str_bytes(""))
             .with_port(-1);
-        if request.key_type != GROUP_KEY {
-            return found
-                .with_node_id(BrokerId(-1))
-                .with_host(str_bytes(""))
-                .with_port(-1)
-                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
-                .with_error_message(Some(str_bytes(
-                    "Fjord has no transaction coordinator: transactions are not supported",
-                )));
+        match request.key_type {
+            GROUP_KEY => {}
+            TRANSACTION_KEY => {
+                return found
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                    .with_error_message(Some(str_bytes(
+                        "Fjord has no transaction coordinator: transactions are not supported",
+                    )));
+            }
+            // Share groups (KIP-932, key type 2 from v6) and anything else: not a coordinator
+            // this broker has, as Kafka answers with share groups off.
+            other => {
+                return found
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "no coordinator of key type {other}: Fjord has consumer groups only"
+                    ))));
+            }
         }
         if ctx.coordinator().is_none() {
             return found

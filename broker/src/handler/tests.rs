@@ -307,16 +307,13 @@ async fn consumers_learn_where_their_log_diverged() {
         (0, 3)
     );
     assert!(partition.records.as_ref().unwrap().is_empty());
-    // So does one that read an epoch this log never had.
+    // One that read an epoch this log cannot place is out of range, as in Kafka: it resets.
     let ResponseKind::Fetch(response) = call(&ctx, fetch_at(1, 4), 12).await else {
         panic!("not a fetch response");
     };
-    assert_eq!(
-        response.responses[0].partitions[0]
-            .diverging_epoch
-            .end_offset,
-        -1
-    );
+    let partition = &response.responses[0].partitions[0];
+    assert_eq!(partition.error_code, ResponseError::OffsetOutOfRange.code());
+    assert_eq!(partition.diverging_epoch.epoch, -1);
 }
 
 /// Metadata lists the unfenced brokers with their racks, each partition's leader and epoch, and

@@ -690,7 +690,7 @@ impl Log {
         let now = self.clock.now_ms();
         let segments = self.view.segments();
         segments[..self.cleanable_count(&segments)].iter().any(|s| {
-            s.base_offset() >= self.cleaned_up_to
+            s.next_offset() > self.cleaned_up_to
                 && s.max_timestamp() >= 0
                 && s.max_timestamp() <= now.saturating_sub(max_lag)
         })

@@ -245,13 +245,16 @@ impl View {
         self.epochs.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Changes the epoch cache with `change` and, if it says the cache changed, writes it.
+    /// Changes the epoch cache with `change` and, if it says the cache changed, writes it, then
+    /// publishes it: on a copy, so readers never wait on the file and a failed write leaves the
+    /// cache as the file has it (the next append of that epoch tries again). Only the appender
+    /// changes the cache, so the copy cannot miss a concurrent change.
     fn change_epochs(&self, change: impl FnOnce(&mut LeaderEpochs) -> bool) -> Result<(), Error> {
-        let mut epochs = self.epochs.write().unwrap_or_else(PoisonError::into_inner);
-        if change(&mut epochs) {
-            epochs
-                .write(&self.dir)
+        let mut next = self.epochs().clone();
+        if change(&mut next) {
+            next.write(&self.dir)
                 .map_err(io_error(IoOp::WriteCheckpoint, &self.dir))?;
+            *self.epochs.write().unwrap_or_else(PoisonError::into_inner) = next;
         }
         Ok(())
     }
@@ -669,8 +672,8 @@ impl Log {
                     max: self.config.max_message_bytes,
                 });
             }
-            let header =
-                batch::validate(bytes).map_err(|source| Error::InvalidBatch { index, source })?;
+            let (header, timestamps) = batch::validate_with_timestamps(bytes)
+                .map_err(|source| Error::InvalidBatch { index, source })?;
             if self.config.cleanup_policy.compacts() {
                 let keep = MAX_NAMED_RECORDS - keyless.len();
                 let (named, count) = batch::records_without_key(bytes, &header, keep)
@@ -678,11 +681,21 @@ impl Log {
                 keyless.extend(named.into_iter().map(|record| records_before + record));
                 keyless_count += count;
             }
-            // The header settles the common case without opening the batch: no lower bound, and
-            // the newest timestamp (producers compute it from the records) within the upper one.
-            let header_in_range =
-                self.config.timestamp_before_max_ms == i64::MAX && header.max_timestamp <= latest;
-            if create_time && !header_in_range {
+            // An uncompressed batch's records were just read: their own timestamps settle it. A
+            // compressed batch's header settles the common case without opening it: no lower
+            // bound, and the newest timestamp (which producers compute from the records) within
+            // the upper one; otherwise its records are opened.
+            let settled = match timestamps {
+                Some((low, high)) => Some(low >= earliest && high <= latest),
+                None if header.compression() == Ok(crate::record::Compression::None) => Some(true),
+                None if self.config.timestamp_before_max_ms == i64::MAX
+                    && header.max_timestamp <= latest =>
+                {
+                    Some(true)
+                }
+                None => None,
+            };
+            if create_time && settled != Some(true) {
                 let keep = MAX_NAMED_RECORDS - mistimed.len();
                 let (named, count) =
                     batch::records_out_of_time_range(bytes, &header, earliest..=latest, keep)
@@ -919,20 +932,26 @@ impl Log {
         let segment = Segment::create(&dir, base, self.clock.now_ms())
             .map_err(io_error(IoOp::CreateSegment, &dir))?;
         let segment = Arc::new(segment);
+        sync_dir(&dir).map_err(io_error(IoOp::SyncDir, &dir))?;
         let old = std::mem::replace(&mut self.active, ActiveSegment::new(Arc::clone(&segment)));
         let mut segments = self.view.segments().as_ref().clone();
-        if old.shared().is_empty() {
+        let empty = old.shared().is_empty();
+        if empty {
             segments.pop();
-            self.view.set_segments(segments.clone());
-            Segment::delete_files(&dir, old.shared().base_offset())
-                .map_err(io_error(IoOp::DeleteSegment, &dir))?;
+        }
+        segments.push(Arc::clone(&segment));
+        // One switch: readers see the old list or the new, never a log without an active segment.
+        self.view.set_segments(segments);
+        self.flusher.appended(self.log_end_offset(), &segment);
+        if empty {
+            // Holds nothing; a file left behind is an empty segment below the next, which the
+            // next open reads as nothing.
+            if let Err(error) = Segment::delete_files(&dir, old.shared().base_offset()) {
+                tracing::warn!(dir = %dir.display(), %error, "removing a replaced empty segment failed");
+            }
         } else if let Err(error) = old.seal(&dir) {
             tracing::warn!(dir = %dir.display(), %error, "writing the sealed segment's indexes failed");
         }
-        sync_dir(&dir).map_err(io_error(IoOp::SyncDir, &dir))?;
-        segments.push(Arc::clone(&segment));
-        self.view.set_segments(segments);
-        self.flusher.appended(self.log_end_offset(), &segment);
         Ok(())
     }
 
@@ -1206,22 +1225,27 @@ fn open_epochs(
     let mut epochs = match read {
         Some(epochs) => epochs,
         None => {
+            // Headers only, once (a data directory from before the cache, or a lost file). A
+            // segment that cannot be read whole gives the epochs found before the damage: the
+            // log opens as it did without the cache, and only truncation detection loses detail.
             let mut epochs = LeaderEpochs::default();
             for segment in segments {
-                let starts = segment.epoch_starts().map_err(|error| match error {
-                    SegmentReadError::Io(source) => Error::Io {
-                        op: IoOp::Read,
-                        path: segment.path().to_path_buf(),
-                        source,
-                    },
-                    SegmentReadError::Corrupt { position, source } => Error::CorruptBatch {
-                        segment: segment.path().to_path_buf(),
-                        position,
-                        source,
-                    },
-                })?;
-                for (epoch, start) in starts {
-                    epochs.assign(epoch, start);
+                match segment.epoch_starts() {
+                    Ok(starts) => {
+                        for (epoch, start) in starts {
+                            epochs.assign(epoch, start);
+                        }
+                    }
+                    Err(error) => {
+                        let error = match error {
+                            SegmentReadError::Io(source) => source.to_string(),
+                            SegmentReadError::Corrupt { position, source } => {
+                                format!("damaged batch at byte {position}: {source}")
+                            }
+                        };
+                        tracing::warn!(segment = %segment.path().display(), %error, "rebuilding the leader epoch cache stopped at this segment");
+                        break;
+                    }
                 }
             }
             epochs

@@ -482,6 +482,15 @@ fn create_time_timestamps_must_lie_within_the_topic_bounds() {
         Err(Error::TimestampOutOfRange { ref records, count: 1, .. })
             if records == &[(2, T0 + 3_600_001)]
     ));
+    // A header that understates the newest timestamp does not get a record past the bound.
+    let mut lying = batch(2, 10, T0 + 3_600_000);
+    lying[35..43].copy_from_slice(&T0.to_be_bytes());
+    let crc = crate::record::batch::compute_crc(&lying);
+    lying[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert!(matches!(
+        log.append(&mut lying, 0),
+        Err(Error::TimestampOutOfRange { count: 1, .. })
+    ));
     // With a lower bound every record is judged, the earliest one included.
     log.set_config(LogConfig {
         timestamp_before_max_ms: 1000,
@@ -551,6 +560,19 @@ fn segment_jitter_rolls_segments_early_by_a_stable_amount() {
         assert!(waited <= 100_000, "never rolled");
     }
     assert!(waited > 50_000, "rolled after {waited} ms");
+    // The jitter is drawn from the partition and the segment: stable across a reopen, and spread
+    // over (0, segment.jitter.ms] across segments.
+    let ages: Vec<i64> = (0..32).map(|base| log.roll_age_ms(base * 1000)).collect();
+    log.close().unwrap();
+    let log = fx.open(config.clone());
+    let again: Vec<i64> = (0..32).map(|base| log.roll_age_ms(base * 1000)).collect();
+    assert_eq!(ages, again);
+    assert!(
+        ages.iter().all(|age| (50_001..=100_000).contains(age)),
+        "{ages:?}"
+    );
+    let distinct: std::collections::BTreeSet<_> = ages.iter().collect();
+    assert!(distinct.len() > 16, "{ages:?}");
     // Without jitter, exactly at segment.ms.
     let fx = Fixture::new();
     let mut log = fx.open(LogConfig {

@@ -133,6 +133,7 @@ mod tests {
 
     #[test]
     fn highest_versions_are_kafka_4_1s() {
+        assert_eq!(KAFKA_4_1_MAX.len(), SUPPORTED_APIS.len());
         for api in SUPPORTED_APIS {
             let kafka = KAFKA_4_1_MAX
                 .iter()

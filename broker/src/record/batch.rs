@@ -306,6 +306,15 @@ pub fn verify_stored(batch: &[u8]) -> Result<BatchHeader, BatchError> {
 /// framing. Compressed payloads are not opened: the log stores them as they came (a topic's
 /// `compression.type` is applied before the log, by [`recompress`]).
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    validate_with_timestamps(batch).map(|(header, _)| header)
+}
+
+/// [`validate`], also returning for an uncompressed batch the earliest and latest record
+/// timestamps, read in the same walk over its records (`None` for a compressed batch, whose
+/// records are not opened, and for records without timestamps, -1).
+pub fn validate_with_timestamps(
+    batch: &[u8],
+) -> Result<(BatchHeader, Option<(i64, i64)>), BatchError> {
     let header = verify_stored(batch)?;
     let compression = header.compression()?;
     if header.record_count < 1
@@ -316,13 +325,21 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
             last_offset_delta: header.last_offset_delta,
         });
     }
+    let mut range: Option<(i64, i64)> = None;
     if compression == Compression::None {
         let mut records = Records::new(&batch[HEADER_LEN..], header.record_count);
         for record in &mut records {
-            record?;
+            let timestamp = header
+                .base_timestamp
+                .saturating_add(record?.timestamp_delta);
+            if timestamp != NO_TIMESTAMP {
+                range = Some(range.map_or((timestamp, timestamp), |(low, high)| {
+                    (low.min(timestamp), high.max(timestamp))
+                }));
+            }
         }
     }
-    Ok(header)
+    Ok((header, range))
 }
 
 /// The records of a batch, uncompressed: borrowed for an uncompressed batch, decompressed
