@@ -1,6 +1,15 @@
 //! Input shaping shared by the fuzz targets.
 
+use std::sync::OnceLock;
+
 use fjord_broker::record::batch::{HEADER_LEN, compute_crc};
+
+/// A temp directory for the run's logs, made once.
+#[allow(dead_code)] // not every target opens a log
+pub fn dir() -> &'static tempfile::TempDir {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
+}
 
 /// When the first byte is odd, the rest is taken as one batch whose `batchLength`, magic and CRC
 /// are fixed up, so the fuzzer gets past the checksum into the record parser and the log; when

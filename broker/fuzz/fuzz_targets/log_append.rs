@@ -5,7 +5,7 @@
 #[path = "common.rs"]
 mod common;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use fjord_broker::log::{Log, LogConfig, ManualClock};
 use libfuzzer_sys::fuzz_target;
@@ -14,13 +14,8 @@ use libfuzzer_sys::fuzz_target;
 #[global_allocator]
 static ALLOCATOR: fjord_broker::alloc::GuardedAlloc = fjord_broker::alloc::GuardedAlloc;
 
-fn dir() -> &'static tempfile::TempDir {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"))
-}
-
 fuzz_target!(|data: &[u8]| {
-    let path = dir().path().join("fuzz-0");
+    let path = common::dir().path().join("fuzz-0");
     let _ = std::fs::remove_dir_all(&path);
     let mut log = Log::open(&path, LogConfig::default(), Arc::new(ManualClock::new(0))).expect("open");
     let mut bytes = common::shape(data);

@@ -66,13 +66,24 @@ impl Checkpoint {
     }
 
     pub(crate) fn write(&self, dir: &Path) -> io::Result<()> {
-        let temp = dir.join(TEMP_NAME);
-        let mut file = File::create(&temp)?;
-        file.write_all(self.encode().as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, dir.join(FILE_NAME))?;
-        sync_dir(dir)
+        write_atomically(dir, FILE_NAME, TEMP_NAME, self.encode().as_bytes())
     }
+}
+
+/// Replaces `dir/name` with `contents` so that a crash leaves the old file or the new one, never
+/// a mix: written to `dir/temp`, fsynced, renamed over `name`, the directory fsynced.
+pub(crate) fn write_atomically(
+    dir: &Path,
+    name: &str,
+    temp: &str,
+    contents: &[u8],
+) -> io::Result<()> {
+    let temp = dir.join(temp);
+    let mut file = File::create(&temp)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    fs::rename(&temp, dir.join(name))?;
+    sync_dir(dir)
 }
 
 /// Makes creations, renames and removals in `dir` durable.

@@ -46,10 +46,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::checkpoint::sync_dir;
 use super::segment::{
-    self, CleanedSegmentWriter, INDEX_SUFFIX, LOG_SUFFIX, Segment, SegmentReadError, StoredBatch,
-    TIME_INDEX_SUFFIX, file_name, remove_cleaned_files,
+    self, CleanedSegmentWriter, INDEX_SUFFIX, LOG_SUFFIX, Segment, StoredBatch, TIME_INDEX_SUFFIX,
+    file_name, remove_cleaned_files,
 };
-use super::{Error, IoOp, Log, io_error};
+use super::{Error, IoOp, Log, io_error, read_error};
 use crate::record::batch::{self, BatchError, BatchHeader};
 use crate::record::compression::{self, CodecError};
 use crate::record::{Records, TimestampType};
@@ -210,21 +210,6 @@ enum Retained {
         bytes: Vec<u8>,
         header: BatchHeader,
     },
-}
-
-fn read_error(segment: &Segment) -> impl FnOnce(SegmentReadError) -> Error + '_ {
-    move |error| match error {
-        SegmentReadError::Io(source) => Error::Io {
-            op: IoOp::Read,
-            path: segment.path().to_path_buf(),
-            source,
-        },
-        SegmentReadError::Corrupt { position, source } => Error::CorruptBatch {
-            segment: segment.path().to_path_buf(),
-            position,
-            source,
-        },
-    }
 }
 
 fn corrupt(segment: &Segment, position: u64) -> impl FnOnce(BatchError) -> Error + '_ {

@@ -11,11 +11,11 @@
 //! change, not per append. A missing file is rebuilt from the batch headers at open; entries past
 //! the recovered log end are dropped then, so the file may run ahead of the data safely.
 
-use std::fs::{self, File};
-use std::io::{self, ErrorKind, Write};
+use std::fs;
+use std::io::{self, ErrorKind};
 use std::path::Path;
 
-use super::checkpoint::sync_dir;
+use super::checkpoint::write_atomically;
 
 pub(crate) const FILE_NAME: &str = "leader-epoch.checkpoint";
 const TEMP_NAME: &str = "leader-epoch.checkpoint.tmp";
@@ -156,12 +156,7 @@ impl LeaderEpochs {
     }
 
     pub(crate) fn write(&self, dir: &Path) -> io::Result<()> {
-        let temp = dir.join(TEMP_NAME);
-        let mut file = File::create(&temp)?;
-        file.write_all(self.encode().as_bytes())?;
-        file.sync_all()?;
-        fs::rename(&temp, dir.join(FILE_NAME))?;
-        sync_dir(dir)
+        write_atomically(dir, FILE_NAME, TEMP_NAME, self.encode().as_bytes())
     }
 }
 

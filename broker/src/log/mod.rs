@@ -331,18 +331,7 @@ impl LogReader {
             let from = offset.max(segment.base_offset());
             let read = segment
                 .read(from, max_bytes, upper)
-                .map_err(|error| match error {
-                    SegmentReadError::Io(source) => Error::Io {
-                        op: IoOp::Read,
-                        path: segment.path().to_path_buf(),
-                        source,
-                    },
-                    SegmentReadError::Corrupt { position, source } => Error::CorruptBatch {
-                        segment: segment.path().to_path_buf(),
-                        position,
-                        source,
-                    },
-                })?;
+                .map_err(read_error(segment))?;
             if let Some(records) = read {
                 result.next_offset = last_next_offset(&records).unwrap_or(offset);
                 result.records = records;
@@ -395,19 +384,10 @@ impl LogReader {
         timestamp: i64,
         log_start: i64,
     ) -> Result<Option<TimestampOffset>, Error> {
-        match segment.offset_for_timestamp(timestamp, log_start) {
-            Ok(found) => Ok(found.map(|(offset, timestamp)| TimestampOffset { offset, timestamp })),
-            Err(SegmentReadError::Io(source)) => Err(Error::Io {
-                op: IoOp::Read,
-                path: segment.path().into(),
-                source,
-            }),
-            Err(SegmentReadError::Corrupt { position, source }) => Err(Error::CorruptBatch {
-                segment: segment.path().into(),
-                position,
-                source,
-            }),
-        }
+        let found = segment
+            .offset_for_timestamp(timestamp, log_start)
+            .map_err(read_error(segment))?;
+        Ok(found.map(|(offset, timestamp)| TimestampOffset { offset, timestamp }))
     }
 
     /// Kafka's OffsetsForLeaderEpoch on this log: the largest epoch at most `epoch` it holds and
@@ -642,17 +622,7 @@ impl Log {
     /// The bytes are written but not yet durable: under [`FlushPolicy::EveryAppend`] the caller
     /// acknowledges only after [`Flusher::flush_to`]`(last_offset + 1)` returns.
     pub fn append(&mut self, records: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, Error> {
-        self.flusher.check()?;
-        if records.is_empty() {
-            return Err(Error::EmptyAppend);
-        }
-        let segment_bytes = self.config.effective_segment_bytes();
-        if records.len() as u64 > segment_bytes {
-            return Err(Error::BatchTooLarge {
-                size: records.len(),
-                max: segment_bytes as usize,
-            });
-        }
+        self.check_append(records)?;
         let now = self.clock.now_ms();
         // CreateTime timestamps must lie in this range (Kafka's message.timestamp.*.max.ms).
         let create_time = self.config.timestamp_type == TimestampType::CreateTime;
@@ -768,21 +738,11 @@ impl Log {
     /// leader epochs and timestamps are kept, not assigned. Each batch is checked as stored
     /// (framing, CRC) and must continue the log: the first at or past the log end offset, each
     /// next one at or past where the one before ended (a compacted leader's log has gaps), epochs
-    /// never going back ([`Error::NotContiguous`] otherwise, nothing appended). Topic rules the leader applied on produce (keys on compacted topics,
-    /// timestamp bounds) are not applied again: the leader's log is the truth. Durability as for
-    /// [`Log::append`].
+    /// never going back ([`Error::NotContiguous`] otherwise, nothing appended). Topic rules the
+    /// leader applied on produce (keys on compacted topics, timestamp bounds) are not applied
+    /// again: the leader's log is the truth. Durability as for [`Log::append`].
     pub fn append_replicated(&mut self, records: &[u8]) -> Result<AppendInfo, Error> {
-        self.flusher.check()?;
-        if records.is_empty() {
-            return Err(Error::EmptyAppend);
-        }
-        let segment_bytes = self.config.effective_segment_bytes();
-        if records.len() as u64 > segment_bytes {
-            return Err(Error::BatchTooLarge {
-                size: records.len(),
-                max: segment_bytes as usize,
-            });
-        }
+        self.check_append(records)?;
         let base_offset = self.log_end_offset();
         let mut expected = base_offset;
         let mut latest_epoch = self.view.epochs().latest_epoch().unwrap_or(-1);
@@ -859,6 +819,23 @@ impl Log {
             log_append_time: None,
             log_start_offset: self.offsets().log_start_offset(),
         })
+    }
+
+    /// What every append needs before its batches are read: a flusher that has not failed, and
+    /// some bytes, no more than a segment holds.
+    fn check_append(&self, records: &[u8]) -> Result<(), Error> {
+        self.flusher.check()?;
+        if records.is_empty() {
+            return Err(Error::EmptyAppend);
+        }
+        let segment_bytes = self.config.effective_segment_bytes();
+        if records.len() as u64 > segment_bytes {
+            return Err(Error::BatchTooLarge {
+                size: records.len(),
+                max: segment_bytes as usize,
+            });
+        }
+        Ok(())
     }
 
     fn maybe_roll(&mut self, incoming: u64, last_offset: i64, now: i64) -> Result<(), Error> {
@@ -1237,13 +1214,8 @@ fn open_epochs(
                         }
                     }
                     Err(error) => {
-                        let error = match error {
-                            SegmentReadError::Io(source) => source.to_string(),
-                            SegmentReadError::Corrupt { position, source } => {
-                                format!("damaged batch at byte {position}: {source}")
-                            }
-                        };
-                        tracing::warn!(segment = %segment.path().display(), %error, "rebuilding the leader epoch cache stopped at this segment");
+                        let error = read_error(segment)(error);
+                        tracing::warn!(%error, "rebuilding the leader epoch cache stopped at this segment");
                         break;
                     }
                 }
@@ -1259,6 +1231,22 @@ fn open_epochs(
             .map_err(io_error(IoOp::WriteCheckpoint, dir))?;
     }
     Ok(epochs)
+}
+
+/// A segment's read error as the log's, naming the segment.
+fn read_error(segment: &Segment) -> impl FnOnce(SegmentReadError) -> Error + '_ {
+    move |error| match error {
+        SegmentReadError::Io(source) => Error::Io {
+            op: IoOp::Read,
+            path: segment.path().to_path_buf(),
+            source,
+        },
+        SegmentReadError::Corrupt { position, source } => Error::CorruptBatch {
+            segment: segment.path().to_path_buf(),
+            position,
+            source,
+        },
+    }
 }
 
 fn list_segment_bases(dir: &Path) -> Result<Vec<i64>, Error> {

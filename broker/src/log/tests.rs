@@ -443,12 +443,18 @@ fn max_timestamp_names_the_first_record_that_carries_it() {
     assert_eq!((found.offset, found.timestamp), (23, T0 + 50_002));
     // Below a high watermark that the newest record has not reached, segments that start at or
     // above it do not count.
-    let first_segments = reader.segment_base_offsets()[1];
+    // Offset o holds T0 + 100 * (o / 3) + o % 3 there: the newest is the segment's last record.
+    let first_segment_end = reader.segment_base_offsets()[1];
+    let last = first_segment_end - 1;
+    assert!(last < 21, "the first segment ends before batch 7");
     let found = reader
-        .max_timestamp_offset(first_segments)
+        .max_timestamp_offset(first_segment_end)
         .unwrap()
         .unwrap();
-    assert!(found.offset < first_segments && found.timestamp < T0 + 50_000);
+    assert_eq!(
+        (found.offset, found.timestamp),
+        (last, T0 + 100 * (last / 3) + last % 3)
+    );
     log.close().unwrap();
     let log = fx.open(small_segments());
     let found = log
