@@ -143,12 +143,32 @@ pub fn wait_for_listener(addr: &str, limit: std::time::Duration) -> bool {
     false
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, for a process the test starts next.
+///
+/// Taken below the kernel's ephemeral range, so no outgoing connection and no listener bound to
+/// port 0 (clients, peers and other tests running beside this one) can take it between this call
+/// and the process binding it; and never the same port twice in one test process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = 10_000;
+    let span = ephemeral_low.saturating_sub(low).max(1000);
+    // Processes started one after another (test binaries) start at different places.
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = low + (start + offset) % span;
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {low} and {ephemeral_low}");
 }
 
 /// A `fjord-broker` process (the real binary), restartable on the same port and data directory.
@@ -352,16 +372,31 @@ impl ClusterBroker {
         command
     }
 
-    /// Waits until `/readyz` answers 200 (the broker has joined and caught up), up to `limit`.
+    /// Waits until `/readyz` answers 200 (the broker has joined and caught up), up to `limit`;
+    /// false at once if the process has exited (its error is on stderr).
     pub fn wait_ready(&self, limit: std::time::Duration) -> bool {
         let deadline = std::time::Instant::now() + limit;
         while std::time::Instant::now() < deadline {
             if admin_get(&self.admin(), "/readyz").is_some_and(|(code, _)| code == 200) {
                 return true;
             }
+            if self.exited() {
+                eprintln!("broker {} exited before it was ready", self.node_id);
+                return false;
+            }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
         false
+    }
+
+    /// Whether the started process has exited (a zombie not yet reaped, or gone).
+    fn exited(&self) -> bool {
+        self.child.as_ref().is_some_and(|child| {
+            std::fs::read_to_string(format!("/proc/{}/stat", child.0.id())).map_or(true, |stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            })
+        })
     }
 
     /// `/v1/status` as JSON.
