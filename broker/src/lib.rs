@@ -34,6 +34,7 @@ pub mod partition;
 pub mod protocol;
 pub mod quorum;
 pub mod record;
+pub mod replication;
 pub mod server;
 
 // The unit tests decode hostile input too: they run on the broker's allocator.

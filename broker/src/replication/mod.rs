@@ -1,0 +1,6 @@
+//! Partition replication between brokers: followers pull from their leader over one stream per
+//! pair of brokers, carrying every partition the pair shares (as Kafka's replica fetchers do).
+//!
+//! - [`wire`]: the fetch messages as bytes (sans-IO, fuzzed); gRPC is only the transport.
+
+pub mod wire;
