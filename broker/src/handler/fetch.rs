@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::{Context, NotServed, leader_endpoints, leader_partition, log_error_code, str_bytes};
 use crate::cluster::TopicCompression;
-use crate::log::{self, UNDEFINED_EPOCH_OFFSET};
+use crate::log::{self, Divergence};
 use crate::record::Compression;
 
 pub(super) async fn handle(ctx: &Context, request: FetchRequest, version: i16) -> FetchResponse {
@@ -161,22 +161,21 @@ async fn read_once(
                         // held it), the consumer's log diverged: tell it where, send nothing.
                         // Kafka's order: an offset below the log start, or an epoch this log
                         // cannot place, is OFFSET_OUT_OF_RANGE (the consumer resets).
-                        if version >= 12 && p.last_fetched_epoch >= 0 {
-                            let (epoch, end_offset) =
-                                handle.reader().end_offset_for_epoch(p.last_fetched_epoch);
-                            let below_start =
-                                p.fetch_offset < handle.reader().offsets().log_start_offset();
-                            if below_start || (epoch, end_offset) == UNDEFINED_EPOCH_OFFSET {
-                                errors = true;
-                                return data
-                                    .with_error_code(ResponseError::OffsetOutOfRange.code());
-                            }
-                            if epoch < p.last_fetched_epoch || end_offset < p.fetch_offset {
-                                return data.with_diverging_epoch(
-                                    EpochEndOffset::default()
-                                        .with_epoch(epoch)
-                                        .with_end_offset(end_offset),
-                                );
+                        if version >= 12 {
+                            match handle.reader().divergence(p.fetch_offset, p.last_fetched_epoch) {
+                                Divergence::None => {}
+                                Divergence::OutOfRange => {
+                                    errors = true;
+                                    return data
+                                        .with_error_code(ResponseError::OffsetOutOfRange.code());
+                                }
+                                Divergence::Diverged { epoch, end_offset } => {
+                                    return data.with_diverging_epoch(
+                                        EpochEndOffset::default()
+                                            .with_epoch(epoch)
+                                            .with_end_offset(end_offset),
+                                    );
+                                }
                             }
                         }
                         if limit == 0 && total > 0 {

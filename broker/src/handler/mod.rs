@@ -333,7 +333,7 @@ fn append_error_code(error: &AppendError) -> i16 {
 }
 
 /// The Kafka error code for a log error.
-fn log_error_code(error: &log::Error) -> i16 {
+pub(crate) fn log_error_code(error: &log::Error) -> i16 {
     match error {
         log::Error::InvalidBatch {
             source: BatchError::CrcMismatch { .. },

@@ -213,6 +213,17 @@ pub struct ReadResult {
     pub log_end_offset: i64,
 }
 
+/// What [`LogReader::divergence`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Divergence {
+    /// The reader's position follows this log.
+    None,
+    /// The reader's log diverged: its copy must end at `end_offset`, the end of `epoch` here.
+    Diverged { epoch: i32, end_offset: i64 },
+    /// The position or epoch cannot be placed in this log (OFFSET_OUT_OF_RANGE).
+    OutOfRange,
+}
+
 /// An offset found by timestamp, with the timestamp of its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimestampOffset {
@@ -396,6 +407,27 @@ impl LogReader {
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         let epochs = self.view.epochs();
         epochs.end_offset_for(epoch, self.offsets().log_end_offset())
+    }
+
+    /// Whether a reader at `fetch_offset`, whose last record read was of `last_fetched_epoch`,
+    /// read what this log holds (KIP-320 for consumers, KIP-279 for followers). Kafka's order: an
+    /// offset below the log start, or an epoch this log cannot place, is out of range (the reader
+    /// resets); a copy of that epoch here that ends below the reader's position, or a newer epoch
+    /// than this log has, means the reader's log diverged and must be cut at the returned end.
+    pub fn divergence(&self, fetch_offset: i64, last_fetched_epoch: i32) -> Divergence {
+        if last_fetched_epoch < 0 {
+            return Divergence::None;
+        }
+        let (epoch, end_offset) = self.end_offset_for_epoch(last_fetched_epoch);
+        if fetch_offset < self.offsets().log_start_offset()
+            || (epoch, end_offset) == UNDEFINED_EPOCH_OFFSET
+        {
+            return Divergence::OutOfRange;
+        }
+        if epoch < last_fetched_epoch || end_offset < fetch_offset {
+            return Divergence::Diverged { epoch, end_offset };
+        }
+        Divergence::None
     }
 
     /// Bytes of record data on disk.

@@ -214,8 +214,12 @@ enum Command {
     CompactNow {
         reply: CompactReply,
     },
-    /// A change of the replica's role or ISR, from the committed metadata.
-    Replica(ReplicaEvent),
+    /// A change of the replica's role or ISR (from the committed metadata) or a follower's
+    /// report; answered once the replica state has taken it.
+    Replica {
+        event: ReplicaEvent,
+        reply: oneshot::Sender<()>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -227,6 +231,8 @@ pub struct PartitionHandle {
     commands: mpsc::Sender<Command>,
     reader: LogReader,
     high_watermark: watch::Receiver<i64>,
+    /// How far the leader's appends are visible (durable under the flush policy).
+    appended: watch::Receiver<i64>,
     flusher: log::Flusher,
 }
 
@@ -237,10 +243,18 @@ impl std::fmt::Debug for Command {
             Self::DeleteRecords { .. } => "DeleteRecords",
             Self::SetConfig { .. } => "SetConfig",
             Self::CompactNow { .. } => "CompactNow",
-            Self::Replica(_) => "Replica",
+            Self::Replica { .. } => "Replica",
             Self::Close { .. } => "Close",
         })
     }
+}
+
+/// A receiver whose `changed()` waits for the next change: a clone of the handle's own receiver
+/// would count every change since the partition opened as unseen.
+fn unchanged(receiver: &watch::Receiver<i64>) -> watch::Receiver<i64> {
+    let mut receiver = receiver.clone();
+    receiver.mark_unchanged();
+    receiver
 }
 
 /// An append in a partition's queue, from [`PartitionHandle::queue_append`].
@@ -285,6 +299,7 @@ impl PartitionHandle {
         // What the log recovered is on disk.
         let recovered = log.log_end_offset();
         let (hw_tx, high_watermark) = watch::channel(recovered);
+        let (appended_tx, appended) = watch::channel(recovered);
         let mut replica = ReplicaState::new(node_id, recovered, recovered);
         replica.handle(role);
         let (commands, rx) = mpsc::channel(1024);
@@ -293,6 +308,7 @@ impl PartitionHandle {
                 owned: Some(Owned { log, producers }),
                 rx,
                 high_watermark: hw_tx,
+                appended: appended_tx,
                 replica,
                 cleaner: Cleaner {
                     settings: cleaner,
@@ -306,6 +322,7 @@ impl PartitionHandle {
             commands,
             reader,
             high_watermark,
+            appended,
             flusher,
         })
     }
@@ -343,9 +360,19 @@ impl PartitionHandle {
         rx.await.map_err(|_| DeleteRecordsError::Closed)?
     }
 
-    /// Tells the replica of a change of its role or ISR in the committed metadata.
+    /// Tells the replica of a change of its role or ISR in the committed metadata, or of what a
+    /// follower holds; returns once the replica state has taken it (a high watermark it moved is
+    /// published by then).
     pub async fn replica_event(&self, event: ReplicaEvent) {
-        let _ = self.commands.send(Command::Replica(event)).await;
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Replica { event, reply })
+            .await
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
     }
 
     /// Applies changed topic configs to the log (from its next append or retention pass).
@@ -384,8 +411,13 @@ impl PartitionHandle {
     }
 
     /// A receiver that changes when the high watermark moves.
+    /// Changes when appends on the leader become visible (to followers fetching from it).
+    pub fn watch_appended(&self) -> watch::Receiver<i64> {
+        unchanged(&self.appended)
+    }
+
     pub fn watch_high_watermark(&self) -> watch::Receiver<i64> {
-        self.high_watermark.clone()
+        unchanged(&self.high_watermark)
     }
 
     /// Flushes and closes the log (clean shutdown: the next start recovers nothing).
@@ -435,6 +467,7 @@ struct PartitionActor {
     owned: Option<Owned>,
     rx: mpsc::Receiver<Command>,
     high_watermark: watch::Sender<i64>,
+    appended: watch::Sender<i64>,
     replica: ReplicaState,
     cleaner: Cleaner,
 }
@@ -694,8 +727,9 @@ impl PartitionActor {
                     self.start_compaction(true);
                     return std::ops::ControlFlow::Continue(());
                 }
-                Command::Replica(event) => {
+                Command::Replica { event, reply } => {
                     self.replica_event(event);
+                    let _ = reply.send(());
                     return std::ops::ControlFlow::Continue(());
                 }
                 Command::Close { reply } => {
@@ -811,6 +845,11 @@ impl PartitionActor {
             .await;
         if let Some((results, visible)) = outcome {
             self.replica_event(ReplicaEvent::LocalDurable { offset: visible });
+            self.appended.send_if_modified(|appended| {
+                let moved = *appended != visible;
+                *appended = visible;
+                moved
+            });
             for (reply, result) in replies.into_iter().zip(results) {
                 let _ = reply.send(result);
             }

@@ -2,5 +2,7 @@
 //! pair of brokers, carrying every partition the pair shares (as Kafka's replica fetchers do).
 //!
 //! - [`wire`]: the fetch messages as bytes (sans-IO, fuzzed); gRPC is only the transport.
+//! - [`leader`]: what a leader answers a follower's fetch.
 
+pub mod leader;
 pub mod wire;
