@@ -267,7 +267,9 @@ impl Broker {
         let lock = lock_data_dir(&config.data_dir)?;
         let seed = cluster::read_single_node_file(&config.data_dir, config.node_id)?;
         let seeded = seed.is_some();
-        let quorum = Quorum::start(
+        let (replication, replication_slot) =
+            crate::replication::transport::ReplicationService::new();
+        let quorum = Quorum::start_serving(
             QuorumConfig {
                 node_id: config.node_id,
                 data_dir: config.data_dir.clone(),
@@ -279,6 +281,7 @@ impl Broker {
             },
             seed,
             shutdown.clone(),
+            tonic::service::Routes::new(replication),
         )
         .await?;
         let advertised = match &config.advertise {
@@ -370,6 +373,7 @@ impl Broker {
             incarnation,
             freshness,
         });
+        let _ = replication_slot.set(Arc::downgrade(&broker));
         broker.start_coordinator().await?;
         tokio::spawn(follow_metadata(
             Arc::downgrade(&broker),
@@ -1221,4 +1225,20 @@ async fn follow_metadata(
 fn split_host_port(address: &str) -> Option<(String, i32)> {
     let (host, port) = address.rsplit_once(':')?;
     Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+}
+
+/// A single-node broker (node 1) in `dir` hosting topic `t` with `partitions` partitions, all led
+/// here at epoch 0: what unit tests of handlers and replication run against.
+#[cfg(test)]
+pub(crate) async fn test_broker(dir: &std::path::Path, partitions: i32) -> Arc<Broker> {
+    let peer = SocketAddr::from(([127, 0, 0, 1], 1));
+    let config = BrokerConfig::for_tests(dir.to_path_buf());
+    let broker = Broker::open(config, peer, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("opening a test broker");
+    broker
+        .create_topic("t", partitions, -1, None, Default::default())
+        .await
+        .expect("creating topic t");
+    broker
 }

@@ -19,11 +19,10 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, ProduceRequest, RequestKind, ResponseKind,
 };
 use kafka_protocol::protocol::StrBytes;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{Context, dispatch, start_with, topic_name};
-use crate::broker::{Broker, BrokerConfig};
+use crate::broker::Broker;
 use crate::cluster::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
 use crate::coordinator::OFFSETS_TOPIC;
 use crate::protocol::Request;
@@ -33,15 +32,7 @@ const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr
 
 /// A broker (node 1) hosting topic `t` with two partitions, both led here at epoch 0.
 async fn broker(dir: &std::path::Path) -> Arc<Broker> {
-    let config = BrokerConfig::for_tests(dir.to_path_buf());
-    let broker = Broker::open(config, PEER, CancellationToken::new())
-        .await
-        .unwrap();
-    broker
-        .create_topic("t", 2, -1, None, Default::default())
-        .await
-        .unwrap();
-    broker
+    crate::broker::test_broker(dir, 2).await
 }
 
 fn registration(id: i32, fenced: bool) -> BrokerRegistration {

@@ -285,6 +285,16 @@ impl Quorum {
         seed: Option<MetadataImage>,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, QuorumError> {
+        Self::start_serving(config, seed, shutdown, tonic::service::Routes::default()).await
+    }
+
+    /// [`Quorum::start`], with `services` (partition replication) served on the same listener.
+    pub async fn start_serving(
+        config: QuorumConfig,
+        seed: Option<MetadataImage>,
+        shutdown: CancellationToken,
+        services: tonic::service::Routes,
+    ) -> Result<Arc<Self>, QuorumError> {
         check_voters(&config.voters)?;
         let alone = match config.voters.as_slice() {
             [] => true,
@@ -393,6 +403,7 @@ impl Quorum {
             let served = tonic::transport::Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(5)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+                .add_routes(services)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled_owned())
                 .await;

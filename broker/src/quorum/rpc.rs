@@ -273,6 +273,20 @@ pub(crate) struct Peer {
     channel: tonic::transport::Channel,
 }
 
+/// How every inter-broker connection is made: a bounded connect, and HTTP/2 pings so a link
+/// dropped without a reset is noticed. `None` for an address that is not `host:port`.
+pub(crate) fn endpoint(address: &str) -> Option<tonic::transport::Endpoint> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}")).ok()?;
+    Some(
+        endpoint
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true),
+    )
+}
+
 /// Why a call to another broker failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CallError {
@@ -286,13 +300,7 @@ pub(crate) enum CallError {
 
 impl Peer {
     pub(crate) fn new(address: &str) -> Result<Self, CallError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|_| CallError::Address(address.to_owned()))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
+        let endpoint = endpoint(address).ok_or_else(|| CallError::Address(address.to_owned()))?;
         Ok(Self {
             channel: endpoint.connect_lazy(),
         })

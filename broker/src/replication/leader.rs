@@ -267,33 +267,22 @@ fn answer_data(fetch: &FetchPartition, leader_epoch: i32) -> PartitionData {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
     use std::sync::Arc;
 
-    use tokio_util::sync::CancellationToken;
     use uuid::Uuid;
 
     use super::*;
-    use crate::broker::{Broker, BrokerConfig};
+    use crate::broker::Broker;
     use crate::cluster::{BrokerRegistration, MetadataImage, PartitionImage};
     use crate::record::batch::BatchHeader;
     use crate::record::{ProducerInfo, Record, build_batch};
 
-    const PEER: SocketAddr =
-        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
     /// The follower's broker epoch in the images below.
     const EPOCH: i64 = 7;
 
     /// A broker (node 1) leading `t-0`, whose ISR in its replica state is brokers 1 and 2.
     async fn leader(dir: &std::path::Path) -> (Arc<Broker>, PartitionHandle) {
-        let config = BrokerConfig::for_tests(dir.to_path_buf());
-        let broker = Broker::open(config, PEER, CancellationToken::new())
-            .await
-            .unwrap();
-        broker
-            .create_topic("t", 1, -1, None, Default::default())
-            .await
-            .unwrap();
+        let broker = crate::broker::test_broker(dir, 1).await;
         let handle = broker.partition("t", 0).unwrap();
         handle
             .replica_event(ReplicaEvent::IsrChanged { isr: vec![1, 2] })

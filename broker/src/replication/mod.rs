@@ -3,6 +3,8 @@
 //!
 //! - [`wire`]: the fetch messages as bytes (sans-IO, fuzzed); gRPC is only the transport.
 //! - [`leader`]: what a leader answers a follower's fetch.
+//! - [`transport`]: the fetch stream over gRPC on the inter-broker listener.
 
 pub mod leader;
+pub mod transport;
 pub mod wire;
