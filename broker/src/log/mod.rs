@@ -409,6 +409,11 @@ impl LogReader {
         epochs.end_offset_for(epoch, self.offsets().log_end_offset())
     }
 
+    /// The leader epoch of the newest batch this log holds (-1 when it holds none with one).
+    pub fn latest_epoch(&self) -> i32 {
+        self.view.epochs().latest_epoch().unwrap_or(-1)
+    }
+
     /// Whether a reader at `fetch_offset`, whose last record read was of `last_fetched_epoch`,
     /// read what this log holds (KIP-320 for consumers, KIP-279 for followers). Kafka's order: an
     /// offset below the log start, or an epoch this log cannot place, is out of range (the reader

@@ -57,6 +57,17 @@ pub enum AppendError {
     IdempotentBatchCount { batches: usize },
 }
 
+/// Why a follower did not take what its leader sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicateError {
+    #[error(transparent)]
+    Log(#[from] log::Error),
+    #[error("the partition is shutting down")]
+    Closed,
+    #[error("this broker leads the partition: it takes no records from another")]
+    Leader,
+}
+
 /// Why records were not deleted.
 #[derive(Debug, thiserror::Error)]
 pub enum DeleteRecordsError {
@@ -214,6 +225,16 @@ enum Command {
     CompactNow {
         reply: CompactReply,
     },
+    /// A follower's append of batches as its leader stored them.
+    AppendReplicated {
+        records: bytes::Bytes,
+        reply: oneshot::Sender<Result<i64, ReplicateError>>,
+    },
+    /// A follower cuts its log back to end at `offset`.
+    TruncateTo {
+        offset: i64,
+        reply: oneshot::Sender<Result<i64, ReplicateError>>,
+    },
     /// A change of the replica's role or ISR (from the committed metadata) or a follower's
     /// report; answered once the replica state has taken it.
     Replica {
@@ -243,6 +264,8 @@ impl std::fmt::Debug for Command {
             Self::DeleteRecords { .. } => "DeleteRecords",
             Self::SetConfig { .. } => "SetConfig",
             Self::CompactNow { .. } => "CompactNow",
+            Self::AppendReplicated { .. } => "AppendReplicated",
+            Self::TruncateTo { .. } => "TruncateTo",
             Self::Replica { .. } => "Replica",
             Self::Close { .. } => "Close",
         })
@@ -358,6 +381,29 @@ impl PartitionHandle {
             .await
             .map_err(|_| DeleteRecordsError::Closed)?;
         rx.await.map_err(|_| DeleteRecordsError::Closed)?
+    }
+
+    /// A follower's append of batches exactly as its leader stored them, at the leader's offsets
+    /// (the first must start at this log's end). Returns the offset this replica now holds
+    /// durably (under the topic's flush policy), which it reports to the leader.
+    pub async fn append_replicated(&self, records: bytes::Bytes) -> Result<i64, ReplicateError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::AppendReplicated { records, reply })
+            .await
+            .map_err(|_| ReplicateError::Closed)?;
+        rx.await.map_err(|_| ReplicateError::Closed)?
+    }
+
+    /// A follower cuts its log back to end at `offset` (where its leader's copy of its last epoch
+    /// ends); returns the new log end.
+    pub async fn truncate_to(&self, offset: i64) -> Result<i64, ReplicateError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::TruncateTo { offset, reply })
+            .await
+            .map_err(|_| ReplicateError::Closed)?;
+        rx.await.map_err(|_| ReplicateError::Closed)?
     }
 
     /// Tells the replica of a change of its role or ISR in the committed metadata, or of what a
@@ -727,6 +773,16 @@ impl PartitionActor {
                     self.start_compaction(true);
                     return std::ops::ControlFlow::Continue(());
                 }
+                Command::AppendReplicated { records, reply } => {
+                    let result = self.append_replicated(records).await;
+                    let _ = reply.send(result);
+                    return std::ops::ControlFlow::Continue(());
+                }
+                Command::TruncateTo { offset, reply } => {
+                    let result = self.truncate_to(offset).await;
+                    let _ = reply.send(result);
+                    return std::ops::ControlFlow::Continue(());
+                }
                 Command::Replica { event, reply } => {
                     self.replica_event(event);
                     let _ = reply.send(());
@@ -739,6 +795,64 @@ impl PartitionActor {
                 }
             }
         }
+    }
+
+    /// A follower's append: the batches as the leader stored them, producer state updated from
+    /// them (so a retry after a failover is still recognised), made durable under the flush
+    /// policy.
+    async fn append_replicated(&mut self, records: bytes::Bytes) -> Result<i64, ReplicateError> {
+        if self.replica.is_leader() {
+            return Err(ReplicateError::Leader);
+        }
+        let outcome = self
+            .blocking(move |owned| {
+                let Owned { log, producers } = owned;
+                log.append_replicated(&records)?;
+                for (header, _) in split_batches(&records).filter_map(Result::ok) {
+                    producers.record(&header);
+                }
+                if log.config().flush == FlushPolicy::EveryAppend {
+                    log.flush()?;
+                    Ok(log.flusher().durable_offset())
+                } else {
+                    Ok(log.log_end_offset())
+                }
+            })
+            .await
+            .ok_or(ReplicateError::Closed)?;
+        let visible = outcome.map_err(ReplicateError::Log)?;
+        self.replica_event(ReplicaEvent::LocalDurable { offset: visible });
+        self.appended.send_replace(visible);
+        Ok(visible)
+    }
+
+    /// A follower cuts its log back; producer state is rebuilt from what remains (a snapshot
+    /// taken past the cut is removed: it would describe batches that are gone).
+    async fn truncate_to(&mut self, offset: i64) -> Result<i64, ReplicateError> {
+        if self.replica.is_leader() {
+            return Err(ReplicateError::Leader);
+        }
+        // A pass would swap in segments cleaned from records that are going.
+        self.cancel_compaction().await;
+        let outcome = self
+            .blocking(move |owned| {
+                let Owned { log, producers } = owned;
+                let end = log.truncate_to(offset)?;
+                let snapshot = log.dir().join(PRODUCER_SNAPSHOT);
+                if let Err(error) = std::fs::remove_file(&snapshot)
+                    && error.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %snapshot.display(), %error, "removing the producer snapshot failed");
+                }
+                *producers = load_producer_state(log.dir(), log)?;
+                Ok(end)
+            })
+            .await
+            .ok_or(ReplicateError::Closed)?;
+        let end = outcome.map_err(ReplicateError::Log)?;
+        self.replica_event(ReplicaEvent::Truncated { offset: end });
+        self.appended.send_replace(end);
+        Ok(end)
     }
 
     /// Feeds the replica state machine and carries out its commands.
@@ -930,5 +1044,112 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         partition.close().await;
+    }
+
+    fn idempotent(sequence: i32, count: usize) -> Vec<u8> {
+        let records: Vec<Record> = (0..count)
+            .map(|i| Record {
+                key: Some(format!("k{i}").into_bytes()),
+                value: Some(b"v".to_vec()),
+                headers: Vec::new(),
+                timestamp: 1_000,
+            })
+            .collect();
+        build_batch(
+            &records,
+            ProducerInfo {
+                producer_id: 5,
+                producer_epoch: 0,
+                base_sequence: sequence,
+            },
+        )
+    }
+
+    async fn open(dir: &std::path::Path, node_id: i32, role: ReplicaEvent) -> PartitionHandle {
+        PartitionHandle::open(
+            dir.to_path_buf(),
+            LogConfig::default(),
+            Arc::new(ManualClock::new(1_000)),
+            node_id,
+            role,
+            CleanerSettings::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A follower stores what its leader stored, byte for byte; it learns the producers from
+    /// those batches, so once it leads, a producer's retry of a batch it already holds is
+    /// answered with the original offsets, not written again. A batch cut off by a truncation is
+    /// forgotten with it: the same retry is then written.
+    #[tokio::test]
+    async fn a_follower_copies_the_leader_and_knows_its_producers_after_failover() {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let leader = open(
+            dirs[0].path(),
+            1,
+            ReplicaEvent::BecameLeader {
+                leader_epoch: 0,
+                isr: vec![1],
+            },
+        )
+        .await;
+        let follower = open(
+            dirs[1].path(),
+            2,
+            ReplicaEvent::BecameFollower {
+                leader: 1,
+                leader_epoch: 0,
+            },
+        )
+        .await;
+        leader.append(idempotent(0, 3)).await.unwrap();
+        leader.append(idempotent(3, 2)).await.unwrap();
+        assert!(matches!(
+            follower.append(idempotent(0, 1)).await,
+            Err(AppendError::NotLeader)
+        ));
+
+        let stored = leader.reader().read(0, usize::MAX).unwrap().records;
+        assert_eq!(
+            follower
+                .append_replicated(stored.clone().into())
+                .await
+                .unwrap(),
+            5
+        );
+        assert_eq!(
+            follower.reader().read(0, usize::MAX).unwrap().records,
+            stored
+        );
+        assert!(matches!(
+            leader.append_replicated(stored.clone().into()).await,
+            Err(ReplicateError::Leader)
+        ));
+        // Its high watermark: the leader's, up to what it holds.
+        assert_eq!(follower.high_watermark(), 0);
+        follower
+            .replica_event(ReplicaEvent::LeaderHighWatermark { offset: 9 })
+            .await;
+        assert_eq!(follower.high_watermark(), 5);
+
+        // Cut back to 3: the second batch is gone, and with it the producer's sequence 3.
+        assert_eq!(follower.truncate_to(3).await.unwrap(), 3);
+        assert_eq!(follower.reader().offsets().log_end_offset(), 3);
+        follower
+            .replica_event(ReplicaEvent::BecameLeader {
+                leader_epoch: 1,
+                isr: vec![2],
+            })
+            .await;
+        // The retry of the first batch is a duplicate; the second is written anew, at 3.
+        let retried = follower.append(idempotent(0, 3)).await.unwrap();
+        assert_eq!((retried.base_offset, retried.last_offset), (0, 2));
+        let rewritten = follower.append(idempotent(3, 2)).await.unwrap();
+        assert_eq!((rewritten.base_offset, rewritten.last_offset), (3, 4));
+        assert_eq!(follower.reader().latest_epoch(), 1);
+        assert_eq!(follower.reader().end_offset_for_epoch(0), (0, 3));
+        leader.close().await;
+        follower.close().await;
     }
 }

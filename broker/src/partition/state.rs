@@ -40,6 +40,8 @@ pub enum Event {
     FollowerDurable { replica: i32, offset: i64 },
     /// The leader's high watermark, as a follower heard it.
     LeaderHighWatermark { offset: i64 },
+    /// This broker's copy was cut back to end at `offset` (a follower whose log diverged).
+    Truncated { offset: i64 },
 }
 
 /// What the actor must do.
@@ -137,6 +139,15 @@ impl ReplicaState {
             Event::LeaderHighWatermark { offset } => {
                 self.leader_high_watermark = self.leader_high_watermark.max(offset);
             }
+            Event::Truncated { offset } => {
+                self.durable = self.durable.min(offset);
+                // Never above what the replica holds; a correct leader never has it cut below
+                // its high watermark, so this changes nothing unless something went wrong.
+                if self.high_watermark > offset {
+                    self.high_watermark = offset;
+                    return vec![Command::PublishHighWatermark(offset)];
+                }
+            }
         }
         self.advance()
     }
@@ -173,6 +184,33 @@ mod tests {
 
     fn publish(offset: i64) -> Vec<Command> {
         vec![Command::PublishHighWatermark(offset)]
+    }
+
+    #[test]
+    fn a_follower_follows_the_leaders_high_watermark_up_to_what_it_holds() {
+        let mut state = ReplicaState::new(2, 0, 0);
+        state.handle(Event::BecameFollower {
+            leader: 1,
+            leader_epoch: 3,
+        });
+        assert!(
+            state
+                .handle(Event::LeaderHighWatermark { offset: 8 })
+                .is_empty()
+        );
+        assert_eq!(state.handle(Event::LocalDurable { offset: 5 }), publish(5));
+        assert_eq!(state.handle(Event::LocalDurable { offset: 10 }), publish(8));
+        // Cut back above the high watermark: nothing to publish, and what it holds is less.
+        assert!(state.handle(Event::Truncated { offset: 9 }).is_empty());
+        assert_eq!(state.high_watermark(), 8);
+        assert_eq!(
+            state.handle(Event::LeaderHighWatermark { offset: 12 }),
+            publish(9)
+        );
+        assert_eq!(
+            state.handle(Event::LocalDurable { offset: 12 }),
+            publish(12)
+        );
     }
 
     #[test]
