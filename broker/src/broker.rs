@@ -20,7 +20,9 @@ use crate::log::{Clock, SystemClock};
 use crate::metrics::{ClusterSample, GroupOffsetSample, Metrics, PartitionSample};
 use crate::partition::PartitionHandle;
 use crate::partition::registry::{PartitionRegistry, RegistryError};
+use crate::partition::state::Event as ReplicaEvent;
 use crate::quorum::{Quorum, QuorumConfig, QuorumError};
+use crate::replication::follower::Fetchers;
 
 /// Broker settings. Every one is a command-line flag with an environment twin (`FJORD_*`).
 #[derive(Debug, Clone, clap::Args)]
@@ -159,9 +161,7 @@ pub enum CreateTopicError {
     InvalidName(&'static str),
     #[error("number of partitions must be at least 1, got {0}")]
     InvalidPartitions(i32),
-    #[error(
-        "replication factor {0} is not supported yet: partitions have one replica until replication lands"
-    )]
+    #[error("Replication factor must be larger than 0, or -1 to use the default value.")]
     InvalidReplicationFactor(i16),
     #[error(transparent)]
     Placement(#[from] placement::PlacementError),
@@ -238,6 +238,10 @@ pub struct Broker {
     incarnation: uuid::Uuid,
     /// How current this broker's metadata is, from the controller's heartbeat answers.
     freshness: Arc<Freshness>,
+    /// Keep the partitions this broker follows up with their leaders.
+    fetchers: Fetchers,
+    /// Partitions whose ISR this broker, their leader, has asked to grow and not heard back.
+    isr_joins: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
 }
 
 /// The file a running broker holds locked in its data directory: a second process given the same
@@ -358,6 +362,12 @@ impl Broker {
             .open(quorum.image())
             .await
             .map_err(StartError::Partitions)?;
+        let coordinator_shutdown = tokio_util::sync::CancellationToken::new();
+        let fetchers = Fetchers::new(
+            config.node_id,
+            Arc::clone(&quorum),
+            coordinator_shutdown.clone(),
+        );
         let broker = Arc::new(Self {
             config,
             advertised,
@@ -368,12 +378,15 @@ impl Broker {
             metrics,
             ready: AtomicBool::new(false),
             coordinator: std::sync::OnceLock::new(),
-            coordinator_shutdown: tokio_util::sync::CancellationToken::new(),
+            coordinator_shutdown,
             lock: std::sync::Mutex::new(Some(lock)),
             incarnation,
             freshness,
+            fetchers,
+            isr_joins: std::sync::Mutex::new(std::collections::HashSet::new()),
         });
         let _ = replication_slot.set(Arc::downgrade(&broker));
+        broker.fetchers.update(&broker.image(), &broker.registry);
         broker.start_coordinator().await?;
         tokio::spawn(follow_metadata(
             Arc::downgrade(&broker),
@@ -658,10 +671,19 @@ impl Broker {
         if partitions < 1 {
             return Err(CreateTopicError::InvalidPartitions(partitions));
         }
-        if replication_factor != -1 && replication_factor != 1 {
+        if replication_factor != -1 && replication_factor < 1 {
             return Err(CreateTopicError::InvalidReplicationFactor(
                 replication_factor,
             ));
+        }
+        let brokers = self.quorum.image().unfenced_brokers().count();
+        let wanted = usize::try_from(replication_factor).unwrap_or(1);
+        if wanted > brokers {
+            return Err(placement::PlacementError::NotEnoughBrokers {
+                replication_factor: wanted,
+                brokers,
+            }
+            .into());
         }
         cluster::log_config(configs)?;
         if self.quorum.image().topic(name).is_some() {
@@ -687,7 +709,11 @@ impl Broker {
         let partitions = self.validate_new_topic(name, partitions, replication_factor, &configs)?;
         let replicas = match assignment {
             Some(assignment) => assignment,
-            None => self.place(name, usize::try_from(partitions).unwrap_or_default(), 1)?,
+            None => self.place(
+                name,
+                usize::try_from(partitions).unwrap_or_default(),
+                usize::try_from(replication_factor).unwrap_or(1),
+            )?,
         };
         let record = MetadataRecord::CreateTopic {
             name: name.to_owned(),
@@ -932,9 +958,83 @@ impl Broker {
     /// open partitions). Whatever else of the image failed to apply (a partition that would not
     /// open) is logged, and tried again with the next image.
     async fn apply_committed(&self, image: Arc<MetadataImage>) {
-        if let Err(error) = self.registry.apply(image).await {
+        if let Err(error) = self.registry.apply(Arc::clone(&image)).await {
             tracing::error!(%error, "applying committed metadata to the hosted partitions failed");
         }
+        self.fetchers.update(&image, &self.registry);
+    }
+
+    /// Asks the controller to add `follower` to the ISR of `topic`-`partition`, which this
+    /// broker leads as `seen` has it (it has caught up). In the background, one request per
+    /// partition at a time; conditional on the partition epoch of `seen`, so a change computed
+    /// from an older state is refused. While it is in flight the leader already counts the
+    /// follower for its high watermark (the larger ISR), so nothing is acknowledged that the
+    /// follower lacks once the change commits; a refused change puts the committed ISR back.
+    pub fn join_isr(self: &Arc<Self>, topic: &TopicImage, partition: i32, follower: i32) {
+        let Some(seen) = topic.partition(partition).cloned() else {
+            return;
+        };
+        if seen.leader != self.node_id() || seen.isr.contains(&follower) {
+            return;
+        }
+        let key = (topic.name.clone(), partition);
+        {
+            let mut joining = self
+                .isr_joins
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !joining.insert(key.clone()) {
+                return;
+            }
+        }
+        let Some(handle) = self.partition(&topic.name, partition) else {
+            return;
+        };
+        let broker = Arc::clone(self);
+        let topic_id = topic.id;
+        tokio::spawn(async move {
+            let mut isr = seen.isr.clone();
+            isr.push(follower);
+            handle
+                .replica_event(ReplicaEvent::IsrChanged { isr: isr.clone() })
+                .await;
+            let record = MetadataRecord::ChangePartition {
+                topic: key.0.clone(),
+                topic_id,
+                partition,
+                partition_epoch: seen.partition_epoch,
+                leader: seen.leader,
+                isr,
+            };
+            match broker.quorum.propose(vec![record]).await {
+                Ok(image) => {
+                    tracing::info!(
+                        topic = key.0,
+                        partition,
+                        follower,
+                        "a follower joined the ISR"
+                    );
+                    broker.apply_committed(image).await;
+                }
+                Err(error) => {
+                    tracing::debug!(topic = key.0, partition, follower, %error, "adding a follower to the ISR was refused");
+                    let committed = broker
+                        .image()
+                        .topic(&key.0)
+                        .filter(|t| t.id == topic_id)
+                        .and_then(|t| t.partition(partition))
+                        .map(|p| p.isr.clone());
+                    if let Some(isr) = committed {
+                        handle.replica_event(ReplicaEvent::IsrChanged { isr }).await;
+                    }
+                }
+            }
+            broker
+                .isr_joins
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&key);
+        });
     }
 
     /// A producer id never handed out before, on this cluster.

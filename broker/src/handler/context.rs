@@ -108,6 +108,12 @@ impl Context {
         self.broker.partition(topic, partition)
     }
 
+    /// Asks (in the background) for `follower`, caught up, to join the ISR of a partition this
+    /// broker leads (see [`Broker::join_isr`]).
+    pub fn join_isr(&self, topic: &TopicImage, partition: i32, follower: i32) {
+        self.broker.join_isr(topic, partition, follower);
+    }
+
     /// The controller: the metadata quorum's leader, or this broker while none is known.
     pub fn controller_id(&self) -> i32 {
         self.broker.controller_id()

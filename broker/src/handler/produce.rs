@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -29,7 +30,7 @@ use super::{
 };
 use crate::cluster::{ProduceConfig, TopicCompression};
 use crate::log;
-use crate::partition::{AppendError, Appending};
+use crate::partition::{AppendError, Appending, PartitionHandle};
 use crate::record::Compression;
 use crate::record::batch::{self, RecompressError};
 
@@ -41,6 +42,7 @@ pub(super) type Acknowledged = Pin<Box<dyn Future<Output = Option<ProduceRespons
 /// connection runs in request order, so its produces are appended in the order they were sent.
 pub(super) async fn start(ctx: &Context, request: ProduceRequest, version: i16) -> Acknowledged {
     let acks = request.acks;
+    let timeout = Duration::from_millis(u64::try_from(request.timeout_ms).unwrap_or(0));
     let steps = request.topic_data.into_iter().map(|topic| async move {
         // From v13 a topic is named by its id (KIP-516), and answered by it.
         let name = if version >= 13 {
@@ -70,7 +72,9 @@ pub(super) async fn start(ctx: &Context, request: ProduceRequest, version: i16) 
     let ctx = ctx.clone();
     Box::pin(async move {
         let topics = steps.into_iter().map(|(response, partitions)| async move {
-            let partitions = partitions.into_iter().map(Step::acknowledged);
+            let partitions = partitions
+                .into_iter()
+                .map(|step| step.acknowledged(acks, timeout));
             response.with_partition_responses(join_all(partitions).await)
         });
         let responses = join_all(topics).await;
@@ -117,24 +121,52 @@ enum Step {
         response: PartitionProduceResponse,
         topic: String,
         appending: Appending,
+        partition: PartitionHandle,
     },
 }
 
 impl Step {
-    async fn acknowledged(self) -> PartitionProduceResponse {
-        let (response, topic, appending) = match self {
+    /// The partition's answer once its append is acknowledged: under the flush policy on this
+    /// broker, and for `acks=all` once the high watermark has passed it (every in-sync replica
+    /// holds it), or REQUEST_TIMED_OUT after `timeout`.
+    async fn acknowledged(self, acks: i16, timeout: Duration) -> PartitionProduceResponse {
+        let (response, topic, appending, partition) = match self {
             Step::Done(response) => return response,
             Step::Queued {
                 response,
                 topic,
                 appending,
-            } => (response, topic, appending),
+                partition,
+            } => (response, topic, appending, partition),
         };
         match appending.acknowledged().await {
-            Ok(info) => response
-                .with_base_offset(info.base_offset)
-                .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
-                .with_log_start_offset(info.log_start_offset),
+            Ok(info) => {
+                let response = response
+                    .with_base_offset(info.base_offset)
+                    .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
+                    .with_log_start_offset(info.log_start_offset);
+                if acks != -1 {
+                    return response;
+                }
+                let mut high_watermark = partition.watch_high_watermark();
+                let replicated = high_watermark.wait_for(|hw| *hw > info.last_offset);
+                match tokio::time::timeout(timeout, replicated).await {
+                    Ok(Ok(_)) => response,
+                    Ok(Err(_)) => response
+                        .with_error_code(ResponseError::NotLeaderOrFollower.code())
+                        .with_base_offset(-1),
+                    Err(_) => {
+                        let message = format!(
+                            "{topic}-{}: not every in-sync replica held the records within the request's timeout",
+                            response.index
+                        );
+                        response
+                            .with_error_code(ResponseError::RequestTimedOut.code())
+                            .with_error_message(Some(str_bytes(message)))
+                            .with_base_offset(-1)
+                    }
+                }
+            }
             Err(error) => {
                 let partition = response.index;
                 tracing::debug!(topic, partition, %error, "produce rejected");
@@ -256,6 +288,7 @@ async fn queue_partition(
         response,
         topic: name.to_owned(),
         appending: partition.queue_append(records).await,
+        partition,
     }
 }
 

@@ -409,6 +409,16 @@ impl LogReader {
         epochs.end_offset_for(epoch, self.offsets().log_end_offset())
     }
 
+    /// Where records of `epoch` start in this log, if it holds any.
+    pub fn epoch_start(&self, epoch: i32) -> Option<i64> {
+        self.view
+            .epochs()
+            .entries()
+            .iter()
+            .find(|entry| entry.epoch == epoch)
+            .map(|entry| entry.start_offset)
+    }
+
     /// The leader epoch of the newest batch this log holds (-1 when it holds none with one).
     pub fn latest_epoch(&self) -> i32 {
         self.view.epochs().latest_epoch().unwrap_or(-1)

@@ -1010,6 +1010,18 @@ impl Quorum {
         }
     }
 
+    /// The cluster listener address of broker `node_id`, as the quorum's membership has it.
+    pub fn address_of(&self, node_id: i32) -> Option<String> {
+        let id = NodeId::try_from(node_id).ok()?;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|node| node.addr.clone())
+    }
+
     /// Stops the Raft node.
     pub async fn shutdown(&self) {
         if let Err(error) = self.raft.shutdown().await {

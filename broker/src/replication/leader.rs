@@ -9,6 +9,7 @@
 //! high watermark move on any of its partitions, then reads once more: a follower is told of new
 //! records, and of the high watermark its own report advanced, without polling.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +18,7 @@ use kafka_protocol::error::ResponseError;
 use tokio::sync::watch;
 
 use super::wire::{EpochEnd, FetchPartition, FetchRequest, FetchResponse, PartitionData};
+use crate::cluster::TopicImage;
 use crate::handler::{Context, leader_partition};
 use crate::log::Divergence;
 use crate::partition::PartitionHandle;
@@ -88,6 +90,8 @@ enum Served {
         handle: PartitionHandle,
         data: PartitionData,
         fetch: FetchPartition,
+        /// The topic as the request's image has it, when the follower is not in the ISR.
+        joining: Option<Arc<TopicImage>>,
     },
 }
 
@@ -104,16 +108,30 @@ async fn read(ctx: &Context, request: &FetchRequest) -> Read {
             handle,
             data,
             fetch,
+            joining,
         } = served
         {
             let offset = fetch.durable_offset.min(fetch.fetch_offset);
-            if offset >= 0 && offset <= data.log_end_offset {
-                handle
-                    .replica_event(ReplicaEvent::FollowerDurable {
-                        replica: request.follower,
-                        offset,
-                    })
-                    .await;
+            if offset < 0 || offset > data.log_end_offset {
+                continue;
+            }
+            handle
+                .replica_event(ReplicaEvent::FollowerDurable {
+                    replica: request.follower,
+                    offset,
+                })
+                .await;
+            // Out of the ISR: it rejoins once it holds everything up to the high watermark and
+            // the start of this leader's epoch (KIP-841: a replica restarted on an empty disk
+            // cannot rejoin, or lead, before it has caught up).
+            if let Some(topic) = joining {
+                let reader = handle.reader();
+                let epoch_start = reader
+                    .epoch_start(data.leader_epoch)
+                    .unwrap_or_else(|| reader.offsets().log_end_offset());
+                if offset >= handle.high_watermark() && offset >= epoch_start {
+                    ctx.join_isr(topic, fetch.partition, request.follower);
+                }
             }
         }
     }
@@ -140,6 +158,7 @@ async fn read(ctx: &Context, request: &FetchRequest) -> Read {
                     handle,
                     mut data,
                     fetch,
+                    ..
                 } => {
                     // The high watermark after this follower's report.
                     data.high_watermark = handle.high_watermark();
@@ -238,6 +257,7 @@ fn check(ctx: &Context, follower: i32, fetch: &FetchPartition) -> Served {
             handle,
             data,
             fetch: *fetch,
+            joining: (!known.isr.contains(&follower)).then(|| Arc::clone(topic)),
         },
         Divergence::None | Divergence::OutOfRange => Served::Answer(PartitionData {
             error: ResponseError::OffsetOutOfRange.code(),

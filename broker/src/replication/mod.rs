@@ -4,7 +4,9 @@
 //! - [`wire`]: the fetch messages as bytes (sans-IO, fuzzed); gRPC is only the transport.
 //! - [`leader`]: what a leader answers a follower's fetch.
 //! - [`transport`]: the fetch stream over gRPC on the inter-broker listener.
+//! - [`follower`]: the fetchers that keep this broker's follower replicas up with their leaders.
 
+pub mod follower;
 pub mod leader;
 pub mod transport;
 pub mod wire;

@@ -1,0 +1,367 @@
+//! The follower's side: one fetcher task per leader broker, fetching every partition this broker
+//! follows from that leader over one stream (as Kafka's replica fetcher threads do). The set of
+//! partitions comes from the committed metadata ([`Fetchers::update`], after each image is
+//! applied to the hosted partitions).
+//!
+//! Per partition, each answer is applied only if it still concerns the replica as it was when
+//! the fetch was sent (same leader epoch, same log end): a delayed or duplicated answer never
+//! truncates and never appends. A diverged log is cut at the end the leader gives for the
+//! follower's last epoch (never at the follower's own high watermark); records are appended at the
+//! leader's offsets, then the leader's high watermark is taken, bounded by what this replica holds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::transport::FetchClient;
+use super::wire::{FetchPartition, FetchRequest, FetchResponse, PartitionData};
+use crate::cluster::MetadataImage;
+use crate::partition::PartitionHandle;
+use crate::partition::registry::PartitionRegistry;
+use crate::partition::state::Event as ReplicaEvent;
+use crate::quorum::Quorum;
+
+/// How long a leader may hold a fetch that finds nothing new.
+const MAX_WAIT_MS: u32 = 500;
+/// Record bytes per fetch, and per partition in it.
+const MAX_BYTES: u32 = 8 << 20;
+const PARTITION_MAX_BYTES: u32 = 1 << 20;
+/// Beyond the leader's wait: how long an answer may take before the stream is dropped.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause after a failure (no stream, or every partition refused) before trying again.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// A partition this broker follows, as the metadata gives it.
+#[derive(Debug, Clone)]
+struct Followed {
+    name: String,
+    leader_epoch: i32,
+    handle: PartitionHandle,
+}
+
+/// Partitions by topic id and index.
+type Assignment = BTreeMap<(uuid::Uuid, i32), Followed>;
+
+/// The fetchers of this broker, one per leader it follows partitions from.
+#[derive(Debug)]
+pub struct Fetchers {
+    node_id: i32,
+    quorum: Arc<Quorum>,
+    fetchers: Mutex<HashMap<i32, watch::Sender<Assignment>>>,
+    shutdown: CancellationToken,
+}
+
+impl Fetchers {
+    pub fn new(node_id: i32, quorum: Arc<Quorum>, shutdown: CancellationToken) -> Self {
+        Self {
+            node_id,
+            quorum,
+            fetchers: Mutex::new(HashMap::new()),
+            shutdown,
+        }
+    }
+
+    /// Makes the fetchers match `image`: each hosted partition this broker follows is fetched
+    /// from its leader, in its leader epoch; a fetcher left with no partition stops.
+    pub fn update(&self, image: &MetadataImage, registry: &PartitionRegistry) {
+        let mut wanted: BTreeMap<i32, Assignment> = BTreeMap::new();
+        for ((name, index), handle) in registry.hosted() {
+            let Some(topic) = image.topic(&name) else {
+                continue;
+            };
+            let Some(partition) = topic.partition(index) else {
+                continue;
+            };
+            if partition.leader < 0
+                || partition.leader == self.node_id
+                || !partition.replicas.contains(&self.node_id)
+            {
+                continue;
+            }
+            wanted.entry(partition.leader).or_default().insert(
+                (topic.id, index),
+                Followed {
+                    name,
+                    leader_epoch: partition.leader_epoch,
+                    handle,
+                },
+            );
+        }
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(PoisonError::into_inner);
+        // A fetcher whose sender goes stops.
+        fetchers.retain(|leader, _| wanted.contains_key(leader));
+        for (leader, assignment) in wanted {
+            match fetchers.get(&leader) {
+                Some(sender) => {
+                    sender.send_if_modified(|current| {
+                        let same = current.len() == assignment.len()
+                            && current
+                                .iter()
+                                .zip(&assignment)
+                                .all(|((a, x), (b, y))| a == b && x.leader_epoch == y.leader_epoch);
+                        if !same {
+                            *current = assignment;
+                        }
+                        !same
+                    });
+                }
+                None => {
+                    let (sender, receiver) = watch::channel(assignment);
+                    tokio::spawn(
+                        Fetcher {
+                            node_id: self.node_id,
+                            leader,
+                            quorum: Arc::clone(&self.quorum),
+                            assignment: receiver,
+                            shutdown: self.shutdown.clone(),
+                        }
+                        .run(),
+                    );
+                    fetchers.insert(leader, sender);
+                }
+            }
+        }
+    }
+
+    /// The leaders this broker fetches from.
+    pub fn leaders(&self) -> Vec<i32> {
+        let fetchers = self.fetchers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut leaders: Vec<i32> = fetchers.keys().copied().collect();
+        leaders.sort_unstable();
+        leaders
+    }
+}
+
+/// The task fetching from one leader.
+struct Fetcher {
+    node_id: i32,
+    leader: i32,
+    quorum: Arc<Quorum>,
+    assignment: watch::Receiver<Assignment>,
+    shutdown: CancellationToken,
+}
+
+impl Fetcher {
+    async fn run(mut self) {
+        let mut client: Option<FetchClient> = None;
+        loop {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let assignment = self.assignment.borrow_and_update().clone();
+            if assignment.is_empty() {
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return,
+                    changed = self.assignment.changed() => if changed.is_err() { return },
+                }
+                continue;
+            }
+            let stream = match client.take() {
+                Some(stream) => Ok(stream),
+                None => self.connect().await,
+            };
+            let mut stream = match stream {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::debug!(leader = self.leader, %error, "no replica fetch stream");
+                    if self.pause().await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let request = self.request(&assignment);
+            let answer = tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                answer = stream.fetch(request.clone(), ANSWER_TIMEOUT) => answer,
+            };
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(error) => {
+                    tracing::warn!(leader = self.leader, %error, "replica fetch failed");
+                    if self.pause().await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            client = Some(stream);
+            if !self.apply(&request, &assignment, answer).await && self.pause().await {
+                return;
+            }
+            // Fetchers for a leader no longer followed stop once their sender is gone.
+            if self.assignment.has_changed().is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits out the backoff; true when the fetcher should stop.
+    async fn pause(&mut self) -> bool {
+        tokio::select! {
+            () = self.shutdown.cancelled() => true,
+            () = tokio::time::sleep(BACKOFF) => self.assignment.has_changed().is_err(),
+        }
+    }
+
+    async fn connect(&self) -> Result<FetchClient, String> {
+        let address = self
+            .quorum
+            .address_of(self.leader)
+            .ok_or_else(|| format!("no cluster address known for broker {}", self.leader))?;
+        let cluster_id = self.quorum.image().cluster_id.clone();
+        FetchClient::open(&address, &cluster_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Where this replica stands on each partition it follows from the leader.
+    fn request(&self, assignment: &Assignment) -> FetchRequest {
+        let image = self.quorum.image();
+        let broker_epoch = image
+            .brokers
+            .get(&self.node_id)
+            .and_then(|b| i64::try_from(b.epoch).ok())
+            .unwrap_or(-1);
+        FetchRequest {
+            follower: self.node_id,
+            broker_epoch,
+            max_wait_ms: MAX_WAIT_MS,
+            max_bytes: MAX_BYTES,
+            partitions: assignment
+                .iter()
+                .map(|((topic_id, partition), followed)| {
+                    let reader = followed.handle.reader();
+                    let log_end = reader.offsets().log_end_offset();
+                    FetchPartition {
+                        topic_id: *topic_id,
+                        partition: *partition,
+                        current_leader_epoch: followed.leader_epoch,
+                        fetch_offset: log_end,
+                        last_fetched_epoch: reader.latest_epoch(),
+                        durable_offset: followed.handle.durable_offset().min(log_end),
+                        max_bytes: PARTITION_MAX_BYTES,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies an answer; false when nothing in it could be used (every partition refused).
+    async fn apply(
+        &self,
+        request: &FetchRequest,
+        assignment: &Assignment,
+        answer: FetchResponse,
+    ) -> bool {
+        if answer.error != 0 {
+            tracing::debug!(
+                leader = self.leader,
+                error = answer.error,
+                "the leader refused this broker's fetch"
+            );
+            return false;
+        }
+        let mut usable = false;
+        for data in answer.partitions {
+            let key = (data.topic_id, data.partition);
+            let (Some(sent), Some(followed)) = (
+                request
+                    .partitions
+                    .iter()
+                    .find(|p| (p.topic_id, p.partition) == key),
+                assignment.get(&key),
+            ) else {
+                continue;
+            };
+            // Still the replica the fetch was sent for: same leader epoch, same log end.
+            let current = self.assignment.borrow().get(&key).map(|f| f.leader_epoch);
+            if current != Some(followed.leader_epoch)
+                || followed.handle.reader().offsets().log_end_offset() != sent.fetch_offset
+            {
+                continue;
+            }
+            usable |= self.apply_partition(sent, followed, data).await;
+        }
+        usable
+    }
+
+    async fn apply_partition(
+        &self,
+        sent: &FetchPartition,
+        followed: &Followed,
+        data: PartitionData,
+    ) -> bool {
+        let handle = &followed.handle;
+        let partition = data.partition;
+        if data.error != 0 {
+            // Ahead of the leader's log end with no epoch to place (an empty epoch cache): cut
+            // back to the leader's end.
+            if data.error == ResponseError::OffsetOutOfRange.code()
+                && data.log_end_offset >= 0
+                && sent.fetch_offset > data.log_end_offset
+                && sent.fetch_offset > data.log_start_offset
+            {
+                return self
+                    .truncate(followed, partition, data.log_end_offset)
+                    .await;
+            }
+            tracing::debug!(
+                leader = self.leader,
+                topic = followed.name,
+                partition,
+                error = data.error,
+                "the leader refused a partition"
+            );
+            return false;
+        }
+        if let Some(diverging) = data.diverging {
+            if diverging.end_offset < sent.fetch_offset {
+                return self
+                    .truncate(followed, partition, diverging.end_offset)
+                    .await;
+            }
+            return false;
+        }
+        if !data.records.is_empty()
+            && let Err(error) = handle.append_replicated(data.records).await
+        {
+            tracing::warn!(
+                topic = followed.name,
+                partition,
+                %error,
+                "appending what the leader sent failed"
+            );
+            return false;
+        }
+        handle
+            .replica_event(ReplicaEvent::LeaderHighWatermark {
+                offset: data.high_watermark,
+            })
+            .await;
+        true
+    }
+
+    async fn truncate(&self, followed: &Followed, partition: i32, offset: i64) -> bool {
+        match followed.handle.truncate_to(offset).await {
+            Ok(end) => {
+                tracing::info!(
+                    leader = self.leader,
+                    topic = followed.name,
+                    partition,
+                    end,
+                    "truncated a diverged log to the leader's"
+                );
+                true
+            }
+            Err(error) => {
+                tracing::warn!(topic = followed.name, partition, %error, "truncating failed");
+                false
+            }
+        }
+    }
+}
