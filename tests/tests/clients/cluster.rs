@@ -14,7 +14,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
+pub(super) fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -30,7 +30,7 @@ fn create_topic(bootstrap: &str, name: &str, partitions: i32) {
     assert!(created.iter().all(Result::is_ok), "{created:?}");
 }
 
-fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
+pub(super) fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,7 +39,7 @@ fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
 }
 
 /// The leader of each partition of `topic`, as the broker at `bootstrap` alone describes it.
-fn leaders(bootstrap: &str, topic: &str) -> (BTreeSet<i32>, Vec<i32>) {
+pub(super) fn leaders(bootstrap: &str, topic: &str) -> (BTreeSet<i32>, Vec<i32>) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -249,7 +249,7 @@ fn three_brokers_form_one_cluster_that_real_clients_use() {
 }
 
 /// Waits until `check` holds for broker `index`'s `/v1/status`, up to `limit`.
-fn wait_status(
+pub(super) fn wait_status(
     cluster: &ClusterProcesses,
     index: usize,
     limit: Duration,
@@ -266,7 +266,7 @@ fn wait_status(
 }
 
 /// Reads every record of `topic` (of `partitions` partitions) through `bootstrap`.
-fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
+pub(super) fn read_all(bootstrap: &str, topic: &str, partitions: i32) -> Vec<String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("{topic}-reader"))
