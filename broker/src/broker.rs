@@ -65,6 +65,10 @@ pub struct BrokerConfig {
     /// until it is heard again (`broker.session.timeout.ms`).
     #[arg(long, env = "FJORD_BROKER_SESSION_TIMEOUT_MS", default_value_t = 9000)]
     pub broker_session_timeout_ms: u64,
+    /// A follower that has not caught up with its leader for this long leaves the ISR, so the
+    /// high watermark (and `acks=all`) no longer waits for it (`replica.lag.time.max.ms`).
+    #[arg(long, env = "FJORD_REPLICA_LAG_TIME_MAX_MS", default_value_t = 30_000)]
+    pub replica_lag_time_max_ms: u64,
     /// While this broker is the controller, hand each partition's leadership back to its
     /// preferred replica (the first) once that is usable and in sync again
     /// (`auto.leader.rebalance.enable`).
@@ -112,6 +116,7 @@ impl BrokerConfig {
             cluster_id: None,
             broker_heartbeat_interval_ms: 2000,
             broker_session_timeout_ms: 9000,
+            replica_lag_time_max_ms: 30_000,
             auto_leader_rebalance: true,
             rack: None,
             auto_create_topics: true,
@@ -391,6 +396,10 @@ impl Broker {
         tokio::spawn(follow_metadata(
             Arc::downgrade(&broker),
             broker.quorum.applied(),
+            broker.coordinator_shutdown.clone(),
+        ));
+        tokio::spawn(shrink_isrs(
+            Arc::downgrade(&broker),
             broker.coordinator_shutdown.clone(),
         ));
         tokio::spawn(run_controller(
@@ -1319,6 +1328,78 @@ async fn follow_metadata(
         broker.freshness.applied(*applied.borrow());
         let image = broker.quorum.image();
         broker.apply_committed(image).await;
+    }
+}
+
+/// On the partitions this broker leads, drops from the ISR the followers that have not caught up
+/// for `replica.lag.time.max.ms` (checked every half of it): a change conditional on the
+/// partition epoch the leader read, as Kafka's AlterPartition. Until it commits the leader keeps
+/// counting them (the larger ISR).
+async fn shrink_isrs(
+    broker: std::sync::Weak<Broker>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let Some(lag) = broker.upgrade().map(|b| b.config.replica_lag_time_max_ms) else {
+        return;
+    };
+    let period = std::time::Duration::from_millis(lag / 2).clamp(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(15),
+    );
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let image = broker.image();
+        for ((name, index), handle) in broker.registry.hosted() {
+            let Some(topic) = image.topic(&name) else {
+                continue;
+            };
+            let Some(partition) = topic.partition(index) else {
+                continue;
+            };
+            if partition.leader != broker.node_id() || partition.isr.len() < 2 {
+                continue;
+            }
+            let lagging = handle.lagging_replicas(lag).await;
+            if lagging.is_empty() {
+                continue;
+            }
+            let isr: Vec<i32> = partition
+                .isr
+                .iter()
+                .copied()
+                .filter(|id| !lagging.contains(id))
+                .collect();
+            let record = MetadataRecord::ChangePartition {
+                topic: name.clone(),
+                topic_id: topic.id,
+                partition: index,
+                partition_epoch: partition.partition_epoch,
+                leader: partition.leader,
+                isr: isr.clone(),
+            };
+            match broker.quorum.propose(vec![record]).await {
+                Ok(image) => {
+                    tracing::warn!(
+                        topic = name,
+                        partition = index,
+                        ?lagging,
+                        ?isr,
+                        lag_ms = lag,
+                        "followers left the ISR: not caught up within replica.lag.time.max.ms"
+                    );
+                    broker.apply_committed(image).await;
+                }
+                Err(error) => {
+                    tracing::debug!(topic = name, partition = index, %error, "shrinking the ISR was refused");
+                }
+            }
+        }
     }
 }
 

@@ -231,6 +231,12 @@ fn static_configs(
             "a broker not heard from for this long is fenced (--broker-session-timeout-ms)",
         ),
         (
+            "replica.lag.time.max.ms",
+            Some(config.replica_lag_time_max_ms.to_string()),
+            long,
+            "a follower not caught up for this long leaves the ISR (--replica-lag-time-max-ms)",
+        ),
+        (
             "auto.leader.rebalance.enable",
             Some(config.auto_leader_rebalance.to_string()),
             ConfigType::Boolean,

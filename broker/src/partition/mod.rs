@@ -225,6 +225,11 @@ enum Command {
     CompactNow {
         reply: CompactReply,
     },
+    /// The in-sync followers that have not caught up within `max_lag_ms`.
+    Lagging {
+        max_lag_ms: u64,
+        reply: oneshot::Sender<Vec<i32>>,
+    },
     /// A follower's append of batches as its leader stored them.
     AppendReplicated {
         records: bytes::Bytes,
@@ -264,12 +269,21 @@ impl std::fmt::Debug for Command {
             Self::DeleteRecords { .. } => "DeleteRecords",
             Self::SetConfig { .. } => "SetConfig",
             Self::CompactNow { .. } => "CompactNow",
+            Self::Lagging { .. } => "Lagging",
             Self::AppendReplicated { .. } => "AppendReplicated",
             Self::TruncateTo { .. } => "TruncateTo",
             Self::Replica { .. } => "Replica",
             Self::Close { .. } => "Close",
         })
     }
+}
+
+/// Milliseconds on a clock that only goes forward, shared by the process: the time replica events
+/// carry.
+pub fn monotonic_ms() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let elapsed = BASE.get_or_init(std::time::Instant::now).elapsed();
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A receiver whose `changed()` waits for the next change: a clone of the handle's own receiver
@@ -381,6 +395,21 @@ impl PartitionHandle {
             .await
             .map_err(|_| DeleteRecordsError::Closed)?;
         rx.await.map_err(|_| DeleteRecordsError::Closed)?
+    }
+
+    /// On a leader, the in-sync followers that have not been caught up with it for more than
+    /// `max_lag_ms` (`replica.lag.time.max.ms`): those the ISR should drop. Empty on a follower.
+    pub async fn lagging_replicas(&self, max_lag_ms: u64) -> Vec<i32> {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Lagging { max_lag_ms, reply })
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// A follower's append of batches exactly as its leader stored them, at the leader's offsets
@@ -771,6 +800,10 @@ impl PartitionActor {
                 Command::CompactNow { reply } => {
                     self.cleaner.waiting_next.push(reply);
                     self.start_compaction(true);
+                    return std::ops::ControlFlow::Continue(());
+                }
+                Command::Lagging { max_lag_ms, reply } => {
+                    let _ = reply.send(self.replica.lagging(monotonic_ms(), max_lag_ms));
                     return std::ops::ControlFlow::Continue(());
                 }
                 Command::AppendReplicated { records, reply } => {

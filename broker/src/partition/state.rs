@@ -38,6 +38,15 @@ pub enum Event {
     LocalDurable { offset: i64 },
     /// Follower `replica` reported its copy durable up to `offset` (leader only).
     FollowerDurable { replica: i32, offset: i64 },
+    /// Follower `replica` fetched from `fetch_offset` (its log end) with its copy durable up to
+    /// `durable`, at `now_ms` (leader only): a fetch at or past what the leader holds means the
+    /// follower was caught up then.
+    FollowerFetched {
+        replica: i32,
+        fetch_offset: i64,
+        durable: i64,
+        now_ms: u64,
+    },
     /// The leader's high watermark, as a follower heard it.
     LeaderHighWatermark { offset: i64 },
     /// This broker's copy was cut back to end at `offset` (a follower whose log diverged).
@@ -61,6 +70,9 @@ pub struct ReplicaState {
     high_watermark: i64,
     /// The leader's high watermark as last heard (follower).
     leader_high_watermark: i64,
+    /// When each follower was last caught up with this leader (ms, as events gave the time);
+    /// an in-sync follower not seen yet is counted from the first check.
+    caught_up_at: BTreeMap<i32, u64>,
 }
 
 impl ReplicaState {
@@ -76,6 +88,7 @@ impl ReplicaState {
             durable,
             high_watermark: high_watermark.min(durable),
             leader_high_watermark: high_watermark,
+            caught_up_at: BTreeMap::new(),
         }
     }
 
@@ -98,6 +111,23 @@ impl ReplicaState {
         matches!(self.role, ReplicaRole::Leader { .. })
     }
 
+    /// The in-sync followers of this leader that have not been caught up for more than
+    /// `max_lag_ms` as of `now_ms` (Kafka's `replica.lag.time.max.ms`): the ISR should drop them.
+    /// Empty on a follower.
+    pub fn lagging(&mut self, now_ms: u64, max_lag_ms: u64) -> Vec<i32> {
+        let ReplicaRole::Leader { isr, .. } = &self.role else {
+            return Vec::new();
+        };
+        isr.iter()
+            .copied()
+            .filter(|replica| *replica != self.node_id)
+            .filter(|replica| {
+                let since = *self.caught_up_at.entry(*replica).or_insert(now_ms);
+                now_ms.saturating_sub(since) > max_lag_ms
+            })
+            .collect()
+    }
+
     /// Takes one event; returns what to do.
     pub fn handle(&mut self, event: Event) -> Vec<Command> {
         match event {
@@ -105,7 +135,10 @@ impl ReplicaState {
                 let followers = match &self.role {
                     // Re-elected in a later epoch: what followers reported still holds.
                     ReplicaRole::Leader { followers, .. } => followers.clone(),
-                    ReplicaRole::Follower { .. } => BTreeMap::new(),
+                    ReplicaRole::Follower { .. } => {
+                        self.caught_up_at.clear();
+                        BTreeMap::new()
+                    }
                 };
                 self.role = ReplicaRole::Leader {
                     leader_epoch,
@@ -134,6 +167,20 @@ impl ReplicaState {
                 if let ReplicaRole::Leader { followers, .. } = &mut self.role {
                     let known = followers.entry(replica).or_insert(offset);
                     *known = (*known).max(offset);
+                }
+            }
+            Event::FollowerFetched {
+                replica,
+                fetch_offset,
+                durable,
+                now_ms,
+            } => {
+                if let ReplicaRole::Leader { followers, .. } = &mut self.role {
+                    let known = followers.entry(replica).or_insert(durable);
+                    *known = (*known).max(durable);
+                    if fetch_offset >= self.durable {
+                        self.caught_up_at.insert(replica, now_ms);
+                    }
                 }
             }
             Event::LeaderHighWatermark { offset } => {
@@ -184,6 +231,41 @@ mod tests {
 
     fn publish(offset: i64) -> Vec<Command> {
         vec![Command::PublishHighWatermark(offset)]
+    }
+
+    #[test]
+    fn a_follower_that_has_not_caught_up_for_the_lag_limit_is_lagging() {
+        let mut state = ReplicaState::new(1, 0, 0);
+        state.handle(Event::BecameLeader {
+            leader_epoch: 0,
+            isr: vec![1, 2, 3],
+        });
+        state.handle(Event::LocalDurable { offset: 10 });
+        // Counted from the first check.
+        assert!(state.lagging(1_000, 500).is_empty());
+        // 2 fetches at the log end; 3 fetches but stays behind.
+        for now_ms in [1_200, 1_400] {
+            for (replica, fetch_offset) in [(2, 10), (3, 4)] {
+                state.handle(Event::FollowerFetched {
+                    replica,
+                    fetch_offset,
+                    durable: fetch_offset,
+                    now_ms,
+                });
+            }
+        }
+        assert!(state.lagging(1_500, 500).is_empty());
+        assert_eq!(state.lagging(1_501, 500), [3]);
+        assert_eq!(state.high_watermark(), 4, "3 is still in the ISR");
+        // A replica outside the ISR is never lagging; a follower never reports any.
+        state.handle(Event::IsrChanged { isr: vec![1, 2] });
+        assert_eq!(state.lagging(1_600, 500), Vec::<i32>::new());
+        assert_eq!(state.lagging(5_000, 500), [2]);
+        state.handle(Event::BecameFollower {
+            leader: 2,
+            leader_epoch: 1,
+        });
+        assert!(state.lagging(99_000, 500).is_empty());
     }
 
     #[test]

@@ -116,9 +116,11 @@ async fn read(ctx: &Context, request: &FetchRequest) -> Read {
                 continue;
             }
             handle
-                .replica_event(ReplicaEvent::FollowerDurable {
+                .replica_event(ReplicaEvent::FollowerFetched {
                     replica: request.follower,
-                    offset,
+                    fetch_offset: fetch.fetch_offset,
+                    durable: offset,
+                    now_ms: crate::partition::monotonic_ms(),
                 })
                 .await;
             // Out of the ISR: it rejoins once it holds everything up to the high watermark and

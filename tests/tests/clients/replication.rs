@@ -221,3 +221,118 @@ fn no_acknowledged_record_is_lost_when_a_leader_is_sigkilled() {
         }
     }
 }
+
+/// Produces `values` to partition 0 of `topic` with `acks=all` and returns how many failed.
+fn produce_all(bootstrap: &str, topic: &str, values: &[String]) -> usize {
+    let failed = Arc::new(AtomicUsize::new(0));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let producer: BaseProducer<Acknowledged> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        .create_with_context(Acknowledged {
+            values: Arc::clone(&acknowledged),
+            failed: Arc::clone(&failed),
+        })
+        .unwrap();
+    for value in values {
+        producer
+            .send(BaseRecord::<(), _>::to(topic).partition(0).payload(value))
+            .unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    assert_eq!(
+        acknowledged.lock().unwrap().len() + failed.load(Ordering::Relaxed),
+        values.len()
+    );
+    failed.load(Ordering::Relaxed)
+}
+
+/// A follower paused with SIGSTOP, with a session timeout long enough that the controller does
+/// not fence it, leaves the ISR once it has not caught up for `--replica-lag-time-max-ms`: its
+/// leader drops it, and `acks=all` produces go on with the two replicas left. Resumed, it
+/// catches up, rejoins the ISR, and holds the same bytes as the others.
+#[test]
+fn a_paused_follower_leaves_the_isr_and_rejoins_once_resumed() {
+    let cluster = ClusterProcesses::start(
+        &["a", "b", "c"],
+        3,
+        &[
+            "--broker-session-timeout-ms",
+            "60000",
+            "--replica-lag-time-max-ms",
+            "2000",
+        ],
+    );
+    let bootstrap = cluster.bootstrap();
+    let created = futures_executor(admin(&bootstrap).create_topics(
+        &[NewTopic::new("paused", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+    ))
+    .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let all = BTreeSet::from([0, 1, 2]);
+    let wait_isr = |bootstrap: &str, want: &BTreeSet<i32>, limit: Duration| {
+        let deadline = Instant::now() + limit;
+        while isrs(bootstrap, "paused").first() != Some(want) {
+            assert!(
+                Instant::now() < deadline,
+                "ISR {:?}, waiting for {want:?}",
+                isrs(bootstrap, "paused")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_isr(&bootstrap, &all, Duration::from_secs(20));
+    let values: Vec<String> = (0..300).map(|i| format!("{i:04}")).collect();
+    assert_eq!(produce_all(&bootstrap, "paused", &values[..100]), 0);
+
+    let controller = cluster.controller(Duration::from_secs(10)).unwrap();
+    let (_, leader) = leaders(&bootstrap, "paused");
+    let leader = leader[0];
+    // A follower that is not the controller, so the metadata keeps committing while it sleeps.
+    let paused = (0..3)
+        .find(|id| *id != leader && *id != controller)
+        .or_else(|| (0..3).find(|id| *id != leader))
+        .unwrap();
+    let paused_index = usize::try_from(paused).unwrap();
+    let leader_bootstrap = cluster.brokers[usize::try_from(leader).unwrap()].bootstrap();
+    cluster.brokers[paused_index].signal("STOP");
+    let stopped_at = Instant::now();
+    // acks=all produces wait for the paused follower until the leader drops it, then go on.
+    assert_eq!(
+        produce_all(&leader_bootstrap, "paused", &values[100..200]),
+        0
+    );
+    let others: BTreeSet<i32> = all.iter().copied().filter(|id| *id != paused).collect();
+    wait_isr(&leader_bootstrap, &others, Duration::from_secs(20));
+    assert!(
+        stopped_at.elapsed() >= Duration::from_secs(2),
+        "dropped before the lag limit"
+    );
+    // Dropped for lagging, not fenced: its session is still good.
+    let status = cluster.brokers[usize::try_from(leader).unwrap()]
+        .status()
+        .unwrap();
+    assert_eq!(status["brokers"][paused_index]["fenced"], false, "{status}");
+
+    cluster.brokers[paused_index].signal("CONT");
+    wait_isr(&leader_bootstrap, &all, Duration::from_secs(30));
+    assert_eq!(produce_all(&leader_bootstrap, "paused", &values[200..]), 0);
+    assert_eq!(read_all(&bootstrap, "paused", 1), values);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copies: Vec<Vec<u8>> = cluster
+            .brokers
+            .iter()
+            .map(|b| segments(&b.data_dir, "paused", 0))
+            .collect();
+        if copies.iter().all(|c| *c == copies[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the copies differ");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
