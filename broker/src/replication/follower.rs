@@ -118,6 +118,7 @@ impl Fetchers {
                             quorum: Arc::clone(&self.quorum),
                             assignment: receiver,
                             shutdown: self.shutdown.clone(),
+                            fetch_from: HashMap::new(),
                         }
                         .run(),
                     );
@@ -143,6 +144,9 @@ struct Fetcher {
     quorum: Arc<Quorum>,
     assignment: watch::Receiver<Assignment>,
     shutdown: CancellationToken,
+    /// Partitions whose log ends below the leader's log start: emptied, they fetch from the
+    /// leader's log start instead of their own log end until the first batch arrives.
+    fetch_from: HashMap<(uuid::Uuid, i32), i64>,
 }
 
 impl Fetcher {
@@ -237,12 +241,17 @@ impl Fetcher {
                 .map(|((topic_id, partition), followed)| {
                     let reader = followed.handle.reader();
                     let log_end = reader.offsets().log_end_offset();
+                    let (fetch_offset, last_fetched_epoch) =
+                        match self.fetch_from.get(&(*topic_id, *partition)) {
+                            Some(start) => (*start, -1),
+                            None => (log_end, reader.latest_epoch()),
+                        };
                     FetchPartition {
                         topic_id: *topic_id,
                         partition: *partition,
                         current_leader_epoch: followed.leader_epoch,
-                        fetch_offset: log_end,
-                        last_fetched_epoch: reader.latest_epoch(),
+                        fetch_offset,
+                        last_fetched_epoch,
                         durable_offset: followed.handle.durable_offset().min(log_end),
                         max_bytes: PARTITION_MAX_BYTES,
                     }
@@ -253,7 +262,7 @@ impl Fetcher {
 
     /// Applies an answer; false when nothing in it could be used (every partition refused).
     async fn apply(
-        &self,
+        &mut self,
         request: &FetchRequest,
         assignment: &Assignment,
         answer: FetchResponse,
@@ -278,11 +287,14 @@ impl Fetcher {
             ) else {
                 continue;
             };
-            // Still the replica the fetch was sent for: same leader epoch, same log end.
+            // Still the replica the fetch was sent for: same leader epoch, same position.
             let current = self.assignment.borrow().get(&key).map(|f| f.leader_epoch);
-            if current != Some(followed.leader_epoch)
-                || followed.handle.reader().offsets().log_end_offset() != sent.fetch_offset
-            {
+            let position = self
+                .fetch_from
+                .get(&key)
+                .copied()
+                .unwrap_or_else(|| followed.handle.reader().offsets().log_end_offset());
+            if current != Some(followed.leader_epoch) || position != sent.fetch_offset {
                 continue;
             }
             usable |= self.apply_partition(sent, followed, data).await;
@@ -291,14 +303,35 @@ impl Fetcher {
     }
 
     async fn apply_partition(
-        &self,
+        &mut self,
         sent: &FetchPartition,
         followed: &Followed,
         data: PartitionData,
     ) -> bool {
         let handle = &followed.handle;
         let partition = data.partition;
+        let key = (data.topic_id, partition);
         if data.error != 0 {
+            // Behind the leader's log start (retention or DeleteRecords moved it while this
+            // replica was away, or it starts empty): what it holds is of no use; it starts again
+            // at the leader's log start.
+            if data.error == ResponseError::OffsetOutOfRange.code()
+                && data.log_start_offset > sent.fetch_offset
+            {
+                let own_start = handle.reader().offsets().log_start_offset();
+                if !self.truncate(followed, partition, own_start).await {
+                    return false;
+                }
+                tracing::info!(
+                    leader = self.leader,
+                    topic = followed.name,
+                    partition,
+                    from = data.log_start_offset,
+                    "this replica is behind its leader's log start: fetching from there"
+                );
+                self.fetch_from.insert(key, data.log_start_offset);
+                return true;
+            }
             // Ahead of the leader's log end with no epoch to place (an empty epoch cache): cut
             // back to the leader's end.
             if data.error == ResponseError::OffsetOutOfRange.code()
@@ -327,22 +360,32 @@ impl Fetcher {
             }
             return false;
         }
-        if !data.records.is_empty()
-            && let Err(error) = handle.append_replicated(data.records).await
-        {
-            tracing::warn!(
-                topic = followed.name,
-                partition,
-                %error,
-                "appending what the leader sent failed"
-            );
-            return false;
+        if !data.records.is_empty() {
+            if let Err(error) = handle.append_replicated(data.records).await {
+                tracing::warn!(
+                    topic = followed.name,
+                    partition,
+                    %error,
+                    "appending what the leader sent failed"
+                );
+                return false;
+            }
+            self.fetch_from.remove(&key);
         }
         handle
             .replica_event(ReplicaEvent::LeaderHighWatermark {
                 offset: data.high_watermark,
             })
             .await;
+        // The leader's log start (retention, DeleteRecords) moves this replica's, once it holds
+        // records up to there.
+        let own = handle.reader().offsets();
+        if data.log_start_offset > own.log_start_offset()
+            && data.log_start_offset <= handle.high_watermark()
+            && let Err(error) = handle.delete_records_before(data.log_start_offset).await
+        {
+            tracing::debug!(topic = followed.name, partition, %error, "taking the leader's log start failed");
+        }
         true
     }
 

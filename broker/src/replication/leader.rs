@@ -255,12 +255,17 @@ fn check(ctx: &Context, follower: i32, fetch: &FetchPartition) -> Served {
         .reader()
         .divergence(fetch.fetch_offset, fetch.last_fetched_epoch)
     {
-        Divergence::None if fetch.fetch_offset <= offsets.log_end_offset() => Served::Read {
-            handle,
-            data,
-            fetch: *fetch,
-            joining: (!known.isr.contains(&follower)).then(|| Arc::clone(topic)),
-        },
+        Divergence::None
+            if (offsets.log_start_offset()..=offsets.log_end_offset())
+                .contains(&fetch.fetch_offset) =>
+        {
+            Served::Read {
+                handle,
+                data,
+                fetch: *fetch,
+                joining: (!known.isr.contains(&follower)).then(|| Arc::clone(topic)),
+            }
+        }
         Divergence::None | Divergence::OutOfRange => Served::Answer(PartitionData {
             error: ResponseError::OffsetOutOfRange.code(),
             ..data

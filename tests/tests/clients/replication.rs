@@ -336,3 +336,89 @@ fn a_paused_follower_leaves_the_isr_and_rejoins_once_resumed() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A replica whose partition directory is lost (an empty disk) while DeleteRecords had moved the
+/// log start past 0 starts again at its leader's log start: it fetches from there, catches up,
+/// and rejoins the ISR, holding exactly the leader's batches from that point on.
+#[test]
+fn a_replica_that_lost_its_log_starts_again_at_the_leaders_log_start() {
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let mut cluster = ClusterProcesses::start(
+        &["a", "b", "c"],
+        3,
+        &[
+            "--broker-session-timeout-ms",
+            "3000",
+            "--broker-heartbeat-interval-ms",
+            "500",
+        ],
+    );
+    let bootstrap = cluster.bootstrap();
+    let admin = admin(&bootstrap);
+    let created = futures_executor(admin.create_topics(
+        &[NewTopic::new("trimmed", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+    ))
+    .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let values: Vec<String> = (0..400).map(|i| format!("{i:04}")).collect();
+    // Batches of 50 (each flushed on its own): offset 250 starts one.
+    for chunk in values[..300].chunks(50) {
+        assert_eq!(produce_all(&bootstrap, "trimmed", chunk), 0);
+    }
+    let mut below = TopicPartitionList::new();
+    below
+        .add_partition_offset("trimmed", 0, Offset::Offset(250))
+        .unwrap();
+    let deleted = futures_executor(admin.delete_records(&below, &AdminOptions::new())).unwrap();
+    assert!(
+        deleted.elements()[0].error().is_ok(),
+        "{:?}",
+        deleted.elements()[0].error()
+    );
+
+    let controller = cluster.controller(Duration::from_secs(10)).unwrap();
+    let (_, leader) = leaders(&bootstrap, "trimmed");
+    let leader = usize::try_from(leader[0]).unwrap();
+    let lost = (0..3)
+        .find(|i| *i != leader && i32::try_from(*i).unwrap() != controller)
+        .unwrap();
+    cluster.brokers[lost].kill();
+    std::fs::remove_dir_all(cluster.brokers[lost].data_dir.join("trimmed-0")).unwrap();
+    let leader_bootstrap = cluster.brokers[leader].bootstrap();
+    assert_eq!(produce_all(&leader_bootstrap, "trimmed", &values[300..]), 0);
+    cluster.brokers[lost].start();
+    assert!(cluster.brokers[lost].wait_ready(Duration::from_secs(60)));
+    let all = BTreeSet::from([0, 1, 2]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while isrs(&leader_bootstrap, "trimmed").first() != Some(&all) {
+        assert!(
+            Instant::now() < deadline,
+            "never rejoined: {:?}",
+            isrs(&leader_bootstrap, "trimmed")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // It holds the leader's batches from the one holding offset 250, and nothing before.
+    let leader_bytes = segments(&cluster.brokers[leader].data_dir, "trimmed", 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copy = segments(&cluster.brokers[lost].data_dir, "trimmed", 0);
+        if !copy.is_empty() && leader_bytes.ends_with(&copy) {
+            assert!(
+                copy.len() < leader_bytes.len() / 2,
+                "{} of {} bytes",
+                copy.len(),
+                leader_bytes.len()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} bytes, not the leader's tail",
+            copy.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
