@@ -510,12 +510,17 @@ impl Broker {
 
     /// Started, not shutting down, and its metadata known current within the session timeout.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-            && self
-                .metadata_lag()
-                .current_within(std::time::Duration::from_millis(
-                    self.config.broker_session_timeout_ms,
-                ))
+        self.ready.load(Ordering::Acquire) && self.metadata_current()
+    }
+
+    /// Whether this broker's metadata was known current within the session timeout. One that
+    /// is not may have been fenced and replaced as leader without knowing it (cut off from the
+    /// controller): it stops claiming its leaderships.
+    pub fn metadata_current(&self) -> bool {
+        self.metadata_lag()
+            .current_within(std::time::Duration::from_millis(
+                self.config.broker_session_timeout_ms,
+            ))
     }
 
     /// This broker's lag behind the controller's metadata.

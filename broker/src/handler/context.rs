@@ -95,6 +95,11 @@ impl Context {
         self.broker.node_id()
     }
 
+    /// Whether this broker's metadata is known current (see [`Broker::metadata_current`]).
+    pub fn metadata_current(&self) -> bool {
+        self.broker.metadata_current()
+    }
+
     pub fn config(&self) -> &BrokerConfig {
         self.broker.config()
     }

@@ -18,9 +18,20 @@ pub(super) async fn handle(
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
-    let image = ctx.image();
+    // A broker whose metadata is not known current may have lost its leaderships without knowing
+    // it (cut off from the controller): it does not name itself leader, so clients look elsewhere.
+    // Nor does it list itself: a client then asks another broker, which knows who leads now.
+    let current = ctx.metadata_current();
+    let unclaimed;
+    let image: &MetadataImage = if current {
+        ctx.image()
+    } else {
+        unclaimed = without_leaderships_of(ctx.image(), ctx.node_id());
+        &unclaimed
+    };
     let brokers = image
         .unfenced_brokers()
+        .filter(|b| current || b.id != ctx.node_id())
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.id))
@@ -88,6 +99,21 @@ fn error_topic(name: &str, code: i16) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(name)))
         .with_error_code(code)
+}
+
+/// `image` with every partition led by `node_id` shown without a leader.
+fn without_leaderships_of(image: &MetadataImage, node_id: i32) -> MetadataImage {
+    let mut image = image.clone();
+    for topic in image.topics.values_mut() {
+        if topic.partitions.iter().any(|p| p.leader == node_id) {
+            for partition in &mut std::sync::Arc::make_mut(topic).partitions {
+                if partition.leader == node_id {
+                    partition.leader = -1;
+                }
+            }
+        }
+    }
+    image
 }
 
 /// The replicas of `partition` on brokers that are not serving (fenced or gone).

@@ -253,6 +253,13 @@ async fn queue_partition(
             );
         }
     };
+    // Cut off from the controller for a session timeout, this broker may no longer lead.
+    if !ctx.metadata_current() {
+        return done(
+            ResponseError::NotLeaderOrFollower.code(),
+            Some("this broker's metadata is not current: it may no longer lead".to_owned()),
+        );
+    }
     let Some(records) = data.records else {
         return done(ResponseError::CorruptMessage.code(), None);
     };

@@ -322,6 +322,7 @@ impl Quorum {
             }
         }
 
+        rpc::leave_from(config.listen);
         let listener =
             TcpListener::bind(config.listen)
                 .await

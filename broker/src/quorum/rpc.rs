@@ -273,12 +273,26 @@ pub(crate) struct Peer {
     channel: tonic::transport::Channel,
 }
 
+/// The address connections to other brokers leave from, when the cluster listener is bound to
+/// one (not the unspecified address): set once, at start-up.
+static OUTGOING: std::sync::OnceLock<std::net::IpAddr> = std::sync::OnceLock::new();
+
+/// Inter-broker connections leave from `listen`'s address when it names one, so that a broker's
+/// traffic to the others comes from the address they know it by (firewall rules and network
+/// tests see one address per broker).
+pub(crate) fn leave_from(listen: std::net::SocketAddr) {
+    if !listen.ip().is_unspecified() {
+        let _ = OUTGOING.set(listen.ip());
+    }
+}
+
 /// How every inter-broker connection is made: a bounded connect, and HTTP/2 pings so a link
 /// dropped without a reset is noticed. `None` for an address that is not `host:port`.
 pub(crate) fn endpoint(address: &str) -> Option<tonic::transport::Endpoint> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}")).ok()?;
     Some(
         endpoint
+            .local_address(OUTGOING.get().copied())
             .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
