@@ -13,10 +13,13 @@ if have rustup; then
     done
 fi
 have cargo || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
-# Debian packages: a C compiler, and kcat (librdkafka 2.0.2: the old-client compatibility case).
+# Debian packages: a C compiler, kcat (librdkafka 2.0.2: the old-client compatibility case) and
+# nftables.
 apt_packages=()
 have cc || apt_packages+=(build-essential)
 have kcat || apt_packages+=(kcat)
+# nftables: the replication tests cut brokers apart with it.
+have nft || apt_packages+=(nftables)
 if ((${#apt_packages[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -319,6 +319,8 @@ pub struct ClusterProcesses {
 #[derive(Debug)]
 pub struct ClusterBroker {
     pub node_id: i32,
+    /// The loopback address its listeners are on.
+    pub host: String,
     pub rack: String,
     pub kafka_port: u16,
     pub admin_port: u16,
@@ -330,11 +332,11 @@ pub struct ClusterBroker {
 
 impl ClusterBroker {
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.kafka_port)
+        format!("{}:{}", self.host, self.kafka_port)
     }
 
     pub fn admin(&self) -> String {
-        format!("127.0.0.1:{}", self.admin_port)
+        format!("{}:{}", self.host, self.admin_port)
     }
 
     /// Starts the process (again, on the same ports and data directory).
@@ -464,8 +466,35 @@ impl ClusterProcesses {
         cluster
     }
 
+    /// [`ClusterProcesses::start`] with broker `i` on its own loopback address, `127.0.0.(11 + i)`,
+    /// for its listeners and its connections to other brokers: what [`LinkCut`] cuts apart.
+    pub fn start_apart(racks: &[&str], voters: usize, extra: &[&str]) -> Self {
+        let mut cluster = Self::prepare_on(racks, voters, extra, |i| format!("127.0.0.{}", 11 + i));
+        for broker in &mut cluster.brokers {
+            broker.start();
+        }
+        for broker in &cluster.brokers {
+            assert!(
+                broker.wait_ready(std::time::Duration::from_secs(60)),
+                "broker {} did not become ready",
+                broker.node_id
+            );
+        }
+        cluster
+    }
+
     /// [`ClusterProcesses::start`] without starting any broker: the test starts them.
     pub fn prepare(racks: &[&str], voters: usize, extra: &[&str]) -> Self {
+        Self::prepare_on(racks, voters, extra, |_| "127.0.0.1".to_owned())
+    }
+
+    /// [`ClusterProcesses::prepare`] with broker `i` listening on `host(i)`.
+    pub fn prepare_on(
+        racks: &[&str],
+        voters: usize,
+        extra: &[&str],
+        host: impl Fn(usize) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<[u16; 3]> = racks
             .iter()
@@ -475,12 +504,13 @@ impl ClusterProcesses {
             .iter()
             .take(voters)
             .enumerate()
-            .map(|(id, [_, _, cluster])| format!("{id}@127.0.0.1:{cluster}"))
+            .map(|(id, [_, _, cluster])| format!("{id}@{}:{cluster}", host(id)))
             .collect::<Vec<_>>()
             .join(",");
         let brokers: Vec<ClusterBroker> = (0..)
             .zip(racks.iter().zip(&ports))
             .map(|(node_id, (rack, [kafka, admin, cluster]))| {
+                let host = host(usize::try_from(node_id).unwrap_or_default());
                 let data_dir = dir.path().join(format!("broker-{node_id}"));
                 let mut args: Vec<String> = [
                     "--node-id",
@@ -488,11 +518,11 @@ impl ClusterProcesses {
                     "--rack",
                     rack,
                     "--listen",
-                    &format!("127.0.0.1:{kafka}"),
+                    &format!("{host}:{kafka}"),
                     "--admin-listen",
-                    &format!("127.0.0.1:{admin}"),
+                    &format!("{host}:{admin}"),
                     "--cluster-listen",
-                    &format!("127.0.0.1:{cluster}"),
+                    &format!("{host}:{cluster}"),
                     "--voters",
                     &voter_list,
                     "--data-dir",
@@ -504,6 +534,7 @@ impl ClusterProcesses {
                 args.extend(extra.iter().map(|a| (*a).to_owned()));
                 ClusterBroker {
                     node_id,
+                    host,
                     rack: (*rack).to_owned(),
                     kafka_port: *kafka,
                     admin_port: *admin,
@@ -600,4 +631,49 @@ pub fn run_client(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// A network partition between brokers on loopback, made with nftables: every packet between
+/// the addresses of one side and those of the other is dropped (no reset: the connections hang,
+/// as when a link or a zone goes), in both directions; clients on 127.0.0.1 still reach both
+/// sides. Healed when dropped. Needs root and `nft` (`scripts/install-test-deps.sh`).
+#[derive(Debug)]
+pub struct LinkCut {
+    table: String,
+}
+
+impl LinkCut {
+    /// Cuts the brokers at `one` off from those at `other`.
+    pub fn between(one: &[&str], other: &[&str]) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let table = format!(
+            "fjord_cut_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let set = |hosts: &[&str]| hosts.join(", ");
+        let script = format!(
+            "table inet {table} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n    ip saddr {{ {a} }} ip daddr {{ {b} }} drop\n    ip saddr {{ {b} }} ip daddr {{ {a} }} drop\n  }}\n}}\n",
+            a = set(one),
+            b = set(other),
+        );
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("running nft (nftables; run as root)");
+        std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), script.as_bytes())
+            .expect("writing the nft script");
+        let status = child.wait().expect("waiting for nft");
+        assert!(status.success(), "nft refused:\n{script}");
+        Self { table }
+    }
+}
+
+impl Drop for LinkCut {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
 }

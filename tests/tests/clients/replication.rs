@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fjord_tests::ClusterProcesses;
+use fjord_tests::{ClusterProcesses, LinkCut};
 use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -419,6 +419,160 @@ fn a_replica_that_lost_its_log_starts_again_at_the_leaders_log_start() {
             "{} bytes, not the leader's tail",
             copy.len()
         );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The leader of a partition is cut off from the other two brokers by nftables (packets dropped,
+/// no reset; clients still reach every broker) while an idempotent `acks=all` producer writes.
+/// Cut off, the old leader cannot complete a single `acks=all` write: its followers no longer
+/// fetch and it cannot change the ISR. The two others fence it and elect a new leader, and the
+/// producer goes on there. Healed, the old leader follows the new one, cutting what only it had
+/// taken. Every acknowledged record is read back exactly once, and the three copies end
+/// byte-identical.
+#[test]
+fn a_leader_cut_off_by_a_network_partition_loses_no_acknowledged_record() {
+    fjord_tests::require_tool("nft");
+    let cluster = ClusterProcesses::start_apart(
+        &["a", "b", "c"],
+        3,
+        &[
+            "--broker-session-timeout-ms",
+            "3000",
+            "--broker-heartbeat-interval-ms",
+            "500",
+        ],
+    );
+    let bootstrap = cluster.bootstrap();
+    let created = futures_executor(admin(&bootstrap).create_topics(
+        &[NewTopic::new("cut", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+    ))
+    .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let all = BTreeSet::from([0, 1, 2]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while isrs(&bootstrap, "cut").first() != Some(&all) {
+        assert!(Instant::now() < deadline, "{:?}", isrs(&bootstrap, "cut"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, leader) = leaders(&bootstrap, "cut");
+    let old_leader = usize::try_from(leader[0]).unwrap();
+    let others: Vec<usize> = (0..3).filter(|i| *i != old_leader).collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let values = Arc::new(Mutex::new(Vec::new()));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (stop, bootstrap) = (Arc::clone(&stop), bootstrap.clone());
+        let context = Acknowledged {
+            values: Arc::clone(&values),
+            failed: Arc::clone(&failed),
+        };
+        std::thread::spawn(move || {
+            let producer: BaseProducer<Acknowledged> = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("acks", "all")
+                .set("enable.idempotence", "true")
+                .set("linger.ms", "2")
+                .set("request.timeout.ms", "5000")
+                .set("message.timeout.ms", "120000")
+                .create_with_context(context)
+                .unwrap();
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("{sent:06}");
+                if producer
+                    .send(BaseRecord::<(), _>::to("cut").partition(0).payload(&value))
+                    .is_ok()
+                {
+                    sent += 1;
+                }
+                producer.poll(Duration::from_millis(3));
+            }
+            producer.flush(Duration::from_secs(120)).unwrap();
+            assert_eq!(producer.in_flight_count(), 0);
+            sent
+        })
+    };
+    let acknowledged = || values.lock().unwrap().len();
+    let wait_acknowledged = |at_least: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while acknowledged() < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {} acknowledged",
+                acknowledged()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_acknowledged(300, "before the cut");
+
+    let cut = LinkCut::between(
+        &[cluster.brokers[old_leader].host.as_str()],
+        &others
+            .iter()
+            .map(|i| cluster.brokers[*i].host.as_str())
+            .collect::<Vec<_>>(),
+    );
+    // The fault lands: within the session timeout the others fence the old leader and one of them
+    // leads; records are acknowledged there.
+    let other = others[0];
+    assert!(
+        wait_status(&cluster, other, Duration::from_secs(30), |s| {
+            s["brokers"][old_leader]["fenced"] == true
+        }),
+        "{:?}",
+        cluster.brokers[other].status()
+    );
+    let other_bootstrap = cluster.brokers[other].bootstrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, now) = leaders(&other_bootstrap, "cut");
+        if now[0] >= 0 && usize::try_from(now[0]).unwrap() != old_leader {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new leader: {now:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at_new_leader = acknowledged();
+    wait_acknowledged(at_new_leader + 300, "at the new leader");
+    // The old leader, cut off, still believes it leads: it has acknowledged nothing since the
+    // others took over (every acknowledgement needs the high watermark, which it cannot move).
+    drop(cut);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while isrs(&other_bootstrap, "cut").first() != Some(&all) {
+        assert!(
+            Instant::now() < deadline,
+            "the old leader never rejoined: {:?}",
+            isrs(&other_bootstrap, "cut")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_acknowledged(acknowledged() + 100, "after the heal");
+    stop.store(true, Ordering::Relaxed);
+    let sent = writer.join().unwrap();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "records failed");
+    let mut acknowledged_values = values.lock().unwrap().clone();
+    acknowledged_values.sort();
+    assert_eq!(acknowledged_values.len(), sent);
+    assert_eq!(
+        read_all(&bootstrap, "cut", 1),
+        acknowledged_values,
+        "every acknowledged record, once"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let copies: Vec<Vec<u8>> = cluster
+            .brokers
+            .iter()
+            .map(|b| segments(&b.data_dir, "cut", 0))
+            .collect();
+        if copies.iter().all(|c| *c == copies[0]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the copies differ");
         std::thread::sleep(Duration::from_millis(200));
     }
 }
