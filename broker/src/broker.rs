@@ -87,6 +87,10 @@ pub struct BrokerConfig {
     /// Partition count of auto-created topics and of CreateTopics with -1 (`num.partitions`).
     #[arg(long, env = "FJORD_DEFAULT_PARTITIONS", default_value_t = 1)]
     pub default_partitions: i32,
+    /// Replicas per partition of auto-created topics and of CreateTopics with -1
+    /// (`default.replication.factor`); more than the live brokers is refused.
+    #[arg(long, env = "FJORD_DEFAULT_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
+    pub default_replication_factor: i16,
     /// Largest request frame accepted; a larger one closes the connection (`socket.request.max.bytes`).
     #[arg(long, env = "FJORD_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_request_bytes: usize,
@@ -121,6 +125,7 @@ impl BrokerConfig {
             rack: None,
             auto_create_topics: true,
             default_partitions: 1,
+            default_replication_factor: 1,
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 1000,
             coordinator: CoordinatorFlags {
@@ -426,7 +431,8 @@ impl Broker {
                     .create_topic(
                         OFFSETS_TOPIC,
                         flags.offsets_topic_partitions,
-                        -1,
+                        // One replica until the coordinator moves with its partitions' leaders.
+                        1,
                         None,
                         configs,
                     )
@@ -668,6 +674,15 @@ impl Broker {
         placement::place_partitions(&brokers, count, replication_factor, &mut load)
     }
 
+    /// `replication_factor`, or `--default-replication-factor` for -1.
+    pub fn replication_factor_or_default(&self, replication_factor: i16) -> i16 {
+        if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        }
+    }
+
     /// Checks a topic creation without making it.
     pub fn validate_new_topic(
         &self,
@@ -690,6 +705,7 @@ impl Broker {
                 replication_factor,
             ));
         }
+        let replication_factor = self.replication_factor_or_default(replication_factor);
         let brokers = self.quorum.image().unfenced_brokers().count();
         let wanted = usize::try_from(replication_factor).unwrap_or(1);
         if wanted > brokers {
@@ -726,7 +742,8 @@ impl Broker {
             None => self.place(
                 name,
                 usize::try_from(partitions).unwrap_or_default(),
-                usize::try_from(replication_factor).unwrap_or(1),
+                usize::try_from(self.replication_factor_or_default(replication_factor))
+                    .unwrap_or(1),
             )?,
         };
         let record = MetadataRecord::CreateTopic {
@@ -981,9 +998,10 @@ impl Broker {
     /// Asks the controller to add `follower` to the ISR of `topic`-`partition`, which this
     /// broker leads as `seen` has it (it has caught up). In the background, one request per
     /// partition at a time; conditional on the partition epoch of `seen`, so a change computed
-    /// from an older state is refused. While it is in flight the leader already counts the
-    /// follower for its high watermark (the larger ISR), so nothing is acknowledged that the
-    /// follower lacks once the change commits; a refused change puts the committed ISR back.
+    /// from an older state is refused. From the request on the leader counts the follower for
+    /// its high watermark (the larger ISR), until a committed ISR includes it, a new leader epoch
+    /// begins, or it is found lagging: a change whose outcome is unknown (a timeout after it may
+    /// have committed) can then never leave an ISR member without what was acknowledged.
     pub fn join_isr(self: &Arc<Self>, topic: &TopicImage, partition: i32, follower: i32) {
         let Some(seen) = topic.partition(partition).cloned() else {
             return;
@@ -991,6 +1009,9 @@ impl Broker {
         if seen.leader != self.node_id() || seen.isr.contains(&follower) {
             return;
         }
+        let Some(handle) = self.partition(&topic.name, partition) else {
+            return;
+        };
         let key = (topic.name.clone(), partition);
         {
             let mut joining = self
@@ -1001,16 +1022,16 @@ impl Broker {
                 return;
             }
         }
-        let Some(handle) = self.partition(&topic.name, partition) else {
-            return;
-        };
         let broker = Arc::clone(self);
         let topic_id = topic.id;
         tokio::spawn(async move {
             let mut isr = seen.isr.clone();
             isr.push(follower);
             handle
-                .replica_event(ReplicaEvent::IsrChanged { isr: isr.clone() })
+                .replica_event(ReplicaEvent::JoiningIsr {
+                    replica: follower,
+                    now_ms: crate::partition::monotonic_ms(),
+                })
                 .await;
             let record = MetadataRecord::ChangePartition {
                 topic: key.0.clone(),
@@ -1032,15 +1053,6 @@ impl Broker {
                 }
                 Err(error) => {
                     tracing::debug!(topic = key.0, partition, follower, %error, "adding a follower to the ISR was refused");
-                    let committed = broker
-                        .image()
-                        .topic(&key.0)
-                        .filter(|t| t.id == topic_id)
-                        .and_then(|t| t.partition(partition))
-                        .map(|p| p.isr.clone());
-                    if let Some(isr) = committed {
-                        handle.replica_event(ReplicaEvent::IsrChanged { isr }).await;
-                    }
                 }
             }
             broker
@@ -1367,7 +1379,7 @@ async fn shrink_isrs(
             let Some(partition) = topic.partition(index) else {
                 continue;
             };
-            if partition.leader != broker.node_id() || partition.isr.len() < 2 {
+            if partition.leader != broker.node_id() || partition.replicas.len() < 2 {
                 continue;
             }
             let lagging = handle.lagging_replicas(lag).await;
@@ -1380,6 +1392,10 @@ async fn shrink_isrs(
                 .copied()
                 .filter(|id| !lagging.contains(id))
                 .collect();
+            // Only joiners lagged (they stop counting), or nothing changes: no change to ask.
+            if isr == partition.isr {
+                continue;
+            }
             let record = MetadataRecord::ChangePartition {
                 topic: name.clone(),
                 topic_id: topic.id,

@@ -159,6 +159,12 @@ fn static_configs(
             "partitions of auto-created topics (--default-partitions)",
         ),
         (
+            "default.replication.factor",
+            Some(config.default_replication_factor.to_string()),
+            int,
+            "replicas per partition of auto-created topics (--default-replication-factor)",
+        ),
+        (
             "auto.create.topics.enable",
             Some(config.auto_create_topics.to_string()),
             ConfigType::Boolean,

@@ -95,6 +95,12 @@ impl Context {
         self.broker.node_id()
     }
 
+    /// `replication_factor`, or the broker's default for -1.
+    pub fn replication_factor_or_default(&self, replication_factor: i16) -> i16 {
+        self.broker
+            .replication_factor_or_default(replication_factor)
+    }
+
     /// Whether this broker's metadata is known current (see [`Broker::metadata_current`]).
     pub fn metadata_current(&self) -> bool {
         self.broker.metadata_current()

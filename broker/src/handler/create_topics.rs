@@ -82,7 +82,7 @@ pub(super) async fn handle(ctx: &Context, request: CreateTopicsRequest) -> Creat
             Ok((partitions, id)) => {
                 let result = result
                     .with_num_partitions(partitions)
-                    .with_replication_factor(replication_factor.max(1));
+                    .with_replication_factor(ctx.replication_factor_or_default(replication_factor));
                 match id {
                     Some(id) => result.with_topic_id(id),
                     None => result,

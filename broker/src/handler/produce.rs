@@ -71,10 +71,11 @@ pub(super) async fn start(ctx: &Context, request: ProduceRequest, version: i16) 
     let steps = join_all(steps).await;
     let ctx = ctx.clone();
     Box::pin(async move {
+        let ctx = &ctx;
         let topics = steps.into_iter().map(|(response, partitions)| async move {
             let partitions = partitions
                 .into_iter()
-                .map(|step| step.acknowledged(acks, timeout));
+                .map(|step| step.acknowledged(ctx, acks, timeout));
             response.with_partition_responses(join_all(partitions).await)
         });
         let responses = join_all(topics).await;
@@ -86,7 +87,7 @@ pub(super) async fn start(ctx: &Context, request: ProduceRequest, version: i16) 
                 .flat_map(|topic| &topic.partition_responses)
                 .filter(|p| p.error_code == ResponseError::NotLeaderOrFollower.code())
                 .map(|p| p.current_leader.leader_id.0);
-            let node_endpoints = leader_endpoints(&ctx, leaders)
+            let node_endpoints = leader_endpoints(ctx, leaders)
                 .map(|broker| {
                     NodeEndpoint::default()
                         .with_node_id(BrokerId(broker.id))
@@ -122,6 +123,9 @@ enum Step {
         topic: String,
         appending: Appending,
         partition: PartitionHandle,
+        /// The leader epoch it was queued in, and the topic's `min.insync.replicas`.
+        leading: Option<i32>,
+        min_insync_replicas: i32,
     },
 }
 
@@ -129,15 +133,29 @@ impl Step {
     /// The partition's answer once its append is acknowledged: under the flush policy on this
     /// broker, and for `acks=all` once the high watermark has passed it (every in-sync replica
     /// holds it), or REQUEST_TIMED_OUT after `timeout`.
-    async fn acknowledged(self, acks: i16, timeout: Duration) -> PartitionProduceResponse {
-        let (response, topic, appending, partition) = match self {
+    async fn acknowledged(
+        self,
+        ctx: &Context,
+        acks: i16,
+        timeout: Duration,
+    ) -> PartitionProduceResponse {
+        let (response, topic, appending, partition, leading, min_insync_replicas) = match self {
             Step::Done(response) => return response,
             Step::Queued {
                 response,
                 topic,
                 appending,
                 partition,
-            } => (response, topic, appending, partition),
+                leading,
+                min_insync_replicas,
+            } => (
+                response,
+                topic,
+                appending,
+                partition,
+                leading,
+                min_insync_replicas,
+            ),
         };
         match appending.acknowledged().await {
             Ok(info) => {
@@ -151,6 +169,22 @@ impl Step {
                 let mut high_watermark = partition.watch_high_watermark();
                 let replicated = high_watermark.wait_for(|hw| *hw > info.last_offset);
                 match tokio::time::timeout(timeout, replicated).await {
+                    // The high watermark passed as this broker still leads in the epoch of the
+                    // append: every in-sync replica holds the records. Had it lost the
+                    // leadership meanwhile, the high watermark it follows may have passed other
+                    // records at those offsets.
+                    Ok(Ok(_)) if partition.leading_epoch() != leading => response
+                        .with_error_code(ResponseError::NotLeaderOrFollower.code())
+                        .with_base_offset(-1),
+                    // Kafka's rule: the ISR shrank below min.insync.replicas while it waited.
+                    Ok(Ok(_))
+                        if ctx.refreshed().in_sync_replicas(&topic, response.index)
+                            < min_insync_replicas =>
+                    {
+                        response
+                            .with_error_code(ResponseError::NotEnoughReplicasAfterAppend.code())
+                            .with_base_offset(-1)
+                    }
                     Ok(Ok(_)) => response,
                     Ok(Err(_)) => response
                         .with_error_code(ResponseError::NotLeaderOrFollower.code())
@@ -291,11 +325,14 @@ async fn queue_partition(
             }
         }
     };
+    let leading = partition.leading_epoch();
     Step::Queued {
         response,
         topic: name.to_owned(),
         appending: partition.queue_append(records).await,
         partition,
+        leading,
+        min_insync_replicas: settings.min_insync_replicas,
     }
 }
 

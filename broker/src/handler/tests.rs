@@ -498,3 +498,50 @@ async fn elections_and_log_directories() {
         assert_eq!(altered.results[0].partitions[0].error_code, code);
     }
 }
+
+/// An `acks=all` produce waits for the high watermark; if this broker loses the leadership while
+/// it waits, the high watermark it then follows (another leader's) says nothing about its
+/// records, which may be cut: the answer is NOT_LEADER_OR_FOLLOWER, not success.
+#[tokio::test]
+async fn acks_all_is_not_answered_from_a_high_watermark_heard_as_follower() {
+    use crate::partition::state::Event as ReplicaEvent;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let ctx = Context::new(&broker);
+    let handle = broker.partition("t", 0).unwrap();
+    // Broker 2 is in the ISR and has reported nothing: the high watermark waits for it.
+    handle
+        .replica_event(ReplicaEvent::IsrChanged { isr: vec![1, 2] })
+        .await;
+    let mut request = produce(0);
+    if let RequestKind::Produce(body) = &mut request.body {
+        body.acks = -1;
+    }
+    let pending = tokio::spawn(start_with(&ctx, request, PEER).await);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !pending.is_finished(),
+        "answered before the follower had it"
+    );
+
+    // Deposed: broker 2 leads in epoch 1, and its high watermark passes offset 0.
+    handle
+        .replica_event(ReplicaEvent::BecameFollower {
+            leader: 2,
+            leader_epoch: 1,
+        })
+        .await;
+    handle
+        .replica_event(ReplicaEvent::LeaderHighWatermark { offset: 5 })
+        .await;
+    assert_eq!(handle.high_watermark(), 1);
+    let Some(ResponseKind::Produce(response)) = pending.await.unwrap() else {
+        panic!("no produce response");
+    };
+    let answer = &response.responses[0].partition_responses[0];
+    assert_eq!(
+        (answer.error_code, answer.base_offset),
+        (ResponseError::NotLeaderOrFollower.code(), -1)
+    );
+}

@@ -980,11 +980,16 @@ impl Log {
     }
 
     /// Removes every batch from the one holding `offset` onwards (a follower's truncation to its
-    /// leader's log). Returns the new log end offset: the first offset of that batch.
+    /// leader's log), and the leader epochs that start there or later. Returns the new log end
+    /// offset: the first offset of that batch. At the log end it removes only epochs that start
+    /// there (begun by a leader that appended nothing in them).
     pub fn truncate_to(&mut self, offset: i64) -> Result<i64, Error> {
         let offsets = self.offsets();
         if offset >= offsets.log_end_offset() {
-            return Ok(offsets.log_end_offset());
+            let end = offsets.log_end_offset();
+            self.view
+                .change_epochs(|epochs| epochs.truncate_from_end(end))?;
+            return Ok(end);
         }
         if offset < offsets.log_start_offset() {
             return Err(Error::TruncateBelowStart {
@@ -1163,6 +1168,13 @@ impl Log {
     /// See [`LogReader::end_offset_for_epoch`].
     pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
         self.reader().end_offset_for_epoch(epoch)
+    }
+
+    /// A leader begins `epoch` at the log end (as Kafka caches an epoch when its leader is
+    /// elected, before its first batch): followers asking for the end of an earlier epoch are
+    /// answered with the end of that one, not of this.
+    pub fn begin_leader_epoch(&mut self, epoch: i32) -> Result<(), Error> {
+        self.note_epoch(epoch, self.log_end_offset())
     }
 
     /// Notes that records of `epoch` start at `offset`, writing the cache if that is news.

@@ -624,6 +624,11 @@ fn leader_epochs_are_cached_checkpointed_and_rebuilt() {
     assert_eq!(entries(&log), [(3, 0), (5, 10)]);
     log.delete_records_before(4).unwrap();
     assert_eq!(entries(&log), [(3, 4), (5, 10)]);
+    // An epoch begun by a leader that wrote nothing in it: a truncation at the log end takes it.
+    log.begin_leader_epoch(7).unwrap();
+    assert_eq!(entries(&log), [(3, 4), (5, 10), (7, 16)]);
+    assert_eq!(log.truncate_to(16).unwrap(), 16);
+    assert_eq!(entries(&log), [(3, 4), (5, 10)]);
     epoch(&mut log, 9, 1);
     let before = entries(&log);
     log.close().unwrap();

@@ -259,6 +259,8 @@ pub struct PartitionHandle {
     high_watermark: watch::Receiver<i64>,
     /// How far the leader's appends are visible (durable under the flush policy).
     appended: watch::Receiver<i64>,
+    /// The leader epoch while this replica leads, `None` while it follows.
+    leading: watch::Receiver<Option<i32>>,
     flusher: log::Flusher,
 }
 
@@ -276,6 +278,11 @@ impl std::fmt::Debug for Command {
             Self::Close { .. } => "Close",
         })
     }
+}
+
+/// The epoch `replica` leads in, if it leads.
+fn leading_epoch(replica: &ReplicaState) -> Option<i32> {
+    replica.is_leader().then(|| replica.leader_epoch())
 }
 
 /// Milliseconds on a clock that only goes forward, shared by the process: the time replica events
@@ -320,8 +327,15 @@ impl PartitionHandle {
         role: ReplicaEvent,
         cleaner: CleanerSettings,
     ) -> Result<Self, log::Error> {
+        let leading = match &role {
+            ReplicaEvent::BecameLeader { leader_epoch, .. } => Some(*leader_epoch),
+            _ => None,
+        };
         let (log, producers) = tokio::task::spawn_blocking(move || {
-            let log = Log::open(&dir, config, clock)?;
+            let mut log = Log::open(&dir, config, clock)?;
+            if let Some(epoch) = leading {
+                log.begin_leader_epoch(epoch)?;
+            }
             let producers = load_producer_state(&dir, &log)?;
             Ok::<_, log::Error>((log, producers))
         })
@@ -339,6 +353,7 @@ impl PartitionHandle {
         let (appended_tx, appended) = watch::channel(recovered);
         let mut replica = ReplicaState::new(node_id, recovered, recovered);
         replica.handle(role);
+        let (role_tx, leading) = watch::channel(leading_epoch(&replica));
         let (commands, rx) = mpsc::channel(1024);
         tokio::spawn(
             PartitionActor {
@@ -346,6 +361,7 @@ impl PartitionHandle {
                 rx,
                 high_watermark: hw_tx,
                 appended: appended_tx,
+                leading: role_tx,
                 replica,
                 cleaner: Cleaner {
                     settings: cleaner,
@@ -360,6 +376,7 @@ impl PartitionHandle {
             reader,
             high_watermark,
             appended,
+            leading,
             flusher,
         })
     }
@@ -486,6 +503,12 @@ impl PartitionHandle {
     }
 
     /// A receiver that changes when the high watermark moves.
+    /// The leader epoch while this replica leads, `None` while it follows: an `acks=all` answer
+    /// checks that its partition is still led in the epoch it was appended in.
+    pub fn leading_epoch(&self) -> Option<i32> {
+        *self.leading.borrow()
+    }
+
     /// Changes when appends on the leader become visible (to followers fetching from it).
     pub fn watch_appended(&self) -> watch::Receiver<i64> {
         unchanged(&self.appended)
@@ -543,6 +566,7 @@ struct PartitionActor {
     rx: mpsc::Receiver<Command>,
     high_watermark: watch::Sender<i64>,
     appended: watch::Sender<i64>,
+    leading: watch::Sender<Option<i32>>,
     replica: ReplicaState,
     cleaner: Cleaner,
 }
@@ -817,6 +841,15 @@ impl PartitionActor {
                     return std::ops::ControlFlow::Continue(());
                 }
                 Command::Replica { event, reply } => {
+                    if let ReplicaEvent::BecameLeader { leader_epoch, .. } = &event {
+                        let epoch = *leader_epoch;
+                        if let Some(Err(error)) = self
+                            .blocking(move |owned| owned.log.begin_leader_epoch(epoch))
+                            .await
+                        {
+                            tracing::error!(%error, "recording the new leader epoch failed");
+                        }
+                    }
                     self.replica_event(event);
                     let _ = reply.send(());
                     return std::ops::ControlFlow::Continue(());
@@ -893,14 +926,21 @@ impl PartitionActor {
         for command in self.replica.handle(event) {
             match command {
                 ReplicaCommand::PublishHighWatermark(offset) => {
+                    // Monotonic from the state machine, except after a truncation.
                     self.high_watermark.send_if_modified(|hw| {
-                        let moved = offset > *hw;
-                        *hw = (*hw).max(offset);
+                        let moved = offset != *hw;
+                        *hw = offset;
                         moved
                     });
                 }
             }
         }
+        let leading = leading_epoch(&self.replica);
+        self.leading.send_if_modified(|current| {
+            let changed = *current != leading;
+            *current = leading;
+            changed
+        });
     }
 
     async fn delete_records(&mut self, offset: i64) -> Result<i64, DeleteRecordsError> {

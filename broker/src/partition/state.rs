@@ -49,6 +49,10 @@ pub enum Event {
     },
     /// The leader's high watermark, as a follower heard it.
     LeaderHighWatermark { offset: i64 },
+    /// This leader asked for `replica` to join the ISR: it counts for the high watermark from now
+    /// (the larger ISR while the change is in flight) until a committed ISR includes it, a new
+    /// leader epoch begins, or it is found lagging.
+    JoiningIsr { replica: i32, now_ms: u64 },
     /// This broker's copy was cut back to end at `offset` (a follower whose log diverged).
     Truncated { offset: i64 },
 }
@@ -73,6 +77,10 @@ pub struct ReplicaState {
     /// When each follower was last caught up with this leader (ms, as events gave the time);
     /// an in-sync follower not seen yet is counted from the first check.
     caught_up_at: BTreeMap<i32, u64>,
+    /// Each follower's last fetch: this leader's durable end then, and when.
+    last_fetch: BTreeMap<i32, (i64, u64)>,
+    /// Followers asked into the ISR, not yet in a committed ISR.
+    joining: std::collections::BTreeSet<i32>,
 }
 
 impl ReplicaState {
@@ -89,6 +97,8 @@ impl ReplicaState {
             high_watermark: high_watermark.min(durable),
             leader_high_watermark: high_watermark,
             caught_up_at: BTreeMap::new(),
+            last_fetch: BTreeMap::new(),
+            joining: std::collections::BTreeSet::new(),
         }
     }
 
@@ -114,18 +124,34 @@ impl ReplicaState {
     /// The in-sync followers of this leader that have not been caught up for more than
     /// `max_lag_ms` as of `now_ms` (Kafka's `replica.lag.time.max.ms`): the ISR should drop them.
     /// Empty on a follower.
+    /// A joining follower found lagging stops counting for the high watermark.
     pub fn lagging(&mut self, now_ms: u64, max_lag_ms: u64) -> Vec<i32> {
         let ReplicaRole::Leader { isr, .. } = &self.role else {
             return Vec::new();
         };
-        isr.iter()
+        let lagging: Vec<i32> = isr
+            .iter()
+            .chain(&self.joining)
             .copied()
             .filter(|replica| *replica != self.node_id)
             .filter(|replica| {
                 let since = *self.caught_up_at.entry(*replica).or_insert(now_ms);
                 now_ms.saturating_sub(since) > max_lag_ms
             })
-            .collect()
+            .collect();
+        self.joining.retain(|replica| !lagging.contains(replica));
+        lagging
+    }
+
+    /// The members counted for the high watermark: the ISR and the followers joining it.
+    fn counted(&self) -> impl Iterator<Item = i32> + '_ {
+        let isr = match &self.role {
+            ReplicaRole::Leader { isr, .. } => isr.as_slice(),
+            ReplicaRole::Follower { .. } => &[],
+        };
+        isr.iter()
+            .copied()
+            .chain(self.joining.iter().copied().filter(|r| !isr.contains(r)))
     }
 
     /// Takes one event; returns what to do.
@@ -133,13 +159,22 @@ impl ReplicaState {
         match event {
             Event::BecameLeader { leader_epoch, isr } => {
                 let followers = match &self.role {
-                    // Re-elected in a later epoch: what followers reported still holds.
-                    ReplicaRole::Leader { followers, .. } => followers.clone(),
-                    ReplicaRole::Follower { .. } => {
+                    // The same epoch (an ISR change): what followers reported still holds.
+                    ReplicaRole::Leader {
+                        followers,
+                        leader_epoch: current,
+                        ..
+                    } if *current == leader_epoch => followers.clone(),
+                    // A new epoch: followers may have been cut back meanwhile (under another
+                    // leader this broker never heard of); only new reports count.
+                    _ => {
                         self.caught_up_at.clear();
+                        self.last_fetch.clear();
+                        self.joining.clear();
                         BTreeMap::new()
                     }
                 };
+                self.joining.retain(|replica| !isr.contains(replica));
                 self.role = ReplicaRole::Leader {
                     leader_epoch,
                     isr,
@@ -154,12 +189,20 @@ impl ReplicaState {
                     leader,
                     leader_epoch,
                 };
+                self.joining.clear();
                 // A new leader's high watermark is learnt from it; until then, keep ours.
                 self.leader_high_watermark = self.high_watermark;
             }
             Event::IsrChanged { isr: new_isr } => {
                 if let ReplicaRole::Leader { isr, .. } = &mut self.role {
+                    self.joining.retain(|replica| !new_isr.contains(replica));
                     *isr = new_isr;
+                }
+            }
+            Event::JoiningIsr { replica, now_ms } => {
+                if self.is_leader() {
+                    self.joining.insert(replica);
+                    self.caught_up_at.insert(replica, now_ms);
                 }
             }
             Event::LocalDurable { offset } => self.durable = self.durable.max(offset),
@@ -178,9 +221,17 @@ impl ReplicaState {
                 if let ReplicaRole::Leader { followers, .. } = &mut self.role {
                     let known = followers.entry(replica).or_insert(durable);
                     *known = (*known).max(durable);
+                    // Kafka's rule: caught up now if it fetched from this leader's end, or as of
+                    // its previous fetch if it has reached where this leader's end was then.
                     if fetch_offset >= self.durable {
                         self.caught_up_at.insert(replica, now_ms);
+                    } else if let Some((end_then, at)) = self.last_fetch.get(&replica).copied()
+                        && fetch_offset >= end_then
+                    {
+                        let known = self.caught_up_at.entry(replica).or_insert(at);
+                        *known = (*known).max(at);
                     }
+                    self.last_fetch.insert(replica, (self.durable, now_ms));
                 }
             }
             Event::LeaderHighWatermark { offset } => {
@@ -202,9 +253,9 @@ impl ReplicaState {
     /// Moves the high watermark to what the role allows, never backwards.
     fn advance(&mut self) -> Vec<Command> {
         let target = match &self.role {
-            ReplicaRole::Leader { isr, followers, .. } => isr
-                .iter()
-                .map(|&replica| {
+            ReplicaRole::Leader { followers, .. } => self
+                .counted()
+                .map(|replica| {
                     if replica == self.node_id {
                         self.durable
                     } else {
@@ -266,6 +317,107 @@ mod tests {
             leader_epoch: 1,
         });
         assert!(state.lagging(99_000, 500).is_empty());
+    }
+
+    /// Re-elected in a later epoch (another leader may have led in between and cut the
+    /// followers back), a leader counts only what followers report from then on.
+    #[test]
+    fn a_new_epoch_forgets_what_followers_reported_before() {
+        let mut state = ReplicaState::new(1, 0, 0);
+        state.handle(Event::BecameLeader {
+            leader_epoch: 3,
+            isr: vec![1, 2],
+        });
+        state.handle(Event::FollowerDurable {
+            replica: 2,
+            offset: 100,
+        });
+        assert_eq!(
+            state.handle(Event::LocalDurable { offset: 100 }),
+            publish(100)
+        );
+        state.handle(Event::BecameLeader {
+            leader_epoch: 5,
+            isr: vec![1, 2],
+        });
+        assert!(state.handle(Event::LocalDurable { offset: 120 }).is_empty());
+        assert_eq!(
+            state.handle(Event::FollowerDurable {
+                replica: 2,
+                offset: 110
+            }),
+            publish(110)
+        );
+        // The same epoch with another ISR keeps the reports.
+        state.handle(Event::BecameLeader {
+            leader_epoch: 5,
+            isr: vec![1, 2, 3],
+        });
+        state.handle(Event::FollowerDurable {
+            replica: 3,
+            offset: 120,
+        });
+        assert_eq!(state.high_watermark(), 110);
+    }
+
+    /// A follower asked into the ISR counts for the high watermark at once, stays counted until
+    /// a committed ISR holds it, and stops counting once found lagging.
+    #[test]
+    fn a_joining_follower_counts_until_committed_or_lagging() {
+        let mut state = ReplicaState::new(1, 0, 0);
+        state.handle(Event::BecameLeader {
+            leader_epoch: 0,
+            isr: vec![1],
+        });
+        state.handle(Event::LocalDurable { offset: 50 });
+        state.handle(Event::FollowerDurable {
+            replica: 2,
+            offset: 50,
+        });
+        state.handle(Event::JoiningIsr {
+            replica: 2,
+            now_ms: 1_000,
+        });
+        assert!(
+            state.handle(Event::LocalDurable { offset: 60 }).is_empty(),
+            "waits for 2"
+        );
+        // A refresh of the committed ISR without it keeps it counted.
+        state.handle(Event::IsrChanged { isr: vec![1] });
+        assert!(state.handle(Event::LocalDurable { offset: 61 }).is_empty());
+        // It stops fetching: found lagging, it no longer holds the high watermark back.
+        assert_eq!(state.lagging(1_400, 500), Vec::<i32>::new());
+        assert_eq!(state.lagging(1_600, 500), [2]);
+        assert_eq!(
+            state.handle(Event::LocalDurable { offset: 62 }),
+            publish(62)
+        );
+    }
+
+    /// Kafka's rule under load: a follower that never reaches the leader's moving end is caught
+    /// up as of its previous fetch when it has reached where the end was then.
+    #[test]
+    fn a_follower_keeping_up_under_load_is_not_lagging() {
+        let mut state = ReplicaState::new(1, 0, 0);
+        state.handle(Event::BecameLeader {
+            leader_epoch: 0,
+            isr: vec![1, 2],
+        });
+        assert!(state.lagging(1_000, 500).is_empty(), "counted from here");
+        let mut end = 0;
+        for step in 0..20u64 {
+            end += 10;
+            state.handle(Event::LocalDurable { offset: end });
+            // Always 5 behind the end of now, but past the end of its previous fetch.
+            state.handle(Event::FollowerFetched {
+                replica: 2,
+                fetch_offset: end - 5,
+                durable: end - 5,
+                now_ms: 1_000 + step * 100,
+            });
+        }
+        assert!(state.lagging(3_000, 500).is_empty());
+        assert_eq!(state.lagging(3_500, 500), [2]);
     }
 
     #[test]

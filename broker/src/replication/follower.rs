@@ -137,6 +137,19 @@ impl Fetchers {
     }
 }
 
+/// Where a follower whose log diverged cuts it (KIP-279): at the smaller of the leader's end of
+/// the epoch it names and this replica's own end of that epoch (of the largest it holds up to
+/// it; its log start if it holds none).
+fn truncation_point(reader: &crate::log::LogReader, diverging: super::wire::EpochEnd) -> i64 {
+    let (own_epoch, own_end) = reader.end_offset_for_epoch(diverging.epoch);
+    let own_end = if own_epoch < 0 {
+        reader.offsets().log_start_offset()
+    } else {
+        own_end
+    };
+    diverging.end_offset.min(own_end)
+}
+
 /// The task fetching from one leader.
 struct Fetcher {
     node_id: i32,
@@ -145,8 +158,9 @@ struct Fetcher {
     assignment: watch::Receiver<Assignment>,
     shutdown: CancellationToken,
     /// Partitions whose log ends below the leader's log start: emptied, they fetch from the
-    /// leader's log start instead of their own log end until the first batch arrives.
-    fetch_from: HashMap<(uuid::Uuid, i32), i64>,
+    /// leader's log start instead of their own log end until the first batch arrives. Holds
+    /// for the leader epoch it was learnt in only.
+    fetch_from: HashMap<(uuid::Uuid, i32), (i32, i64)>,
 }
 
 impl Fetcher {
@@ -194,6 +208,12 @@ impl Fetcher {
                 }
             };
             client = Some(stream);
+            // A fetcher whose leader is no longer followed applies nothing more.
+            if self.assignment.has_changed().is_err() {
+                return;
+            }
+            // Any partition refused or stuck: pause before asking again, so the pair of brokers
+            // does not spin on it (the others wait that long too).
             if !self.apply(&request, &assignment, answer).await && self.pause().await {
                 return;
             }
@@ -243,8 +263,8 @@ impl Fetcher {
                     let log_end = reader.offsets().log_end_offset();
                     let (fetch_offset, last_fetched_epoch) =
                         match self.fetch_from.get(&(*topic_id, *partition)) {
-                            Some(start) => (*start, -1),
-                            None => (log_end, reader.latest_epoch()),
+                            Some((epoch, start)) if *epoch == followed.leader_epoch => (*start, -1),
+                            _ => (log_end, reader.latest_epoch()),
                         };
                     FetchPartition {
                         topic_id: *topic_id,
@@ -260,7 +280,8 @@ impl Fetcher {
         }
     }
 
-    /// Applies an answer; false when nothing in it could be used (every partition refused).
+    /// Applies an answer; false when any partition of it could not be used (refused, or a
+    /// divergence this replica cannot resolve).
     async fn apply(
         &mut self,
         request: &FetchRequest,
@@ -275,7 +296,12 @@ impl Fetcher {
             );
             return false;
         }
-        let mut usable = false;
+        self.fetch_from.retain(|key, (epoch, _)| {
+            assignment
+                .get(key)
+                .is_some_and(|f| f.leader_epoch == *epoch)
+        });
+        let mut usable = true;
         for data in answer.partitions {
             let key = (data.topic_id, data.partition);
             let (Some(sent), Some(followed)) = (
@@ -292,12 +318,12 @@ impl Fetcher {
             let position = self
                 .fetch_from
                 .get(&key)
-                .copied()
+                .map(|(_, start)| *start)
                 .unwrap_or_else(|| followed.handle.reader().offsets().log_end_offset());
             if current != Some(followed.leader_epoch) || position != sent.fetch_offset {
                 continue;
             }
-            usable |= self.apply_partition(sent, followed, data).await;
+            usable &= self.apply_partition(sent, followed, data).await;
         }
         usable
     }
@@ -329,7 +355,8 @@ impl Fetcher {
                     from = data.log_start_offset,
                     "this replica is behind its leader's log start: fetching from there"
                 );
-                self.fetch_from.insert(key, data.log_start_offset);
+                self.fetch_from
+                    .insert(key, (followed.leader_epoch, data.log_start_offset));
                 return true;
             }
             // Ahead of the leader's log end with no epoch to place (an empty epoch cache): cut
@@ -353,11 +380,28 @@ impl Fetcher {
             return false;
         }
         if let Some(diverging) = data.diverging {
-            if diverging.end_offset < sent.fetch_offset {
-                return self
-                    .truncate(followed, partition, diverging.end_offset)
-                    .await;
+            // Kafka's rule (KIP-279): cut at the smaller of the leader's end of that epoch and
+            // this replica's own end of it (its records past that are of a later epoch the leader
+            // never had), then ask again with the epoch that is now last.
+            let reader = handle.reader();
+            let target = truncation_point(reader, diverging);
+            // At the log end too: what goes then is an epoch this replica began as leader and
+            // wrote nothing in, which the leader never had.
+            let before = (reader.offsets().log_end_offset(), reader.latest_epoch());
+            if target <= before.0 {
+                let truncated = self.truncate(followed, partition, target).await;
+                let reader = handle.reader();
+                // Nothing changed: asking again would get the same answer at once.
+                return truncated
+                    && (reader.offsets().log_end_offset(), reader.latest_epoch()) != before;
             }
+            tracing::warn!(
+                leader = self.leader,
+                topic = followed.name,
+                partition,
+                ?diverging,
+                "a divergence this replica cannot resolve"
+            );
             return false;
         }
         if !data.records.is_empty() {
@@ -406,5 +450,72 @@ impl Fetcher {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::log::{Log, LogConfig, ManualClock};
+    use crate::record::{ProducerInfo, Record, build_batch};
+    use crate::replication::wire::EpochEnd;
+
+    fn batch(count: usize) -> Vec<u8> {
+        let records: Vec<Record> = (0..count)
+            .map(|_| Record {
+                key: None,
+                value: Some(b"v".to_vec()),
+                headers: vec![],
+                timestamp: 1,
+            })
+            .collect();
+        build_batch(&records, ProducerInfo::NONE)
+    }
+
+    /// The leader held epoch 0 up to 12 and leads in epoch 2; this replica holds epoch 0 up to 10
+    /// and then epoch 1 (from a leader whose records never reached the new one) up to 20. The
+    /// leader names the end of epoch 0 as 12, but this replica's records from 10 on are epoch 1's:
+    /// it cuts at 10, not at 12.
+    #[test]
+    fn a_diverged_replica_cuts_where_its_own_copy_of_the_epoch_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(
+            dir.path(),
+            LogConfig::default(),
+            Arc::new(ManualClock::new(0)),
+        )
+        .unwrap();
+        log.append(&mut batch(10), 0).unwrap();
+        log.append(&mut batch(10), 1).unwrap();
+        let reader = log.reader();
+        let at = |epoch, end_offset| truncation_point(&reader, EpochEnd { epoch, end_offset });
+        assert_eq!(at(0, 12), 10);
+        // The leader's copy of epoch 0 is shorter: its end wins.
+        assert_eq!(at(0, 6), 6);
+        // An epoch this replica holds all of, the leader's end.
+        assert_eq!(at(1, 15), 15);
+        // An epoch older than any it holds: all of it goes.
+        log.delete_records_before(0).unwrap();
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut later = Log::open(
+            dir2.path(),
+            LogConfig::default(),
+            Arc::new(ManualClock::new(0)),
+        )
+        .unwrap();
+        later.append(&mut batch(5), 3).unwrap();
+        let reader = later.reader();
+        assert_eq!(
+            truncation_point(
+                &reader,
+                EpochEnd {
+                    epoch: 2,
+                    end_offset: 4
+                }
+            ),
+            0
+        );
     }
 }
