@@ -118,15 +118,19 @@ enum Step {
     /// Answered without appending.
     Done(PartitionProduceResponse),
     /// In the partition's append queue.
-    Queued {
-        response: PartitionProduceResponse,
-        topic: String,
-        appending: Appending,
-        partition: PartitionHandle,
-        /// The leader epoch it was queued in, and the topic's `min.insync.replicas`.
-        leading: Option<i32>,
-        min_insync_replicas: i32,
-    },
+    Queued(Queued),
+}
+
+/// A partition's append in its queue, and what its answer is checked against.
+struct Queued {
+    response: PartitionProduceResponse,
+    topic: String,
+    appending: Appending,
+    partition: PartitionHandle,
+    /// The leader epoch it was queued in.
+    leading: Option<i32>,
+    /// The topic's `min.insync.replicas`.
+    min_insync_replicas: i32,
 }
 
 impl Step {
@@ -139,23 +143,16 @@ impl Step {
         acks: i16,
         timeout: Duration,
     ) -> PartitionProduceResponse {
-        let (response, topic, appending, partition, leading, min_insync_replicas) = match self {
+        let Queued {
+            response,
+            topic,
+            appending,
+            partition,
+            leading,
+            min_insync_replicas,
+        } = match self {
             Step::Done(response) => return response,
-            Step::Queued {
-                response,
-                topic,
-                appending,
-                partition,
-                leading,
-                min_insync_replicas,
-            } => (
-                response,
-                topic,
-                appending,
-                partition,
-                leading,
-                min_insync_replicas,
-            ),
+            Step::Queued(queued) => queued,
         };
         match appending.acknowledged().await {
             Ok(info) => {
@@ -326,14 +323,14 @@ async fn queue_partition(
         }
     };
     let leading = partition.leading_epoch();
-    Step::Queued {
+    Step::Queued(Queued {
         response,
         topic: name.to_owned(),
         appending: partition.queue_append(records).await,
         partition,
         leading,
         min_insync_replicas: settings.min_insync_replicas,
-    }
+    })
 }
 
 /// Re-encoding opens a batch whole (its records up to 64 MiB): at most this many at once, so one
