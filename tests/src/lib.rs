@@ -452,35 +452,28 @@ impl ClusterProcesses {
     /// Starts one broker per entry of `racks` (node ids 0, 1, ...), the first `voters` of them
     /// voters, with `extra` flags each, and waits until every one is ready.
     pub fn start(racks: &[&str], voters: usize, extra: &[&str]) -> Self {
-        let mut cluster = Self::prepare(racks, voters, extra);
-        for broker in &mut cluster.brokers {
-            broker.start();
-        }
-        for broker in &cluster.brokers {
-            assert!(
-                broker.wait_ready(std::time::Duration::from_secs(60)),
-                "broker {} did not become ready",
-                broker.node_id
-            );
-        }
-        cluster
+        Self::prepare(racks, voters, extra).start_all()
     }
 
     /// [`ClusterProcesses::start`] with broker `i` on its own loopback address, `127.0.0.(11 + i)`,
     /// for its listeners and its connections to other brokers: what [`LinkCut`] cuts apart.
     pub fn start_apart(racks: &[&str], voters: usize, extra: &[&str]) -> Self {
-        let mut cluster = Self::prepare_on(racks, voters, extra, |i| format!("127.0.0.{}", 11 + i));
-        for broker in &mut cluster.brokers {
+        Self::prepare_on(racks, voters, extra, |i| format!("127.0.0.{}", 11 + i)).start_all()
+    }
+
+    /// Starts every broker and waits until each is ready.
+    fn start_all(mut self) -> Self {
+        for broker in &mut self.brokers {
             broker.start();
         }
-        for broker in &cluster.brokers {
+        for broker in &self.brokers {
             assert!(
                 broker.wait_ready(std::time::Duration::from_secs(60)),
                 "broker {} did not become ready",
                 broker.node_id
             );
         }
-        cluster
+        self
     }
 
     /// [`ClusterProcesses::start`] without starting any broker: the test starts them.

@@ -36,8 +36,6 @@ pub enum Event {
     IsrChanged { isr: Vec<i32> },
     /// This broker's copy is durable up to `offset` (exclusive).
     LocalDurable { offset: i64 },
-    /// Follower `replica` reported its copy durable up to `offset` (leader only).
-    FollowerDurable { replica: i32, offset: i64 },
     /// Follower `replica` fetched from `fetch_offset` (its log end) with its copy durable up to
     /// `durable`, at `now_ms` (leader only): a fetch at or past what the leader holds means the
     /// follower was caught up then.
@@ -206,12 +204,6 @@ impl ReplicaState {
                 }
             }
             Event::LocalDurable { offset } => self.durable = self.durable.max(offset),
-            Event::FollowerDurable { replica, offset } => {
-                if let ReplicaRole::Leader { followers, .. } = &mut self.role {
-                    let known = followers.entry(replica).or_insert(offset);
-                    *known = (*known).max(offset);
-                }
-            }
             Event::FollowerFetched {
                 replica,
                 fetch_offset,
@@ -284,6 +276,16 @@ mod tests {
         vec![Command::PublishHighWatermark(offset)]
     }
 
+    /// Follower `replica` fetched at `offset` with everything before it durable.
+    fn reported(replica: i32, offset: i64) -> Event {
+        Event::FollowerFetched {
+            replica,
+            fetch_offset: offset,
+            durable: offset,
+            now_ms: 0,
+        }
+    }
+
     #[test]
     fn a_follower_that_has_not_caught_up_for_the_lag_limit_is_lagging() {
         let mut state = ReplicaState::new(1, 0, 0);
@@ -328,10 +330,7 @@ mod tests {
             leader_epoch: 3,
             isr: vec![1, 2],
         });
-        state.handle(Event::FollowerDurable {
-            replica: 2,
-            offset: 100,
-        });
+        state.handle(reported(2, 100));
         assert_eq!(
             state.handle(Event::LocalDurable { offset: 100 }),
             publish(100)
@@ -341,22 +340,13 @@ mod tests {
             isr: vec![1, 2],
         });
         assert!(state.handle(Event::LocalDurable { offset: 120 }).is_empty());
-        assert_eq!(
-            state.handle(Event::FollowerDurable {
-                replica: 2,
-                offset: 110
-            }),
-            publish(110)
-        );
+        assert_eq!(state.handle(reported(2, 110)), publish(110));
         // The same epoch with another ISR keeps the reports.
         state.handle(Event::BecameLeader {
             leader_epoch: 5,
             isr: vec![1, 2, 3],
         });
-        state.handle(Event::FollowerDurable {
-            replica: 3,
-            offset: 120,
-        });
+        state.handle(reported(3, 120));
         assert_eq!(state.high_watermark(), 110);
     }
 
@@ -370,10 +360,7 @@ mod tests {
             isr: vec![1],
         });
         state.handle(Event::LocalDurable { offset: 50 });
-        state.handle(Event::FollowerDurable {
-            replica: 2,
-            offset: 50,
-        });
+        state.handle(reported(2, 50));
         state.handle(Event::JoiningIsr {
             replica: 2,
             now_ms: 1_000,
@@ -473,30 +460,10 @@ mod tests {
             isr: vec![1, 2, 3],
         });
         assert!(state.handle(Event::LocalDurable { offset: 10 }).is_empty());
-        assert!(
-            state
-                .handle(Event::FollowerDurable {
-                    replica: 2,
-                    offset: 10
-                })
-                .is_empty()
-        );
-        assert_eq!(
-            state.handle(Event::FollowerDurable {
-                replica: 3,
-                offset: 4
-            }),
-            publish(4)
-        );
+        assert!(state.handle(reported(2, 10)).is_empty());
+        assert_eq!(state.handle(reported(3, 4)), publish(4));
         // A stale report changes nothing; a replica outside the ISR does not hold it back.
-        assert!(
-            state
-                .handle(Event::FollowerDurable {
-                    replica: 3,
-                    offset: 2
-                })
-                .is_empty()
-        );
+        assert!(state.handle(reported(3, 2)).is_empty());
         assert_eq!(
             state.handle(Event::IsrChanged { isr: vec![1, 2] }),
             publish(10)
@@ -526,14 +493,7 @@ mod tests {
         );
         assert_eq!(state.handle(Event::LocalDurable { offset: 6 }), publish(6));
         assert_eq!(state.handle(Event::LocalDurable { offset: 12 }), publish(8));
-        assert!(
-            state
-                .handle(Event::FollowerDurable {
-                    replica: 3,
-                    offset: 20
-                })
-                .is_empty()
-        );
+        assert!(state.handle(reported(3, 20)).is_empty());
     }
 
     #[test]
@@ -543,10 +503,7 @@ mod tests {
             leader_epoch: 1,
             isr: vec![1, 2],
         });
-        state.handle(Event::FollowerDurable {
-            replica: 2,
-            offset: 5,
-        });
+        state.handle(reported(2, 5));
         state.handle(Event::BecameFollower {
             leader: 2,
             leader_epoch: 2,

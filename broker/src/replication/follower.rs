@@ -127,14 +127,6 @@ impl Fetchers {
             }
         }
     }
-
-    /// The leaders this broker fetches from.
-    pub fn leaders(&self) -> Vec<i32> {
-        let fetchers = self.fetchers.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut leaders: Vec<i32> = fetchers.keys().copied().collect();
-        leaders.sort_unstable();
-        leaders
-    }
 }
 
 /// Where a follower whose log diverged cuts it (KIP-279): at the smaller of the leader's end of
@@ -497,7 +489,6 @@ mod tests {
         // An epoch this replica holds all of, the leader's end.
         assert_eq!(at(1, 15), 15);
         // An epoch older than any it holds: all of it goes.
-        log.delete_records_before(0).unwrap();
         let dir2 = tempfile::tempdir().unwrap();
         let mut later = Log::open(
             dir2.path(),

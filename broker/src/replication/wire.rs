@@ -294,36 +294,36 @@ impl Reader {
         Ok(())
     }
 
+    /// The next `N` bytes.
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        self.need(N)?;
+        let mut out = [0; N];
+        self.bytes.copy_to_slice(&mut out);
+        Ok(out)
+    }
+
     fn u8(&mut self) -> Result<u8, DecodeError> {
-        self.need(1)?;
-        Ok(self.bytes.get_u8())
+        Ok(u8::from_be_bytes(self.array()?))
     }
 
     fn i16(&mut self) -> Result<i16, DecodeError> {
-        self.need(2)?;
-        Ok(self.bytes.get_i16())
+        Ok(i16::from_be_bytes(self.array()?))
     }
 
     fn i32(&mut self) -> Result<i32, DecodeError> {
-        self.need(4)?;
-        Ok(self.bytes.get_i32())
+        Ok(i32::from_be_bytes(self.array()?))
     }
 
     fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.need(4)?;
-        Ok(self.bytes.get_u32())
+        Ok(u32::from_be_bytes(self.array()?))
     }
 
     fn i64(&mut self) -> Result<i64, DecodeError> {
-        self.need(8)?;
-        Ok(self.bytes.get_i64())
+        Ok(i64::from_be_bytes(self.array()?))
     }
 
     fn uuid(&mut self) -> Result<uuid::Uuid, DecodeError> {
-        self.need(16)?;
-        let mut id = [0; 16];
-        self.bytes.copy_to_slice(&mut id);
-        Ok(uuid::Uuid::from_bytes(id))
+        Ok(uuid::Uuid::from_bytes(self.array()?))
     }
 
     fn bytes(&mut self, length: u32) -> Result<Bytes, DecodeError> {
