@@ -426,13 +426,28 @@ impl Broker {
             None => {
                 self.wait_for_voters(std::time::Duration::from_secs(30))
                     .await;
-                let configs = coordinator::offsets_topic_configs(flags.offsets_topic_segment_bytes);
+                // Kafka's offsets.topic.replication.factor, here at most the brokers registered
+                // (a single broker runs alone without being told).
+                let brokers = self.quorum.image().unfenced_brokers().count();
+                let replication_factor = flags
+                    .offsets_topic_replication_factor
+                    .clamp(1, i16::try_from(brokers.max(1)).unwrap_or(i16::MAX));
+                if replication_factor < flags.offsets_topic_replication_factor {
+                    tracing::warn!(
+                        wanted = flags.offsets_topic_replication_factor,
+                        brokers,
+                        "creating {OFFSETS_TOPIC} with one replica per registered broker"
+                    );
+                }
+                let configs = coordinator::offsets_topic_configs(
+                    flags.offsets_topic_segment_bytes,
+                    replication_factor,
+                );
                 let created = self
                     .create_topic(
                         OFFSETS_TOPIC,
                         flags.offsets_topic_partitions,
-                        // One replica until the coordinator moves with its partitions' leaders.
-                        1,
+                        replication_factor,
                         None,
                         configs,
                     )
@@ -456,22 +471,37 @@ impl Broker {
         };
         // Its partitions here are open once the image that created it has been applied.
         self.apply_committed(self.quorum.image()).await;
-        // The partitions this broker hosts. With one replica per partition, their data is all
-        // there is, and their leadership comes back here whenever it is lost; which groups this
-        // broker coordinates is decided per request from the current image
-        // ([`Broker::coordinator_for`]).
-        let partitions = (0..topic.partition_count())
-            .map(|p| self.partition(OFFSETS_TOPIC, p))
-            .collect();
         let handle = CoordinatorHandle::start(
-            partitions,
+            topic.partition_count(),
             flags.config(),
             Arc::clone(&self.clock),
             self.coordinator_shutdown.clone(),
-        )
-        .await;
-        let _ = self.coordinator.set(handle);
+        );
+        let _ = self.coordinator.set(handle.clone());
+        // The groups of the partitions this broker leads are served once the broker is open.
+        self.lead_groups(&self.quorum.image()).await;
+        handle.loaded().await;
         Ok(())
+    }
+
+    /// Tells the coordinator which partitions of `__consumer_offsets` this broker leads in
+    /// `image` (and hosts), and in which leader epochs.
+    async fn lead_groups(&self, image: &MetadataImage) {
+        let Some(coordinator) = self.coordinator() else {
+            return;
+        };
+        let leading = image
+            .topic(OFFSETS_TOPIC)
+            .into_iter()
+            .flat_map(|topic| topic.partitions.iter().enumerate())
+            .filter(|(_, partition)| partition.leader == self.node_id())
+            .filter_map(|(index, partition)| {
+                let index = i32::try_from(index).ok()?;
+                let handle = self.partition(OFFSETS_TOPIC, index)?;
+                Some((index, (handle, partition.leader_epoch)))
+            })
+            .collect();
+        coordinator.lead(image.offset, leading).await;
     }
 
     /// Waits (up to `limit`) until every voter has registered, so that `__consumer_offsets`,
@@ -993,6 +1023,7 @@ impl Broker {
             tracing::error!(%error, "applying committed metadata to the hosted partitions failed");
         }
         self.fetchers.update(&image, &self.registry);
+        self.lead_groups(&image).await;
     }
 
     /// Asks the controller to add `follower` to the ISR of `topic`-`partition`, which this

@@ -11,6 +11,8 @@
 // The multi-process cluster tests share this binary: one fewer test binary linking librdkafka.
 #[path = "clients/cluster.rs"]
 mod cluster;
+#[path = "clients/coordinator.rs"]
+mod coordinator;
 #[path = "clients/replication.rs"]
 mod replication;
 

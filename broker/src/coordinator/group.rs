@@ -82,6 +82,8 @@ pub enum GroupError {
     CoordinatorNotAvailable,
     #[error("another broker coordinates this group")]
     NotCoordinator,
+    #[error("the coordinator is loading the group")]
+    CoordinatorLoadInProgress,
     #[error("the group still has members")]
     NonEmptyGroup,
     #[error("no such group")]

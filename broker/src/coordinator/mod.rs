@@ -8,8 +8,14 @@
 //! metadata is written to `__consumer_offsets` (the partition `hash(group) % N`, as Kafka picks
 //! it) before the replies that depend on it are sent; offset commits are written by the
 //! committing request itself (so many commits share one fsync) and applied to the actor's cache
-//! once durable. On start-up every record of the topic is replayed, so a broker killed at any
-//! moment loses no acknowledged commit.
+//! once every in-sync replica holds them (the partition's high watermark passed them).
+//!
+//! A broker coordinates the groups of the `__consumer_offsets` partitions it leads. When it
+//! becomes a partition's leader (in a new leader epoch) it replays that partition into the
+//! actor, answering COORDINATOR_LOAD_IN_PROGRESS for its groups meanwhile; when it stops leading
+//! it forgets them. What a new coordinator replays holds every acknowledged commit, since only
+//! an in-sync replica can be elected: a broker killed at any moment loses no acknowledged
+//! commit, and neither does a failover.
 
 pub mod group;
 pub mod records;
@@ -39,15 +45,23 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Topic configs of `__consumer_offsets`: compacted, so it keeps the latest record of every
 /// offset and group and never grows without bound; nothing expires by age (offset expiry is the
-/// coordinator's job, through tombstones).
-pub fn offsets_topic_configs(segment_bytes: u64) -> BTreeMap<String, String> {
-    [
+/// coordinator's job, through tombstones). With three replicas or more, a commit needs two of
+/// them in sync (`min.insync.replicas` 2).
+pub fn offsets_topic_configs(
+    segment_bytes: u64,
+    replication_factor: i16,
+) -> BTreeMap<String, String> {
+    let mut configs: BTreeMap<String, String> = [
         ("cleanup.policy", "compact".to_owned()),
         ("segment.bytes", segment_bytes.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    .collect();
+    if replication_factor >= 3 {
+        configs.insert("min.insync.replicas".to_owned(), "2".to_owned());
+    }
+    configs
 }
 
 /// The group coordinator's flags, part of the broker's (each with its `FJORD_*` twin).
@@ -64,6 +78,19 @@ pub struct CoordinatorFlags {
         default_value_t = 104_857_600
     )]
     pub offsets_topic_segment_bytes: u64,
+    /// Replicas of each `__consumer_offsets` partition when it is created
+    /// (`offsets.topic.replication.factor`), at most the brokers registered then; with three or
+    /// more its `min.insync.replicas` is 2.
+    #[arg(
+        long,
+        env = "FJORD_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        default_value_t = 3
+    )]
+    pub offsets_topic_replication_factor: i16,
+    /// How long an offset commit (or a group's metadata) waits for every in-sync replica of its
+    /// `__consumer_offsets` partition before it fails, retriably (`offsets.commit.timeout.ms`).
+    #[arg(long, env = "FJORD_OFFSETS_COMMIT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub offsets_commit_timeout_ms: u64,
     /// Committed offsets of an empty group are kept this long (`offsets.retention.minutes`).
     #[arg(
         long,
@@ -107,6 +134,8 @@ impl Default for CoordinatorFlags {
         Self {
             offsets_topic_partitions: 50,
             offsets_topic_segment_bytes: 104_857_600,
+            offsets_topic_replication_factor: 3,
+            offsets_commit_timeout_ms: 5_000,
             offsets_retention_minutes: 10_080,
             offsets_retention_check_interval_ms: 600_000,
             group_initial_rebalance_delay_ms: 3_000,
@@ -128,6 +157,7 @@ impl CoordinatorFlags {
             retention_check_interval: Duration::from_millis(
                 self.offsets_retention_check_interval_ms.max(1),
             ),
+            commit_timeout: Duration::from_millis(self.offsets_commit_timeout_ms),
         }
     }
 }
@@ -141,6 +171,8 @@ pub struct CoordinatorConfig {
     pub offsets_retention_ms: i64,
     /// How often expired offsets are looked for (`offsets.retention.check.interval.ms`).
     pub retention_check_interval: Duration,
+    /// How long a write waits for the in-sync replicas (`offsets.commit.timeout.ms`).
+    pub commit_timeout: Duration,
 }
 
 /// Why an offset commit or delete failed after validation.
@@ -149,7 +181,41 @@ pub enum CommitError {
     #[error(transparent)]
     Group(#[from] GroupError),
     #[error("writing to {OFFSETS_TOPIC}")]
-    Write(#[source] AppendError),
+    Write(#[source] WriteError),
+}
+
+/// Why a write to `__consumer_offsets` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// This broker does not lead (or has not loaded) the group's partition, or stopped leading
+    /// it before the write was replicated.
+    #[error("this broker does not coordinate the group")]
+    NotCoordinator,
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    /// Not every in-sync replica held the records within `offsets.commit.timeout.ms`.
+    #[error("the in-sync replicas did not all hold the records in time")]
+    NotReplicated,
+}
+
+impl WriteError {
+    /// Whether the client should look for the coordinator again.
+    pub fn moved(&self) -> bool {
+        matches!(
+            self,
+            WriteError::NotCoordinator | WriteError::Append(AppendError::NotLeader)
+        )
+    }
+}
+
+/// Whether this coordinator serves a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coordination {
+    Serving,
+    /// It leads the group's partition and is replaying it.
+    Loading,
+    /// It does not lead the group's partition.
+    Elsewhere,
 }
 
 /// A group in ListGroups.
@@ -218,6 +284,8 @@ enum Command {
     },
     ApplyCommit {
         group: String,
+        /// The leader epoch the offsets were written in.
+        epoch: i32,
         offsets: Vec<(GroupPartition, CommittedOffset)>,
         reply: oneshot::Sender<()>,
     },
@@ -245,15 +313,95 @@ enum Command {
     ExpireOffsets {
         reply: oneshot::Sender<usize>,
     },
+    /// The groups of a partition replayed in leader epoch `epoch`.
+    Loaded {
+        partition: i32,
+        epoch: i32,
+        groups: Vec<Replayed>,
+    },
+    /// This broker no longer leads `partition` in the epoch it loaded: forget its groups.
+    Unload {
+        partition: i32,
+    },
+}
+
+impl Command {
+    /// The group a command acts on, for those that act on one.
+    fn group(&self) -> Option<&str> {
+        match self {
+            Command::Join { group, .. }
+            | Command::Sync { group, .. }
+            | Command::Heartbeat { group, .. }
+            | Command::Leave { group, .. }
+            | Command::ValidateCommit { group, .. }
+            | Command::FetchOffsets { group, .. }
+            | Command::DeleteOffsets { group, .. } => Some(group),
+            _ => None,
+        }
+    }
+
+    /// Answers the command with `error` instead of carrying it out.
+    fn refuse(self, error: GroupError) {
+        match self {
+            Command::Join { request, reply, .. } => {
+                let mut result = unavailable_join(request.member_id);
+                result.error = Some(error);
+                let _ = reply.send(result);
+            }
+            Command::Sync { reply, .. } => {
+                let _ = reply.send(failed_sync(error));
+            }
+            Command::Heartbeat { reply, .. } | Command::ValidateCommit { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Leave { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::DeleteOffsets { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            // Dropping the reply: the handle answers COORDINATOR_NOT_AVAILABLE.
+            _ => {}
+        }
+    }
+}
+
+/// A `__consumer_offsets` partition this broker leads, as the coordinator holds it.
+#[derive(Debug, Clone)]
+struct Held {
+    handle: PartitionHandle,
+    /// The leader epoch it leads (and was loaded) in.
+    epoch: i32,
+    /// Replayed into the actor: its groups are served.
+    loaded: bool,
+}
+
+/// The partitions this broker leads, shared by the handle and the actor.
+#[derive(Debug, Default)]
+struct Leadership {
+    held: BTreeMap<i32, Held>,
+    /// The metadata offset they were last set from: an older image never undoes a newer one.
+    offset: Option<u64>,
+}
+
+type SharedLeadership = Arc<Mutex<Leadership>>;
+
+fn lock(leadership: &Mutex<Leadership>) -> std::sync::MutexGuard<'_, Leadership> {
+    leadership.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Cloneable handle to the coordinator actor.
 #[derive(Debug, Clone)]
 pub struct CoordinatorHandle {
     commands: mpsc::Sender<Command>,
-    partitions: Arc<Vec<Option<PartitionHandle>>>,
+    /// Partitions of `__consumer_offsets`.
+    partition_count: i32,
+    leadership: SharedLeadership,
+    /// Counts completed loads, so a caller can wait for them.
+    loads: tokio::sync::watch::Sender<u64>,
     clock: Arc<dyn Clock>,
     committed: Arc<Mutex<CommittedOffsets>>,
+    commit_timeout: Duration,
 }
 
 impl std::fmt::Debug for Command {
@@ -272,50 +420,28 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 }
 
 impl CoordinatorHandle {
-    /// Replays `__consumer_offsets` (its partitions, in order: those this broker hosts, `None`
-    /// for the others) and starts the actor. It holds the groups of the partitions given.
-    pub async fn start(
-        partitions: Vec<Option<PartitionHandle>>,
+    /// Starts the actor for a `__consumer_offsets` of `partition_count` partitions. It serves no
+    /// group until told which partitions this broker leads ([`CoordinatorHandle::lead`]).
+    pub fn start(
+        partition_count: i32,
         config: CoordinatorConfig,
         clock: Arc<dyn Clock>,
         shutdown: CancellationToken,
     ) -> Self {
-        let partitions = Arc::new(partitions);
-        let start = Instant::now();
-        let replay_partitions = Arc::clone(&partitions);
-        let groups = tokio::task::spawn_blocking(move || replay(&replay_partitions))
-            .await
-            .unwrap_or_else(|error| {
-                tracing::error!(%error, "replaying {OFFSETS_TOPIC} failed");
-                Vec::new()
-            });
         let committed = Arc::new(Mutex::new(CommittedOffsets::new()));
-        let mut loaded = HashMap::new();
-        for (id, value, offsets) in groups {
-            let mut group = match value {
-                Some(value) => Group::restore(id.clone(), value, 0),
-                None => Group::new(id.clone(), clock.now_ms()),
-            };
-            group.offsets = offsets;
-            loaded.insert(id, group);
-        }
-        {
-            let mut shared = committed.lock().unwrap_or_else(PoisonError::into_inner);
-            for group in loaded.values() {
-                for ((topic, partition), offset) in &group.offsets {
-                    shared.insert((group.id.clone(), topic.clone(), *partition), offset.offset);
-                }
-            }
-        }
-        tracing::info!(groups = loaded.len(), "group coordinator loaded");
+        let leadership = SharedLeadership::default();
+        let (loads, _) = tokio::sync::watch::channel(0);
         let (commands, rx) = mpsc::channel(1024);
+        let commit_timeout = config.commit_timeout;
         let actor = CoordinatorActor {
             config,
-            groups: loaded,
+            groups: HashMap::new(),
             rx,
-            partitions: Arc::clone(&partitions),
+            partition_count,
+            leadership: Arc::clone(&leadership),
+            loads: loads.clone(),
             clock: Arc::clone(&clock),
-            start,
+            start: Instant::now(),
             joins: HashMap::new(),
             syncs: HashMap::new(),
             next_token: 0,
@@ -324,10 +450,94 @@ impl CoordinatorHandle {
         tokio::spawn(actor.run(shutdown));
         Self {
             commands,
-            partitions,
+            partition_count,
+            leadership,
+            loads,
             clock,
             committed,
+            commit_timeout,
         }
+    }
+
+    /// Sets the partitions of `__consumer_offsets` this broker leads, as the metadata at
+    /// `offset` has them (partition, its handle, its leader epoch): the groups of a partition no
+    /// longer led in the epoch it was loaded in are forgotten, and a partition newly led (or led
+    /// in a new epoch: another leader may have written in between) is replayed in the
+    /// background.
+    pub async fn lead(&self, offset: u64, leading: BTreeMap<i32, (PartitionHandle, i32)>) {
+        let (unload, load) = {
+            let mut leadership = lock(&self.leadership);
+            if leadership.offset.is_some_and(|seen| seen > offset) {
+                return;
+            }
+            leadership.offset = Some(offset);
+            let unload: Vec<i32> = leadership
+                .held
+                .iter()
+                .filter(|(p, held)| leading.get(p).is_none_or(|(_, e)| *e != held.epoch))
+                .map(|(p, _)| *p)
+                .collect();
+            for partition in &unload {
+                leadership.held.remove(partition);
+            }
+            let mut load = Vec::new();
+            for (partition, (handle, epoch)) in leading {
+                if leadership.held.contains_key(&partition) {
+                    continue;
+                }
+                leadership.held.insert(
+                    partition,
+                    Held {
+                        handle: handle.clone(),
+                        epoch,
+                        loaded: false,
+                    },
+                );
+                load.push((partition, handle, epoch));
+            }
+            (unload, load)
+        };
+        for partition in unload {
+            tracing::info!(
+                partition,
+                "no longer coordinating the groups of {OFFSETS_TOPIC}-{partition}"
+            );
+            let _ = self.commands.send(Command::Unload { partition }).await;
+        }
+        for (partition, handle, epoch) in load {
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let groups = tokio::task::spawn_blocking(move || replay(partition, &handle))
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::error!(partition, %error, "replaying {OFFSETS_TOPIC} failed");
+                        Vec::new()
+                    });
+                tracing::info!(
+                    partition,
+                    epoch,
+                    groups = groups.len(),
+                    elapsed_ms = started.elapsed().as_millis(),
+                    "loaded the groups of {OFFSETS_TOPIC}-{partition}"
+                );
+                let _ = commands
+                    .send(Command::Loaded {
+                        partition,
+                        epoch,
+                        groups,
+                    })
+                    .await;
+            });
+        }
+    }
+
+    /// Waits until every partition this broker leads has been loaded.
+    pub async fn loaded(&self) {
+        let mut loads = self.loads.subscribe();
+        let _ = loads
+            .wait_for(|_| lock(&self.leadership).held.values().all(|h| h.loaded))
+            .await;
     }
 
     /// Committed offsets for the lag metrics.
@@ -338,10 +548,15 @@ impl CoordinatorHandle {
             .clone()
     }
 
-    /// Whether this coordinator holds `group`'s partition of `__consumer_offsets`.
-    pub fn coordinates(&self, group: &str) -> bool {
-        let index = partition_for(group, self.partitions.len() as i32) as usize;
-        self.partitions.get(index).is_some_and(Option::is_some)
+    /// Whether this coordinator serves `group`: it leads the group's partition of
+    /// `__consumer_offsets` and has loaded it.
+    pub fn coordinates(&self, group: &str) -> Coordination {
+        let partition = partition_for(group, self.partition_count);
+        match lock(&self.leadership).held.get(&partition) {
+            Some(held) if held.loaded => Coordination::Serving,
+            Some(_) => Coordination::Loading,
+            None => Coordination::Elsewhere,
+        }
     }
 
     async fn ask<R>(&self, command: impl FnOnce(oneshot::Sender<R>) -> Command) -> Option<R> {
@@ -368,12 +583,7 @@ impl CoordinatorHandle {
             reply,
         })
         .await
-        .unwrap_or(SyncResult {
-            error: Some(GroupError::CoordinatorNotAvailable),
-            protocol_type: None,
-            protocol_name: None,
-            assignment: Bytes::new(),
-        })
+        .unwrap_or_else(|| failed_sync(GroupError::CoordinatorNotAvailable))
     }
 
     pub async fn heartbeat(
@@ -447,11 +657,13 @@ impl CoordinatorHandle {
                 timestamp: committed.commit_timestamp,
             })
             .collect();
-        self.write(&group, records)
+        let epoch = self
+            .write(&group, records)
             .await
             .map_err(CommitError::Write)?;
         self.ask(|reply| Command::ApplyCommit {
             group,
+            epoch,
             offsets,
             reply,
         })
@@ -459,8 +671,9 @@ impl CoordinatorHandle {
         .ok_or(CommitError::Group(GroupError::CoordinatorNotAvailable))
     }
 
-    async fn write(&self, group: &str, records: Vec<Record>) -> Result<(), AppendError> {
-        write_records(&self.partitions, group, records).await
+    async fn write(&self, group: &str, records: Vec<Record>) -> Result<i32, WriteError> {
+        let target = target(&self.leadership, self.partition_count, group)?;
+        write_records(target, records, self.commit_timeout).await
     }
 
     pub async fn fetch_offsets(
@@ -522,6 +735,15 @@ impl CoordinatorHandle {
     }
 }
 
+fn failed_sync(error: GroupError) -> SyncResult {
+    SyncResult {
+        error: Some(error),
+        protocol_type: None,
+        protocol_name: None,
+        assignment: Bytes::new(),
+    }
+}
+
 fn unavailable_join(member_id: String) -> JoinResult {
     JoinResult {
         error: Some(GroupError::CoordinatorNotAvailable),
@@ -535,32 +757,53 @@ fn unavailable_join(member_id: String) -> JoinResult {
     }
 }
 
-async fn write_records(
-    partitions: &[Option<PartitionHandle>],
+/// Where a group's records go: its partition's handle and the epoch this broker leads it in,
+/// if it has loaded it.
+fn target(
+    leadership: &Mutex<Leadership>,
+    partition_count: i32,
     group: &str,
-    records: Vec<Record>,
-) -> Result<(), AppendError> {
-    let index = partition_for(group, partitions.len() as i32) as usize;
-    let Some(Some(partition)) = partitions.get(index) else {
-        return Err(AppendError::Closed);
-    };
-    partition
-        .append(build_batch(&records, ProducerInfo::NONE))
-        .await
-        .map(|_| ())
+) -> Result<(PartitionHandle, i32), WriteError> {
+    let partition = partition_for(group, partition_count);
+    lock(leadership)
+        .held
+        .get(&partition)
+        .filter(|held| held.loaded)
+        .map(|held| (held.handle.clone(), held.epoch))
+        .ok_or(WriteError::NotCoordinator)
 }
 
+/// Appends `records` to a group's partition and waits until every in-sync replica holds them
+/// (the high watermark passed them) while this broker still leads in the same epoch. Returns
+/// that epoch.
+async fn write_records(
+    (partition, epoch): (PartitionHandle, i32),
+    records: Vec<Record>,
+    timeout: Duration,
+) -> Result<i32, WriteError> {
+    let info = partition
+        .append(build_batch(&records, ProducerInfo::NONE))
+        .await?;
+    let mut high_watermark = partition.watch_high_watermark();
+    let replicated = high_watermark.wait_for(|hw| *hw > info.last_offset);
+    match tokio::time::timeout(timeout, replicated).await {
+        Ok(Ok(_)) if partition.leading_epoch() == Some(epoch) => Ok(epoch),
+        Ok(_) => Err(WriteError::NotCoordinator),
+        Err(_) => Err(WriteError::NotReplicated),
+    }
+}
+
+/// A group as replayed: its id, its stored metadata, its committed offsets.
 type Replayed = (
     String,
     Option<records::GroupValue>,
     BTreeMap<GroupPartition, CommittedOffset>,
 );
 
-/// Reads every record of `__consumer_offsets`, latest record per key winning.
-fn replay(partitions: &[Option<PartitionHandle>]) -> Vec<Replayed> {
+/// Reads every record of a `__consumer_offsets` partition, latest record per key winning.
+fn replay(index: i32, partition: &PartitionHandle) -> Vec<Replayed> {
     let mut groups: BTreeMap<String, Replayed> = BTreeMap::new();
-    for (index, partition) in partitions.iter().enumerate() {
-        let Some(partition) = partition else { continue };
+    {
         let reader = partition.reader();
         let mut offset = reader.offsets().log_start_offset();
         loop {
@@ -658,12 +901,15 @@ struct CoordinatorActor {
     config: CoordinatorConfig,
     groups: HashMap<String, Group>,
     rx: mpsc::Receiver<Command>,
-    partitions: Arc<Vec<Option<PartitionHandle>>>,
+    partition_count: i32,
+    leadership: SharedLeadership,
+    loads: tokio::sync::watch::Sender<u64>,
     clock: Arc<dyn Clock>,
     /// Monotonic time zero: group deadlines are milliseconds since then.
     start: Instant,
-    joins: HashMap<Token, oneshot::Sender<JoinResult>>,
-    syncs: HashMap<Token, oneshot::Sender<SyncResult>>,
+    /// Waiting JoinGroup and SyncGroup requests, with their group.
+    joins: HashMap<Token, (String, oneshot::Sender<JoinResult>)>,
+    syncs: HashMap<Token, (String, oneshot::Sender<SyncResult>)>,
     next_token: Token,
     committed: Arc<Mutex<CommittedOffsets>>,
 }
@@ -708,18 +954,46 @@ impl CoordinatorActor {
         self.next_token
     }
 
+    /// Where a group's records go, if this broker has loaded its partition.
+    fn target(&self, group: &str) -> Result<(PartitionHandle, i32), WriteError> {
+        target(&self.leadership, self.partition_count, group)
+    }
+
+    /// Appends a group's records (see [`write_records`]).
+    async fn write(&self, group: &str, records: Vec<Record>) -> Result<i32, WriteError> {
+        write_records(self.target(group)?, records, self.config.commit_timeout).await
+    }
+
+    /// Whether the partition of `group` is loaded in leader epoch `epoch`.
+    fn serves(&self, group: &str, epoch: Option<i32>) -> bool {
+        self.target(group)
+            .is_ok_and(|(_, loaded)| epoch.is_none_or(|epoch| epoch == loaded))
+    }
+
     async fn handle(&mut self, command: Command) {
         let now = self.now();
         let wall = self.clock.now_ms();
         let config = self.config.group.clone();
+        if let Some(group) = command.group()
+            && !self.serves(group, None)
+        {
+            command.refuse(GroupError::NotCoordinator);
+            return;
+        }
         match command {
+            Command::Loaded {
+                partition,
+                epoch,
+                groups,
+            } => self.install(partition, epoch, groups),
+            Command::Unload { partition } => self.unload(partition),
             Command::Join {
                 group,
                 request,
                 reply,
             } => {
                 let to = self.token();
-                self.joins.insert(to, reply);
+                self.joins.insert(to, (group.clone(), reply));
                 let mut out = Vec::new();
                 self.groups
                     .entry(group.clone())
@@ -733,18 +1007,13 @@ impl CoordinatorActor {
                 reply,
             } => {
                 let to = self.token();
-                self.syncs.insert(to, reply);
+                self.syncs.insert(to, (group.clone(), reply));
                 let mut out = Vec::new();
                 match self.groups.get_mut(&group) {
                     Some(g) => g.sync(request, to, now, wall, &mut out),
                     None => out.push(Output::Sync {
                         to,
-                        result: SyncResult {
-                            error: Some(GroupError::UnknownMemberId),
-                            protocol_type: None,
-                            protocol_name: None,
-                            assignment: Bytes::new(),
-                        },
+                        result: failed_sync(GroupError::UnknownMemberId),
                     }),
                 }
                 self.finish(&group, out).await;
@@ -791,9 +1060,15 @@ impl CoordinatorActor {
             }
             Command::ApplyCommit {
                 group,
+                epoch,
                 offsets,
                 reply,
             } => {
+                // Written in an epoch since replaced: the partition was loaded again from the
+                // log, which has the offsets if they were kept.
+                if !self.serves(&group, Some(epoch)) {
+                    return;
+                }
                 let entry = self
                     .groups
                     .entry(group.clone())
@@ -882,6 +1157,57 @@ impl CoordinatorActor {
         }
     }
 
+    /// Takes the groups of `partition` as replayed in `epoch`, if it is still led in it.
+    fn install(&mut self, partition: i32, epoch: i32, groups: Vec<Replayed>) {
+        {
+            let mut leadership = lock(&self.leadership);
+            match leadership.held.get_mut(&partition) {
+                Some(held) if held.epoch == epoch => held.loaded = true,
+                // Lost or led in another epoch since: another load follows or none is needed.
+                _ => return,
+            }
+        }
+        self.unload(partition);
+        let wall = self.clock.now_ms();
+        let mut shared = self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (id, value, offsets) in groups {
+            let mut group = match value {
+                Some(value) => Group::restore(id.clone(), value, self.now()),
+                None => Group::new(id.clone(), wall),
+            };
+            for ((topic, p), offset) in &offsets {
+                shared.insert((id.clone(), topic.clone(), *p), offset.offset);
+            }
+            group.offsets = offsets;
+            self.groups.insert(id, group);
+        }
+        drop(shared);
+        self.loads.send_modify(|count| *count += 1);
+    }
+
+    /// Forgets the groups of `partition`; their waiting requests are told to find the
+    /// coordinator again.
+    fn unload(&mut self, partition: i32) {
+        let count = self.partition_count;
+        let ours = |group: &str| partition_for(group, count) == partition;
+        self.groups.retain(|id, _| !ours(id));
+        self.committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(group, _, _), _| !ours(group));
+        for (_, (_, reply)) in self.joins.extract_if(|_, (g, _)| ours(g)) {
+            let mut result = unavailable_join(String::new());
+            result.error = Some(GroupError::NotCoordinator);
+            let _ = reply.send(result);
+        }
+        for (_, (_, reply)) in self.syncs.extract_if(|_, (g, _)| ours(g)) {
+            let _ = reply.send(failed_sync(GroupError::NotCoordinator));
+        }
+    }
+
     async fn tick(&mut self) {
         let now = self.now();
         let wall = self.clock.now_ms();
@@ -914,19 +1240,19 @@ impl CoordinatorActor {
                 headers: Vec::new(),
                 timestamp: self.clock.now_ms(),
             };
-            if let Err(error) = write_records(&self.partitions, group, vec![record]).await {
-                tracing::error!(group, %error, "storing group metadata failed");
+            if let Err(error) = self.write(group, vec![record]).await {
+                tracing::warn!(group, %error, "storing group metadata failed");
             }
         }
         for output in out {
             match output {
                 Output::Join { to, result } => {
-                    if let Some(reply) = self.joins.remove(&to) {
+                    if let Some((_, reply)) = self.joins.remove(&to) {
                         let _ = reply.send(result);
                     }
                 }
                 Output::Sync { to, result } => {
-                    if let Some(reply) = self.syncs.remove(&to) {
+                    if let Some((_, reply)) = self.syncs.remove(&to) {
                         let _ = reply.send(result);
                     }
                 }
@@ -948,8 +1274,8 @@ impl CoordinatorActor {
             },
             wall,
         ));
-        if let Err(error) = write_records(&self.partitions, id, tombstones).await {
-            tracing::error!(group = id, %error, "writing group tombstones failed");
+        if let Err(error) = self.write(id, tombstones).await {
+            tracing::warn!(group = id, %error, "writing group tombstones failed");
             return Err(GroupError::CoordinatorNotAvailable);
         }
         self.groups.remove(id);
@@ -1005,8 +1331,8 @@ impl CoordinatorActor {
         wall: i64,
     ) -> Result<(), GroupError> {
         let records = offset_tombstones(id, partitions, wall);
-        if let Err(error) = write_records(&self.partitions, id, records).await {
-            tracing::error!(group = id, %error, "writing offset tombstones failed");
+        if let Err(error) = self.write(id, records).await {
+            tracing::warn!(group = id, %error, "writing offset tombstones failed");
             return Err(GroupError::CoordinatorNotAvailable);
         }
         if let Some(group) = self.groups.get_mut(id) {
@@ -1033,7 +1359,7 @@ impl CoordinatorActor {
         let candidates: Vec<(String, Vec<GroupPartition>)> = self
             .groups
             .values()
-            .filter(|g| g.state() == GroupState::Empty)
+            .filter(|g| g.state() == GroupState::Empty && self.serves(&g.id, None))
             .map(|g| {
                 let stale = g
                     .offsets
@@ -1057,10 +1383,7 @@ impl CoordinatorActor {
             }
             if self.groups.get(&id).is_some_and(Group::is_forgettable) {
                 let record = tombstone(RecordKey::Group { group: id.clone() }, wall);
-                if write_records(&self.partitions, &id, vec![record])
-                    .await
-                    .is_ok()
-                {
+                if self.write(&id, vec![record]).await.is_ok() {
                     self.groups.remove(&id);
                 }
             }

@@ -195,6 +195,18 @@ fn static_configs(
             "segment size of __consumer_offsets (--offsets-topic-segment-bytes)",
         ),
         (
+            "offsets.topic.replication.factor",
+            Some(coordinator.offsets_topic_replication_factor.to_string()),
+            int,
+            "replicas of __consumer_offsets, at most the brokers registered when it is created (--offsets-topic-replication-factor)",
+        ),
+        (
+            "offsets.commit.timeout.ms",
+            Some(coordinator.offsets_commit_timeout_ms.to_string()),
+            long,
+            "how long a commit waits for the in-sync replicas (--offsets-commit-timeout-ms)",
+        ),
+        (
             "offsets.retention.minutes",
             Some(coordinator.offsets_retention_minutes.to_string()),
             int,

@@ -21,7 +21,7 @@ use crate::cluster::controller::ElectionType;
 use crate::cluster::{
     BrokerRegistration, ConfigError, MetadataError, MetadataImage, ProduceConfig, TopicImage,
 };
-use crate::coordinator::{self, CoordinatorHandle, GroupError, OFFSETS_TOPIC};
+use crate::coordinator::{self, Coordination, CoordinatorHandle, GroupError, OFFSETS_TOPIC};
 use crate::metrics::Metrics;
 use crate::partition::PartitionHandle;
 use crate::quorum::QuorumDescription;
@@ -150,7 +150,8 @@ impl Context {
     }
 
     /// The coordinator of `group` if this broker coordinates it (it leads the group's
-    /// `__consumer_offsets` partition, and hosts it): NOT_COORDINATOR otherwise.
+    /// `__consumer_offsets` partition, hosts it and has loaded it, and its metadata is current):
+    /// COORDINATOR_LOAD_IN_PROGRESS while it loads, NOT_COORDINATOR otherwise.
     pub fn coordinator_for(&self, group: &str) -> Result<&CoordinatorHandle, GroupError> {
         let coordinator = self
             .coordinator()
@@ -158,10 +159,13 @@ impl Context {
         let leads = self
             .coordinator_node(group)
             .is_some_and(|node| node.id == self.node_id());
-        if leads && coordinator.coordinates(group) {
-            Ok(coordinator)
-        } else {
-            Err(GroupError::NotCoordinator)
+        if !leads || !self.broker.metadata_current() {
+            return Err(GroupError::NotCoordinator);
+        }
+        match coordinator.coordinates(group) {
+            Coordination::Serving => Ok(coordinator),
+            Coordination::Loading => Err(GroupError::CoordinatorLoadInProgress),
+            Coordination::Elsewhere => Err(GroupError::NotCoordinator),
         }
     }
 

@@ -246,6 +246,7 @@ fn group_error_code(error: GroupError) -> i16 {
         GroupError::MemberIdRequired => ResponseError::MemberIdRequired,
         GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         GroupError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
@@ -255,10 +256,13 @@ fn group_error_code(error: GroupError) -> i16 {
     .code()
 }
 
-/// The Kafka error code for a failed offset commit: a write failure is retriable.
+/// The Kafka error code for a failed offset commit, as Kafka maps its write errors: the
+/// client looks for the coordinator again if this broker stopped leading the group's partition,
+/// and retries otherwise.
 fn commit_error_code(error: &CommitError) -> i16 {
     match error {
         CommitError::Group(error) => group_error_code(*error),
+        CommitError::Write(error) if error.moved() => ResponseError::NotCoordinator.code(),
         CommitError::Write(_) => ResponseError::CoordinatorNotAvailable.code(),
     }
 }

@@ -64,7 +64,7 @@ fn segments(data_dir: &std::path::Path, topic: &str, partition: i32) -> Vec<u8> 
 }
 
 /// Fencing within seconds: what the fault tests run brokers with.
-const QUICK_FENCING: [&str; 4] = [
+pub(super) const QUICK_FENCING: [&str; 4] = [
     "--broker-session-timeout-ms",
     "3000",
     "--broker-heartbeat-interval-ms",
@@ -73,7 +73,7 @@ const QUICK_FENCING: [&str; 4] = [
 
 /// Creates `topic` with `partitions` partitions of three replicas (`replicas`, when given, places
 /// them), `min.insync.replicas=2`, and waits until every ISR is `isr`.
-fn create_replicated(
+pub(super) fn create_replicated(
     bootstrap: &str,
     topic: &str,
     partitions: i32,
@@ -102,7 +102,13 @@ fn create_replicated(
 }
 
 /// Waits until the broker at `bootstrap` describes the ISRs of `topic` as `want`.
-fn wait_isrs(bootstrap: &str, topic: &str, want: &[BTreeSet<i32>], limit: Duration, what: &str) {
+pub(super) fn wait_isrs(
+    bootstrap: &str,
+    topic: &str,
+    want: &[BTreeSet<i32>],
+    limit: Duration,
+    what: &str,
+) {
     let deadline = Instant::now() + limit;
     while isrs(bootstrap, topic) != want {
         assert!(
