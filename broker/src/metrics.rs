@@ -28,6 +28,12 @@ struct ApiLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaRoleLabel {
+    /// `leader` or `follower`.
+    role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BrokerLabel {
     broker: String,
 }
@@ -107,6 +113,7 @@ pub struct Metrics {
     latency: Family<ApiLabel, Histogram, fn() -> Histogram>,
     bytes_in: Counter,
     bytes_out: Counter,
+    fetch_bytes: Family<ReplicaRoleLabel, Counter>,
     connections: Gauge,
     connections_accepted: Counter,
     partitions: Gauge,
@@ -276,6 +283,12 @@ impl Metrics {
         registry.register("bytes_in", "Request bytes received", bytes_in.clone());
         let bytes_out = Counter::default();
         registry.register("bytes_out", "Response bytes sent", bytes_out.clone());
+        let fetch_bytes = Family::<ReplicaRoleLabel, Counter>::default();
+        registry.register(
+            "fetch_record_bytes",
+            "Record bytes sent to consumers in Fetch responses, by whether this broker led the partition or followed it (a consumer in its rack)",
+            fetch_bytes.clone(),
+        );
         let connections = Gauge::default();
         registry.register(
             "connections",
@@ -350,6 +363,7 @@ impl Metrics {
             latency,
             bytes_in,
             bytes_out,
+            fetch_bytes,
             connections,
             connections_accepted,
             partitions,
@@ -407,6 +421,18 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
         self.bytes_in.inc_by(bytes_in as u64);
         self.bytes_out.inc_by(bytes_out as u64);
+    }
+
+    /// Counts record bytes a Fetch sent from partitions this broker leads and from those it
+    /// follows.
+    pub fn fetched(&self, led: usize, followed: usize) {
+        for (role, bytes) in [("leader", led), ("follower", followed)] {
+            if bytes > 0 {
+                self.fetch_bytes
+                    .get_or_create(&ReplicaRoleLabel { role })
+                    .inc_by(bytes as u64);
+            }
+        }
     }
 
     /// Counts an open connection until the guard drops.

@@ -6,7 +6,11 @@
 //! however large, so a consumer always progresses). A long poll waits on the partitions'
 //! high-watermark watches until `min_bytes` are there or `max_wait_ms` passes. Fetch sessions
 //! (KIP-227) are declined the way the protocol allows: every response carries session id 0, so
-//! clients send full requests. From v12 a consumer that names the epoch of the last record it
+//! clients send full requests. From v11 a consumer that names its rack (`client.rack`) reads from
+//! the replica in its rack (KIP-392): the leader answers with `preferred_read_replica`, an
+//! unfenced in-sync follower in that rack, and no records; a follower serves such a consumer up
+//! to its own high watermark (an offset above it waits there, it is not out of range). From v12
+//! a consumer that names the epoch of the last record it
 //! read learns when the log diverged from what it read (`diverging_epoch`, KIP-320). Below Fetch
 //! v10 a partition of a topic whose `compression.type` is `zstd` answers
 //! UNSUPPORTED_COMPRESSION_TYPE, Kafka's rule (KIP-110): the broker itself writes zstd batches to
@@ -27,7 +31,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{Context, NotServed, leader_endpoints, leader_partition, log_error_code, str_bytes};
+use super::{Context, NotServed, leader_endpoints, log_error_code, readable_partition, str_bytes};
 use crate::cluster::TopicCompression;
 use crate::log::{self, Divergence};
 use crate::record::Compression;
@@ -37,21 +41,21 @@ pub(super) async fn handle(ctx: &Context, request: FetchRequest, version: i16) -
     let request = Arc::new(request);
     let mut ctx = ctx.clone();
     loop {
-        let (response, bytes, errors, mut watches) = read_once(&ctx, &request, version).await;
-        if bytes >= request.min_bytes.max(0) as usize
-            || errors
+        let mut pass = read_once(&ctx, &request, version).await;
+        if pass.bytes >= request.min_bytes.max(0) as usize
+            || pass.answer_now
             || Instant::now() >= deadline
-            || watches.is_empty()
+            || pass.watches.is_empty()
         {
-            return response;
+            return pass.answer(&ctx);
         }
-        let changes = watches.iter_mut().map(|w| Box::pin(w.changed()));
+        let changes = pass.watches.iter_mut().map(|w| Box::pin(w.changed()));
         let waited = tokio::time::timeout_at(deadline, select_all(changes)).await;
         // Leadership may have moved while the fetch waited: read again as the metadata stands.
         ctx = ctx.refreshed();
         if waited.is_err() {
             // Waited the full max_wait_ms: answer with what is there now.
-            return read_once(&ctx, &request, version).await.0;
+            return read_once(&ctx, &request, version).await.answer(&ctx);
         }
     }
 }
@@ -62,13 +66,49 @@ fn zstd_topic(ctx: &Context, name: &str) -> bool {
         .is_some_and(|config| config.compression == TopicCompression::Codec(Compression::Zstd))
 }
 
-/// One pass over the requested partitions: the response, the record bytes in it, whether any
-/// partition failed, and the high-watermark watches to wait on.
-async fn read_once(
-    ctx: &Context,
-    request: &Arc<FetchRequest>,
-    version: i16,
-) -> (FetchResponse, usize, bool, Vec<watch::Receiver<i64>>) {
+/// KIP-392: the broker a consumer in `rack` should read `topic`-`partition` from instead of this
+/// leader, if this broker is in another rack: an unfenced in-sync follower in `rack` (the lowest
+/// id, so a consumer is not moved back and forth).
+fn preferred_read_replica(ctx: &Context, topic: &str, partition: i32, rack: &str) -> Option<i32> {
+    let image = ctx.image();
+    let node = ctx.node_id();
+    let rack_of = |id: i32| image.brokers.get(&id).and_then(|b| b.rack.as_deref());
+    if rack_of(node) == Some(rack) {
+        return None;
+    }
+    let known = ctx.topic(topic)?.partition(partition)?;
+    known
+        .isr
+        .iter()
+        .copied()
+        .filter(|id| *id != node && rack_of(*id) == Some(rack))
+        .filter(|id| image.brokers.get(id).is_some_and(|b| !b.fenced))
+        .min()
+}
+
+/// One pass over the requested partitions.
+struct Pass {
+    response: FetchResponse,
+    /// Record bytes in the response.
+    bytes: usize,
+    /// Of those, the bytes of partitions this broker follows.
+    followed: usize,
+    /// A partition failed, or its consumer is sent to another replica.
+    answer_now: bool,
+    /// The high-watermark watches to wait on.
+    watches: Vec<watch::Receiver<i64>>,
+}
+
+impl Pass {
+    /// The response, counted in the metrics.
+    fn answer(self, ctx: &Context) -> FetchResponse {
+        ctx.metrics()
+            .fetched(self.bytes - self.followed, self.followed);
+        self.response
+    }
+}
+
+async fn read_once(ctx: &Context, request: &Arc<FetchRequest>, version: i16) -> Pass {
     // From v13 a topic is named by its id (KIP-516); an id the metadata does not know is
     // UNKNOWN_TOPIC_ID.
     let names: Vec<Option<String>> = request
@@ -82,6 +122,8 @@ async fn read_once(
             }
         })
         .collect();
+    // KIP-392: a consumer that names its rack may read from a follower.
+    let rack = (version >= 11 && !request.rack_id.is_empty()).then(|| request.rack_id.as_str());
     let handles: Vec<Vec<_>> = request
         .topics
         .iter()
@@ -91,7 +133,23 @@ async fn read_once(
                 .partitions
                 .iter()
                 .map(|p| match name {
-                    Some(name) => leader_partition(ctx, name, p.partition, p.current_leader_epoch),
+                    Some(name) => readable_partition(
+                        ctx,
+                        name,
+                        p.partition,
+                        p.current_leader_epoch,
+                        rack.is_some(),
+                    )
+                    .map(|(handle, leads)| {
+                        let preferred = rack
+                            .filter(|_| leads)
+                            .and_then(|rack| preferred_read_replica(ctx, name, p.partition, rack));
+                        Served {
+                            handle,
+                            leads,
+                            preferred,
+                        }
+                    }),
                     None => Err(NotServed {
                         code: ResponseError::UnknownTopicId.code(),
                         leader: -1,
@@ -109,13 +167,14 @@ async fn read_once(
         .iter()
         .flatten()
         .filter_map(|h| h.as_ref().ok())
-        .map(|h| h.watch_high_watermark())
+        .map(|served| served.handle.watch_high_watermark())
         .collect();
     let request = Arc::clone(request);
     let result = tokio::task::spawn_blocking(move || {
         let mut remaining = request.max_bytes.max(0) as usize;
         let mut total = 0;
-        let mut errors = false;
+        let mut followed = 0;
+        let mut answer_now = false;
         let topics = request
             .topics
             .iter()
@@ -133,10 +192,10 @@ async fn read_once(
                             .with_last_stable_offset(-1)
                             .with_log_start_offset(-1)
                             .with_records(Some(Bytes::new()));
-                        let handle = match handle {
-                            Ok(handle) => handle,
+                        let Served { handle, leads, preferred } = match handle {
+                            Ok(served) => served,
                             Err(not_served) => {
-                                errors = true;
+                                answer_now = true;
                                 // Where to go instead (Fetch v12+ carries it).
                                 let leader = LeaderIdAndEpoch::default()
                                     .with_leader_id(BrokerId(not_served.leader))
@@ -147,7 +206,7 @@ async fn read_once(
                             }
                         };
                         if zstd_refused {
-                            errors = true;
+                            answer_now = true;
                             return data.with_error_code(ResponseError::UnsupportedCompressionType.code());
                         }
                         let high_watermark = handle.high_watermark();
@@ -156,6 +215,15 @@ async fn read_once(
                             .with_high_watermark(high_watermark)
                             .with_last_stable_offset(high_watermark)
                             .with_log_start_offset(handle.reader().offsets().log_start_offset());
+                        if let Some(replica) = preferred {
+                            answer_now = true;
+                            return data.with_preferred_read_replica(BrokerId(replica));
+                        }
+                        // A follower behind the leader the consumer came from: nothing to read
+                        // here yet, and nothing out of range.
+                        if !leads && p.fetch_offset > high_watermark {
+                            return data;
+                        }
                         // KIP-320: the consumer names the epoch of the last record it read; if this
                         // log's copy of that epoch ends below the fetch offset (or the log never
                         // held it), the consumer's log diverged: tell it where, send nothing.
@@ -165,7 +233,7 @@ async fn read_once(
                             match handle.reader().divergence(p.fetch_offset, p.last_fetched_epoch) {
                                 Divergence::None => {}
                                 Divergence::OutOfRange => {
-                                    errors = true;
+                                    answer_now = true;
                                     return data
                                         .with_error_code(ResponseError::OffsetOutOfRange.code());
                                 }
@@ -187,11 +255,14 @@ async fn read_once(
                             Ok(read) if total > 0 && read.records.len() > limit => data,
                             Ok(read) => {
                                 total += read.records.len();
+                                if !leads {
+                                    followed += read.records.len();
+                                }
                                 remaining = remaining.saturating_sub(read.records.len());
                                 data.with_records(Some(Bytes::from(read.records)))
                             }
                             Err(error) => {
-                                errors = true;
+                                answer_now = true;
                                 if !matches!(error, log::Error::OffsetOutOfRange { .. }) {
                                     tracing::error!(topic = %topic.topic.0, partition = p.partition, %error, "fetch failed");
                                 }
@@ -206,23 +277,39 @@ async fn read_once(
                     .with_partitions(partitions)
             })
             .collect();
-        (FetchResponse::default().with_session_id(0).with_responses(topics), total, errors)
+        let response = FetchResponse::default().with_session_id(0).with_responses(topics);
+        (response, total, followed, answer_now)
     })
     .await;
-    let result = result
-        .map(|(response, total, errors)| (with_leader_endpoints(ctx, response), total, errors));
     match result {
-        Ok((response, total, errors)) => (response, total, errors, watches),
+        Ok((response, bytes, followed, answer_now)) => Pass {
+            response: with_leader_endpoints(ctx, response),
+            bytes,
+            followed,
+            answer_now,
+            watches,
+        },
         Err(error) => {
             tracing::error!(%error, "fetch task failed");
-            (
-                FetchResponse::default().with_error_code(ResponseError::UnknownServerError.code()),
-                0,
-                true,
-                Vec::new(),
-            )
+            Pass {
+                response: FetchResponse::default()
+                    .with_error_code(ResponseError::UnknownServerError.code()),
+                bytes: 0,
+                followed: 0,
+                answer_now: true,
+                watches: Vec::new(),
+            }
         }
     }
+}
+
+/// A partition this broker serves a fetch of.
+struct Served {
+    handle: crate::partition::PartitionHandle,
+    /// Whether this broker leads it (otherwise it follows, for a consumer in its rack).
+    leads: bool,
+    /// The replica the consumer should read from instead (KIP-392).
+    preferred: Option<i32>,
 }
 
 /// The response with the endpoints of the leaders it names for partitions this broker does not

@@ -4,7 +4,8 @@
 //! storage), or the first offset at or after a timestamp. "Latest" is the high watermark, the end
 //! of what consumers may read, and nothing at or above it is answered. A sentinel older than the
 //! request's version is UNSUPPORTED_VERSION, as in Kafka. Answered by the partition's leader, in
-//! the leader epoch the client names.
+//! the leader epoch the client names, or for a consumer (replica id -1) by a follower, as far as
+//! its own high watermark (KIP-392: what a consumer reading from that follower can read).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -12,7 +13,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{Context, leader_partition, log_error_code};
+use super::{Context, log_error_code, readable_partition};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -38,6 +39,7 @@ pub(super) async fn handle(
     version: i16,
 ) -> ListOffsetsResponse {
     let ctx = ctx.clone();
+    let consumer = request.replica_id.0 == -1;
     let result = tokio::task::spawn_blocking(move || {
         let topics = request
             .topics
@@ -52,13 +54,14 @@ pub(super) async fn handle(
                             .with_partition_index(p.partition_index)
                             .with_timestamp(-1)
                             .with_offset(-1);
-                        let handle = match leader_partition(
+                        let handle = match readable_partition(
                             &ctx,
                             &name,
                             p.partition_index,
                             p.current_leader_epoch,
+                            consumer,
                         ) {
-                            Ok(handle) => handle,
+                            Ok((handle, _)) => handle,
                             Err(not_served) => return response.with_error_code(not_served.code),
                         };
                         if p.timestamp < 0

@@ -300,6 +300,19 @@ pub(crate) fn leader_partition(
     partition: i32,
     current_leader_epoch: i32,
 ) -> Result<crate::partition::PartitionHandle, NotServed> {
+    readable_partition(ctx, topic, partition, current_leader_epoch, false).map(|(handle, _)| handle)
+}
+
+/// Like [`leader_partition`], and with `followers` also a replica this broker follows (KIP-392:
+/// a consumer reading from the replica in its rack), which serves reads up to its own high
+/// watermark. Returns the handle and whether this broker leads the partition.
+pub(crate) fn readable_partition(
+    ctx: &Context,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+    followers: bool,
+) -> Result<(crate::partition::PartitionHandle, bool), NotServed> {
     let Some(known) = ctx.topic(topic).and_then(|t| t.partition(partition)) else {
         return Err(NotServed {
             code: ResponseError::UnknownTopicOrPartition.code(),
@@ -318,8 +331,10 @@ pub(crate) fn leader_partition(
     if current_leader_epoch > known.leader_epoch {
         return Err(not_served(ResponseError::UnknownLeaderEpoch));
     }
+    let node = ctx.node_id();
     match ctx.partition(topic, partition) {
-        Some(handle) if known.leader == ctx.node_id() => Ok(handle),
+        Some(handle) if known.leader == node => Ok((handle, true)),
+        Some(handle) if followers && known.replicas.contains(&node) => Ok((handle, false)),
         _ => Err(not_served(ResponseError::NotLeaderOrFollower)),
     }
 }

@@ -646,15 +646,28 @@ impl rdkafka::producer::ProducerContext for Ledger {
 
 /// Every record of `partition` of `topic` in offset order, read through `bootstrap`.
 fn read_partition(bootstrap: &str, topic: &str, partition: i32) -> Vec<(i64, String)> {
+    read_partition_in(bootstrap, topic, partition, None)
+}
+
+/// [`read_partition`] by a consumer in `rack` (`client.rack`), if given.
+fn read_partition_in(
+    bootstrap: &str,
+    topic: &str,
+    partition: i32,
+    rack: Option<&str>,
+) -> Vec<(i64, String)> {
     use rdkafka::Message;
     use rdkafka::{Offset, TopicPartitionList};
 
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("{topic}-{partition}-checker"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+        .set("enable.auto.commit", "false");
+    if let Some(rack) = rack {
+        config.set("client.rack", rack);
+    }
+    let consumer: BaseConsumer = config.create().unwrap();
     let (_, end) = consumer
         .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .unwrap();
@@ -676,6 +689,56 @@ fn read_partition(bootstrap: &str, topic: &str, partition: i32) -> Vec<(i64, Str
         }
     }
     read
+}
+
+/// A broker's `fjord_fetch_record_bytes_total` for partitions it leads and for those it follows.
+fn fetch_bytes(broker: &fjord_tests::ClusterBroker) -> (u64, u64) {
+    let (_, metrics) = fjord_tests::admin_get(&broker.admin(), "/metrics").unwrap();
+    let counter = |role: &str| {
+        let name = format!("fjord_fetch_record_bytes_total{{role=\"{role}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name.as_str()))
+            .map_or(0, |value| value.trim().parse().unwrap())
+    };
+    (counter("leader"), counter("follower"))
+}
+
+/// KIP-392: three brokers in racks a, b and c, and a partition with a replica on each, led in
+/// rack a. A librdkafka consumer with `client.rack=b` reads every record from the broker in rack
+/// b: the leader sends it where to read (`preferred_read_replica`) and no records. A consumer
+/// that names no rack reads from the leader.
+#[test]
+fn a_consumer_with_client_rack_reads_from_the_replica_in_its_rack() {
+    let cluster = ClusterProcesses::start(&["a", "b", "c"], 3, &[]);
+    let bootstrap = cluster.bootstrap();
+    create_replicated(&bootstrap, "nearby", 1, Some(&[&[0, 1, 2]]), &[0, 1, 2]);
+    let values: Vec<String> = (0..2000)
+        .map(|i| format!("{i:04}{}", "x".repeat(1020)))
+        .collect();
+    assert_eq!(produce_all(&bootstrap, "nearby", &values), 0);
+    let payload: u64 = values.iter().map(|v| v.len() as u64).sum();
+    let before: Vec<(u64, u64)> = cluster.brokers.iter().map(fetch_bytes).collect();
+
+    let read = read_partition_in(&bootstrap, "nearby", 0, Some("b"));
+    assert_eq!(read.into_iter().map(|(_, v)| v).collect::<Vec<_>>(), values);
+    let after: Vec<(u64, u64)> = cluster.brokers.iter().map(fetch_bytes).collect();
+    let sent = |broker: usize| {
+        (
+            after[broker].0 - before[broker].0,
+            after[broker].1 - before[broker].1,
+        )
+    };
+    // Rack b's broker sent the records, as a follower; the leader in rack a sent none.
+    assert!(sent(1).1 >= payload, "{:?}", (sent(0), sent(1), sent(2)));
+    assert_eq!(sent(0), (0, 0), "{:?}", (sent(1), sent(2)));
+    assert_eq!(sent(2), (0, 0));
+
+    let before = after;
+    let read = read_partition(&bootstrap, "nearby", 0);
+    assert_eq!(read.len(), values.len());
+    let leader_sent = fetch_bytes(&cluster.brokers[0]).0 - before[0].0;
+    assert!(leader_sent >= payload, "{leader_sent}");
 }
 
 /// A seeded schedule of faults on three brokers under an idempotent `acks=all` producer (five
