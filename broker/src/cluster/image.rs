@@ -309,6 +309,10 @@ impl MetadataImage {
             }
             MetadataRecord::RegisterBroker(registration) => {
                 let epoch = self.offset + 1;
+                let restarted = self
+                    .brokers
+                    .get(&registration.id)
+                    .is_some_and(|before| before.incarnation != registration.incarnation);
                 self.brokers.insert(
                     registration.id,
                     BrokerRegistration {
@@ -317,6 +321,9 @@ impl MetadataImage {
                         ..registration.clone()
                     },
                 );
+                if restarted {
+                    self.leave_isrs(registration.id);
+                }
             }
             MetadataRecord::CreateTopic {
                 name,
@@ -450,6 +457,33 @@ impl MetadataImage {
         Ok(())
     }
 
+    /// A broker process that registers anew may have lost what its predecessor held (an empty or
+    /// damaged data directory), so it leaves every ISR it was in, as KIP-903 has it: it rejoins
+    /// once its leader finds it caught up, and cannot lead before. A partition it led loses its
+    /// leader (a new epoch) until the controller elects one of the others. Where it is the last
+    /// in-sync replica it stays, as a fenced last member does: its return is the partition's.
+    fn leave_isrs(&mut self, id: i32) {
+        for topic in self.topics.values_mut() {
+            if !topic
+                .partitions
+                .iter()
+                .any(|p| p.isr.len() > 1 && p.isr.contains(&id))
+            {
+                continue;
+            }
+            for partition in &mut Arc::make_mut(topic).partitions {
+                if partition.isr.len() > 1 && partition.isr.contains(&id) {
+                    partition.isr.retain(|member| *member != id);
+                    if partition.leader == id {
+                        partition.leader = -1;
+                        partition.leader_epoch += 1;
+                    }
+                    partition.partition_epoch += 1;
+                }
+            }
+        }
+    }
+
     /// Broker `id` as registered at `epoch`: a change computed for an earlier registration is
     /// stale.
     fn registration_mut(
@@ -507,6 +541,44 @@ mod tests {
                 .map(|r| PartitionImage::new(r.to_vec()))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_broker_registering_anew_leaves_every_isr_but_where_it_is_the_last_member() {
+        let mut image = MetadataImage::new("c".to_owned());
+        for (id, rack) in [(1, "a"), (2, "b"), (3, "c")] {
+            image
+                .apply(&MetadataRecord::RegisterBroker(broker(id, rack)))
+                .unwrap();
+        }
+        image
+            .apply(&create("t", &[&[1, 2, 3], &[2, 1, 3], &[1]]))
+            .unwrap();
+        // The same process registering again keeps its place.
+        image
+            .apply(&MetadataRecord::RegisterBroker(broker(1, "a")))
+            .unwrap();
+        assert_eq!(
+            image.topic("t").unwrap().partition(0).unwrap().isr,
+            [1, 2, 3]
+        );
+        let mut restarted = broker(1, "a");
+        restarted.incarnation = Uuid::from_u128(99);
+        image
+            .apply(&MetadataRecord::RegisterBroker(restarted))
+            .unwrap();
+        let topic = image.topic("t").unwrap();
+        let led = topic.partition(0).unwrap();
+        assert_eq!(
+            (led.leader, led.leader_epoch, led.partition_epoch),
+            (-1, 1, 1)
+        );
+        assert_eq!(led.isr, [2, 3]);
+        let followed = topic.partition(1).unwrap();
+        assert_eq!((followed.leader, followed.leader_epoch), (2, 0));
+        assert_eq!(followed.isr, [2, 3]);
+        let alone = topic.partition(2).unwrap();
+        assert_eq!((alone.leader, alone.isr.as_slice()), (1, &[1][..]));
     }
 
     #[test]

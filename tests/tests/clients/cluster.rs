@@ -410,9 +410,21 @@ fn a_survivor_creates_a_topic_within_10s_of_the_controller_being_sigkilled() {
     assert!(before.iter().all(|l| *l >= 0), "{before:?}");
     assert_eq!(read_all(&cluster.bootstrap(), "before", 3), sent);
 
-    // A group coordinated by the restarted broker (its __consumer_offsets partition was offline
-    // and is led there again) joins, reads and commits.
-    let (_, offsets_leaders) = leaders(&cluster.brokers[killed].bootstrap(), "__consumer_offsets");
+    // A group coordinated by the restarted broker joins, reads and commits. Its
+    // __consumer_offsets partitions moved to the others while it was away; it leads its
+    // preferred ones again once it is back in their ISRs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let offsets_leaders = loop {
+        let (_, now) = leaders(&cluster.brokers[killed].bootstrap(), "__consumer_offsets");
+        if now.contains(&controller) {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "broker {controller} leads no __consumer_offsets partition: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
     let partitions = i32::try_from(offsets_leaders.len()).unwrap();
     let group = (0..)
         .map(|i| format!("group-{i}"))
