@@ -3,9 +3,11 @@
 //! segment locally), the latest tiered offset (-5, v9+: none, -1, as Kafka answers without tiered
 //! storage), or the first offset at or after a timestamp. "Latest" is the high watermark, the end
 //! of what consumers may read, and nothing at or above it is answered. A sentinel older than the
-//! request's version is UNSUPPORTED_VERSION, as in Kafka. Answered by the partition's leader, in
-//! the leader epoch the client names, or for a consumer (replica id -1) by a follower, as far as
-//! its own high watermark (KIP-392: what a consumer reading from that follower can read).
+//! request's version is UNSUPPORTED_VERSION, as in Kafka. A leader whose high watermark has not
+//! yet reached the start of its leader epoch answers OFFSET_NOT_AVAILABLE (KIP-207), so "latest"
+//! never goes backwards across a leader change. Answered by the partition's leader, in
+//! the leader epoch the client names; never by a follower, as in Kafka (a follower's high
+//! watermark lags its leader's, so "latest" from one could be below what the leader gave).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
@@ -13,7 +15,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::{Context, log_error_code, readable_partition};
+use super::{Context, leader_partition, log_error_code};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -39,7 +41,6 @@ pub(super) async fn handle(
     version: i16,
 ) -> ListOffsetsResponse {
     let ctx = ctx.clone();
-    let consumer = request.replica_id.0 == -1;
     let result = tokio::task::spawn_blocking(move || {
         let topics = request
             .topics
@@ -54,16 +55,27 @@ pub(super) async fn handle(
                             .with_partition_index(p.partition_index)
                             .with_timestamp(-1)
                             .with_offset(-1);
-                        let handle = match readable_partition(
+                        let handle = match leader_partition(
                             &ctx,
                             &name,
                             p.partition_index,
                             p.current_leader_epoch,
-                            consumer,
                         ) {
-                            Ok((handle, _)) => handle,
+                            Ok(handle) => handle,
                             Err(not_served) => return response.with_error_code(not_served.code),
                         };
+                        // KIP-207: a new leader's high watermark may lag the old leader's until
+                        // its followers report in its epoch; answering from it could move
+                        // "latest" backwards, so until then the answer is retriable.
+                        let reader = handle.reader();
+                        if let Some(epoch) = handle.leading_epoch()
+                            && reader
+                                .epoch_start(epoch)
+                                .is_some_and(|start| handle.high_watermark() < start)
+                        {
+                            return response
+                                .with_error_code(ResponseError::OffsetNotAvailable.code());
+                        }
                         if p.timestamp < 0
                             && sentinel_version(p.timestamp).is_none_or(|first| version < first)
                         {
