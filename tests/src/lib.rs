@@ -327,6 +327,8 @@ pub struct ClusterBroker {
     pub cluster_port: u16,
     pub data_dir: std::path::PathBuf,
     args: Vec<String>,
+    /// The `fjord-broker` binary it runs (the workspace's debug build if `None`).
+    binary: Option<std::path::PathBuf>,
     child: Option<KillOnDrop>,
 }
 
@@ -342,7 +344,8 @@ impl ClusterBroker {
     /// Starts the process (again, on the same ports and data directory).
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "broker {} is running", self.node_id);
-        let child = std::process::Command::new(broker_binary())
+        let binary = self.binary.clone().unwrap_or_else(broker_binary);
+        let child = std::process::Command::new(binary)
             .args(&self.args)
             // openraft logs every unreachable peer as an error while a cluster forms.
             .env("RUST_LOG", "warn,openraft=off")
@@ -461,8 +464,24 @@ impl ClusterProcesses {
         Self::prepare_on(racks, voters, extra, |i| format!("127.0.0.{}", 11 + i)).start_all()
     }
 
+    /// Runs `binary` (a release build, say) instead of the workspace's debug build.
+    pub fn using(mut self, binary: &std::path::Path) -> Self {
+        for broker in &mut self.brokers {
+            broker.binary = Some(binary.to_owned());
+        }
+        self
+    }
+
+    /// The process ids of the running brokers.
+    pub fn pids(&self) -> Vec<u32> {
+        self.brokers
+            .iter()
+            .filter_map(|b| b.child.as_ref().map(|c| c.0.id()))
+            .collect()
+    }
+
     /// Starts every broker and waits until each is ready.
-    fn start_all(mut self) -> Self {
+    pub fn start_all(mut self) -> Self {
         for broker in &mut self.brokers {
             broker.start();
         }
@@ -489,6 +508,17 @@ impl ClusterProcesses {
         host: impl Fn(usize) -> String,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        Self::prepare_in(dir, racks, voters, extra, host)
+    }
+
+    /// [`ClusterProcesses::prepare_on`] with the data directories in `dir`.
+    pub fn prepare_in(
+        dir: tempfile::TempDir,
+        racks: &[&str],
+        voters: usize,
+        extra: &[&str],
+        host: impl Fn(usize) -> String,
+    ) -> Self {
         let ports: Vec<[u16; 3]> = racks
             .iter()
             .map(|_| [free_port(), free_port(), free_port()])
@@ -534,6 +564,7 @@ impl ClusterProcesses {
                     cluster_port: *cluster,
                     data_dir,
                     args,
+                    binary: None,
                     child: None,
                 }
             })
@@ -638,17 +669,35 @@ pub struct LinkCut {
 impl LinkCut {
     /// Cuts the brokers at `one` off from those at `other`.
     pub fn between(one: &[&str], other: &[&str]) -> Self {
+        Self::with_rules(&[drop_rule(one, other, None), drop_rule(other, one, None)])
+    }
+
+    /// Drops the packets from the brokers at `from` to those at `to` only: the other way works.
+    pub fn one_way(from: &[&str], to: &[&str]) -> Self {
+        Self::with_rules(&[drop_rule(from, to, None)])
+    }
+
+    /// Drops about `percent` % of the packets between `one` and `other`, each way, at random.
+    pub fn lossy(one: &[&str], other: &[&str], percent: u32) -> Self {
+        Self::with_rules(&[
+            drop_rule(one, other, Some(percent)),
+            drop_rule(other, one, Some(percent)),
+        ])
+    }
+
+    fn with_rules(rules: &[String]) -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let table = format!(
             "fjord_cut_{}_{}",
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let set = |hosts: &[&str]| hosts.join(", ");
         let script = format!(
-            "table inet {table} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n    ip saddr {{ {a} }} ip daddr {{ {b} }} drop\n    ip saddr {{ {b} }} ip daddr {{ {a} }} drop\n  }}\n}}\n",
-            a = set(one),
-            b = set(other),
+            "table inet {table} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n{}  }}\n}}\n",
+            rules
+                .iter()
+                .map(|rule| format!("    {rule}\n"))
+                .collect::<String>()
         );
         let mut child = std::process::Command::new("nft")
             .args(["-f", "-"])
@@ -661,6 +710,16 @@ impl LinkCut {
         assert!(status.success(), "nft refused:\n{script}");
         Self { table }
     }
+}
+
+/// An nftables rule dropping packets from `from` to `to` (a `percent` of them, if given).
+fn drop_rule(from: &[&str], to: &[&str], percent: Option<u32>) -> String {
+    let sample = percent.map_or(String::new(), |p| format!("numgen random mod 100 < {p} "));
+    format!(
+        "ip saddr {{ {} }} ip daddr {{ {} }} {sample}drop",
+        from.join(", "),
+        to.join(", ")
+    )
 }
 
 impl Drop for LinkCut {

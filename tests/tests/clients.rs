@@ -13,6 +13,8 @@
 mod cluster;
 #[path = "clients/coordinator.rs"]
 mod coordinator;
+#[path = "clients/faults.rs"]
+mod faults;
 #[path = "clients/replication.rs"]
 mod replication;
 
