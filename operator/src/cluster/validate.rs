@@ -36,6 +36,16 @@ pub const BROKER_CONFIGS: &[BrokerConfigKey] = &[
         Kind::Int { min: 1 },
     ),
     BrokerConfigKey::new(
+        "default.replication.factor",
+        "FJORD_DEFAULT_REPLICATION_FACTOR",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
+        "replica.lag.time.max.ms",
+        "FJORD_REPLICA_LAG_TIME_MAX_MS",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
         "socket.request.max.bytes",
         "FJORD_MAX_REQUEST_BYTES",
         Kind::Int { min: 1024 },
@@ -53,6 +63,16 @@ pub const BROKER_CONFIGS: &[BrokerConfigKey] = &[
     BrokerConfigKey::new(
         "offsets.topic.num.partitions",
         "FJORD_OFFSETS_TOPIC_PARTITIONS",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
+        "offsets.topic.replication.factor",
+        "FJORD_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        Kind::Int { min: 1 },
+    ),
+    BrokerConfigKey::new(
+        "offsets.commit.timeout.ms",
+        "FJORD_OFFSETS_COMMIT_TIMEOUT_MS",
         Kind::Int { min: 1 },
     ),
     BrokerConfigKey::new(
