@@ -432,7 +432,10 @@ impl Broker {
                 let replication_factor = flags
                     .offsets_topic_replication_factor
                     .clamp(1, i16::try_from(brokers.max(1)).unwrap_or(i16::MAX));
-                if replication_factor < flags.offsets_topic_replication_factor {
+                // Expected of a broker running alone; in a cluster, a broker missing.
+                if replication_factor < flags.offsets_topic_replication_factor
+                    && self.quorum.voter_ids().len() > 1
+                {
                     tracing::warn!(
                         wanted = flags.offsets_topic_replication_factor,
                         brokers,

@@ -13,6 +13,8 @@ pub enum Column {
     Peer,
     PeerAgain,
     FjordRelaxed,
+    /// The second peer (Nisshi), when installed.
+    SecondPeer,
 }
 
 /// One figure a workload reports.
@@ -103,24 +105,38 @@ impl Results {
             .collect()
     }
 
-    pub fn markdown(&self, peer: &str) -> String {
+    /// The table; `second` names the second peer's columns (Fjord against it, no noise
+    /// floor of its own) when it ran.
+    pub fn markdown(&self, peer: &str, second: Option<&str>) -> String {
         let cell = |v: Option<f64>| v.map_or("–".to_owned(), format_value);
         let ratio = |v: Option<f64>| v.map_or("–".to_owned(), |r| format!("{r:.2}"));
         let mut out = String::new();
+        let second_head = second.map_or(String::new(), |s| format!(" {s} | Fjord/{s} |"));
+        let second_rule = if second.is_some() { "---:|---:|" } else { "" };
         let _ = writeln!(
             out,
-            "| Workload | Figure | Fjord | {peer} | Fjord/{peer} | {peer}/{peer} (noise) | Fjord, relaxed flush |"
+            "| Workload | Figure | Fjord | {peer} | Fjord/{peer} | {peer}/{peer} (noise) | Fjord, relaxed flush |{second_head}"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|{second_rule}");
         for (i, figure) in self.figures.iter().enumerate() {
             let better = if figure.higher_is_better {
                 "higher is better"
             } else {
                 "lower is better"
             };
+            let second_cells = second.map_or(String::new(), |_| {
+                format!(
+                    " {} | {} |",
+                    cell(median(self.series(i, Column::SecondPeer))),
+                    ratio(geomean_ratio(
+                        self.series(i, Column::Fjord),
+                        self.series(i, Column::SecondPeer)
+                    ))
+                )
+            });
             let _ = writeln!(
                 out,
-                "| {} | {} ({}; {better}) | {} | {} | {} | {} | {} |",
+                "| {} | {} ({}; {better}) | {} | {} | {} | {} | {} |{second_cells}",
                 figure.workload,
                 figure.name,
                 figure.unit,
@@ -252,16 +268,21 @@ mod tests {
             higher_is_better: true,
         };
         let mut results = Results::default();
-        for (fjord, peer, again) in [(100.0, 50.0, 55.0), (120.0, 60.0, 57.0)] {
+        for (fjord, peer, again, second) in [(100.0, 50.0, 55.0, 25.0), (120.0, 60.0, 57.0, 30.0)] {
             results.record(figure, Column::Fjord, fjord);
             results.record(figure, Column::Peer, peer);
             results.record(figure, Column::PeerAgain, again);
+            results.record(figure, Column::SecondPeer, second);
         }
-        let table = results.markdown("Tansu");
+        let table = results.markdown("Tansu", None);
         assert!(
             table.contains("| W1 | throughput (MB/s; higher is better) | 110 | 55.0 | 2.00 |"),
             "{table}"
         );
+        assert!(!table.contains("Nisshi"), "{table}");
+        let table = results.markdown("Tansu", Some("Nisshi"));
+        assert!(table.contains("| Fjord/Nisshi |"), "{table}");
+        assert!(table.contains("| 27.5 | 4.00 |"), "{table}");
         assert!(results.svg("t", "Tansu").contains("2.00"));
     }
 }

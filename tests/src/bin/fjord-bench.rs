@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use fjord_tests::bench::ceiling;
 use fjord_tests::bench::report::{Column, Figure, Results};
-use fjord_tests::bench::target::{Binaries, Running, Target, cpu_seconds};
+use fjord_tests::bench::target::{Binaries, Running, Target, cpu_seconds, written_bytes};
 use fjord_tests::bench::workload::{
     ConsumeResult, EndToEnd, ProduceSpec, consume_from_start, produce,
 };
@@ -102,6 +102,18 @@ const W1_CPU: Figure = Figure {
     unit: "cores",
     higher_is_better: false,
 };
+const W1_CPU_PER_MB: Figure = Figure {
+    workload: "W1",
+    name: "broker CPU per MB produced",
+    unit: "ms",
+    higher_is_better: false,
+};
+const W3_CPU_PER_MB: Figure = Figure {
+    workload: "W3",
+    name: "broker CPU per MB consumed",
+    unit: "ms",
+    higher_is_better: false,
+};
 const W2_CPU: Figure = Figure {
     workload: "W2",
     name: "broker CPU during W2",
@@ -169,6 +181,12 @@ const W6_CPU: Figure = Figure {
     unit: "cores",
     higher_is_better: false,
 };
+const W6_DISK: Figure = Figure {
+    workload: "W6",
+    name: "disk writes of the three brokers during W6",
+    unit: "MB/s",
+    higher_is_better: true,
+};
 const W7_P50: Figure = Figure {
     workload: "W7",
     name: "end-to-end p50 at 20 MB/s, RF 3",
@@ -234,6 +252,11 @@ fn run_w1(broker: &Running, profile: &Profile, results: &mut Results, column: Co
     let peak = sampler.join().unwrap_or(0);
     results.record(W1_THROUGHPUT, column, result.mb_per_s());
     results.record(W1_CPU, column, broker_cores);
+    results.record(
+        W1_CPU_PER_MB,
+        column,
+        broker_cores * 1000.0 / result.mb_per_s(),
+    );
     results.record(W5_IDLE, column, mib(idle));
     results.record(W5_LOADED, column, mib(Some(peak)));
     eprintln!(
@@ -302,15 +325,17 @@ fn run_w3(broker: &Running, profile: &Profile, results: &mut Results, column: Co
         ..w1()
     };
     let filled = produce(&broker.bootstrap, "w3", &fill, Instant::now());
-    let read: ConsumeResult = consume_from_start(
-        &broker.bootstrap,
-        "w3",
-        1,
-        1,
-        filled.records,
-        Duration::from_secs(600),
-        None,
-    );
+    let (read, broker_cores, _): (ConsumeResult, f64, f64) = cores(broker, || {
+        consume_from_start(
+            &broker.bootstrap,
+            "w3",
+            1,
+            1,
+            filled.records,
+            Duration::from_secs(600),
+            None,
+        )
+    });
     if read.records < filled.records {
         eprintln!(
             "  W3 {}: read {} of {} records",
@@ -320,6 +345,11 @@ fn run_w3(broker: &Running, profile: &Profile, results: &mut Results, column: Co
         );
     }
     results.record(W3_THROUGHPUT, column, read.mb_per_s());
+    results.record(
+        W3_CPU_PER_MB,
+        column,
+        broker_cores * 1000.0 / read.mb_per_s(),
+    );
     eprintln!(
         "  W3 {:<22} {:>8.1} MB/s ({} MiB)",
         broker.target.label(),
@@ -366,13 +396,21 @@ fn run_w6(broker: &Running, profile: &Profile, results: &mut Results, column: Co
         duration: profile.produce_for,
         ..w1()
     };
+    let written = || -> Option<u64> { broker.pids().into_iter().map(written_bytes).sum() };
+    let (before, started) = (written(), Instant::now());
     let (result, broker_cores, client_cores) = cores(broker, || {
         produce(&broker.bootstrap, "w6", &spec, Instant::now())
     });
+    // Every replica writes every record to the one disk these brokers share.
+    let disk = match (before, written()) {
+        (Some(a), Some(b)) => (b - a) as f64 / started.elapsed().as_secs_f64() / 1e6,
+        _ => f64::NAN,
+    };
     results.record(W6_THROUGHPUT, column, result.mb_per_s());
     results.record(W6_CPU, column, broker_cores);
+    results.record(W6_DISK, column, disk);
     eprintln!(
-        "  W6 {:<22} {:>8.1} MB/s  cores: brokers {broker_cores:.2}, clients {client_cores:.2}{}",
+        "  W6 {:<22} {:>8.1} MB/s  disk writes {disk:.0} MB/s  cores: brokers {broker_cores:.2}, clients {client_cores:.2}{}",
         broker.target.label(),
         result.mb_per_s(),
         failures(result.failed)
@@ -521,7 +559,21 @@ fn main() -> anyhow::Result<()> {
     } else {
         Binaries::find_tansu().map_err(anyhow::Error::msg)?
     };
-    let binaries = Binaries { fjord, tansu };
+    let nisshi = if args.fjord_only {
+        None
+    } else {
+        Binaries::find_nisshi()
+    };
+    if nisshi.is_none() && !args.fjord_only {
+        eprintln!(
+            "nisshi is not installed; its column is left out (cargo +nightly install nisshi@0.8.1 --no-default-features --features dynostore --locked)"
+        );
+    }
+    let binaries = Binaries {
+        fjord,
+        tansu,
+        nisshi,
+    };
     let started = Instant::now();
 
     eprintln!("machine ceiling");
@@ -551,6 +603,10 @@ fn main() -> anyhow::Result<()> {
         // A B, then B A: whichever runs second in a pair is measurably favoured or penalised.
         let mut order = vec![(Target::Fjord, Column::Fjord)];
         if !args.fjord_only {
+            // Next to Fjord, so the alternation puts each first in turn.
+            if binaries.nisshi.is_some() {
+                order.push((Target::Nisshi, Column::SecondPeer));
+            }
             order.push((Target::Tansu, Column::Peer));
             if !args.no_self_comparison {
                 order.push((Target::Tansu, Column::PeerAgain));
@@ -576,7 +632,7 @@ fn main() -> anyhow::Result<()> {
     let fjord_w1 = results_median(&results, W1_THROUGHPUT, Column::Fjord);
     let fjord_w3 = results_median(&results, W3_THROUGHPUT, Column::Fjord);
     let fjord_w6 = results_median(&results, W6_THROUGHPUT, Column::Fjord);
-    let mut table = results.markdown("Tansu");
+    let mut table = results.markdown("Tansu", binaries.nisshi.as_ref().map(|_| "Nisshi 0.8.1"));
     table.push_str(&format!(
         "\nMachine ceiling: loopback TCP {loopback:.0} MB/s (Fjord W3 reads at {:.0}% of it); \
          disk, sequential writes + fsync, {disk:.0} MB/s (Fjord W1 writes at {:.0}% of it).\n",

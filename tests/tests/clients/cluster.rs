@@ -573,9 +573,12 @@ fn five_brokers_keep_working_through_a_restart_and_the_loss_of_three() {
         let (stop, failed, bootstrap) = (Arc::clone(&stop), Arc::clone(&failed), bootstrap.clone());
         let progress = Arc::clone(&progress);
         std::thread::spawn(move || {
+            // Idempotent: a retry of a request whose answer was lost (broker 4 stops with
+            // requests in flight) is not written twice.
             let producer: BaseProducer<CountFailures> = ClientConfig::new()
                 .set("bootstrap.servers", &bootstrap)
                 .set("acks", "all")
+                .set("enable.idempotence", "true")
                 .set("linger.ms", "2")
                 .create_with_context(CountFailures(Arc::clone(&failed)))
                 .unwrap();
