@@ -160,31 +160,15 @@ impl Running {
                 (child, Some(data))
             }
             Target::FjordCluster => unreachable!("started above"),
+            // Nisshi keeps Tansu's command line.
             Target::Nisshi => {
-                let url = format!("tcp://{bootstrap}");
                 let binary = binaries.nisshi.as_ref().expect("nisshi is installed");
-                let child = Command::new(binary)
-                    .args(["broker", "--listener-url", &url])
-                    .args(["--advertised-listener-url", &url])
-                    .args(["--storage-engine", "memory://nisshi/", "--silent"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("starting nisshi");
-                (child, None)
+                (in_memory_peer(binary, &bootstrap, "memory://nisshi/"), None)
             }
-            Target::Tansu => {
-                let url = format!("tcp://{bootstrap}");
-                let child = Command::new(&binaries.tansu)
-                    .args(["broker", "--listener-url", &url])
-                    .args(["--advertised-listener-url", &url])
-                    .args(["--storage-engine", "memory://tansu/", "--silent"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("starting tansu");
-                (child, None)
-            }
+            Target::Tansu => (
+                in_memory_peer(&binaries.tansu, &bootstrap, "memory://tansu/"),
+                None,
+            ),
         };
         assert!(
             wait_for_listener(&bootstrap, Duration::from_secs(30)),
@@ -248,6 +232,19 @@ impl Running {
             }
         }
     }
+}
+
+/// Starts a peer broker (Tansu's command line) on `bootstrap` with in-memory `storage`.
+fn in_memory_peer(binary: &Path, bootstrap: &str, storage: &str) -> std::process::Child {
+    let url = format!("tcp://{bootstrap}");
+    Command::new(binary)
+        .args(["broker", "--listener-url", &url])
+        .args(["--advertised-listener-url", &url])
+        .args(["--storage-engine", storage, "--silent"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|error| panic!("starting {}: {error}", binary.display()))
 }
 
 /// VmRSS of a process, in bytes.
