@@ -482,29 +482,40 @@ impl Broker {
         );
         let _ = self.coordinator.set(handle.clone());
         // The groups of the partitions this broker leads are served once the broker is open.
-        self.lead_groups(&self.quorum.image()).await;
+        self.lead_groups(&self.quorum.image());
         handle.loaded().await;
         Ok(())
     }
 
     /// Tells the coordinator which partitions of `__consumer_offsets` this broker leads in
-    /// `image` (and hosts), and in which leader epochs.
-    async fn lead_groups(&self, image: &MetadataImage) {
+    /// `image` (and hosts), in which leader epochs, and whether each has enough in-sync
+    /// replicas for a write.
+    fn lead_groups(&self, image: &MetadataImage) {
         let Some(coordinator) = self.coordinator() else {
             return;
         };
-        let leading = image
-            .topic(OFFSETS_TOPIC)
-            .into_iter()
-            .flat_map(|topic| topic.partitions.iter().enumerate())
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        let min_insync = image
+            .produce_config(OFFSETS_TOPIC, self.node_id())
+            .map_or(1, |config| {
+                usize::try_from(config.min_insync_replicas).unwrap_or(1)
+            });
+        let leading = (0..)
+            .zip(&topic.partitions)
             .filter(|(_, partition)| partition.leader == self.node_id())
             .filter_map(|(index, partition)| {
-                let index = i32::try_from(index).ok()?;
                 let handle = self.partition(OFFSETS_TOPIC, index)?;
-                Some((index, (handle, partition.leader_epoch)))
+                let led = coordinator::Leading {
+                    handle,
+                    epoch: partition.leader_epoch,
+                    enough_in_sync: partition.isr.len() >= min_insync,
+                };
+                Some((index, led))
             })
             .collect();
-        coordinator.lead(image.offset, leading).await;
+        coordinator.lead(image.offset, leading);
     }
 
     /// Waits (up to `limit`) until every voter has registered, so that `__consumer_offsets`,
@@ -1026,7 +1037,7 @@ impl Broker {
             tracing::error!(%error, "applying committed metadata to the hosted partitions failed");
         }
         self.fetchers.update(&image, &self.registry);
-        self.lead_groups(&image).await;
+        self.lead_groups(&image);
     }
 
     /// Asks the controller to add `follower` to the ISR of `topic`-`partition`, which this

@@ -196,6 +196,10 @@ pub enum WriteError {
     /// Not every in-sync replica held the records within `offsets.commit.timeout.ms`.
     #[error("the in-sync replicas did not all hold the records in time")]
     NotReplicated,
+    /// Fewer in-sync replicas than the partition's `min.insync.replicas`, before the write or
+    /// once it was replicated.
+    #[error("fewer in-sync replicas than min.insync.replicas")]
+    NotEnoughReplicas,
 }
 
 impl WriteError {
@@ -313,6 +317,11 @@ enum Command {
     ExpireOffsets {
         reply: oneshot::Sender<usize>,
     },
+}
+
+/// What the metadata tells the actor, on a channel of its own that never blocks the sender (the
+/// broker's metadata follower) and that the actor reads first.
+enum Control {
     /// The groups of a partition replayed in leader epoch `epoch`.
     Loaded {
         partition: i32,
@@ -320,9 +329,7 @@ enum Command {
         groups: Vec<Replayed>,
     },
     /// This broker no longer leads `partition` in the epoch it loaded: forget its groups.
-    Unload {
-        partition: i32,
-    },
+    Unload { partition: i32 },
 }
 
 impl Command {
@@ -374,6 +381,9 @@ struct Held {
     epoch: i32,
     /// Replayed into the actor: its groups are served.
     loaded: bool,
+    /// Its ISR has at least its `min.insync.replicas` members, as the metadata last said: a
+    /// write needs that many copies (Kafka's NOT_ENOUGH_REPLICAS otherwise).
+    enough_in_sync: bool,
 }
 
 /// The partitions this broker leads, shared by the handle and the actor.
@@ -390,10 +400,20 @@ fn lock(leadership: &Mutex<Leadership>) -> std::sync::MutexGuard<'_, Leadership>
     leadership.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A partition of `__consumer_offsets` this broker leads, as the metadata has it.
+#[derive(Debug, Clone)]
+pub struct Leading {
+    pub handle: PartitionHandle,
+    pub epoch: i32,
+    /// Its ISR has at least its `min.insync.replicas` members.
+    pub enough_in_sync: bool,
+}
+
 /// Cloneable handle to the coordinator actor.
 #[derive(Debug, Clone)]
 pub struct CoordinatorHandle {
     commands: mpsc::Sender<Command>,
+    control: mpsc::UnboundedSender<Control>,
     /// Partitions of `__consumer_offsets`.
     partition_count: i32,
     leadership: SharedLeadership,
@@ -432,11 +452,13 @@ impl CoordinatorHandle {
         let leadership = SharedLeadership::default();
         let (loads, _) = tokio::sync::watch::channel(0);
         let (commands, rx) = mpsc::channel(1024);
+        let (control, control_rx) = mpsc::unbounded_channel();
         let commit_timeout = config.commit_timeout;
         let actor = CoordinatorActor {
             config,
             groups: HashMap::new(),
             rx,
+            control: control_rx,
             partition_count,
             leadership: Arc::clone(&leadership),
             loads: loads.clone(),
@@ -450,6 +472,7 @@ impl CoordinatorHandle {
         tokio::spawn(actor.run(shutdown));
         Self {
             commands,
+            control,
             partition_count,
             leadership,
             loads,
@@ -460,11 +483,10 @@ impl CoordinatorHandle {
     }
 
     /// Sets the partitions of `__consumer_offsets` this broker leads, as the metadata at
-    /// `offset` has them (partition, its handle, its leader epoch): the groups of a partition no
-    /// longer led in the epoch it was loaded in are forgotten, and a partition newly led (or led
-    /// in a new epoch: another leader may have written in between) is replayed in the
-    /// background.
-    pub async fn lead(&self, offset: u64, leading: BTreeMap<i32, (PartitionHandle, i32)>) {
+    /// `offset` has them: the groups of a partition no longer led in the epoch it was loaded in
+    /// are forgotten, and a partition newly led (or led in a new epoch: another leader may have
+    /// written in between) is replayed in the background. Never waits on the actor.
+    pub fn lead(&self, offset: u64, leading: BTreeMap<i32, Leading>) {
         let (unload, load) = {
             let mut leadership = lock(&self.leadership);
             if leadership.offset.is_some_and(|seen| seen > offset) {
@@ -474,38 +496,42 @@ impl CoordinatorHandle {
             let unload: Vec<i32> = leadership
                 .held
                 .iter()
-                .filter(|(p, held)| leading.get(p).is_none_or(|(_, e)| *e != held.epoch))
+                .filter(|(p, held)| leading.get(p).is_none_or(|l| l.epoch != held.epoch))
                 .map(|(p, _)| *p)
                 .collect();
             for partition in &unload {
                 leadership.held.remove(partition);
             }
             let mut load = Vec::new();
-            for (partition, (handle, epoch)) in leading {
-                if leadership.held.contains_key(&partition) {
+            for (partition, led) in leading {
+                if let Some(held) = leadership.held.get_mut(&partition) {
+                    held.enough_in_sync = led.enough_in_sync;
                     continue;
                 }
                 leadership.held.insert(
                     partition,
                     Held {
-                        handle: handle.clone(),
-                        epoch,
+                        handle: led.handle.clone(),
+                        epoch: led.epoch,
                         loaded: false,
+                        enough_in_sync: led.enough_in_sync,
                     },
                 );
-                load.push((partition, handle, epoch));
+                load.push((partition, led.handle, led.epoch));
             }
             (unload, load)
         };
+        // Whoever waits for the loads sees the partitions that are no longer to be loaded.
+        self.loads.send_modify(|_| {});
         for partition in unload {
             tracing::info!(
                 partition,
                 "no longer coordinating the groups of {OFFSETS_TOPIC}-{partition}"
             );
-            let _ = self.commands.send(Command::Unload { partition }).await;
+            let _ = self.control.send(Control::Unload { partition });
         }
         for (partition, handle, epoch) in load {
-            let commands = self.commands.clone();
+            let control = self.control.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
                 let groups = tokio::task::spawn_blocking(move || replay(partition, &handle))
@@ -521,13 +547,11 @@ impl CoordinatorHandle {
                     elapsed_ms = started.elapsed().as_millis(),
                     "loaded the groups of {OFFSETS_TOPIC}-{partition}"
                 );
-                let _ = commands
-                    .send(Command::Loaded {
-                        partition,
-                        epoch,
-                        groups,
-                    })
-                    .await;
+                let _ = control.send(Control::Loaded {
+                    partition,
+                    epoch,
+                    groups,
+                });
             });
         }
     }
@@ -668,12 +692,19 @@ impl CoordinatorHandle {
             reply,
         })
         .await
-        .ok_or(CommitError::Group(GroupError::CoordinatorNotAvailable))
+        // Loaded again since in another epoch: the client asks where the group is now.
+        .ok_or(CommitError::Group(GroupError::NotCoordinator))
     }
 
     async fn write(&self, group: &str, records: Vec<Record>) -> Result<i32, WriteError> {
-        let target = target(&self.leadership, self.partition_count, group)?;
-        write_records(target, records, self.commit_timeout).await
+        write_records(
+            &self.leadership,
+            self.partition_count,
+            group,
+            records,
+            self.commit_timeout,
+        )
+        .await
     }
 
     pub async fn fetch_offsets(
@@ -765,29 +796,39 @@ fn target(
     group: &str,
 ) -> Result<(PartitionHandle, i32), WriteError> {
     let partition = partition_for(group, partition_count);
-    lock(leadership)
+    let leadership = lock(leadership);
+    let held = leadership
         .held
         .get(&partition)
         .filter(|held| held.loaded)
-        .map(|held| (held.handle.clone(), held.epoch))
-        .ok_or(WriteError::NotCoordinator)
+        .ok_or(WriteError::NotCoordinator)?;
+    if !held.enough_in_sync {
+        return Err(WriteError::NotEnoughReplicas);
+    }
+    Ok((held.handle.clone(), held.epoch))
 }
 
 /// Appends `records` to a group's partition and waits until every in-sync replica holds them
 /// (the high watermark passed them) while this broker still leads in the same epoch. Returns
 /// that epoch.
 async fn write_records(
-    (partition, epoch): (PartitionHandle, i32),
+    leadership: &Mutex<Leadership>,
+    partition_count: i32,
+    group: &str,
     records: Vec<Record>,
     timeout: Duration,
 ) -> Result<i32, WriteError> {
+    let (partition, epoch) = target(leadership, partition_count, group)?;
     let info = partition
         .append(build_batch(&records, ProducerInfo::NONE))
         .await?;
     let mut high_watermark = partition.watch_high_watermark();
     let replicated = high_watermark.wait_for(|hw| *hw > info.last_offset);
     match tokio::time::timeout(timeout, replicated).await {
-        Ok(Ok(_)) if partition.leading_epoch() == Some(epoch) => Ok(epoch),
+        // Kafka's rule: the ISR may not have shrunk below min.insync.replicas meanwhile.
+        Ok(Ok(_)) if partition.leading_epoch() == Some(epoch) => {
+            target(leadership, partition_count, group).map(|_| epoch)
+        }
         Ok(_) => Err(WriteError::NotCoordinator),
         Err(_) => Err(WriteError::NotReplicated),
     }
@@ -901,6 +942,7 @@ struct CoordinatorActor {
     config: CoordinatorConfig,
     groups: HashMap<String, Group>,
     rx: mpsc::Receiver<Command>,
+    control: mpsc::UnboundedReceiver<Control>,
     partition_count: i32,
     leadership: SharedLeadership,
     loads: tokio::sync::watch::Sender<u64>,
@@ -933,6 +975,12 @@ impl CoordinatorActor {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
+                Some(control) = self.control.recv() => match control {
+                    Control::Loaded { partition, epoch, groups } => {
+                        self.install(partition, epoch, groups);
+                    }
+                    Control::Unload { partition } => self.unload_stale(partition),
+                },
                 command = self.rx.recv() => match command {
                     Some(command) => self.handle(command).await,
                     None => break,
@@ -954,20 +1002,25 @@ impl CoordinatorActor {
         self.next_token
     }
 
-    /// Where a group's records go, if this broker has loaded its partition.
-    fn target(&self, group: &str) -> Result<(PartitionHandle, i32), WriteError> {
-        target(&self.leadership, self.partition_count, group)
-    }
-
     /// Appends a group's records (see [`write_records`]).
     async fn write(&self, group: &str, records: Vec<Record>) -> Result<i32, WriteError> {
-        write_records(self.target(group)?, records, self.config.commit_timeout).await
+        write_records(
+            &self.leadership,
+            self.partition_count,
+            group,
+            records,
+            self.config.commit_timeout,
+        )
+        .await
     }
 
-    /// Whether the partition of `group` is loaded in leader epoch `epoch`.
+    /// Whether the partition of `group` is loaded (in leader epoch `epoch`, if given).
     fn serves(&self, group: &str, epoch: Option<i32>) -> bool {
-        self.target(group)
-            .is_ok_and(|(_, loaded)| epoch.is_none_or(|epoch| epoch == loaded))
+        let partition = partition_for(group, self.partition_count);
+        lock(&self.leadership)
+            .held
+            .get(&partition)
+            .is_some_and(|held| held.loaded && epoch.is_none_or(|epoch| epoch == held.epoch))
     }
 
     async fn handle(&mut self, command: Command) {
@@ -981,12 +1034,6 @@ impl CoordinatorActor {
             return;
         }
         match command {
-            Command::Loaded {
-                partition,
-                epoch,
-                groups,
-            } => self.install(partition, epoch, groups),
-            Command::Unload { partition } => self.unload(partition),
             Command::Join {
                 group,
                 request,
@@ -1186,6 +1233,18 @@ impl CoordinatorActor {
         }
         drop(shared);
         self.loads.send_modify(|count| *count += 1);
+    }
+
+    /// Forgets the groups of a partition no longer led, unless it has been loaded again since
+    /// (led anew while the unload waited: its groups now are the new epoch's).
+    fn unload_stale(&mut self, partition: i32) {
+        let loaded_again = lock(&self.leadership)
+            .held
+            .get(&partition)
+            .is_some_and(|held| held.loaded);
+        if !loaded_again {
+            self.unload(partition);
+        }
     }
 
     /// Forgets the groups of `partition`; their waiting requests are told to find the

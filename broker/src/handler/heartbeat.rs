@@ -3,6 +3,7 @@
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use super::{Context, group_error_code};
+use crate::coordinator::GroupError;
 
 pub(super) async fn handle(ctx: &Context, request: HeartbeatRequest) -> HeartbeatResponse {
     let result = match ctx.coordinator_for(&request.group_id) {
@@ -16,6 +17,8 @@ pub(super) async fn handle(ctx: &Context, request: HeartbeatRequest) -> Heartbea
                 )
                 .await
         }
+        // Kafka's answer while the group's partition loads: the member just goes on.
+        Err(GroupError::CoordinatorLoadInProgress) => Ok(()),
         Err(error) => Err(error),
     };
     HeartbeatResponse::default().with_error_code(result.err().map_or(0, group_error_code))

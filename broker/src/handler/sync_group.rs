@@ -3,11 +3,16 @@
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{Context, group_error_code, str_bytes};
-use crate::coordinator::SyncRequest;
+use crate::coordinator::{GroupError, SyncRequest};
 
 pub(super) async fn handle(ctx: &Context, request: SyncGroupRequest) -> SyncGroupResponse {
     let coordinator = match ctx.coordinator_for(&request.group_id) {
         Ok(coordinator) => coordinator,
+        // Kafka's answer while the group's partition loads: the member joins again.
+        Err(GroupError::CoordinatorLoadInProgress) => {
+            return SyncGroupResponse::default()
+                .with_error_code(group_error_code(GroupError::RebalanceInProgress));
+        }
         Err(error) => return SyncGroupResponse::default().with_error_code(group_error_code(error)),
     };
     let sync = SyncRequest {
