@@ -324,6 +324,7 @@ impl PartitionHandle {
         config: LogConfig,
         clock: Arc<dyn log::Clock>,
         node_id: i32,
+        min_insync: usize,
         role: ReplicaEvent,
         cleaner: CleanerSettings,
     ) -> Result<Self, log::Error> {
@@ -347,11 +348,21 @@ impl PartitionHandle {
         })??;
         let reader = log.reader();
         let flusher = log.flusher();
-        // What the log recovered is on disk.
+        // What the log recovered is on disk. A follower's high watermark comes from its leader:
+        // until the first answer none of what it holds counts as committed (its tail may never
+        // have been), so a consumer reading from it (KIP-392) sees nothing that could vanish.
         let recovered = log.log_end_offset();
-        let (hw_tx, high_watermark) = watch::channel(recovered);
+        let committed = if leading.is_some() {
+            recovered
+        } else {
+            reader.offsets().log_start_offset()
+        };
+        let (hw_tx, high_watermark) = watch::channel(committed);
         let (appended_tx, appended) = watch::channel(recovered);
-        let mut replica = ReplicaState::new(node_id, recovered, recovered);
+        let mut replica = ReplicaState::new(node_id, recovered, committed);
+        replica.handle(ReplicaEvent::MinInsync {
+            replicas: min_insync,
+        });
         replica.handle(role);
         let (role_tx, leading) = watch::channel(leading_epoch(&replica));
         let (commands, rx) = mpsc::channel(1024);
@@ -1086,6 +1097,7 @@ mod tests {
             config,
             Arc::new(ManualClock::new(1_000)),
             1,
+            1,
             ReplicaEvent::BecameLeader {
                 leader_epoch: 0,
                 isr: vec![1],
@@ -1144,6 +1156,7 @@ mod tests {
             LogConfig::default(),
             Arc::new(ManualClock::new(1_000)),
             node_id,
+            1,
             role,
             CleanerSettings::default(),
         )

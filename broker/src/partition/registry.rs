@@ -236,6 +236,10 @@ impl PartitionRegistry {
             source,
         })?;
         let configs_changed = before.is_some_and(|before| before != configs);
+        // KIP-966: a leader's high watermark needs this many in sync.
+        let replicas =
+            usize::try_from(cluster::produce_config(configs).min_insync_replicas).unwrap_or(1);
+        let min_insync = ReplicaEvent::MinInsync { replicas };
         for (index, partition) in (0..).zip(&topic.partitions) {
             if !partition.replicas.contains(&self.node_id) {
                 continue;
@@ -246,6 +250,7 @@ impl PartitionRegistry {
                 Some(hosted) => {
                     if configs_changed {
                         hosted.handle.set_config(config.clone()).await;
+                        hosted.handle.replica_event(min_insync.clone()).await;
                     }
                     if hosted.partition != *partition {
                         let role = Role::of(self.node_id, partition);
@@ -262,7 +267,7 @@ impl PartitionRegistry {
                 None => {
                     let role = role_event(self.node_id, partition);
                     let handle = self
-                        .open_partition(topic, index, config.clone(), existing, role)
+                        .open_partition(topic, index, config.clone(), existing, replicas, role)
                         .await
                         .map_err(|source| RegistryError::Open {
                             topic: topic.name.clone(),
@@ -287,6 +292,7 @@ impl PartitionRegistry {
         partition: i32,
         config: log::LogConfig,
         existing: bool,
+        min_insync: usize,
         role: ReplicaEvent,
     ) -> Result<PartitionHandle, log::Error> {
         let dir = log::partition_dir(&self.data_dir, &topic.name, partition);
@@ -319,6 +325,7 @@ impl PartitionRegistry {
             config,
             Arc::clone(&self.clock),
             self.node_id,
+            min_insync,
             role,
             cleaner,
         )

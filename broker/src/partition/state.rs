@@ -5,7 +5,10 @@
 //! and carries out its commands.
 //!
 //! The high watermark a leader publishes is the smallest durable offset over the ISR (itself
-//! included): every in-sync replica has every record below it on disk. A follower's is the
+//! included): every in-sync replica has every record below it on disk. It only advances while
+//! the ISR has at least the topic's `min.insync.replicas` members (KIP-966): a record held by
+//! fewer (an `acks=1` write while the ISR has shrunk) is not committed, and no consumer sees it,
+//! until enough replicas hold it. A follower's is the
 //! leader's high watermark as last heard, but never past what it holds itself. It never goes
 //! backwards within a leader epoch.
 
@@ -53,6 +56,8 @@ pub enum Event {
     JoiningIsr { replica: i32, now_ms: u64 },
     /// This broker's copy was cut back to end at `offset` (a follower whose log diverged).
     Truncated { offset: i64 },
+    /// The topic's `min.insync.replicas` (1 until told).
+    MinInsync { replicas: usize },
 }
 
 /// What the actor must do.
@@ -79,6 +84,9 @@ pub struct ReplicaState {
     last_fetch: BTreeMap<i32, (i64, u64)>,
     /// Followers asked into the ISR, not yet in a committed ISR.
     joining: std::collections::BTreeSet<i32>,
+    /// The topic's `min.insync.replicas`: a leader's high watermark stands still while fewer
+    /// replicas count.
+    min_insync: usize,
 }
 
 impl ReplicaState {
@@ -97,6 +105,7 @@ impl ReplicaState {
             caught_up_at: BTreeMap::new(),
             last_fetch: BTreeMap::new(),
             joining: std::collections::BTreeSet::new(),
+            min_insync: 1,
         }
     }
 
@@ -229,6 +238,7 @@ impl ReplicaState {
             Event::LeaderHighWatermark { offset } => {
                 self.leader_high_watermark = self.leader_high_watermark.max(offset);
             }
+            Event::MinInsync { replicas } => self.min_insync = replicas.max(1),
             Event::Truncated { offset } => {
                 self.durable = self.durable.min(offset);
                 // Never above what the replica holds; a correct leader never has it cut below
@@ -245,6 +255,10 @@ impl ReplicaState {
     /// Moves the high watermark to what the role allows, never backwards.
     fn advance(&mut self) -> Vec<Command> {
         let target = match &self.role {
+            // KIP-966: too few in sync to commit anything.
+            ReplicaRole::Leader { .. } if self.counted().count() < self.min_insync => {
+                return Vec::new();
+            }
             ReplicaRole::Leader { followers, .. } => self
                 .counted()
                 .map(|replica| {
@@ -469,6 +483,33 @@ mod tests {
             publish(10)
         );
         assert_eq!(state.high_watermark(), 10);
+    }
+
+    #[test]
+    fn a_leader_commits_nothing_while_fewer_than_min_insync_replicas_are_in_sync() {
+        let mut state = ReplicaState::new(1, 0, 0);
+        state.handle(Event::MinInsync { replicas: 2 });
+        state.handle(Event::BecameLeader {
+            leader_epoch: 0,
+            isr: vec![1, 2],
+        });
+        state.handle(Event::LocalDurable { offset: 5 });
+        assert_eq!(state.handle(reported(2, 5)), publish(5));
+        // Alone in the ISR: what only the leader holds is not committed.
+        assert!(state.handle(Event::IsrChanged { isr: vec![1] }).is_empty());
+        assert!(state.handle(Event::LocalDurable { offset: 9 }).is_empty());
+        assert_eq!(state.high_watermark(), 5);
+        // Back to two in sync, and the follower has it: committed.
+        assert!(
+            state
+                .handle(Event::IsrChanged { isr: vec![1, 2] })
+                .is_empty()
+        );
+        assert_eq!(state.handle(reported(2, 9)), publish(9));
+        // With min.insync.replicas lowered to 1, the leader alone commits again.
+        state.handle(Event::IsrChanged { isr: vec![1] });
+        state.handle(Event::LocalDurable { offset: 12 });
+        assert_eq!(state.handle(Event::MinInsync { replicas: 1 }), publish(12));
     }
 
     #[test]
