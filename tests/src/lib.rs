@@ -277,13 +277,32 @@ pub fn assign_from_beginning(
         assignment
             .add_partition_offset(topic, partition, rdkafka::Offset::Beginning)
             .expect("adding a partition");
-        let (_, high) = consumer
-            .fetch_watermarks(topic, partition, std::time::Duration::from_secs(10))
-            .expect("high watermark");
-        ends.insert(partition, high);
+        ends.insert(partition, latest_offset(consumer, topic, partition));
     }
     consumer.assign(&assignment).expect("assigning partitions");
     ends
+}
+
+/// The latest offset of `topic`-`partition` (its high watermark), asked until the leader answers
+/// (up to 30 s): a leader just elected answers OFFSET_NOT_AVAILABLE until its high watermark has
+/// caught up (KIP-207).
+pub fn latest_offset(
+    consumer: &rdkafka::consumer::BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> i64 {
+    use rdkafka::consumer::Consumer;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, std::time::Duration::from_secs(5)) {
+            Ok((_, high)) => return high,
+            Err(error) => assert!(
+                std::time::Instant::now() < deadline,
+                "the latest offset of {topic}-{partition}: {error}"
+            ),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// `GET path` on a broker's admin endpoint: status code and body (`None` if nothing answers).

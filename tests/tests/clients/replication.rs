@@ -604,10 +604,7 @@ fn acks_all_is_refused_with_two_of_three_replicas_down_and_nothing_is_lost() {
         .set("bootstrap.servers", &bootstrap)
         .create()
         .unwrap();
-    let (_, end) = watermarks
-        .fetch_watermarks("two-down", 0, Duration::from_secs(10))
-        .unwrap();
-    assert_eq!(end, 100);
+    assert_eq!(fjord_tests::latest_offset(&watermarks, "two-down", 0), 100);
 
     cluster.brokers[3].start();
     cluster.brokers[4].start();
@@ -675,9 +672,7 @@ fn read_partition_in(
         config.set("client.rack", rack);
     }
     let consumer: BaseConsumer = config.create().unwrap();
-    let (_, end) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .unwrap();
+    let end = fjord_tests::latest_offset(&consumer, topic, partition);
     let mut assignment = TopicPartitionList::new();
     assignment
         .add_partition_offset(topic, partition, Offset::Beginning)
