@@ -394,10 +394,71 @@ struct Leadership {
     offset: Option<u64>,
 }
 
-type SharedLeadership = Arc<Mutex<Leadership>>;
+/// The partitions of `__consumer_offsets` (those this broker leads, and where a group's records
+/// go), shared by the handle and the actor.
+#[derive(Debug, Clone)]
+struct OffsetsPartitions {
+    leadership: Arc<Mutex<Leadership>>,
+    /// How many partitions the topic has.
+    count: i32,
+    /// How long a write waits for the in-sync replicas (`offsets.commit.timeout.ms`).
+    commit_timeout: Duration,
+}
 
-fn lock(leadership: &Mutex<Leadership>) -> std::sync::MutexGuard<'_, Leadership> {
-    leadership.lock().unwrap_or_else(PoisonError::into_inner)
+impl OffsetsPartitions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Leadership> {
+        self.leadership
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The partition of `group`.
+    fn of(&self, group: &str) -> i32 {
+        partition_for(group, self.count)
+    }
+
+    /// Whether the partition of `group` is loaded (in leader epoch `epoch`, if given).
+    fn serves(&self, group: &str, epoch: Option<i32>) -> bool {
+        self.lock()
+            .held
+            .get(&self.of(group))
+            .is_some_and(|held| held.loaded && epoch.is_none_or(|epoch| epoch == held.epoch))
+    }
+
+    /// Where a group's records go: its partition's handle and the epoch this broker leads it
+    /// in, if it has loaded it and the partition has enough replicas in sync.
+    fn target(&self, group: &str) -> Result<(PartitionHandle, i32), WriteError> {
+        let leadership = self.lock();
+        let held = leadership
+            .held
+            .get(&self.of(group))
+            .filter(|held| held.loaded)
+            .ok_or(WriteError::NotCoordinator)?;
+        if !held.enough_in_sync {
+            return Err(WriteError::NotEnoughReplicas);
+        }
+        Ok((held.handle.clone(), held.epoch))
+    }
+
+    /// Appends `records` to a group's partition and waits until every in-sync replica holds
+    /// them (the high watermark passed them) while this broker still leads in the same epoch.
+    /// Returns that epoch.
+    async fn write(&self, group: &str, records: Vec<Record>) -> Result<i32, WriteError> {
+        let (partition, epoch) = self.target(group)?;
+        let info = partition
+            .append(build_batch(&records, ProducerInfo::NONE))
+            .await?;
+        let mut high_watermark = partition.watch_high_watermark();
+        let replicated = high_watermark.wait_for(|hw| *hw > info.last_offset);
+        match tokio::time::timeout(self.commit_timeout, replicated).await {
+            // Kafka's rule: the ISR may not have shrunk below min.insync.replicas meanwhile.
+            Ok(Ok(_)) if partition.leading_epoch() == Some(epoch) => {
+                self.target(group).map(|_| epoch)
+            }
+            Ok(_) => Err(WriteError::NotCoordinator),
+            Err(_) => Err(WriteError::NotReplicated),
+        }
+    }
 }
 
 /// A partition of `__consumer_offsets` this broker leads, as the metadata has it.
@@ -414,14 +475,11 @@ pub struct Leading {
 pub struct CoordinatorHandle {
     commands: mpsc::Sender<Command>,
     control: mpsc::UnboundedSender<Control>,
-    /// Partitions of `__consumer_offsets`.
-    partition_count: i32,
-    leadership: SharedLeadership,
+    partitions: OffsetsPartitions,
     /// Counts completed loads, so a caller can wait for them.
     loads: tokio::sync::watch::Sender<u64>,
     clock: Arc<dyn Clock>,
     committed: Arc<Mutex<CommittedOffsets>>,
-    commit_timeout: Duration,
 }
 
 impl std::fmt::Debug for Command {
@@ -449,18 +507,20 @@ impl CoordinatorHandle {
         shutdown: CancellationToken,
     ) -> Self {
         let committed = Arc::new(Mutex::new(CommittedOffsets::new()));
-        let leadership = SharedLeadership::default();
+        let partitions = OffsetsPartitions {
+            leadership: Arc::default(),
+            count: partition_count,
+            commit_timeout: config.commit_timeout,
+        };
         let (loads, _) = tokio::sync::watch::channel(0);
         let (commands, rx) = mpsc::channel(1024);
         let (control, control_rx) = mpsc::unbounded_channel();
-        let commit_timeout = config.commit_timeout;
         let actor = CoordinatorActor {
             config,
             groups: HashMap::new(),
             rx,
             control: control_rx,
-            partition_count,
-            leadership: Arc::clone(&leadership),
+            partitions: partitions.clone(),
             loads: loads.clone(),
             clock: Arc::clone(&clock),
             start: Instant::now(),
@@ -473,12 +533,10 @@ impl CoordinatorHandle {
         Self {
             commands,
             control,
-            partition_count,
-            leadership,
+            partitions,
             loads,
             clock,
             committed,
-            commit_timeout,
         }
     }
 
@@ -488,7 +546,7 @@ impl CoordinatorHandle {
     /// written in between) is replayed in the background. Never waits on the actor.
     pub fn lead(&self, offset: u64, leading: BTreeMap<i32, Leading>) {
         let (unload, load) = {
-            let mut leadership = lock(&self.leadership);
+            let mut leadership = self.partitions.lock();
             if leadership.offset.is_some_and(|seen| seen > offset) {
                 return;
             }
@@ -560,7 +618,7 @@ impl CoordinatorHandle {
     pub async fn loaded(&self) {
         let mut loads = self.loads.subscribe();
         let _ = loads
-            .wait_for(|_| lock(&self.leadership).held.values().all(|h| h.loaded))
+            .wait_for(|_| self.partitions.lock().held.values().all(|h| h.loaded))
             .await;
     }
 
@@ -575,8 +633,7 @@ impl CoordinatorHandle {
     /// Whether this coordinator serves `group`: it leads the group's partition of
     /// `__consumer_offsets` and has loaded it.
     pub fn coordinates(&self, group: &str) -> Coordination {
-        let partition = partition_for(group, self.partition_count);
-        match lock(&self.leadership).held.get(&partition) {
+        match self.partitions.lock().held.get(&self.partitions.of(group)) {
             Some(held) if held.loaded => Coordination::Serving,
             Some(_) => Coordination::Loading,
             None => Coordination::Elsewhere,
@@ -682,6 +739,7 @@ impl CoordinatorHandle {
             })
             .collect();
         let epoch = self
+            .partitions
             .write(&group, records)
             .await
             .map_err(CommitError::Write)?;
@@ -694,17 +752,6 @@ impl CoordinatorHandle {
         .await
         // Loaded again since in another epoch: the client asks where the group is now.
         .ok_or(CommitError::Group(GroupError::NotCoordinator))
-    }
-
-    async fn write(&self, group: &str, records: Vec<Record>) -> Result<i32, WriteError> {
-        write_records(
-            &self.leadership,
-            self.partition_count,
-            group,
-            records,
-            self.commit_timeout,
-        )
-        .await
     }
 
     pub async fn fetch_offsets(
@@ -785,52 +832,6 @@ fn unavailable_join(member_id: String) -> JoinResult {
         member_id,
         members: Vec::new(),
         skip_assignment: false,
-    }
-}
-
-/// Where a group's records go: its partition's handle and the epoch this broker leads it in,
-/// if it has loaded it.
-fn target(
-    leadership: &Mutex<Leadership>,
-    partition_count: i32,
-    group: &str,
-) -> Result<(PartitionHandle, i32), WriteError> {
-    let partition = partition_for(group, partition_count);
-    let leadership = lock(leadership);
-    let held = leadership
-        .held
-        .get(&partition)
-        .filter(|held| held.loaded)
-        .ok_or(WriteError::NotCoordinator)?;
-    if !held.enough_in_sync {
-        return Err(WriteError::NotEnoughReplicas);
-    }
-    Ok((held.handle.clone(), held.epoch))
-}
-
-/// Appends `records` to a group's partition and waits until every in-sync replica holds them
-/// (the high watermark passed them) while this broker still leads in the same epoch. Returns
-/// that epoch.
-async fn write_records(
-    leadership: &Mutex<Leadership>,
-    partition_count: i32,
-    group: &str,
-    records: Vec<Record>,
-    timeout: Duration,
-) -> Result<i32, WriteError> {
-    let (partition, epoch) = target(leadership, partition_count, group)?;
-    let info = partition
-        .append(build_batch(&records, ProducerInfo::NONE))
-        .await?;
-    let mut high_watermark = partition.watch_high_watermark();
-    let replicated = high_watermark.wait_for(|hw| *hw > info.last_offset);
-    match tokio::time::timeout(timeout, replicated).await {
-        // Kafka's rule: the ISR may not have shrunk below min.insync.replicas meanwhile.
-        Ok(Ok(_)) if partition.leading_epoch() == Some(epoch) => {
-            target(leadership, partition_count, group).map(|_| epoch)
-        }
-        Ok(_) => Err(WriteError::NotCoordinator),
-        Err(_) => Err(WriteError::NotReplicated),
     }
 }
 
@@ -943,8 +944,7 @@ struct CoordinatorActor {
     groups: HashMap<String, Group>,
     rx: mpsc::Receiver<Command>,
     control: mpsc::UnboundedReceiver<Control>,
-    partition_count: i32,
-    leadership: SharedLeadership,
+    partitions: OffsetsPartitions,
     loads: tokio::sync::watch::Sender<u64>,
     clock: Arc<dyn Clock>,
     /// Monotonic time zero: group deadlines are milliseconds since then.
@@ -1002,33 +1002,12 @@ impl CoordinatorActor {
         self.next_token
     }
 
-    /// Appends a group's records (see [`write_records`]).
-    async fn write(&self, group: &str, records: Vec<Record>) -> Result<i32, WriteError> {
-        write_records(
-            &self.leadership,
-            self.partition_count,
-            group,
-            records,
-            self.config.commit_timeout,
-        )
-        .await
-    }
-
-    /// Whether the partition of `group` is loaded (in leader epoch `epoch`, if given).
-    fn serves(&self, group: &str, epoch: Option<i32>) -> bool {
-        let partition = partition_for(group, self.partition_count);
-        lock(&self.leadership)
-            .held
-            .get(&partition)
-            .is_some_and(|held| held.loaded && epoch.is_none_or(|epoch| epoch == held.epoch))
-    }
-
     async fn handle(&mut self, command: Command) {
         let now = self.now();
         let wall = self.clock.now_ms();
         let config = self.config.group.clone();
         if let Some(group) = command.group()
-            && !self.serves(group, None)
+            && !self.partitions.serves(group, None)
         {
             command.refuse(GroupError::NotCoordinator);
             return;
@@ -1113,7 +1092,7 @@ impl CoordinatorActor {
             } => {
                 // Written in an epoch since replaced: the partition was loaded again from the
                 // log, which has the offsets if they were kept.
-                if !self.serves(&group, Some(epoch)) {
+                if !self.partitions.serves(&group, Some(epoch)) {
                     return;
                 }
                 let entry = self
@@ -1207,7 +1186,7 @@ impl CoordinatorActor {
     /// Takes the groups of `partition` as replayed in `epoch`, if it is still led in it.
     fn install(&mut self, partition: i32, epoch: i32, groups: Vec<Replayed>) {
         {
-            let mut leadership = lock(&self.leadership);
+            let mut leadership = self.partitions.lock();
             match leadership.held.get_mut(&partition) {
                 Some(held) if held.epoch == epoch => held.loaded = true,
                 // Lost or led in another epoch since: another load follows or none is needed.
@@ -1238,7 +1217,9 @@ impl CoordinatorActor {
     /// Forgets the groups of a partition no longer led, unless it has been loaded again since
     /// (led anew while the unload waited: its groups now are the new epoch's).
     fn unload_stale(&mut self, partition: i32) {
-        let loaded_again = lock(&self.leadership)
+        let loaded_again = self
+            .partitions
+            .lock()
             .held
             .get(&partition)
             .is_some_and(|held| held.loaded);
@@ -1250,8 +1231,8 @@ impl CoordinatorActor {
     /// Forgets the groups of `partition`; their waiting requests are told to find the
     /// coordinator again.
     fn unload(&mut self, partition: i32) {
-        let count = self.partition_count;
-        let ours = |group: &str| partition_for(group, count) == partition;
+        let partitions = self.partitions.clone();
+        let ours = |group: &str| partitions.of(group) == partition;
         self.groups.retain(|id, _| !ours(id));
         self.committed
             .lock()
@@ -1299,7 +1280,7 @@ impl CoordinatorActor {
                 headers: Vec::new(),
                 timestamp: self.clock.now_ms(),
             };
-            if let Err(error) = self.write(group, vec![record]).await {
+            if let Err(error) = self.partitions.write(group, vec![record]).await {
                 tracing::warn!(group, %error, "storing group metadata failed");
             }
         }
@@ -1333,7 +1314,7 @@ impl CoordinatorActor {
             },
             wall,
         ));
-        if let Err(error) = self.write(id, tombstones).await {
+        if let Err(error) = self.partitions.write(id, tombstones).await {
             tracing::warn!(group = id, %error, "writing group tombstones failed");
             return Err(GroupError::CoordinatorNotAvailable);
         }
@@ -1390,7 +1371,7 @@ impl CoordinatorActor {
         wall: i64,
     ) -> Result<(), GroupError> {
         let records = offset_tombstones(id, partitions, wall);
-        if let Err(error) = self.write(id, records).await {
+        if let Err(error) = self.partitions.write(id, records).await {
             tracing::warn!(group = id, %error, "writing offset tombstones failed");
             return Err(GroupError::CoordinatorNotAvailable);
         }
@@ -1418,7 +1399,7 @@ impl CoordinatorActor {
         let candidates: Vec<(String, Vec<GroupPartition>)> = self
             .groups
             .values()
-            .filter(|g| g.state() == GroupState::Empty && self.serves(&g.id, None))
+            .filter(|g| g.state() == GroupState::Empty && self.partitions.serves(&g.id, None))
             .map(|g| {
                 let stale = g
                     .offsets
@@ -1442,7 +1423,7 @@ impl CoordinatorActor {
             }
             if self.groups.get(&id).is_some_and(Group::is_forgettable) {
                 let record = tombstone(RecordKey::Group { group: id.clone() }, wall);
-                if self.write(&id, vec![record]).await.is_ok() {
+                if self.partitions.write(&id, vec![record]).await.is_ok() {
                     self.groups.remove(&id);
                 }
             }

@@ -10,7 +10,7 @@ use fjord_tests::bench::ceiling;
 use fjord_tests::bench::report::{Column, Figure, Results};
 use fjord_tests::bench::target::{Binaries, Running, Target, cpu_seconds, written_bytes};
 use fjord_tests::bench::workload::{
-    ConsumeResult, EndToEnd, ProduceSpec, consume_from_start, produce,
+    ConsumeResult, EndToEnd, ProduceResult, ProduceSpec, consume_from_start, produce,
 };
 
 #[derive(Debug, Parser)]
@@ -358,16 +358,27 @@ fn run_w3(broker: &Running, profile: &Profile, results: &mut Results, column: Co
     );
 }
 
-fn run_w4(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
-    broker.create_topic("w4", 1);
+/// W4's run on a new one-partition `topic`: what was produced, and each record's end-to-end
+/// latency.
+fn end_to_end(
+    broker: &Running,
+    profile: &Profile,
+    topic: &str,
+) -> (ProduceResult, hdrhistogram::Histogram<u64>) {
+    broker.create_topic(topic, 1);
     let epoch = Instant::now();
-    let consumer = EndToEnd::start(&broker.bootstrap, "w4", 1, epoch);
+    let consumer = EndToEnd::start(&broker.bootstrap, topic, 1, epoch);
     let spec = ProduceSpec {
         duration: profile.produce_for,
         ..w4()
     };
-    let produced = produce(&broker.bootstrap, "w4", &spec, epoch);
+    let produced = produce(&broker.bootstrap, topic, &spec, epoch);
     let latency = consumer.finish(produced.records, Duration::from_secs(30));
+    (produced, latency)
+}
+
+fn run_w4(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    let (produced, latency) = end_to_end(broker, profile, "w4");
     let (p50, p99, p999) = (
         ms(latency.value_at_quantile(0.50)),
         ms(latency.value_at_quantile(0.99)),
@@ -419,15 +430,7 @@ fn run_w6(broker: &Running, profile: &Profile, results: &mut Results, column: Co
 
 /// W7: W4 on three brokers, RF 3.
 fn run_w7(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
-    broker.create_topic("w7", 1);
-    let epoch = Instant::now();
-    let consumer = EndToEnd::start(&broker.bootstrap, "w7", 1, epoch);
-    let spec = ProduceSpec {
-        duration: profile.produce_for,
-        ..w4()
-    };
-    let produced = produce(&broker.bootstrap, "w7", &spec, epoch);
-    let latency = consumer.finish(produced.records, Duration::from_secs(30));
+    let (produced, latency) = end_to_end(broker, profile, "w7");
     let (p50, p99) = (
         ms(latency.value_at_quantile(0.50)),
         ms(latency.value_at_quantile(0.99)),

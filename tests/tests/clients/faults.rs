@@ -211,10 +211,7 @@ fn a_seeded_schedule_of_faults_loses_no_acknowledged_record() {
     flags.extend(["--replica-lag-time-max-ms", "3000"]);
     let mut cluster = ClusterProcesses::start_apart(&["a", "b", "c"], 3, &flags);
     let bootstrap = cluster.bootstrap();
-    create_replicated(&bootstrap, TOPIC, PARTITIONS, None, &[0, 1, 2]);
-    let writer = Writer::start(&bootstrap, TOPIC, PARTITIONS as usize);
-    let observers = Observers::start(&bootstrap, TOPIC, PARTITIONS);
-    writer.wait_acknowledged(200, "before the first fault");
+    let (writer, observers) = observed(&cluster, TOPIC, PARTITIONS, None, &[0, 1, 2]);
 
     let started = Instant::now();
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
@@ -468,10 +465,23 @@ fn wait_leader(
 
 /// Starts a writer and the observers on a new one-partition topic with three replicas.
 fn observed_topic(cluster: &ClusterProcesses, topic: &str) -> (Writer, Observers) {
+    observed(cluster, topic, 1, None, &[0, 1, 2])
+}
+
+/// Creates `topic` with three replicas of each of its `partitions` (placed by `replicas`, if
+/// given; in sync: `isr`), starts a writer and the observers on it, and waits for 200
+/// acknowledgements.
+fn observed(
+    cluster: &ClusterProcesses,
+    topic: &str,
+    partitions: i32,
+    replicas: Option<&[&[i32]]>,
+    isr: &[i32],
+) -> (Writer, Observers) {
     let bootstrap = cluster.bootstrap();
-    create_replicated(&bootstrap, topic, 1, None, &[0, 1, 2]);
-    let writer = Writer::start(&bootstrap, topic, 1);
-    let observers = Observers::start(&bootstrap, topic, 1);
+    create_replicated(&bootstrap, topic, partitions, replicas, isr);
+    let writer = Writer::start(&bootstrap, topic, usize::try_from(partitions).unwrap());
+    let observers = Observers::start(&bootstrap, topic, partitions);
     writer.wait_acknowledged(200, "before the first fault");
     (writer, observers)
 }
@@ -529,12 +539,8 @@ fn a_follower_cut_off_past_the_lag_time_then_the_leader_killed_loses_nothing() {
     let mut flags = QUICK_FENCING.to_vec();
     flags.extend(["--replica-lag-time-max-ms", "2000"]);
     let mut cluster = ClusterProcesses::start_apart(&["a", "b", "c", "a", "b"], 3, &flags);
-    let bootstrap = cluster.bootstrap();
     let (leader, cut_off, third) = (3, 4, 2);
-    create_replicated(&bootstrap, "lagging", 1, Some(&[&[3, 4, 2]]), &[2, 3, 4]);
-    let writer = Writer::start(&bootstrap, "lagging", 1);
-    let observers = Observers::start(&bootstrap, "lagging", 1);
-    writer.wait_acknowledged(200, "before the cut");
+    let (writer, observers) = observed(&cluster, "lagging", 1, Some(&[&[3, 4, 2]]), &[2, 3, 4]);
     let hosts: Vec<String> = (0..5)
         .filter(|i| *i != cut_off)
         .map(|i| cluster.brokers[i].host.clone())
@@ -568,11 +574,7 @@ fn a_follower_cut_off_past_the_lag_time_then_the_leader_killed_loses_nothing() {
 #[test]
 fn the_metadata_quorum_lost_elects_nothing_and_loses_nothing() {
     let cluster = ClusterProcesses::start(&["a", "b", "c", "a", "b"], 3, &QUICK_FENCING);
-    let bootstrap = cluster.bootstrap();
-    create_replicated(&bootstrap, "quorumless", 1, Some(&[&[3, 4, 0]]), &[0, 3, 4]);
-    let writer = Writer::start(&bootstrap, "quorumless", 1);
-    let observers = Observers::start(&bootstrap, "quorumless", 1);
-    writer.wait_acknowledged(200, "before the quorum is lost");
+    let (writer, observers) = observed(&cluster, "quorumless", 1, Some(&[&[3, 4, 0]]), &[0, 3, 4]);
 
     for voter in [1, 2] {
         cluster.brokers[voter].signal("STOP");
