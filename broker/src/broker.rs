@@ -211,6 +211,17 @@ pub enum ElectLeaderError {
     Metadata(#[from] MetadataError),
 }
 
+/// Why a reassignment request left a partition as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum ReassignError {
+    #[error("the partition does not exist")]
+    UnknownPartition,
+    #[error(transparent)]
+    Refused(#[from] cluster::reassignment::ReassignError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
 /// Why topic configs were not changed.
 #[derive(Debug, thiserror::Error)]
 pub enum AlterConfigsError {
@@ -962,15 +973,106 @@ impl Broker {
         }
     }
 
-    /// ElectLeaders for one partition: commits the leader and ISR `kind` gives it, conditional on
-    /// the partition as it was read (computed again if it changed meanwhile), and returns once
-    /// the change is applied here.
+    /// ElectLeaders for one partition: commits the leader and ISR `kind` gives it, and returns
+    /// once the change is applied here.
     pub async fn elect_leader(
         &self,
         topic: &str,
         partition: i32,
         kind: cluster::controller::ElectionType,
     ) -> Result<(), ElectLeaderError> {
+        self.change_partition(
+            topic,
+            partition,
+            ElectLeaderError::UnknownPartition,
+            |topic_image, current, _, usable| {
+                let (leader, isr) = cluster::controller::elect_on_request(current, usable, kind)?;
+                Ok(Some(MetadataRecord::ChangePartition {
+                    topic: topic.to_owned(),
+                    topic_id: topic_image.id,
+                    partition,
+                    partition_epoch: current.partition_epoch,
+                    leader,
+                    isr,
+                }))
+            },
+        )
+        .await?;
+        tracing::info!(topic, partition, ?kind, "elected a leader on request");
+        Ok(())
+    }
+
+    /// AlterPartitionReassignments for one partition: starts moving it to `target` (replacing a
+    /// reassignment running), or with `None` cancels the one running, and returns once the
+    /// change is applied here. The controller completes it once the target replicas are in
+    /// sync. `keep_replication_factor` refuses a target of another size than the original
+    /// replicas.
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<&[i32]>,
+        keep_replication_factor: bool,
+    ) -> Result<(), ReassignError> {
+        use cluster::reassignment;
+        let changed = self
+            .change_partition(
+                topic,
+                partition,
+                ReassignError::UnknownPartition,
+                |topic_image, current, image, usable| {
+                    let next = match target {
+                        Some(target) => {
+                            let from = reassignment::original(current).len();
+                            if keep_replication_factor && target.len() != from {
+                                return Err(reassignment::ReassignError::ReplicationFactorChange {
+                                    from,
+                                    to: target.len(),
+                                }
+                                .into());
+                            }
+                            reassignment::start(current, target, &image.brokers, usable)?
+                        }
+                        None => Some(reassignment::cancel(current, usable)?),
+                    };
+                    Ok(
+                        next.map(|next| {
+                            reassignment::record(topic_image, partition, current, next)
+                        }),
+                    )
+                },
+            )
+            .await?;
+        if let Some(partition_image) = changed {
+            tracing::info!(
+                topic,
+                partition,
+                replicas = ?partition_image.replicas,
+                adding = ?partition_image.adding,
+                removing = ?partition_image.removing,
+                "partition reassignment changed"
+            );
+        }
+        Ok(())
+    }
+
+    /// Commits the change of `topic`-`partition` that `decide` computes from the image, the
+    /// partition as it stands and the brokers usable to lead (registered, unfenced, not shutting
+    /// down); `None` from `decide` changes nothing. Conditional on the partition as it was
+    /// read: computed again, up to three times, if it changed meanwhile. Returns the partition
+    /// as changed, once the change is applied here.
+    async fn change_partition<E: From<MetadataError>>(
+        &self,
+        topic: &str,
+        partition: i32,
+        unknown: E,
+        decide: impl Fn(
+            &TopicImage,
+            &PartitionImage,
+            &MetadataImage,
+            &BTreeSet<i32>,
+        ) -> Result<Option<MetadataRecord>, E>,
+    ) -> Result<Option<PartitionImage>, E> {
         let mut attempts = 0;
         loop {
             let image = self.image();
@@ -978,33 +1080,20 @@ impl Broker {
                 .topic(topic)
                 .and_then(|t| Some((t, t.partition(partition)?)));
             let Some((topic_image, current)) = known else {
-                return Err(ElectLeaderError::UnknownPartition);
+                return Err(unknown);
             };
-            let usable: BTreeSet<i32> = image
-                .unfenced_brokers()
-                .filter(|b| !b.shut_down)
-                .map(|b| b.id)
-                .collect();
-            let (leader, isr) = cluster::controller::elect_on_request(current, &usable, kind)?;
-            let record = MetadataRecord::ChangePartition {
-                topic: topic.to_owned(),
-                topic_id: topic_image.id,
-                partition,
-                partition_epoch: current.partition_epoch,
-                leader,
-                isr,
+            let usable = image.usable_brokers();
+            let Some(record) = decide(topic_image, current, &image, &usable)? else {
+                return Ok(None);
             };
             match self.quorum.propose(vec![record]).await {
                 Ok(image) => {
+                    let changed = image
+                        .topic(topic)
+                        .and_then(|t| t.partition(partition))
+                        .cloned();
                     self.apply_committed(image).await;
-                    tracing::info!(
-                        topic,
-                        partition,
-                        leader,
-                        ?kind,
-                        "elected a leader on request"
-                    );
-                    return Ok(());
+                    return Ok(changed);
                 }
                 Err(MetadataError::Apply(ApplyError::Stale(_))) if attempts < 3 => attempts += 1,
                 Err(error) => return Err(error.into()),
@@ -1033,6 +1122,8 @@ impl Broker {
     /// open partitions). Whatever else of the image failed to apply (a partition that would not
     /// open) is logged, and tried again with the next image.
     async fn apply_committed(&self, image: Arc<MetadataImage>) {
+        // Partitions moved off this broker stop being fetched before the registry closes them.
+        self.fetchers.update(&image, &self.registry);
         if let Err(error) = self.registry.apply(Arc::clone(&image)).await {
             tracing::error!(%error, "applying committed metadata to the hosted partitions failed");
         }

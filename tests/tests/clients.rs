@@ -15,6 +15,8 @@ mod cluster;
 mod coordinator;
 #[path = "clients/faults.rs"]
 mod faults;
+#[path = "clients/operations.rs"]
+mod operations;
 #[path = "clients/replication.rs"]
 mod replication;
 

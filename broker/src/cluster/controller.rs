@@ -10,7 +10,8 @@
 //! is the whole ISR). A fenced broker leaves the ISR unless it is the last member (Kafka keeps the
 //! last one, so the partition knows whose return brings its data back). A broker in controlled
 //! shutdown leads nothing. With `auto.leader.rebalance.enable`, a partition's preferred replica
-//! (its first) leads again once it is usable and in sync.
+//! (its first) leads again once it is usable and in sync. A reassignment whose target replicas
+//! are all in sync completes (see [`super::reassignment`]).
 
 use std::collections::BTreeSet;
 
@@ -73,6 +74,12 @@ pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>, policy: Policy) -> V
                 }),
         );
         for (index, partition) in (0..).zip(&topic.partitions) {
+            if let Some(completed) = super::reassignment::complete(partition, &usable) {
+                records.push(super::reassignment::record(
+                    topic, index, partition, completed,
+                ));
+                continue;
+            }
             let (leader, isr) = elect(partition, &usable, unclean, policy);
             if leader != partition.leader || isr != partition.isr {
                 records.push(MetadataRecord::ChangePartition {
@@ -201,17 +208,9 @@ mod tests {
         let mut image = MetadataImage::new("c".to_owned());
         for id in brokers {
             image
-                .apply(&MetadataRecord::RegisterBroker(BrokerRegistration {
-                    id: *id,
-                    rack: None,
-                    host: "h".to_owned(),
-                    port: 1,
-                    fenced: false,
-                    incarnation: uuid::Uuid::from_u128(1),
-                    epoch: 0,
-                    shut_down: false,
-                    replaces: None,
-                }))
+                .apply(&MetadataRecord::RegisterBroker(
+                    BrokerRegistration::for_tests(*id, None),
+                ))
                 .unwrap();
             image.offset += 1;
         }
@@ -386,6 +385,8 @@ mod tests {
             leader_epoch: 3,
             isr: isr.to_vec(),
             partition_epoch: 5,
+            adding: Vec::new(),
+            removing: Vec::new(),
         };
         let usable = BTreeSet::from([1, 2]);
         let preferred = ElectionType::Preferred;
@@ -422,6 +423,44 @@ mod tests {
             elect_on_request(&partition(&[3], -1, &[3]), &usable, unclean),
             Err(ElectionRefused::NoEligibleLeader)
         );
+    }
+
+    /// A reassignment completes once its target replicas are in sync, whichever broker is the
+    /// controller then (its state is in the image): the removed replicas leave, and a leader
+    /// among them hands over to a target replica in a new leader epoch.
+    #[test]
+    fn a_reassignment_completes_once_its_target_is_in_sync() {
+        let mut image = image(&[1, 2, 3, 4], &[&[4, 1, 2]]);
+        let all = BTreeSet::from([1, 2, 3, 4]);
+        let topic = image.topic("t").unwrap().clone();
+        let current = topic.partition(0).unwrap();
+        let moving = super::super::reassignment::start(current, &[1, 2, 3], &image.brokers, &all)
+            .unwrap()
+            .unwrap();
+        image
+            .apply(&super::super::reassignment::record(
+                &topic, 0, current, moving,
+            ))
+            .unwrap();
+        let keep_leaders = Policy {
+            auto_leader_rebalance: false,
+        };
+        assert!(
+            decide(&image, &all, keep_leaders).is_empty(),
+            "3 is not in sync yet"
+        );
+        {
+            let topic = std::sync::Arc::make_mut(image.topics.get_mut("t").unwrap());
+            topic.partitions[0].isr.push(3);
+        }
+        let records = decide(&image, &all, keep_leaders);
+        apply_all(&mut image, &records);
+        let partition = image.topic("t").unwrap().partition(0).unwrap();
+        assert_eq!(partition.replicas, [1, 2, 3]);
+        assert_eq!((partition.leader, partition.leader_epoch), (1, 1));
+        assert_eq!(partition.isr, [1, 2, 3]);
+        assert!(!partition.is_reassigning());
+        assert!(decide_default(&image, &all).is_empty(), "settled");
     }
 
     /// A decision applied twice (a retried write that had been committed) changes nothing the

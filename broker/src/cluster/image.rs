@@ -42,6 +42,24 @@ pub struct BrokerRegistration {
     pub replaces: Option<Uuid>,
 }
 
+#[cfg(test)]
+impl BrokerRegistration {
+    /// A live registration of broker `id` in `rack`, for tests.
+    pub(crate) fn for_tests(id: i32, rack: Option<&str>) -> Self {
+        Self {
+            id,
+            rack: rack.map(str::to_owned),
+            host: "127.0.0.1".to_owned(),
+            port: 9090 + id,
+            fenced: false,
+            incarnation: Uuid::from_u128(1),
+            epoch: 0,
+            shut_down: false,
+            replaces: None,
+        }
+    }
+}
+
 /// One partition's replicas and leadership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
@@ -56,6 +74,14 @@ pub struct PartitionImage {
     /// Incremented at every change of this partition (leader, ISR, replicas): what a conditional
     /// change names.
     pub partition_epoch: i32,
+    /// While a reassignment moves the partition: the replicas being added, which are in
+    /// `replicas` and catch up as followers (see [`super::reassignment`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    /// While a reassignment moves the partition: the replicas that go once every target replica
+    /// is in sync; they are in `replicas` until then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
 }
 
 impl PartitionImage {
@@ -67,7 +93,24 @@ impl PartitionImage {
             isr: replicas.clone(),
             partition_epoch: 0,
             replicas,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
+    }
+
+    /// Sets the leader and ISR of a change, in a new leader epoch if the leader is another.
+    fn change_leader(&mut self, leader: i32, isr: &[i32]) {
+        if self.leader != leader {
+            self.leader_epoch += 1;
+        }
+        self.leader = leader;
+        self.isr = isr.to_vec();
+        self.partition_epoch += 1;
+    }
+
+    /// Whether a reassignment is moving the partition.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
     }
 }
 
@@ -218,6 +261,21 @@ pub enum MetadataRecord {
         leader: i32,
         isr: Vec<i32>,
     },
+    /// A reassignment of one partition started, cancelled or completed: its replicas (with those
+    /// being added and removed), leader and ISR, computed from the partition at `partition_epoch`
+    /// of the topic with id `topic_id` (see [`super::reassignment`]); refused if either has
+    /// changed since. A change of leader starts a new leader epoch.
+    ReassignPartition {
+        topic: String,
+        topic_id: Uuid,
+        partition: i32,
+        partition_epoch: i32,
+        replicas: Vec<i32>,
+        adding: Vec<i32>,
+        removing: Vec<i32>,
+        leader: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// The topic configs [`produce_config`] reads.
@@ -291,6 +349,14 @@ impl MetadataImage {
             }
         }
         summary
+    }
+
+    /// The brokers that may lead: registered, unfenced, not shutting down.
+    pub fn usable_brokers(&self) -> std::collections::BTreeSet<i32> {
+        self.unfenced_brokers()
+            .filter(|b| !b.shut_down)
+            .map(|b| b.id)
+            .collect()
     }
 
     /// The brokers clients may use, by id.
@@ -432,26 +498,25 @@ impl MetadataImage {
                 leader,
                 isr,
             } => {
-                let stale = || {
-                    ApplyError::Stale(format!(
-                        "partition {topic}-{partition} is no longer at partition epoch {partition_epoch}"
-                    ))
-                };
-                let image = self.topic_mut(topic)?;
-                if image.id != *topic_id {
-                    return Err(stale());
-                }
-                let current = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|i| image.partitions.get_mut(i))
-                    .filter(|p| p.partition_epoch == *partition_epoch)
-                    .ok_or_else(stale)?;
-                if current.leader != *leader {
-                    current.leader_epoch += 1;
-                }
-                current.leader = *leader;
-                current.isr.clone_from(isr);
-                current.partition_epoch += 1;
+                let current = self.partition_at(topic, *topic_id, *partition, *partition_epoch)?;
+                current.change_leader(*leader, isr);
+            }
+            MetadataRecord::ReassignPartition {
+                topic,
+                topic_id,
+                partition,
+                partition_epoch,
+                replicas,
+                adding,
+                removing,
+                leader,
+                isr,
+            } => {
+                let current = self.partition_at(topic, *topic_id, *partition, *partition_epoch)?;
+                current.replicas.clone_from(replicas);
+                current.adding.clone_from(adding);
+                current.removing.clone_from(removing);
+                current.change_leader(*leader, isr);
             }
         }
         Ok(())
@@ -482,6 +547,31 @@ impl MetadataImage {
                 }
             }
         }
+    }
+
+    /// Partition `index` of the topic `name` with id `topic_id`, if it is still at
+    /// `partition_epoch`: a change computed from another state of it is stale.
+    fn partition_at(
+        &mut self,
+        name: &str,
+        topic_id: Uuid,
+        index: i32,
+        partition_epoch: i32,
+    ) -> Result<&mut PartitionImage, ApplyError> {
+        let stale = || {
+            ApplyError::Stale(format!(
+                "partition {name}-{index} is no longer at partition epoch {partition_epoch}"
+            ))
+        };
+        let image = self.topic_mut(name)?;
+        if image.id != topic_id {
+            return Err(stale());
+        }
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| image.partitions.get_mut(i))
+            .filter(|p| p.partition_epoch == partition_epoch)
+            .ok_or_else(stale)
     }
 
     /// Broker `id` as registered at `epoch`: a change computed for an earlier registration is
@@ -518,17 +608,7 @@ mod tests {
     use super::*;
 
     fn broker(id: i32, rack: &str) -> BrokerRegistration {
-        BrokerRegistration {
-            id,
-            rack: Some(rack.to_owned()),
-            host: "127.0.0.1".to_owned(),
-            port: 9090 + id,
-            fenced: false,
-            incarnation: Uuid::from_u128(1),
-            epoch: 0,
-            shut_down: false,
-            replaces: None,
-        }
+        BrokerRegistration::for_tests(id, Some(rack))
     }
 
     fn create(name: &str, replicas: &[&[i32]]) -> MetadataRecord {

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod freshness;
 pub mod image;
 pub mod placement;
+pub mod reassignment;
 pub mod topic_config;
 
 use std::io;

@@ -242,6 +242,19 @@ impl Context {
         self.broker.advertised()
     }
 
+    /// See [`Broker::reassign_partition`].
+    pub async fn reassign_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        target: Option<&[i32]>,
+        keep_replication_factor: bool,
+    ) -> Result<(), crate::broker::ReassignError> {
+        self.broker
+            .reassign_partition(topic, partition, target, keep_replication_factor)
+            .await
+    }
+
     /// See [`Broker::elect_leader`].
     pub async fn elect_leader(
         &self,

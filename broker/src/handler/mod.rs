@@ -35,6 +35,7 @@ mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
+mod partition_reassignments;
 mod produce;
 mod sync_group;
 
@@ -138,6 +139,14 @@ async fn dispatch(
         RequestKind::ElectLeaders(req) => Some(ResponseKind::ElectLeaders(
             elect_leaders::handle(ctx, req).await,
         )),
+        RequestKind::AlterPartitionReassignments(req) => {
+            Some(ResponseKind::AlterPartitionReassignments(
+                partition_reassignments::alter(ctx, req, version).await,
+            ))
+        }
+        RequestKind::ListPartitionReassignments(req) => Some(
+            ResponseKind::ListPartitionReassignments(partition_reassignments::list(ctx, &req)),
+        ),
         RequestKind::ListConfigResources(req) => Some(ResponseKind::ListConfigResources(
             list_config_resources::handle(ctx, &req, version),
         )),

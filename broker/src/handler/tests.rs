@@ -62,6 +62,8 @@ fn cluster_image(image: &MetadataImage) -> Arc<MetadataImage> {
         leader_epoch: 4,
         isr: vec![2],
         partition_epoch: 5,
+        adding: Vec::new(),
+        removing: Vec::new(),
     };
     Arc::make_mut(image.topics.get_mut("t").unwrap()).partitions[1] = moved.clone();
     for partition in &mut Arc::make_mut(image.topics.get_mut(OFFSETS_TOPIC).unwrap()).partitions {
@@ -79,6 +81,8 @@ fn cluster_image(image: &MetadataImage) -> Arc<MetadataImage> {
                 leader_epoch: 2,
                 isr: vec![3],
                 partition_epoch: 3,
+                adding: Vec::new(),
+                removing: Vec::new(),
             }],
         }),
     );
@@ -543,5 +547,100 @@ async fn acks_all_is_not_answered_from_a_high_watermark_heard_as_follower() {
     assert_eq!(
         (answer.error_code, answer.base_offset),
         (ResponseError::NotLeaderOrFollower.code(), -1)
+    );
+}
+
+/// AlterPartitionReassignments answers each partition with Kafka's code: a target naming an
+/// unregistered broker is INVALID_REPLICA_ASSIGNMENT, a partition that does not exist
+/// UNKNOWN_TOPIC_OR_PARTITION, a cancellation with nothing moving NO_REASSIGNMENT_IN_PROGRESS,
+/// another replication factor where v1 does not allow it INVALID_REPLICATION_FACTOR, and the
+/// current replicas again nothing at all. ListPartitionReassignments then lists nothing.
+#[tokio::test]
+async fn reassignments_are_checked_with_kafka_codes() {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let ctx = Context::new(&broker);
+    let me = broker.node_id();
+    let reassign = |partition: i32, replicas: Option<Vec<i32>>, allow_change: bool| {
+        RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(5000)
+                .with_allow_replication_factor_change(allow_change)
+                .with_topics(vec![
+                    ReassignableTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            ReassignablePartition::default()
+                                .with_partition_index(partition)
+                                .with_replicas(
+                                    replicas.map(|r| r.into_iter().map(BrokerId).collect()),
+                                ),
+                        ]),
+                ]),
+        )
+    };
+    for (partition, replicas, allow_change, expected) in [
+        (
+            0,
+            Some(vec![me, 99]),
+            true,
+            ResponseError::InvalidReplicaAssignment,
+        ),
+        (
+            7,
+            Some(vec![me]),
+            true,
+            ResponseError::UnknownTopicOrPartition,
+        ),
+        (0, None, true, ResponseError::NoReassignmentInProgress),
+        (
+            0,
+            Some(vec![me, 99]),
+            false,
+            ResponseError::InvalidReplicationFactor,
+        ),
+    ] {
+        let ResponseKind::AlterPartitionReassignments(response) =
+            call(&ctx, reassign(partition, replicas.clone(), allow_change), 1).await
+        else {
+            panic!("not an alter partition reassignments response");
+        };
+        let answer = &response.responses[0].partitions[0];
+        assert_eq!(
+            (answer.partition_index, answer.error_code),
+            (partition, expected.code()),
+            "{replicas:?}"
+        );
+        assert!(answer.error_message.is_some());
+    }
+    let ResponseKind::AlterPartitionReassignments(response) =
+        call(&ctx, reassign(1, Some(vec![me]), false), 1).await
+    else {
+        panic!("not an alter partition reassignments response");
+    };
+    assert_eq!(response.responses[0].partitions[0].error_code, 0);
+    assert!(!response.allow_replication_factor_change);
+
+    let ResponseKind::ListPartitionReassignments(listed) = call(
+        &ctx,
+        RequestKind::ListPartitionReassignments(ListPartitionReassignmentsRequest::default()),
+        0,
+    )
+    .await
+    else {
+        panic!("not a list partition reassignments response");
+    };
+    assert!(listed.topics.is_empty());
+    assert_eq!(
+        produced(&ctx, 1).await,
+        (0, 0),
+        "the partition still takes writes"
     );
 }

@@ -3,7 +3,8 @@
 //! makes the hosted partitions match the committed image. A partition whose replicas name this
 //! broker is opened (a new one starts empty), its topic's configs are applied to it, and it
 //! takes the role the image gives it (leader, or follower of another broker); a partition that
-//! left the image (its topic deleted) is closed and its files removed.
+//! left the image (its topic deleted) or no longer names this broker (reassigned away) is
+//! closed and its files removed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -242,6 +243,10 @@ impl PartitionRegistry {
         let min_insync = ReplicaEvent::MinInsync { replicas };
         for (index, partition) in (0..).zip(&topic.partitions) {
             if !partition.replicas.contains(&self.node_id) {
+                // Reassigned away: it holds nothing here any more.
+                if !existing {
+                    self.remove_partition(topic, index).await;
+                }
                 continue;
             }
             let key = (topic.name.clone(), index);
@@ -348,21 +353,27 @@ impl PartitionRegistry {
     /// Closes the hosted partitions of a topic that left the cluster and removes their files.
     async fn remove(&self, topic: &TopicImage) {
         for index in 0..topic.partition_count() {
-            let key = (topic.name.clone(), index);
-            let removed = {
-                let mut hosted = self.write();
-                match hosted.get(&key) {
-                    Some(entry) if entry.topic_id == topic.id => hosted.remove(&key),
-                    _ => None,
-                }
-            };
-            let Some(removed) = removed else { continue };
-            removed.handle.close().await;
-            let dir = log::partition_dir(&self.data_dir, &topic.name, index);
-            if let Err(error) = remove_partition_dir(dir.clone()).await {
-                // Removed when a topic of this name is next created.
-                tracing::warn!(dir = %dir.display(), %error, "removing a deleted partition's files failed");
+            self.remove_partition(topic, index).await;
+        }
+    }
+
+    /// Closes partition `index` of `topic` if this broker hosts it, and removes its files: the
+    /// topic is gone, or the partition moved off this broker.
+    async fn remove_partition(&self, topic: &TopicImage, index: i32) {
+        let key = (topic.name.clone(), index);
+        let removed = {
+            let mut hosted = self.write();
+            match hosted.get(&key) {
+                Some(entry) if entry.topic_id == topic.id => hosted.remove(&key),
+                _ => None,
             }
+        };
+        let Some(removed) = removed else { return };
+        removed.handle.close().await;
+        let dir = log::partition_dir(&self.data_dir, &topic.name, index);
+        if let Err(error) = remove_partition_dir(dir.clone()).await {
+            // Removed when the partition is next hosted here, or its topic next created.
+            tracing::warn!(dir = %dir.display(), %error, "removing a partition's files failed");
         }
     }
 
@@ -562,6 +573,68 @@ mod tests {
         registry.apply(four).await.unwrap();
         assert_eq!(registry.partition("t", 0).unwrap().high_watermark(), 0);
         registry.close().await;
+    }
+
+    /// A reassignment that adds this broker opens the partition (empty, a follower); one that
+    /// completes without it closes the partition and removes its files.
+    #[tokio::test]
+    async fn a_partition_reassigned_away_is_closed_and_its_files_removed() {
+        use crate::cluster::reassignment;
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(3, dir.path());
+        let empty = MetadataImage::new("c".to_owned());
+        let one = next(&empty, &[create("t", &[&[1, 2]], &[])]);
+        registry.apply(Arc::clone(&one)).await.unwrap();
+        assert!(hosted(&registry).is_empty());
+
+        let topic = one.topic("t").unwrap();
+        let current = topic.partition(0).unwrap();
+        let usable = [1, 2, 3].into();
+        let moving = reassignment::start(current, &[3, 2], &one.brokers, &usable).unwrap_err();
+        // Broker 3 must be registered first.
+        assert!(moving.to_string().contains("broker 3"), "{moving}");
+        let mut registered = (*one).clone();
+        for id in [1, 2, 3] {
+            registered
+                .brokers
+                .insert(id, crate::cluster::BrokerRegistration::for_tests(id, None));
+        }
+        let moving = reassignment::start(current, &[3, 2], &registered.brokers, &usable)
+            .unwrap()
+            .unwrap();
+        let two = next(
+            &registered,
+            &[reassignment::record(topic, 0, current, moving.clone())],
+        );
+        registry.apply(Arc::clone(&two)).await.unwrap();
+        assert_eq!(
+            hosted(&registry),
+            [(
+                ("t".to_owned(), 0),
+                Role::Follower {
+                    leader: 1,
+                    leader_epoch: 0
+                }
+            )]
+        );
+        let partition_dir = log::partition_dir(dir.path(), "t", 0);
+        assert!(partition_dir.exists());
+
+        // Cancelled: broker 3 holds nothing again.
+        let moved = two.topic("t").unwrap();
+        let cancelled = reassignment::cancel(moved.partition(0).unwrap(), &usable).unwrap();
+        let three = next(
+            &two,
+            &[reassignment::record(
+                moved,
+                0,
+                moved.partition(0).unwrap(),
+                cancelled,
+            )],
+        );
+        registry.apply(three).await.unwrap();
+        assert!(hosted(&registry).is_empty());
+        assert!(!partition_dir.exists());
     }
 
     #[tokio::test]

@@ -343,6 +343,8 @@ mod tests {
             leader_epoch,
             isr: vec![1, 2],
             partition_epoch: 1,
+            adding: Vec::new(),
+            removing: Vec::new(),
         };
         Arc::new(image)
     }

@@ -298,7 +298,7 @@ fn a_seeded_schedule_of_faults_loses_no_acknowledged_record() {
 }
 
 /// What a producer, a consumer and a ListOffsets loop see while faults run.
-struct Observers {
+pub(super) struct Observers {
     watermarks: Watermarks,
     live: LiveReader,
 }
@@ -312,7 +312,7 @@ impl Observers {
     }
 
     /// Stops the observers and the writer (every record it sent delivered).
-    fn finish(self, writer: Writer) -> Observed {
+    pub(super) fn finish(self, writer: Writer) -> Observed {
         let placed = writer.finish();
         let read_live = self.live.finish();
         let (answers, backwards) = self.watermarks.finish();
@@ -326,7 +326,7 @@ impl Observers {
 }
 
 /// What was seen while the faults ran.
-struct Observed {
+pub(super) struct Observed {
     placed: Vec<Placed>,
     read_live: Vec<(i32, i64, String)>,
     answers: usize,
@@ -350,7 +350,7 @@ impl Observed {
     /// nothing out of order or twice; every acknowledged record at the offset it was
     /// acknowledged with; every record the live consumer read still where it read it; no
     /// ListOffsets answer below an earlier one; the copies byte-identical.
-    fn check(&self, cluster: &ClusterProcesses, topic: &str, partitions: i32) {
+    pub(super) fn check(&self, cluster: &ClusterProcesses, topic: &str, partitions: i32) {
         let replicas = cluster.brokers.len().min(3);
         wait_isrs_whole(cluster, topic, replicas, Duration::from_secs(30));
         assert!(
@@ -471,7 +471,7 @@ fn observed_topic(cluster: &ClusterProcesses, topic: &str) -> (Writer, Observers
 /// Creates `topic` with three replicas of each of its `partitions` (placed by `replicas`, if
 /// given; in sync: `isr`), starts a writer and the observers on it, and waits for 200
 /// acknowledgements.
-fn observed(
+pub(super) fn observed(
     cluster: &ClusterProcesses,
     topic: &str,
     partitions: i32,

@@ -72,7 +72,7 @@ pub(super) const QUICK_FENCING: [&str; 4] = [
 ];
 
 /// Creates `topic` with `partitions` partitions of three replicas (`replicas`, when given, places
-/// them), `min.insync.replicas=2`, and waits until every ISR is `isr`.
+/// them), `min.insync.replicas=2`, and waits until every ISR is whole (`isr` without `replicas`).
 pub(super) fn create_replicated(
     bootstrap: &str,
     topic: &str,
@@ -90,8 +90,14 @@ pub(super) fn create_replicated(
     ))
     .unwrap();
     assert!(created.iter().all(Result::is_ok), "{created:?}");
-    let want =
-        vec![isr.iter().copied().collect::<BTreeSet<i32>>(); usize::try_from(partitions).unwrap()];
+    // A new partition's ISR is its replicas.
+    let want: Vec<BTreeSet<i32>> = match replicas {
+        Some(replicas) => replicas
+            .iter()
+            .map(|r| r.iter().copied().collect())
+            .collect(),
+        None => vec![isr.iter().copied().collect(); usize::try_from(partitions).unwrap()],
+    };
     wait_isrs(
         bootstrap,
         topic,
