@@ -1,11 +1,12 @@
 //! The HTTP admin endpoint, served from before the broker is open: `/livez` (the process serves), `/readyz` (logs recovered, Kafka
 //! listener up, not shutting down, metadata current: see [`crate::cluster::freshness`]),
-//! `/metrics` (Prometheus text) and `/v1/status` (JSON for the operator: the controller, the
-//! brokers, partitions, this broker's metadata offset and lag, whether it is caught up).
+//! `/metrics` (Prometheus text), and the JSON API of `fjord-admin-api` for the operator:
+//! `/v1/status` (the controller, the brokers and their state, partitions, this broker's
+//! metadata offset and lag, whether it is caught up), the pre-restart check, leadership drains
+//! and broker drains (see [`crate::operations`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -17,7 +18,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use fjord_admin_api::Refusal;
+
 use crate::broker::Broker;
+use crate::operations::OperationError;
 
 /// Serves the admin endpoint until `shutdown`, from before the broker is open: while `broker` is
 /// unset (recovering logs, joining the cluster) `/livez` answers and everything else is 503, so
@@ -27,9 +31,14 @@ pub async fn serve(
     broker: Arc<std::sync::OnceLock<Arc<Broker>>>,
     shutdown: CancellationToken,
 ) {
-    serve_http(listener, shutdown, move |request| match broker.get() {
-        Some(broker) => respond(broker, request),
-        None => starting(request),
+    serve_http_async(listener, shutdown, move |request| {
+        let broker = broker.get().cloned();
+        async move {
+            match broker {
+                Some(broker) => respond(&broker, &request).await,
+                None => starting(&request),
+            }
+        }
     })
     .await;
 }
@@ -38,7 +47,11 @@ pub async fn serve(
 fn starting(request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, body) = match request.uri().path() {
         "/livez" => (StatusCode::OK, "ok\n"),
-        "/readyz" | "/metrics" | "/v1/status" => (
+        "/readyz" | "/metrics" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: recovering logs or joining the cluster\n",
+        ),
+        path if path.starts_with("/v1/") => (
             StatusCode::SERVICE_UNAVAILABLE,
             "starting: recovering logs or joining the cluster\n",
         ),
@@ -54,6 +67,22 @@ fn starting(request: &Request<Incoming>) -> Response<Full<Bytes>> {
 pub async fn serve_http<F>(listener: TcpListener, shutdown: CancellationToken, respond: F)
 where
     F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    serve_http_async(listener, shutdown, move |request| {
+        std::future::ready(respond(&request))
+    })
+    .await;
+}
+
+/// [`serve_http`] with answers that take a while (the broker's admin operations wait for the
+/// metadata quorum).
+pub async fn serve_http_async<F, Fut>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    respond: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
     let respond = Arc::new(respond);
     let connections = TaskTracker::new();
@@ -75,8 +104,8 @@ where
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             let service = service_fn(move |request| {
-                let response = respond(&request);
-                async move { Ok::<_, Infallible>(response) }
+                let response = respond(request);
+                async move { Ok::<_, Infallible>(response.await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service);
@@ -95,25 +124,83 @@ where
     connections.wait().await;
 }
 
-fn respond(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, content_type: &str, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        if let Ok(value) = content_type.parse() {
-            response
-                .headers_mut()
-                .insert(hyper::header::CONTENT_TYPE, value);
-        }
+fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
         response
-    };
-    if request.method() != Method::GET {
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_string(body) {
+        Ok(text) => reply(status, "application/json", format!("{text}\n")),
+        Err(error) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            format!("{error}\n"),
+        ),
+    }
+}
+
+/// An admin operation's answer: its body, or the refusal with the status that fits it.
+fn answer<T: serde::Serialize>(
+    status: StatusCode,
+    result: Result<T, OperationError>,
+) -> Response<Full<Bytes>> {
+    match result {
+        Ok(body) => json(status, &body),
+        Err(error) => {
+            let code = match &error {
+                OperationError::UnknownBroker(_) => StatusCode::NOT_FOUND,
+                OperationError::Refused { .. } => StatusCode::CONFLICT,
+                OperationError::Metadata(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            tracing::info!(%error, "admin operation refused");
+            json(
+                code,
+                &Refusal {
+                    error: error.to_string(),
+                },
+            )
+        }
+    }
+}
+
+async fn respond(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = request.method();
+    let path = request.uri().path();
+    if let Some((id, what)) = fjord_admin_api::parse_broker_path(path) {
+        return match (what, method) {
+            ("pre-restart", &Method::GET) => answer(StatusCode::OK, broker.pre_restart_check(id)),
+            ("leadership-drain", &Method::POST) => {
+                answer(StatusCode::OK, broker.drain_leadership(id, true).await)
+            }
+            ("leadership-drain", &Method::DELETE) => {
+                answer(StatusCode::OK, broker.drain_leadership(id, false).await)
+            }
+            ("drain", &Method::POST) => answer(StatusCode::ACCEPTED, broker.drain_broker(id).await),
+            ("drain", &Method::GET) => answer(StatusCode::OK, broker.drain_status(id)),
+            ("drain", &Method::DELETE) => answer(StatusCode::OK, broker.end_drain(id).await),
+            ("pre-restart" | "leadership-drain" | "drain", _) => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                format!("{method} is not served on {path}\n"),
+            ),
+            _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+        };
+    }
+    if method != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "only GET\n".into(),
         );
     }
-    match request.uri().path() {
+    match path {
         "/livez" => reply(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" if broker.is_ready() => reply(StatusCode::OK, "text/plain", "ready\n".into()),
         "/readyz" => reply(
@@ -130,43 +217,7 @@ fn respond(broker: &Broker, request: &Request<Incoming>) -> Response<Full<Bytes>
                 metrics.render(&broker.partition_samples(), &broker.group_offset_samples()),
             )
         }
-        "/v1/status" => {
-            let image = broker.image();
-            let cluster = broker.cluster_sample();
-            let session = Duration::from_millis(broker.config().broker_session_timeout_ms);
-            let status = serde_json::json!({
-                "node_id": broker.node_id(),
-                "cluster_id": image.cluster_id,
-                "ready": broker.is_ready(),
-                // The metadata quorum's leader (the controller), -1 while none is known.
-                "controller": cluster.controller,
-                "voters": broker.quorum().voter_ids(),
-                "brokers": image.brokers.values().map(|b| serde_json::json!({
-                    "id": b.id, "rack": b.rack, "host": b.host, "port": b.port, "fenced": b.fenced,
-                    "shut_down": b.shut_down,
-                })).collect::<Vec<_>>(),
-                "fenced_brokers": cluster.fenced_brokers,
-                // The index of the last metadata log entry applied here, and how far behind the
-                // controller that is: entries, and milliseconds since this broker was last
-                // known current (null: never yet).
-                "metadata_offset": cluster.metadata_applied,
-                "metadata_lag": {
-                    "entries": cluster.metadata_lag_entries,
-                    "ms": broker.metadata_lag().since_current.map(|since| since.as_millis()),
-                },
-                "partitions": broker.partition_samples().len(),
-                "leader_partitions": cluster.leader_partitions,
-                "under_replicated_partitions": cluster.under_replicated_partitions,
-                "offline_partitions": cluster.offline_partitions,
-                "leaders_per_broker": cluster.leaders_per_broker.iter()
-                    .map(|(id, led)| (id.to_string(), serde_json::Value::from(*led)))
-                    .collect::<serde_json::Map<String, serde_json::Value>>(),
-                // Caught up: the broker has applied the metadata as far as the controller had
-                // at an answer within the session timeout.
-                "caught_up": broker.metadata_lag().current_within(session),
-            });
-            reply(StatusCode::OK, "application/json", format!("{status}\n"))
-        }
+        fjord_admin_api::STATUS_PATH => json(StatusCode::OK, &broker.status()),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }

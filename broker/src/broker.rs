@@ -709,8 +709,8 @@ impl Broker {
         &self.registry
     }
 
-    /// Replica lists for `count` new partitions of `topic` over the unfenced brokers, as the
-    /// image stands.
+    /// Replica lists for `count` new partitions of `topic` over the unfenced brokers not being
+    /// drained, as the image stands.
     fn place(
         &self,
         topic: &str,
@@ -720,6 +720,7 @@ impl Broker {
         let image = self.quorum.image();
         let brokers: Vec<placement::Candidate> = image
             .unfenced_brokers()
+            .filter(|b| !image.draining.contains(&b.id))
             .map(|b| placement::Candidate {
                 id: b.id,
                 rack: b.rack.clone(),

@@ -30,6 +30,7 @@ pub mod coordinator;
 pub mod handler;
 pub mod log;
 pub mod metrics;
+pub mod operations;
 pub mod partition;
 pub mod protocol;
 pub mod quorum;

@@ -307,14 +307,20 @@ pub fn latest_offset(
 
 /// `GET path` on a broker's admin endpoint: status code and body (`None` if nothing answers).
 pub fn admin_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    admin_request(addr, "GET", path)
+}
+
+/// `method path` (no body) on a broker's admin endpoint: status code and body (`None` if nothing
+/// answers within 30 s).
+pub fn admin_request(addr: &str, method: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
         .ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: fjord\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: fjord\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut response = String::new();
@@ -322,6 +328,17 @@ pub fn admin_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let code = response.get(9..12)?.parse().ok()?;
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
     Some((code, body))
+}
+
+/// `method path` on a broker's admin endpoint, its JSON answer read as `T` of the admin API's
+/// contract, with the status code (`None` if nothing answers or the body is not a `T`).
+pub fn admin_call<T: serde::de::DeserializeOwned>(
+    addr: &str,
+    method: &str,
+    path: &str,
+) -> Option<(u16, T)> {
+    let (code, body) = admin_request(addr, method, path)?;
+    Some((code, serde_json::from_str(&body).ok()?))
 }
 
 /// Several `fjord-broker` processes on loopback forming one cluster: each with its node id,

@@ -10,8 +10,10 @@
 //! is the whole ISR). A fenced broker leaves the ISR unless it is the last member (Kafka keeps the
 //! last one, so the partition knows whose return brings its data back). A broker in controlled
 //! shutdown leads nothing. With `auto.leader.rebalance.enable`, a partition's preferred replica
-//! (its first) leads again once it is usable and in sync. A reassignment whose target replicas
-//! are all in sync completes (see [`super::reassignment`]).
+//! (its first) leads again once it is usable and in sync. A broker whose leadership is drained
+//! leads only partitions no other in-sync replica can. A reassignment whose target replicas are
+//! all in sync completes (see [`super::reassignment`]), and draining brokers' replicas are moved
+//! a bounded number at a time (see [`super::balance`]).
 
 use std::collections::BTreeSet;
 
@@ -60,6 +62,11 @@ pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>, policy: Policy) -> V
             });
         }
     }
+    let may_lead: BTreeSet<i32> = usable
+        .iter()
+        .copied()
+        .filter(|id| !image.is_leadership_drained(*id))
+        .collect();
     for topic in image.topics.values() {
         // The topic's override, else the cluster-wide dynamic default.
         let unclean = super::topic_config::unclean_leader_election(
@@ -80,7 +87,7 @@ pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>, policy: Policy) -> V
                 ));
                 continue;
             }
-            let (leader, isr) = elect(partition, &usable, unclean, policy);
+            let (leader, isr) = elect(partition, &usable, &may_lead, unclean, policy);
             if leader != partition.leader || isr != partition.isr {
                 records.push(MetadataRecord::ChangePartition {
                     topic: topic.name.clone(),
@@ -93,6 +100,7 @@ pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>, policy: Policy) -> V
             }
         }
     }
+    records.extend(super::balance::drain_moves(image));
     records
 }
 
@@ -141,7 +149,7 @@ pub fn elect_on_request(
             if usable.contains(&partition.leader) {
                 return Err(ElectionRefused::NotNeeded);
             }
-            match elect(partition, usable, true, Policy::default()) {
+            match elect(partition, usable, usable, true, Policy::default()) {
                 (-1, _) => Err(ElectionRefused::NoEligibleLeader),
                 elected => Ok(elected),
             }
@@ -149,10 +157,13 @@ pub fn elect_on_request(
     }
 }
 
-/// One partition's leader and ISR, given the brokers that may lead.
+/// One partition's leader and ISR, given the brokers `usable` (heard from, not stopping) and
+/// those of them that `may_lead` (not kept from leading by a leadership drain: such a broker
+/// leads only where no other in-sync replica can).
 fn elect(
     partition: &PartitionImage,
     usable: &BTreeSet<i32>,
+    may_lead: &BTreeSet<i32>,
     unclean: bool,
     policy: Policy,
 ) -> (i32, Vec<i32>) {
@@ -162,23 +173,29 @@ fn elect(
         .copied()
         .filter(|id| usable.contains(id))
         .collect();
-    // The preferred order (replicas) among the in-sync replicas that may lead.
-    let in_sync = partition
-        .replicas
-        .iter()
-        .copied()
-        .find(|id| usable.contains(id) && partition.isr.contains(id));
+    // The first in-sync replica, in preference order (replicas), that `can` lead.
+    let in_sync = |can: &BTreeSet<i32>| {
+        partition
+            .replicas
+            .iter()
+            .copied()
+            .find(|id| can.contains(id) && partition.isr.contains(id))
+    };
     let preferred = partition
         .replicas
         .first()
         .copied()
-        .filter(|id| usable.contains(id) && partition.isr.contains(id));
+        .filter(|id| may_lead.contains(id) && partition.isr.contains(id));
     let leader = if usable.contains(&partition.leader) {
-        match preferred {
-            Some(preferred) if policy.auto_leader_rebalance => preferred,
-            _ => partition.leader,
+        if !may_lead.contains(&partition.leader) {
+            in_sync(may_lead).unwrap_or(partition.leader)
+        } else {
+            match preferred {
+                Some(preferred) if policy.auto_leader_rebalance => preferred,
+                _ => partition.leader,
+            }
         }
-    } else if let Some(leader) = in_sync {
+    } else if let Some(leader) = in_sync(may_lead).or_else(|| in_sync(usable)) {
         leader
     } else if let Some(leader) = partition
         .replicas
@@ -215,15 +232,7 @@ mod tests {
             image.offset += 1;
         }
         image
-            .apply(&MetadataRecord::CreateTopic {
-                name: "t".to_owned(),
-                id: uuid::Uuid::from_u128(9),
-                configs: Default::default(),
-                partitions: partitions
-                    .iter()
-                    .map(|r| PartitionImage::new(r.to_vec()))
-                    .collect(),
-            })
+            .apply(&MetadataRecord::topic_for_tests("t", &[], partitions))
             .unwrap();
         image
     }
@@ -461,6 +470,39 @@ mod tests {
         assert_eq!(partition.isr, [1, 2, 3]);
         assert!(!partition.is_reassigning());
         assert!(decide_default(&image, &all).is_empty(), "settled");
+    }
+
+    /// A broker whose leadership is drained hands its leaderships to other in-sync replicas,
+    /// is not given them back as the preferred replica, and keeps one no other replica can
+    /// lead; once it registers again it may lead again.
+    #[test]
+    fn a_leadership_drain_moves_leaders_away_until_the_broker_registers_again() {
+        let mut image = image(&[1, 2, 3], &[&[1, 2, 3], &[1]]);
+        let all = BTreeSet::from([1, 2, 3]);
+        let epoch = image.brokers[&1].epoch;
+        image
+            .apply(&MetadataRecord::DrainLeadership {
+                id: 1,
+                epoch,
+                drained: true,
+            })
+            .unwrap();
+        let records = decide_default(&image, &all);
+        apply_all(&mut image, &records);
+        let topic = image.topic("t").unwrap();
+        assert_eq!(topic.partition(0).unwrap().leader, 2);
+        assert_eq!(topic.partition(1).unwrap().leader, 1, "no one else can");
+        assert!(decide_default(&image, &all).is_empty(), "settled");
+
+        let registration = image.brokers[&1].clone();
+        image.offset += 1;
+        image
+            .apply(&MetadataRecord::RegisterBroker(registration))
+            .unwrap();
+        assert!(!image.is_leadership_drained(1));
+        let records = decide_default(&image, &all);
+        apply_all(&mut image, &records);
+        assert_eq!(image.topic("t").unwrap().partition(0).unwrap().leader, 1);
     }
 
     /// A decision applied twice (a retried write that had been committed) changes nothing the

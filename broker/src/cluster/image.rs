@@ -60,6 +60,29 @@ impl BrokerRegistration {
     }
 }
 
+#[cfg(test)]
+impl MetadataRecord {
+    /// The creation of topic `name` with `configs`, one partition per replica list, for tests.
+    pub(crate) fn topic_for_tests(
+        name: &str,
+        configs: &[(&str, &str)],
+        replicas: &[&[i32]],
+    ) -> Self {
+        Self::CreateTopic {
+            name: name.to_owned(),
+            id: Uuid::from_u128(7),
+            configs: configs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            partitions: replicas
+                .iter()
+                .map(|r| PartitionImage::new(r.to_vec()))
+                .collect(),
+        }
+    }
+}
+
 /// One partition's replicas and leadership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
@@ -153,6 +176,14 @@ pub struct MetadataImage {
     /// (`broker_config`). A resource without any is absent.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Brokers kept from leading (before a restart), with the registration epoch the drain
+    /// applies to: a broker that registers again may lead again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub leadership_drained: BTreeMap<i32, u64>,
+    /// Brokers whose replicas the controller moves to others (see [`super::balance`]); kept
+    /// across restarts, until the drain is ended.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub draining: std::collections::BTreeSet<i32>,
 }
 
 /// Partition counts from one broker's point of view.
@@ -261,6 +292,11 @@ pub enum MetadataRecord {
         leader: i32,
         isr: Vec<i32>,
     },
+    /// Keeps the broker of registration `epoch` from leading (the controller moves its
+    /// leaderships to other in-sync replicas), or with `drained` false lets it lead again.
+    DrainLeadership { id: i32, epoch: u64, drained: bool },
+    /// Starts (or with `draining` false ends) moving every replica off broker `id`.
+    DrainBroker { id: i32, draining: bool },
     /// A reassignment of one partition started, cancelled or completed: its replicas (with those
     /// being added and removed), leader and ISR, computed from the partition at `partition_epoch`
     /// of the topic with id `topic_id` (see [`super::reassignment`]); refused if either has
@@ -295,7 +331,23 @@ impl MetadataImage {
             topics: BTreeMap::new(),
             next_producer_id: 0,
             broker_configs: BTreeMap::new(),
+            leadership_drained: BTreeMap::new(),
+            draining: std::collections::BTreeSet::new(),
         }
+    }
+
+    /// Whether broker `id` is kept from leading, as registered now.
+    pub fn is_leadership_drained(&self, id: i32) -> bool {
+        self.leadership_drained
+            .get(&id)
+            .is_some_and(|epoch| self.brokers.get(&id).is_some_and(|b| b.epoch == *epoch))
+    }
+
+    /// The brokers that may lead: usable, and not kept from leading.
+    pub fn leading_brokers(&self) -> std::collections::BTreeSet<i32> {
+        let mut usable = self.usable_brokers();
+        usable.retain(|id| !self.is_leadership_drained(*id));
+        usable
     }
 
     pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
@@ -500,6 +552,24 @@ impl MetadataImage {
             } => {
                 let current = self.partition_at(topic, *topic_id, *partition, *partition_epoch)?;
                 current.change_leader(*leader, isr);
+            }
+            MetadataRecord::DrainLeadership { id, epoch, drained } => {
+                self.registration_mut(*id, *epoch)?;
+                if *drained {
+                    self.leadership_drained.insert(*id, *epoch);
+                } else {
+                    self.leadership_drained.remove(id);
+                }
+            }
+            MetadataRecord::DrainBroker { id, draining } => {
+                if !self.brokers.contains_key(id) {
+                    return Err(ApplyError::Stale(format!("broker {id} is not registered")));
+                }
+                if *draining {
+                    self.draining.insert(*id);
+                } else {
+                    self.draining.remove(id);
+                }
             }
             MetadataRecord::ReassignPartition {
                 topic,

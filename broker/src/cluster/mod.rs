@@ -7,6 +7,7 @@
 //! (`cluster-metadata.json`); [`read_single_node_file`] reads it so that a one-voter quorum starts
 //! from it, and [`retire_single_node_file`] sets it aside once the quorum's snapshot holds it.
 
+pub mod balance;
 pub mod broker_config;
 pub mod controller;
 pub mod freshness;

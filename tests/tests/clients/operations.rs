@@ -1,17 +1,25 @@
 //! Changing a running cluster under load: partitions reassigned from a real admin client
-//! (kafka-python's AlterPartitionReassignments and ListPartitionReassignments) while an
-//! idempotent `acks=all` producer writes, a consumer reads and ListOffsets is asked throughout;
-//! the checker of the fault tests then reads every acknowledged record back.
+//! (kafka-python's AlterPartitionReassignments and ListPartitionReassignments), a rolling
+//! restart through the admin API's leadership drain, pre-restart check and catch-up status, and
+//! a broker drained, each while an idempotent `acks=all` producer writes, a consumer reads and
+//! ListOffsets is asked throughout; the checker of the fault tests then reads every
+//! acknowledged record back.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fjord_tests::{ClusterProcesses, run_client};
+use fjord_admin_api::{
+    BrokerState, Drain, LeadershipDrain, PreRestartCheck, Refusal, Status, drain_path,
+    leadership_drain_path, pre_restart_path,
+};
+use fjord_tests::{ClusterProcesses, admin_call, run_client};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::faults::observed;
-use super::replication::QUICK_FENCING;
+use super::replication::{QUICK_FENCING, isrs};
 
 /// The replicas of each partition of `topic` as the broker at `bootstrap` describes them.
 fn replicas(bootstrap: &str, topic: &str) -> Vec<Vec<i32>> {
@@ -111,6 +119,207 @@ fn a_reassignment_moves_every_replica_off_a_broker_under_load() {
     }
     // Records keep being acknowledged by the new replicas.
     writer.wait_acknowledged(writer.acknowledged() + 500, "after the move");
+    let observed = observers.finish(writer);
+    eprintln!("{observed}");
+    observed.check(&cluster, TOPIC, PARTITIONS);
+}
+
+/// Polls the ISRs of `topic` in the background and keeps the smallest ISR size seen, so a test
+/// can show that no partition ever fell below `min.insync.replicas`.
+struct IsrWatch {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, usize)>,
+}
+
+impl IsrWatch {
+    fn start(cluster: &ClusterProcesses, topic: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let bootstraps: Vec<String> = cluster.brokers.iter().map(|b| b.bootstrap()).collect();
+        let (topic, stopping) = (topic.to_owned(), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let (mut smallest, mut answers) = (usize::MAX, 0);
+            while !stopping.load(Ordering::Relaxed) {
+                // Any broker that answers (one of them is restarting).
+                for bootstrap in &bootstraps {
+                    let isrs = isrs(bootstrap, &topic);
+                    if !isrs.is_empty() {
+                        smallest = smallest.min(isrs.iter().map(BTreeSet::len).min().unwrap());
+                        answers += 1;
+                        break;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (smallest, answers)
+        });
+        Self { stop, thread }
+    }
+
+    /// The smallest ISR seen, and how many times the ISRs were read.
+    fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// `/v1/status` of a broker, typed.
+fn status(broker: &fjord_tests::ClusterBroker) -> Option<Status> {
+    admin_call::<Status>(&broker.admin(), "GET", fjord_admin_api::STATUS_PATH)
+        .and_then(|(code, status)| (code == 200).then_some(status))
+}
+
+/// A rolling restart of three brokers under an `acks=all` producer, the way the operator does
+/// it: the controller last; for each broker its leaderships drained, the pre-restart check
+/// asked until it says yes, a SIGTERM and a start, then waiting until its replicas are back in
+/// every ISR. While a broker is down the check refuses every other broker (their partitions
+/// would fall below `min.insync.replicas`). No produce fails, no ISR is ever below 2, and the
+/// checker reads every acknowledged record back.
+#[test]
+fn a_rolling_restart_under_load_never_drops_below_min_insync() {
+    const TOPIC: &str = "rolling";
+    const PARTITIONS: i32 = 6;
+    let mut cluster = ClusterProcesses::start(&["a", "b", "c"], 3, &QUICK_FENCING);
+    let (writer, observers) = observed(&cluster, TOPIC, PARTITIONS, None, &[0, 1, 2]);
+    let watch = IsrWatch::start(&cluster, TOPIC);
+    let controller = cluster.controller(Duration::from_secs(30)).unwrap();
+    let mut order: Vec<usize> = (0..3).filter(|i| *i != controller as usize).collect();
+    order.push(controller as usize);
+    for &restarted in &order {
+        let id = cluster.brokers[restarted].node_id;
+        let via = cluster.brokers[(restarted + 1) % 3].admin();
+        let (code, drained) =
+            admin_call::<LeadershipDrain>(&via, "POST", &leadership_drain_path(id)).unwrap();
+        assert_eq!((code, drained.leaders_left), (200, 0), "{drained:?}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, check) =
+                admin_call::<PreRestartCheck>(&via, "GET", &pre_restart_path(id)).unwrap();
+            assert_eq!(code, 200);
+            if check.restart_safe {
+                break;
+            }
+            assert!(Instant::now() < deadline, "broker {id}: {check:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let acknowledged = writer.acknowledged();
+        cluster.brokers[restarted].signal("TERM");
+        cluster.brokers[restarted].wait_exit(Duration::from_secs(30));
+        // With it down, restarting any other broker is refused, with the partitions named.
+        let other = cluster.brokers[(restarted + 1) % 3].node_id;
+        let (_, refused) =
+            admin_call::<PreRestartCheck>(&via, "GET", &pre_restart_path(other)).unwrap();
+        assert!(!refused.restart_safe, "{refused:?}");
+        assert!(
+            refused
+                .reasons
+                .iter()
+                .any(|r| r.contains("below min.insync.replicas 2")),
+            "{refused:?}"
+        );
+        writer.wait_acknowledged(acknowledged + 200, &format!("broker {id} down"));
+        cluster.brokers[restarted].start();
+        assert!(cluster.brokers[restarted].wait_ready(Duration::from_secs(60)));
+        // Caught up: its replicas are back in every ISR.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let back = status(&cluster.brokers[restarted]);
+            if back
+                .as_ref()
+                .is_some_and(|s| s.replicas_out_of_sync == 0 && s.caught_up)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "broker {id} not caught up: {back:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    writer.wait_acknowledged(writer.acknowledged() + 200, "after the restarts");
+    let (smallest, answers) = watch.finish();
+    eprintln!("smallest ISR seen: {smallest} in {answers} reads");
+    assert!(answers > 20, "{answers} ISR reads");
+    assert_eq!(
+        smallest, 2,
+        "an ISR fell below min.insync.replicas, or never lost a member"
+    );
+    let observed = observers.finish(writer);
+    eprintln!("{observed}");
+    observed.check(&cluster, TOPIC, PARTITIONS);
+}
+
+/// Scale-in, the broker side: four brokers on racks a, b, c, c under an `acks=all` producer.
+/// Draining broker 0 (rack a's only broker) is refused with the partitions it would break, and
+/// changes nothing; draining broker 3 moves its replicas to broker 2 (the other broker of rack
+/// c) a bounded number at a time, until it holds nothing and its state is drained. No produce
+/// fails and the checker reads every acknowledged record back.
+#[test]
+fn a_drained_broker_ends_up_holding_nothing_under_load() {
+    const TOPIC: &str = "draining";
+    const PARTITIONS: i32 = 12;
+    let cluster = ClusterProcesses::start(&["a", "b", "c", "c"], 3, &QUICK_FENCING);
+    // Racks a, b and c: broker 3 in the even partitions, broker 2 in the odd ones.
+    let placement: Vec<Vec<i32>> = (0..PARTITIONS)
+        .map(|p| {
+            let mut replicas = vec![0, 1, if p % 2 == 0 { 3 } else { 2 }];
+            replicas.rotate_left(usize::try_from(p % 3).unwrap());
+            replicas
+        })
+        .collect();
+    let refs: Vec<&[i32]> = placement.iter().map(Vec::as_slice).collect();
+    let (writer, observers) = observed(&cluster, TOPIC, PARTITIONS, Some(&refs), &[]);
+    let via = cluster.brokers[1].admin();
+
+    let (code, refusal) = admin_call::<Refusal>(&via, "POST", &drain_path(0)).unwrap();
+    assert_eq!(code, 409, "{refusal:?}");
+    assert!(
+        refusal.error.contains("distinct racks") && refusal.error.contains("draining-0"),
+        "{refusal:?}"
+    );
+    let (_, untouched) = admin_call::<Drain>(&via, "GET", &drain_path(0)).unwrap();
+    assert_eq!(untouched.state, BrokerState::Active);
+
+    let acknowledged = writer.acknowledged();
+    let (code, started) = admin_call::<Drain>(&via, "POST", &drain_path(3)).unwrap();
+    assert_eq!(
+        (code, started.state),
+        (202, BrokerState::Draining),
+        "{started:?}"
+    );
+    assert_eq!(started.replicas_left, 6);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut most_moving = 0;
+    loop {
+        let (_, drain) = admin_call::<Drain>(&via, "GET", &drain_path(3)).unwrap();
+        most_moving = most_moving.max(drain.moving);
+        if drain.state == BrokerState::Drained {
+            assert_eq!(drain.replicas_left, 0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{drain:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        most_moving <= 8,
+        "at most 8 moves at a time, saw {most_moving}"
+    );
+    let bootstrap = cluster.bootstrap();
+    for (p, replicas) in replicas(&bootstrap, TOPIC).iter().enumerate() {
+        assert!(!replicas.contains(&3), "partition {p}: {replicas:?}");
+        let expected: BTreeSet<i32> = placement[p]
+            .iter()
+            .map(|id| if *id == 3 { 2 } else { *id })
+            .collect();
+        assert_eq!(replicas.iter().copied().collect::<BTreeSet<_>>(), expected);
+    }
+    let shown = status(&cluster.brokers[0]).unwrap();
+    let broker_3 = shown.brokers.iter().find(|b| b.id == 3).unwrap();
+    assert_eq!(
+        (broker_3.state, broker_3.replicas),
+        (BrokerState::Drained, 0)
+    );
+    writer.wait_acknowledged(acknowledged + 500, "after the drain");
     let observed = observers.finish(writer);
     eprintln!("{observed}");
     observed.check(&cluster, TOPIC, PARTITIONS);

@@ -1,0 +1,199 @@
+//! The broker's HTTP admin API (port 9644 by default) as one typed contract: the paths and the
+//! JSON bodies the broker serves and the operator reads. Kept in its own small crate so the
+//! operator depends on the contract, not on the broker.
+//!
+//! | Method and path | Body of the answer |
+//! |---|---|
+//! | `GET /v1/status` | [`Status`] |
+//! | `GET /v1/brokers/{id}/pre-restart` | [`PreRestartCheck`] |
+//! | `POST /v1/brokers/{id}/leadership-drain` | [`LeadershipDrain`] (`DELETE` ends the drain) |
+//! | `POST /v1/brokers/{id}/drain`, `GET` to follow it | [`Drain`], or [`Refusal`] with 409 |
+//!
+//! Fields added later carry `#[serde(default)]`, so an operator reads a broker of an older
+//! release, and the other way round.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET`: this broker's view of the cluster.
+pub const STATUS_PATH: &str = "/v1/status";
+
+/// `GET`: whether restarting broker `id` now is safe.
+pub fn pre_restart_path(id: i32) -> String {
+    format!("/v1/brokers/{id}/pre-restart")
+}
+
+/// `POST`: move the leaderships of broker `id` to other in-sync replicas, and keep them away
+/// until it restarts; `DELETE`: let it lead again.
+pub fn leadership_drain_path(id: i32) -> String {
+    format!("/v1/brokers/{id}/leadership-drain")
+}
+
+/// `POST`: move every replica off broker `id`; `GET`: how far that has come.
+pub fn drain_path(id: i32) -> String {
+    format!("/v1/brokers/{id}/drain")
+}
+
+/// The admin paths that name a broker: `(id, what)` for `/v1/brokers/{id}/{what}`.
+pub fn parse_broker_path(path: &str) -> Option<(i32, &str)> {
+    let rest = path.strip_prefix("/v1/brokers/")?;
+    let (id, what) = rest.split_once('/')?;
+    Some((id.parse().ok()?, what))
+}
+
+/// The answer of [`STATUS_PATH`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub node_id: i32,
+    pub cluster_id: String,
+    /// `/readyz`'s answer.
+    pub ready: bool,
+    /// The metadata quorum's leader (the controller), -1 while none is known.
+    pub controller: i32,
+    /// The metadata quorum's voters.
+    pub voters: Vec<i32>,
+    pub brokers: Vec<BrokerInfo>,
+    pub fenced_brokers: usize,
+    /// The index of the last metadata log entry applied here.
+    pub metadata_offset: u64,
+    pub metadata_lag: MetadataLag,
+    /// Partitions hosted here.
+    pub partitions: usize,
+    /// Partitions this broker leads, and of those, with fewer in-sync replicas than replicas.
+    pub leader_partitions: usize,
+    pub under_replicated_partitions: usize,
+    /// Partitions without a leader, in the whole cluster.
+    pub offline_partitions: usize,
+    /// Partitions each registered broker leads, by broker id.
+    pub leaders_per_broker: BTreeMap<String, usize>,
+    /// The broker has applied the metadata as far as the controller had, at an answer within
+    /// the session timeout.
+    pub caught_up: bool,
+    /// Partitions this broker is a replica of (not one being added by a reassignment) whose ISR
+    /// lacks it: 0 once a restarted broker has caught up with every leader.
+    #[serde(default)]
+    pub replicas_out_of_sync: usize,
+    /// Partitions being reassigned, in the whole cluster.
+    #[serde(default)]
+    pub reassigning_partitions: usize,
+}
+
+/// The metadata lag of a broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataLag {
+    /// Entries the controller had applied, at its last heartbeat answer, that this broker has
+    /// not.
+    pub entries: u64,
+    /// Milliseconds since this broker was last known current (`None`: never yet).
+    pub ms: Option<u64>,
+}
+
+/// One registered broker, as [`Status`] lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub rack: Option<String>,
+    pub host: String,
+    pub port: i32,
+    pub fenced: bool,
+    pub shut_down: bool,
+    /// What the broker is doing, as an operator shows it.
+    #[serde(default)]
+    pub state: BrokerState,
+    /// Replicas it holds (those being added included).
+    #[serde(default)]
+    pub replicas: usize,
+    /// Partitions it leads.
+    #[serde(default)]
+    pub leaders: usize,
+}
+
+/// What a broker is doing, as an operator shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerState {
+    /// Serving, and may lead.
+    #[default]
+    Active,
+    /// Serving, its leaderships moved away (before a restart).
+    LeadershipDrained,
+    /// Its replicas are being moved to other brokers.
+    Draining,
+    /// Drained: it holds no replica, and may be removed.
+    Drained,
+    /// Not heard from within the session timeout, or stopping.
+    Fenced,
+}
+
+/// The answer of [`pre_restart_path`]: restarting the broker now would leave no partition below
+/// `min.insync.replicas` or without a leader, and the metadata quorum with a majority.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreRestartCheck {
+    pub broker: i32,
+    pub restart_safe: bool,
+    /// Why not, one line each (empty when safe).
+    pub reasons: Vec<String>,
+}
+
+/// The answer of [`leadership_drain_path`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeadershipDrain {
+    pub broker: i32,
+    /// Whether the broker is kept from leading.
+    pub drained: bool,
+    /// Partitions it still leads (those with no other in-sync replica to take over stay).
+    pub leaders_left: usize,
+}
+
+/// The answer of [`drain_path`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    pub broker: i32,
+    pub state: BrokerState,
+    /// Partitions that still have a replica on the broker.
+    pub replicas_left: usize,
+    /// Of those, partitions being moved now.
+    pub moving: usize,
+}
+
+/// The body of a refused request (HTTP 409 or 404): why, and that nothing changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_paths_round_trip() {
+        assert_eq!(parse_broker_path(&drain_path(4)), Some((4, "drain")));
+        assert_eq!(
+            parse_broker_path(&pre_restart_path(12)),
+            Some((12, "pre-restart"))
+        );
+        assert_eq!(
+            parse_broker_path(&leadership_drain_path(0)),
+            Some((0, "leadership-drain"))
+        );
+        for bad in ["/v1/brokers/x/drain", "/v1/brokers/4", "/v1/status"] {
+            assert_eq!(parse_broker_path(bad), None, "{bad}");
+        }
+    }
+
+    /// A status of a release before the later fields reads with their defaults.
+    #[test]
+    fn an_older_status_reads_with_defaults() {
+        let old = r#"{"node_id":1,"cluster_id":"c","ready":true,"controller":1,"voters":[1],
+            "brokers":[{"id":1,"rack":null,"host":"h","port":9092,"fenced":false,"shut_down":false}],
+            "fenced_brokers":0,"metadata_offset":5,"metadata_lag":{"entries":0,"ms":3},
+            "partitions":2,"leader_partitions":2,"under_replicated_partitions":0,
+            "offline_partitions":0,"leaders_per_broker":{"1":2},"caught_up":true}"#;
+        let status: Status = serde_json::from_str(old).unwrap();
+        assert_eq!(status.brokers[0].state, BrokerState::Active);
+        assert_eq!(status.replicas_out_of_sync, 0);
+        assert!(status.caught_up);
+    }
+}
