@@ -261,6 +261,8 @@ pub struct Broker {
     freshness: Arc<Freshness>,
     /// Keep the partitions this broker follows up with their leaders.
     fetchers: Fetchers,
+    /// What this broker serves, as leader, to throttled replicas out of sync.
+    leader_throttle: crate::replication::throttle::Throttle,
     /// Partitions whose ISR this broker, their leader, has asked to grow and not heard back.
     isr_joins: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
 }
@@ -404,6 +406,7 @@ impl Broker {
             incarnation,
             freshness,
             fetchers,
+            leader_throttle: crate::replication::throttle::Throttle::default(),
             isr_joins: std::sync::Mutex::new(std::collections::HashSet::new()),
         });
         let _ = replication_slot.set(Arc::downgrade(&broker));
@@ -705,6 +708,12 @@ impl Broker {
     }
 
     /// The hosted partitions.
+    /// The throttle of replica fetches this broker serves as leader to throttled replicas out
+    /// of sync.
+    pub fn leader_throttle(&self) -> &crate::replication::throttle::Throttle {
+        &self.leader_throttle
+    }
+
     pub fn registry(&self) -> &PartitionRegistry {
         &self.registry
     }

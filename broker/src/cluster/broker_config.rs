@@ -22,16 +22,46 @@ use super::topic_config::{ConfigError, ConfigType, apply_ops_with, log_config, t
 /// The BROKER resource name of the cluster-wide dynamic configs.
 pub const CLUSTER_DEFAULT: &str = "";
 
-/// A dynamic broker config and the topic config it is the default of.
+/// A dynamic broker config and the topic config it is the default of (`None`: a setting of the
+/// broker alone, such as a replication throttle rate).
 #[derive(Debug, Clone, Copy)]
 pub struct DynamicBrokerConfig {
     pub key: &'static str,
-    pub topic: &'static str,
+    pub topic: Option<&'static str>,
 }
 
 const fn dynamic(key: &'static str, topic: &'static str) -> DynamicBrokerConfig {
-    DynamicBrokerConfig { key, topic }
+    DynamicBrokerConfig {
+        key,
+        topic: Some(topic),
+    }
 }
+
+/// Kafka's default of the replication throttle rates: no throttle (Long.MAX bytes per second).
+pub const UNTHROTTLED: &str = "9223372036854775807";
+
+impl DynamicBrokerConfig {
+    /// Its value where nothing sets it.
+    pub fn default_value(&self) -> &'static str {
+        match self.topic {
+            Some(topic) => topic_config_spec(topic).map_or("", |spec| spec.default),
+            None => UNTHROTTLED,
+        }
+    }
+
+    /// Its type.
+    pub fn kind(&self) -> ConfigType {
+        match self.topic {
+            Some(topic) => topic_config_spec(topic).map_or(ConfigType::String, |spec| spec.kind),
+            None => ConfigType::Long,
+        }
+    }
+}
+
+/// The rate, in bytes per second, of replica fetches of throttled replicas that a broker serves
+/// as leader, or makes as follower (Kafka's names and meaning).
+pub const LEADER_THROTTLED_RATE: &str = "leader.replication.throttled.rate";
+pub const FOLLOWER_THROTTLED_RATE: &str = "follower.replication.throttled.rate";
 
 /// Every dynamic broker config, by name. Their values, defaults and types are the topic
 /// configs'.
@@ -39,6 +69,14 @@ pub const DYNAMIC_BROKER_CONFIGS: &[DynamicBrokerConfig] = &[
     dynamic("compression.gzip.level", "compression.gzip.level"),
     dynamic("compression.lz4.level", "compression.lz4.level"),
     dynamic("compression.type", "compression.type"),
+    DynamicBrokerConfig {
+        key: FOLLOWER_THROTTLED_RATE,
+        topic: None,
+    },
+    DynamicBrokerConfig {
+        key: LEADER_THROTTLED_RATE,
+        topic: None,
+    },
     dynamic("compression.zstd.level", "compression.zstd.level"),
     dynamic("log.cleaner.delete.retention.ms", "delete.retention.ms"),
     dynamic("log.cleaner.max.compaction.lag.ms", "max.compaction.lag.ms"),
@@ -85,7 +123,9 @@ pub fn dynamic_broker_config(key: &str) -> Option<&'static DynamicBrokerConfig> 
 
 /// The dynamic broker config that is the default of topic config `topic`.
 pub fn broker_key_of_topic_config(topic: &str) -> Option<&'static DynamicBrokerConfig> {
-    DYNAMIC_BROKER_CONFIGS.iter().find(|c| c.topic == topic)
+    DYNAMIC_BROKER_CONFIGS
+        .iter()
+        .find(|c| c.topic == Some(topic))
 }
 
 /// Where a dynamic broker config's value comes from, most specific first.
@@ -121,8 +161,7 @@ pub fn dynamic_values(
     {
         values.push((DynamicSource::Cluster, value.clone()));
     }
-    let default = topic_config_spec(config.topic).map_or("", |spec| spec.default);
-    values.push((DynamicSource::Default, default.to_owned()));
+    values.push((DynamicSource::Default, config.default_value().to_owned()));
     values
 }
 
@@ -132,8 +171,8 @@ pub fn topic_defaults(image: &MetadataImage, node_id: i32) -> BTreeMap<String, S
     let mut defaults = BTreeMap::new();
     for level in [CLUSTER_DEFAULT.to_owned(), node_id.to_string()] {
         for (key, value) in image.broker_configs.get(&level).into_iter().flatten() {
-            if let Some(config) = dynamic_broker_config(key) {
-                defaults.insert(config.topic.to_owned(), value.clone());
+            if let Some(topic) = dynamic_broker_config(key).and_then(|c| c.topic) {
+                defaults.insert(topic.to_owned(), value.clone());
             }
         }
     }
@@ -170,7 +209,20 @@ pub fn validate_broker_configs(configs: &BTreeMap<String, String>) -> Result<(),
     for (key, value) in configs {
         let config =
             dynamic_broker_config(key).ok_or_else(|| ConfigError::ReadOnly { key: key.clone() })?;
-        as_topic.insert(config.topic.to_owned(), value.clone());
+        match config.topic {
+            Some(topic) => {
+                as_topic.insert(topic.to_owned(), value.clone());
+            }
+            None => {
+                if !value.parse::<i64>().is_ok_and(|rate| rate > 0) {
+                    return Err(ConfigError::InvalidValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        expected: "a rate in bytes per second, at least 1",
+                    });
+                }
+            }
+        }
     }
     log_config(&as_topic).map_err(|error| match error {
         // Name the broker config, not the topic config it stands for.
@@ -208,11 +260,7 @@ pub fn apply_broker_ops(
         let config = dynamic_broker_config(key).ok_or_else(|| ConfigError::ReadOnly {
             key: key.to_owned(),
         })?;
-        topic_config_spec(config.topic)
-            .map(|spec| (spec.kind, spec.default))
-            .ok_or_else(|| ConfigError::UnknownKey {
-                key: key.to_owned(),
-            })
+        Ok((config.kind(), config.default_value()))
     })?;
     validate_broker_configs(&next)?;
     Ok(next)
@@ -220,7 +268,7 @@ pub fn apply_broker_ops(
 
 /// The type of dynamic broker config `config`.
 pub fn dynamic_type(config: &DynamicBrokerConfig) -> ConfigType {
-    topic_config_spec(config.topic).map_or(ConfigType::String, |spec| spec.kind)
+    config.kind()
 }
 
 #[cfg(test)]
@@ -241,9 +289,13 @@ mod tests {
     #[test]
     fn every_dynamic_config_stands_for_a_known_topic_config_once() {
         for config in DYNAMIC_BROKER_CONFIGS {
-            assert!(topic_config_spec(config.topic).is_some(), "{}", config.key);
+            let Some(topic) = config.topic else {
+                assert!(config.key.ends_with(".replication.throttled.rate"));
+                continue;
+            };
+            assert!(topic_config_spec(topic).is_some(), "{}", config.key);
             assert_eq!(
-                broker_key_of_topic_config(config.topic).map(|c| c.key),
+                broker_key_of_topic_config(topic).map(|c| c.key),
                 Some(config.key)
             );
         }

@@ -102,7 +102,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "follower.replication.throttled.replicas",
         "",
         ConfigType::List,
-        "replicas whose follower fetches are throttled; replication throttles come with partition reassignment, so only the default (none) is accepted",
+        "replicas whose fetches their follower throttles to follower.replication.throttled.rate while out of sync: partition:broker pairs (0:1,1:2), or * for every replica",
     ),
     spec(
         "index.interval.bytes",
@@ -114,7 +114,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "leader.replication.throttled.replicas",
         "",
         ConfigType::List,
-        "replicas whose leader serves throttled fetches; replication throttles come with partition reassignment, so only the default (none) is accepted",
+        "replicas whose fetches their leader throttles to leader.replication.throttled.rate while out of sync: partition:broker pairs (0:1,1:2), or * for every replica",
     ),
     spec(
         "local.retention.bytes",
@@ -379,14 +379,6 @@ const FIXED: &[(&str, &str)] = &[
         "Fjord fsyncs by time (flush.ms); by default every produce is fsynced before it is acknowledged",
     ),
     (
-        "follower.replication.throttled.replicas",
-        "replication throttles come with partition reassignment",
-    ),
-    (
-        "leader.replication.throttled.replicas",
-        "replication throttles come with partition reassignment",
-    ),
-    (
         "local.retention.bytes",
         "tiered storage is not implemented: every segment is local",
     ),
@@ -433,6 +425,62 @@ fn fixed_default(key: &str, value: &str) -> Option<Result<(), ConfigError>> {
             why,
         })
     })
+}
+
+/// The replicas a `*.replication.throttled.replicas` topic config names: Kafka's list of
+/// `partition:broker` pairs, or `*` for every replica of the topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ThrottledReplicas {
+    /// None (the default, an empty list).
+    #[default]
+    None,
+    All,
+    Listed(std::collections::BTreeSet<(i32, i32)>),
+}
+
+impl ThrottledReplicas {
+    pub fn parse(key: &str, value: &str) -> Result<Self, ConfigError> {
+        let value_trimmed = value.trim();
+        if value_trimmed.is_empty() {
+            return Ok(Self::None);
+        }
+        if value_trimmed == "*" {
+            return Ok(Self::All);
+        }
+        let invalid = || ConfigError::InvalidValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: "partition:broker pairs separated by commas (0:1,1:2), or *",
+        };
+        value_trimmed
+            .split(',')
+            .map(|pair| {
+                let (partition, broker) = pair.trim().split_once(':').ok_or_else(invalid)?;
+                let partition = partition.trim().parse::<i32>().ok().filter(|p| *p >= 0);
+                let broker = broker.trim().parse::<i32>().ok().filter(|b| *b >= 0);
+                partition.zip(broker).ok_or_else(invalid)
+            })
+            .collect::<Result<_, _>>()
+            .map(Self::Listed)
+    }
+
+    /// Whether the replica of `partition` on broker `broker` is throttled.
+    pub fn contains(&self, partition: i32, broker: i32) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Listed(pairs) => pairs.contains(&(partition, broker)),
+        }
+    }
+
+    /// The topic config `key` of `configs` (an unreadable value throttles nothing: configs are
+    /// checked when they are set).
+    pub fn of(configs: &BTreeMap<String, String>, key: &str) -> Self {
+        configs
+            .get(key)
+            .and_then(|value| Self::parse(key, value).ok())
+            .unwrap_or_default()
+    }
 }
 
 fn parse_long(
@@ -595,6 +643,9 @@ pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, Confi
             "unclean.leader.election.enable" => {
                 parse_bool(key, value)?;
             }
+            "leader.replication.throttled.replicas" | "follower.replication.throttled.replicas" => {
+                ThrottledReplicas::parse(key, value)?;
+            }
             "cleanup.policy" => config.cleanup_policy = parse_cleanup_policy(key, value)?,
             "delete.retention.ms" => {
                 config.delete_retention_ms = parse_long(key, value, 0, "milliseconds >= 0")?;
@@ -752,6 +803,34 @@ mod tests {
         "unclean.leader.election.enable",
     ];
 
+    /// Throttled replicas: Kafka's `partition:broker` pairs, `*`, or none; anything else is
+    /// refused with the form expected.
+    #[test]
+    fn throttled_replicas_are_pairs_or_a_star() {
+        let key = "leader.replication.throttled.replicas";
+        let listed = ThrottledReplicas::parse(key, "0:1, 2:3").unwrap();
+        assert!(listed.contains(0, 1) && listed.contains(2, 3) && !listed.contains(1, 0));
+        assert!(ThrottledReplicas::parse(key, "*").unwrap().contains(9, 9));
+        assert_eq!(
+            ThrottledReplicas::parse(key, " "),
+            Ok(ThrottledReplicas::None)
+        );
+        for bad in ["0", "a:1", "0:1,", "-1:2", "0:1:2"] {
+            assert!(
+                log_config(&configs(&[(key, bad)]))
+                    .is_err_and(|e| e.to_string().contains("partition:broker")),
+                "{bad}"
+            );
+        }
+        assert!(
+            log_config(&configs(&[(
+                "follower.replication.throttled.replicas",
+                "1:0"
+            )]))
+            .is_ok()
+        );
+    }
+
     #[test]
     fn every_kafka_topic_config_is_known_and_unsupported_ones_take_only_their_default() {
         let known: Vec<&str> = TOPIC_CONFIGS.iter().map(|s| s.key).collect();
@@ -762,7 +841,6 @@ mod tests {
             ("local.retention.ms", "-2 ", "86400000"),
             ("segment.index.bytes", "10485760", "1024"),
             ("flush.messages", "9223372036854775807", "1"),
-            ("leader.replication.throttled.replicas", "", "*"),
             ("compression.zstd.level", "3", "19"),
             ("file.delete.delay.ms", "60000", "0"),
         ] {

@@ -360,7 +360,11 @@ fn describe_broker<'a>(ctx: &'a Context, name: &str) -> Result<Vec<Described<'a>
             source,
             read_only: false,
             kind: broker_config::dynamic_type(config),
-            doc: "the default of the topic config of the same meaning, for topics without an override; changed at run time, cluster-wide or for one broker",
+            doc: if config.topic.is_some() {
+                "the default of the topic config of the same meaning, for topics without an override; changed at run time, cluster-wide or for one broker"
+            } else {
+                "bytes per second of replica fetches of the replicas a topic's *.replication.throttled.replicas names, out of sync (leader: served by this broker; follower: made by it); changed at run time, cluster-wide or for one broker"
+            },
             synonyms,
         }
     }));

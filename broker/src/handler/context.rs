@@ -53,6 +53,11 @@ impl Context {
         Self::new(&self.broker)
     }
 
+    /// See [`Broker::leader_throttle`].
+    pub fn leader_throttle(&self) -> &crate::replication::throttle::Throttle {
+        self.broker.leader_throttle()
+    }
+
     /// The metadata as the request found it.
     pub fn image(&self) -> &Arc<MetadataImage> {
         &self.image

@@ -9,7 +9,7 @@
 //! follower's last epoch (never at the follower's own high watermark); records are appended at the
 //! leader's offsets, then the leader's high watermark is taken, bounded by what this replica holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,9 +17,12 @@ use kafka_protocol::error::ResponseError;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::throttle::{self, Throttle};
 use super::transport::FetchClient;
 use super::wire::{FetchPartition, FetchRequest, FetchResponse, PartitionData};
 use crate::cluster::MetadataImage;
+use crate::cluster::broker_config::FOLLOWER_THROTTLED_RATE;
+use crate::cluster::topic_config::ThrottledReplicas;
 use crate::partition::PartitionHandle;
 use crate::partition::registry::PartitionRegistry;
 use crate::partition::state::Event as ReplicaEvent;
@@ -32,6 +35,10 @@ const MAX_BYTES: u32 = 8 << 20;
 const PARTITION_MAX_BYTES: u32 = 1 << 20;
 /// Beyond the leader's wait: how long an answer may take before the stream is dropped.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
+/// The topic config naming the replicas whose fetches their follower throttles.
+const FOLLOWER_THROTTLED_REPLICAS: &str = "follower.replication.throttled.replicas";
+/// The longest a fetcher whose every partition is throttled waits before looking again.
+const THROTTLED_WAIT: Duration = Duration::from_millis(500);
 /// Pause after a failure (no stream, or every partition refused) before trying again.
 const BACKOFF: Duration = Duration::from_millis(200);
 
@@ -51,6 +58,8 @@ type Assignment = BTreeMap<(uuid::Uuid, i32), Followed>;
 pub struct Fetchers {
     node_id: i32,
     quorum: Arc<Quorum>,
+    /// What this broker fetches, as follower, for throttled replicas out of sync.
+    throttle: Arc<Throttle>,
     fetchers: Mutex<HashMap<i32, watch::Sender<Assignment>>>,
     shutdown: CancellationToken,
 }
@@ -60,6 +69,7 @@ impl Fetchers {
         Self {
             node_id,
             quorum,
+            throttle: Arc::new(Throttle::default()),
             fetchers: Mutex::new(HashMap::new()),
             shutdown,
         }
@@ -116,6 +126,7 @@ impl Fetchers {
                             node_id: self.node_id,
                             leader,
                             quorum: Arc::clone(&self.quorum),
+                            throttle: Arc::clone(&self.throttle),
                             assignment: receiver,
                             shutdown: self.shutdown.clone(),
                             fetch_from: HashMap::new(),
@@ -147,6 +158,7 @@ struct Fetcher {
     node_id: i32,
     leader: i32,
     quorum: Arc<Quorum>,
+    throttle: Arc<Throttle>,
     assignment: watch::Receiver<Assignment>,
     shutdown: CancellationToken,
     /// Partitions whose log ends below the leader's log start: emptied, they fetch from the
@@ -184,7 +196,16 @@ impl Fetcher {
                     continue;
                 }
             };
-            let request = self.request(&assignment);
+            let (request, throttled, delay) = self.request(&assignment);
+            if request.partitions.is_empty() {
+                // Every partition is throttled and the rate is spent: wait it out.
+                client = Some(stream);
+                tokio::select! {
+                    () = self.shutdown.cancelled() => return,
+                    () = tokio::time::sleep(delay.min(THROTTLED_WAIT)) => {}
+                }
+                continue;
+            }
             let answer = tokio::select! {
                 () = self.shutdown.cancelled() => return,
                 answer = stream.fetch(request.clone(), ANSWER_TIMEOUT) => answer,
@@ -200,6 +221,13 @@ impl Fetcher {
                 }
             };
             client = Some(stream);
+            let throttled_bytes: usize = answer
+                .partitions
+                .iter()
+                .filter(|data| throttled.contains(&(data.topic_id, data.partition)))
+                .map(|data| data.records.len())
+                .sum();
+            self.throttle.charge(throttled_bytes);
             // A fetcher whose leader is no longer followed applies nothing more.
             if self.assignment.has_changed().is_err() {
                 return;
@@ -235,21 +263,46 @@ impl Fetcher {
             .map_err(|e| e.to_string())
     }
 
-    /// Where this replica stands on each partition it follows from the leader.
-    fn request(&self, assignment: &Assignment) -> FetchRequest {
+    /// Where this replica stands on each partition it follows from the leader; the partitions
+    /// of it throttled here (out of sync, named by `follower.replication.throttled.replicas`),
+    /// which are left out while this broker's `follower.replication.throttled.rate` is spent,
+    /// and how long until it is not.
+    fn request(
+        &self,
+        assignment: &Assignment,
+    ) -> (FetchRequest, HashSet<(uuid::Uuid, i32)>, Duration) {
         let image = self.quorum.image();
         let broker_epoch = image
             .brokers
             .get(&self.node_id)
             .and_then(|b| i64::try_from(b.epoch).ok())
             .unwrap_or(-1);
-        FetchRequest {
+        let rate = throttle::rate(&image, self.node_id, FOLLOWER_THROTTLED_RATE);
+        let delay = self.throttle.delay(rate);
+        let throttled: HashSet<(uuid::Uuid, i32)> = match rate {
+            None => HashSet::new(),
+            Some(_) => assignment
+                .iter()
+                .filter(|((_, partition), followed)| {
+                    image.topic(&followed.name).is_some_and(|topic| {
+                        topic
+                            .partition(*partition)
+                            .is_some_and(|p| !p.isr.contains(&self.node_id))
+                            && ThrottledReplicas::of(&topic.configs, FOLLOWER_THROTTLED_REPLICAS)
+                                .contains(*partition, self.node_id)
+                    })
+                })
+                .map(|(key, _)| *key)
+                .collect(),
+        };
+        let request = FetchRequest {
             follower: self.node_id,
             broker_epoch,
             max_wait_ms: MAX_WAIT_MS,
             max_bytes: MAX_BYTES,
             partitions: assignment
                 .iter()
+                .filter(|(key, _)| delay.is_zero() || !throttled.contains(*key))
                 .map(|((topic_id, partition), followed)| {
                     let reader = followed.handle.reader();
                     let log_end = reader.offsets().log_end_offset();
@@ -269,7 +322,8 @@ impl Fetcher {
                     }
                 })
                 .collect(),
-        }
+        };
+        (request, throttled, delay)
     }
 
     /// Applies an answer; false when any partition of it could not be used (refused, or a

@@ -17,12 +17,18 @@ use futures_util::future::select_all;
 use kafka_protocol::error::ResponseError;
 use tokio::sync::watch;
 
+use super::throttle;
 use super::wire::{EpochEnd, FetchPartition, FetchRequest, FetchResponse, PartitionData};
 use crate::cluster::TopicImage;
+use crate::cluster::broker_config::LEADER_THROTTLED_RATE;
+use crate::cluster::topic_config::ThrottledReplicas;
 use crate::handler::{Context, leader_partition};
 use crate::log::Divergence;
 use crate::partition::PartitionHandle;
 use crate::partition::state::Event as ReplicaEvent;
+
+/// The topic config naming the replicas whose fetches their leader throttles.
+const LEADER_THROTTLED_REPLICAS: &str = "leader.replication.throttled.replicas";
 
 /// The longest a fetch is held, whatever the follower asks.
 const MAX_WAIT: Duration = Duration::from_secs(10);
@@ -137,10 +143,29 @@ async fn read(ctx: &Context, request: &FetchRequest) -> Read {
             }
         }
     }
-    // Taken before reading: a change after the read wakes a waiting fetch.
+    // Replicas out of sync that their topic throttles here, while the leader's rate is spent,
+    // get no records (the fetch waits, as one with nothing new does).
+    let rate = throttle::rate(ctx.image(), ctx.node_id(), LEADER_THROTTLED_RATE);
+    let throttled: Vec<bool> = served
+        .iter()
+        .map(|served| match served {
+            Served::Read {
+                joining: Some(topic),
+                fetch,
+                ..
+            } if rate.is_some() => ThrottledReplicas::of(&topic.configs, LEADER_THROTTLED_REPLICAS)
+                .contains(fetch.partition, request.follower),
+            _ => false,
+        })
+        .collect();
+    let held_back = throttled.contains(&true) && !ctx.leader_throttle().delay(rate).is_zero();
+    // Taken before reading: a change after the read wakes a waiting fetch (not one of a
+    // partition held back: its fetch waits out the follower's wait).
     let mut watches = Vec::new();
-    for served in &served {
-        if let Served::Read { handle, .. } = served {
+    for (served, throttled) in served.iter().zip(&throttled) {
+        if let Served::Read { handle, .. } = served
+            && !(*throttled && held_back)
+        {
             watches.push(handle.watch_appended());
             watches.push(handle.watch_high_watermark());
         }
@@ -148,10 +173,12 @@ async fn read(ctx: &Context, request: &FetchRequest) -> Read {
     let max_bytes = request.max_bytes as usize;
     let read = tokio::task::spawn_blocking(move || {
         let mut total = 0usize;
+        let mut throttled_bytes = 0usize;
         let mut news = false;
         let partitions = served
             .into_iter()
-            .map(|served| match served {
+            .zip(throttled)
+            .map(|(served, throttled)| match served {
                 Served::Answer(data) => {
                     news = true;
                     data
@@ -164,6 +191,9 @@ async fn read(ctx: &Context, request: &FetchRequest) -> Read {
                 } => {
                     // The high watermark after this follower's report.
                     data.high_watermark = handle.high_watermark();
+                    if throttled && held_back {
+                        return data;
+                    }
                     let limit = (fetch.max_bytes as usize).min(max_bytes.saturating_sub(total));
                     if limit == 0 && total > 0 {
                         return data;
@@ -174,6 +204,9 @@ async fn read(ctx: &Context, request: &FetchRequest) -> Read {
                         Ok(read) if total > 0 && read.records.len() > limit => data,
                         Ok(read) => {
                             total += read.records.len();
+                            if throttled {
+                                throttled_bytes += read.records.len();
+                            }
                             news |= !read.records.is_empty();
                             data.records = Bytes::from(read.records);
                             data
@@ -190,18 +223,21 @@ async fn read(ctx: &Context, request: &FetchRequest) -> Read {
                 }
             })
             .collect();
-        (partitions, news)
+        (partitions, news, throttled_bytes)
     })
     .await;
     match read {
-        Ok((partitions, news)) => Read {
-            response: FetchResponse {
-                error: 0,
-                partitions,
-            },
-            watches,
-            news,
-        },
+        Ok((partitions, news, throttled_bytes)) => {
+            ctx.leader_throttle().charge(throttled_bytes);
+            Read {
+                response: FetchResponse {
+                    error: 0,
+                    partitions,
+                },
+                watches,
+                news,
+            }
+        }
         Err(error) => {
             tracing::error!(%error, "replica fetch task failed");
             Read {

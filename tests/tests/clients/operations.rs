@@ -324,3 +324,113 @@ fn a_drained_broker_ends_up_holding_nothing_under_load() {
     eprintln!("{observed}");
     observed.check(&cluster, TOPIC, PARTITIONS);
 }
+
+/// A reassignment under a replication throttle, set as Kafka's reassignment tool sets it (the
+/// topic's `leader.replication.throttled.replicas=*`, the brokers' `leader.replication.throttled.rate`):
+/// the new replica copies 6 MB at 1 MB/s, so the move takes seconds and ListPartitionReassignments
+/// shows it running meanwhile; once done, the copies are identical. Then the same with the
+/// follower's throttle (`follower.replication.throttled.replicas` and `.rate`).
+#[test]
+fn a_throttled_reassignment_moves_at_the_throttle_rate() {
+    use rdkafka::admin::{
+        AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+    };
+
+    const TOPIC: &str = "throttled";
+    let cluster = ClusterProcesses::start(&["a", "b", "c"], 3, &QUICK_FENCING);
+    let bootstrap = cluster.bootstrap();
+    let admin = super::cluster::admin(&bootstrap);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let created = super::cluster::futures_executor(admin.create_topics(
+        &[NewTopic::new(
+            TOPIC,
+            1,
+            TopicReplication::Variable(&[&[0, 1]]),
+        )],
+        &options,
+    ))
+    .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let value = "v".repeat(1000);
+    let values: Vec<String> = (0..6000).map(|i| format!("{i:06}-{value}")).collect();
+    assert_eq!(
+        super::replication::produce_all(&bootstrap, TOPIC, &values),
+        0
+    );
+
+    let altered = super::cluster::futures_executor(
+        admin.alter_configs(
+            &[
+                AlterConfig::new(ResourceSpecifier::Topic(TOPIC))
+                    .set("leader.replication.throttled.replicas", "*"),
+                AlterConfig::new(ResourceSpecifier::Broker(0))
+                    .set("leader.replication.throttled.rate", "1000000"),
+            ],
+            &options,
+        ),
+    )
+    .unwrap();
+    assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+    // The leader (broker 0) throttles what it serves to the new replica.
+    let started = Instant::now();
+    let out = run_client(
+        "python3",
+        &["reassign.py", &bootstrap, TOPIC, "0=0,1,2", "120"],
+    );
+    let took = started.elapsed();
+    assert!(
+        out.contains("partition 0 ok\n") && out.ends_with("done\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("moving 1\n"),
+        "the move was listed while it ran: {out}"
+    );
+    eprintln!(
+        "6 MB moved under a 1 MB/s throttle in {:.1} s",
+        took.as_secs_f64()
+    );
+    // 6 MB at 1 MB/s, less the bucket's first second: at least 4 s on any machine.
+    assert!(
+        took >= Duration::from_secs(4),
+        "moved in {took:?}: not throttled"
+    );
+    assert_eq!(replicas(&bootstrap, TOPIC), [vec![0, 1, 2]]);
+    super::replication::wait_identical(&cluster, TOPIC, 0);
+
+    // Broker 2 leaves, and comes back throttled by itself as follower this time.
+    let out = run_client(
+        "python3",
+        &["reassign.py", &bootstrap, TOPIC, "0=0,1", "60"],
+    );
+    assert!(out.ends_with("done\n"), "{out}");
+    // (AlterConfigs replaces a resource's configs: broker 0's rate is cleared. One broker
+    // resource per request, as librdkafka sends them.)
+    for change in [
+        AlterConfig::new(ResourceSpecifier::Topic(TOPIC))
+            .set("follower.replication.throttled.replicas", "0:2"),
+        AlterConfig::new(ResourceSpecifier::Broker(0)),
+        AlterConfig::new(ResourceSpecifier::Broker(2))
+            .set("follower.replication.throttled.rate", "1000000"),
+    ] {
+        let altered =
+            super::cluster::futures_executor(admin.alter_configs(&[change], &options)).unwrap();
+        assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+    }
+    let started = Instant::now();
+    let out = run_client(
+        "python3",
+        &["reassign.py", &bootstrap, TOPIC, "0=0,1,2", "120"],
+    );
+    let took = started.elapsed();
+    assert!(out.ends_with("done\n"), "{out}");
+    eprintln!(
+        "6 MB fetched under a 1 MB/s follower throttle in {:.1} s",
+        took.as_secs_f64()
+    );
+    assert!(
+        took >= Duration::from_secs(4),
+        "moved in {took:?}: not throttled"
+    );
+    super::replication::wait_identical(&cluster, TOPIC, 0);
+}

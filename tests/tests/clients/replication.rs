@@ -301,7 +301,7 @@ fn no_acknowledged_record_is_lost_when_a_leader_is_sigkilled() {
 }
 
 /// Produces `values` to partition 0 of `topic` with `acks=all` and returns how many failed.
-fn produce_all(bootstrap: &str, topic: &str, values: &[String]) -> usize {
+pub(super) fn produce_all(bootstrap: &str, topic: &str, values: &[String]) -> usize {
     let failed = Arc::new(AtomicUsize::new(0));
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let producer: BaseProducer<Ledger> = ClientConfig::new()
