@@ -193,6 +193,17 @@ async fn respond(broker: &Broker, request: &Request<Incoming>) -> Response<Full<
             _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
         };
     }
+    if path == fjord_admin_api::BALANCE_PATH {
+        return match *method {
+            Method::GET => json(StatusCode::OK, &broker.balance_status()),
+            Method::POST => answer(StatusCode::ACCEPTED, broker.start_balance().await),
+            _ => reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                format!("{method} is not served on {path}\n"),
+            ),
+        };
+    }
     if method != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use fjord_admin_api::{
-    BrokerInfo, BrokerState, Drain, LeadershipDrain, MetadataLag, PreRestartCheck, Status,
+    Balance, BrokerInfo, BrokerState, Drain, LeadershipDrain, MetadataLag, PreRestartCheck, Status,
 };
 
 use crate::broker::Broker;
@@ -111,7 +111,44 @@ impl Broker {
             caught_up: self.metadata_lag().current_within(session),
             replicas_out_of_sync,
             reassigning_partitions,
+            balancing: image.balancing,
         }
+    }
+
+    /// `GET /v1/balance`.
+    pub fn balance_status(&self) -> Balance {
+        let image = self.image();
+        let cluster = self.cluster_sample();
+        Balance {
+            balancing: image.balancing,
+            moving: image
+                .topics
+                .values()
+                .flat_map(|t| &t.partitions)
+                .filter(|p| p.is_reassigning())
+                .count(),
+            replicas_per_broker: image
+                .brokers
+                .keys()
+                .map(|id| (id.to_string(), balance::replicas_on(&image, *id).0))
+                .collect(),
+            leaders_per_broker: cluster
+                .leaders_per_broker
+                .iter()
+                .map(|(id, led)| (id.to_string(), *led))
+                .collect(),
+        }
+    }
+
+    /// `POST /v1/balance`: starts the balancer (the controller stops it once balanced).
+    pub async fn start_balance(&self) -> Result<Balance, OperationError> {
+        if !self.image().balancing {
+            self.quorum()
+                .propose(vec![MetadataRecord::Balance { balancing: true }])
+                .await?;
+            tracing::info!("balancer started");
+        }
+        Ok(self.balance_status())
     }
 
     /// `GET /v1/brokers/{id}/pre-restart`, from this broker's image.

@@ -8,6 +8,7 @@
 //! | `GET /v1/brokers/{id}/pre-restart` | [`PreRestartCheck`] |
 //! | `POST /v1/brokers/{id}/leadership-drain` | [`LeadershipDrain`] (`DELETE` ends the drain) |
 //! | `POST /v1/brokers/{id}/drain`, `GET` to follow it | [`Drain`], or [`Refusal`] with 409 |
+//! | `POST /v1/balance` to start the balancer, `GET` to follow it | [`Balance`] |
 //!
 //! Fields added later carry `#[serde(default)]`, so an operator reads a broker of an older
 //! release, and the other way round.
@@ -18,6 +19,9 @@ use serde::{Deserialize, Serialize};
 
 /// `GET`: this broker's view of the cluster.
 pub const STATUS_PATH: &str = "/v1/status";
+
+/// `POST`: start the balancer; `GET`: how far it has come.
+pub const BALANCE_PATH: &str = "/v1/balance";
 
 /// `GET`: whether restarting broker `id` now is safe.
 pub fn pre_restart_path(id: i32) -> String {
@@ -77,6 +81,9 @@ pub struct Status {
     /// Partitions being reassigned, in the whole cluster.
     #[serde(default)]
     pub reassigning_partitions: usize,
+    /// Whether the balancer is running.
+    #[serde(default)]
+    pub balancing: bool,
 }
 
 /// The metadata lag of a broker.
@@ -155,6 +162,18 @@ pub struct Drain {
     pub replicas_left: usize,
     /// Of those, partitions being moved now.
     pub moving: usize,
+}
+
+/// The answer of [`BALANCE_PATH`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// Whether the balancer is running (it stops once replicas and leaders are even).
+    pub balancing: bool,
+    /// Partitions being reassigned now.
+    pub moving: usize,
+    /// Replicas and partitions led per registered broker, by broker id.
+    pub replicas_per_broker: BTreeMap<String, usize>,
+    pub leaders_per_broker: BTreeMap<String, usize>,
 }
 
 /// The body of a refused request (HTTP 409 or 404): why, and that nothing changed.

@@ -1,7 +1,8 @@
 //! Moving replicas between brokers, as pure functions of the image: where the replicas of a
-//! draining broker go (by the rack rule: a partition's replicas on distinct racks), which moves
-//! the controller starts now (a bounded number at a time, through the reassignment machinery),
-//! and whether restarting a broker now is safe.
+//! draining broker go (by the rack rule: a partition's replicas on distinct racks), how the
+//! balancer evens out replicas and then preferred leaders over the brokers, which moves the
+//! controller starts now (a bounded number at a time, through the reassignment machinery), and
+//! whether restarting a broker now is safe.
 //!
 //! A broker without a rack counts as a rack of its own.
 
@@ -112,40 +113,242 @@ pub fn drain_moves(image: &MetadataImage) -> Vec<MetadataRecord> {
     if image.draining.is_empty() {
         return Vec::new();
     }
-    let running = image
+    let room = MAX_CONCURRENT_MOVES.saturating_sub(running_moves(image));
+    let planned: Vec<Move> = drain_plan(image, &image.draining)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|planned| {
+            image
+                .topic(&planned.topic)
+                .and_then(|t| t.partition(planned.partition))
+                .is_some_and(|p| !p.is_reassigning())
+        })
+        .take(room)
+        .collect();
+    start_moves(image, planned)
+}
+
+/// The balancer's next moves, at most `limit` of them, over the usable brokers not being
+/// drained: first replicas, one at a time from the broker with the most to the one with the
+/// fewest while they differ by more than one, by the rack rule, from the topic the giver holds
+/// the most more of than the taker, a replica that does not lead first; once replicas are even, preferred leaders (the first replica, which the controller
+/// makes the leader), by putting the broker with the fewest first in a partition whose first is
+/// on the broker with the most. Empty: balanced, as far as the rack rule allows.
+pub fn balance_plan(image: &MetadataImage, limit: usize) -> Vec<Move> {
+    let brokers: BTreeSet<i32> = image
+        .usable_brokers()
+        .into_iter()
+        .filter(|id| !image.draining.contains(id))
+        .collect();
+    if brokers.len() < 2 || limit == 0 {
+        return Vec::new();
+    }
+    let mut targets: BTreeMap<(String, i32), Vec<i32>> = BTreeMap::new();
+    let mut moves = replica_moves(image, &brokers, limit, &mut targets);
+    if moves.is_empty() {
+        moves = leader_moves(image, &brokers, limit);
+    }
+    moves
+}
+
+/// Partitions that may move (none of them is moving), with their replicas.
+fn movable(image: &MetadataImage) -> impl Iterator<Item = (&str, i32, &PartitionImage)> {
+    image.topics.values().flat_map(|topic| {
+        (0..)
+            .zip(&topic.partitions)
+            .filter(|(_, p)| !p.is_reassigning())
+            .map(|(index, p)| (topic.name.as_str(), index, p))
+    })
+}
+
+fn replica_moves(
+    image: &MetadataImage,
+    brokers: &BTreeSet<i32>,
+    limit: usize,
+    targets: &mut BTreeMap<(String, i32), Vec<i32>>,
+) -> Vec<Move> {
+    let mut load: BTreeMap<i32, usize> = replica_counts(image)
+        .into_iter()
+        .filter(|(id, _)| brokers.contains(id))
+        .collect();
+    // Replicas per topic and broker: a move is taken from the topic where the giver holds the
+    // most more than the taker, so each topic spreads too.
+    let mut per_topic: BTreeMap<(&str, i32), usize> = BTreeMap::new();
+    for topic in image.topics.values() {
+        for partition in &topic.partitions {
+            for id in reassignment::target(partition) {
+                *per_topic.entry((topic.name.as_str(), id)).or_default() += 1;
+            }
+        }
+    }
+    let mut moves = Vec::new();
+    while moves.len() < limit {
+        let mut by_load: Vec<(usize, i32)> = load.iter().map(|(id, n)| (*n, *id)).collect();
+        by_load.sort_unstable();
+        let mut found = None;
+        'pairs: for &(most, from) in by_load.iter().rev() {
+            for &(fewest, to) in &by_load {
+                if most <= fewest + 1 {
+                    // Nothing to give to anyone from this broker: try the next.
+                    break;
+                }
+                // A replica of `from` that `to` can take by the rack rule, a follower first.
+                let candidate = movable(image)
+                    .filter(|(name, index, _)| !targets.contains_key(&((*name).to_owned(), *index)))
+                    .filter(|(_, _, p)| p.replicas.contains(&from) && !p.replicas.contains(&to))
+                    .filter(|(_, _, p)| {
+                        let rack = rack_of(image, to);
+                        p.replicas
+                            .iter()
+                            .filter(|id| **id != from)
+                            .all(|id| rack_of(image, *id) != rack)
+                    })
+                    .max_by_key(|(name, _, p)| {
+                        let held = |id| per_topic.get(&(*name, id)).copied().unwrap_or(0);
+                        (held(from).saturating_sub(held(to)), p.leader != from)
+                    });
+                if let Some((name, index, p)) = candidate {
+                    found = Some((name.to_owned(), index, p, from, to));
+                    break 'pairs;
+                }
+            }
+        }
+        let Some((name, index, partition, from, to)) = found else {
+            break;
+        };
+        let target: Vec<i32> = partition
+            .replicas
+            .iter()
+            .map(|id| if *id == from { to } else { *id })
+            .collect();
+        *load.entry(from).or_default() -= 1;
+        *load.entry(to).or_default() += 1;
+        if let Some(topic) = image.topic(&name) {
+            *per_topic.entry((topic.name.as_str(), from)).or_default() -= 1;
+            *per_topic.entry((topic.name.as_str(), to)).or_default() += 1;
+        }
+        targets.insert((name.clone(), index), target.clone());
+        moves.push(Move {
+            topic: name,
+            partition: index,
+            target,
+        });
+    }
+    moves
+}
+
+/// Preferred leaders evened out: while some broker is first in two more partitions than
+/// another, a chain of reorders moves one preference from it to that broker, each step a
+/// partition whose first replica is the step's giver and whose ISR holds its taker (found
+/// breadth-first, so the chain is the shortest).
+fn leader_moves(image: &MetadataImage, brokers: &BTreeSet<i32>, limit: usize) -> Vec<Move> {
+    // Partitions by index in `movable`, and each one's current first replica.
+    let partitions: Vec<(&str, i32, &PartitionImage)> = movable(image).collect();
+    let mut first: Vec<Option<i32>> = partitions
+        .iter()
+        .map(|(_, _, p)| p.replicas.first().copied())
+        .collect();
+    let count = |first: &[Option<i32>]| {
+        let mut counts: BTreeMap<i32, usize> = brokers.iter().map(|id| (*id, 0)).collect();
+        for id in first.iter().flatten() {
+            if let Some(n) = counts.get_mut(id) {
+                *n += 1;
+            }
+        }
+        counts
+    };
+    let mut moved: BTreeSet<usize> = BTreeSet::new();
+    let mut moves = Vec::new();
+    while moves.len() < limit {
+        let counts = count(&first);
+        let Some((&source, &most)) = counts.iter().max_by_key(|(id, n)| (**n, -**id)) else {
+            break;
+        };
+        // Breadth-first from `source`: how each broker was reached (partition, giver).
+        let mut reached: BTreeMap<i32, Option<(usize, i32)>> = BTreeMap::from([(source, None)]);
+        let mut queue = std::collections::VecDeque::from([source]);
+        let mut sink = None;
+        while let Some(giver) = queue.pop_front() {
+            if counts.get(&giver).is_some_and(|n| n + 2 <= most) {
+                sink = Some(giver);
+                break;
+            }
+            for (index, (_, _, partition)) in partitions.iter().enumerate() {
+                if first[index] != Some(giver) || moved.contains(&index) {
+                    continue;
+                }
+                for taker in partition.isr.iter().copied() {
+                    if brokers.contains(&taker) && !reached.contains_key(&taker) {
+                        reached.insert(taker, Some((index, giver)));
+                        queue.push_back(taker);
+                    }
+                }
+            }
+        }
+        let Some(mut at) = sink else {
+            break;
+        };
+        while let Some(Some((index, giver))) = reached.get(&at).copied() {
+            let (name, partition_index, partition) = partitions[index];
+            let mut target = vec![at];
+            target.extend(partition.replicas.iter().copied().filter(|id| *id != at));
+            first[index] = Some(at);
+            moved.insert(index);
+            moves.push(Move {
+                topic: name.to_owned(),
+                partition: partition_index,
+                target,
+            });
+            at = giver;
+        }
+    }
+    moves
+}
+
+/// The balancer's records now: while it runs, its next moves (keeping at most
+/// [`MAX_CONCURRENT_MOVES`] reassignments running); once nothing is left to move and nothing
+/// moves, its end.
+pub fn balance_moves(image: &MetadataImage) -> Vec<MetadataRecord> {
+    if !image.balancing {
+        return Vec::new();
+    }
+    let running = running_moves(image);
+    let plan = balance_plan(image, MAX_CONCURRENT_MOVES.saturating_sub(running));
+    if plan.is_empty() && running == 0 {
+        return vec![MetadataRecord::Balance { balancing: false }];
+    }
+    start_moves(image, plan)
+}
+
+/// Reassignments running, cluster-wide.
+fn running_moves(image: &MetadataImage) -> usize {
+    image
         .topics
         .values()
         .flat_map(|t| &t.partitions)
         .filter(|p| p.is_reassigning())
-        .count();
+        .count()
+}
+
+/// The records that start `moves` (those that change something).
+fn start_moves(image: &MetadataImage, moves: Vec<Move>) -> Vec<MetadataRecord> {
     let usable = image.usable_brokers();
-    let mut records = Vec::new();
-    for planned in drain_plan(image, &image.draining) {
-        if running + records.len() >= MAX_CONCURRENT_MOVES {
-            break;
-        }
-        let Ok(planned) = planned else { continue };
-        let Some(topic) = image.topic(&planned.topic) else {
-            continue;
-        };
-        let Some(current) = topic.partition(planned.partition) else {
-            continue;
-        };
-        if current.is_reassigning() {
-            continue;
-        }
-        if let Ok(Some(next)) =
-            reassignment::start(current, &planned.target, &image.brokers, &usable)
-        {
-            records.push(reassignment::record(
+    moves
+        .into_iter()
+        .filter_map(|planned| {
+            let topic = image.topic(&planned.topic)?;
+            let current = topic.partition(planned.partition)?;
+            let next = reassignment::start(current, &planned.target, &image.brokers, &usable)
+                .ok()
+                .flatten()?;
+            Some(reassignment::record(
                 topic,
                 planned.partition,
                 current,
                 next,
-            ));
-        }
-    }
-    records
+            ))
+        })
+        .collect()
 }
 
 /// Partitions with a replica on broker `id` (counted by target, as [`drain_plan`] moves them),
@@ -301,6 +504,80 @@ mod tests {
         assert_eq!(replicas_on(&image, 1), (20, MAX_CONCURRENT_MOVES));
         let moving = image.topic("t").unwrap().partition(0).unwrap();
         assert_eq!(moving.replicas, [3, 2, 1]);
+    }
+
+    /// Applies `records`, then lets every moving partition catch up (its ISR is its replicas)
+    /// and completes what can, as the controller would.
+    fn run_moves(image: &mut MetadataImage, records: &[MetadataRecord]) {
+        for record in records {
+            image.apply(record).unwrap();
+        }
+        let usable = image.usable_brokers();
+        let names: Vec<String> = image.topics.keys().cloned().collect();
+        for name in names {
+            let topic = std::sync::Arc::make_mut(image.topics.get_mut(&name).unwrap());
+            for partition in &mut topic.partitions {
+                if partition.is_reassigning() {
+                    partition.isr.clone_from(&partition.replicas);
+                    if let Some(done) = reassignment::complete(partition, &usable) {
+                        *partition = done;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A fourth broker joins three that hold 12 partitions of three replicas: the balancer
+    /// starts by itself, moves at most the bound at a time, and stops once every broker holds
+    /// 9 replicas and is the preferred leader of 3, every partition still on three racks.
+    #[test]
+    fn a_new_broker_gets_its_share_of_replicas_and_leaders() {
+        let partitions: Vec<Vec<i32>> = (0..12)
+            .map(|p| {
+                let mut replicas = vec![1, 2, 3];
+                replicas.rotate_left(p % 3);
+                replicas
+            })
+            .collect();
+        let refs: Vec<&[i32]> = partitions.iter().map(Vec::as_slice).collect();
+        let mut image = image(&[(1, "a"), (2, "b"), (3, "c")], &refs);
+        assert!(!image.balancing);
+        image
+            .apply(&MetadataRecord::RegisterBroker(
+                BrokerRegistration::for_tests(4, Some("a")),
+            ))
+            .unwrap();
+        assert!(image.balancing, "a new broker starts the balancer");
+        let mut rounds = 0;
+        while image.balancing {
+            let records = balance_moves(&image);
+            let starts = records
+                .iter()
+                .filter(|r| matches!(r, MetadataRecord::ReassignPartition { .. }))
+                .count();
+            assert!(starts <= MAX_CONCURRENT_MOVES);
+            run_moves(&mut image, &records);
+            rounds += 1;
+            assert!(rounds < 50, "the balancer does not settle");
+        }
+        let topic = image.topic("t").unwrap();
+        let mut replicas: BTreeMap<i32, usize> = BTreeMap::new();
+        let mut preferred: BTreeMap<i32, usize> = BTreeMap::new();
+        for partition in &topic.partitions {
+            for id in &partition.replicas {
+                *replicas.entry(*id).or_default() += 1;
+            }
+            *preferred.entry(partition.replicas[0]).or_default() += 1;
+            let racks: BTreeSet<String> = partition
+                .replicas
+                .iter()
+                .map(|id| rack_of(&image, *id))
+                .collect();
+            assert_eq!(racks.len(), 3, "{partition:?}");
+        }
+        assert_eq!(replicas, BTreeMap::from([(1, 6), (2, 12), (3, 12), (4, 6)]));
+        assert_eq!(preferred.values().copied().max(), Some(3), "{preferred:?}");
+        assert_eq!(preferred.values().copied().min(), Some(3), "{preferred:?}");
     }
 
     /// Restarting a broker is refused where a partition would fall below min.insync.replicas

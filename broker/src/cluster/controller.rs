@@ -12,8 +12,9 @@
 //! shutdown leads nothing. With `auto.leader.rebalance.enable`, a partition's preferred replica
 //! (its first) leads again once it is usable and in sync. A broker whose leadership is drained
 //! leads only partitions no other in-sync replica can. A reassignment whose target replicas are
-//! all in sync completes (see [`super::reassignment`]), and draining brokers' replicas are moved
-//! a bounded number at a time (see [`super::balance`]).
+//! all in sync completes (see [`super::reassignment`]); draining brokers' replicas are moved,
+//! and the balancer evens out replicas and leaders, a bounded number at a time (see
+//! [`super::balance`]).
 
 use std::collections::BTreeSet;
 
@@ -101,6 +102,7 @@ pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>, policy: Policy) -> V
         }
     }
     records.extend(super::balance::drain_moves(image));
+    records.extend(super::balance::balance_moves(image));
     records
 }
 

@@ -184,6 +184,10 @@ pub struct MetadataImage {
     /// across restarts, until the drain is ended.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub draining: std::collections::BTreeSet<i32>,
+    /// The controller is evening out replicas and leaders over the brokers (see
+    /// [`super::balance`]): asked for, or a broker new to the cluster registered.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub balancing: bool,
 }
 
 /// Partition counts from one broker's point of view.
@@ -297,6 +301,8 @@ pub enum MetadataRecord {
     DrainLeadership { id: i32, epoch: u64, drained: bool },
     /// Starts (or with `draining` false ends) moving every replica off broker `id`.
     DrainBroker { id: i32, draining: bool },
+    /// Starts the balancer, or (the controller, once balanced) stops it.
+    Balance { balancing: bool },
     /// A reassignment of one partition started, cancelled or completed: its replicas (with those
     /// being added and removed), leader and ISR, computed from the partition at `partition_epoch`
     /// of the topic with id `topic_id` (see [`super::reassignment`]); refused if either has
@@ -333,6 +339,7 @@ impl MetadataImage {
             broker_configs: BTreeMap::new(),
             leadership_drained: BTreeMap::new(),
             draining: std::collections::BTreeSet::new(),
+            balancing: false,
         }
     }
 
@@ -431,6 +438,10 @@ impl MetadataImage {
                     .brokers
                     .get(&registration.id)
                     .is_some_and(|before| before.incarnation != registration.incarnation);
+                // A broker new to a cluster that holds topics gets its share of them.
+                if !self.brokers.contains_key(&registration.id) && !self.topics.is_empty() {
+                    self.balancing = true;
+                }
                 self.brokers.insert(
                     registration.id,
                     BrokerRegistration {
@@ -561,6 +572,7 @@ impl MetadataImage {
                     self.leadership_drained.remove(id);
                 }
             }
+            MetadataRecord::Balance { balancing } => self.balancing = *balancing,
             MetadataRecord::DrainBroker { id, draining } => {
                 if !self.brokers.contains_key(id) {
                     return Err(ApplyError::Stale(format!("broker {id} is not registered")));

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fjord_admin_api::{
-    BrokerState, Drain, LeadershipDrain, PreRestartCheck, Refusal, Status, drain_path,
-    leadership_drain_path, pre_restart_path,
+    BALANCE_PATH, Balance, BrokerState, Drain, LeadershipDrain, PreRestartCheck, Refusal, Status,
+    drain_path, leadership_drain_path, pre_restart_path,
 };
 use fjord_tests::{ClusterProcesses, admin_call, run_client};
 use rdkafka::config::ClientConfig;
@@ -433,4 +433,75 @@ fn a_throttled_reassignment_moves_at_the_throttle_rate() {
         "moved in {took:?}: not throttled"
     );
     super::replication::wait_identical(&cluster, TOPIC, 0);
+}
+
+/// Scale-out, the broker side: a fourth broker (rack d) joins three that hold 12 partitions of
+/// three replicas (and `__consumer_offsets`) under an `acks=all` producer. The balancer starts
+/// by itself, moves replicas onto it a bounded number at a time and then evens out preferred
+/// leaders; it stops with replicas and leaderships even (one apart at most) over the four
+/// brokers, the topic's own replicas spread over all four. No produce fails and the checker
+/// reads every acknowledged record back.
+#[test]
+fn a_new_broker_is_given_its_share_by_the_balancer_under_load() {
+    const TOPIC: &str = "growing";
+    const PARTITIONS: i32 = 12;
+    let mut cluster = ClusterProcesses::prepare(&["a", "b", "c", "d"], 3, &QUICK_FENCING);
+    for broker in &mut cluster.brokers[..3] {
+        broker.start();
+    }
+    for broker in &cluster.brokers[..3] {
+        assert!(broker.wait_ready(Duration::from_secs(60)));
+    }
+    let placement: Vec<Vec<i32>> = (0..PARTITIONS)
+        .map(|p| {
+            let mut replicas = vec![0, 1, 2];
+            replicas.rotate_left(usize::try_from(p % 3).unwrap());
+            replicas
+        })
+        .collect();
+    let refs: Vec<&[i32]> = placement.iter().map(Vec::as_slice).collect();
+    let (writer, observers) = observed(&cluster, TOPIC, PARTITIONS, Some(&refs), &[]);
+    let via = cluster.brokers[0].admin();
+    let (_, before) = admin_call::<Balance>(&via, "GET", BALANCE_PATH).unwrap();
+    assert!(!before.balancing, "{before:?}");
+
+    let acknowledged = writer.acknowledged();
+    cluster.brokers[3].start();
+    assert!(cluster.brokers[3].wait_ready(Duration::from_secs(60)));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut seen_running, mut most_moving) = (false, 0);
+    let settled = loop {
+        let (_, balance) = admin_call::<Balance>(&via, "GET", BALANCE_PATH).unwrap();
+        seen_running |= balance.balancing;
+        most_moving = most_moving.max(balance.moving);
+        let spread = |per_broker: &std::collections::BTreeMap<String, usize>| {
+            let counts = per_broker.values().copied();
+            counts.clone().max().unwrap_or(0) - counts.min().unwrap_or(0)
+        };
+        let even =
+            spread(&balance.replicas_per_broker) <= 1 && spread(&balance.leaders_per_broker) <= 1;
+        if seen_running && !balance.balancing && even {
+            break balance;
+        }
+        assert!(Instant::now() < deadline, "{balance:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("balanced: {settled:?}, at most {most_moving} moving at once");
+    assert!(most_moving <= 8, "{most_moving} moves at once");
+    // The topic spreads too: 36 replicas, 9 on each broker give or take one.
+    let mut on: std::collections::BTreeMap<i32, usize> = std::collections::BTreeMap::new();
+    for (p, replicas) in replicas(&cluster.bootstrap(), TOPIC).iter().enumerate() {
+        assert_eq!(replicas.len(), 3, "partition {p}: {replicas:?}");
+        for id in replicas {
+            *on.entry(*id).or_default() += 1;
+        }
+    }
+    assert!(
+        on.len() == 4 && on.values().all(|n| (8..=10).contains(n)),
+        "{on:?}"
+    );
+    writer.wait_acknowledged(acknowledged + 500, "after the balance");
+    let observed = observers.finish(writer);
+    eprintln!("{observed}");
+    observed.check(&cluster, TOPIC, PARTITIONS);
 }
