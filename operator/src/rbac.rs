@@ -54,10 +54,11 @@ pub const RULES: &[Rule] = &[
         &["poddisruptionbudgets"],
         &["list", "watch", "create", "patch"],
     ),
-    // Broker pods: readiness moves the rolling restart on, one is deleted per step, and each
-    // broker's /v1/status is read through the API server's pod proxy.
+    // Broker pods: readiness moves the rolling restart on, one is deleted per step, and the
+    // brokers' admin API is called through the API server's pod proxy: /v1/status and the
+    // pre-restart check read (get), a leadership drain asked for (create: a POST).
     rule("", &["pods"], &["list", "watch", "delete"]),
-    rule("", &["pods/proxy"], &["get"]),
+    rule("", &["pods/proxy"], &["get", "create"]),
     rule("events.k8s.io", &["events"], &["create", "patch"]),
 ];
 
@@ -171,6 +172,15 @@ mod tests {
         );
         assert!(allows(FINALIZER_RULES, "", "namespaces", "get"));
         assert!(allows(RULES, "", "pods/proxy", "get"));
+        assert_eq!(
+            req(
+                "POST",
+                "/api/v1/namespaces/ns/pods/events-a-0:9644/proxy/v1/brokers/0/leadership-drain",
+                ""
+            ),
+            t("", "pods/proxy", "create")
+        );
+        assert!(allows(RULES, "", "pods/proxy", "create"));
         assert!(!allows(RULES, "", "pods", "get"));
         assert!(!allows(RULES, "", "secrets", "list"));
         assert!(allows(

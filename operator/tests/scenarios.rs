@@ -238,7 +238,8 @@ fn list(kind: &str, items: Vec<Value>) -> Value {
 
 /// The cluster scenarios' API server: applies echo the body (StatefulSets with
 /// `update_revision`), lists return `stateful_sets` and `pods`, `/v1/status` through the pod
-/// proxy answers `broker_status(pod)`, deletes and status patches succeed.
+/// proxy answers `broker_status(pod)` (its `pre_restart`, if any, is the pre-restart check's
+/// answer), leadership drains, deletes and status patches succeed.
 fn cluster_routes(
     update_revision: &'static str,
     stateful_sets: Vec<Value>,
@@ -278,15 +279,22 @@ fn cluster_routes(
                 (StatusCode::OK, list("Pod", selected(call, &pods)))
             }
             Method::GET if path.ends_with("/proxy/v1/status") => {
-                let pod = path
-                    .split("/pods/")
-                    .nth(1)
-                    .unwrap()
-                    .split(':')
-                    .next()
-                    .unwrap();
-                (StatusCode::OK, broker_status(pod))
+                (StatusCode::OK, broker_status(proxied_pod(path)))
             }
+            // The pre-restart check: the status's `pre_restart` if the scenario gives one,
+            // otherwise safe.
+            Method::GET if path.ends_with("/pre-restart") => {
+                let status = broker_status(proxied_pod(path));
+                let answer = match status.get("pre_restart") {
+                    Some(check) => check.clone(),
+                    None => json!({"broker": 0, "restart_safe": true, "reasons": []}),
+                };
+                (StatusCode::OK, answer)
+            }
+            Method::POST if path.ends_with("/leadership-drain") => (
+                StatusCode::OK,
+                json!({"broker": 0, "drained": true, "leaders_left": 0}),
+            ),
             Method::DELETE => (
                 StatusCode::OK,
                 json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
@@ -294,6 +302,16 @@ fn cluster_routes(
             _ => not_found(call),
         }
     })
+}
+
+/// The pod a pod-proxy path names (`.../pods/<pod>:<port>/proxy/...`).
+fn proxied_pod(path: &str) -> &str {
+    path.split("/pods/")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
 }
 
 /// The items whose labels match the request's `labelSelector` (`k=v,...`), as the API server
@@ -553,6 +571,20 @@ async fn a_template_change_restarts_one_outdated_pod_when_all_brokers_are_health
         deletes[0].path(),
         "/api/v1/namespaces/streaming/pods/events-eu-west-1a-0"
     );
+    // Before it: the pod's leaderships drained, then its pre-restart check asked.
+    let admin: Vec<String> = recorded
+        .iter()
+        .filter(|c| c.path().contains("/proxy/v1/brokers/") || c.method == Method::DELETE)
+        .map(|c| format!("{} {}", c.method, c.path()))
+        .collect();
+    assert_eq!(
+        admin,
+        [
+            "POST /api/v1/namespaces/streaming/pods/events-eu-west-1a-0:9644/proxy/v1/brokers/0/leadership-drain",
+            "GET /api/v1/namespaces/streaming/pods/events-eu-west-1a-0:9644/proxy/v1/brokers/0/pre-restart",
+            "DELETE /api/v1/namespaces/streaming/pods/events-eu-west-1a-0",
+        ]
+    );
     // Never a pod that was replaced meanwhile.
     assert_eq!(deletes[0].body["preconditions"]["uid"], "pod-uid-0");
     let status = status_patch(&recorded);
@@ -596,6 +628,58 @@ async fn the_restart_waits_while_a_broker_reports_under_replicated_partitions() 
             .as_str()
             .unwrap()
             .contains("events-eu-west-1c-200 reports 2 under-replicated"),
+        "{progressing}"
+    );
+}
+
+/// A pre-restart check that says no, or does not answer, keeps the pod: the Cluster says why.
+/// The controller (the metadata quorum's leader) goes last: with two outdated voters, the one
+/// that is not the controller is chosen.
+#[tokio::test]
+async fn the_restart_waits_for_the_pre_restart_check_and_the_controller_goes_last() {
+    fn refusing(_: &str) -> Value {
+        json!({"under_replicated_partitions": 0, "caught_up": true, "controller": 0,
+            "pre_restart": {"broker": 100, "restart_safe": false,
+                "reasons": ["orders-1: its ISR [100, 200] would fall to 1 in sync, below min.insync.replicas 2"]}})
+    }
+    let pods = vec![
+        pod("eu-west-1a", 0, "rev-1", true),
+        pod("eu-west-1b", 100, "rev-1", true),
+        pod("eu-west-1c", 200, "rev-2", true),
+    ];
+    let (_, calls) = reconcile_against(
+        example_cluster(),
+        "rev-2",
+        current_stateful_sets(),
+        pods,
+        refusing,
+    )
+    .await;
+    let recorded = kube_calls(&calls);
+    assert!(
+        !recorded.iter().any(|c| c.method == Method::DELETE),
+        "no pod may go"
+    );
+    let asked: Vec<&str> = recorded
+        .iter()
+        .filter(|c| c.path().ends_with("/pre-restart"))
+        .map(Call::path)
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            "/api/v1/namespaces/streaming/pods/events-eu-west-1b-100:9644/proxy/v1/brokers/100/pre-restart"
+        ],
+        "broker 0 leads the quorum: broker 100 goes first"
+    );
+    let status = status_patch(&recorded);
+    let progressing = condition(&status, "Progressing");
+    assert_eq!(progressing["reason"], "RestartUnsafe");
+    assert!(
+        progressing["message"]
+            .as_str()
+            .unwrap()
+            .contains("below min.insync.replicas 2"),
         "{progressing}"
     );
 }

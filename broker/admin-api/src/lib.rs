@@ -10,7 +10,7 @@
 //! | `POST /v1/brokers/{id}/drain`, `GET` to follow it | [`Drain`], or [`Refusal`] with 409 |
 //! | `POST /v1/balance` to start the balancer, `GET` to follow it | [`Balance`] |
 //!
-//! Fields added later carry `#[serde(default)]`, so an operator reads a broker of an older
+//! Every body reads with defaults for missing fields, so an operator reads a broker of an older
 //! release, and the other way round.
 
 use std::collections::BTreeMap;
@@ -48,12 +48,14 @@ pub fn parse_broker_path(path: &str) -> Option<(i32, &str)> {
 
 /// The answer of [`STATUS_PATH`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Status {
     pub node_id: i32,
     pub cluster_id: String,
     /// `/readyz`'s answer.
     pub ready: bool,
-    /// The metadata quorum's leader (the controller), -1 while none is known.
+    /// The metadata quorum's leader (the controller), -1 while none is known (or not said).
+    #[serde(default = "unknown_controller")]
     pub controller: i32,
     /// The metadata quorum's voters.
     pub voters: Vec<i32>,
@@ -76,18 +78,20 @@ pub struct Status {
     pub caught_up: bool,
     /// Partitions this broker is a replica of (not one being added by a reassignment) whose ISR
     /// lacks it: 0 once a restarted broker has caught up with every leader.
-    #[serde(default)]
     pub replicas_out_of_sync: usize,
     /// Partitions being reassigned, in the whole cluster.
-    #[serde(default)]
     pub reassigning_partitions: usize,
     /// Whether the balancer is running.
-    #[serde(default)]
     pub balancing: bool,
+}
+
+fn unknown_controller() -> i32 {
+    -1
 }
 
 /// The metadata lag of a broker.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MetadataLag {
     /// Entries the controller had applied, at its last heartbeat answer, that this broker has
     /// not.
@@ -98,6 +102,7 @@ pub struct MetadataLag {
 
 /// One registered broker, as [`Status`] lists it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BrokerInfo {
     pub id: i32,
     pub rack: Option<String>,
@@ -106,13 +111,10 @@ pub struct BrokerInfo {
     pub fenced: bool,
     pub shut_down: bool,
     /// What the broker is doing, as an operator shows it.
-    #[serde(default)]
     pub state: BrokerState,
     /// Replicas it holds (those being added included).
-    #[serde(default)]
     pub replicas: usize,
     /// Partitions it leads.
-    #[serde(default)]
     pub leaders: usize,
 }
 
@@ -136,6 +138,7 @@ pub enum BrokerState {
 /// The answer of [`pre_restart_path`]: restarting the broker now would leave no partition below
 /// `min.insync.replicas` or without a leader, and the metadata quorum with a majority.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PreRestartCheck {
     pub broker: i32,
     pub restart_safe: bool,
@@ -145,6 +148,7 @@ pub struct PreRestartCheck {
 
 /// The answer of [`leadership_drain_path`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LeadershipDrain {
     pub broker: i32,
     /// Whether the broker is kept from leading.
@@ -155,6 +159,7 @@ pub struct LeadershipDrain {
 
 /// The answer of [`drain_path`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Drain {
     pub broker: i32,
     pub state: BrokerState,
@@ -166,6 +171,7 @@ pub struct Drain {
 
 /// The answer of [`BALANCE_PATH`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Balance {
     /// Whether the balancer is running (it stops once replicas and leaders are even).
     pub balancing: bool,
@@ -178,6 +184,7 @@ pub struct Balance {
 
 /// The body of a refused request (HTTP 409 or 404): why, and that nothing changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Refusal {
     pub error: String,
 }
@@ -212,6 +219,8 @@ mod tests {
             "offline_partitions":0,"leaders_per_broker":{"1":2},"caught_up":true}"#;
         let status: Status = serde_json::from_str(old).unwrap();
         assert_eq!(status.brokers[0].state, BrokerState::Active);
+        let bare: Status = serde_json::from_str(r#"{"caught_up":true}"#).unwrap();
+        assert_eq!(bare.controller, -1, "an answer without a controller names none");
         assert_eq!(status.replicas_out_of_sync, 0);
         assert!(status.caught_up);
     }

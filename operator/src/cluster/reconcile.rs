@@ -19,8 +19,10 @@ use serde_json::json;
 use crate::cluster::build::{
     MANAGER, ZONE_LABEL, build_cluster, managed_selector, pod_selector, to_value,
 };
+use fjord_admin_api::Status;
+
 use crate::cluster::rollout::{
-    BrokerPod, BrokerStatus, HealthGate, RolloutPlan, health_gate, plan_rollout,
+    BrokerPod, HealthGate, RestartCheck, RolloutPlan, health_gate, plan_rollout,
 };
 use crate::cluster::validate::{ValidatedCluster, validate_cluster_with};
 use crate::conditions::{DEGRADED, PROGRESSING, READY, condition, with_transitions};
@@ -143,9 +145,14 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         let observed = s.status.as_ref().and_then(|st| st.observed_generation);
         s.metadata.generation.is_some() && observed < s.metadata.generation
     });
+    let voters: std::collections::BTreeSet<i32> = validated
+        .voters
+        .iter()
+        .filter_map(|voter| voter.split_once('@')?.0.parse().ok())
+        .collect();
     let plan = match settling {
         Some(stateful_set) => Err(stateful_set.name_any()),
-        None => Ok(plan_rollout(&brokers, expected)),
+        None => Ok(plan_rollout(&brokers, expected, &voters, None)),
     };
     let progress = match plan {
         Err(stateful_set) => Progress::Waiting {
@@ -163,18 +170,79 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
                 Progress::Restarting { pod }
             }
             RolloutPlan::Restart { pod, uid } => {
+                let admin_port = validated.ports.admin;
                 let mut statuses = Vec::with_capacity(brokers.len());
                 for broker in &brokers {
                     statuses.push((
                         broker.name.clone(),
-                        broker_status(context, &namespace, &broker.name, validated.ports.admin)
-                            .await,
+                        admin_get::<Status>(
+                            context,
+                            &namespace,
+                            &broker.name,
+                            admin_port,
+                            fjord_admin_api::STATUS_PATH,
+                        )
+                        .await,
                     ));
                 }
+                // The controller goes last: chosen again now that it is known.
+                let controller = statuses
+                    .iter()
+                    .find_map(|(_, s)| s.as_ref().map(|s| s.controller))
+                    .filter(|id| *id >= 0);
+                let (pod, uid) = match plan_rollout(&brokers, expected, &voters, controller) {
+                    RolloutPlan::Restart { pod, uid } => (pod, uid),
+                    _ => (pod, uid),
+                };
                 match health_gate(&statuses) {
                     HealthGate::Open => {
-                        restart(context, cluster, &pods, &pod, uid).await?;
-                        Progress::Restarting { pod }
+                        let node_id = brokers
+                            .iter()
+                            .find(|b| b.name == pod)
+                            .map_or(-1, |b| b.node_id);
+                        // Its leaderships move now, not at the SIGTERM; then its broker must
+                        // say the restart is safe (no answer: no restart).
+                        let drain = fjord_admin_api::leadership_drain_path(node_id);
+                        if admin_call::<fjord_admin_api::LeadershipDrain>(
+                            context,
+                            &namespace,
+                            &pod,
+                            admin_port,
+                            http::Method::POST,
+                            &drain,
+                        )
+                        .await
+                        .is_none()
+                        {
+                            tracing::info!(pod, "leadership drain not confirmed");
+                        }
+                        let check = admin_get::<fjord_admin_api::PreRestartCheck>(
+                            context,
+                            &namespace,
+                            &pod,
+                            admin_port,
+                            &fjord_admin_api::pre_restart_path(node_id),
+                        )
+                        .await;
+                        match RestartCheck::of(check.as_ref()) {
+                            RestartCheck::Safe => {
+                                restart(context, cluster, &pods, &pod, uid).await?;
+                                Progress::Restarting { pod }
+                            }
+                            RestartCheck::Unsafe { reasons } => Progress::Waiting {
+                                reason: "RestartUnsafe",
+                                message: format!(
+                                    "rolling restart of {pod} waits: its pre-restart check says {}",
+                                    reasons.join("; ")
+                                ),
+                            },
+                            RestartCheck::Unknown => Progress::Waiting {
+                                reason: "BrokerHealthUnknown",
+                                message: format!(
+                                    "rolling restart of {pod} waits: its pre-restart check did not answer"
+                                ),
+                            },
+                        }
                     }
                     HealthGate::UnderReplicated {
                         pod: on,
@@ -393,26 +461,45 @@ fn pod_failure(pod: &Pod) -> Option<String> {
     })
 }
 
-/// The broker's `/v1/status`, through the API server's pod proxy (works from inside the
-/// cluster and from a laptop alike). `None` when it does not answer.
-async fn broker_status(
+/// `GET path` on a broker's admin API, through the API server's pod proxy (works from inside
+/// the cluster and from a laptop alike). `None` when it does not answer.
+async fn admin_get<T: serde::de::DeserializeOwned>(
     context: &Context,
     namespace: &str,
     pod: &str,
     admin_port: i32,
-) -> Option<BrokerStatus> {
-    let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{admin_port}/proxy/v1/status");
-    let request = http::Request::get(path).body(Vec::new()).ok()?;
+    path: &str,
+) -> Option<T> {
+    admin_call(context, namespace, pod, admin_port, http::Method::GET, path).await
+}
+
+/// `method path` on a broker's admin API (its JSON answer, as the `fjord-admin-api` contract
+/// has it), through the API server's pod proxy. `None` when it does not answer, or not with a
+/// body of the contract.
+async fn admin_call<T: serde::de::DeserializeOwned>(
+    context: &Context,
+    namespace: &str,
+    pod: &str,
+    admin_port: i32,
+    method: http::Method,
+    path: &str,
+) -> Option<T> {
+    let proxied = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{admin_port}/proxy{path}");
+    let request = http::Request::builder()
+        .method(method)
+        .uri(proxied)
+        .body(Vec::new())
+        .ok()?;
     match context.client.request_text(request).await {
         Ok(body) => match serde_json::from_str(&body) {
-            Ok(status) => Some(status),
+            Ok(answer) => Some(answer),
             Err(error) => {
-                tracing::warn!(pod, %error, "unreadable /v1/status answer");
+                tracing::warn!(pod, path, %error, "unreadable admin answer");
                 None
             }
         },
         Err(error) => {
-            tracing::info!(pod, %error, "broker admin endpoint did not answer");
+            tracing::info!(pod, path, %error, "broker admin endpoint did not answer");
             None
         }
     }
