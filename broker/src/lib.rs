@@ -23,7 +23,8 @@
 //! - [`coordinator`]: consumer groups and committed offsets, stored in `__consumer_offsets`.
 
 pub mod admin;
-pub mod alloc;
+/// The guarded global allocator (in `fjord-runtime`, shared with the operator).
+pub use fjord_runtime::alloc;
 pub mod broker;
 pub mod cluster;
 pub mod coordinator;

@@ -18,7 +18,7 @@
 //! a panic, with one caveat from the protocol library: it reserves memory for an array length
 //! read off the wire before decoding any element, so a broken or hostile peer can ask for a
 //! reservation the kernel refuses, which aborts the process. A binary using this client installs
-//! the broker's guarded allocator (`fjord_broker::alloc::GuardedAlloc`, see its documentation),
+//! the broker's guarded allocator (`fjord_runtime::alloc::GuardedAlloc`, see its documentation),
 //! as `tests/topic_kafka.rs` does.
 
 use std::collections::BTreeMap;

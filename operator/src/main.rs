@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The Kafka admin client decodes responses with kafka-protocol, which reserves memory for
 /// array lengths read off the wire; the broker's allocator keeps a hostile length from
-/// aborting the process (see `fjord_broker::alloc`).
+/// aborting the process (see `fjord_runtime::alloc`).
 #[global_allocator]
-static ALLOCATOR: fjord_broker::alloc::GuardedAlloc = fjord_broker::alloc::GuardedAlloc;
+static ALLOCATOR: fjord_runtime::alloc::GuardedAlloc = fjord_runtime::alloc::GuardedAlloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "fjord-operator", version, about = "Fjord Kubernetes operator")]

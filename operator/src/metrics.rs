@@ -125,9 +125,9 @@ impl Metrics {
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` (the broker's small HTTP
-/// server, `fjord_broker::admin::serve_http`).
+/// server, `fjord_runtime::http::serve_http`).
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
-    fjord_broker::admin::serve_http(listener, shutdown, move |request| {
+    fjord_runtime::http::serve_http(listener, shutdown, move |request| {
         respond(&metrics, request)
     })
     .await;

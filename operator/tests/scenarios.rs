@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Hostile length prefixes in Kafka responses must not abort the test process either.
 #[global_allocator]
-static ALLOCATOR: fjord_broker::alloc::GuardedAlloc = fjord_broker::alloc::GuardedAlloc;
+static ALLOCATOR: fjord_runtime::alloc::GuardedAlloc = fjord_runtime::alloc::GuardedAlloc;
 
 /// One request the controller made.
 #[derive(Debug, Clone)]

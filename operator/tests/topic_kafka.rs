@@ -23,7 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 // allocator maps such reservations without committing memory (see broker/src/alloc.rs); a
 // binary that runs `KafkaAdmin` needs it as much as the broker does.
 #[global_allocator]
-static ALLOCATOR: fjord_broker::alloc::GuardedAlloc = fjord_broker::alloc::GuardedAlloc;
+static ALLOCATOR: fjord_runtime::alloc::GuardedAlloc = fjord_runtime::alloc::GuardedAlloc;
 
 async fn start_in(dir: &Path, listen: Option<SocketAddr>) -> RunningBroker {
     let mut config = BrokerConfig::for_tests(dir.to_path_buf());

@@ -220,7 +220,10 @@ mod tests {
         let status: Status = serde_json::from_str(old).unwrap();
         assert_eq!(status.brokers[0].state, BrokerState::Active);
         let bare: Status = serde_json::from_str(r#"{"caught_up":true}"#).unwrap();
-        assert_eq!(bare.controller, -1, "an answer without a controller names none");
+        assert_eq!(
+            bare.controller, -1,
+            "an answer without a controller names none"
+        );
         assert_eq!(status.replicas_out_of_sync, 0);
         assert!(status.caught_up);
     }

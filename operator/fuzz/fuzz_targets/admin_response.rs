@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 // The allocator the operator binary installs, so the fuzzer sees what the operator would do.
 #[global_allocator]
-static ALLOCATOR: fjord_broker::alloc::GuardedAlloc = fjord_broker::alloc::GuardedAlloc;
+static ALLOCATOR: fjord_runtime::alloc::GuardedAlloc = fjord_runtime::alloc::GuardedAlloc;
 
 fuzz_target!(|data: &[u8]| {
     fjord_operator::kafka::fuzz_decode_response(data);
