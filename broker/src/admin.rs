@@ -97,7 +97,8 @@ fn answer<T: serde::Serialize>(
             json(
                 code,
                 &Refusal {
-                    error: error.to_string(),
+                    code: code.as_u16(),
+                    message: error.to_string(),
                 },
             )
         }

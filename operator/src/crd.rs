@@ -132,6 +132,10 @@ pub struct StorageSpec {
     #[schemars(length(min = 1))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// Delete a removed broker's volume claim once its replicas have been drained off it
+    /// (scale-in); by default the claim, and its data, are kept.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete_claim: bool,
 }
 
 /// A Kubernetes quantity of at least zero (`2`, `500m`, `4Gi`, `1e3`): the API server's own

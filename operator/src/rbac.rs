@@ -59,6 +59,8 @@ pub const RULES: &[Rule] = &[
     // pre-restart check read (get), a leadership drain asked for (create: a POST).
     rule("", &["pods"], &["list", "watch", "delete"]),
     rule("", &["pods/proxy"], &["get", "create"]),
+    // Scale-in with `storage.deleteClaim`: a drained, removed broker's volume claim.
+    rule("", &["persistentvolumeclaims"], &["delete"]),
     rule("events.k8s.io", &["events"], &["create", "patch"]),
 ];
 

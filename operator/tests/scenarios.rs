@@ -239,7 +239,7 @@ fn list(kind: &str, items: Vec<Value>) -> Value {
 /// The cluster scenarios' API server: applies echo the body (StatefulSets with
 /// `update_revision`), lists return `stateful_sets` and `pods`, `/v1/status` through the pod
 /// proxy answers `broker_status(pod)` (its `pre_restart`, if any, is the pre-restart check's
-/// answer), leadership drains, deletes and status patches succeed.
+/// answer), leaving brokers are drained, leadership drains, deletes and status patches succeed.
 fn cluster_routes(
     update_revision: &'static str,
     stateful_sets: Vec<Value>,
@@ -291,6 +291,11 @@ fn cluster_routes(
                 };
                 (StatusCode::OK, answer)
             }
+            // A leaving broker's drain: done (it holds nothing).
+            Method::GET if path.ends_with("/drain") => (
+                StatusCode::OK,
+                json!({"broker": 0, "state": "drained", "replicas_left": 0, "moving": 0}),
+            ),
             Method::POST if path.ends_with("/leadership-drain") => (
                 StatusCode::OK,
                 json!({"broker": 0, "drained": true, "leaders_left": 0}),
@@ -513,8 +518,16 @@ async fn a_new_cluster_is_applied_server_side_orphans_deleted_and_status_written
         deletes,
         ["/apis/apps/v1/namespaces/streaming/statefulsets/events-eu-west-1d"]
     );
-    assert!(
-        !calls.iter().any(|c| c.path().contains("/proxy/")),
+    // The removed zone's broker was asked about its drain (it holds nothing) before its
+    // StatefulSet went; nothing else went to the brokers.
+    let proxied: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.path().contains("/proxy/"))
+        .map(Call::path)
+        .collect();
+    assert_eq!(
+        proxied,
+        ["/api/v1/namespaces/streaming/pods/events-eu-west-1a-0:9644/proxy/v1/brokers/300/drain"],
         "no rollout, no health calls"
     );
 
@@ -2072,4 +2085,167 @@ async fn the_operators_own_writes_do_not_double_the_retry_backoff() {
     assert_eq!(finalizer_writes, 1, "the finalizer is written once");
     shutdown.cancel();
     controllers.abort();
+}
+
+/// The example cluster's zone a StatefulSet as it exists with two brokers (0 and 1), the voters
+/// its pods name being 0, 100 and 200; the other zones as they are.
+fn grown_stateful_sets() -> Vec<Value> {
+    let mut sets = current_stateful_sets();
+    sets[0]["spec"]["replicas"] = 2.into();
+    sets[0]["spec"]["template"] = json!({"spec": {"containers": [{"name": "broker", "env": [
+        {"name": "FJORD_VOTERS", "value": "0@a:9093,100@b:9093,200@c:9093"}]}]}});
+    sets
+}
+
+/// Reconciles `cluster` (the example's, one broker per zone) against zone a's StatefulSet with
+/// two brokers, the pods all Ready, and `drain` answering the admin API's drain calls for
+/// broker 1 (by method); every call made.
+async fn scale_in_against(
+    cluster: Cluster,
+    drain: fn(&Method) -> (StatusCode, Value),
+) -> Arc<Mutex<Vec<Call>>> {
+    let mut pods: Vec<Value> = ZONES
+        .iter()
+        .map(|(zone, id)| pod(zone, *id, "rev-1", true))
+        .collect();
+    pods.push(pod("eu-west-1a", 1, "rev-1", true));
+    let inner = cluster_routes("rev-1", grown_stateful_sets(), pods, healthy);
+    let (client, calls) = api_server(Box::new(move |call: &Call| {
+        if call.path().ends_with("/proxy/v1/brokers/1/drain") {
+            return drain(&call.method);
+        }
+        inner(call)
+    }));
+    reconcile_cluster(Arc::new(cluster), context(client))
+        .await
+        .unwrap();
+    calls
+}
+
+/// The replicas zone a's StatefulSet was applied with.
+fn applied_replicas(calls: &[Call]) -> Value {
+    calls
+        .iter()
+        .find(|c| {
+            c.method == Method::PATCH && c.path().ends_with("/statefulsets/events-eu-west-1a")
+        })
+        .expect("zone a's StatefulSet applied")
+        .body["spec"]["replicas"]
+        .clone()
+}
+
+/// Scale-in, broker 1 leaving (`brokersPerZone` back to 1) while its drain runs: the drain is
+/// asked for through a broker that stays, the StatefulSet keeps both brokers, and the Cluster
+/// says how far the drain has come. Nothing is deleted.
+#[tokio::test]
+async fn a_scale_in_drains_the_leaving_broker_before_the_statefulset_shrinks() {
+    fn draining(method: &Method) -> (StatusCode, Value) {
+        let status = if *method == Method::POST {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        };
+        (
+            status,
+            json!({"broker": 1, "state": "draining", "replicas_left": 5, "moving": 3}),
+        )
+    }
+    let calls = kube_calls(&scale_in_against(example_cluster(), draining).await);
+    assert_eq!(
+        applied_replicas(&calls),
+        2,
+        "the StatefulSet keeps broker 1"
+    );
+    let drains: Vec<String> = calls
+        .iter()
+        .filter(|c| c.path().contains("/drain"))
+        .map(|c| format!("{} {}", c.method, c.path()))
+        .collect();
+    assert_eq!(
+        drains,
+        [
+            "GET /api/v1/namespaces/streaming/pods/events-eu-west-1a-0:9644/proxy/v1/brokers/1/drain",
+            "POST /api/v1/namespaces/streaming/pods/events-eu-west-1a-0:9644/proxy/v1/brokers/1/drain",
+        ]
+    );
+    assert!(
+        !calls.iter().any(|c| c.method == Method::DELETE),
+        "nothing removed"
+    );
+    let status = status_patch(&calls);
+    let progressing = condition(&status, "Progressing");
+    assert_eq!(progressing["reason"], "DrainingBrokers");
+    assert!(
+        progressing["message"]
+            .as_str()
+            .unwrap()
+            .contains("broker 1: 5 partitions left, 3 moving"),
+        "{progressing}"
+    );
+}
+
+/// Once broker 1 is drained, the StatefulSet shrinks and, with `storage.deleteClaim`, its
+/// volume claim is deleted; the Cluster gets an Event for the removed broker.
+#[tokio::test]
+async fn a_drained_broker_is_removed_and_its_claim_deleted() {
+    fn drained(_: &Method) -> (StatusCode, Value) {
+        (
+            StatusCode::OK,
+            json!({"broker": 1, "state": "drained", "replicas_left": 0, "moving": 0}),
+        )
+    }
+    let mut cluster = example_cluster();
+    cluster.spec.storage.delete_claim = true;
+    let recorded = scale_in_against(cluster, drained).await;
+    let calls = kube_calls(&recorded);
+    assert_eq!(applied_replicas(&calls), 1, "broker 1 goes");
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.method == Method::POST && c.path().contains("/drain")),
+        "a drained broker is not asked again"
+    );
+    let deleted: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.method == Method::DELETE)
+        .map(Call::path)
+        .collect();
+    assert_eq!(
+        deleted,
+        ["/api/v1/namespaces/streaming/persistentvolumeclaims/data-events-eu-west-1a-1"]
+    );
+    assert!(events(&recorded).contains(&"BrokerRemoved".to_owned()));
+}
+
+/// A drain the brokers refuse (409: a partition could not keep its replicas on distinct zones)
+/// stops the scale-in: the StatefulSet keeps both brokers, nothing is deleted, and the Cluster
+/// and a Warning Event say why. The default keeps claims.
+#[tokio::test]
+async fn a_refused_drain_removes_nothing_and_says_why() {
+    fn refusing(method: &Method) -> (StatusCode, Value) {
+        if *method == Method::POST {
+            (
+                StatusCode::CONFLICT,
+                json!({"code": 409, "message": "the drain of broker 1 is refused, nothing changed: partition orders-0 (replicas [1, 100, 200]) cannot keep 3 replicas on distinct racks"}),
+            )
+        } else {
+            (
+                StatusCode::OK,
+                json!({"broker": 1, "state": "active", "replicas_left": 4, "moving": 0}),
+            )
+        }
+    }
+    let calls = kube_calls(&scale_in_against(example_cluster(), refusing).await);
+    assert_eq!(applied_replicas(&calls), 2);
+    assert!(!calls.iter().any(|c| c.method == Method::DELETE));
+    let status = status_patch(&calls);
+    let progressing = condition(&status, "Progressing");
+    assert_eq!(progressing["reason"], "ScaleInRefused");
+    assert!(
+        progressing["message"]
+            .as_str()
+            .unwrap()
+            .contains("orders-0 (replicas [1, 100, 200]) cannot keep 3 replicas on distinct racks"),
+        "{progressing}"
+    );
 }

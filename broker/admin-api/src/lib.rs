@@ -182,11 +182,15 @@ pub struct Balance {
     pub leaders_per_broker: BTreeMap<String, usize>,
 }
 
-/// The body of a refused request (HTTP 409 or 404): why, and that nothing changed.
+/// The body of a refused request (HTTP 409, 404 or 503): why, and that nothing changed. Its
+/// fields are those of a Kubernetes `Status`, so a client reading the API through the API
+/// server's pod proxy (the operator) finds the code and the reason where it looks for them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Refusal {
-    pub error: String,
+    /// The HTTP status code.
+    pub code: u16,
+    pub message: String,
 }
 
 #[cfg(test)]

@@ -10,4 +10,5 @@
 pub mod build;
 pub mod reconcile;
 pub mod rollout;
+pub mod scale;
 pub mod validate;

@@ -19,11 +19,12 @@ use serde_json::json;
 use crate::cluster::build::{
     MANAGER, ZONE_LABEL, build_cluster, managed_selector, pod_selector, to_value,
 };
-use fjord_admin_api::Status;
+use fjord_admin_api::{BrokerState, Drain, Status};
 
 use crate::cluster::rollout::{
     BrokerPod, HealthGate, RestartCheck, RolloutPlan, health_gate, plan_rollout,
 };
+use crate::cluster::scale::{self, DrainAnswer, ExistingSet, LeavingBroker, ScaleIn};
 use crate::cluster::validate::{ValidatedCluster, validate_cluster_with};
 use crate::conditions::{DEGRADED, PROGRESSING, READY, condition, with_transitions};
 use crate::controller::{Context, Error, kube_error, patch_params};
@@ -109,13 +110,69 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         }
     };
 
-    let applied = match reconcile_children(context, cluster, &validated, &existing).await {
-        Ok(applied) => applied,
-        Err(error) => {
-            report_apply_failure(context, &clusters, cluster, &error).await;
-            return Err(error);
+    // Scale-in: brokers the spec no longer has leave once drained; until then their
+    // StatefulSets keep their size (see `scale`).
+    let existing_sets: Vec<ExistingSet> = existing.iter().filter_map(existing_set).collect();
+    let leaving = scale::leaving(&validated, &existing_sets);
+    let mut validated = validated;
+    let mut scale_hold: Option<Progress> = None;
+    let mut kept_sets: Vec<String> = Vec::new();
+    if !leaving.is_empty() {
+        let decision = match scale::voter_refusal(&leaving, &existing_sets) {
+            Some(message) => ScaleIn::Hold {
+                reason: "ScaleInRefused",
+                message,
+                refused: true,
+            },
+            None => scale::step(&drain_answers(context, &validated, &leaving).await),
+        };
+        match decision {
+            ScaleIn::Shrink => {
+                for broker in &leaving {
+                    context
+                        .event(
+                            cluster,
+                            false,
+                            "BrokerRemoved",
+                            "ScaleIn",
+                            format!(
+                                "broker {} ({}) holds no replica any more: removed",
+                                broker.node_id, broker.pod
+                            ),
+                        )
+                        .await;
+                }
+            }
+            ScaleIn::Hold {
+                reason,
+                message,
+                refused,
+            } => {
+                let held = scale::held_sizes(&validated, &existing_sets);
+                for zone in &mut validated.zones {
+                    if let Some(size) = held.get(&zone.statefulset) {
+                        zone.brokers = *size;
+                    }
+                }
+                kept_sets = leaving.iter().map(|b| b.statefulset.clone()).collect();
+                if refused {
+                    context
+                        .event(cluster, true, reason, "ScaleIn", message.clone())
+                        .await;
+                }
+                scale_hold = Some(Progress::Waiting { reason, message });
+            }
         }
-    };
+    }
+
+    let applied =
+        match reconcile_children(context, cluster, &validated, &existing, &kept_sets).await {
+            Ok(applied) => applied,
+            Err(error) => {
+                report_apply_failure(context, &clusters, cluster, &error).await;
+                return Err(error);
+            }
+        };
     let client = &context.client;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
@@ -154,12 +211,14 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         Some(stateful_set) => Err(stateful_set.name_any()),
         None => Ok(plan_rollout(&brokers, expected, &voters, None)),
     };
-    let progress = match plan {
-        Err(stateful_set) => Progress::Waiting {
+    let progress = match (scale_hold, plan) {
+        // A scale-in under way comes first: no rolling restart meanwhile.
+        (Some(hold), _) => hold,
+        (None, Err(stateful_set)) => Progress::Waiting {
             reason: "StatefulSetUpdating",
             message: format!("waiting for StatefulSet {stateful_set} to observe its new spec"),
         },
-        Ok(plan) => match plan {
+        (None, Ok(plan)) => match plan {
             RolloutPlan::UpToDate => Progress::UpToDate,
             RolloutPlan::WaitForBrokers { waiting_on } => Progress::Waiting {
                 reason: "WaitingForBrokers",
@@ -291,6 +350,7 @@ async fn reconcile_children(
     cluster: &Cluster,
     validated: &ValidatedCluster,
     existing: &[StatefulSet],
+    kept: &[String],
 ) -> Result<Vec<StatefulSet>, Error> {
     let children = build_cluster(validated);
     let client = &context.client;
@@ -304,7 +364,10 @@ async fn reconcile_children(
         applied.push(apply(client, namespace, stateful_set).await?);
     }
     apply(client, namespace, &children.pod_disruption_budget).await?;
-    delete_orphans(context, cluster, validated, existing).await?;
+    delete_orphans(context, cluster, validated, existing, kept).await?;
+    if validated.delete_claim {
+        delete_drained_claims(context, cluster, validated, existing).await?;
+    }
     Ok(applied)
 }
 
@@ -385,16 +448,146 @@ where
 }
 
 /// StatefulSets labelled as this cluster's that the spec no longer builds (a removed zone).
-async fn delete_orphans(
+/// A StatefulSet of the Cluster as it exists, for the scale-in: its node ids and the voters its
+/// pods name.
+fn existing_set(stateful_set: &StatefulSet) -> Option<ExistingSet> {
+    let spec = stateful_set.spec.as_ref()?;
+    let first_node_id = spec.ordinals.as_ref()?.start?;
+    let voters = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|pod| pod.containers.first())
+        .and_then(|container| container.env.as_ref())
+        .and_then(|env| env.iter().find(|e| e.name == "FJORD_VOTERS"))
+        .and_then(|e| e.value.as_deref())
+        .map(|list| {
+            list.split(',')
+                .filter_map(|voter| voter.split_once('@')?.0.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(ExistingSet {
+        name: stateful_set.name_any(),
+        first_node_id,
+        replicas: spec.replicas.unwrap_or(1),
+        voters,
+    })
+}
+
+/// Each leaving broker's drain, asked through a broker that stays (any Ready one answers for
+/// all): a drained broker is only looked at, the others are asked to drain (the broker refuses,
+/// changing nothing, when a partition could not keep its replicas on distinct zones).
+async fn drain_answers(
+    context: &Context,
+    validated: &ValidatedCluster,
+    leaving: &[LeavingBroker],
+) -> Vec<(LeavingBroker, DrainAnswer)> {
+    let namespace = &validated.namespace;
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
+    let listed = pods
+        .list(&ListParams::default().labels(&pod_selector(validated)))
+        .await
+        .map(|list| list.items)
+        .unwrap_or_default();
+    let via = listed
+        .iter()
+        .filter(|pod| pod_ready(pod))
+        .map(ResourceExt::name_any)
+        .find(|name| !leaving.iter().any(|b| b.pod == *name));
+    let mut answers = Vec::with_capacity(leaving.len());
+    for broker in leaving {
+        let answer = match &via {
+            None => DrainAnswer::Unknown,
+            Some(via) => {
+                let path = fjord_admin_api::drain_path(broker.node_id);
+                let port = validated.ports.admin;
+                match admin_get::<Drain>(context, namespace, via, port, &path).await {
+                    None => DrainAnswer::Unknown,
+                    Some(drain) if drain.state == BrokerState::Drained => DrainAnswer::Drain(drain),
+                    Some(_) => start_drain(context, namespace, via, port, &path).await,
+                }
+            }
+        };
+        answers.push((broker.clone(), answer));
+    }
+    answers
+}
+
+/// `POST` a drain through the pod proxy: the drain as started, or the brokers' refusal (409).
+async fn start_drain(
+    context: &Context,
+    namespace: &str,
+    pod: &str,
+    admin_port: i32,
+    path: &str,
+) -> DrainAnswer {
+    let proxied = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{admin_port}/proxy{path}");
+    let Ok(request) = http::Request::post(proxied).body(Vec::new()) else {
+        return DrainAnswer::Unknown;
+    };
+    match context.client.request_text(request).await {
+        Ok(body) => serde_json::from_str(&body).map_or(DrainAnswer::Unknown, DrainAnswer::Drain),
+        // The refusal's body reads as a Kubernetes Status (see `fjord_admin_api::Refusal`).
+        Err(kube::Error::Api(refusal)) if refusal.code == 409 => {
+            DrainAnswer::Refused(refusal.message.clone())
+        }
+        Err(error) => {
+            tracing::info!(pod, path, %error, "broker admin endpoint did not answer");
+            DrainAnswer::Unknown
+        }
+    }
+}
+
+/// With `storage.deleteClaim`, deletes the volume claims of brokers that the StatefulSets no
+/// longer have (drained, then removed): `data-<pod>` beyond each StatefulSet's new size, and
+/// every claim of a removed zone's StatefulSet.
+async fn delete_drained_claims(
     context: &Context,
     cluster: &Cluster,
     validated: &ValidatedCluster,
     existing: &[StatefulSet],
 ) -> Result<(), Error> {
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(context.client.clone(), &validated.namespace);
+    let sets: Vec<ExistingSet> = existing.iter().filter_map(existing_set).collect();
+    for broker in scale::leaving(validated, &sets) {
+        let claim = broker.claim();
+        match claims.delete(&claim, &DeleteParams::default()).await {
+            Ok(_) => {
+                context
+                    .event(
+                        cluster,
+                        false,
+                        "ClaimDeleted",
+                        "ScaleIn",
+                        format!("deleted volume claim {claim} of a drained, removed broker (storage.deleteClaim)"),
+                    )
+                    .await;
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => {
+                return Err(kube_error::<
+                    k8s_openapi::api::core::v1::PersistentVolumeClaim,
+                >("deleting", &claim)(error));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn delete_orphans(
+    context: &Context,
+    cluster: &Cluster,
+    validated: &ValidatedCluster,
+    existing: &[StatefulSet],
+    kept: &[String],
+) -> Result<(), Error> {
     let api: Api<StatefulSet> = Api::namespaced(context.client.clone(), &validated.namespace);
     for stateful_set in existing {
         let name = stateful_set.name_any();
-        if validated.zones.iter().any(|z| z.statefulset == name) {
+        // A zone in the spec, or one whose brokers are still being drained.
+        if validated.zones.iter().any(|z| z.statefulset == name) || kept.contains(&name) {
             continue;
         }
         api.delete(&name, &DeleteParams::default())
@@ -406,7 +599,7 @@ async fn delete_orphans(
                 false,
                 "ZoneRemoved",
                 "Delete",
-                format!("deleted StatefulSet {name}: its zone is no longer in the spec (volumes are kept)"),
+                format!("deleted StatefulSet {name}: its zone is no longer in the spec and its brokers are drained"),
             )
             .await;
     }

@@ -209,6 +209,8 @@ pub struct ValidatedCluster {
     pub image: String,
     pub storage_size: Quantity,
     pub storage_class: Option<String>,
+    /// Delete a removed broker's volume claim after its drain.
+    pub delete_claim: bool,
     pub resources: Option<ResourceRequirements>,
     /// The broker's environment from `spec.config` (`FJORD_*` name -> value).
     pub broker_env: BTreeMap<String, String>,
@@ -458,6 +460,7 @@ pub fn validate_cluster_with(
             .unwrap_or_else(|| default_image.to_owned()),
         storage_size: spec.storage.size.clone(),
         storage_class: spec.storage.storage_class_name.clone(),
+        delete_claim: spec.storage.delete_claim,
         resources: spec.resources.clone(),
         broker_env,
         ports,
@@ -555,13 +558,13 @@ fn at_most(field: &'static str, value: i32, max: i32) -> Result<i32, SpecError> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
     use crate::crd::{ClusterSpec, ListenersSpec, StorageSpec};
 
-    fn cluster(zones: &[&str], per_zone: Option<i32>) -> Cluster {
+    pub(crate) fn cluster(zones: &[&str], per_zone: Option<i32>) -> Cluster {
         let mut cluster = Cluster::new(
             "events",
             ClusterSpec {
@@ -572,6 +575,7 @@ mod tests {
                 storage: StorageSpec {
                     size: Quantity("10Gi".into()),
                     storage_class_name: None,
+                    delete_claim: false,
                 },
                 resources: None,
                 config: BTreeMap::new(),

@@ -510,6 +510,7 @@ mod tests {
                 storage: StorageSpec {
                     size: Quantity("1Gi".into()),
                     storage_class_name: None,
+                    delete_claim: false,
                 },
                 resources: None,
                 config: Default::default(),

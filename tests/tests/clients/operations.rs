@@ -274,7 +274,7 @@ fn a_drained_broker_ends_up_holding_nothing_under_load() {
     let (code, refusal) = admin_call::<Refusal>(&via, "POST", &drain_path(0)).unwrap();
     assert_eq!(code, 409, "{refusal:?}");
     assert!(
-        refusal.error.contains("distinct racks") && refusal.error.contains("draining-0"),
+        refusal.message.contains("distinct racks") && refusal.message.contains("draining-0"),
         "{refusal:?}"
     );
     let (_, untouched) = admin_call::<Drain>(&via, "GET", &drain_path(0)).unwrap();
