@@ -63,7 +63,9 @@ impl Broker {
                     && !p.isr.contains(&node_id)
             })
             .count();
-        let reassigning_partitions = all.filter(|p| p.is_reassigning()).count();
+        let reassigning_partitions = all.clone().filter(|p| p.is_reassigning()).count();
+        let cluster_under_replicated_partitions =
+            all.filter(|p| p.isr.len() < p.replicas.len()).count();
         let brokers = image
             .brokers
             .values()
@@ -103,6 +105,7 @@ impl Broker {
             leader_partitions: cluster.leader_partitions,
             under_replicated_partitions: cluster.under_replicated_partitions,
             offline_partitions: cluster.offline_partitions,
+            cluster_under_replicated_partitions,
             leaders_per_broker: cluster
                 .leaders_per_broker
                 .iter()

@@ -44,6 +44,22 @@ pub const GROUP: &str = "fjord.dev";
         type_ = "integer",
         json_path = ".status.readyBrokers"
     ),
+    printcolumn(
+        name = "Controller",
+        type_ = "integer",
+        json_path = ".status.cluster.controller"
+    ),
+    printcolumn(
+        name = "Under-replicated",
+        type_ = "integer",
+        json_path = ".status.cluster.underReplicatedPartitions"
+    ),
+    printcolumn(
+        name = "Moving",
+        type_ = "integer",
+        priority = 1,
+        json_path = ".status.cluster.reassigningPartitions"
+    ),
     printcolumn(name = "Bootstrap", type_ = "string", json_path = ".status.bootstrap"),
     printcolumn(
         name = "Age",
@@ -235,6 +251,41 @@ pub struct ClusterStatus {
     /// are never given to another zone, and the zone gets them back if it returns.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_id_ranges: BTreeMap<String, i32>,
+    /// The brokers' own view, from a Ready broker's admin API (absent while none answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<BrokersStatus>,
+}
+
+/// What the brokers report about the cluster they form.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokersStatus {
+    /// The node id of the metadata quorum's leader (the controller), -1 while there is none.
+    pub controller: i32,
+    /// Partitions with fewer in-sync replicas than replicas.
+    pub under_replicated_partitions: i64,
+    /// Partitions without a leader.
+    pub offline_partitions: i64,
+    /// Partitions being moved (reassignments, drains, the balancer).
+    pub reassigning_partitions: i64,
+    /// Whether the balancer is running.
+    pub balancing: bool,
+    /// Each registered broker: `active`, `leadership_drained`, `draining`, `drained` or `fenced`,
+    /// with its replicas and leaderships.
+    #[serde(default)]
+    pub brokers: Vec<BrokerEntry>,
+}
+
+/// One registered broker, as the brokers report it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerEntry {
+    pub id: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    pub state: String,
+    pub replicas: i64,
+    pub leaders: i64,
 }
 
 /// Brokers of one zone.

@@ -167,7 +167,15 @@ fn crds_have_status_columns_short_names_and_the_fjord_category() {
         (
             Cluster::crd(),
             "fjc",
-            vec!["Ready", "Brokers", "Bootstrap", "Age"],
+            vec![
+                "Ready",
+                "Brokers",
+                "Controller",
+                "Under-replicated",
+                "Moving",
+                "Bootstrap",
+                "Age",
+            ],
         ),
         (
             Topic::crd(),

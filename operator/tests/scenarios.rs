@@ -527,8 +527,11 @@ async fn a_new_cluster_is_applied_server_side_orphans_deleted_and_status_written
         .collect();
     assert_eq!(
         proxied,
-        ["/api/v1/namespaces/streaming/pods/events-eu-west-1a-0:9644/proxy/v1/brokers/300/drain"],
-        "no rollout, no health calls"
+        [
+            "/api/v1/namespaces/streaming/pods/events-eu-west-1a-0:9644/proxy/v1/brokers/300/drain",
+            "/api/v1/namespaces/streaming/pods/events-eu-west-1a-0:9644/proxy/v1/status",
+        ],
+        "no rollout, no health gate: one status for the Cluster's own"
     );
 
     let status = status_patch(&calls);
@@ -543,6 +546,12 @@ async fn a_new_cluster_is_applied_server_side_orphans_deleted_and_status_written
     assert_eq!(condition(&status, "Ready")["status"], "True");
     assert_eq!(condition(&status, "Progressing")["reason"], "UpToDate");
     assert_eq!(condition(&status, "Degraded")["status"], "False");
+    // The brokers' own view, as the first Ready broker reports it (it names no controller).
+    assert_eq!(
+        status["cluster"],
+        json!({"controller": -1, "underReplicatedPartitions": 0, "offlinePartitions": 0,
+            "reassigningPartitions": 0, "balancing": false, "brokers": []})
+    );
 }
 
 #[tokio::test]
@@ -569,7 +578,11 @@ async fn a_template_change_restarts_one_outdated_pod_when_all_brokers_are_health
         .filter(|c| c.path().ends_with("/proxy/v1/status"))
         .map(Call::path)
         .collect();
-    assert_eq!(health.len(), 3, "every broker is asked: {health:?}");
+    assert_eq!(
+        health.len(),
+        4,
+        "every broker by the gate, one again for the Cluster's status: {health:?}"
+    );
     assert!(
         health.contains(
             &"/api/v1/namespaces/streaming/pods/events-eu-west-1b-100:9644/proxy/v1/status"
@@ -784,9 +797,15 @@ async fn the_restart_waits_for_the_previous_pod_to_be_ready_again() {
     .await;
     let recorded = kube_calls(&calls);
     assert!(!recorded.iter().any(|c| c.method == Method::DELETE));
-    assert!(
-        !recorded.iter().any(|c| c.path().contains("/proxy/")),
-        "not Ready: no need to ask"
+    // Not Ready: no health gate; only the status of the Cluster is read, from a Ready broker.
+    let proxied: Vec<&str> = recorded
+        .iter()
+        .filter(|c| c.path().contains("/proxy/"))
+        .map(Call::path)
+        .collect();
+    assert_eq!(
+        proxied,
+        ["/api/v1/namespaces/streaming/pods/events-eu-west-1b-100:9644/proxy/v1/status"]
     );
     let status = status_patch(&recorded);
     assert_eq!(

@@ -71,6 +71,8 @@ pub struct Status {
     pub under_replicated_partitions: usize,
     /// Partitions without a leader, in the whole cluster.
     pub offline_partitions: usize,
+    /// Partitions with fewer in-sync replicas than replicas, in the whole cluster.
+    pub cluster_under_replicated_partitions: usize,
     /// Partitions each registered broker leads, by broker id.
     pub leaders_per_broker: BTreeMap<String, usize>,
     /// The broker has applied the metadata as far as the controller had, at an answer within

@@ -28,7 +28,7 @@ use crate::cluster::scale::{self, DrainAnswer, ExistingSet, LeavingBroker, Scale
 use crate::cluster::validate::{ValidatedCluster, validate_cluster_with};
 use crate::conditions::{DEGRADED, PROGRESSING, READY, condition, with_transitions};
 use crate::controller::{Context, Error, kube_error, patch_params};
-use crate::crd::{Cluster, ClusterStatus, ZoneStatus};
+use crate::crd::{BrokerEntry, BrokersStatus, Cluster, ClusterStatus, ZoneStatus};
 
 /// Resync of a healthy cluster.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -328,6 +328,7 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
     };
 
     let mut status = cluster_status(cluster, &validated, &pod_list.items, &progress);
+    status.cluster = brokers_status(context, &validated, &pod_list.items).await;
     status.node_id_ranges = bases;
     status.node_id_ranges.extend(
         validated
@@ -448,6 +449,48 @@ where
 }
 
 /// StatefulSets labelled as this cluster's that the spec no longer builds (a removed zone).
+/// The brokers' view of the cluster, from the first Ready broker's `/v1/status` (its node id
+/// the lowest): `None` while no broker answers.
+async fn brokers_status(
+    context: &Context,
+    validated: &ValidatedCluster,
+    pods: &[Pod],
+) -> Option<BrokersStatus> {
+    let mut ready: Vec<&Pod> = pods.iter().filter(|p| pod_ready(p)).collect();
+    ready.sort_by_key(|p| p.name_any());
+    let pod = ready.first()?.name_any();
+    let status: Status = admin_get(
+        context,
+        &validated.namespace,
+        &pod,
+        validated.ports.admin,
+        fjord_admin_api::STATUS_PATH,
+    )
+    .await?;
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    Some(BrokersStatus {
+        controller: status.controller,
+        under_replicated_partitions: count(status.cluster_under_replicated_partitions),
+        offline_partitions: count(status.offline_partitions),
+        reassigning_partitions: count(status.reassigning_partitions),
+        balancing: status.balancing,
+        brokers: status
+            .brokers
+            .iter()
+            .map(|b| BrokerEntry {
+                id: b.id,
+                zone: b.rack.clone(),
+                state: serde_json::to_value(b.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                replicas: count(b.replicas),
+                leaders: count(b.leaders),
+            })
+            .collect(),
+    })
+}
+
 /// A StatefulSet of the Cluster as it exists, for the scale-in: its node ids and the voters its
 /// pods name.
 fn existing_set(stateful_set: &StatefulSet) -> Option<ExistingSet> {
@@ -837,6 +880,7 @@ fn cluster_status(
         zones,
         bootstrap: Some(validated.bootstrap_address()),
         node_id_ranges: previous.node_id_ranges,
+        cluster: None,
     }
 }
 
