@@ -356,13 +356,10 @@ pub struct TopicSpec {
             .message("partitions can only grow: Kafka cannot remove a partition")
     )]
     pub partitions: i32,
-    /// Copies of each partition (default 1).
+    /// Copies of each partition (default 1). A change reassigns the partitions: the brokers copy
+    /// them to new replicas before dropping any; below `min.insync.replicas` is refused.
     #[serde(default = "default_replication_factor")]
     #[schemars(range(min = 1, max = 32767))]
-    #[x_kube(
-        validation = Rule::new("self == oldSelf")
-            .message("replicationFactor cannot change: reassigning replicas is not supported yet")
-    )]
     pub replication_factor: i32,
     /// Topic configs by their Kafka names (`retention.ms`, `cleanup.policy`, ...).
     #[serde(default)]

@@ -38,8 +38,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest,
+    AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest, MetadataRequest,
     MetadataResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
@@ -69,6 +70,14 @@ const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteTopics, 1, 6),
+];
+
+/// APIs used when the broker has them, not required to connect: a broker without them (an
+/// older release, during an upgrade) still gets its topics created and configured; only a
+/// replication factor change then fails, with UNSUPPORTED_VERSION.
+const OPTIONAL_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// A failed admin operation. [`reason`](Self::reason) is the label for metrics and Events,
@@ -245,6 +254,10 @@ pub struct TopicDescription {
     pub partitions: i32,
     /// The number of replicas of partition 0.
     pub replication_factor: i16,
+    /// Each partition's replicas, by partition index.
+    pub replicas: Vec<Vec<i32>>,
+    /// The brokers the cluster lists, with their racks.
+    pub brokers: Vec<(i32, Option<String>)>,
 }
 
 /// Where a config value comes from (DescribeConfigs' `config_source`).
@@ -378,11 +391,29 @@ impl KafkaAdmin {
             .iter()
             .find(|p| p.partition_index == 0)
             .map_or(0, |p| p.replica_nodes.len());
+        let mut partitions: Vec<(i32, Vec<i32>)> = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let replicas = p.replica_nodes.iter().map(|id| id.0).collect();
+                (p.partition_index, replicas)
+            })
+            .collect();
+        partitions.sort_by_key(|(index, _)| *index);
         Ok(Some(TopicDescription {
             name: name.to_owned(),
             topic_id: (!topic.topic_id.is_nil()).then(|| topic.topic_id.to_string()),
             partitions: i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX),
             replication_factor: i16::try_from(replication_factor).unwrap_or(i16::MAX),
+            replicas: partitions
+                .into_iter()
+                .map(|(_, replicas)| replicas)
+                .collect(),
+            brokers: response
+                .brokers
+                .iter()
+                .map(|b| (b.node_id.0, b.rack.as_ref().map(ToString::to_string)))
+                .collect(),
         }))
     }
 
@@ -536,6 +567,78 @@ impl KafkaAdmin {
             return Err(self.refused(api, result.error_code, result.error_message.as_ref()));
         }
         Ok(())
+    }
+
+    /// Moves partitions of topic `name` to new replicas (AlterPartitionReassignments): each
+    /// `(partition, target)`. The brokers start the moves and complete them once the new
+    /// replicas are in sync.
+    pub async fn reassign_partitions(
+        &mut self,
+        name: &str,
+        targets: &[(i32, Vec<i32>)],
+    ) -> Result<(), KafkaError> {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        let api = ApiKey::AlterPartitionReassignments;
+        let timeout_ms = self.broker_timeout_ms();
+        let partitions: Vec<ReassignablePartition> = targets
+            .iter()
+            .map(|(index, target)| {
+                ReassignablePartition::default()
+                    .with_partition_index(*index)
+                    .with_replicas(Some(target.iter().copied().map(BrokerId).collect()))
+            })
+            .collect();
+        let response = self
+            .call(api, |_| {
+                AlterPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(timeout_ms)
+                    .with_allow_replication_factor_change(true)
+                    .with_topics(vec![
+                        ReassignableTopic::default()
+                            .with_name(topic_name(name))
+                            .with_partitions(partitions),
+                    ])
+            })
+            .await?;
+        if response.error_code != 0 {
+            return Err(self.refused(api, response.error_code, response.error_message.as_ref()));
+        }
+        for topic in response.responses {
+            for partition in topic.partitions {
+                if partition.error_code != 0 {
+                    return Err(self.refused(
+                        api,
+                        partition.error_code,
+                        partition.error_message.as_ref(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The partitions of topic `name` being reassigned (ListPartitionReassignments).
+    pub async fn reassigning_partitions(&mut self, name: &str) -> Result<Vec<i32>, KafkaError> {
+        let api = ApiKey::ListPartitionReassignments;
+        let timeout_ms = self.broker_timeout_ms();
+        let response = self
+            .call(api, |_| {
+                ListPartitionReassignmentsRequest::default()
+                    .with_timeout_ms(timeout_ms)
+                    .with_topics(None)
+            })
+            .await?;
+        if response.error_code != 0 {
+            return Err(self.refused(api, response.error_code, response.error_message.as_ref()));
+        }
+        Ok(response
+            .topics
+            .into_iter()
+            .filter(|t| t.name.0.as_str() == name)
+            .flat_map(|t| t.partitions.into_iter().map(|p| p.partition_index))
+            .collect())
     }
 
     /// Deletes the topic. `Ok(false)`: there was no such topic.
@@ -829,19 +932,21 @@ async fn is_peer(connection: &Connection, host: &str, port: u16, timeout: Durati
 
 /// Picks, per API this client needs, the highest version both sides speak.
 fn negotiate(broker: &[ApiVersion]) -> Result<Vec<(ApiKey, i16)>, KafkaError> {
-    CLIENT_APIS
+    let common = |&(api, min, max): &(ApiKey, i16, i16)| {
+        broker
+            .iter()
+            .find(|v| v.api_key == api as i16)
+            .and_then(|v| {
+                let version = max.min(v.max_version);
+                (version >= min.max(v.min_version)).then_some((api, version))
+            })
+    };
+    let mut versions = CLIENT_APIS
         .iter()
-        .map(|&(api, min, max)| {
-            broker
-                .iter()
-                .find(|v| v.api_key == api as i16)
-                .and_then(|v| {
-                    let version = max.min(v.max_version);
-                    (version >= min.max(v.min_version)).then_some((api, version))
-                })
-                .ok_or(KafkaError::UnsupportedVersion { api })
-        })
-        .collect()
+        .map(|entry| common(entry).ok_or(KafkaError::UnsupportedVersion { api: entry.0 }))
+        .collect::<Result<Vec<_>, _>>()?;
+    versions.extend(OPTIONAL_APIS.iter().filter_map(common));
+    Ok(versions)
 }
 
 /// A request frame with its size prefix.
@@ -888,13 +993,14 @@ fn decode<T: Decodable>(api: ApiKey, mut body: Bytes, version: i16) -> Result<T,
 }
 
 /// Fuzzing entry point (`operator/fuzz`, target `admin_response`): `data[0]` picks a response
-/// this client decodes (ApiVersions or one of [`CLIENT_APIS`]), `data[1]` a version it would
+/// this client decodes (ApiVersions, or one of [`CLIENT_APIS`] and [`OPTIONAL_APIS`]), `data[1]` a version it would
 /// negotiate, and the rest is a response frame as read off the wire (header, then body). Decoded
 /// the way the client does: a value or an error, never a panic.
 pub fn fuzz_decode_response(data: &[u8]) {
     use kafka_protocol::messages::{
-        CreatePartitionsResponse, CreateTopicsResponse, DeleteTopicsResponse,
-        DescribeConfigsResponse, IncrementalAlterConfigsResponse,
+        AlterPartitionReassignmentsResponse, CreatePartitionsResponse, CreateTopicsResponse,
+        DeleteTopicsResponse, DescribeConfigsResponse, IncrementalAlterConfigsResponse,
+        ListPartitionReassignmentsResponse,
     };
     fn run<R: Decodable + HeaderVersion>(api: ApiKey, version: i16, frame: &[u8]) {
         let mut bytes = Bytes::copy_from_slice(frame);
@@ -905,7 +1011,8 @@ pub fn fuzz_decode_response(data: &[u8]) {
     let [pick, version, frame @ ..] = data else {
         return;
     };
-    let (api, min, max) = match CLIENT_APIS.get(usize::from(*pick) % (CLIENT_APIS.len() + 1)) {
+    let apis: Vec<(ApiKey, i16, i16)> = CLIENT_APIS.iter().chain(OPTIONAL_APIS).copied().collect();
+    let (api, min, max) = match apis.get(usize::from(*pick) % (apis.len() + 1)) {
         Some(&entry) => entry,
         None => (ApiKey::ApiVersions, 0, 3),
     };
@@ -920,6 +1027,12 @@ pub fn fuzz_decode_response(data: &[u8]) {
             run::<IncrementalAlterConfigsResponse>(api, version, frame);
         }
         ApiKey::DeleteTopics => run::<DeleteTopicsResponse>(api, version, frame),
+        ApiKey::AlterPartitionReassignments => {
+            run::<AlterPartitionReassignmentsResponse>(api, version, frame);
+        }
+        ApiKey::ListPartitionReassignments => {
+            run::<ListPartitionReassignmentsResponse>(api, version, frame);
+        }
         _ => {}
     }
 }
@@ -1020,6 +1133,7 @@ mod tests {
     /// What a current Kafka broker offers, for the APIs this client uses.
     fn kafka_table() -> Vec<ApiVersion> {
         let mut apis = CLIENT_APIS.to_vec();
+        apis.extend(OPTIONAL_APIS);
         apis.push((ApiKey::ApiVersions, 0, 4));
         table(&apis)
     }
@@ -1164,6 +1278,8 @@ mod tests {
                 topic_id: Some(uuid::Uuid::from_u128(7).to_string()),
                 partitions: 3,
                 replication_factor: 3,
+                replicas: vec![vec![1, 2, 3]; 3],
+                brokers: described.brokers.clone(),
             }
         );
     }

@@ -3,10 +3,12 @@
 //! cluster, and a [`ConvergedTopic`] (or a [`ConvergeError`] with a reason) for the status.
 //!
 //! Git is the source of truth for what it names: a topic that is absent is created, a topic
-//! with fewer partitions grows, a config that differs is set, and a per-topic override the spec
-//! no longer names returns to the broker's default. What Kafka cannot do safely is refused
-//! rather than approximated: removing partitions, changing the replication factor. Topics and
-//! configs the spec does not name (broker defaults, other topics) are left alone.
+//! with fewer partitions grows, a config that differs is set, a per-topic override the spec no
+//! longer names returns to the broker's default, and a replication factor that differs is
+//! reached by reassigning the partitions (AlterPartitionReassignments; the brokers copy the data
+//! to new replicas before dropping any). What Kafka cannot do safely is refused rather than
+//! approximated: removing partitions, a replication factor below `min.insync.replicas`. Topics
+//! and configs the spec does not name (broker defaults, other topics) are left alone.
 
 use std::collections::BTreeMap;
 
@@ -38,6 +40,10 @@ pub struct ConvergedTopic {
     pub configs_set: Vec<String>,
     /// Per-topic overrides removed (back to the broker's default), in name order.
     pub configs_reset: Vec<String>,
+    /// Partitions being moved to reach the spec's replication factor (0: it has it).
+    pub reassigning: usize,
+    /// Partitions whose move to the spec's replication factor this converge started.
+    pub reassignments_started: usize,
 }
 
 /// Why a topic could not be converged. [`reason`](Self::reason) is the label for conditions,
@@ -48,9 +54,20 @@ pub enum ConvergeError {
         "the spec asks for {desired} partitions, the topic has {actual}: Kafka cannot remove any"
     )]
     PartitionDecreaseRejected { actual: i32, desired: i32 },
-    /// Changing it takes a partition reassignment, a disruptive step of its own.
-    #[error("the spec asks for replication factor {desired}, the topic has {actual}")]
-    ReplicationFactorChangeRejected { actual: i16, desired: i16 },
+    /// Fewer replicas than `min.insync.replicas` would refuse every `acks=all` produce.
+    #[error(
+        "the spec asks for replication factor {desired}, below min.insync.replicas {min_insync}: every acks=all produce would be refused"
+    )]
+    ReplicationFactorChangeRejected { desired: i16, min_insync: i16 },
+    /// The brokers cannot hold that many replicas of a partition.
+    #[error("replication factor {desired} cannot be placed: {reason}")]
+    ReplicationFactorUnplaceable { desired: i16, reason: String },
+    #[error("reassigning the partitions of topic '{topic}'")]
+    Reassign {
+        topic: String,
+        #[source]
+        source: KafkaError,
+    },
     /// CreateTopics says the topic exists, Metadata does not know it: a deletion is in progress.
     #[error("topic '{topic}' is still being deleted")]
     PendingDeletion { topic: String },
@@ -99,8 +116,10 @@ impl ConvergeError {
         match self {
             Self::PartitionDecreaseRejected { .. } => "PartitionDecreaseRejected",
             Self::ReplicationFactorChangeRejected { .. } => "ReplicationFactorChangeRejected",
+            Self::ReplicationFactorUnplaceable { .. } => "ReplicationFactorUnplaceable",
             Self::PendingDeletion { .. } => "TopicPendingDeletion",
             Self::Describe { source, .. }
+            | Self::Reassign { source, .. }
             | Self::Create { source, .. }
             | Self::CreatePartitions { source, .. }
             | Self::DescribeConfigs { source, .. }
@@ -114,8 +133,10 @@ impl ConvergeError {
         match self {
             Self::PartitionDecreaseRejected { .. }
             | Self::ReplicationFactorChangeRejected { .. } => false,
-            Self::PendingDeletion { .. } => true,
+            // Brokers may join.
+            Self::ReplicationFactorUnplaceable { .. } | Self::PendingDeletion { .. } => true,
             Self::Describe { source, .. }
+            | Self::Reassign { source, .. }
             | Self::Create { source, .. }
             | Self::CreatePartitions { source, .. }
             | Self::DescribeConfigs { source, .. }
@@ -166,12 +187,15 @@ pub async fn converge_topic(
             desired: desired.partitions,
         });
     }
-    if desired.replication_factor > 0 && current.replication_factor != desired.replication_factor {
-        return Err(ConvergeError::ReplicationFactorChangeRejected {
-            actual: current.replication_factor,
-            desired: desired.replication_factor,
-        });
-    }
+    let entries = admin
+        .describe_topic_configs(&topic)
+        .await
+        .map_err(|source| ConvergeError::DescribeConfigs {
+            topic: topic.clone(),
+            source,
+        })?;
+    let (reassigning, reassignments_started) =
+        converge_replication_factor(admin, &current, desired, &entries).await?;
     let partitions_added = desired.partitions > current.partitions;
     if partitions_added {
         admin
@@ -188,13 +212,6 @@ pub async fn converge_topic(
             "added partitions"
         );
     }
-    let entries = admin
-        .describe_topic_configs(&topic)
-        .await
-        .map_err(|source| ConvergeError::DescribeConfigs {
-            topic: topic.clone(),
-            source,
-        })?;
     let ops = config_ops(&entries, &desired.config);
     admin
         .alter_topic_configs(&topic, &ops)
@@ -226,7 +243,135 @@ pub async fn converge_topic(
         partitions_added,
         configs_set,
         configs_reset,
+        reassigning,
+        reassignments_started,
     })
+}
+
+/// Moves the topic's partitions toward the spec's replication factor, unless it has it
+/// already (or the spec leaves it to the broker): `(moving, started)`, the partitions being
+/// moved, and of those the ones this call started. Moves running are left to finish (the next
+/// converge looks again); a factor below `min.insync.replicas` (the spec's, else the topic's
+/// effective one) is refused.
+async fn converge_replication_factor(
+    admin: &mut KafkaAdmin,
+    current: &crate::kafka::TopicDescription,
+    desired: &DesiredTopic,
+    entries: &[ConfigEntry],
+) -> Result<(usize, usize), ConvergeError> {
+    let wanted = desired.replication_factor;
+    let topic = &desired.name;
+    let reassign_error = |source| ConvergeError::Reassign {
+        topic: topic.clone(),
+        source,
+    };
+    let off = current
+        .replicas
+        .iter()
+        .filter(|replicas| replicas.len() != usize::try_from(wanted).unwrap_or(0))
+        .count();
+    if wanted < 1 || off == 0 {
+        return Ok((0, 0));
+    }
+    let min_insync = desired
+        .config
+        .get("min.insync.replicas")
+        .cloned()
+        .or_else(|| {
+            entries
+                .iter()
+                .find(|e| e.name == "min.insync.replicas")
+                .and_then(|e| e.value.clone())
+        })
+        .and_then(|value| value.trim().parse::<i16>().ok())
+        .unwrap_or(1);
+    if wanted < min_insync {
+        return Err(ConvergeError::ReplicationFactorChangeRejected {
+            desired: wanted,
+            min_insync,
+        });
+    }
+    let moving = admin
+        .reassigning_partitions(topic)
+        .await
+        .map_err(reassign_error)?;
+    if !moving.is_empty() {
+        return Ok((moving.len(), 0));
+    }
+    let targets =
+        replica_targets(&current.replicas, &current.brokers, wanted).map_err(|reason| {
+            ConvergeError::ReplicationFactorUnplaceable {
+                desired: wanted,
+                reason,
+            }
+        })?;
+    admin
+        .reassign_partitions(topic, &targets)
+        .await
+        .map_err(reassign_error)?;
+    tracing::info!(
+        topic,
+        from = current.replication_factor,
+        to = wanted,
+        partitions = targets.len(),
+        "reassigning partitions to a new replication factor"
+    );
+    Ok((targets.len(), targets.len()))
+}
+
+/// The target replicas that give each partition `factor` replicas: a partition with too few
+/// gets brokers it lacks, on racks it does not use first (a broker without a rack is a rack of
+/// its own), the ones holding fewest replicas of the topic first; one with too many keeps its
+/// first ones (its preferred leader first). Partitions that have `factor` already are left out.
+pub fn replica_targets(
+    replicas: &[Vec<i32>],
+    brokers: &[(i32, Option<String>)],
+    factor: i16,
+) -> Result<Vec<(i32, Vec<i32>)>, String> {
+    let factor = usize::try_from(factor).unwrap_or(0);
+    if brokers.len() < factor {
+        return Err(format!(
+            "the cluster has {} brokers, fewer than {factor} replicas",
+            brokers.len()
+        ));
+    }
+    let rack = |id: i32| {
+        brokers
+            .iter()
+            .find(|(broker, _)| *broker == id)
+            .and_then(|(_, rack)| rack.clone())
+            .unwrap_or_else(|| format!("broker-{id}"))
+    };
+    let mut load: BTreeMap<i32, usize> = brokers.iter().map(|(id, _)| (*id, 0)).collect();
+    for id in replicas.iter().flatten() {
+        *load.entry(*id).or_default() += 1;
+    }
+    let mut targets = Vec::new();
+    for (index, current) in (0..).zip(replicas) {
+        if current.len() == factor {
+            continue;
+        }
+        let mut target: Vec<i32> = current.iter().copied().take(factor).collect();
+        while target.len() < factor {
+            let used: Vec<String> = target.iter().map(|id| rack(*id)).collect();
+            let chosen = brokers
+                .iter()
+                .map(|(id, _)| *id)
+                .filter(|id| !target.contains(id))
+                .min_by_key(|id| {
+                    (
+                        used.contains(&rack(*id)),
+                        load.get(id).copied().unwrap_or(0),
+                        *id,
+                    )
+                })
+                .ok_or_else(|| format!("partition {index} has no broker left to add"))?;
+            *load.entry(chosen).or_default() += 1;
+            target.push(chosen);
+        }
+        targets.push((index, target));
+    }
+    Ok(targets)
 }
 
 /// Deletes the topic. `Ok(false)`: it did not exist.
@@ -305,6 +450,8 @@ async fn created(
         partitions_added: false,
         configs_set: desired.config.keys().cloned().collect(),
         configs_reset: Vec::new(),
+        reassigning: 0,
+        reassignments_started: 0,
     };
     let unknown =
         converged.topic_id.is_none() || desired.partitions < 1 || desired.replication_factor < 1;
@@ -478,6 +625,23 @@ mod tests {
         );
     }
 
+    /// Growing adds brokers the partition lacks, on racks it does not use, the least loaded
+    /// first; shrinking keeps the first replicas (the preferred leader stays); partitions at the
+    /// factor already are left out; too few brokers is an error.
+    #[test]
+    fn replica_targets_grow_by_rack_and_shrink_from_the_end() {
+        let brokers: Vec<(i32, Option<String>)> = [(1, "a"), (2, "a"), (3, "b"), (4, "c")]
+            .iter()
+            .map(|(id, rack)| (*id, Some((*rack).to_owned())))
+            .collect();
+        let grown = replica_targets(&[vec![1], vec![3], vec![1, 3, 4]], &brokers, 3).unwrap();
+        assert_eq!(grown, [(0, vec![1, 4, 3]), (1, vec![3, 2, 4])]);
+        let shrunk = replica_targets(&[vec![1, 3, 4], vec![3]], &brokers, 1).unwrap();
+        assert_eq!(shrunk, [(0, vec![1])]);
+        let error = replica_targets(&[vec![1]], &brokers, 5).unwrap_err();
+        assert!(error.contains("4 brokers"), "{error}");
+    }
+
     #[test]
     fn rejections_wait_for_a_spec_change_and_are_labelled() {
         let decrease = ConvergeError::PartitionDecreaseRejected {
@@ -487,11 +651,16 @@ mod tests {
         assert_eq!(decrease.reason(), "PartitionDecreaseRejected");
         assert!(!decrease.is_transient());
         let replication = ConvergeError::ReplicationFactorChangeRejected {
-            actual: 1,
-            desired: 3,
+            desired: 1,
+            min_insync: 2,
         };
         assert_eq!(replication.reason(), "ReplicationFactorChangeRejected");
         assert!(!replication.is_transient());
+        assert!(
+            replication
+                .to_string()
+                .contains("below min.insync.replicas 2")
+        );
         let pending = ConvergeError::PendingDeletion {
             topic: "t".to_owned(),
         };

@@ -35,6 +35,8 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// A Cluster may appear later (applied in any order by GitOps), and a conflicting older Topic
 /// may go away.
 const CLUSTER_RETRY: Duration = Duration::from_secs(30);
+/// Re-check of a topic whose partitions are being moved to a new replication factor.
+const REASSIGNMENT_CHECK: Duration = Duration::from_secs(10);
 /// Why a Topic changes nothing: an older Topic names the same Kafka topic.
 const RESOURCE_CONFLICT: &str = "ResourceConflict";
 
@@ -150,6 +152,26 @@ async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
         Err(error) => Err(error),
     };
     match outcome {
+        Ok(converged) if converged.reassigning > 0 => {
+            // The brokers are copying partitions to reach the spec's replication factor.
+            let message = format!(
+                "replication factor {} -> {}: {} partitions moving",
+                converged.replication_factor,
+                validated.desired.replication_factor,
+                converged.reassigning
+            );
+            write_status(
+                &topics,
+                topic,
+                Some(&validated),
+                None,
+                "ReplicationFactorChanging",
+                &message,
+            )
+            .await?;
+            announce(context, topic, &validated, &converged).await;
+            Ok(Action::requeue(REASSIGNMENT_CHECK))
+        }
         Ok(converged) => {
             write_status(
                 &topics,
@@ -453,6 +475,17 @@ async fn announce(
         let note = format!("topic '{name}' now has {} partitions", converged.partitions);
         context
             .event(topic, false, "PartitionsAdded", "Update", note)
+            .await;
+    }
+    if converged.reassignments_started > 0 {
+        let note = format!(
+            "topic '{name}': moving {} partitions from replication factor {} to {}",
+            converged.reassignments_started,
+            converged.replication_factor,
+            validated.desired.replication_factor
+        );
+        context
+            .event(topic, false, "ReassignmentStarted", "Update", note)
             .await;
     }
     if !converged.configs_set.is_empty() || !converged.configs_reset.is_empty() {

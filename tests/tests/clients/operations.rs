@@ -505,3 +505,88 @@ fn a_new_broker_is_given_its_share_by_the_balancer_under_load() {
     eprintln!("{observed}");
     observed.check(&cluster, TOPIC, PARTITIONS);
 }
+
+/// The operator's Topic controller (its Kafka side, `converge_topic`) against three real
+/// brokers: a topic created with one replica is raised to three (the controller reassigns
+/// every partition, reports the move while it runs, and the copies end up identical), a
+/// lowering below `min.insync.replicas` is refused, and lowering back to one keeps every record.
+#[test]
+fn the_topic_controller_raises_and_lowers_a_replication_factor_on_real_brokers() {
+    use fjord_operator::kafka::KafkaAdmin;
+    use fjord_operator::topic::converge::{ConvergeError, DesiredTopic, converge_topic};
+
+    const TOPIC: &str = "refactored";
+    let cluster = ClusterProcesses::start(&["a", "b", "c"], 3, &QUICK_FENCING);
+    let bootstrap = cluster.bootstrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut admin = runtime
+        .block_on(KafkaAdmin::connect(&bootstrap, Duration::from_secs(10)))
+        .unwrap();
+    let mut desired = DesiredTopic {
+        name: TOPIC.to_owned(),
+        partitions: 3,
+        replication_factor: 1,
+        config: std::collections::BTreeMap::new(),
+    };
+    let created = runtime
+        .block_on(converge_topic(&mut admin, &desired))
+        .unwrap();
+    assert!(created.created);
+    let values: Vec<String> = (0..2000).map(|i| format!("record-{i:05}")).collect();
+    assert_eq!(
+        super::replication::produce_all(&bootstrap, TOPIC, &values),
+        0
+    );
+
+    // Converges until the topic has the spec's replicas everywhere; how many converges saw the
+    // move running.
+    let converge_to = |admin: &mut KafkaAdmin, desired: &DesiredTopic| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut saw_moving = 0;
+        loop {
+            let converged = runtime.block_on(converge_topic(admin, desired)).unwrap();
+            let factor = usize::try_from(desired.replication_factor).unwrap();
+            if converged.reassigning == 0
+                && replicas(&bootstrap, TOPIC)
+                    .iter()
+                    .all(|r| r.len() == factor)
+            {
+                return saw_moving;
+            }
+            saw_moving += usize::from(converged.reassigning > 0);
+            assert!(Instant::now() < deadline, "{converged:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    desired.replication_factor = 3;
+    let moving = converge_to(&mut admin, &desired);
+    eprintln!("raised to 3 replicas; {moving} converges saw the move running");
+    for replicas in replicas(&bootstrap, TOPIC) {
+        let racks: BTreeSet<i32> = replicas.iter().copied().collect();
+        assert_eq!(racks.len(), 3, "{replicas:?}");
+    }
+    super::replication::wait_identical(&cluster, TOPIC, 0);
+
+    desired
+        .config
+        .insert("min.insync.replicas".to_owned(), "2".to_owned());
+    desired.replication_factor = 1;
+    let refused = runtime.block_on(converge_topic(&mut admin, &desired));
+    assert!(
+        matches!(
+            refused,
+            Err(ConvergeError::ReplicationFactorChangeRejected {
+                desired: 1,
+                min_insync: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    desired.config.clear();
+    converge_to(&mut admin, &desired);
+    let read: Vec<String> = super::replication::read_partition(&bootstrap, TOPIC, 0)
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect();
+    assert_eq!(read, values, "every record, in order, after 1 -> 3 -> 1");
+}

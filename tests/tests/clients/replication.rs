@@ -684,7 +684,7 @@ fn read_partition_in(
         .add_partition_offset(topic, partition, Offset::Beginning)
         .unwrap();
     consumer.assign(&assignment).unwrap();
-    let mut read = Vec::new();
+    let mut read: Vec<(i64, String)> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while read.last().is_none_or(|(offset, _)| offset + 1 < end) {
         assert!(Instant::now() < deadline, "read {} of {end}", read.len());
