@@ -438,8 +438,11 @@ impl MetadataImage {
                     .brokers
                     .get(&registration.id)
                     .is_some_and(|before| before.incarnation != registration.incarnation);
-                // A broker new to a cluster that holds topics gets its share of them.
-                if !self.brokers.contains_key(&registration.id) && !self.topics.is_empty() {
+                // A broker new to a cluster that holds users' topics gets its share of them (not
+                // one of a cluster forming: its internal topics exist from the first broker on).
+                if !self.brokers.contains_key(&registration.id)
+                    && self.topics.keys().any(|name| !name.starts_with("__"))
+                {
                     self.balancing = true;
                 }
                 self.brokers.insert(

@@ -590,3 +590,96 @@ fn the_topic_controller_raises_and_lowers_a_replication_factor_on_real_brokers()
         .collect();
     assert_eq!(read, values, "every record, in order, after 1 -> 3 -> 1");
 }
+
+/// A reassignment outlives the controller that started it: a move throttled to take seconds
+/// is running when the controller is SIGKILLed; the next controller (elected by the two
+/// voters left) completes it, and the copies are identical.
+#[test]
+fn a_reassignment_completes_after_the_controller_is_sigkilled() {
+    use rdkafka::admin::{
+        AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+    };
+
+    const TOPIC: &str = "outlived";
+    let mut cluster = ClusterProcesses::start(&["a", "b", "c", "d"], 3, &QUICK_FENCING);
+    let controller = usize::try_from(cluster.controller(Duration::from_secs(30)).unwrap()).unwrap();
+    // The partition lives on a voter that is not the controller, and moves to add broker 3.
+    let leader = (0..3).find(|id| *id != controller).unwrap();
+    let leader_id = i32::try_from(leader).unwrap();
+    let bootstrap = cluster.bootstrap();
+    // The balancer, started by the brokers joining, has nothing left to move.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, balance) =
+            admin_call::<Balance>(&cluster.brokers[leader].admin(), "GET", BALANCE_PATH).unwrap();
+        if !balance.balancing && balance.moving == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{balance:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let admin = super::cluster::admin(&bootstrap);
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let created = super::cluster::futures_executor(admin.create_topics(
+        &[NewTopic::new(
+            TOPIC,
+            1,
+            TopicReplication::Variable(&[&[leader_id]]),
+        )],
+        &options,
+    ))
+    .unwrap();
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let value = "v".repeat(1000);
+    let values: Vec<String> = (0..6000).map(|i| format!("{i:06}-{value}")).collect();
+    assert_eq!(
+        super::replication::produce_all(&bootstrap, TOPIC, &values),
+        0
+    );
+    for change in [
+        AlterConfig::new(ResourceSpecifier::Topic(TOPIC))
+            .set("leader.replication.throttled.replicas", "*"),
+        AlterConfig::new(ResourceSpecifier::Broker(leader_id))
+            .set("leader.replication.throttled.rate", "1000000"),
+    ] {
+        let altered =
+            super::cluster::futures_executor(admin.alter_configs(&[change], &options)).unwrap();
+        assert!(altered.iter().all(Result::is_ok), "{altered:?}");
+    }
+
+    let plan = format!("0={leader_id},3");
+    let reassigning = {
+        let (bootstrap, plan) = (bootstrap.clone(), plan.clone());
+        std::thread::spawn(move || {
+            run_client("python3", &["reassign.py", &bootstrap, TOPIC, &plan, "120"])
+        })
+    };
+    // The move is under way (broker 3 is a replica, not yet in sync) before the controller goes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while replicas(&bootstrap, TOPIC) != [vec![leader_id, 3]] {
+        assert!(Instant::now() < deadline, "the move never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.brokers[controller].kill();
+    let in_sync = isrs(&cluster.brokers[leader].bootstrap(), TOPIC);
+    assert_eq!(
+        in_sync,
+        [BTreeSet::from([leader_id])],
+        "the kill landed while broker 3 was still catching up"
+    );
+    let out = reassigning.join().unwrap();
+    assert!(
+        out.contains("partition 0 ok\n") && out.ends_with("done\n"),
+        "{out}"
+    );
+    let new_controller = status(&cluster.brokers[leader]).unwrap().controller;
+    assert_ne!(new_controller, i32::try_from(controller).unwrap());
+    eprintln!("controller {controller} killed mid-move; controller {new_controller} completed it");
+    assert_eq!(
+        replicas(&cluster.brokers[leader].bootstrap(), TOPIC),
+        [vec![leader_id, 3]]
+    );
+    cluster.brokers[controller].start();
+    assert!(cluster.brokers[controller].wait_ready(Duration::from_secs(60)));
+    super::replication::wait_identical(&cluster, TOPIC, 0);
+}
