@@ -160,11 +160,12 @@ impl Broker {
         if !image.brokers.contains_key(&id) {
             return Err(OperationError::UnknownBroker(id));
         }
-        let reasons = balance::pre_restart_check(&image, id, &self.quorum().voter_ids());
+        let check = balance::pre_restart_check(&image, id, &self.quorum().voter_ids());
         Ok(PreRestartCheck {
             broker: id,
-            restart_safe: reasons.is_empty(),
-            reasons,
+            restart_safe: check.reasons.is_empty(),
+            reasons: check.reasons,
+            risks: check.risks,
         })
     }
 

@@ -138,14 +138,19 @@ pub enum BrokerState {
 }
 
 /// The answer of [`pre_restart_path`]: restarting the broker now would leave no partition below
-/// `min.insync.replicas` or without a leader, and the metadata quorum with a majority.
+/// `min.insync.replicas` or without a leader, and the metadata quorum with a majority, where
+/// waiting could change that.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PreRestartCheck {
     pub broker: i32,
     pub restart_safe: bool,
-    /// Why not, one line each (empty when safe).
+    /// Why not, one line each (empty when safe): what waiting would clear (replicas catching
+    /// up, brokers coming back).
     pub reasons: Vec<String>,
+    /// What the restart costs whenever it happens, so it does not hold it back: partitions with
+    /// one replica go offline, a quorum of one or two voters has no majority meanwhile.
+    pub risks: Vec<String>,
 }
 
 /// The answer of [`leadership_drain_path`].

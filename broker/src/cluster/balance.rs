@@ -364,12 +364,21 @@ pub fn replicas_on(image: &MetadataImage, id: i32) -> (usize, usize) {
     (on.len(), moving)
 }
 
-/// Why restarting broker `id` now is not safe (empty: it is): a partition whose ISR it is in
-/// would fall below its `min.insync.replicas`, or one it leads has no other in-sync replica to
-/// lead; or, if it is one of the metadata quorum's `voters`, the voters left would not be a
-/// majority.
-pub fn pre_restart_check(image: &MetadataImage, id: i32, voters: &[i32]) -> Vec<String> {
-    let mut reasons = Vec::new();
+/// What restarting a broker now would do: `reasons` it should wait (each would clear as
+/// replicas catch up or brokers return), and `risks` no wait can remove (a partition with one
+/// replica goes offline, a quorum of one or two voters has no majority while it restarts).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestartCheck {
+    pub reasons: Vec<String>,
+    pub risks: Vec<String>,
+}
+
+/// Whether restarting broker `id` now is safe: not if a partition whose ISR it is in would keep
+/// fewer than its `min.insync.replicas` in sync though it has replicas enough, or one it leads
+/// has no other in-sync replica though it has others, or, if it is one of the metadata quorum's
+/// `voters`, the voters left would not be a majority of a quorum that can lose one.
+pub fn pre_restart_check(image: &MetadataImage, id: i32, voters: &[i32]) -> RestartCheck {
+    let mut check = RestartCheck::default();
     let usable = image.usable_brokers();
     for topic in image.topics.values() {
         let min_insync = image
@@ -379,40 +388,53 @@ pub fn pre_restart_check(image: &MetadataImage, id: i32, voters: &[i32]) -> Vec<
             if !partition.isr.contains(&id) {
                 continue;
             }
-            let others: Vec<i32> = partition
+            let others = partition
                 .isr
                 .iter()
-                .copied()
-                .filter(|member| *member != id && usable.contains(member))
-                .collect();
-            if partition.replicas.len() > 1 && others.len() < min_insync {
-                reasons.push(format!(
-                    "{}-{index}: its ISR {:?} would fall to {} in sync, below min.insync.replicas {min_insync}",
-                    topic.name,
-                    partition.isr,
-                    others.len()
+                .filter(|member| **member != id && usable.contains(member))
+                .count();
+            // The most that could be in sync without it.
+            let possible = partition.replicas.len() - 1;
+            let name = format!("{}-{index}", topic.name);
+            if possible == 0 {
+                check
+                    .risks
+                    .push(format!("{name}: one replica, offline while it restarts"));
+            } else if others < min_insync && possible >= min_insync {
+                check.reasons.push(format!(
+                    "{name}: its ISR {:?} would fall to {others} in sync, below min.insync.replicas {min_insync}",
+                    partition.isr
                 ));
-            } else if partition.leader == id && others.is_empty() {
-                reasons.push(format!(
-                    "{}-{index}: no other in-sync replica would lead it",
-                    topic.name
+            } else if others < min_insync {
+                check.risks.push(format!(
+                    "{name}: {} replicas for min.insync.replicas {min_insync}: acks=all produces are refused while it restarts",
+                    partition.replicas.len()
                 ));
+            } else if partition.leader == id && others == 0 {
+                check
+                    .reasons
+                    .push(format!("{name}: no other in-sync replica would lead it"));
             }
         }
     }
     if voters.contains(&id) {
+        let majority = voters.len() / 2 + 1;
         let up = voters
             .iter()
             .filter(|voter| **voter != id && usable.contains(voter))
             .count();
-        if up <= voters.len() / 2 {
-            reasons.push(format!(
-                "the metadata quorum would keep {up} of {} voters, not a majority",
-                voters.len()
-            ));
+        let message = format!(
+            "the metadata quorum would keep {up} of {} voters, not a majority",
+            voters.len()
+        );
+        // The quorum could lose one voter and keep a majority: waiting for the others helps.
+        if up < majority && voters.len() > majority {
+            check.reasons.push(message);
+        } else if up < majority {
+            check.risks.push(message);
         }
     }
-    reasons
+    check
 }
 
 #[cfg(test)]
@@ -581,26 +603,30 @@ mod tests {
     }
 
     /// Restarting a broker is refused where a partition would fall below min.insync.replicas
-    /// (two of three in sync already), or lose its only in-sync leader, or the quorum its
-    /// majority.
+    /// though it has replicas enough, or the quorum lose its majority though it could survive
+    /// the loss of one; a partition with one replica is a risk, not a reason (no wait helps).
     #[test]
     fn a_restart_is_safe_only_if_every_partition_keeps_enough_in_sync() {
         let mut image = image(&[(1, "a"), (2, "b"), (3, "c")], &[&[1, 2, 3], &[2]]);
-        assert!(pre_restart_check(&image, 1, &[1, 2, 3]).is_empty());
-        let reasons = pre_restart_check(&image, 2, &[1, 2, 3]);
-        assert_eq!(reasons.len(), 1, "{reasons:?}");
-        assert!(
-            reasons[0].contains("t-1: no other in-sync replica"),
-            "{reasons:?}"
+        assert_eq!(
+            pre_restart_check(&image, 1, &[1, 2, 3]),
+            RestartCheck::default()
+        );
+        let single = pre_restart_check(&image, 2, &[1, 2, 3]);
+        assert!(single.reasons.is_empty(), "{single:?}");
+        assert_eq!(
+            single.risks,
+            ["t-1: one replica, offline while it restarts"]
         );
         std::sync::Arc::make_mut(image.topics.get_mut("t").unwrap()).partitions[0].isr = vec![1, 3];
-        let reasons = pre_restart_check(&image, 1, &[1, 2, 3]);
+        let lagging = pre_restart_check(&image, 1, &[1, 2, 3]);
         assert!(
-            reasons[0].contains("below min.insync.replicas 2"),
-            "{reasons:?}"
+            lagging.reasons[0].contains("below min.insync.replicas 2"),
+            "{lagging:?}"
         );
         assert!(
             pre_restart_check(&image, 2, &[1, 2, 3])
+                .reasons
                 .iter()
                 .all(|r| !r.contains("t-0"))
         );
@@ -608,10 +634,20 @@ mod tests {
         image
             .apply(&MetadataRecord::FenceBroker { id: 3, epoch })
             .unwrap();
-        let reasons = pre_restart_check(&image, 2, &[1, 2, 3]);
+        let quorum = pre_restart_check(&image, 2, &[1, 2, 3]);
         assert!(
-            reasons.iter().any(|r| r.contains("1 of 3 voters")),
-            "{reasons:?}"
+            quorum.reasons.iter().any(|r| r.contains("1 of 3 voters")),
+            "{quorum:?}"
+        );
+        // One voter: no majority while it restarts, whatever one waits for.
+        let alone = pre_restart_check(&image, 1, &[1]);
+        assert!(
+            alone.reasons.iter().all(|r| !r.contains("voters")),
+            "{alone:?}"
+        );
+        assert!(
+            alone.risks.iter().any(|r| r.contains("0 of 1 voters")),
+            "{alone:?}"
         );
     }
 }

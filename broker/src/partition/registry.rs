@@ -361,6 +361,10 @@ impl PartitionRegistry {
     /// topic is gone, or the partition moved off this broker.
     async fn remove_partition(&self, topic: &TopicImage, index: i32) {
         let key = (topic.name.clone(), index);
+        // Most partitions not on this broker were never hosted here: no write lock for them.
+        if !self.read().contains_key(&key) {
+            return;
+        }
         let removed = {
             let mut hosted = self.write();
             match hosted.get(&key) {

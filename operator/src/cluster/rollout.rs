@@ -306,6 +306,8 @@ mod tests {
             broker: 1,
             restart_safe: true,
             reasons: Vec::new(),
+            // What no wait removes does not hold the restart back.
+            risks: vec!["t-3: one replica, offline while it restarts".into()],
         };
         assert_eq!(RestartCheck::of(Some(&safe)), RestartCheck::Safe);
         let unsafe_check = PreRestartCheck {
