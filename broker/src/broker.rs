@@ -1041,7 +1041,13 @@ impl Broker {
                                 }
                                 .into());
                             }
-                            reassignment::start(current, target, &image.brokers, usable)?
+                            reassignment::start(
+                                current,
+                                target,
+                                &image.brokers,
+                                &image.draining,
+                                usable,
+                            )?
                         }
                         None => Some(reassignment::cancel(current, usable)?),
                     };
@@ -1199,6 +1205,12 @@ impl Broker {
                 }
                 Err(error) => {
                     tracing::debug!(topic = key.0, partition, follower, %error, "adding a follower to the ISR was refused");
+                    // Refused for certain (not an unknown outcome): it stops counting.
+                    if matches!(error, MetadataError::Apply(ApplyError::Stale(_))) {
+                        handle
+                            .replica_event(ReplicaEvent::JoinRefused { replica: follower })
+                            .await;
+                    }
                 }
             }
             broker

@@ -285,11 +285,15 @@ fn cluster_routes(
             // otherwise safe.
             Method::GET if path.ends_with("/pre-restart") => {
                 let status = broker_status(proxied_pod(path));
-                let answer = match status.get("pre_restart") {
-                    Some(check) => check.clone(),
-                    None => json!({"broker": 0, "restart_safe": true, "reasons": []}),
-                };
-                (StatusCode::OK, answer)
+                match status.get("pre_restart") {
+                    // A broker of a release before the check: not served.
+                    Some(Value::Null) => not_found(call),
+                    Some(check) => (StatusCode::OK, check.clone()),
+                    None => (
+                        StatusCode::OK,
+                        json!({"broker": 0, "restart_safe": true, "reasons": []}),
+                    ),
+                }
             }
             // A leaving broker's drain: done (it holds nothing).
             Method::GET if path.ends_with("/drain") => (
@@ -707,6 +711,37 @@ async fn the_restart_waits_for_the_pre_restart_check_and_the_controller_goes_las
             .unwrap()
             .contains("below min.insync.replicas 2"),
         "{progressing}"
+    );
+}
+
+/// Brokers of a release before the pre-restart check (an upgrade rolling out) do not serve it:
+/// their restart goes by the health gate alone, as it did then.
+#[tokio::test]
+async fn brokers_without_a_pre_restart_check_restart_by_the_health_gate() {
+    fn older(_: &str) -> Value {
+        json!({"under_replicated_partitions": 0, "caught_up": true, "pre_restart": null})
+    }
+    let pods = vec![
+        pod("eu-west-1a", 0, "rev-1", true),
+        pod("eu-west-1b", 100, "rev-2", true),
+        pod("eu-west-1c", 200, "rev-2", true),
+    ];
+    let (_, calls) = reconcile_against(
+        example_cluster(),
+        "rev-2",
+        current_stateful_sets(),
+        pods,
+        older,
+    )
+    .await;
+    let deletes: Vec<String> = kube_calls(&calls)
+        .iter()
+        .filter(|c| c.method == Method::DELETE)
+        .map(|c| c.path().to_owned())
+        .collect();
+    assert_eq!(
+        deletes,
+        ["/api/v1/namespaces/streaming/pods/events-eu-west-1a-0"]
     );
 }
 

@@ -3,7 +3,8 @@ the move with ListPartitionReassignments until none is left (up to LIMIT seconds
 "PARTITION=R1,R2,R3;..." (the target replicas of each partition of TOPIC), or "PARTITION=cancel".
 Prints one line per partition the broker answered ("partition P ok" or "partition P error NAME"),
 one "moving N" line each time the number of partitions still moving changes, and "done" once
-nothing of TOPIC moves.
+nothing of TOPIC moves. A controller that goes away while the move is followed is a "retrying"
+line: the client connects to the cluster again, as an operator's tool would.
 
     python3 reassign.py BOOTSTRAP TOPIC PLAN [LIMIT]
 """
@@ -35,7 +36,18 @@ def main():
     deadline = time.monotonic() + limit
     last = None
     while True:
-        ongoing = [tp for tp in admin.list_partition_reassignments() if tp.topic == topic]
+        try:
+            listed = admin.list_partition_reassignments()
+        except Exception as error:  # the controller it asked went away: ask the cluster again
+            print(f"retrying after {type(error).__name__}")
+            sys.stdout.flush()
+            admin.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="fjord-reassign")
+            continue
+        ongoing = [tp for tp in listed if tp.topic == topic]
         if len(ongoing) != last:
             last = len(ongoing)
             print(f"moving {last}")

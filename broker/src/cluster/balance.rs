@@ -338,9 +338,15 @@ fn start_moves(image: &MetadataImage, moves: Vec<Move>) -> Vec<MetadataRecord> {
         .filter_map(|planned| {
             let topic = image.topic(&planned.topic)?;
             let current = topic.partition(planned.partition)?;
-            let next = reassignment::start(current, &planned.target, &image.brokers, &usable)
-                .ok()
-                .flatten()?;
+            let next = reassignment::start(
+                current,
+                &planned.target,
+                &image.brokers,
+                &image.draining,
+                &usable,
+            )
+            .ok()
+            .flatten()?;
             Some(reassignment::record(
                 topic,
                 planned.partition,

@@ -101,8 +101,12 @@ pub fn decide(image: &MetadataImage, alive: &BTreeSet<i32>, policy: Policy) -> V
             }
         }
     }
-    records.extend(super::balance::drain_moves(image));
-    records.extend(super::balance::balance_moves(image));
+    // One budget of moves: the balancer waits while a drain has moves to start.
+    let drains = super::balance::drain_moves(image);
+    if drains.is_empty() {
+        records.extend(super::balance::balance_moves(image));
+    }
+    records.extend(drains);
     records
 }
 
@@ -203,7 +207,8 @@ fn elect(
         .replicas
         .iter()
         .copied()
-        .find(|id| unclean && usable.contains(id))
+        // Never a replica a reassignment is adding: it may hold nothing yet.
+        .find(|id| unclean && usable.contains(id) && !partition.adding.contains(id))
     {
         // Unclean: a replica out of sync leads, and is the whole ISR.
         isr = vec![leader];
@@ -384,6 +389,30 @@ mod tests {
         assert_eq!((partition.leader, partition.isr.as_slice()), (2, &[2][..]));
     }
 
+    /// An unclean election never picks a replica a reassignment is adding: it may hold nothing.
+    #[test]
+    fn an_unclean_election_passes_over_replicas_being_added() {
+        let moving = PartitionImage {
+            replicas: vec![2, 3, 1],
+            leader: -1,
+            leader_epoch: 3,
+            isr: vec![1],
+            partition_epoch: 5,
+            adding: vec![2, 3],
+            removing: vec![1],
+        };
+        assert_eq!(
+            elect_on_request(&moving, &BTreeSet::from([2, 3]), ElectionType::Unclean),
+            Err(ElectionRefused::NoEligibleLeader)
+        );
+        let mut halfway = moving.clone();
+        halfway.adding = vec![2];
+        assert_eq!(
+            elect_on_request(&halfway, &BTreeSet::from([2, 3]), ElectionType::Unclean),
+            Ok((3, vec![3]))
+        );
+    }
+
     /// ElectLeaders: a preferred election moves leadership back to the first replica only if it
     /// is usable and in sync, and is not needed where it leads; an unclean one is needed only
     /// where no usable broker leads, and takes a replica out of sync only when none in sync is
@@ -445,9 +474,15 @@ mod tests {
         let all = BTreeSet::from([1, 2, 3, 4]);
         let topic = image.topic("t").unwrap().clone();
         let current = topic.partition(0).unwrap();
-        let moving = super::super::reassignment::start(current, &[1, 2, 3], &image.brokers, &all)
-            .unwrap()
-            .unwrap();
+        let moving = super::super::reassignment::start(
+            current,
+            &[1, 2, 3],
+            &image.brokers,
+            &BTreeSet::new(),
+            &all,
+        )
+        .unwrap()
+        .unwrap();
         image
             .apply(&super::super::reassignment::record(
                 &topic, 0, current, moving,

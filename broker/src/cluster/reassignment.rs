@@ -41,13 +41,15 @@ pub fn target(partition: &PartitionImage) -> Vec<i32> {
 }
 
 /// The partition a request to move `current` to `target` makes (`None`: nothing changes), given
-/// the registered `brokers` and those `usable` to lead. A reassignment already running is
+/// the registered `brokers`, those `draining` (which take no new replicas) and those `usable` to
+/// lead. A reassignment already running is
 /// replaced: the new one starts from the original replicas. If every target replica is in sync
 /// already (the target only drops replicas, or reorders them) it completes at once.
 pub fn start(
     current: &PartitionImage,
     target: &[i32],
     brokers: &BTreeMap<i32, BrokerRegistration>,
+    draining: &BTreeSet<i32>,
     usable: &BTreeSet<i32>,
 ) -> Result<Option<PartitionImage>, ReassignError> {
     if target.is_empty() {
@@ -68,6 +70,11 @@ pub fn start(
     }
     let original = original(current);
     let adding = without(target, &original);
+    if let Some(draining) = adding.iter().find(|id| draining.contains(id)) {
+        return Err(ReassignError::InvalidAssignment(format!(
+            "broker {draining} is being drained: it takes no new replicas"
+        )));
+    }
     let removing = without(&original, target);
     let mut next = current.clone();
     next.adding = adding;
@@ -113,14 +120,18 @@ pub fn cancel(
 }
 
 /// The partition once its reassignment completes, if it can now: every target replica is in
-/// sync. The replicas being removed leave the replicas and the ISR; a leader among them hands
+/// sync and usable (registered, unfenced, not stopping). The replicas being removed leave the replicas and the ISR; a leader among them hands
 /// over to the first in-sync target replica usable to lead.
 pub fn complete(current: &PartitionImage, usable: &BTreeSet<i32>) -> Option<PartitionImage> {
     if !current.is_reassigning() {
         return None;
     }
     let target = target(current);
-    if !target.iter().all(|id| current.isr.contains(id)) {
+    // In sync and usable: a fenced target replica would leave the partition without them.
+    if !target
+        .iter()
+        .all(|id| current.isr.contains(id) && usable.contains(id))
+    {
         return None;
     }
     let mut next = current.clone();
@@ -195,9 +206,15 @@ mod tests {
     fn a_move_adds_first_and_removes_once_the_target_is_in_sync() {
         let all = BTreeSet::from([1, 2, 3, 4, 5, 6]);
         let current = partition(&[1, 2, 3], 2, &[1, 2, 3]);
-        let moving = start(&current, &[4, 5, 6], &brokers(&[1, 2, 3, 4, 5, 6]), &all)
-            .unwrap()
-            .unwrap();
+        let moving = start(
+            &current,
+            &[4, 5, 6],
+            &brokers(&[1, 2, 3, 4, 5, 6]),
+            &BTreeSet::new(),
+            &all,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(moving.replicas, [4, 5, 6, 1, 2, 3]);
         assert_eq!(
             (moving.adding.as_slice(), moving.removing.as_slice()),
@@ -220,17 +237,16 @@ mod tests {
         );
         assert!(!done.is_reassigning());
         assert_eq!(done.leader, 4);
-        // A leader that stays keeps its place; a target replica that cannot lead is passed over.
+        // A leader that stays keeps its place.
         let mut staying = catching_up.clone();
         staying.replicas = vec![2, 5, 6, 1, 3];
         staying.adding = vec![5, 6];
         staying.removing = vec![1, 3];
         assert_eq!(complete(&staying, &all).unwrap().leader, 2);
+        // A target replica fenced (not usable) holds the completion back, though in the ISR.
         assert_eq!(
-            complete(&catching_up, &BTreeSet::from([5, 6]))
-                .unwrap()
-                .leader,
-            5
+            complete(&catching_up, &BTreeSet::from([1, 2, 3, 5, 6])),
+            None
         );
     }
 
@@ -241,7 +257,9 @@ mod tests {
         let all = BTreeSet::from([1, 2, 3]);
         let registered = brokers(&[1, 2, 3]);
         let current = partition(&[1, 2, 3], 1, &[1, 2, 3]);
-        let shrunk = start(&current, &[2], &registered, &all).unwrap().unwrap();
+        let shrunk = start(&current, &[2], &registered, &BTreeSet::new(), &all)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (
                 shrunk.replicas.as_slice(),
@@ -251,18 +269,27 @@ mod tests {
             (&[2][..], &[2][..], 2)
         );
         assert!(!shrunk.is_reassigning());
-        let reordered = start(&current, &[3, 1, 2], &registered, &all)
+        let reordered = start(&current, &[3, 1, 2], &registered, &BTreeSet::new(), &all)
             .unwrap()
             .unwrap();
         assert_eq!(
             (reordered.replicas.as_slice(), reordered.leader),
             (&[3, 1, 2][..], 1)
         );
-        assert_eq!(start(&current, &[1, 2, 3], &registered, &all), Ok(None));
+        assert_eq!(
+            start(&current, &[1, 2, 3], &registered, &BTreeSet::new(), &all),
+            Ok(None)
+        );
         // Growing waits for the new replica.
-        let grown = start(&partition(&[1], 1, &[1]), &[1, 2, 3], &registered, &all)
-            .unwrap()
-            .unwrap();
+        let grown = start(
+            &partition(&[1], 1, &[1]),
+            &[1, 2, 3],
+            &registered,
+            &BTreeSet::new(),
+            &all,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(
             (grown.adding.as_slice(), grown.removing.as_slice()),
             (&[2, 3][..], &[][..])
@@ -279,12 +306,13 @@ mod tests {
             &partition(&[1, 2, 3], 1, &[1, 2, 3]),
             &[1, 2, 4],
             &registered,
+            &BTreeSet::new(),
             &all,
         )
         .unwrap()
         .unwrap();
         moving.isr = vec![1, 2, 3];
-        let replaced = start(&moving, &[1, 2, 5], &registered, &all)
+        let replaced = start(&moving, &[1, 2, 5], &registered, &BTreeSet::new(), &all)
             .unwrap()
             .unwrap();
         assert_eq!(replaced.replicas, [1, 2, 5, 3]);
@@ -292,7 +320,7 @@ mod tests {
             (replaced.adding.as_slice(), replaced.removing.as_slice()),
             (&[5][..], &[3][..])
         );
-        let back = start(&moving, &[1, 2, 3], &registered, &all)
+        let back = start(&moving, &[1, 2, 3], &registered, &BTreeSet::new(), &all)
             .unwrap()
             .unwrap();
         assert_eq!(
@@ -307,9 +335,15 @@ mod tests {
         let all = BTreeSet::from([1, 2, 3, 4]);
         let current = partition(&[1, 2, 3], 3, &[1, 2, 3]);
         assert_eq!(cancel(&current, &all), Err(ReassignError::NoneInProgress));
-        let mut moving = start(&current, &[1, 2, 4], &brokers(&[1, 2, 3, 4]), &all)
-            .unwrap()
-            .unwrap();
+        let mut moving = start(
+            &current,
+            &[1, 2, 4],
+            &brokers(&[1, 2, 3, 4]),
+            &BTreeSet::new(),
+            &all,
+        )
+        .unwrap()
+        .unwrap();
         moving.isr = vec![1, 2, 3, 4];
         let cancelled = cancel(&moving, &all).unwrap();
         assert_eq!(
@@ -323,6 +357,34 @@ mod tests {
         assert!(!cancelled.is_reassigning());
     }
 
+    /// A broker being drained takes no new replica; one it holds may stay.
+    #[test]
+    fn a_draining_broker_takes_no_new_replica() {
+        let all = BTreeSet::from([1, 2, 3]);
+        let current = partition(&[1, 2], 1, &[1, 2]);
+        let refused = start(
+            &current,
+            &[1, 3],
+            &brokers(&[1, 2, 3]),
+            &BTreeSet::from([3]),
+            &all,
+        );
+        assert!(
+            matches!(&refused, Err(ReassignError::InvalidAssignment(m)) if m.contains("broker 3 is being drained")),
+            "{refused:?}"
+        );
+        assert!(
+            start(
+                &current,
+                &[2, 1],
+                &brokers(&[1, 2, 3]),
+                &BTreeSet::from([1]),
+                &all
+            )
+            .is_ok()
+        );
+    }
+
     #[test]
     fn bad_targets_are_refused_with_the_reason() {
         let all = BTreeSet::from([1, 2]);
@@ -333,7 +395,7 @@ mod tests {
             (&[1, 1][..], "named twice"),
             (&[1, 9][..], "broker 9 is not registered"),
         ] {
-            match start(&current, target, &registered, &all) {
+            match start(&current, target, &registered, &BTreeSet::new(), &all) {
                 Err(ReassignError::InvalidAssignment(message)) => {
                     assert!(message.contains(reason), "{message}");
                 }

@@ -102,7 +102,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "follower.replication.throttled.replicas",
         "",
         ConfigType::List,
-        "replicas whose fetches their follower throttles to follower.replication.throttled.rate while out of sync: partition:broker pairs (0:1,1:2), or * for every replica",
+        "replicas that, as followers out of sync, throttle what they fetch to follower.replication.throttled.rate: partition:broker pairs (0:1,1:2), or * for every replica",
     ),
     spec(
         "index.interval.bytes",
@@ -114,7 +114,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigSpec] = &[
         "leader.replication.throttled.replicas",
         "",
         ConfigType::List,
-        "replicas whose fetches their leader throttles to leader.replication.throttled.rate while out of sync: partition:broker pairs (0:1,1:2), or * for every replica",
+        "replicas that, as leader, throttle what they serve to followers out of sync to leader.replication.throttled.rate: partition:broker pairs (0:1,1:2), or * for every replica",
     ),
     spec(
         "local.retention.bytes",

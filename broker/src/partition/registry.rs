@@ -594,7 +594,14 @@ mod tests {
         let topic = one.topic("t").unwrap();
         let current = topic.partition(0).unwrap();
         let usable = [1, 2, 3].into();
-        let moving = reassignment::start(current, &[3, 2], &one.brokers, &usable).unwrap_err();
+        let moving = reassignment::start(
+            current,
+            &[3, 2],
+            &one.brokers,
+            &std::collections::BTreeSet::new(),
+            &usable,
+        )
+        .unwrap_err();
         // Broker 3 must be registered first.
         assert!(moving.to_string().contains("broker 3"), "{moving}");
         let mut registered = (*one).clone();
@@ -603,9 +610,15 @@ mod tests {
                 .brokers
                 .insert(id, crate::cluster::BrokerRegistration::for_tests(id, None));
         }
-        let moving = reassignment::start(current, &[3, 2], &registered.brokers, &usable)
-            .unwrap()
-            .unwrap();
+        let moving = reassignment::start(
+            current,
+            &[3, 2],
+            &registered.brokers,
+            &std::collections::BTreeSet::new(),
+            &usable,
+        )
+        .unwrap()
+        .unwrap();
         let two = next(
             &registered,
             &[reassignment::record(topic, 0, current, moving.clone())],

@@ -54,6 +54,9 @@ pub enum Event {
     /// (the larger ISR while the change is in flight) until a committed ISR includes it, a new
     /// leader epoch begins, or it is found lagging.
     JoiningIsr { replica: i32, now_ms: u64 },
+    /// The controller refused to add `replica` to the ISR (the partition changed first: it may
+    /// no longer be a replica at all): it stops counting until it is found caught up again.
+    JoinRefused { replica: i32 },
     /// This broker's copy was cut back to end at `offset` (a follower whose log diverged).
     Truncated { offset: i64 },
     /// The topic's `min.insync.replicas` (1 until told).
@@ -211,6 +214,9 @@ impl ReplicaState {
                     self.joining.insert(replica);
                     self.caught_up_at.insert(replica, now_ms);
                 }
+            }
+            Event::JoinRefused { replica } => {
+                self.joining.remove(&replica);
             }
             Event::LocalDurable { offset } => self.durable = self.durable.max(offset),
             Event::FollowerFetched {

@@ -153,8 +153,10 @@ async fn read(ctx: &Context, request: &FetchRequest) -> Read {
                 joining: Some(topic),
                 fetch,
                 ..
+            // Kafka's meaning: the pairs name the replicas that, as leader, throttle what they
+            // serve; this broker's own.
             } if rate.is_some() => ThrottledReplicas::of(&topic.configs, LEADER_THROTTLED_REPLICAS)
-                .contains(fetch.partition, request.follower),
+                .contains(fetch.partition, ctx.node_id()),
             _ => false,
         })
         .collect();

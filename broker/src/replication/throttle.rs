@@ -1,9 +1,10 @@
-//! Replication throttles, as Kafka's reassignment tool sets them: a topic names the replicas to
-//! throttle (`leader.replication.throttled.replicas` and `follower.replication.throttled.replicas`,
-//! `partition:broker` pairs or `*`), and each broker caps the bytes per second of those
-//! replicas' fetches while they are out of sync (`leader.replication.throttled.rate`, what it
-//! serves as leader; `follower.replication.throttled.rate`, what it fetches as follower). In-sync
-//! replicas are never held back, so a throttle slows a reassignment or a catch-up without
+//! Replication throttles, as Kafka's reassignment tool sets them: a topic names replicas
+//! (`partition:broker` pairs, or `*`) in `leader.replication.throttled.replicas`, those that as
+//! leader throttle what they serve (the tool lists a moving partition's current replicas), and
+//! in `follower.replication.throttled.replicas`, those that as follower throttle what they fetch
+//! (the tool lists the replicas being added); each broker caps those bytes per second
+//! (`leader.replication.throttled.rate`, `follower.replication.throttled.rate`). Only fetches of
+//! followers out of sync are held back, so a throttle slows a reassignment or a catch-up without
 //! slowing `acks=all` produces.
 //!
 //! One [`Throttle`] per broker and direction: a token bucket holding at most one second of the

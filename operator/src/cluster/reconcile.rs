@@ -117,6 +117,8 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
     let mut validated = validated;
     let mut scale_hold: Option<Progress> = None;
     let mut kept_sets: Vec<String> = Vec::new();
+    // Brokers drained and removed this time, whose claims go with `storage.deleteClaim`.
+    let mut removed: Vec<LeavingBroker> = Vec::new();
     if !leaving.is_empty() {
         let decision = match scale::voter_refusal(&leaving, &existing_sets) {
             Some(message) => ScaleIn::Hold {
@@ -128,6 +130,7 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         };
         match decision {
             ScaleIn::Shrink => {
+                removed.clone_from(&leaving);
                 for broker in &leaving {
                     context
                         .event(
@@ -165,14 +168,17 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
         }
     }
 
-    let applied =
-        match reconcile_children(context, cluster, &validated, &existing, &kept_sets).await {
-            Ok(applied) => applied,
-            Err(error) => {
-                report_apply_failure(context, &clusters, cluster, &error).await;
-                return Err(error);
-            }
-        };
+    let applied = match reconcile_children(
+        context, cluster, &validated, &existing, &kept_sets, &removed,
+    )
+    .await
+    {
+        Ok(applied) => applied,
+        Err(error) => {
+            report_apply_failure(context, &clusters, cluster, &error).await;
+            return Err(error);
+        }
+    };
     let client = &context.client;
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
@@ -271,19 +277,30 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
                             &drain,
                         )
                         .await
-                        .is_none()
+                        .is_err()
                         {
                             tracing::info!(pod, "leadership drain not confirmed");
                         }
-                        let check = admin_get::<fjord_admin_api::PreRestartCheck>(
+                        let check = admin_call::<fjord_admin_api::PreRestartCheck>(
                             context,
                             &namespace,
                             &pod,
                             admin_port,
+                            http::Method::GET,
                             &fjord_admin_api::pre_restart_path(node_id),
                         )
                         .await;
-                        match RestartCheck::of(check.as_ref()) {
+                        let check = match check {
+                            Ok(check) => RestartCheck::of(Some(&check)),
+                            // A broker of a release before the check (an upgrade rolling
+                            // out): the health gate above, that release's gate, decided.
+                            Err(AdminFailure::NotServed) => {
+                                tracing::info!(pod, "the broker has no pre-restart check");
+                                RestartCheck::Safe
+                            }
+                            Err(AdminFailure::NoAnswer) => RestartCheck::Unknown,
+                        };
+                        match check {
                             RestartCheck::Safe => {
                                 restart(context, cluster, &pods, &pod, uid).await?;
                                 Progress::Restarting { pod }
@@ -352,6 +369,7 @@ async fn reconcile_children(
     validated: &ValidatedCluster,
     existing: &[StatefulSet],
     kept: &[String],
+    removed: &[LeavingBroker],
 ) -> Result<Vec<StatefulSet>, Error> {
     let children = build_cluster(validated);
     let client = &context.client;
@@ -367,7 +385,7 @@ async fn reconcile_children(
     apply(client, namespace, &children.pod_disruption_budget).await?;
     delete_orphans(context, cluster, validated, existing, kept).await?;
     if validated.delete_claim {
-        delete_drained_claims(context, cluster, validated, existing).await?;
+        delete_claims(context, cluster, validated, removed).await?;
     }
     Ok(applied)
 }
@@ -582,19 +600,17 @@ async fn start_drain(
     }
 }
 
-/// With `storage.deleteClaim`, deletes the volume claims of brokers that the StatefulSets no
-/// longer have (drained, then removed): `data-<pod>` beyond each StatefulSet's new size, and
-/// every claim of a removed zone's StatefulSet.
-async fn delete_drained_claims(
+/// With `storage.deleteClaim`, deletes the volume claims of `removed`: brokers found drained
+/// this reconcile, whose StatefulSets have just shrunk (or gone).
+async fn delete_claims(
     context: &Context,
     cluster: &Cluster,
     validated: &ValidatedCluster,
-    existing: &[StatefulSet],
+    removed: &[LeavingBroker],
 ) -> Result<(), Error> {
     let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         Api::namespaced(context.client.clone(), &validated.namespace);
-    let sets: Vec<ExistingSet> = existing.iter().filter_map(existing_set).collect();
-    for broker in scale::leaving(validated, &sets) {
+    for broker in removed {
         let claim = broker.claim();
         match claims.delete(&claim, &DeleteParams::default()).await {
             Ok(_) => {
@@ -706,12 +722,22 @@ async fn admin_get<T: serde::de::DeserializeOwned>(
     admin_port: i32,
     path: &str,
 ) -> Option<T> {
-    admin_call(context, namespace, pod, admin_port, http::Method::GET, path).await
+    admin_call(context, namespace, pod, admin_port, http::Method::GET, path)
+        .await
+        .ok()
+}
+
+/// Why an admin call brought no answer of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AdminFailure {
+    /// The broker does not serve the path (404 or 405): a release from before it.
+    NotServed,
+    /// No answer, or not one of the contract.
+    NoAnswer,
 }
 
 /// `method path` on a broker's admin API (its JSON answer, as the `fjord-admin-api` contract
-/// has it), through the API server's pod proxy. `None` when it does not answer, or not with a
-/// body of the contract.
+/// has it), through the API server's pod proxy.
 async fn admin_call<T: serde::de::DeserializeOwned>(
     context: &Context,
     namespace: &str,
@@ -719,24 +745,24 @@ async fn admin_call<T: serde::de::DeserializeOwned>(
     admin_port: i32,
     method: http::Method,
     path: &str,
-) -> Option<T> {
+) -> Result<T, AdminFailure> {
     let proxied = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{admin_port}/proxy{path}");
     let request = http::Request::builder()
         .method(method)
         .uri(proxied)
         .body(Vec::new())
-        .ok()?;
+        .map_err(|_| AdminFailure::NoAnswer)?;
     match context.client.request_text(request).await {
-        Ok(body) => match serde_json::from_str(&body) {
-            Ok(answer) => Some(answer),
-            Err(error) => {
-                tracing::warn!(pod, path, %error, "unreadable admin answer");
-                None
-            }
-        },
+        Ok(body) => serde_json::from_str(&body).map_err(|error| {
+            tracing::warn!(pod, path, %error, "unreadable admin answer");
+            AdminFailure::NoAnswer
+        }),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 405 => {
+            Err(AdminFailure::NotServed)
+        }
         Err(error) => {
             tracing::info!(pod, path, %error, "broker admin endpoint did not answer");
-            None
+            Err(AdminFailure::NoAnswer)
         }
     }
 }
