@@ -56,9 +56,10 @@ pub const RULES: &[Rule] = &[
     ),
     // Broker pods: readiness moves the rolling restart on, one is deleted per step, and the
     // brokers' admin API is called through the API server's pod proxy: /v1/status and the
-    // pre-restart check read (get), a leadership drain asked for (create: a POST).
+    // pre-restart check read (get), a leadership drain or a drain asked for (create: a POST), a
+    // drain ended (delete).
     rule("", &["pods"], &["list", "watch", "delete"]),
-    rule("", &["pods/proxy"], &["get", "create"]),
+    rule("", &["pods/proxy"], &["get", "create", "delete"]),
     // Scale-in with `storage.deleteClaim`: a drained, removed broker's volume claim.
     rule("", &["persistentvolumeclaims"], &["delete"]),
     rule("events.k8s.io", &["events"], &["create", "patch"]),

@@ -2303,3 +2303,37 @@ async fn a_refused_drain_removes_nothing_and_says_why() {
         "{progressing}"
     );
 }
+
+/// A broker the spec keeps but the brokers report draining (a scale-in reverted before it
+/// shrank anything) has its drain ended, with an Event.
+#[tokio::test]
+async fn a_drain_of_a_broker_the_spec_keeps_is_ended() {
+    fn reverted(_: &str) -> Value {
+        json!({"under_replicated_partitions": 0, "caught_up": true, "brokers": [
+            {"id": 0, "host": "h", "port": 9092, "fenced": false, "shut_down": false, "state": "active"},
+            {"id": 100, "host": "h", "port": 9092, "fenced": false, "shut_down": false, "state": "draining",
+             "replicas": 4}]})
+    }
+    let pods = ZONES
+        .iter()
+        .map(|(zone, id)| pod(zone, *id, "rev-1", true))
+        .collect();
+    let (_, calls) = reconcile_against(
+        example_cluster(),
+        "rev-1",
+        current_stateful_sets(),
+        pods,
+        reverted,
+    )
+    .await;
+    let ended: Vec<String> = kube_calls(&calls)
+        .iter()
+        .filter(|c| c.method == Method::DELETE)
+        .map(|c| c.path().to_owned())
+        .collect();
+    assert_eq!(
+        ended,
+        ["/api/v1/namespaces/streaming/pods/events-eu-west-1a-0:9644/proxy/v1/brokers/100/drain"]
+    );
+    assert!(events(&calls).contains(&"DrainEnded".to_owned()));
+}

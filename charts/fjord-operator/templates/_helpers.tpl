@@ -96,7 +96,7 @@ leader election is a Role of its own in the release namespace (rbac.yaml).
   verbs: ["list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["pods/proxy"]
-  verbs: ["get", "create"]
+  verbs: ["get", "create", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["delete"]

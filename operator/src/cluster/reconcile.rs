@@ -346,6 +346,21 @@ async fn reconcile(cluster: &Cluster, context: &Context) -> Result<Action, Error
 
     let mut status = cluster_status(cluster, &validated, &pod_list.items, &progress);
     status.cluster = brokers_status(context, &validated, &pod_list.items).await;
+    if let Some(view) = &status.cluster {
+        let reported: Vec<(i32, String)> = view
+            .brokers
+            .iter()
+            .map(|b| (b.id, b.state.clone()))
+            .collect();
+        end_drains(
+            context,
+            cluster,
+            &validated,
+            &pod_list.items,
+            &scale::drains_to_end(&validated, &leaving, &reported),
+        )
+        .await;
+    }
     status.node_id_ranges = bases;
     status.node_id_ranges.extend(
         validated
@@ -507,6 +522,44 @@ async fn brokers_status(
             })
             .collect(),
     })
+}
+
+/// Ends the drains of `ids` (`DELETE /v1/brokers/{id}/drain` through the first Ready broker),
+/// each with an Event; one that fails is tried again at the next reconcile.
+async fn end_drains(
+    context: &Context,
+    cluster: &Cluster,
+    validated: &ValidatedCluster,
+    pods: &[Pod],
+    ids: &[i32],
+) {
+    let mut ready: Vec<&Pod> = pods.iter().filter(|p| pod_ready(p)).collect();
+    ready.sort_by_key(|p| p.name_any());
+    let Some(via) = ready.first().map(|p| p.name_any()) else {
+        return;
+    };
+    for id in ids {
+        let ended = admin_call::<Drain>(
+            context,
+            &validated.namespace,
+            &via,
+            validated.ports.admin,
+            http::Method::DELETE,
+            &fjord_admin_api::drain_path(*id),
+        )
+        .await;
+        if ended.is_ok() {
+            context
+                .event(
+                    cluster,
+                    false,
+                    "DrainEnded",
+                    "ScaleIn",
+                    format!("broker {id} is in the spec again: its drain is ended"),
+                )
+                .await;
+        }
+    }
 }
 
 /// A StatefulSet of the Cluster as it exists, for the scale-in: its node ids and the voters its

@@ -154,6 +154,28 @@ pub fn held_sizes(validated: &ValidatedCluster, existing: &[ExistingSet]) -> BTr
         .collect()
 }
 
+/// The brokers whose drain to end: reported draining or drained, yet the spec keeps them (a
+/// scale-in reverted before it shrank anything, or node ids taken again by a scale-out). On
+/// Kubernetes drains are the operator's: a broker the spec keeps is not left draining.
+pub fn drains_to_end(
+    validated: &ValidatedCluster,
+    leaving: &[LeavingBroker],
+    reported: &[(i32, String)],
+) -> Vec<i32> {
+    reported
+        .iter()
+        .filter(|(_, state)| state == "draining" || state == "drained")
+        .map(|(id, _)| *id)
+        .filter(|id| !leaving.iter().any(|b| b.node_id == *id))
+        .filter(|id| {
+            validated
+                .zones
+                .iter()
+                .any(|z| (z.first_node_id..z.first_node_id + z.brokers).contains(id))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,5 +283,26 @@ mod tests {
             step(&[(broker(1), DrainAnswer::Unknown)]),
             ScaleIn::Hold { refused: false, .. }
         ));
+    }
+
+    #[test]
+    fn drains_of_brokers_the_spec_keeps_are_ended() {
+        let spec = validated(vec![zone("events-a", 0, 2), zone("events-b", 100, 1)]);
+        let leaving = [LeavingBroker {
+            node_id: 101,
+            statefulset: "events-b".into(),
+            pod: "events-b-101".into(),
+        }];
+        let reported: Vec<(i32, String)> = [
+            (0, "active"),
+            (1, "draining"),
+            (100, "drained"),
+            (101, "draining"),
+            (300, "drained"),
+        ]
+        .iter()
+        .map(|(id, state)| (*id, (*state).to_owned()))
+        .collect();
+        assert_eq!(drains_to_end(&spec, &leaving, &reported), [1, 100]);
     }
 }
