@@ -995,6 +995,51 @@ async fn every_supported_version_of_every_api_is_served() {
                         "{context}"
                     );
                 }
+                ApiKey::AlterPartitionReassignments => {
+                    use kafka_protocol::messages::AlterPartitionReassignmentsRequest;
+                    use kafka_protocol::messages::alter_partition_reassignments_request::{
+                        ReassignablePartition, ReassignableTopic,
+                    };
+                    // A cancellation with nothing moving, then the replica it has already.
+                    let reassign = |replicas: Option<Vec<i32>>| {
+                        AlterPartitionReassignmentsRequest::default()
+                            .with_timeout_ms(5000)
+                            .with_allow_replication_factor_change(true)
+                            .with_topics(vec![
+                                ReassignableTopic::default()
+                                    .with_name(name("versions"))
+                                    .with_partitions(vec![
+                                        ReassignablePartition::default()
+                                            .with_partition_index(0)
+                                            .with_replicas(replicas.map(|r| {
+                                                r.into_iter()
+                                                    .map(kafka_protocol::messages::BrokerId)
+                                                    .collect()
+                                            })),
+                                    ]),
+                            ])
+                    };
+                    let cancel = client.call(reassign(None), version).await;
+                    assert_eq!(
+                        cancel.responses[0].partitions[0].error_code,
+                        kafka_protocol::error::ResponseError::NoReassignmentInProgress.code(),
+                        "{context}"
+                    );
+                    let same = client.call(reassign(Some(vec![1])), version).await;
+                    assert_eq!(same.responses[0].partitions[0].error_code, 0, "{context}");
+                }
+                ApiKey::ListPartitionReassignments => {
+                    let response = client
+                        .call(
+                            kafka_protocol::messages::ListPartitionReassignmentsRequest::default()
+                                .with_timeout_ms(5000)
+                                .with_topics(None),
+                            version,
+                        )
+                        .await;
+                    assert_eq!(response.error_code, 0, "{context}");
+                    assert!(response.topics.is_empty(), "{context}: nothing moves");
+                }
                 ApiKey::DescribeLogDirs => {
                     let response = client
                         .call(DescribeLogDirsRequest::default().with_topics(None), version)
