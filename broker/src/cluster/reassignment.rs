@@ -81,15 +81,11 @@ pub fn start(
     next.removing.clone_from(&removing);
     next.replicas = target.iter().copied().chain(removing).collect();
     // A replica a replaced reassignment was adding, and this one does not want, goes.
-    next.isr.retain(|id| next.replicas.contains(id));
-    if next.isr.is_empty() {
-        return Err(ReassignError::InvalidAssignment(
-            "no replica of the target and the current replicas is in sync".to_owned(),
-        ));
-    }
-    if next.leader >= 0 && !next.replicas.contains(&next.leader) {
-        next.leader = first_usable(&next.isr, usable);
-    }
+    keep_to_replicas(
+        &mut next,
+        usable,
+        "no replica of the target and the current replicas is in sync",
+    )?;
     let next = complete(&next, usable).unwrap_or(next);
     Ok((next != *current).then_some(next))
 }
@@ -107,16 +103,30 @@ pub fn cancel(
     next.replicas = original(current);
     next.adding.clear();
     next.removing.clear();
-    next.isr.retain(|id| next.replicas.contains(id));
+    keep_to_replicas(
+        &mut next,
+        usable,
+        "cancelling would leave the partition without an in-sync replica",
+    )?;
+    Ok(next)
+}
+
+/// Drops from `next`'s ISR the brokers its replicas no longer name (`empty`: why none is left),
+/// and gives a leader no longer among them the first usable in-sync replica's place.
+fn keep_to_replicas(
+    next: &mut PartitionImage,
+    usable: &BTreeSet<i32>,
+    empty: &str,
+) -> Result<(), ReassignError> {
+    let replicas = next.replicas.clone();
+    next.isr.retain(|id| replicas.contains(id));
     if next.isr.is_empty() {
-        return Err(ReassignError::InvalidAssignment(
-            "cancelling would leave the partition without an in-sync replica".to_owned(),
-        ));
+        return Err(ReassignError::InvalidAssignment(empty.to_owned()));
     }
-    if next.leader >= 0 && !next.replicas.contains(&next.leader) {
+    if next.leader >= 0 && !replicas.contains(&next.leader) {
         next.leader = first_usable(&next.isr, usable);
     }
-    Ok(next)
+    Ok(())
 }
 
 /// The partition once its reassignment completes, if it can now: every target replica is in
