@@ -357,8 +357,8 @@ fn start_moves(image: &MetadataImage, moves: Vec<Move>) -> Vec<MetadataRecord> {
         .collect()
 }
 
-/// Partitions with a replica on broker `id` (counted by target, as [`drain_plan`] moves them),
-/// and of those the ones being moved now.
+/// Partitions with a replica on broker `id` (one being removed by a move still counts: the
+/// broker holds its copy until the move completes), and of those the ones being moved now.
 pub fn replicas_on(image: &MetadataImage, id: i32) -> (usize, usize) {
     let on: Vec<&PartitionImage> = image
         .topics
