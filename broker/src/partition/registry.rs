@@ -179,7 +179,10 @@ impl PartitionRegistry {
     }
 
     /// Opens the partitions of `image` this broker hosts from what is on disk: the start-up of
-    /// a broker, whose data directory holds its partitions as they were.
+    /// a broker, whose data directory holds its partitions as they were. `image` is caught up
+    /// with the metadata log (the broker's registration is applied in it): a partition directory
+    /// it does not assign to this broker is a stray, left by a move away from this broker or a
+    /// topic deletion committed while it was down, and is removed.
     pub async fn open(&self, image: Arc<MetadataImage>) -> Result<(), RegistryError> {
         let mut applied = self.applied.lock().await;
         applied.newest = applied.newest.max(image.offset);
@@ -187,8 +190,37 @@ impl PartitionRegistry {
             let configs = effective_topic_configs(&image, self.node_id, topic);
             self.host(topic, &configs, None, true).await?;
         }
+        self.remove_strays().await;
         applied.image = image;
         Ok(())
+    }
+
+    /// Removes the partition directories in the data directory that no hosted partition owns.
+    /// Only directories that name their topic id are judged: anything else is not a partition
+    /// this broker wrote, and stays.
+    async fn remove_strays(&self) {
+        let data_dir = self.data_dir.clone();
+        let found = tokio::task::spawn_blocking(move || partition_dirs(&data_dir)).await;
+        let found = match found.map_err(std::io::Error::other).and_then(|found| found) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(dir = %self.data_dir.display(), %error, "looking for stray partitions failed");
+                return;
+            }
+        };
+        for (key, topic_id, dir) in found {
+            let owned = self
+                .read()
+                .get(&key)
+                .is_some_and(|hosted| hosted.topic_id == topic_id);
+            if owned {
+                continue;
+            }
+            tracing::warn!(dir = %dir.display(), %topic_id, "removing a stray partition: the metadata no longer names this broker as one of its replicas");
+            if let Err(error) = remove_partition_dir(dir.clone()).await {
+                tracing::warn!(dir = %dir.display(), %error, "removing a stray partition failed");
+            }
+        }
     }
 
     /// Makes the hosted partitions match `image`, a later image than the one applied before (an
@@ -402,6 +434,32 @@ fn read_topic_id(dir: &std::path::Path) -> Option<uuid::Uuid> {
     text.lines()
         .find_map(|line| line.strip_prefix("topic_id: "))
         .and_then(|id| uuid::Uuid::parse_str(id.trim()).ok())
+}
+
+/// The partition directories under `data_dir`: those named `<topic>-<index>` that hold a topic
+/// id file, with their topic and index, topic id and path.
+fn partition_dirs(
+    data_dir: &std::path::Path,
+) -> std::io::Result<Vec<(TopicPartition, uuid::Uuid, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        let Some((topic, index)) = name.to_str().and_then(|name| name.rsplit_once('-')) else {
+            continue;
+        };
+        let Ok(index) = index.parse::<i32>() else {
+            continue;
+        };
+        let dir = entry.path();
+        if let Some(topic_id) = read_topic_id(&dir) {
+            found.push(((topic.to_owned(), index), topic_id, dir));
+        }
+    }
+    Ok(found)
 }
 
 /// Records the topic id of a partition directory, durably (temp file, fsync, rename, directory
@@ -679,6 +737,60 @@ mod tests {
         let two = next(&one, &[create("stale", &[&[1]], &[])]);
         second.apply(two).await.unwrap();
         assert_eq!(second.partition("stale", 0).unwrap().high_watermark(), 0);
+        second.close().await;
+    }
+
+    /// While this broker was down, one of its partitions moved to another broker and one of its
+    /// topics was deleted: at start-up, with the caught-up image, both directories go; its other
+    /// partition opens with its records, and a directory that is not a partition's stays.
+    #[tokio::test]
+    async fn start_up_removes_partitions_moved_away_or_deleted_while_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = MetadataImage::new("c".to_owned());
+        let one = next(
+            &empty,
+            &[
+                create("kept", &[&[1]], &[]),
+                create("moved", &[&[1, 2]], &[]),
+                create("gone", &[&[1]], &[]),
+            ],
+        );
+        let first = registry(1, dir.path());
+        first.apply(Arc::clone(&one)).await.unwrap();
+        for topic in ["kept", "gone"] {
+            first
+                .partition(topic, 0)
+                .unwrap()
+                .append(batch())
+                .await
+                .unwrap();
+        }
+        first.close().await;
+        let other = dir.path().join("notes-1");
+        std::fs::create_dir_all(&other).unwrap();
+
+        let mut two = (*next(
+            &one,
+            &[MetadataRecord::DeleteTopic {
+                name: "gone".to_owned(),
+                id: None,
+            }],
+        ))
+        .clone();
+        let moved = Arc::make_mut(two.topics.get_mut("moved").unwrap());
+        moved.partitions[0].replicas = vec![2];
+        moved.partitions[0].isr = vec![2];
+        moved.partitions[0].leader = 2;
+        let second = registry(1, dir.path());
+        second.open(Arc::new(two)).await.unwrap();
+        assert_eq!(
+            hosted(&second),
+            [(("kept".to_owned(), 0), Role::Leader { leader_epoch: 0 })]
+        );
+        assert_eq!(second.partition("kept", 0).unwrap().high_watermark(), 1);
+        assert!(!log::partition_dir(dir.path(), "moved", 0).exists());
+        assert!(!log::partition_dir(dir.path(), "gone", 0).exists());
+        assert!(other.exists());
         second.close().await;
     }
 
