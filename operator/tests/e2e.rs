@@ -109,44 +109,50 @@ fn ready_reason(
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_reconciles_clusters_and_topics_on_a_real_cluster() {
+/// Says, past the test harness's output capture (a skip must be seen), that `suite` skipped.
+fn skipped(suite: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {suite}: {why} (see docs/operator.md#end-to-end-tests)"
+    );
+}
+
+/// A client of the cluster `KUBECONFIG` names; `None`, after saying `suite` skipped, when it
+/// names none.
+async fn kube_client(suite: &str) -> Option<Client> {
     let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) else {
-        // Straight to stderr, past the test harness's output capture: a skip must be seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: operator end-to-end suite: KUBECONFIG is not set, so there is no Kubernetes \
-             cluster to run against (see docs/operator.md#end-to-end-tests)"
+        skipped(
+            suite,
+            "KUBECONFIG is not set, so there is no Kubernetes cluster to run against",
         );
-        return;
+        return None;
     };
     let client = Client::try_default()
         .await
         .unwrap_or_else(|e| panic!("KUBECONFIG={kubeconfig:?} is set but unusable: {e}"));
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let namespace = format!(
-        "fjord-e2e-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let namespaces: Api<Namespace> = Api::all(client.clone());
+    Some(client)
+}
+
+async fn create_namespace(namespaces: &Api<Namespace>, name: &str) {
     namespaces
         .create(
             &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
         )
         .await
         .unwrap();
+}
 
-    apply_crds(&client).await;
-
+/// The operator binary, watching only `namespace` and keeping its Lease there.
+fn operator_command(namespace: &str) -> Command {
     let mut operator = Command::new(env!("CARGO_BIN_EXE_fjord-operator"));
     operator
         .args([
             "--watch-namespaces",
-            &namespace,
+            namespace,
             "--lease-namespace",
-            &namespace,
+            namespace,
         ])
         .args([
             "--metrics-listen",
@@ -155,6 +161,25 @@ async fn operator_reconciles_clusters_and_topics_on_a_real_cluster() {
             "3",
         ])
         .stdout(Stdio::null());
+    operator
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_reconciles_clusters_and_topics_on_a_real_cluster() {
+    let Some(client) = kube_client("operator end-to-end suite").await else {
+        return;
+    };
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let namespace = format!(
+        "fjord-e2e-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    create_namespace(&namespaces, &namespace).await;
+
+    apply_crds(&client).await;
+
+    let mut operator = operator_command(&namespace);
     if let Ok(image) = std::env::var("FJORD_E2E_BROKER_IMAGE") {
         operator.args(["--broker-image", &image]);
     }
@@ -344,31 +369,16 @@ async fn deleting_a_watched_namespace_in_namespaced_mode_does_not_hang() {
     use k8s_openapi::api::authentication::v1::TokenRequest;
     use k8s_openapi::api::core::v1::ServiceAccount;
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-    let Some(kubeconfig) = std::env::var_os("KUBECONFIG").filter(|k| !k.is_empty()) else {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: operator end-to-end suite (namespaced mode): KUBECONFIG is not set, so \
-             there is no Kubernetes cluster to run against (see docs/operator.md#end-to-end-tests)"
-        );
+    let Some(client) = kube_client("operator end-to-end suite (namespaced mode)").await else {
         return;
     };
-    let client = Client::try_default()
-        .await
-        .unwrap_or_else(|e| panic!("KUBECONFIG={kubeconfig:?} is set but unusable: {e}"));
     let id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let watched = format!("fjord-e2e-team-{id}");
     let home = format!("fjord-e2e-operator-{id}");
     let finalizers = format!("fjord-e2e-finalizers-{id}");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for name in [&watched, &home] {
-        namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
-            )
-            .await
-            .unwrap();
+        create_namespace(&namespaces, name).await;
     }
     apply_crds(&client).await;
 
@@ -465,22 +475,8 @@ async fn deleting_a_watched_namespace_in_namespaced_mode_does_not_hang() {
         .unwrap(),
     )
     .unwrap();
-    let mut operator = Command::new(env!("CARGO_BIN_EXE_fjord-operator"));
-    operator
-        .env("KUBECONFIG", &operator_kubeconfig)
-        .args([
-            "--watch-namespaces",
-            &watched,
-            "--lease-namespace",
-            &watched,
-        ])
-        .args([
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--kafka-timeout-seconds",
-            "3",
-        ])
-        .stdout(Stdio::null());
+    let mut operator = operator_command(&watched);
+    operator.env("KUBECONFIG", &operator_kubeconfig);
     let _operator = Operator(operator.spawn().expect("starting fjord-operator"));
 
     // A Cluster whose brokers the operator cannot reach from outside, and two Delete Topics.
@@ -555,4 +551,229 @@ async fn deleting_a_watched_namespace_in_namespaced_mode_does_not_hang() {
     let _ = Api::<ClusterRole>::all(client.clone())
         .delete(&finalizers, &DeleteParams::default())
         .await;
+}
+
+/// Whether `pod` has the condition Ready=True.
+fn pod_ready(pod: &k8s_openapi::api::core::v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits (up to 10 minutes: images are pulled, volumes made) until Cluster `name` is Ready with
+/// `brokers` ready brokers that the brokers themselves report registered and active, with a
+/// controller; returns the brokers' report.
+async fn wait_serving(
+    clusters: &Api<Cluster>,
+    name: &str,
+    brokers: i32,
+) -> fjord_operator::crd::BrokersStatus {
+    eventually(
+        &format!("Cluster {name} serving with {brokers} active brokers"),
+        Duration::from_secs(600),
+        || {
+            let api = clusters.clone();
+            async move {
+                let status = api.get(name).await.ok()?.status?;
+                let reported = status.cluster.clone()?;
+                let active = reported
+                    .brokers
+                    .iter()
+                    .filter(|b| b.state == "active")
+                    .count();
+                (ready_reason(&status.conditions)?.0 == "True"
+                    && status.ready_brokers == brokers
+                    && reported.controller >= 0
+                    && active == usize::try_from(brokers).unwrap())
+                .then_some(reported)
+            }
+        },
+    )
+    .await
+}
+
+/// Operations on a running cluster of real brokers (needs `FJORD_E2E_BROKER_IMAGE`): a Cluster
+/// of three brokers without zones (voters 0, 1, 2) scales out to four, and broker 3 registers
+/// and is reported active; a config change restarts the brokers one pod at a time, the
+/// non-voter first, never two down at once; a scale-in that would remove a voter is refused with
+/// `ScaleInRefused` and removes nothing; the scale-in to three drains broker 3, then removes its
+/// pod and, with `storage.deleteClaim`, its volume claim, with a `BrokerRemoved` Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_cluster_scales_out_restarts_and_scales_in() {
+    use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+    use k8s_openapi::api::events::v1::Event;
+    const SUITE: &str = "operator end-to-end suite (operations)";
+    let Some(client) = kube_client(SUITE).await else {
+        return;
+    };
+    let Ok(image) = std::env::var("FJORD_E2E_BROKER_IMAGE") else {
+        skipped(
+            SUITE,
+            "FJORD_E2E_BROKER_IMAGE is not set, and these operations need brokers that run",
+        );
+        return;
+    };
+    let namespace = format!(
+        "fjord-e2e-ops-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    create_namespace(&namespaces, &namespace).await;
+    apply_crds(&client).await;
+    let mut operator = operator_command(&namespace);
+    operator.args(["--broker-image", &image]);
+    let _operator = Operator(operator.spawn().expect("starting fjord-operator"));
+
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &namespace);
+    let cluster: Cluster = serde_json::from_value(json!({
+        "apiVersion": "fjord.dev/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": "ops", "namespace": namespace},
+        "spec": {"replicas": 3, "storage": {"size": "1Gi", "deleteClaim": true}}
+    }))
+    .unwrap();
+    clusters
+        .patch(
+            "ops",
+            &PatchParams::apply("fjord-e2e"),
+            &Patch::Apply(&cluster),
+        )
+        .await
+        .unwrap();
+    wait_serving(&clusters, "ops", 3).await;
+    let scale = |replicas: i32| {
+        let clusters = clusters.clone();
+        async move {
+            clusters
+                .patch(
+                    "ops",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+
+    // Scale-out: broker 3 joins, as a non-voter.
+    scale(4).await;
+    let reported = wait_serving(&clusters, "ops", 4).await;
+    assert!(reported.brokers.iter().any(|b| b.id == 3), "{reported:?}");
+
+    // A config change restarts every broker, one pod at a time, the non-voter first.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let names: Vec<String> = (0..4).map(|id| format!("ops-broker-{id}")).collect();
+    let mut before = std::collections::BTreeMap::new();
+    for name in &names {
+        before.insert(name.clone(), pods.get(name).await.unwrap().uid().unwrap());
+    }
+    clusters
+        .patch(
+            "ops",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"config": {"log.cleaner.backoff.ms": "20000"}}})),
+        )
+        .await
+        .unwrap();
+    let mut replaced: Vec<String> = Vec::new();
+    let mut most_down = 0;
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while replaced.len() < names.len() {
+        let mut down = 0;
+        for name in &names {
+            match pods.get_opt(name).await.unwrap() {
+                Some(pod) => {
+                    if pod.uid() != before.get(name).cloned() && !replaced.contains(name) {
+                        replaced.push(name.clone());
+                    }
+                    if !pod_ready(&pod) {
+                        down += 1;
+                    }
+                }
+                None => down += 1,
+            }
+        }
+        most_down = most_down.max(down);
+        assert!(
+            most_down <= 1,
+            "{down} brokers down at once, replaced so far {replaced:?}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "restart stalled after {replaced:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        replaced[0], "ops-broker-3",
+        "the non-voter first: {replaced:?}"
+    );
+    wait_serving(&clusters, "ops", 4).await;
+
+    // Scaling in to two would remove voter 2: refused, nothing removed.
+    scale(2).await;
+    eventually("ScaleInRefused", Duration::from_secs(120), || {
+        let api = clusters.clone();
+        async move {
+            let status = api.get("ops").await.ok()?.status?;
+            status
+                .conditions
+                .iter()
+                .any(|c| c.reason == "ScaleInRefused" && c.message.contains("voter"))
+                .then_some(())
+        }
+    })
+    .await;
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    let held = stateful_sets.get("ops-broker").await.unwrap();
+    assert_eq!(held.spec.unwrap().replicas, Some(4), "nothing removed");
+
+    // Scale-in to three: broker 3 is drained, then its pod and its claim go.
+    scale(3).await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
+    eventually(
+        "broker 3's pod and claim to be removed",
+        Duration::from_secs(600),
+        || {
+            let (stateful_sets, pods, claims) =
+                (stateful_sets.clone(), pods.clone(), claims.clone());
+            async move {
+                let size = stateful_sets.get("ops-broker").await.ok()?.spec?.replicas;
+                (size == Some(3)
+                    && pods.get_opt("ops-broker-3").await.ok()?.is_none()
+                    && claims.get_opt("data-ops-broker-3").await.ok()?.is_none())
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    let reported = wait_serving(&clusters, "ops", 3).await;
+    if let Some(gone) = reported.brokers.iter().find(|b| b.id == 3) {
+        assert_eq!(gone.replicas, 0, "{reported:?}");
+        assert_ne!(gone.state, "active", "{reported:?}");
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    let removed = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("BrokerRemoved")
+                && e.note.as_deref().is_some_and(|n| n.contains("broker 3"))
+        });
+    assert!(removed, "a BrokerRemoved Event names broker 3");
+    // The kept brokers keep their claims.
+    for id in 0..3 {
+        assert!(
+            claims
+                .get_opt(&format!("data-ops-broker-{id}"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    delete_namespace_and_wait(&namespaces, &namespace).await;
 }
