@@ -37,6 +37,7 @@ pub mod protocol;
 pub mod quorum;
 pub mod record;
 pub mod replication;
+pub mod security;
 pub mod server;
 
 // The unit tests decode hostile input too: they run on the broker's allocator.

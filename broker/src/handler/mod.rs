@@ -41,7 +41,6 @@ mod sync_group;
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -55,6 +54,7 @@ use crate::log;
 use crate::partition::AppendError;
 use crate::protocol::Request;
 use crate::record::BatchError;
+use crate::security::Session;
 
 pub use api_versions::unsupported_version_response;
 pub use context::Context;
@@ -66,12 +66,12 @@ pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
 /// the rest, which may overlap with the connection's later requests. A produce has started once
 /// its batches hold their places in their partitions' append queues, and the rest is waiting for
 /// their acknowledgement; every other request runs whole in its start.
-pub async fn start(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> Pending {
-    start_with(&Context::new(broker), request, peer).await
+pub async fn start(broker: &Arc<Broker>, request: Request, session: &Session) -> Pending {
+    start_with(&Context::new(broker), request, session).await
 }
 
 /// [`start`] with a given view of the broker.
-pub async fn start_with(ctx: &Context, request: Request, peer: SocketAddr) -> Pending {
+pub async fn start_with(ctx: &Context, request: Request, session: &Session) -> Pending {
     let version = request.version;
     let client_id = request
         .header
@@ -84,19 +84,18 @@ pub async fn start_with(ctx: &Context, request: Request, peer: SocketAddr) -> Pe
             let acknowledged = produce::start(ctx, req, version).await;
             return Box::pin(async move { acknowledged.await.map(ResponseKind::Produce) });
         }
-        body => dispatch(ctx, body, version, &client_id, peer).await,
+        body => dispatch(ctx, body, version, &client_id, session).await,
     };
     Box::pin(std::future::ready(whole))
 }
 
-/// Handles one request other than Produce whole (from [`start`]). `peer` is the client's address
-/// (DescribeGroups shows it as the member's host).
+/// Handles one request other than Produce whole (from [`start`]) for the client of `session`.
 async fn dispatch(
     ctx: &Context,
     body: RequestKind,
     version: i16,
     client_id: &str,
-    peer: SocketAddr,
+    session: &Session,
 ) -> Option<ResponseKind> {
     match body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions::handle())),
@@ -169,7 +168,7 @@ async fn dispatch(
             find_coordinator::handle(ctx, req, version),
         )),
         RequestKind::JoinGroup(req) => Some(ResponseKind::JoinGroup(
-            join_group::handle(ctx, req, version, client_id, peer).await,
+            join_group::handle(ctx, req, version, client_id, session.peer).await,
         )),
         RequestKind::SyncGroup(req) => {
             Some(ResponseKind::SyncGroup(sync_group::handle(ctx, req).await))

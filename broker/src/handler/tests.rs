@@ -27,6 +27,7 @@ use crate::cluster::{BrokerRegistration, MetadataImage, PartitionImage, TopicIma
 use crate::coordinator::OFFSETS_TOPIC;
 use crate::protocol::Request;
 use crate::record::{ProducerInfo, Record, build_batch};
+use crate::security::Session;
 
 const PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
 
@@ -90,7 +91,9 @@ fn cluster_image(image: &MetadataImage) -> Arc<MetadataImage> {
 }
 
 async fn call(ctx: &Context, body: RequestKind, version: i16) -> ResponseKind {
-    dispatch(ctx, body, version, "test", PEER).await.unwrap()
+    dispatch(ctx, body, version, "test", &Session::anonymous(PEER))
+        .await
+        .unwrap()
 }
 
 fn name(topic: &str) -> kafka_protocol::messages::TopicName {
@@ -159,7 +162,7 @@ fn produce(partition: i32) -> Request {
 
 /// Error code and base offset of a one-record produce to `t-partition`.
 async fn produced(ctx: &Context, partition: i32) -> (i16, i64) {
-    let pending = start_with(ctx, produce(partition), PEER).await;
+    let pending = start_with(ctx, produce(partition), &Session::anonymous(PEER)).await;
     let Some(ResponseKind::Produce(response)) = pending.await else {
         panic!("no produce response");
     };
@@ -216,7 +219,11 @@ async fn partitions_led_elsewhere_are_refused_with_where_to_go() {
 
     let mut request = produce(1);
     request.version = 10;
-    let Some(ResponseKind::Produce(response)) = start_with(&ctx, request, PEER).await.await else {
+    let Some(ResponseKind::Produce(response)) =
+        start_with(&ctx, request, &Session::anonymous(PEER))
+            .await
+            .await
+    else {
         panic!("no produce response");
     };
     let refused = &response.responses[0].partition_responses[0];
@@ -522,7 +529,7 @@ async fn acks_all_is_not_answered_from_a_high_watermark_heard_as_follower() {
     if let RequestKind::Produce(body) = &mut request.body {
         body.acks = -1;
     }
-    let pending = tokio::spawn(start_with(&ctx, request, PEER).await);
+    let pending = tokio::spawn(start_with(&ctx, request, &Session::anonymous(PEER)).await);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(
         !pending.is_finished(),

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::handler;
 use crate::protocol::{self, DecodeError};
+use crate::security::Session;
 use pipeline::{Answer, ConnectionError, Limits, Reply, Requests, Start};
 
 /// Accepts connections until `shutdown`, then waits for open connections to finish.
@@ -91,7 +92,7 @@ async fn connection(
     };
     let requests = BrokerRequests {
         broker: Arc::clone(broker),
-        peer,
+        session: Session::anonymous(peer),
     };
     pipeline::serve(read, write, limits, shutdown, &requests).await
 }
@@ -100,7 +101,7 @@ async fn connection(
 /// responses, each timed and counted in the request metrics.
 struct BrokerRequests {
     broker: Arc<Broker>,
-    peer: SocketAddr,
+    session: Session,
 }
 
 impl Requests for BrokerRequests {
@@ -109,14 +110,15 @@ impl Requests for BrokerRequests {
     fn start(&self, frame: Bytes) -> Option<Start> {
         let started = Instant::now();
         let request_bytes = 4 + frame.len();
-        let peer = self.peer;
+        let session = self.session.clone();
+        let peer = session.peer;
         let broker = Arc::clone(&self.broker);
         match protocol::decode_request(frame) {
             Ok(request) => {
                 let (api, version, correlation_id) =
                     (request.api, request.version, request.header.correlation_id);
                 Some(Box::pin(async move {
-                    let reply = handler::start(&broker, request, peer).await;
+                    let reply = handler::start(&broker, request, &session).await;
                     Box::pin(async move {
                         let body = reply.await;
                         respond(
