@@ -99,6 +99,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     #[command(flatten)]
     pub coordinator: CoordinatorFlags,
+    #[command(flatten)]
+    pub security: crate::security::SecurityFlags,
     /// How often each compacted partition checks whether its dirty ratio calls for a
     /// compaction pass, in milliseconds (`log.cleaner.backoff.ms`).
     #[arg(long, env = "FJORD_LOG_CLEANER_BACKOFF_MS", default_value_t = 15_000)]
@@ -128,6 +130,7 @@ impl BrokerConfig {
             default_replication_factor: 1,
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 1000,
+            security: crate::security::SecurityFlags::default(),
             coordinator: CoordinatorFlags {
                 offsets_topic_partitions: 3,
                 group_initial_rebalance_delay_ms: 0,
@@ -570,6 +573,11 @@ impl Broker {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The metrics, for a task that outlives a borrow of the broker.
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Started, not shutting down, and its metadata known current within the session timeout.

@@ -48,6 +48,7 @@ static ALLOCATOR: alloc::GuardedAlloc = alloc::GuardedAlloc;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use security::tls::ServerTls;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -75,6 +76,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("loading the Kafka listener's TLS files")]
+    Tls(#[from] security::tls::TlsError),
     #[error("refusing the metadata quorum")]
     Quorum(#[from] quorum::QuorumError),
     #[error(transparent)]
@@ -88,6 +91,10 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningBroker, RunError> {
     quorum::check_voters(&config.voters)?;
+    let tls = match config.security.tls_files() {
+        Some(files) => Some(Arc::new(ServerTls::load(files)?)),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| RunError::Bind {
@@ -124,9 +131,13 @@ pub async fn start(
         }
     };
     let _ = opened.set(Arc::clone(&broker));
+    if let Some(tls) = &tls {
+        tokio::spawn(Arc::clone(tls).watch(broker.shared_metrics(), shutdown.clone()));
+    }
     let server = tokio::spawn(server::serve(
         listener,
         Arc::clone(&broker),
+        tls,
         shutdown.clone(),
     ));
     broker.set_ready(true);

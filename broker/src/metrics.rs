@@ -28,6 +28,16 @@ struct ApiLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MechanismLabel {
+    mechanism: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicaRoleLabel {
     /// `leader` or `follower`.
     role: &'static str,
@@ -119,6 +129,8 @@ pub struct Metrics {
     fetch_bytes_followed: Counter,
     connections: Gauge,
     connections_accepted: Counter,
+    authentication_failures: Family<MechanismLabel, Counter>,
+    certificate_reloads: Family<OutcomeLabel, Counter>,
     partitions: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
     log_start: Family<PartitionLabels, Gauge>,
@@ -310,6 +322,18 @@ impl Metrics {
             "Client connections accepted",
             connections_accepted.clone(),
         );
+        let authentication_failures = Family::<MechanismLabel, Counter>::default();
+        registry.register(
+            "authentication_failures",
+            "Client connections that failed to authenticate (a refused TLS handshake, a failed SASL login), by mechanism",
+            authentication_failures.clone(),
+        );
+        let certificate_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "tls_certificate_reloads",
+            "Rotations of the Kafka listener's TLS files: loaded (in use for new connections) or refused (unusable; the previous certificate stays)",
+            certificate_reloads.clone(),
+        );
         let partitions = Gauge::default();
         registry.register(
             "partitions",
@@ -376,6 +400,8 @@ impl Metrics {
             fetch_bytes_followed,
             connections,
             connections_accepted,
+            authentication_failures,
+            certificate_reloads,
             partitions,
             log_size,
             log_start,
@@ -438,6 +464,26 @@ impl Metrics {
     pub fn fetched(&self, led: usize, followed: usize) {
         self.fetch_bytes_led.inc_by(led as u64);
         self.fetch_bytes_followed.inc_by(followed as u64);
+    }
+
+    /// Counts a client that failed to authenticate with `mechanism` (`SSL` for a refused TLS
+    /// handshake, or a SASL mechanism).
+    pub fn authentication_failed(&self, mechanism: &str) {
+        self.authentication_failures
+            .get_or_create(&MechanismLabel {
+                mechanism: mechanism.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a rotation of the TLS files: `loaded`, or refused.
+    pub fn certificate_reload(&self, loaded: bool) {
+        let outcome = if loaded { "loaded" } else { "refused" };
+        self.certificate_reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts an open connection until the guard drops.

@@ -19,6 +19,8 @@ mod faults;
 mod operations;
 #[path = "clients/replication.rs"]
 mod replication;
+#[path = "clients/security.rs"]
+mod security;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

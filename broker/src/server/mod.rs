@@ -2,7 +2,8 @@
 //! a request pipeline ([`pipeline`]: requests take effect in order, several are in flight,
 //! responses go out in request order, as Kafka's do), and graceful shutdown through one
 //! cancellation token: the listener stops, each connection answers the requests it has read,
-//! then closes.
+//! then closes. A TLS listener completes each connection's handshake first; the client
+//! certificate, if one is asked for, gives the connection its principal.
 
 pub mod pipeline;
 
@@ -22,13 +23,26 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::handler;
 use crate::protocol::{self, DecodeError};
-use crate::security::Session;
+use crate::security::tls::{self, ServerTls};
+use crate::security::{LogLimit, Session};
 use pipeline::{Answer, ConnectionError, Limits, Reply, Requests, Start};
 
-/// Accepts connections until `shutdown`, then waits for open connections to finish.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: CancellationToken) {
+/// Accepts connections until `shutdown`, then waits for open connections to finish. With `tls`,
+/// every connection speaks TLS (its handshake first, bounded by
+/// [`tls::HANDSHAKE_TIMEOUT`]); without, plaintext.
+pub async fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    tls: Option<Arc<ServerTls>>,
+    shutdown: CancellationToken,
+) {
     let connections = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(broker.config().max_connections));
+    let edge = Arc::new(Edge {
+        broker,
+        tls,
+        refusals: LogLimit::new(REFUSALS_LOGGED_PER_MINUTE),
+    });
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -47,11 +61,11 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, shutdown: Cancell
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                let broker = Arc::clone(&broker);
+                let edge = Arc::clone(&edge);
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
                     let _permit = permit;
-                    if let Err(error) = connection(stream, peer, &broker, &shutdown).await {
+                    if let Err(error) = edge.connection(stream, peer, &shutdown).await {
                         tracing::debug!(%peer, %error, "connection ended with an I/O error");
                     }
                 });
@@ -76,25 +90,91 @@ const PIPELINE_DEPTH: usize = 8;
 /// Request bytes in flight on one connection (one request is always let in, however large).
 const PIPELINE_BYTES: usize = 64 * 1024 * 1024;
 
-async fn connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    broker: &Arc<Broker>,
-    shutdown: &CancellationToken,
-) -> Result<(), ConnectionError> {
-    stream.set_nodelay(true).map_err(ConnectionError::Write)?;
-    let _open = broker.metrics().connection();
-    let (read, write) = stream.into_split();
-    let limits = Limits {
-        max_request_bytes: broker.config().max_request_bytes,
-        depth: PIPELINE_DEPTH,
-        max_in_flight_bytes: PIPELINE_BYTES,
-    };
-    let requests = BrokerRequests {
-        broker: Arc::clone(broker),
-        session: Session::anonymous(peer),
-    };
-    pipeline::serve(read, write, limits, shutdown, &requests).await
+/// Refused connections (a failed TLS handshake) logged per minute; the rest are counted.
+const REFUSALS_LOGGED_PER_MINUTE: u32 = 20;
+
+/// What every connection of the listener shares.
+struct Edge {
+    broker: Arc<Broker>,
+    tls: Option<Arc<ServerTls>>,
+    refusals: LogLimit,
+}
+
+impl Edge {
+    async fn connection(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ConnectionError> {
+        stream.set_nodelay(true).map_err(ConnectionError::Write)?;
+        let _open = self.broker.metrics().connection();
+        let Some(tls) = &self.tls else {
+            let (read, write) = stream.into_split();
+            return self
+                .requests(read, write, Session::anonymous(peer), shutdown)
+                .await;
+        };
+        let handshake = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            accepted = handshake => accepted,
+        };
+        let stream = match accepted {
+            Ok(Ok(stream)) => stream,
+            // Closed before a word of TLS: a TCP probe (a load balancer's, a kubelet's).
+            Ok(Err(error)) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                tracing::debug!(%peer, %error, "connection closed during the TLS handshake");
+                return Ok(());
+            }
+            Ok(Err(error)) => {
+                self.refused(peer, &error.to_string());
+                return Ok(());
+            }
+            Err(_) => {
+                self.refused(peer, "the TLS handshake did not complete in time");
+                return Ok(());
+            }
+        };
+        let principal = tls::principal(stream.get_ref().1.peer_certificates());
+        tracing::debug!(%peer, %principal, "TLS connection");
+        let (read, write) = tokio::io::split(stream);
+        self.requests(read, write, Session { peer, principal }, shutdown)
+            .await
+    }
+
+    /// Serves the requests of an established connection.
+    async fn requests<R, W>(
+        &self,
+        read: R,
+        write: W,
+        session: Session,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ConnectionError>
+    where
+        R: tokio::io::AsyncRead + Unpin,
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        let limits = Limits {
+            max_request_bytes: self.broker.config().max_request_bytes,
+            depth: PIPELINE_DEPTH,
+            max_in_flight_bytes: PIPELINE_BYTES,
+        };
+        let requests = BrokerRequests {
+            broker: Arc::clone(&self.broker),
+            session,
+        };
+        pipeline::serve(read, write, limits, shutdown, &requests).await
+    }
+
+    /// A connection whose TLS handshake failed (a plaintext client on the TLS port, a client
+    /// certificate the CA did not sign, garbage): counted, logged within the log limit, closed.
+    fn refused(&self, peer: SocketAddr, reason: &str) {
+        self.broker.metrics().authentication_failed("SSL");
+        if let Some(held_back) = self.refusals.admit() {
+            tracing::warn!(%peer, reason, held_back, "refused a connection: TLS handshake failed");
+        }
+    }
 }
 
 /// The broker's requests: decoded, started through [`handler::start`], answered with encoded
