@@ -64,7 +64,7 @@ bench-log:
 	$(CARGO) run --release --locked -p fjord-tests --bin log-bench -- $(ARGS)
 
 fuzz:
-	cd broker && for target in record_batch log_append replicated_append request_decode offsets_record cluster_message replica_fetch; do \
+	cd broker && for target in record_batch log_append replicated_append request_decode offsets_record cluster_message replica_fetch sasl_messages; do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 	cd operator && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run admin_response -- -max_total_time=$(FUZZ_SECONDS)

@@ -165,6 +165,8 @@ pub enum StartError {
     },
     #[error("opening the hosted partitions")]
     Partitions(#[source] RegistryError),
+    #[error("reading the initial SCRAM credentials")]
+    Credentials(#[from] crate::security::CredentialsFileError),
 }
 
 /// Why a topic was not created.
@@ -295,6 +297,7 @@ impl Broker {
             source,
         })?;
         let lock = lock_data_dir(&config.data_dir)?;
+        let credentials = config.security.initial_scram_credentials()?;
         let seed = cluster::read_single_node_file(&config.data_dir, config.node_id)?;
         let seeded = seed.is_some();
         let (replication, replication_slot) =
@@ -345,7 +348,13 @@ impl Broker {
                 .unwrap_or_else(cluster::new_cluster_id)
         });
         let session_timeout = std::time::Duration::from_millis(config.broker_session_timeout_ms);
-        register(&quorum, cluster_id, registration, 2 * session_timeout).await?;
+        register(
+            &quorum,
+            cluster_id.map(|id| (id, credentials)),
+            registration,
+            2 * session_timeout,
+        )
+        .await?;
         if let Some(given) = &config.cluster_id {
             let formed = quorum.image().cluster_id.clone();
             if &formed != given {
@@ -846,6 +855,14 @@ impl Broker {
         self.apply_committed(image).await;
         tracing::info!(topic = name, "deleted topic");
         Ok(topic)
+    }
+
+    /// Commits `records` (credentials, ACLs: changes that depend on nothing but themselves) and
+    /// returns once they are applied here.
+    pub async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), MetadataError> {
+        let image = self.quorum.propose(records).await?;
+        self.apply_committed(image).await;
+        Ok(())
     }
 
     /// Raises a topic's partition count to `count` (`validate_only`: checks only). `assignments`
@@ -1362,13 +1379,16 @@ async fn propose_at_start(
 /// registration is retried for `patience` before the broker gives up.
 async fn register(
     quorum: &Quorum,
-    cluster_id: Option<String>,
+    forming: Option<(String, Vec<cluster::UserScramCredential>)>,
     registration: BrokerRegistration,
     patience: std::time::Duration,
 ) -> Result<(), MetadataError> {
     let deadline = tokio::time::Instant::now() + patience;
-    let mut records: Vec<MetadataRecord> = cluster_id
-        .map(|cluster_id| MetadataRecord::InitCluster { cluster_id })
+    let mut records: Vec<MetadataRecord> = forming
+        .map(|(cluster_id, credentials)| MetadataRecord::InitCluster {
+            cluster_id,
+            credentials,
+        })
         .into_iter()
         .collect();
     records.push(MetadataRecord::RegisterBroker(registration));

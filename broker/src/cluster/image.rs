@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::topic_config::{ProduceConfig, produce_config};
+use crate::security::scram::{ScramCredential, ScramMechanism};
 
 /// A broker as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +189,18 @@ pub struct MetadataImage {
     /// [`super::balance`]): asked for, or a broker new to the cluster registered.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub balancing: bool,
+    /// SCRAM credentials by user and mechanism (never a password: see
+    /// [`crate::security::scram`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+}
+
+/// One user's SCRAM credential for one mechanism, as records carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserScramCredential {
+    pub user: String,
+    pub mechanism: ScramMechanism,
+    pub credential: ScramCredential,
 }
 
 /// Partition counts from one broker's point of view.
@@ -229,9 +242,21 @@ pub enum ApplyError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MetadataRecord {
-    /// Names a new cluster; ignored once the cluster has a name (voters starting together
-    /// may each propose one: the first committed wins).
-    InitCluster { cluster_id: String },
+    /// Names a new cluster, with the SCRAM credentials it starts with
+    /// (`--initial-scram-credentials`); ignored once the cluster has a name (voters starting
+    /// together may each propose one: the first committed wins).
+    InitCluster {
+        cluster_id: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        credentials: Vec<UserScramCredential>,
+    },
+    /// Sets (adds or replaces) a user's SCRAM credential for one mechanism.
+    SetScramCredential(UserScramCredential),
+    /// Removes a user's SCRAM credential for one mechanism (nothing if it has none).
+    DeleteScramCredential {
+        user: String,
+        mechanism: ScramMechanism,
+    },
     /// A broker joins, or comes back with new endpoints; replaces its registration.
     RegisterBroker(BrokerRegistration),
     CreateTopic {
@@ -340,7 +365,24 @@ impl MetadataImage {
             leadership_drained: BTreeMap::new(),
             draining: std::collections::BTreeSet::new(),
             balancing: false,
+            scram: BTreeMap::new(),
         }
+    }
+
+    /// The SCRAM credential of `user` for `mechanism`.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram.get(user)?.get(&mechanism)
+    }
+
+    fn set_scram_credential(&mut self, credential: &UserScramCredential) {
+        self.scram
+            .entry(credential.user.clone())
+            .or_default()
+            .insert(credential.mechanism, credential.credential.clone());
     }
 
     /// Whether broker `id` is kept from leading, as registered now.
@@ -427,9 +469,24 @@ impl MetadataImage {
     /// twice, a change to a topic that is gone) is an error and changes nothing.
     pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
-            MetadataRecord::InitCluster { cluster_id } => {
+            MetadataRecord::InitCluster {
+                cluster_id,
+                credentials,
+            } => {
                 if self.cluster_id.is_empty() {
                     self.cluster_id.clone_from(cluster_id);
+                    for credential in credentials {
+                        self.set_scram_credential(credential);
+                    }
+                }
+            }
+            MetadataRecord::SetScramCredential(credential) => self.set_scram_credential(credential),
+            MetadataRecord::DeleteScramCredential { user, mechanism } => {
+                if let Some(credentials) = self.scram.get_mut(user) {
+                    credentials.remove(mechanism);
+                    if credentials.is_empty() {
+                        self.scram.remove(user);
+                    }
                 }
             }
             MetadataRecord::RegisterBroker(registration) => {

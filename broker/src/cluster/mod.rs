@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 pub use image::{
     ApplyError, BrokerRegistration, MetadataImage, MetadataRecord, PartitionImage, TopicImage,
+    UserScramCredential,
 };
 pub use topic_config::{
     ConfigError, ConfigOp, ProduceConfig, TOPIC_CONFIGS, TopicCompression, apply_ops, log_config,

@@ -200,6 +200,24 @@ impl Context {
             .await
     }
 
+    /// See [`Broker::commit`]; a failure as the Kafka error and message to answer with.
+    pub async fn commit(
+        &self,
+        records: Vec<crate::cluster::MetadataRecord>,
+    ) -> Result<(), (kafka_protocol::error::ResponseError, String)> {
+        use kafka_protocol::error::ResponseError;
+        self.broker.commit(records).await.map_err(|error| {
+            let code = match &error {
+                MetadataError::Unavailable(_) => ResponseError::RequestTimedOut,
+                _ => {
+                    tracing::error!(%error, "committing a metadata change failed");
+                    ResponseError::UnknownServerError
+                }
+            };
+            (code, error.to_string())
+        })
+    }
+
     /// See [`Broker::delete_topic`].
     pub async fn delete_topic(&self, name: &str) -> Result<Arc<TopicImage>, MetadataError> {
         self.broker.delete_topic(name).await

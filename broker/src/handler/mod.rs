@@ -38,6 +38,7 @@ mod offset_for_leader_epoch;
 mod partition_reassignments;
 mod produce;
 mod sync_group;
+mod user_scram_credentials;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -145,6 +146,12 @@ async fn dispatch(
         }
         RequestKind::ListPartitionReassignments(req) => Some(
             ResponseKind::ListPartitionReassignments(partition_reassignments::list(ctx, &req)),
+        ),
+        RequestKind::DescribeUserScramCredentials(req) => Some(
+            ResponseKind::DescribeUserScramCredentials(user_scram_credentials::describe(ctx, &req)),
+        ),
+        RequestKind::AlterUserScramCredentials(req) => Some(
+            ResponseKind::AlterUserScramCredentials(user_scram_credentials::alter(ctx, req).await),
         ),
         RequestKind::ListConfigResources(req) => Some(ResponseKind::ListConfigResources(
             list_config_resources::handle(ctx, &req, version),

@@ -651,3 +651,154 @@ async fn reassignments_are_checked_with_kafka_codes() {
         "the partition still takes writes"
     );
 }
+
+/// AlterUserScramCredentials stores what a salted password derives (a SCRAM login with the
+/// password then succeeds against the stored credential); DescribeUserScramCredentials shows
+/// mechanisms and iterations; bad changes get Kafka's codes per user and change nothing of that
+/// user.
+#[tokio::test]
+async fn scram_credentials_are_altered_and_described_with_kafka_codes() {
+    use super::str_bytes;
+    use crate::security::scram::{ScramCredential, ScramMechanism};
+    use kafka_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+    use kafka_protocol::messages::{
+        AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let upsert = |user: &str, mechanism: i8, iterations: i32, password: &[u8]| {
+        let salted = ScramMechanism::from_kafka_type(mechanism).map_or(b"x".to_vec(), |m| {
+            ScramCredential::salted_password(m, password, b"salt", 4096)
+        });
+        ScramCredentialUpsertion::default()
+            .with_name(str_bytes(user))
+            .with_mechanism(mechanism)
+            .with_iterations(iterations)
+            .with_salt(bytes::Bytes::from_static(b"salt"))
+            .with_salted_password(salted.into())
+    };
+    let delete = |user: &str, mechanism: i8| {
+        ScramCredentialDeletion::default()
+            .with_name(str_bytes(user))
+            .with_mechanism(mechanism)
+    };
+    let alter = |deletions: Vec<ScramCredentialDeletion>, upsertions| {
+        RequestKind::AlterUserScramCredentials(
+            AlterUserScramCredentialsRequest::default()
+                .with_deletions(deletions)
+                .with_upsertions(upsertions),
+        )
+    };
+    let outcome = |response: ResponseKind| -> Vec<(String, i16)> {
+        let ResponseKind::AlterUserScramCredentials(response) = response else {
+            panic!("{response:?}")
+        };
+        response
+            .results
+            .iter()
+            .map(|r| (r.user.to_string(), r.error_code))
+            .collect()
+    };
+
+    let ctx = Context::new(&broker);
+    let response = call(
+        &ctx,
+        alter(
+            vec![delete("carol", 2)],
+            vec![
+                upsert("alice", 2, 4096, b"secret"),
+                upsert("alice", 1, 8192, b"secret"),
+                upsert("bob", 2, 100, b"pw"),
+                upsert("dave", 3, 4096, b"pw"),
+                upsert("erin", 2, 4096, b"pw"),
+                upsert("erin", 2, 4096, b"pw2"),
+                upsert("", 2, 4096, b"pw"),
+            ],
+        ),
+        0,
+    )
+    .await;
+    assert_eq!(
+        outcome(response),
+        [
+            ("carol".to_owned(), ResponseError::ResourceNotFound.code()),
+            ("alice".to_owned(), 0),
+            (
+                "bob".to_owned(),
+                ResponseError::UnacceptableCredential.code()
+            ),
+            (
+                "dave".to_owned(),
+                ResponseError::UnsupportedSaslMechanism.code()
+            ),
+            ("erin".to_owned(), ResponseError::DuplicateResource.code()),
+            (String::new(), ResponseError::UnacceptableCredential.code()),
+        ]
+    );
+    let image = broker.image();
+    let stored = image
+        .scram_credential("alice", ScramMechanism::Sha512)
+        .unwrap();
+    assert!(stored.verifies(ScramMechanism::Sha512, b"secret"));
+    assert!(!stored.verifies(ScramMechanism::Sha512, b"wrong"));
+    assert_eq!(image.scram.len(), 1, "only alice's changes were made");
+
+    let describe = |users: Option<Vec<&str>>| {
+        RequestKind::DescribeUserScramCredentials(
+            DescribeUserScramCredentialsRequest::default().with_users(users.map(|users| {
+                users
+                    .into_iter()
+                    .map(|u| UserName::default().with_name(str_bytes(u)))
+                    .collect()
+            })),
+        )
+    };
+    let ctx = Context::new(&broker);
+    let ResponseKind::DescribeUserScramCredentials(all) = call(&ctx, describe(None), 0).await
+    else {
+        panic!()
+    };
+    assert_eq!(all.results.len(), 1);
+    let infos: Vec<(i8, i32)> = all.results[0]
+        .credential_infos
+        .iter()
+        .map(|i| (i.mechanism, i.iterations))
+        .collect();
+    assert_eq!(infos, [(1, 8192), (2, 4096)]);
+    let ResponseKind::DescribeUserScramCredentials(some) = call(
+        &ctx,
+        describe(Some(vec!["alice", "nobody", "bob", "bob"])),
+        0,
+    )
+    .await
+    else {
+        panic!()
+    };
+    let codes: Vec<(String, i16)> = some
+        .results
+        .iter()
+        .map(|r| (r.user.to_string(), r.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("alice".to_owned(), 0),
+            ("nobody".to_owned(), ResponseError::ResourceNotFound.code()),
+            ("bob".to_owned(), ResponseError::DuplicateResource.code()),
+        ]
+    );
+
+    // Deleted, one mechanism at a time.
+    let response = call(
+        &ctx,
+        alter(vec![delete("alice", 1), delete("alice", 2)], vec![]),
+        0,
+    )
+    .await;
+    assert_eq!(outcome(response), [("alice".to_owned(), 0)]);
+    assert!(broker.image().scram.is_empty());
+}

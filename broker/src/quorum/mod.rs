@@ -1187,6 +1187,7 @@ mod tests {
         let image = quorum
             .propose(vec![MetadataRecord::InitCluster {
                 cluster_id: "C".to_owned(),
+                credentials: Vec::new(),
             }])
             .await
             .unwrap();
@@ -1333,6 +1334,7 @@ mod tests {
             quorum
                 .propose(vec![MetadataRecord::InitCluster {
                     cluster_id: format!("cluster-{i}"),
+                    credentials: Vec::new(),
                 }])
                 .await
                 .unwrap();

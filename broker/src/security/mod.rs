@@ -3,6 +3,7 @@
 //! client that has not authenticated); the connection edge replaces that with the principal a
 //! client certificate or a SASL login proves.
 
+pub mod scram;
 pub mod tls;
 
 use std::fmt;
@@ -25,9 +26,52 @@ pub struct SecurityFlags {
     /// principal is `User:` and the certificate's subject (`User:CN=writer,O=Fjord`).
     #[arg(long, env = "FJORD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// SCRAM credentials a new cluster starts with, one per line: `MECHANISM user password`
+    /// (`SCRAM-SHA-256` or `SCRAM-SHA-512`; `#` starts a comment). Read when this broker forms
+    /// the cluster, and ignored by a cluster that already exists; only the salted keys are
+    /// kept. Kafka's `kafka-storage format --add-scram`.
+    #[arg(long, env = "FJORD_INITIAL_SCRAM_CREDENTIALS")]
+    pub initial_scram_credentials: Option<PathBuf>,
+}
+
+/// Why the initial SCRAM credentials file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsFileError {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}, line {line}: {problem} (expected `SCRAM-SHA-256|SCRAM-SHA-512 user password`)"
+    )]
+    Line {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
 }
 
 impl SecurityFlags {
+    /// The credentials of `--initial-scram-credentials` (none without the flag).
+    pub fn initial_scram_credentials(
+        &self,
+    ) -> Result<Vec<crate::cluster::UserScramCredential>, CredentialsFileError> {
+        let Some(path) = &self.initial_scram_credentials else {
+            return Ok(Vec::new());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| CredentialsFileError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        parse_credentials(&text).map_err(|(line, problem)| CredentialsFileError::Line {
+            path: path.clone(),
+            line,
+            problem,
+        })
+    }
+
     /// The TLS files of the Kafka listener, when it speaks TLS.
     pub fn tls_files(&self) -> Option<tls::TlsFiles> {
         Some(tls::TlsFiles {
@@ -36,6 +80,37 @@ impl SecurityFlags {
             client_ca: self.tls_client_ca.clone(),
         })
     }
+}
+
+/// The lines of an initial credentials file, or the line number (from 1) and what is wrong.
+fn parse_credentials(
+    text: &str,
+) -> Result<Vec<crate::cluster::UserScramCredential>, (usize, String)> {
+    let mut credentials = Vec::new();
+    for (number, line) in (1..).zip(text.lines()) {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.splitn(3, char::is_whitespace);
+        let (Some(mechanism), Some(user), Some(password)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return Err((number, "fewer than three fields".to_owned()));
+        };
+        let mechanism = scram::ScramMechanism::from_name(mechanism)
+            .ok_or_else(|| (number, format!("unknown mechanism '{mechanism}'")))?;
+        let password = password.trim_start();
+        if user.is_empty() || password.is_empty() {
+            return Err((number, "an empty user or password".to_owned()));
+        }
+        credentials.push(crate::cluster::UserScramCredential {
+            user: user.to_owned(),
+            mechanism,
+            credential: scram::ScramCredential::new(mechanism, password.as_bytes()),
+        });
+    }
+    Ok(credentials)
 }
 
 /// Lets through a bounded number of log lines per minute (failed logins, refused handshakes):
@@ -137,6 +212,34 @@ mod tests {
         limit.window.lock().unwrap().0 -= std::time::Duration::from_secs(61);
         assert_eq!(limit.admit(), Some(2));
         assert_eq!(limit.admit(), Some(0));
+    }
+
+    #[test]
+    fn initial_credentials_are_read_line_by_line() {
+        let parsed = parse_credentials(
+            "# administrators\nSCRAM-SHA-512 admin s3cret pass\n\n  SCRAM-SHA-256 app  pw\n",
+        )
+        .unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(
+            (parsed[0].user.as_str(), parsed[0].mechanism),
+            ("admin", scram::ScramMechanism::Sha512)
+        );
+        // The password is the rest of the line.
+        assert!(
+            parsed[0]
+                .credential
+                .verifies(scram::ScramMechanism::Sha512, b"s3cret pass")
+        );
+        assert!(
+            parsed[1]
+                .credential
+                .verifies(scram::ScramMechanism::Sha256, b"pw")
+        );
+        assert_eq!(parse_credentials("SCRAM-SHA-512 admin\n").unwrap_err().0, 1);
+        let (line, problem) = parse_credentials("\nSCRAM-MD5 a b\n").unwrap_err();
+        assert_eq!(line, 2);
+        assert!(problem.contains("SCRAM-MD5"), "{problem}");
     }
 
     #[test]
