@@ -1,11 +1,14 @@
-"""One client against a Fjord listener secured with TLS: confluent-kafka (librdkafka) or
-kafka-python produces five keyed records to a topic and reads them back by assignment, checking
-keys, values and offsets. Prints "ok" and the offsets; on a failure (a refused handshake, an
-unknown CA, a missing client certificate) prints the client's error to stderr and exits 1,
-within the given timeout.
+"""One client against a secured Fjord listener (TLS, mutual TLS, SASL over TLS or plaintext):
+confluent-kafka (librdkafka) or kafka-python produces five keyed records to a topic and reads
+them back by assignment, checking keys, values and offsets. Prints "ok" and the offsets; on a
+failure (a refused handshake, an unknown CA, a missing client certificate, a failed login)
+prints the client's error to stderr and exits 1, within the given timeout.
 
-    python3 secure_clients.py CLIENT BOOTSTRAP TOPIC --ca CA_PEM [--cert CERT_PEM --key KEY_PEM]
-        [--timeout SECONDS]
+    python3 secure_clients.py CLIENT BOOTSTRAP TOPIC [--ca CA_PEM] [--cert CERT_PEM --key KEY_PEM]
+        [--sasl MECHANISM --user USER --password PASSWORD] [--timeout SECONDS]
+
+With --ca the connection uses TLS; with --sasl it logs in (SASL_SSL, or SASL_PLAINTEXT without
+--ca).
 """
 
 import argparse
@@ -16,13 +19,15 @@ import time
 def confluent(args, records):
     from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-    config = {
-        "bootstrap.servers": args.bootstrap,
-        "security.protocol": "ssl",
-        "ssl.ca.location": args.ca,
+    config = {"bootstrap.servers": args.bootstrap, "security.protocol": protocol(args).lower()}
+    if args.ca:
+        config["ssl.ca.location"] = args.ca
         # The test CA's certificates name localhost and 127.0.0.1.
-        "ssl.endpoint.identification.algorithm": "https",
-    }
+        config["ssl.endpoint.identification.algorithm"] = "https"
+    if args.sasl:
+        config["sasl.mechanisms"] = args.sasl
+        config["sasl.username"] = args.user
+        config["sasl.password"] = args.password
     if args.cert:
         config["ssl.certificate.location"] = args.cert
         config["ssl.key.location"] = args.key
@@ -62,10 +67,15 @@ def kafka_python(args, records):
 
     config = {
         "bootstrap_servers": args.bootstrap,
-        "security_protocol": "SSL",
-        "ssl_cafile": args.ca,
+        "security_protocol": protocol(args),
         "request_timeout_ms": int(args.timeout * 1000),
     }
+    if args.ca:
+        config["ssl_cafile"] = args.ca
+    if args.sasl:
+        config["sasl_mechanism"] = args.sasl
+        config["sasl_plain_username"] = args.user
+        config["sasl_plain_password"] = args.password
     if args.cert:
         config["ssl_certfile"] = args.cert
         config["ssl_keyfile"] = args.key
@@ -88,12 +98,22 @@ def kafka_python(args, records):
     return delivered, read
 
 
+def protocol(args):
+    """Kafka's name for the listener's security protocol."""
+    if args.sasl:
+        return "SASL_SSL" if args.ca else "SASL_PLAINTEXT"
+    return "SSL" if args.ca else "PLAINTEXT"
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("client", choices=["confluent-kafka", "kafka-python"])
     parser.add_argument("bootstrap")
     parser.add_argument("topic")
-    parser.add_argument("--ca", required=True)
+    parser.add_argument("--ca")
+    parser.add_argument("--sasl")
+    parser.add_argument("--user")
+    parser.add_argument("--password")
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--timeout", type=float, default=20.0)

@@ -230,7 +230,7 @@ fn config_map<'a>(
         .collect()
 }
 
-fn str_bytes(value: impl Into<String>) -> StrBytes {
+pub(crate) fn str_bytes(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
 }
 

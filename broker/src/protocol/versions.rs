@@ -52,6 +52,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeCluster, 0, 2),
     api(ApiKey::ListConfigResources, 0, 1),
     api(ApiKey::DescribeTopicPartitions, 0, 0),
+    api(ApiKey::SaslHandshake, 0, 1),
+    api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::DescribeUserScramCredentials, 0, 0),
     api(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
@@ -135,6 +137,8 @@ mod tests {
         (ApiKey::DescribeCluster, 2),
         (ApiKey::ListConfigResources, 1),
         (ApiKey::DescribeTopicPartitions, 0),
+        (ApiKey::SaslHandshake, 1),
+        (ApiKey::SaslAuthenticate, 2),
         (ApiKey::DescribeUserScramCredentials, 0),
         (ApiKey::AlterUserScramCredentials, 0),
     ];

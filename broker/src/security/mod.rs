@@ -3,6 +3,7 @@
 //! client that has not authenticated); the connection edge replaces that with the principal a
 //! client certificate or a SASL login proves.
 
+pub mod sasl;
 pub mod scram;
 pub mod tls;
 
@@ -26,6 +27,16 @@ pub struct SecurityFlags {
     /// principal is `User:` and the certificate's subject (`User:CN=writer,O=Fjord`).
     #[arg(long, env = "FJORD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
+    /// SASL mechanisms clients log in with, comma-separated: `PLAIN`, `SCRAM-SHA-256`,
+    /// `SCRAM-SHA-512`. With any, every client must log in first (Kafka's SASL_PLAINTEXT
+    /// listener, or SASL_SSL with `--tls-cert`); PLAIN checks passwords against the SCRAM
+    /// credentials in the cluster metadata.
+    #[arg(long, env = "FJORD_SASL_MECHANISMS", value_delimiter = ',')]
+    pub sasl_mechanisms: Vec<sasl::Mechanism>,
+    /// How long a SASL login lasts before the client must re-authenticate, in milliseconds
+    /// (`connections.max.reauth.ms`, KIP-368); 0: for the connection's life.
+    #[arg(long, env = "FJORD_CONNECTIONS_MAX_REAUTH_MS", default_value_t = 0)]
+    pub connections_max_reauth_ms: u64,
     /// SCRAM credentials a new cluster starts with, one per line: `MECHANISM user password`
     /// (`SCRAM-SHA-256` or `SCRAM-SHA-512`; `#` starts a comment). Read when this broker forms
     /// the cluster, and ignored by a cluster that already exists; only the salted keys are
@@ -54,6 +65,20 @@ pub enum CredentialsFileError {
 }
 
 impl SecurityFlags {
+    /// The listener's SASL, when it asks clients to log in.
+    pub fn sasl_config(&self) -> Option<sasl::SaslConfig> {
+        if self.sasl_mechanisms.is_empty() {
+            return None;
+        }
+        let mut mechanisms = self.sasl_mechanisms.clone();
+        mechanisms.dedup();
+        Some(sasl::SaslConfig {
+            mechanisms,
+            session_lifetime: (self.connections_max_reauth_ms > 0)
+                .then(|| std::time::Duration::from_millis(self.connections_max_reauth_ms)),
+        })
+    }
+
     /// The credentials of `--initial-scram-credentials` (none without the flag).
     pub fn initial_scram_credentials(
         &self,

@@ -413,7 +413,19 @@ impl ScramServer {
             [('c', binding), ('r', nonce), ..] => (*binding, *nonce),
             _ => return Err(malformed),
         };
-        if client_nonce != nonce {
+        // librdkafka before 2.6.1 sends its own nonce again in front of the whole nonce
+        // (confluentinc/librdkafka#4895; Kafka 3.8.1 to 3.9 took it, Kafka 4 refuses it). That
+        // exact form is taken too: it still echoes this exchange's fresh server nonce, so a
+        // replayed message fails all the same.
+        let client_part = client_first_bare
+            .split(',')
+            .nth(1)
+            .and_then(|r| r.strip_prefix("r="))
+            .unwrap_or_default();
+        let doubled = client_nonce
+            .strip_prefix(client_part)
+            .is_some_and(|rest| rest == nonce);
+        if client_nonce != nonce && !doubled {
             return Err(ScramError::Nonce);
         }
         if BASE64.decode(binding).ok().as_deref() != Some(gs2_header.as_bytes()) {
@@ -587,6 +599,37 @@ mod tests {
             attributes(&first).unwrap()[1].1.to_owned()
         };
         assert_eq!(salt_of(), salt_of());
+    }
+
+    /// librdkafka before 2.6.1 (Debian's kcat has 2.0.2) repeats its nonce in front of the
+    /// whole nonce: taken, with the proof computed over the message as sent.
+    #[test]
+    fn old_librdkafka_s_doubled_nonce_is_taken() {
+        let mechanism = ScramMechanism::Sha512;
+        let stored = ScramCredential::from_password(mechanism, b"secret", b"salt", 4096);
+        let mut server = ScramServer::new(mechanism);
+        let first = server
+            .client_first(b"n,,n=admin,r=cnonce", |_| Some(stored.clone()))
+            .unwrap();
+        let first = String::from_utf8(first).unwrap();
+        let nonce = attributes(&first).unwrap()[0].1.to_owned();
+        let without_proof = format!("c=biws,r=cnonce{nonce}");
+        let auth_message = format!("n=admin,r=cnonce,{first},{without_proof}");
+        let (proof, _) = client_proof(mechanism, "secret", b"salt", 4096, &auth_message);
+        let (user, _) = server
+            .client_final(format!("{without_proof},p={}", BASE64.encode(proof)).as_bytes())
+            .unwrap();
+        assert_eq!(user, "admin");
+        // Anything else around the nonce is not.
+        let mut server = ScramServer::new(mechanism);
+        server
+            .client_first(b"n,,n=admin,r=cnonce", |_| Some(stored.clone()))
+            .unwrap();
+        let padded = format!("c=biws,r=x{nonce},p={}", BASE64.encode([0; 64]));
+        assert_eq!(
+            server.client_final(padded.as_bytes()).unwrap_err(),
+            ScramError::Nonce
+        );
     }
 
     #[test]

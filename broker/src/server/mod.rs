@@ -5,10 +5,11 @@
 //! then closes. A TLS listener completes each connection's handshake first; the client
 //! certificate, if one is asked for, gives the connection its principal.
 
+mod login;
 pub mod pipeline;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::time::Instant;
@@ -23,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use crate::broker::Broker;
 use crate::handler;
 use crate::protocol::{self, DecodeError};
+use crate::security::sasl::{Authenticator, SaslConfig};
 use crate::security::tls::{self, ServerTls};
 use crate::security::{LogLimit, Session};
 use pipeline::{Answer, ConnectionError, Limits, Reply, Requests, Start};
@@ -38,10 +40,12 @@ pub async fn serve(
 ) {
     let connections = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(broker.config().max_connections));
+    let sasl = broker.config().security.sasl_config().map(Arc::new);
     let edge = Arc::new(Edge {
         broker,
         tls,
-        refusals: LogLimit::new(REFUSALS_LOGGED_PER_MINUTE),
+        sasl,
+        refusals: Arc::new(LogLimit::new(REFUSALS_LOGGED_PER_MINUTE)),
     });
     let mut backoff = Duration::from_millis(5);
     loop {
@@ -97,7 +101,9 @@ const REFUSALS_LOGGED_PER_MINUTE: u32 = 20;
 struct Edge {
     broker: Arc<Broker>,
     tls: Option<Arc<ServerTls>>,
-    refusals: LogLimit,
+    /// With it, every connection logs in first.
+    sasl: Option<Arc<SaslConfig>>,
+    refusals: Arc<LogLimit>,
 }
 
 impl Edge {
@@ -163,6 +169,11 @@ impl Edge {
         let requests = BrokerRequests {
             broker: Arc::clone(&self.broker),
             session,
+            sasl: self
+                .sasl
+                .as_ref()
+                .map(|config| Arc::new(Mutex::new(Authenticator::new(Arc::clone(config))))),
+            refusals: Arc::clone(&self.refusals),
         };
         pipeline::serve(read, write, limits, shutdown, &requests).await
     }
@@ -181,7 +192,11 @@ impl Edge {
 /// responses, each timed and counted in the request metrics.
 struct BrokerRequests {
     broker: Arc<Broker>,
+    /// The client's address, and its principal until a SASL login names another.
     session: Session,
+    /// The connection's SASL login, on a listener that asks for one.
+    sasl: Option<Arc<Mutex<Authenticator>>>,
+    refusals: Arc<LogLimit>,
 }
 
 impl Requests for BrokerRequests {
@@ -190,11 +205,20 @@ impl Requests for BrokerRequests {
     fn start(&self, frame: Bytes) -> Option<Start> {
         let started = Instant::now();
         let request_bytes = 4 + frame.len();
-        let session = self.session.clone();
-        let peer = session.peer;
+        if self.expects_raw_token() {
+            return Some(self.raw_token(frame));
+        }
+        let peer = self.session.peer;
         let broker = Arc::clone(&self.broker);
         match protocol::decode_request(frame) {
             Ok(request) => {
+                let session = self.admit(request.api)?;
+                if matches!(
+                    request.api,
+                    ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+                ) {
+                    return Some(self.sasl_request(request, started, request_bytes));
+                }
                 let (api, version, correlation_id) =
                     (request.api, request.version, request.header.correlation_id);
                 Some(Box::pin(async move {

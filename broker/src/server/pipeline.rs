@@ -29,6 +29,9 @@ pub enum Answer {
     Frame(Bytes),
     /// No response (a produce with `acks=0`).
     Nothing,
+    /// This response frame, then close the connection (a failed login: the client reads why,
+    /// then the connection ends).
+    Last(Bytes),
     /// Close the connection once the requests before this one are answered (the service has
     /// logged why).
     Close,
@@ -105,8 +108,9 @@ where
             () = shutdown.cancelled(), if reading => reading = false,
             Some((size, answer)) = in_flight.next(), if !in_flight.is_empty() => {
                 in_flight_bytes -= size;
+                let last = matches!(answer, Answer::Last(_));
                 match answer {
-                    Answer::Frame(response) if writable => {
+                    Answer::Frame(response) | Answer::Last(response) if writable => {
                         let written = async {
                             writer.write_all(&response).await?;
                             writer.flush().await
@@ -116,8 +120,11 @@ where
                             (reading, writable) = (false, false);
                         }
                     }
-                    Answer::Frame(_) | Answer::Nothing => {}
+                    Answer::Frame(_) | Answer::Last(_) | Answer::Nothing => {}
                     Answer::Close => (reading, writable) = (false, false),
+                }
+                if last {
+                    (reading, writable) = (false, false);
                 }
             }
             reply = async {
@@ -241,6 +248,7 @@ mod tests {
                     match id {
                         0 => Answer::Nothing,
                         0xfe => Answer::Close,
+                        0xfd => Answer::Last(Bytes::from(vec![0, 0, 0, 1, id])),
                         _ => Answer::Frame(Bytes::from(vec![0, 0, 0, 1, id])),
                     }
                 }) as Reply
@@ -400,6 +408,15 @@ mod tests {
         let mut rest = Vec::new();
         client.read_to_end(&mut rest).await.unwrap();
         assert_eq!(rest, [0, 0, 0, 1, 1]);
+
+        // A last answer (a failed login): written, then nothing more.
+        let service = Scripted::default();
+        let (mut client, task, _shutdown) = connection(&service, LIMITS);
+        send(&mut client, &[1, 0xfd, 2]).await;
+        task.await.unwrap().unwrap();
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(rest, [0, 0, 0, 1, 1, 0, 0, 0, 1, 0xfd]);
 
         let service = Scripted::default();
         let (_, reply1) = service.gate(1);

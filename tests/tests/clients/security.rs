@@ -89,13 +89,22 @@ impl SecureBroker {
     }
 }
 
-/// A broker process whose Kafka listener speaks TLS with `server`'s certificate (and, with
-/// `client_ca`, asks clients for certificates that CA signed).
-fn tls_broker(data: &Path, server: &Issued, client_ca: Option<&Path>) -> SecureBroker {
+/// A broker process started with `args` (and an admin endpoint of its own).
+fn secure_broker(data: &Path, args: &[String]) -> SecureBroker {
     let admin = format!("127.0.0.1:{}", free_port());
+    let mut all = vec!["--admin-listen".to_owned(), admin.clone()];
+    all.extend(args.iter().cloned());
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    SecureBroker {
+        process: BrokerProcess::start(data, &all),
+        admin,
+    }
+}
+
+/// The flags of a TLS listener with `server`'s certificate (and, with `client_ca`, asking
+/// clients for certificates that CA signed).
+fn tls_args(server: &Issued, client_ca: Option<&Path>) -> Vec<String> {
     let mut args = vec![
-        "--admin-listen".to_owned(),
-        admin.clone(),
         "--tls-cert".to_owned(),
         server.cert.display().to_string(),
         "--tls-key".to_owned(),
@@ -104,10 +113,52 @@ fn tls_broker(data: &Path, server: &Issued, client_ca: Option<&Path>) -> SecureB
     if let Some(ca) = client_ca {
         args.extend(["--tls-client-ca".to_owned(), ca.display().to_string()]);
     }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    SecureBroker {
-        process: BrokerProcess::start(data, &args),
-        admin,
+    args
+}
+
+fn tls_broker(data: &Path, server: &Issued, client_ca: Option<&Path>) -> SecureBroker {
+    secure_broker(data, &tls_args(server, client_ca))
+}
+
+/// How a client connects: TLS trusting `ca`, presenting `certificate`, logging in with
+/// `login` (mechanism, user, password).
+#[derive(Clone, Copy, Default)]
+struct Connect<'a> {
+    ca: Option<&'a Path>,
+    certificate: Option<&'a Issued>,
+    login: Option<(&'a str, &'a str, &'a str)>,
+    /// The client gives up after this long (seconds; 0: the default, 10).
+    patience: u32,
+}
+
+impl<'a> Connect<'a> {
+    /// For a connection expected to fail: the client gives up sooner.
+    fn doomed(self) -> Self {
+        Self {
+            patience: 4,
+            ..self
+        }
+    }
+
+    fn tls(ca: &'a Path) -> Self {
+        Self {
+            ca: Some(ca),
+            ..Self::default()
+        }
+    }
+
+    fn presenting(self, certificate: &'a Issued) -> Self {
+        Self {
+            certificate: Some(certificate),
+            ..self
+        }
+    }
+
+    fn login(self, mechanism: &'a str, user: &'a str, password: &'a str) -> Self {
+        Self {
+            login: Some((mechanism, user, password)),
+            ..self
+        }
     }
 }
 
@@ -149,26 +200,31 @@ fn client(program: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// `tests/clients/secure_clients.py`: `python_client` produces and reads back five records
-/// over TLS, trusting `ca`, presenting `certificate` if given.
+/// `tests/clients/secure_clients.py`: `python_client` produces and reads back five records,
+/// connecting as `connect` says.
 fn secure_python(
     python_client: &str,
     bootstrap: &str,
     topic: &str,
-    ca: &Path,
-    certificate: Option<&Issued>,
+    connect: Connect<'_>,
 ) -> Result<String, String> {
     let mut args = vec![
         "secure_clients.py".to_owned(),
         python_client.to_owned(),
         bootstrap.to_owned(),
         topic.to_owned(),
-        "--ca".to_owned(),
-        ca.display().to_string(),
         "--timeout".to_owned(),
-        "10".to_owned(),
+        if connect.patience == 0 {
+            10
+        } else {
+            connect.patience
+        }
+        .to_string(),
     ];
-    if let Some(issued) = certificate {
+    if let Some(ca) = connect.ca {
+        args.extend(["--ca".to_owned(), ca.display().to_string()]);
+    }
+    if let Some(issued) = connect.certificate {
         args.extend([
             "--cert".to_owned(),
             issued.cert.display().to_string(),
@@ -176,28 +232,35 @@ fn secure_python(
             issued.key.display().to_string(),
         ]);
     }
+    if let Some((mechanism, user, password)) = connect.login {
+        args.extend(
+            ["--sasl", mechanism, "--user", user, "--password", password].map(str::to_owned),
+        );
+    }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     client("python3", &args)
 }
 
-/// kcat over TLS (`extra` for anything beyond the CA and the client certificate).
-fn secure_kcat(
-    bootstrap: &str,
-    ca: &Path,
-    certificate: Option<&Issued>,
-    extra: &[&str],
-) -> Result<String, String> {
+/// kcat connecting as `connect` says (`extra`: what it is to do).
+fn secure_kcat(bootstrap: &str, connect: Connect<'_>, extra: &[&str]) -> Result<String, String> {
+    let protocol = match (connect.ca.is_some(), connect.login.is_some()) {
+        (true, true) => "sasl_ssl",
+        (true, false) => "ssl",
+        (false, true) => "sasl_plaintext",
+        (false, false) => "plaintext",
+    };
     let mut args = vec![
         "-b".to_owned(),
         bootstrap.to_owned(),
         "-X".to_owned(),
-        "security.protocol=ssl".to_owned(),
-        "-X".to_owned(),
-        format!("ssl.ca.location={}", ca.display()),
+        format!("security.protocol={protocol}"),
         "-m".to_owned(),
         "10".to_owned(),
     ];
-    if let Some(issued) = certificate {
+    if let Some(ca) = connect.ca {
+        args.extend(["-X".to_owned(), format!("ssl.ca.location={}", ca.display())]);
+    }
+    if let Some(issued) = connect.certificate {
         args.extend([
             "-X".to_owned(),
             format!("ssl.certificate.location={}", issued.cert.display()),
@@ -205,22 +268,30 @@ fn secure_kcat(
             format!("ssl.key.location={}", issued.key.display()),
         ]);
     }
+    if let Some((mechanism, user, password)) = connect.login {
+        for setting in [
+            format!("sasl.mechanisms={mechanism}"),
+            format!("sasl.username={user}"),
+            format!("sasl.password={password}"),
+        ] {
+            args.extend(["-X".to_owned(), setting]);
+        }
+    }
     args.extend(extra.iter().map(|a| (*a).to_owned()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     client("kcat", &args)
 }
 
-/// kcat over TLS reads partition 0 of `topic` back: the five records a client of the same name
-/// wrote to it (`key-<i>` = `<topic>-<i>` at offset i).
-fn assert_kcat_reads_back(bootstrap: &str, ca: &Path, certificate: Option<&Issued>, topic: &str) {
+/// kcat reads partition 0 of `topic` back: the five records a client of the same name wrote
+/// to it (`key-<i>` = `<topic>-<i>` at offset i).
+fn assert_kcat_reads_back(bootstrap: &str, connect: Connect<'_>, topic: &str) {
     let args = ["-C", "-t", topic, "-p", "0", "-o", "beginning", "-e"];
     let read = secure_kcat(
         bootstrap,
-        ca,
-        certificate,
+        connect,
         &[&args[..], &["-f", "%k=%s@%o\n"]].concat(),
     )
-    .unwrap_or_else(|e| panic!("kcat reading {topic} over TLS: {e}"));
+    .unwrap_or_else(|e| panic!("kcat reading {topic}: {e}"));
     let expected: String = (0..5)
         .map(|i| format!("key-{i}={topic}-{i}@{i}\n"))
         .collect();
@@ -321,8 +392,13 @@ fn a_tls_listener_serves_real_clients_and_refuses_plaintext() {
     let bootstrap = broker.bootstrap();
 
     for python_client in ["confluent-kafka", "kafka-python"] {
-        let out = secure_python(python_client, &bootstrap, python_client, &pki.ca, None)
-            .unwrap_or_else(|e| panic!("{python_client} over TLS: {e}"));
+        let out = secure_python(
+            python_client,
+            &bootstrap,
+            python_client,
+            Connect::tls(&pki.ca),
+        )
+        .unwrap_or_else(|e| panic!("{python_client} over TLS: {e}"));
         assert_eq!(out.trim(), "ok 0 1 2 3 4", "{python_client}");
     }
     let out = client(
@@ -336,7 +412,7 @@ fn a_tls_listener_serves_real_clients_and_refuses_plaintext() {
     )
     .unwrap_or_else(|e| panic!("kafkajs over TLS: {e}"));
     assert_eq!(out.trim(), "ok 0 1 2 3 4");
-    assert_kcat_reads_back(&bootstrap, &pki.ca, None, "kafkajs");
+    assert_kcat_reads_back(&bootstrap, Connect::tls(&pki.ca), "kafkajs");
 
     let refused_before = refused_handshakes(&broker);
     // A plaintext client: kcat cannot get metadata; raw bytes get the connection closed.
@@ -353,7 +429,12 @@ fn a_tls_listener_serves_real_clients_and_refuses_plaintext() {
     );
     // A client that trusts another CA refuses the broker's certificate.
     let other = Pki::new("Another CA");
-    let untrusted = secure_python("confluent-kafka", &bootstrap, "untrusted", &other.ca, None);
+    let untrusted = secure_python(
+        "confluent-kafka",
+        &bootstrap,
+        "untrusted",
+        Connect::tls(&other.ca).doomed(),
+    );
     assert!(untrusted.is_err(), "{untrusted:?}");
     let refused = refused_handshakes(&broker);
     assert!(
@@ -393,8 +474,13 @@ fn a_rotated_certificate_is_served_to_new_connections_without_a_restart() {
         served_certificate(&bootstrap, &pki.ca),
         der_of(&second.cert)
     );
-    let out = secure_python("confluent-kafka", &bootstrap, "rotated", &pki.ca, None)
-        .unwrap_or_else(|e| panic!("after the rotation: {e}"));
+    let out = secure_python(
+        "confluent-kafka",
+        &bootstrap,
+        "rotated",
+        Connect::tls(&pki.ca),
+    )
+    .unwrap_or_else(|e| panic!("after the rotation: {e}"));
     assert_eq!(out.trim(), "ok 0 1 2 3 4");
 }
 
@@ -420,16 +506,24 @@ fn mutual_tls_serves_only_clients_with_a_certificate_the_ca_signed() {
             python_client,
             &bootstrap,
             python_client,
-            &pki.ca,
-            Some(&writer),
+            Connect::tls(&pki.ca).presenting(&writer),
         )
         .unwrap_or_else(|e| panic!("{python_client} with a client certificate: {e}"));
         assert_eq!(out.trim(), "ok 0 1 2 3 4", "{python_client}");
     }
-    assert_kcat_reads_back(&bootstrap, &pki.ca, Some(&writer), "kafka-python");
+    assert_kcat_reads_back(
+        &bootstrap,
+        Connect::tls(&pki.ca).presenting(&writer),
+        "kafka-python",
+    );
 
     let refused_before = refused_handshakes(&broker);
-    let anonymous = secure_python("confluent-kafka", &bootstrap, "anonymous", &pki.ca, None);
+    let anonymous = secure_python(
+        "confluent-kafka",
+        &bootstrap,
+        "anonymous",
+        Connect::tls(&pki.ca).doomed(),
+    );
     assert!(
         anonymous.is_err(),
         "served without a certificate: {anonymous:?}"
@@ -440,8 +534,7 @@ fn mutual_tls_serves_only_clients_with_a_certificate_the_ca_signed() {
         "confluent-kafka",
         &bootstrap,
         "foreign",
-        &pki.ca,
-        Some(&stranger),
+        Connect::tls(&pki.ca).presenting(&stranger).doomed(),
     );
     assert!(
         foreign.is_err(),
@@ -452,4 +545,369 @@ fn mutual_tls_serves_only_clients_with_a_certificate_the_ca_signed() {
         refused >= refused_before + 2,
         "{refused_before} then {refused} refused handshakes counted"
     );
+}
+
+/// A credentials file for `--initial-scram-credentials` in `dir`.
+fn credentials_file(dir: &Path, lines: &str) -> String {
+    let path = dir.join("credentials");
+    std::fs::write(&path, lines).unwrap();
+    path.display().to_string()
+}
+
+/// Connections the broker refused at a SASL login with `mechanism`, as `/metrics` counts them.
+fn failed_logins(broker: &SecureBroker, mechanism: &str) -> u64 {
+    counter(
+        broker,
+        "fjord_authentication_failures_total",
+        &format!("mechanism=\"{mechanism}\""),
+    )
+}
+
+/// A broker with a SASL_SSL listener offering `mechanisms`, its cluster formed with the
+/// credentials `lines` (`--initial-scram-credentials`).
+fn sasl_ssl_broker(pki: &Pki, data: &Path, mechanisms: &str, lines: &str) -> SecureBroker {
+    let server = pki.server("broker");
+    let mut args = tls_args(&server, None);
+    args.extend(
+        [
+            "--sasl-mechanisms",
+            mechanisms,
+            "--initial-scram-credentials",
+            &credentials_file(pki.dir.path(), lines),
+        ]
+        .map(str::to_owned),
+    );
+    secure_broker(data, &args)
+}
+
+/// SASL_SSL with SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN, the users seeded from
+/// `--initial-scram-credentials`: confluent-kafka (SCRAM-SHA-512), kafka-python (SCRAM-SHA-256)
+/// and kafkajs (PLAIN) produce and read back, kcat (SCRAM-SHA-512) reads kafkajs's records. A
+/// wrong password, an unknown user, a TLS client that does not log in and a plaintext client
+/// are refused, and the failed logins counted.
+#[test]
+fn sasl_ssl_logs_clients_in_with_scram_and_plain_and_refuses_wrong_passwords() {
+    let pki = Pki::new("Fjord test CA");
+    let data = tempfile::tempdir().unwrap();
+    let broker = sasl_ssl_broker(
+        &pki,
+        data.path(),
+        "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN",
+        "SCRAM-SHA-512 admin admin-secret\nSCRAM-SHA-256 app app secret\n",
+    );
+    let bootstrap = broker.bootstrap();
+    let tls = Connect::tls(&pki.ca);
+
+    for (python_client, mechanism, user, password) in [
+        ("confluent-kafka", "SCRAM-SHA-512", "admin", "admin-secret"),
+        ("kafka-python", "SCRAM-SHA-256", "app", "app secret"),
+    ] {
+        let out = secure_python(
+            python_client,
+            &bootstrap,
+            python_client,
+            tls.login(mechanism, user, password),
+        )
+        .unwrap_or_else(|e| panic!("{python_client} with {mechanism}: {e}"));
+        assert_eq!(out.trim(), "ok 0 1 2 3 4", "{python_client}");
+    }
+    let ca = pki.ca.display().to_string();
+    let out = client(
+        "node",
+        &[
+            "kafkajs_secure.js",
+            &bootstrap,
+            "kafkajs",
+            &ca,
+            "--sasl",
+            "PLAIN",
+            "admin",
+            "admin-secret",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("kafkajs with PLAIN: {e}"));
+    assert_eq!(out.trim(), "ok 0 1 2 3 4");
+    assert_kcat_reads_back(
+        &bootstrap,
+        tls.login("SCRAM-SHA-512", "admin", "admin-secret"),
+        "kafkajs",
+    );
+
+    // A wrong password and an unknown user: the authentication error.
+    for (user, password) in [("admin", "not-the-password"), ("mallory", "admin-secret")] {
+        let refused = secure_python(
+            "confluent-kafka",
+            &bootstrap,
+            "refused",
+            tls.login("SCRAM-SHA-512", user, password).doomed(),
+        )
+        .unwrap_err();
+        assert!(
+            refused.contains("Authentication failed"),
+            "{user}: {refused}"
+        );
+    }
+    let plain_wrong = secure_python(
+        "kafka-python",
+        &bootstrap,
+        "wrong",
+        tls.login("PLAIN", "app", "wrong").doomed(),
+    );
+    assert!(plain_wrong.is_err(), "{plain_wrong:?}");
+    assert!(failed_logins(&broker, "SCRAM-SHA-512") >= 2);
+    assert!(failed_logins(&broker, "PLAIN") >= 1);
+    // TLS without a login: the connection is closed at its first request past ApiVersions.
+    let anonymous = secure_python("confluent-kafka", &bootstrap, "anonymous", tls.doomed());
+    assert!(anonymous.is_err(), "served without a login: {anonymous:?}");
+    // Plaintext on the SASL_SSL port.
+    let plaintext = secure_kcat(
+        &bootstrap,
+        Connect::default().login("SCRAM-SHA-512", "admin", "admin-secret"),
+        &["-L"],
+    );
+    assert!(plaintext.is_err(), "{plaintext:?}");
+}
+
+/// SCRAM credentials managed with confluent-kafka's admin client over SASL_SSL: a user is
+/// created (AlterUserScramCredentials), described (mechanism and iterations), logs in and
+/// produces; once its credential is deleted it can no longer log in.
+#[test]
+fn scram_credentials_are_managed_with_a_real_admin_client() {
+    let pki = Pki::new("Fjord test CA");
+    let data = tempfile::tempdir().unwrap();
+    let broker = sasl_ssl_broker(
+        &pki,
+        data.path(),
+        "SCRAM-SHA-512,SCRAM-SHA-256",
+        "SCRAM-SHA-512 admin admin-secret\n",
+    );
+    let bootstrap = broker.bootstrap();
+    let ca = pki.ca.display().to_string();
+    let admin = |action: &[&str]| {
+        let mut args = vec!["scram_admin.py", &bootstrap, &ca, "admin", "admin-secret"];
+        args.extend(action);
+        client("python3", &args)
+    };
+    let tls = Connect::tls(&pki.ca);
+
+    let before = secure_python(
+        "kafka-python",
+        &bootstrap,
+        "kafka-python",
+        tls.login("SCRAM-SHA-256", "app", "app-secret").doomed(),
+    );
+    assert!(before.is_err(), "app logged in before it had a credential");
+    assert_eq!(
+        admin(&["set", "app", "SCRAM-SHA-256", "app-secret"])
+            .unwrap()
+            .trim(),
+        "ok"
+    );
+    assert_eq!(
+        admin(&["describe", "app"]).unwrap().trim(),
+        "SCRAM_SHA_256 8192"
+    );
+    let out = secure_python(
+        "kafka-python",
+        &bootstrap,
+        "kafka-python",
+        tls.login("SCRAM-SHA-256", "app", "app-secret"),
+    )
+    .unwrap_or_else(|e| panic!("app with its new credential: {e}"));
+    assert_eq!(out.trim(), "ok 0 1 2 3 4");
+
+    assert_eq!(
+        admin(&["delete", "app", "SCRAM-SHA-256"]).unwrap().trim(),
+        "ok"
+    );
+    let described = admin(&["describe", "app"]).unwrap_err();
+    assert!(
+        described.contains("RESOURCE_NOT_FOUND") || described.contains("not exist"),
+        "{described}"
+    );
+    let after = secure_python(
+        "confluent-kafka",
+        &bootstrap,
+        "after",
+        tls.login("SCRAM-SHA-256", "app", "app-secret").doomed(),
+    )
+    .unwrap_err();
+    assert!(after.contains("Authentication failed"), "{after}");
+}
+
+/// A Kafka connection spoken by hand, for what no client library lets a test choose: the
+/// SaslHandshake version, raw SASL frames, when to re-authenticate.
+struct RawConnection {
+    stream: std::net::TcpStream,
+    correlation: i32,
+}
+
+impl RawConnection {
+    fn open(bootstrap: &str) -> Self {
+        let stream = std::net::TcpStream::connect(bootstrap).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        Self {
+            stream,
+            correlation: 0,
+        }
+    }
+
+    fn write_frame(&mut self, body: &[u8]) {
+        let mut frame = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        self.stream.write_all(&frame).unwrap();
+    }
+
+    /// The next frame, or `None` once the broker has closed the connection.
+    fn read_frame(&mut self) -> Option<Vec<u8>> {
+        let mut size = [0; 4];
+        match self.stream.read_exact(&mut size) {
+            Ok(()) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                return None;
+            }
+            Err(error) => panic!("the broker neither answered nor closed: {error}"),
+        }
+        let mut body = vec![0; usize::try_from(u32::from_be_bytes(size)).unwrap()];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(body)
+    }
+
+    /// Sends `request` at `version` and decodes the answer; `None` if the connection closed.
+    fn call<R>(&mut self, request: &R, version: i16) -> Option<R::Response>
+    where
+        R: kafka_protocol::protocol::Request,
+        R::Response: kafka_protocol::protocol::Decodable,
+    {
+        use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+        use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+        self.correlation += 1;
+        let mut body = bytes::BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .encode(&mut body, R::header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        self.write_frame(&body);
+        let mut answer = bytes::Bytes::from(self.read_frame()?);
+        let header =
+            ResponseHeader::decode(&mut answer, R::Response::header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation);
+        Some(R::Response::decode(&mut answer, version).unwrap())
+    }
+
+    /// A Metadata request; whether it was answered.
+    fn metadata(&mut self) -> bool {
+        self.call(&kafka_protocol::messages::MetadataRequest::default(), 1)
+            .is_some()
+    }
+
+    fn handshake(&mut self, mechanism: &str, version: i16) -> i16 {
+        let request = kafka_protocol::messages::SaslHandshakeRequest::default().with_mechanism(
+            kafka_protocol::protocol::StrBytes::from_string(mechanism.to_owned()),
+        );
+        self.call(&request, version).unwrap().error_code
+    }
+
+    /// A PLAIN login through SaslHandshake v1 and SaslAuthenticate v1: the error code and the
+    /// session lifetime, or `None` if the connection closed.
+    fn plain_login(&mut self, user: &str, password: &str) -> Option<(i16, i64)> {
+        assert_eq!(self.handshake("PLAIN", 1), 0);
+        let token = format!("\0{user}\0{password}");
+        let request = kafka_protocol::messages::SaslAuthenticateRequest::default()
+            .with_auth_bytes(bytes::Bytes::from(token.into_bytes()));
+        let answer = self.call(&request, 1)?;
+        Some((answer.error_code, answer.session_lifetime_ms))
+    }
+}
+
+/// What no client library lets a test pick, on a SASL_PLAINTEXT listener with
+/// `--connections-max-reauth-ms 2000`, spoken by hand: SaslHandshake v0 with raw SASL frames
+/// (the old framing) logs in and is served; a wrong password in that framing closes the
+/// connection without an answer. With SaslAuthenticate v1 the session lifetime is 2000 ms; a
+/// client that re-authenticates before then (KIP-368) is served past it, one that does not has
+/// its connection closed at its next request; re-authenticating as another user is refused.
+/// Before any login, requests close the connection.
+#[test]
+fn sasl_framing_v0_and_v1_and_sessions_that_end_unless_renewed() {
+    use kafka_protocol::error::ResponseError;
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = credentials_file(
+        dir.path(),
+        "SCRAM-SHA-512 alice alice-secret\nSCRAM-SHA-512 bob bob-secret\n",
+    );
+    let data = dir.path().join("data");
+    let broker = secure_broker(
+        &data,
+        &[
+            "--sasl-mechanisms",
+            "PLAIN,SCRAM-SHA-512",
+            "--initial-scram-credentials",
+            &credentials,
+            "--connections-max-reauth-ms",
+            "2000",
+        ]
+        .map(str::to_owned),
+    );
+    let bootstrap = broker.bootstrap();
+
+    // No login: a Metadata request closes the connection.
+    let mut anonymous = RawConnection::open(&bootstrap);
+    assert!(!anonymous.metadata());
+
+    // v0: the token goes as a raw frame, and the answer comes as one (empty, for PLAIN).
+    let mut old = RawConnection::open(&bootstrap);
+    assert_eq!(old.handshake("PLAIN", 0), 0);
+    old.write_frame(b"\0alice\0alice-secret");
+    assert_eq!(old.read_frame(), Some(Vec::new()));
+    assert!(old.metadata(), "served after a v0 login");
+    let mut wrong = RawConnection::open(&bootstrap);
+    assert_eq!(wrong.handshake("PLAIN", 0), 0);
+    wrong.write_frame(b"\0alice\0wrong");
+    assert_eq!(wrong.read_frame(), None, "closed without an answer");
+    // An unknown mechanism is refused with the ones offered.
+    let mut unknown = RawConnection::open(&bootstrap);
+    assert_eq!(
+        unknown.handshake("GSSAPI", 1),
+        ResponseError::UnsupportedSaslMechanism.code()
+    );
+
+    // v1: told the session's lifetime.
+    let mut renewing = RawConnection::open(&bootstrap);
+    let mut lapsing = RawConnection::open(&bootstrap);
+    let logged_in_at = Instant::now();
+    assert_eq!(
+        renewing.plain_login("alice", "alice-secret"),
+        Some((0, 2000))
+    );
+    assert_eq!(
+        lapsing.plain_login("alice", "alice-secret"),
+        Some((0, 2000))
+    );
+    assert!(renewing.metadata() && lapsing.metadata());
+    // Re-authenticated halfway: served past the first session's end.
+    std::thread::sleep(Duration::from_millis(1000).saturating_sub(logged_in_at.elapsed()));
+    assert_eq!(
+        renewing.plain_login("alice", "alice-secret"),
+        Some((0, 2000))
+    );
+    std::thread::sleep(Duration::from_millis(2300).saturating_sub(logged_in_at.elapsed()));
+    assert!(renewing.metadata(), "the renewed session is still on");
+    assert!(
+        !lapsing.metadata(),
+        "the lapsed session's connection is closed"
+    );
+    // Re-authenticating as someone else: refused, and the connection closed.
+    let (code, _) = renewing.plain_login("bob", "bob-secret").unwrap();
+    assert_eq!(code, ResponseError::SaslAuthenticationFailed.code());
+    assert!(!renewing.metadata());
 }
