@@ -76,6 +76,8 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Security(String),
     #[error("loading the Kafka listener's TLS files")]
     Tls(#[from] security::tls::TlsError),
     #[error("refusing the metadata quorum")]
@@ -91,6 +93,9 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningBroker, RunError> {
     quorum::check_voters(&config.voters)?;
+    if let Some(problem) = config.security.problem() {
+        return Err(RunError::Security(problem));
+    }
     let tls = match config.security.tls_files() {
         Some(files) => Some(Arc::new(ServerTls::load(files)?)),
         None => None,

@@ -3,6 +3,7 @@
 //! client that has not authenticated); the connection edge replaces that with the principal a
 //! client certificate or a SASL login proves.
 
+pub mod oauth;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
@@ -28,11 +29,23 @@ pub struct SecurityFlags {
     #[arg(long, env = "FJORD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// SASL mechanisms clients log in with, comma-separated: `PLAIN`, `SCRAM-SHA-256`,
-    /// `SCRAM-SHA-512`. With any, every client must log in first (Kafka's SASL_PLAINTEXT
+    /// `SCRAM-SHA-512`, `OAUTHBEARER` (with the `--oauth-*` flags). With any, every client must log in first (Kafka's SASL_PLAINTEXT
     /// listener, or SASL_SSL with `--tls-cert`); PLAIN checks passwords against the SCRAM
     /// credentials in the cluster metadata.
     #[arg(long, env = "FJORD_SASL_MECHANISMS", value_delimiter = ',')]
     pub sasl_mechanisms: Vec<sasl::Mechanism>,
+    /// OAUTHBEARER: the token issuer's JSON Web Key Set (a Kubernetes API server serves its
+    /// service-account keys at `/openid/v1/jwks`), read at each login.
+    #[arg(long, env = "FJORD_OAUTH_JWKS_FILE", requires_all = ["oauth_issuer", "oauth_audience"])]
+    pub oauth_jwks_file: Option<PathBuf>,
+    /// OAUTHBEARER: the `iss` a token must carry (a Kubernetes cluster's service-account
+    /// issuer, e.g. `https://kubernetes.default.svc.cluster.local`).
+    #[arg(long, env = "FJORD_OAUTH_ISSUER")]
+    pub oauth_issuer: Option<String>,
+    /// OAUTHBEARER: the audience a token must name, so a token minted for another purpose is
+    /// refused (a projected service-account token's `audience`).
+    #[arg(long, env = "FJORD_OAUTH_AUDIENCE")]
+    pub oauth_audience: Option<String>,
     /// How long a SASL login lasts before the client must re-authenticate, in milliseconds
     /// (`connections.max.reauth.ms`, KIP-368); 0: for the connection's life.
     #[arg(long, env = "FJORD_CONNECTIONS_MAX_REAUTH_MS", default_value_t = 0)]
@@ -65,6 +78,15 @@ pub enum CredentialsFileError {
 }
 
 impl SecurityFlags {
+    /// What is wrong with these flags together, if anything.
+    pub fn problem(&self) -> Option<String> {
+        let bearer = self.sasl_mechanisms.contains(&sasl::Mechanism::OAuthBearer);
+        (bearer && self.oauth_jwks_file.is_none()).then(|| {
+            "--sasl-mechanisms OAUTHBEARER needs --oauth-jwks-file, --oauth-issuer and --oauth-audience"
+                .to_owned()
+        })
+    }
+
     /// The listener's SASL, when it asks clients to log in.
     pub fn sasl_config(&self) -> Option<sasl::SaslConfig> {
         if self.sasl_mechanisms.is_empty() {
@@ -72,10 +94,25 @@ impl SecurityFlags {
         }
         let mut mechanisms = self.sasl_mechanisms.clone();
         mechanisms.dedup();
+        let oauth = match (
+            &self.oauth_jwks_file,
+            &self.oauth_issuer,
+            &self.oauth_audience,
+        ) {
+            (Some(jwks), Some(issuer), Some(audience)) => Some(sasl::OAuthConfig {
+                jwks: jwks.clone(),
+                expected: oauth::Expectations {
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                },
+            }),
+            _ => None,
+        };
         Some(sasl::SaslConfig {
             mechanisms,
             session_lifetime: (self.connections_max_reauth_ms > 0)
                 .then(|| std::time::Duration::from_millis(self.connections_max_reauth_ms)),
+            oauth,
         })
     }
 

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::Principal;
+use super::oauth::{TokenError, bearer_token};
 use super::scram::{ScramCredential, ScramError, ScramMechanism, ScramServer, parse_plain};
 use crate::cluster::MetadataImage;
 
@@ -26,6 +27,8 @@ use crate::cluster::MetadataImage;
 pub enum Mechanism {
     Plain,
     Scram(ScramMechanism),
+    /// KIP-255, with JSON Web Tokens (see [`super::oauth`]).
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -33,12 +36,14 @@ impl Mechanism {
         match self {
             Self::Plain => "PLAIN",
             Self::Scram(scram) => scram.name(),
+            Self::OAuthBearer => "OAUTHBEARER",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "PLAIN" => Some(Self::Plain),
+            "OAUTHBEARER" => Some(Self::OAuthBearer),
             name => ScramMechanism::from_name(name).map(Self::Scram),
         }
     }
@@ -49,7 +54,9 @@ impl std::str::FromStr for Mechanism {
 
     fn from_str(name: &str) -> Result<Self, Self::Err> {
         Self::from_name(name).ok_or_else(|| {
-            format!("unknown SASL mechanism '{name}' (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)")
+            format!(
+                "unknown SASL mechanism '{name}' (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)"
+            )
         })
     }
 }
@@ -62,6 +69,16 @@ pub struct SaslConfig {
     /// How long a login lasts before the client must re-authenticate (none: for the
     /// connection's life).
     pub session_lifetime: Option<Duration>,
+    /// What OAUTHBEARER tokens are checked against.
+    pub oauth: Option<OAuthConfig>,
+}
+
+/// Where an OAUTHBEARER token's keys come from and what it must say.
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    /// The issuer's JSON Web Key Set, read at each login (a rotated file is used at once).
+    pub jwks: std::path::PathBuf,
+    pub expected: super::oauth::Expectations,
 }
 
 /// What the connection may do with a request, as the authenticator stands.
@@ -132,6 +149,11 @@ impl Authenticator {
         }
     }
 
+    /// What OAUTHBEARER tokens are checked against, if set up.
+    pub fn oauth(&self) -> Option<OAuthConfig> {
+        self.config.oauth.clone()
+    }
+
     /// The mechanisms offered, for SaslHandshake's answer.
     pub fn mechanisms(&self) -> Vec<&'static str> {
         self.config.mechanisms.iter().map(|m| m.name()).collect()
@@ -156,7 +178,7 @@ impl Authenticator {
             raw,
             scram: match chosen {
                 Mechanism::Scram(scram) => Some(ScramServer::new(scram)),
-                Mechanism::Plain => None,
+                Mechanism::Plain | Mechanism::OAuthBearer => None,
             },
         };
         Ok(())
@@ -172,6 +194,19 @@ impl Authenticator {
 
     /// A PLAIN login in progress: the user and password of `token`, to be checked (PBKDF2:
     /// off the request path) with [`Authenticator::plain_checked`].
+    /// An OAUTHBEARER login in progress: its token, to be checked (reading the key set) with
+    /// [`Authenticator::bearer_checked`].
+    pub fn bearer_login(&self, message: &[u8]) -> Option<Result<String, TokenError>> {
+        matches!(
+            self.state,
+            State::Negotiated {
+                mechanism: Mechanism::OAuthBearer,
+                ..
+            }
+        )
+        .then(|| bearer_token(message).map(str::to_owned))
+    }
+
     pub fn plain_login(&self, token: &[u8]) -> Option<Result<(String, Vec<u8>), ScramError>> {
         matches!(
             self.state,
@@ -237,7 +272,39 @@ impl Authenticator {
         }
     }
 
+    /// The outcome of an OAUTHBEARER login whose token was checked: the token's subject and
+    /// how long it stays valid (the session ends then, or sooner with a session lifetime), or
+    /// why it was refused.
+    pub fn bearer_checked(
+        &mut self,
+        checked: Result<(String, Duration), String>,
+        now: Instant,
+    ) -> Step {
+        self.state = State::Idle;
+        match checked {
+            Ok((subject, valid_for)) => {
+                self.logged_in_until(&subject, Vec::new(), now, Some(valid_for))
+            }
+            Err(reason) => Step::Failed {
+                message: "Authentication failed: invalid or expired token".to_owned(),
+                reason,
+                user: None,
+            },
+        }
+    }
+
     fn logged_in(&mut self, user: &str, token: Vec<u8>, now: Instant) -> Step {
+        self.logged_in_until(user, token, now, None)
+    }
+
+    /// A login as `user`, its session no longer than `valid_for` (a token's remaining life).
+    fn logged_in_until(
+        &mut self,
+        user: &str,
+        token: Vec<u8>,
+        now: Instant,
+        valid_for: Option<Duration>,
+    ) -> Step {
         let principal = Principal::user(user);
         // Re-authentication keeps the principal (KIP-368).
         if let Some((before, _)) = self.session.as_ref().filter(|(p, _)| *p != principal) {
@@ -247,7 +314,10 @@ impl Authenticator {
                 user: Some(user.to_owned()),
             };
         }
-        let lifetime = self.config.session_lifetime;
+        let lifetime = match (self.config.session_lifetime, valid_for) {
+            (Some(configured), Some(token)) => Some(configured.min(token)),
+            (configured, token) => configured.or(token),
+        };
         self.session = Some((principal.clone(), lifetime.map(|l| now + l)));
         Step::Done {
             token,
@@ -294,6 +364,25 @@ fn failed(mechanism: Option<ScramMechanism>, reason: &str, user: Option<String>)
     }
 }
 
+/// Checks an OAUTHBEARER token against the key set `oauth` names (read now, so a rotated file
+/// is used at once): the subject and how long the token stays valid, or why it is refused.
+/// Reads a file: run it off the request path.
+pub fn check_token(oauth: &OAuthConfig, token: &str) -> Result<(String, Duration), String> {
+    let json = std::fs::read(&oauth.jwks)
+        .map_err(|error| format!("reading {}: {error}", oauth.jwks.display()))?;
+    let keys = super::oauth::Jwks::parse(&json)
+        .map_err(|error| format!("{}: {error}", oauth.jwks.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let validated =
+        super::oauth::validate(token, &keys, &oauth.expected, now).map_err(|e| e.to_string())?;
+    Ok((
+        validated.subject,
+        Duration::from_secs(validated.expires_at.saturating_sub(now)),
+    ))
+}
+
 /// Checks a PLAIN password against the user's stored SCRAM credentials (the strongest one it
 /// has). Costs a PBKDF2 derivation: run it off the request path.
 pub fn verify_plain(image: &MetadataImage, user: &str, password: &[u8]) -> bool {
@@ -335,6 +424,7 @@ mod tests {
         Arc::new(SaslConfig {
             mechanisms: vec![Mechanism::Scram(ScramMechanism::Sha256), Mechanism::Plain],
             session_lifetime: lifetime,
+            oauth: None,
         })
     }
 
@@ -432,6 +522,53 @@ mod tests {
         // ...but not as someone else.
         assert!(matches!(
             login(&mut auth, "bob", later),
+            Step::Failed { .. }
+        ));
+    }
+
+    #[test]
+    fn a_token_login_lasts_no_longer_than_its_token() {
+        let now = Instant::now();
+        for (configured, token, expected) in
+            [(None, 300, 300), (Some(60), 300, 60), (Some(600), 300, 300)]
+        {
+            let mut auth = Authenticator::new(Arc::new(SaslConfig {
+                mechanisms: vec![Mechanism::OAuthBearer],
+                session_lifetime: configured.map(Duration::from_secs),
+                oauth: None,
+            }));
+            auth.handshake("OAUTHBEARER", false).unwrap();
+            assert_eq!(
+                auth.bearer_login(b"n,,\x01auth=Bearer a.b.c\x01\x01"),
+                Some(Ok("a.b.c".to_owned()))
+            );
+            let Step::Done {
+                principal,
+                session_lifetime,
+                ..
+            } = auth.bearer_checked(
+                Ok((
+                    "system:serviceaccount:ns:app".to_owned(),
+                    Duration::from_secs(token),
+                )),
+                now,
+            )
+            else {
+                panic!()
+            };
+            assert_eq!(principal.to_string(), "User:system:serviceaccount:ns:app");
+            assert_eq!(session_lifetime, Some(Duration::from_secs(expected)));
+            let after = now + Duration::from_secs(expected);
+            assert!(matches!(
+                auth.admit(ApiKey::Fetch, after),
+                Admission::Close(_)
+            ));
+        }
+        let mut auth = Authenticator::new(config(None));
+        assert_eq!(auth.bearer_login(b"x"), None, "not negotiated");
+        auth.handshake("PLAIN", false).unwrap();
+        assert!(matches!(
+            auth.bearer_checked(Err("expired".to_owned()), now),
             Step::Failed { .. }
         ));
     }

@@ -18,7 +18,9 @@ use super::{BrokerRequests, respond};
 use crate::handler::str_bytes;
 use crate::protocol::Request;
 use crate::security::Session;
-use crate::security::sasl::{Admission, Authenticator, HandshakeError, Step, verify_plain};
+use crate::security::sasl::{
+    Admission, Authenticator, HandshakeError, Step, check_token, verify_plain,
+};
 
 pub(super) fn lock(auth: &Mutex<Authenticator>) -> std::sync::MutexGuard<'_, Authenticator> {
     auth.lock().unwrap_or_else(PoisonError::into_inner)
@@ -180,11 +182,28 @@ impl BrokerRequests {
         let refusals = Arc::clone(&self.refusals);
         let peer = self.session.peer;
         Box::pin(async move {
-            let (mechanism, plain) = {
+            let (mechanism, plain, bearer, oauth) = {
                 let auth = lock(&auth);
-                (auth.mechanism(), auth.plain_login(&token))
+                (
+                    auth.mechanism(),
+                    auth.plain_login(&token),
+                    auth.bearer_login(&token),
+                    auth.oauth(),
+                )
             };
             let step = match plain {
+                None if bearer.is_some() => {
+                    let checked = match (bearer, oauth) {
+                        (Some(Ok(token)), Some(oauth)) => {
+                            tokio::task::spawn_blocking(move || check_token(&oauth, &token))
+                                .await
+                                .unwrap_or_else(|error| Err(error.to_string()))
+                        }
+                        (Some(Err(error)), _) => Err(error.to_string()),
+                        _ => Err("OAUTHBEARER is not set up on this broker".to_owned()),
+                    };
+                    lock(&auth).bearer_checked(checked, Instant::now())
+                }
                 Some(Ok((user, password))) => {
                     let image = broker.image();
                     let name = user.clone();

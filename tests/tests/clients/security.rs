@@ -154,6 +154,11 @@ impl<'a> Connect<'a> {
         }
     }
 
+    /// OAUTHBEARER with `token`.
+    fn bearer(self, token: &'a str) -> Self {
+        self.login("OAUTHBEARER", "", token)
+    }
+
     fn login(self, mechanism: &'a str, user: &'a str, password: &'a str) -> Self {
         Self {
             login: Some((mechanism, user, password)),
@@ -232,10 +237,14 @@ fn secure_python(
             issued.key.display().to_string(),
         ]);
     }
-    if let Some((mechanism, user, password)) = connect.login {
-        args.extend(
+    match connect.login {
+        Some(("OAUTHBEARER", _, token)) => {
+            args.extend(["--sasl", "OAUTHBEARER", "--oauth-token", token].map(str::to_owned));
+        }
+        Some((mechanism, user, password)) => args.extend(
             ["--sasl", mechanism, "--user", user, "--password", password].map(str::to_owned),
-        );
+        ),
+        None => {}
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     client("python3", &args)
@@ -910,4 +919,129 @@ fn sasl_framing_v0_and_v1_and_sessions_that_end_unless_renewed() {
     let (code, _) = renewing.plain_login("bob", "bob-secret").unwrap();
     assert_eq!(code, ResponseError::SaslAuthenticationFailed.code());
     assert!(!renewing.metadata());
+}
+
+/// A P-256 signing key standing for a Kubernetes cluster's service-account issuer, with its
+/// JSON Web Key Set.
+struct Issuer {
+    pair: ring::signature::EcdsaKeyPair,
+    jwks: serde_json::Value,
+}
+
+impl Issuer {
+    const URL: &'static str = "https://kubernetes.default.svc.cluster.local";
+
+    fn new() -> Self {
+        use base64::Engine;
+        use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+        let base64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
+        let point = pair.public_key().as_ref().to_vec();
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": "sa-key",
+            "x": base64.encode(&point[1..33]), "y": base64.encode(&point[33..]),
+        }]});
+        Self { pair, jwks }
+    }
+
+    /// A service-account token for `namespace`/`name`, for `audience`, expiring `expires_in`
+    /// seconds from now (negative: already expired).
+    fn token(&self, namespace: &str, name: &str, audience: &str, expires_in: i64) -> String {
+        use base64::Engine;
+        let base64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        let header = serde_json::json!({"alg": "ES256", "kid": "sa-key", "typ": "JWT"});
+        let claims = serde_json::json!({
+            "iss": Self::URL, "aud": [audience],
+            "sub": format!("system:serviceaccount:{namespace}:{name}"),
+            "iat": now - 60, "nbf": now - 60, "exp": now + expires_in,
+        });
+        let signed = format!(
+            "{}.{}",
+            base64.encode(header.to_string()),
+            base64.encode(claims.to_string())
+        );
+        let signature = self
+            .pair
+            .sign(&ring::rand::SystemRandom::new(), signed.as_bytes())
+            .unwrap();
+        format!("{signed}.{}", base64.encode(signature.as_ref()))
+    }
+}
+
+/// OAUTHBEARER with Kubernetes service-account tokens, over SASL_SSL: the broker is given the
+/// issuer's key set, the issuer and the audience `fjord`. A token for `fjord` signed by the
+/// issuer logs confluent-kafka and kafka-python in (through their token callbacks); an expired
+/// token, a token for another audience and one signed by another key of the same id are
+/// refused with the authentication error, and counted.
+#[test]
+fn service_account_tokens_log_in_through_oauthbearer_and_bad_ones_are_refused() {
+    let pki = Pki::new("Fjord test CA");
+    let server = pki.server("broker");
+    let issuer = Issuer::new();
+    let jwks = pki.dir.path().join("jwks.json");
+    std::fs::write(&jwks, issuer.jwks.to_string()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut args = tls_args(&server, None);
+    args.extend(
+        [
+            "--sasl-mechanisms",
+            "OAUTHBEARER",
+            "--oauth-jwks-file",
+            &jwks.display().to_string(),
+            "--oauth-issuer",
+            Issuer::URL,
+            "--oauth-audience",
+            "fjord",
+        ]
+        .map(str::to_owned),
+    );
+    let broker = secure_broker(data.path(), &args);
+    let bootstrap = broker.bootstrap();
+    let tls = Connect::tls(&pki.ca);
+
+    let token = issuer.token("payments", "writer", "fjord", 600);
+    for python_client in ["confluent-kafka", "kafka-python"] {
+        let out = secure_python(python_client, &bootstrap, python_client, tls.bearer(&token))
+            .unwrap_or_else(|e| panic!("{python_client} with a service-account token: {e}"));
+        assert_eq!(out.trim(), "ok 0 1 2 3 4", "{python_client}");
+    }
+
+    let expired = issuer.token("payments", "writer", "fjord", -600);
+    let foreign = issuer.token("payments", "writer", "vault", 600);
+    let forged = Issuer::new().token("payments", "writer", "fjord", 600);
+    for (what, bad) in [
+        ("expired", &expired),
+        ("foreign audience", &foreign),
+        ("forged", &forged),
+    ] {
+        let refused = secure_python(
+            "confluent-kafka",
+            &bootstrap,
+            "refused",
+            tls.bearer(bad).doomed(),
+        )
+        .unwrap_err();
+        assert!(
+            refused.contains("Authentication failed"),
+            "{what}: {refused}"
+        );
+    }
+    let refused = secure_python(
+        "kafka-python",
+        &bootstrap,
+        "refused",
+        tls.bearer(&expired).doomed(),
+    );
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(failed_logins(&broker, "OAUTHBEARER") >= 4);
 }
