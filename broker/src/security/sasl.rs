@@ -159,6 +159,11 @@ impl Authenticator {
         self.config.mechanisms.iter().map(|m| m.name()).collect()
     }
 
+    /// Whether a login has succeeded on this connection (its session may have ended since).
+    pub fn has_logged_in(&self) -> bool {
+        self.session.is_some()
+    }
+
     /// Whether the next frame is a raw token (after a SaslHandshake v0), not a request.
     pub fn expects_raw_token(&self) -> bool {
         matches!(self.state, State::Negotiated { raw: true, .. })

@@ -199,7 +199,17 @@ struct BrokerRequests {
     refusals: Arc<LogLimit>,
 }
 
+/// The largest request frame a connection that has not logged in may send (Kafka's
+/// `sasl.server.max.receive.size`): SASL messages are small, and an unauthenticated client
+/// gets no more of the broker's memory than this.
+const UNAUTHENTICATED_FRAME_BYTES: usize = 512 * 1024;
+
 impl Requests for BrokerRequests {
+    fn frame_limit(&self) -> Option<usize> {
+        let auth = self.sasl.as_ref()?;
+        (!login::lock(auth).has_logged_in()).then_some(UNAUTHENTICATED_FRAME_BYTES)
+    }
+
     // A start resolves to the rest of its request, itself a future.
     #[allow(clippy::async_yields_async)]
     fn start(&self, frame: Bytes) -> Option<Start> {

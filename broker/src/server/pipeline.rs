@@ -45,6 +45,12 @@ pub trait Requests {
     /// Starts the request in `frame` (the bytes after its size). `None` closes the connection
     /// once the requests before it are answered (the service has logged why).
     fn start(&self, frame: Bytes) -> Option<Start>;
+
+    /// A smaller frame limit than [`Limits::max_request_bytes`] for now (a connection that has
+    /// not logged in yet), consulted before each frame is read.
+    fn frame_limit(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Limits of one connection.
@@ -100,6 +106,14 @@ where
     let mut writable = true;
     let mut failure = None;
     loop {
+        let limit = requests
+            .frame_limit()
+            .map_or(limits.max_request_bytes, |l| {
+                l.min(limits.max_request_bytes)
+            });
+        if frames.decoder().max_frame_length() != limit {
+            frames.decoder_mut().set_max_frame_length(limit);
+        }
         let room = in_flight.len() + usize::from(starting.is_some()) < limits.depth.max(1)
             && (in_flight_bytes < limits.max_in_flight_bytes
                 || (in_flight.is_empty() && starting.is_none()));
@@ -206,6 +220,8 @@ mod tests {
         events: Arc<Mutex<Vec<String>>>,
         starts: Arc<Mutex<HashMap<u8, oneshot::Receiver<()>>>>,
         replies: Arc<Mutex<HashMap<u8, oneshot::Receiver<()>>>>,
+        /// Frames above this close the connection until request 0xfc lifts it.
+        limit: Arc<Mutex<Option<usize>>>,
     }
 
     impl Scripted {
@@ -224,12 +240,19 @@ mod tests {
     }
 
     impl Requests for Scripted {
+        fn frame_limit(&self) -> Option<usize> {
+            *self.limit.lock().unwrap()
+        }
+
         // A start resolves to the rest of its request, itself a future.
         #[allow(clippy::async_yields_async)]
         fn start(&self, frame: Bytes) -> Option<Start> {
             let id = frame[0];
             if id == 0xff {
                 return None;
+            }
+            if id == 0xfc {
+                *self.limit.lock().unwrap() = None;
             }
             let events = Arc::clone(&self.events);
             let start = self.starts.lock().unwrap().remove(&id);
@@ -453,6 +476,26 @@ mod tests {
         for event in ["replied 1", "started 2", "replied 2"] {
             assert!(events.iter().any(|e| e == event), "{event}: {events:?}");
         }
+    }
+
+    /// A smaller limit for now (a connection not logged in): a frame over it closes the
+    /// connection; once lifted (request 0xfc, a login), larger frames are read.
+    #[tokio::test]
+    async fn a_frame_over_the_limit_for_now_closes_the_connection() {
+        let service = Scripted::default();
+        *service.limit.lock().unwrap() = Some(2);
+        let (mut client, _task, _shutdown) = connection(&service, LIMITS);
+        client.write_all(&[0, 0, 0, 1, 0xfc]).await.unwrap();
+        assert_eq!(responses(&mut client, 1).await, [0xfc]);
+        client.write_all(&[0, 0, 0, 3, 7, 0, 0]).await.unwrap();
+        assert_eq!(responses(&mut client, 1).await, [7]);
+
+        let service = Scripted::default();
+        *service.limit.lock().unwrap() = Some(2);
+        let (mut client, task_limited, _shutdown) = connection(&service, LIMITS);
+        client.write_all(&[0, 0, 0, 3, 7, 0, 0]).await.unwrap();
+        task_limited.await.unwrap().unwrap();
+        assert!(service.events().is_empty(), "nothing read past the limit");
     }
 
     #[tokio::test]

@@ -845,7 +845,7 @@ impl RawConnection {
 /// connection without an answer. With SaslAuthenticate v1 the session lifetime is 2000 ms; a
 /// client that re-authenticates before then (KIP-368) is served past it, one that does not has
 /// its connection closed at its next request; re-authenticating as another user is refused.
-/// Before any login, requests close the connection.
+/// Before any login, requests close the connection, as does a frame over 512 KiB.
 #[test]
 fn sasl_framing_v0_and_v1_and_sessions_that_end_unless_renewed() {
     use kafka_protocol::error::ResponseError;
@@ -869,9 +869,16 @@ fn sasl_framing_v0_and_v1_and_sessions_that_end_unless_renewed() {
     );
     let bootstrap = broker.bootstrap();
 
-    // No login: a Metadata request closes the connection.
+    // No login: a Metadata request closes the connection, and so does a frame larger than a
+    // SASL message needs (512 KiB), before the broker reads it.
     let mut anonymous = RawConnection::open(&bootstrap);
     assert!(!anonymous.metadata());
+    let mut greedy = RawConnection::open(&bootstrap);
+    greedy
+        .stream
+        .write_all(&(1u32 << 20).to_be_bytes())
+        .unwrap();
+    assert_eq!(greedy.read_frame(), None);
 
     // v0: the token goes as a raw frame, and the answer comes as one (empty, for PLAIN).
     let mut old = RawConnection::open(&bootstrap);
