@@ -96,10 +96,11 @@ impl BrokerRequests {
         };
         match request.body {
             RequestKind::SaslHandshake(handshake) => {
+                // A listener without SASL answers as Kafka's do: ILLEGAL_SASL_STATE.
                 let Some(auth) = &self.sasl else {
                     let body = SaslHandshakeResponse::default()
-                        .with_error_code(ResponseError::UnsupportedSaslMechanism.code());
-                    return ready(answer(ResponseKind::SaslHandshake(body), true));
+                        .with_error_code(ResponseError::IllegalSaslState.code());
+                    return ready(answer(ResponseKind::SaslHandshake(body), false));
                 };
                 let mut auth = lock(auth);
                 let mechanisms = auth.mechanisms().into_iter().map(str_bytes).collect();
@@ -131,7 +132,7 @@ impl BrokerRequests {
                         .with_error_message(Some(str_bytes(
                             "SASL is not enabled on this listener",
                         )));
-                    return ready(answer(ResponseKind::SaslAuthenticate(body), true));
+                    return ready(answer(ResponseKind::SaslAuthenticate(body), false));
                 }
                 let login = self.login_step(authenticate.auth_bytes);
                 Box::pin(async move {

@@ -154,8 +154,8 @@ where
             frame = frames.next(), if reading && starting.is_none() && room => match frame {
                 None => reading = false,
                 Some(Err(error)) if error.kind() == std::io::ErrorKind::InvalidData => {
-                    // Larger than max_request_bytes (negative sizes read as huge ones).
-                    tracing::warn!(%error, max = limits.max_request_bytes,
+                    // Larger than the limit (negative sizes read as huge ones).
+                    tracing::warn!(%error, max = frames.decoder().max_frame_length(),
                         "request frame size out of bounds; closing the connection");
                     reading = false;
                 }

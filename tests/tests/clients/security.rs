@@ -845,7 +845,8 @@ impl RawConnection {
 /// connection without an answer. With SaslAuthenticate v1 the session lifetime is 2000 ms; a
 /// client that re-authenticates before then (KIP-368) is served past it, one that does not has
 /// its connection closed at its next request; re-authenticating as another user is refused.
-/// Before any login, requests close the connection, as does a frame over 512 KiB.
+/// Before any login, requests close the connection, as does a frame over 512 KiB. A listener
+/// without SASL answers SaslHandshake with ILLEGAL_SASL_STATE.
 #[test]
 fn sasl_framing_v0_and_v1_and_sessions_that_end_unless_renewed() {
     use kafka_protocol::error::ResponseError;
@@ -926,6 +927,15 @@ fn sasl_framing_v0_and_v1_and_sessions_that_end_unless_renewed() {
     let (code, _) = renewing.plain_login("bob", "bob-secret").unwrap();
     assert_eq!(code, ResponseError::SaslAuthenticationFailed.code());
     assert!(!renewing.metadata());
+
+    // A listener without SASL answers a SaslHandshake as Kafka's do, and goes on serving.
+    let open = secure_broker(&dir.path().join("open"), &[]);
+    let mut plain = RawConnection::open(&open.bootstrap());
+    assert_eq!(
+        plain.handshake("PLAIN", 1),
+        ResponseError::IllegalSaslState.code()
+    );
+    assert!(plain.metadata());
 }
 
 /// A P-256 signing key standing for a Kubernetes cluster's service-account issuer, with its
