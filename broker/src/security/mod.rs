@@ -3,6 +3,7 @@
 //! client that has not authenticated); the connection edge replaces that with the principal a
 //! client certificate or a SASL login proves.
 
+pub mod acl;
 pub mod oauth;
 pub mod sasl;
 pub mod scram;
