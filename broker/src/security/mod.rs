@@ -93,8 +93,10 @@ impl SecurityFlags {
         if self.sasl_mechanisms.is_empty() {
             return None;
         }
+        // Offered in the order given, each once.
         let mut mechanisms = self.sasl_mechanisms.clone();
-        mechanisms.dedup();
+        let mut seen = std::collections::BTreeSet::new();
+        mechanisms.retain(|m| seen.insert(*m));
         let oauth = match (
             &self.oauth_jwks_file,
             &self.oauth_issuer,
@@ -303,6 +305,20 @@ mod tests {
         let (line, problem) = parse_credentials("\nSCRAM-MD5 a b\n").unwrap_err();
         assert_eq!(line, 2);
         assert!(problem.contains("SCRAM-MD5"), "{problem}");
+    }
+
+    #[test]
+    fn mechanisms_are_offered_in_the_order_given_each_once() {
+        use sasl::Mechanism::{OAuthBearer, Plain};
+        let flags = SecurityFlags {
+            sasl_mechanisms: vec![Plain, OAuthBearer, Plain],
+            ..SecurityFlags::default()
+        };
+        assert_eq!(
+            flags.sasl_config().unwrap().mechanisms,
+            [Plain, OAuthBearer]
+        );
+        assert!(SecurityFlags::default().sasl_config().is_none());
     }
 
     #[test]

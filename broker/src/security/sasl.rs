@@ -261,16 +261,25 @@ impl Authenticator {
         }
     }
 
-    /// The outcome of a PLAIN login whose password was checked: `credential` is the user's
-    /// stored credential it was checked against (none: unknown user), `verified` whether the
-    /// password matched.
+    /// A PLAIN login whose message could not be read: refused as a wrong password is.
+    pub fn plain_malformed(&mut self, error: &ScramError) -> Step {
+        self.state = State::Idle;
+        Step::Failed {
+            message: PLAIN_FAILED.to_owned(),
+            reason: error.to_string(),
+            user: None,
+        }
+    }
+
+    /// The outcome of a PLAIN login as `user` whose password was checked ([`verify_plain`]):
+    /// `verified` whether it matched the user's stored credential (false for an unknown user).
     pub fn plain_checked(&mut self, user: &str, verified: bool, now: Instant) -> Step {
         self.state = State::Idle;
         if verified {
             self.logged_in(user, Vec::new(), now)
         } else {
             Step::Failed {
-                message: "Authentication failed: Invalid username or password".to_owned(),
+                message: PLAIN_FAILED.to_owned(),
                 reason: "invalid username or password".to_owned(),
                 user: Some(user.to_owned()),
             }
@@ -355,6 +364,9 @@ impl Authenticator {
         }
     }
 }
+
+/// What a client is told when a PLAIN login fails (Kafka's words).
+const PLAIN_FAILED: &str = "Authentication failed: Invalid username or password";
 
 fn failed(mechanism: Option<ScramMechanism>, reason: &str, user: Option<String>) -> Step {
     Step::Failed {

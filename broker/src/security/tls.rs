@@ -135,14 +135,13 @@ impl ServerTls {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(RELOAD_INTERVAL) => {}
             }
-            let files = self.files.clone();
             let tls = Arc::clone(&self);
             let reloaded = tokio::task::spawn_blocking(move || tls.reload()).await;
             match reloaded {
                 Ok(Ok(changed)) => {
                     if changed {
                         metrics.certificate_reload(true);
-                        tracing::info!(cert = %files.cert.display(), "TLS certificate files changed: new connections get the new certificate");
+                        tracing::info!(cert = %self.files.cert.display(), "TLS certificate files changed: new connections get the new certificate");
                     }
                     failing = None;
                 }

@@ -214,14 +214,7 @@ impl BrokerRequests {
                             .unwrap_or(false);
                     lock(&auth).plain_checked(&user, verified, Instant::now())
                 }
-                Some(Err(error)) => match lock(&auth).plain_checked("", false, Instant::now()) {
-                    Step::Failed { message, .. } => Step::Failed {
-                        message,
-                        reason: error.to_string(),
-                        user: None,
-                    },
-                    step => step,
-                },
+                Some(Err(error)) => lock(&auth).plain_malformed(&error),
                 None => lock(&auth).authenticate(&token, &broker.image(), Instant::now()),
             };
             let mechanism = mechanism.map_or("none", |m| m.name());
