@@ -1440,12 +1440,14 @@ async fn send_heartbeats(
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
+        // The lease runs from the send: the controller heard this heartbeat later than that, so
+        // its session for this broker outlasts the lease, and the broker stops counting itself
+        // current before the controller may fence it and move its leaderships.
+        let sent = std::time::Instant::now();
         match quorum.heartbeat(node_id, incarnation, interval).await {
-            Ok(controller_applied) => freshness.answered(
-                controller_applied,
-                *quorum.applied().borrow(),
-                std::time::Instant::now(),
-            ),
+            Ok(controller_applied) => {
+                freshness.answered(controller_applied, *quorum.applied().borrow(), sent);
+            }
             Err(error) => tracing::debug!(%error, "heartbeat not taken"),
         }
     }

@@ -285,7 +285,10 @@ pub fn assign_from_beginning(
 
 /// The latest offset of `topic`-`partition` (its high watermark), asked until the leader answers
 /// (up to 30 s): a leader just elected answers OFFSET_NOT_AVAILABLE until its high watermark has
-/// caught up (KIP-207).
+/// caught up (KIP-207). After a failed try the topic's metadata is asked for again: librdkafka
+/// answers a watermark query from its metadata cache, and a partition cached without a leader
+/// (a broker that answered during an election, or while unsure its metadata was current) fails
+/// every query at once until something refreshes it.
 pub fn latest_offset(
     consumer: &rdkafka::consumer::BaseConsumer,
     topic: &str,
@@ -302,6 +305,8 @@ pub fn latest_offset(
             ),
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+        // Refreshes the cache; a failure here shows as the next query's error.
+        let _ = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(5));
     }
 }
 

@@ -64,6 +64,13 @@ pub(super) async fn handle(
                             Ok(handle) => handle,
                             Err(not_served) => return response.with_error_code(not_served.code),
                         };
+                        // A broker not known current may have been replaced as leader: its high
+                        // watermark may be behind the new leader's, and answering from it could
+                        // move "latest" backwards (as Produce, it sends the client elsewhere).
+                        if !ctx.metadata_current() {
+                            return response
+                                .with_error_code(ResponseError::NotLeaderOrFollower.code());
+                        }
                         // KIP-207: a new leader's high watermark may lag the old leader's until
                         // its followers report in its epoch; answering from it could move
                         // "latest" backwards, so until then the answer is retriable.
