@@ -270,6 +270,8 @@ pub struct Broker {
     leader_throttle: crate::replication::throttle::Throttle,
     /// Partitions whose ISR this broker, their leader, has asked to grow and not heard back.
     isr_joins: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
+    /// Authorises requests against the ACLs (`--authorizer`); without one, all are allowed.
+    authorizer: Option<crate::security::acl::Authorizer>,
 }
 
 /// The file a running broker holds locked in its data directory: a second process given the same
@@ -403,6 +405,7 @@ impl Broker {
             Arc::clone(&quorum),
             coordinator_shutdown.clone(),
         );
+        let authorizer = config.security.authorizer();
         let broker = Arc::new(Self {
             config,
             advertised,
@@ -420,6 +423,7 @@ impl Broker {
             fetchers,
             leader_throttle: crate::replication::throttle::Throttle::default(),
             isr_joins: std::sync::Mutex::new(std::collections::HashSet::new()),
+            authorizer,
         });
         let _ = replication_slot.set(Arc::downgrade(&broker));
         broker.fetchers.update(&broker.image(), &broker.registry);
@@ -582,6 +586,11 @@ impl Broker {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// The authorizer, when requests are authorised (`--authorizer`).
+    pub fn authorizer(&self) -> Option<&crate::security::acl::Authorizer> {
+        self.authorizer.as_ref()
     }
 
     /// The metrics, for a task that outlives a borrow of the broker.
@@ -1621,8 +1630,19 @@ fn split_host_port(address: &str) -> Option<(String, i32)> {
 /// here at epoch 0: what unit tests of handlers and replication run against.
 #[cfg(test)]
 pub(crate) async fn test_broker(dir: &std::path::Path, partitions: i32) -> Arc<Broker> {
+    test_broker_configured(dir, partitions, |_| {}).await
+}
+
+/// [`test_broker`] with its configuration changed by `configure`.
+#[cfg(test)]
+pub(crate) async fn test_broker_configured(
+    dir: &std::path::Path,
+    partitions: i32,
+    configure: impl FnOnce(&mut BrokerConfig),
+) -> Arc<Broker> {
     let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-    let config = BrokerConfig::for_tests(dir.to_path_buf());
+    let mut config = BrokerConfig::for_tests(dir.to_path_buf());
+    configure(&mut config);
     let broker = Broker::open(config, peer, tokio_util::sync::CancellationToken::new())
         .await
         .expect("opening a test broker");

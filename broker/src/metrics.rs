@@ -38,6 +38,12 @@ struct MechanismLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DenialLabels {
+    operation: String,
+    resource_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicaRoleLabel {
     /// `leader` or `follower`.
     role: &'static str,
@@ -130,6 +136,7 @@ pub struct Metrics {
     connections: Gauge,
     connections_accepted: Counter,
     authentication_failures: Family<MechanismLabel, Counter>,
+    authorization_denials: Family<DenialLabels, Counter>,
     certificate_reloads: Family<OutcomeLabel, Counter>,
     partitions: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
@@ -328,6 +335,12 @@ impl Metrics {
             "Client connections that failed to authenticate (a refused TLS handshake, a failed SASL login), by mechanism",
             authentication_failures.clone(),
         );
+        let authorization_denials = Family::<DenialLabels, Counter>::default();
+        registry.register(
+            "authorization_denials",
+            "Operations the ACLs denied a client, by operation and resource type (topics left out of an all-topics listing are not counted)",
+            authorization_denials.clone(),
+        );
         let certificate_reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "tls_certificate_reloads",
@@ -401,6 +414,7 @@ impl Metrics {
             connections,
             connections_accepted,
             authentication_failures,
+            authorization_denials,
             certificate_reloads,
             partitions,
             log_size,
@@ -472,6 +486,16 @@ impl Metrics {
         self.authentication_failures
             .get_or_create(&MechanismLabel {
                 mechanism: mechanism.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an operation the ACLs denied.
+    pub fn authorization_denied(&self, operation: &str, resource_type: &str) {
+        self.authorization_denials
+            .get_or_create(&DenialLabels {
+                operation: operation.to_owned(),
+                resource_type: resource_type.to_owned(),
             })
             .inc();
     }

@@ -730,7 +730,13 @@ fn release_metadata_file(version: u32, image: &serde_json::Value) -> serde_json:
 #[tokio::test]
 async fn every_supported_version_of_every_api_is_served() {
     use fjord_broker::protocol::SUPPORTED_APIS;
-    let (broker, _dir) = start(|_| {}).await;
+    // With the ACL authorizer on, and this anonymous client a super user: every API is served
+    // through the authorizer, and the ACL APIs are served at all.
+    let (broker, _dir) = start(|config| {
+        config.security.authorizer = Some(fjord_broker::security::AuthorizerKind::Acl);
+        config.security.super_users = vec!["User:ANONYMOUS".to_owned()];
+    })
+    .await;
     let mut client = Client::connect(&broker).await;
     client.call(create("versions", 1), 7).await;
     let topic_id = client.user_topics().await[0].topic_id;
@@ -1089,6 +1095,72 @@ async fn every_supported_version_of_every_api_is_served() {
                     assert_eq!(response.error_code, 0, "{context}");
                     // AlterUserScramCredentials comes later in the table: none yet.
                     assert!(response.results.is_empty(), "{context}");
+                }
+                ApiKey::DescribeAcls => {
+                    let response = client
+                        .call(
+                            kafka_protocol::messages::DescribeAclsRequest::default()
+                                .with_resource_type_filter(1)
+                                .with_resource_name_filter(None)
+                                .with_principal_filter(None)
+                                .with_host_filter(None)
+                                .with_pattern_type_filter(1)
+                                .with_operation(1)
+                                .with_permission_type(1),
+                            version,
+                        )
+                        .await;
+                    assert_eq!(response.error_code, 0, "{context}");
+                    // CreateAcls comes later in the table: none yet.
+                    assert!(response.resources.is_empty(), "{context}");
+                }
+                ApiKey::CreateAcls => {
+                    use kafka_protocol::messages::create_acls_request::AclCreation;
+                    let response = client
+                        .call(
+                            kafka_protocol::messages::CreateAclsRequest::default().with_creations(
+                                vec![
+                                    AclCreation::default()
+                                        .with_resource_type(2)
+                                        .with_resource_name(StrBytes::from_string(format!(
+                                            "versions-{version}"
+                                        )))
+                                        .with_resource_pattern_type(3)
+                                        .with_principal(StrBytes::from_static_str("User:app"))
+                                        .with_host(StrBytes::from_static_str("*"))
+                                        .with_operation(4)
+                                        .with_permission_type(3),
+                                ],
+                            ),
+                            version,
+                        )
+                        .await;
+                    assert_eq!(response.results[0].error_code, 0, "{context}");
+                }
+                ApiKey::DeleteAcls => {
+                    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+                    let response = client
+                        .call(
+                            kafka_protocol::messages::DeleteAclsRequest::default().with_filters(
+                                vec![
+                                    DeleteAclsFilter::default()
+                                        .with_resource_type_filter(1)
+                                        .with_resource_name_filter(None)
+                                        .with_principal_filter(None)
+                                        .with_host_filter(None)
+                                        .with_pattern_type_filter(1)
+                                        .with_operation(1)
+                                        .with_permission_type(1),
+                                ],
+                            ),
+                            version,
+                        )
+                        .await;
+                    let result = &response.filter_results[0];
+                    assert_eq!(result.error_code, 0, "{context}");
+                    // The first version deletes the three CreateAcls made.
+                    let deleted = if version == 1 { 3 } else { 0 };
+                    assert_eq!(result.matching_acls.len(), deleted, "{context}");
                 }
                 ApiKey::ListPartitionReassignments => {
                     let response = client

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::topic_config::{ProduceConfig, produce_config};
+use crate::security::acl::AclBinding;
 use crate::security::scram::{ScramCredential, ScramMechanism};
 
 /// A broker as the cluster knows it.
@@ -193,6 +194,9 @@ pub struct MetadataImage {
     /// [`crate::security::scram`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scram: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// ACL bindings (see [`crate::security::acl`]), each once.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub acls: std::collections::BTreeSet<AclBinding>,
 }
 
 /// One user's SCRAM credential for one mechanism, as records carry it.
@@ -257,6 +261,10 @@ pub enum MetadataRecord {
         user: String,
         mechanism: ScramMechanism,
     },
+    /// Adds ACL bindings (one already there stays, once).
+    CreateAcls { bindings: Vec<AclBinding> },
+    /// Removes ACL bindings (one not there is nothing).
+    DeleteAcls { bindings: Vec<AclBinding> },
     /// A broker joins, or comes back with new endpoints; replaces its registration.
     RegisterBroker(BrokerRegistration),
     CreateTopic {
@@ -366,6 +374,7 @@ impl MetadataImage {
             draining: std::collections::BTreeSet::new(),
             balancing: false,
             scram: BTreeMap::new(),
+            acls: std::collections::BTreeSet::new(),
         }
     }
 
@@ -487,6 +496,14 @@ impl MetadataImage {
                     if credentials.is_empty() {
                         self.scram.remove(user);
                     }
+                }
+            }
+            MetadataRecord::CreateAcls { bindings } => {
+                self.acls.extend(bindings.iter().cloned());
+            }
+            MetadataRecord::DeleteAcls { bindings } => {
+                for binding in bindings {
+                    self.acls.remove(binding);
                 }
             }
             MetadataRecord::RegisterBroker(registration) => {

@@ -30,6 +30,7 @@ use crate::cluster::broker_config::{
 };
 use crate::cluster::topic_config::ConfigType;
 use crate::cluster::{ConfigError, ConfigOp, TOPIC_CONFIGS, apply_ops};
+use crate::security::acl::{Operation, ResourceType};
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -372,6 +373,28 @@ fn describe_broker<'a>(ctx: &'a Context, name: &str) -> Result<Vec<Described<'a>
     Ok(described)
 }
 
+/// Whether the client may do `operation` (DESCRIBE_CONFIGS or ALTER_CONFIGS) on a config
+/// resource, as Kafka checks it: a topic's on the topic (TOPIC_AUTHORIZATION_FAILED), a
+/// broker's on the cluster (CLUSTER_AUTHORIZATION_FAILED).
+fn config_access(
+    ctx: &Context,
+    resource_type: i8,
+    name: &str,
+    operation: Operation,
+) -> Result<(), (ResponseError, String)> {
+    let refused = match resource_type {
+        TOPIC => (!ctx.authorized(operation, ResourceType::Topic, name))
+            .then_some(ResponseError::TopicAuthorizationFailed),
+        BROKER => (!ctx.authorized_cluster(operation))
+            .then_some(ResponseError::ClusterAuthorizationFailed),
+        _ => None,
+    };
+    match refused {
+        Some(error) => Err((error, "Authorization failed.".to_owned())),
+        None => Ok(()),
+    }
+}
+
 pub(super) fn describe(ctx: &Context, request: &DescribeConfigsRequest) -> DescribeConfigsResponse {
     let results = request
         .resources
@@ -387,7 +410,13 @@ pub(super) fn describe(ctx: &Context, request: &DescribeConfigsRequest) -> Descr
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
             };
             let name = resource.resource_name.as_str();
-            let described = match resource.resource_type {
+            let access = config_access(
+                ctx,
+                resource.resource_type,
+                name,
+                Operation::DescribeConfigs,
+            );
+            let described = access.and_then(|()| match resource.resource_type {
                 TOPIC => describe_topic(ctx, name).ok_or_else(|| {
                     (
                         ResponseError::UnknownTopicOrPartition,
@@ -400,7 +429,7 @@ pub(super) fn describe(ctx: &Context, request: &DescribeConfigsRequest) -> Descr
                     ResponseError::InvalidRequest,
                     "only topic and broker configs exist".to_owned(),
                 )),
-            };
+            });
             match described {
                 Ok(configs) => result.with_configs(
                     configs
@@ -446,7 +475,9 @@ pub(super) async fn alter(ctx: &Context, request: AlterConfigsRequest) -> AlterC
     for resource in request.resources {
         let configs = config_map(resource.configs.iter().map(|c| (&c.name, c.value.as_ref())));
         let name = resource.resource_name.as_str();
+        let access = config_access(ctx, resource.resource_type, name, Operation::AlterConfigs);
         let outcome = match resource.resource_type {
+            _ if access.is_err() => access.map_err(|(error, message)| (error.code(), message)),
             TOPIC => ctx
                 .alter_topic_configs(name, |_| Ok(configs.clone()), request.validate_only)
                 .await
@@ -477,7 +508,15 @@ pub(super) async fn incremental_alter(
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
-        let outcome = if matches!(resource.resource_type, TOPIC | BROKER) {
+        let access = config_access(
+            ctx,
+            resource.resource_type,
+            &resource.resource_name,
+            Operation::AlterConfigs,
+        );
+        let outcome = if let Err((error, message)) = access {
+            Err((error.code(), message))
+        } else if matches!(resource.resource_type, TOPIC | BROKER) {
             let name = resource.resource_name.to_string();
             let ops: Option<Vec<(String, ConfigOp, Option<String>)>> = resource
                 .configs

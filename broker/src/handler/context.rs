@@ -25,12 +25,26 @@ use crate::coordinator::{self, Coordination, CoordinatorHandle, GroupError, OFFS
 use crate::metrics::Metrics;
 use crate::partition::PartitionHandle;
 use crate::quorum::QuorumDescription;
+use crate::security::Session;
+use crate::security::acl::{self, Operation, ResourceType};
 
 /// One request's view of the broker.
 #[derive(Debug, Clone)]
 pub struct Context {
     image: Arc<MetadataImage>,
     broker: Arc<Broker>,
+    /// Who asks, when the broker authorises requests; without it (the broker's own calls) every
+    /// operation is allowed.
+    requester: Option<Arc<Requester>>,
+}
+
+/// The client a request is authorised for.
+#[derive(Debug)]
+struct Requester {
+    /// `User:<name>`.
+    principal: String,
+    /// The client's address, as ACLs name hosts.
+    host: String,
 }
 
 impl Context {
@@ -44,13 +58,118 @@ impl Context {
         Self {
             image,
             broker: Arc::clone(broker),
+            requester: None,
         }
+    }
+
+    /// The same view for the client of `session`, whose requests are authorised against the ACLs
+    /// when the broker has an authorizer.
+    pub fn for_session(mut self, session: &Session) -> Self {
+        if self.broker.authorizer().is_some() {
+            self.requester = Some(Arc::new(Requester {
+                principal: session.principal.to_string(),
+                host: session.peer.ip().to_string(),
+            }));
+        }
+        self
     }
 
     /// The same view with the metadata as it stands now (a request that waited, such as a long
     /// poll, checks leadership again).
     pub fn refreshed(&self) -> Self {
-        Self::new(&self.broker)
+        Self {
+            requester: self.requester.clone(),
+            ..Self::new(&self.broker)
+        }
+    }
+
+    /// Whether requests are authorised against ACLs at all (`--authorizer`).
+    pub fn authorizing(&self) -> bool {
+        self.broker.authorizer().is_some()
+    }
+
+    /// Whether the client may do `operation` on `resource_type` `name`; a denial is logged
+    /// (rate-limited) and counted.
+    pub fn authorized(
+        &self,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.check(operation, resource_type, name, true)
+    }
+
+    /// [`Self::authorized`] on the cluster.
+    pub fn authorized_cluster(&self, operation: Operation) -> bool {
+        self.authorized(operation, ResourceType::Cluster, acl::CLUSTER_NAME)
+    }
+
+    /// [`Self::authorized`] without a log line or a count, for what a listing leaves out (as
+    /// Kafka leaves topics a client may not describe out of Metadata).
+    pub fn may(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        self.check(operation, resource_type, name, false)
+    }
+
+    /// Whether the client may do `operation` on some resource of `resource_type` (see
+    /// [`acl::authorize_any`]); a denial is logged and counted.
+    pub fn authorized_any(&self, operation: Operation, resource_type: ResourceType) -> bool {
+        let (Some(authorizer), Some(requester)) = (self.broker.authorizer(), &self.requester)
+        else {
+            return true;
+        };
+        let allowed = acl::authorize_any(
+            &self.image.acls,
+            authorizer.super_users(),
+            &requester.principal,
+            &requester.host,
+            operation,
+            resource_type,
+        );
+        if !allowed {
+            self.denied(
+                authorizer,
+                &acl::Action {
+                    principal: &requester.principal,
+                    host: &requester.host,
+                    operation,
+                    resource_type,
+                    resource_name: "*",
+                },
+            );
+        }
+        allowed
+    }
+
+    fn check(
+        &self,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+        log: bool,
+    ) -> bool {
+        let (Some(authorizer), Some(requester)) = (self.broker.authorizer(), &self.requester)
+        else {
+            return true;
+        };
+        let action = acl::Action {
+            principal: &requester.principal,
+            host: &requester.host,
+            operation,
+            resource_type,
+            resource_name: name,
+        };
+        let allowed = authorizer.allows(&self.image.acls, &action);
+        if !allowed && log {
+            self.denied(authorizer, &action);
+        }
+        allowed
+    }
+
+    fn denied(&self, authorizer: &acl::Authorizer, action: &acl::Action<'_>) {
+        authorizer.log_denied(action);
+        self.broker
+            .metrics()
+            .authorization_denied(action.operation.name(), action.resource_type.name());
     }
 
     /// See [`Broker::leader_throttle`].

@@ -8,6 +8,7 @@ use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use super::{Context, internal_topic_error, str_bytes};
 use crate::broker::CreatePartitionsError;
 use crate::cluster::{ApplyError, MetadataError};
+use crate::security::acl::{Operation, ResourceType};
 
 pub(super) async fn handle(
     ctx: &Context,
@@ -17,6 +18,14 @@ pub(super) async fn handle(
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         let name = topic.name.0.to_string();
+        if !ctx.authorized(Operation::Alter, ResourceType::Topic, &name) {
+            results.push(
+                result
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(str_bytes("Authorization failed."))),
+            );
+            continue;
+        }
         if let Some((code, message)) = internal_topic_error(&name, "add partitions to") {
             results.push(
                 result

@@ -34,6 +34,14 @@ pub(super) async fn handle(ctx: &Context, request: CreateTopicsRequest) -> Creat
             ));
             continue;
         }
+        if !super::metadata::may_create(ctx, &name) {
+            results.push(error(
+                result,
+                ResponseError::TopicAuthorizationFailed.code(),
+                "Authorization failed.",
+            ));
+            continue;
+        }
         let (partitions, replication_factor, assignment) = if topic.assignments.is_empty() {
             (topic.num_partitions, topic.replication_factor, None)
         } else {

@@ -11,16 +11,21 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::{Context, leader_partition, log_error_code};
 use crate::partition::DeleteRecordsError;
+use crate::security::acl::{Operation, ResourceType};
 
 pub(super) async fn handle(ctx: &Context, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let topics = request.topics.into_iter().map(|topic| async move {
         let name = topic.name.0.to_string();
+        let allowed = ctx.authorized(Operation::Delete, ResourceType::Topic, &name);
         let partitions = topic.partitions.into_iter().map(|p| {
             let name = name.clone();
             async move {
                 let result = DeleteRecordsPartitionResult::default()
                     .with_partition_index(p.partition_index)
                     .with_low_watermark(-1);
+                if !allowed {
+                    return result.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                }
                 let partition = match leader_partition(ctx, &name, p.partition_index, -1) {
                     Ok(partition) => partition,
                     Err(not_served) => return result.with_error_code(not_served.code),

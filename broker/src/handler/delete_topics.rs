@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 use super::{Context, internal_topic_error, str_bytes};
 use crate::cluster::{ApplyError, MetadataError};
+use crate::security::acl::{Operation, ResourceType};
 
 pub(super) async fn handle(
     ctx: &Context,
@@ -68,6 +69,14 @@ pub(super) async fn handle(
         };
         let result = result.with_name(Some(name.clone()));
         let topic = name.0.to_string();
+        if !ctx.authorized(Operation::Delete, ResourceType::Topic, &topic) {
+            responses.push(
+                result
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_error_message(Some(str_bytes("Authorization failed."))),
+            );
+            continue;
+        }
         if let Some((code, message)) = internal_topic_error(&topic, "delete") {
             responses.push(
                 result

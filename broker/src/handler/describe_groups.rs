@@ -8,21 +8,29 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{Context, group_error_code, str_bytes};
 use crate::coordinator::{GroupError, GroupState};
+use crate::security::acl::Operation;
 
 pub(super) async fn handle(
     ctx: &Context,
     request: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
-    let ids: Vec<String> = request.groups.iter().map(|g| g.to_string()).collect();
+    // As Kafka: a group the client may not describe is GROUP_AUTHORIZATION_FAILED.
+    let (allowed, ids) = super::authorized_groups(ctx, Operation::Describe, &request.groups);
     let described = match ctx.coordinator() {
-        Some(coordinator) => coordinator.describe(ids).await,
+        Some(coordinator) if !ids.is_empty() => coordinator.describe(ids).await,
+        Some(_) => Ok(Vec::new()),
         None => Err(GroupError::CoordinatorNotAvailable),
     };
+    let refused = |id, code| {
+        DescribedGroup::default()
+            .with_group_id(id)
+            .with_error_code(code)
+            .with_authorized_operations(i32::MIN)
+    };
     let groups = match described {
-        Ok(groups) => groups
-            .into_iter()
-            .map(|g| {
+        Ok(groups) => {
+            let mut groups = groups.into_iter().map(|g| {
                 let unknown = version >= 6 && g.state == GroupState::Dead;
                 let described = DescribedGroup::default();
                 let described = if unknown {
@@ -55,17 +63,24 @@ pub(super) async fn handle(
                             })
                             .collect(),
                     )
-            })
-            .collect(),
+            });
+            request
+                .groups
+                .into_iter()
+                .zip(allowed)
+                .filter_map(|(id, allowed)| {
+                    if allowed {
+                        groups.next()
+                    } else {
+                        Some(refused(id, ResponseError::GroupAuthorizationFailed.code()))
+                    }
+                })
+                .collect()
+        }
         Err(error) => request
             .groups
             .into_iter()
-            .map(|id| {
-                DescribedGroup::default()
-                    .with_group_id(id)
-                    .with_error_code(group_error_code(error))
-                    .with_authorized_operations(i32::MIN)
-            })
+            .map(|id| refused(id, group_error_code(error)))
             .collect(),
     };
     DescribeGroupsResponse::default().with_groups(groups)

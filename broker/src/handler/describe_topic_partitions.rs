@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
 use super::Context;
 use super::metadata::{offline_replicas, partition_error};
 use super::topic_name;
+use crate::security::acl::{Operation, ResourceType};
 
 /// Kafka's `max.request.partition.size.limit`: the most partitions one page holds.
 const MAX_PAGE: i32 = 2000;
@@ -43,6 +44,14 @@ pub(super) fn handle(
         } else {
             0
         };
+        if !ctx.authorized(Operation::Describe, ResourceType::Topic, &name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code()),
+            );
+            continue;
+        }
         let Some(topic) = image.topic(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()

@@ -35,6 +35,7 @@ use super::{Context, NotServed, leader_endpoints, log_error_code, readable_parti
 use crate::cluster::TopicCompression;
 use crate::log::{self, Divergence};
 use crate::record::Compression;
+use crate::security::acl::{Operation, ResourceType};
 
 pub(super) async fn handle(ctx: &Context, request: FetchRequest, version: i16) -> FetchResponse {
     let deadline = Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
@@ -122,17 +123,30 @@ async fn read_once(ctx: &Context, request: &Arc<FetchRequest>, version: i16) -> 
             }
         })
         .collect();
+    let allowed: Vec<bool> = names
+        .iter()
+        .map(|name| {
+            name.as_deref()
+                .is_none_or(|name| ctx.authorized(Operation::Read, ResourceType::Topic, name))
+        })
+        .collect();
     // KIP-392: a consumer that names its rack may read from a follower.
     let rack = (version >= 11 && !request.rack_id.is_empty()).then(|| request.rack_id.as_str());
     let handles: Vec<Vec<_>> = request
         .topics
         .iter()
         .zip(&names)
-        .map(|(topic, name)| {
+        .zip(&allowed)
+        .map(|((topic, name), allowed)| {
             topic
                 .partitions
                 .iter()
                 .map(|p| match name {
+                    Some(_) if !allowed => Err(NotServed {
+                        code: ResponseError::TopicAuthorizationFailed.code(),
+                        leader: -1,
+                        leader_epoch: -1,
+                    }),
                     Some(name) => readable_partition(
                         ctx,
                         name,

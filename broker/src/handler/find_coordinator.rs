@@ -8,6 +8,7 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 
 use super::{Context, str_bytes};
+use crate::security::acl::{Operation, ResourceType};
 
 /// `key_type` of a consumer group.
 const GROUP_KEY: i8 = 0;
@@ -25,7 +26,19 @@ pub(super) fn handle(
             .with_host(str_bytes(""))
             .with_port(-1);
         match request.key_type {
+            GROUP_KEY if !ctx.authorized(Operation::Describe, ResourceType::Group, key) => {
+                return found
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+            }
             GROUP_KEY => {}
+            TRANSACTION_KEY
+                if !ctx.authorized(Operation::Describe, ResourceType::TransactionalId, key) =>
+            {
+                return found
+                    .with_node_id(BrokerId(-1))
+                    .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+            }
             TRANSACTION_KEY => {
                 return found
                     .with_node_id(BrokerId(-1))

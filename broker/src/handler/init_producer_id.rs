@@ -6,6 +6,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::Context;
+use crate::security::acl::{Operation, ResourceType};
 
 pub(super) async fn handle(
     ctx: &Context,
@@ -14,6 +15,18 @@ pub(super) async fn handle(
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
+    // As Kafka (KIP-679): an idempotent producer needs IDEMPOTENT_WRITE on the cluster, or WRITE
+    // on some topic.
+    if request.transactional_id.is_none()
+        && !ctx.may(
+            Operation::IdempotentWrite,
+            ResourceType::Cluster,
+            crate::security::acl::CLUSTER_NAME,
+        )
+        && !ctx.authorized_any(Operation::Write, ResourceType::Topic)
+    {
+        return response.with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     if request.transactional_id.is_some() {
         tracing::warn!("InitProducerId with a transactional id: transactions are not supported");
         return response.with_error_code(ResponseError::InvalidRequest.code());

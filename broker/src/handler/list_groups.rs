@@ -6,6 +6,7 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::{Context, group_error_code, str_bytes};
 use crate::coordinator::GroupError;
+use crate::security::acl::{Operation, ResourceType};
 
 pub(super) async fn handle(ctx: &Context, request: ListGroupsRequest) -> ListGroupsResponse {
     let listed = match ctx.coordinator() {
@@ -30,9 +31,17 @@ pub(super) async fn handle(ctx: &Context, request: ListGroupsRequest) -> ListGro
             .types_filter
             .iter()
             .any(|t| t.eq_ignore_ascii_case("classic"));
+    // As Kafka: DESCRIBE on the cluster lists every group, otherwise those the client may
+    // describe.
+    let all = ctx.may(
+        Operation::Describe,
+        ResourceType::Cluster,
+        crate::security::acl::CLUSTER_NAME,
+    );
     let groups = groups
         .into_iter()
         .filter(|g| type_wanted && state_wanted(g.state.name()))
+        .filter(|g| all || ctx.may(Operation::Describe, ResourceType::Group, &g.group_id))
         .map(|g| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(g.group_id)))

@@ -15,6 +15,8 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use crate::security::acl::{Operation, ResourceType};
+
 use super::{Context, leader_partition, log_error_code};
 
 const LATEST: i64 = -1;
@@ -47,6 +49,7 @@ pub(super) async fn handle(
             .into_iter()
             .map(|topic| {
                 let name = topic.name.0.to_string();
+                let allowed = ctx.authorized(Operation::Describe, ResourceType::Topic, &name);
                 let partitions = topic
                     .partitions
                     .into_iter()
@@ -55,6 +58,10 @@ pub(super) async fn handle(
                             .with_partition_index(p.partition_index)
                             .with_timestamp(-1)
                             .with_offset(-1);
+                        if !allowed {
+                            return response
+                                .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                        }
                         let handle = match leader_partition(
                             &ctx,
                             &name,

@@ -12,6 +12,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
 use super::{Context, str_bytes, topic_name};
 use crate::broker::CreateTopicError;
 use crate::cluster::{MetadataImage, PartitionImage, TopicImage};
+use crate::security::acl::{Operation, ResourceType};
 
 pub(super) async fn handle(
     ctx: &Context,
@@ -54,13 +55,31 @@ pub(super) async fn handle(
     // Before v4 there is no flag: auto-creation follows the broker setting.
     let allow_create =
         (version < 4 || request.allow_auto_topic_creation) && ctx.config().auto_create_topics;
+    // As Kafka: a listing of all topics leaves out those the client may not describe; a topic
+    // named is TOPIC_AUTHORIZATION_FAILED, whether it exists or not; creating one takes CREATE on
+    // the cluster or on the topic.
     let topics = match requested {
-        None => image.topics.values().map(|t| describe(image, t)).collect(),
+        None => image
+            .topics
+            .values()
+            .filter(|t| ctx.may(Operation::Describe, ResourceType::Topic, &t.name))
+            .map(|t| describe(image, t))
+            .collect(),
         Some(names) => {
             let mut out = Vec::with_capacity(names.len());
             for name in names {
+                if !ctx.authorized(Operation::Describe, ResourceType::Topic, &name) {
+                    out.push(error_topic(
+                        &name,
+                        ResponseError::TopicAuthorizationFailed.code(),
+                    ));
+                    continue;
+                }
                 out.push(match image.topic(&name) {
                     Some(topic) => describe(image, topic),
+                    None if allow_create && !may_create(ctx, &name) => {
+                        error_topic(&name, ResponseError::TopicAuthorizationFailed.code())
+                    }
                     None if allow_create => auto_create(ctx, &name).await,
                     None => error_topic(&name, ResponseError::UnknownTopicOrPartition.code()),
                 });
@@ -76,6 +95,16 @@ pub(super) async fn handle(
         // waits on a controller that has just gone away.
         .with_controller_id(BrokerId(ctx.node_id()))
         .with_topics(topics)
+}
+
+/// Whether the client may create topic `name`: CREATE on the cluster or on the topic (Kafka's
+/// rule for CreateTopics and auto-creation alike).
+pub(super) fn may_create(ctx: &Context, name: &str) -> bool {
+    ctx.may(
+        Operation::Create,
+        ResourceType::Cluster,
+        crate::security::acl::CLUSTER_NAME,
+    ) || ctx.authorized(Operation::Create, ResourceType::Topic, name)
 }
 
 async fn auto_create(ctx: &Context, name: &str) -> MetadataResponseTopic {

@@ -6,8 +6,10 @@
 //! context over any image (`tests.rs`). Per-partition failures become Kafka error codes in the
 //! response; handlers never fail the connection.
 
+mod acls;
 mod alter_replica_log_dirs;
 mod api_versions;
+mod authorize;
 mod configs;
 mod context;
 mod create_partitions;
@@ -68,7 +70,7 @@ pub type Pending = Pin<Box<dyn Future<Output = Option<ResponseKind>> + Send>>;
 /// its batches hold their places in their partitions' append queues, and the rest is waiting for
 /// their acknowledgement; every other request runs whole in its start.
 pub async fn start(broker: &Arc<Broker>, request: Request, session: &Session) -> Pending {
-    start_with(&Context::new(broker), request, session).await
+    start_with(&Context::new(broker).for_session(session), request, session).await
 }
 
 /// [`start`] with a given view of the broker.
@@ -98,6 +100,9 @@ async fn dispatch(
     client_id: &str,
     session: &Session,
 ) -> Option<ResponseKind> {
+    if let Some(denied) = authorize::denied(ctx, &body) {
+        return Some(denied);
+    }
     match body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions::handle())),
         RequestKind::Metadata(req) => Some(ResponseKind::Metadata(
@@ -153,6 +158,15 @@ async fn dispatch(
         RequestKind::AlterUserScramCredentials(req) => Some(
             ResponseKind::AlterUserScramCredentials(user_scram_credentials::alter(ctx, req).await),
         ),
+        RequestKind::CreateAcls(req) => {
+            Some(ResponseKind::CreateAcls(acls::create(ctx, req).await))
+        }
+        RequestKind::DescribeAcls(req) => {
+            Some(ResponseKind::DescribeAcls(acls::describe(ctx, &req)))
+        }
+        RequestKind::DeleteAcls(req) => {
+            Some(ResponseKind::DeleteAcls(acls::delete(ctx, req).await))
+        }
         RequestKind::ListConfigResources(req) => Some(ResponseKind::ListConfigResources(
             list_config_resources::handle(ctx, &req, version),
         )),
@@ -247,6 +261,25 @@ fn internal_topic_error(topic: &str, action: &str) -> Option<(i16, StrBytes)> {
 /// Group ids are non-empty and fit the `__consumer_offsets` record schemas.
 fn valid_group_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= i16::MAX as usize
+}
+
+/// Which of `groups` the client may do `operation` on (in order), and those groups' ids.
+fn authorized_groups(
+    ctx: &Context,
+    operation: crate::security::acl::Operation,
+    groups: &[kafka_protocol::messages::GroupId],
+) -> (Vec<bool>, Vec<String>) {
+    let allowed: Vec<bool> = groups
+        .iter()
+        .map(|g| ctx.authorized(operation, crate::security::acl::ResourceType::Group, g))
+        .collect();
+    let ids = groups
+        .iter()
+        .zip(&allowed)
+        .filter(|(_, allowed)| **allowed)
+        .map(|(g, _)| g.to_string())
+        .collect();
+    (allowed, ids)
 }
 
 /// The Kafka error code for a refused group request.

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
 use super::{Context, commit_error_code, group_error_code, valid_group_id};
 use crate::coordinator::{CommittedOffset, GroupError, GroupPartition};
+use crate::security::acl::{Operation, ResourceType};
 
 /// Longest commit metadata accepted (`offset.metadata.max.bytes`).
 const MAX_METADATA_BYTES: usize = 4096;
@@ -18,10 +19,13 @@ const MAX_METADATA_BYTES: usize = 4096;
 pub(super) async fn handle(ctx: &Context, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let coordinator = ctx.coordinator_for(&request.group_id);
     let now = coordinator.as_ref().map_or(0, |c| c.now_ms());
-    let upfront = if let Err(error) = coordinator {
-        Some(error)
+    // As Kafka: READ on the group, then READ on each topic.
+    let upfront = if !ctx.authorized(Operation::Read, ResourceType::Group, &request.group_id) {
+        Some(ResponseError::GroupAuthorizationFailed.code())
+    } else if let Err(error) = coordinator {
+        Some(group_error_code(error))
     } else if !valid_group_id(&request.group_id) {
-        Some(GroupError::InvalidGroupId)
+        Some(group_error_code(GroupError::InvalidGroupId))
     } else {
         None
     };
@@ -32,11 +36,15 @@ pub(super) async fn handle(ctx: &Context, request: OffsetCommitRequest) -> Offse
     for topic in &request.topics {
         // Known to the cluster, wherever its partitions are hosted.
         let known = image.topic(&topic.name);
+        let allowed =
+            upfront.is_some() || ctx.authorized(Operation::Read, ResourceType::Topic, &topic.name);
         let mut topic_codes = Vec::with_capacity(topic.partitions.len());
         for p in &topic.partitions {
             let metadata = p.committed_metadata.as_deref().unwrap_or_default();
-            let code = if let Some(error) = upfront {
-                Some(group_error_code(error))
+            let code = if upfront.is_some() {
+                upfront
+            } else if !allowed {
+                Some(ResponseError::TopicAuthorizationFailed.code())
             } else if known.is_none_or(|t| t.partition(p.partition_index).is_none()) {
                 Some(ResponseError::UnknownTopicOrPartition.code())
             } else if metadata.len() > MAX_METADATA_BYTES {

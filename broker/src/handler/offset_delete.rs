@@ -6,13 +6,25 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
+use kafka_protocol::error::ResponseError;
+
 use super::{Context, group_error_code};
+use crate::security::acl::{Operation, ResourceType};
 
 pub(super) async fn handle(ctx: &Context, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    // As Kafka: READ on each topic, or TOPIC_AUTHORIZATION_FAILED (DELETE on the group is
+    // checked before the request gets here).
+    let allowed: Vec<bool> = request
+        .topics
+        .iter()
+        .map(|t| ctx.authorized(Operation::Read, ResourceType::Topic, &t.name))
+        .collect();
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&allowed)
+        .filter(|(_, allowed)| **allowed)
+        .flat_map(|(t, _)| {
             t.partitions
                 .iter()
                 .map(|p| (t.name.to_string(), p.partition_index))
@@ -35,15 +47,20 @@ pub(super) async fn handle(ctx: &Context, request: OffsetDeleteRequest) -> Offse
     let topics = request
         .topics
         .into_iter()
-        .map(|topic| {
+        .zip(allowed)
+        .map(|(topic, allowed)| {
             let partitions = topic
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = results
-                        .next()
-                        .and_then(Result::err)
-                        .map_or(0, group_error_code);
+                    let code = if allowed {
+                        results
+                            .next()
+                            .and_then(Result::err)
+                            .map_or(0, group_error_code)
+                    } else {
+                        ResponseError::TopicAuthorizationFailed.code()
+                    };
                     OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(code)

@@ -9,12 +9,19 @@ use kafka_protocol::messages::offset_fetch_response::{
 use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse};
 
 use super::{Context, group_error_code, str_bytes, topic_name};
-use crate::coordinator::{CommittedOffset, GroupError, GroupPartition};
+use kafka_protocol::error::ResponseError;
 
-/// A topic's partitions with their committed offsets.
-type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
+use crate::coordinator::{CommittedOffset, GroupPartition};
+use crate::security::acl::{Operation, ResourceType};
 
-type Fetched = Result<Vec<(GroupPartition, Option<CommittedOffset>)>, GroupError>;
+/// A partition's committed offset, if any, or the error code it is answered with.
+type Answer = Result<Option<CommittedOffset>, i16>;
+
+/// A topic's partitions with their answers.
+type TopicOffsets = (String, Vec<(i32, Answer)>);
+
+/// The group's partitions with their answers, or the group's error code.
+type Fetched = Result<Vec<(GroupPartition, Answer)>, i16>;
 
 pub(super) async fn handle(
     ctx: &Context,
@@ -44,10 +51,11 @@ pub(super) async fn handle(
                         .with_partitions(
                             partitions
                                 .into_iter()
-                                .map(|(partition, committed)| {
-                                    let (offset, epoch, metadata) = fields(committed);
+                                .map(|(partition, answer)| {
+                                    let (offset, epoch, metadata, code) = fields(answer);
                                     OffsetFetchResponsePartition::default()
                                         .with_partition_index(partition)
+                                        .with_error_code(code)
                                         .with_committed_offset(offset)
                                         .with_committed_leader_epoch(epoch)
                                         .with_metadata(Some(str_bytes(metadata)))
@@ -58,7 +66,7 @@ pub(super) async fn handle(
                 .collect();
             OffsetFetchResponse::default().with_topics(topics)
         }
-        Err(error) => OffsetFetchResponse::default().with_error_code(group_error_code(error)),
+        Err(code) => OffsetFetchResponse::default().with_error_code(code),
     }
 }
 
@@ -80,10 +88,11 @@ async fn fetch_group(ctx: &Context, group: OffsetFetchRequestGroup) -> OffsetFet
                         .with_partitions(
                             partitions
                                 .into_iter()
-                                .map(|(partition, committed)| {
-                                    let (offset, epoch, metadata) = fields(committed);
+                                .map(|(partition, answer)| {
+                                    let (offset, epoch, metadata, code) = fields(answer);
                                     OffsetFetchResponsePartitions::default()
                                         .with_partition_index(partition)
+                                        .with_error_code(code)
                                         .with_committed_offset(offset)
                                         .with_committed_leader_epoch(epoch)
                                         .with_metadata(Some(str_bytes(metadata)))
@@ -93,17 +102,47 @@ async fn fetch_group(ctx: &Context, group: OffsetFetchRequestGroup) -> OffsetFet
                 })
                 .collect(),
         ),
-        Err(error) => response.with_error_code(group_error_code(error)),
+        Err(code) => response.with_error_code(code),
     }
 }
 
+/// As Kafka: DESCRIBE on the group, or GROUP_AUTHORIZATION_FAILED; a partition of a topic the
+/// client may not describe is TOPIC_AUTHORIZATION_FAILED when named, and left out when all are
+/// asked for.
 async fn fetch(ctx: &Context, group: &GroupId, wanted: Option<Vec<GroupPartition>>) -> Fetched {
-    let coordinator = ctx.coordinator_for(group)?;
-    coordinator.fetch_offsets(group.to_string(), wanted).await
+    if !ctx.authorized(Operation::Describe, ResourceType::Group, group) {
+        return Err(ResponseError::GroupAuthorizationFailed.code());
+    }
+    let describable = |topic: &str| ctx.may(Operation::Describe, ResourceType::Topic, topic);
+    let (wanted, denied) = match wanted {
+        Some(wanted) => {
+            let (allowed, denied): (Vec<_>, Vec<_>) = wanted.into_iter().partition(|(topic, _)| {
+                ctx.authorized(Operation::Describe, ResourceType::Topic, topic)
+            });
+            (Some(allowed), denied)
+        }
+        None => (None, Vec::new()),
+    };
+    let coordinator = ctx.coordinator_for(group).map_err(group_error_code)?;
+    let fetched = coordinator
+        .fetch_offsets(group.to_string(), wanted)
+        .await
+        .map_err(group_error_code)?;
+    Ok(fetched
+        .into_iter()
+        .filter(|((topic, _), _)| describable(topic))
+        .map(|(partition, committed)| (partition, Ok(committed)))
+        .chain(denied.into_iter().map(|partition| {
+            (
+                partition,
+                Err(ResponseError::TopicAuthorizationFailed.code()),
+            )
+        }))
+        .collect())
 }
 
 /// Groups the answer by topic, keeping the request's order of topics.
-fn by_topic(offsets: Vec<(GroupPartition, Option<CommittedOffset>)>) -> Vec<TopicOffsets> {
+fn by_topic(offsets: Vec<(GroupPartition, Answer)>) -> Vec<TopicOffsets> {
     let mut topics: Vec<TopicOffsets> = Vec::new();
     for ((topic, partition), committed) in offsets {
         match topics.iter_mut().find(|(name, _)| *name == topic) {
@@ -114,9 +153,12 @@ fn by_topic(offsets: Vec<(GroupPartition, Option<CommittedOffset>)>) -> Vec<Topi
     topics
 }
 
-/// Offset, leader epoch and metadata; -1, -1 and "" where nothing was committed.
-fn fields(committed: Option<CommittedOffset>) -> (i64, i32, String) {
-    committed.map_or((-1, -1, String::new()), |c| {
-        (c.offset, c.leader_epoch, c.metadata)
-    })
+/// Offset, leader epoch, metadata and error code; -1, -1 and "" where nothing was committed or
+/// the partition is refused.
+fn fields(answer: Answer) -> (i64, i32, String, i16) {
+    match answer {
+        Ok(Some(c)) => (c.offset, c.leader_epoch, c.metadata, 0),
+        Ok(None) => (-1, -1, String::new(), 0),
+        Err(code) => (-1, -1, String::new(), code),
+    }
 }

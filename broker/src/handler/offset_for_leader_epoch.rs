@@ -10,8 +10,11 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use kafka_protocol::error::ResponseError;
+
 use super::{Context, leader_partition};
 use crate::log::UNDEFINED_EPOCH_OFFSET;
+use crate::security::acl::{Operation, ResourceType};
 
 pub(super) fn handle(
     ctx: &Context,
@@ -21,6 +24,7 @@ pub(super) fn handle(
         .topics
         .iter()
         .map(|topic| {
+            let allowed = ctx.authorized(Operation::Describe, ResourceType::Topic, &topic.topic);
             let partitions = topic
                 .partitions
                 .iter()
@@ -30,6 +34,10 @@ pub(super) fn handle(
                     let answer = answer
                         .with_leader_epoch(leader_epoch)
                         .with_end_offset(end_offset);
+                    if !allowed {
+                        return answer
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     match leader_partition(ctx, &topic.topic, p.partition, p.current_leader_epoch) {
                         Ok(handle) => {
                             let (epoch, end) = handle.reader().end_offset_for_epoch(p.leader_epoch);

@@ -25,6 +25,8 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use tokio::sync::Semaphore;
 
+use crate::security::acl::{Operation, ResourceType};
+
 use super::{
     Context, append_error_code, internal_topic_error, leader_endpoints, leader_partition, str_bytes,
 };
@@ -53,14 +55,22 @@ pub(super) async fn start(ctx: &Context, request: ProduceRequest, version: i16) 
         let response = TopicProduceResponse::default()
             .with_name(topic.name)
             .with_topic_id(topic.topic_id);
-        let Some(name) = name else {
-            let partitions = topic
+        let refused_all = |error: ResponseError| {
+            topic
                 .partition_data
-                .into_iter()
-                .map(|data| Step::Done(refused(data.index, ResponseError::UnknownTopicId.code())))
-                .collect();
-            return (response, partitions);
+                .iter()
+                .map(|data| Step::Done(refused(data.index, error.code())))
+                .collect()
         };
+        let Some(name) = name else {
+            return (response, refused_all(ResponseError::UnknownTopicId));
+        };
+        if !ctx.authorized(Operation::Write, ResourceType::Topic, &name) {
+            return (
+                response,
+                refused_all(ResponseError::TopicAuthorizationFailed),
+            );
+        }
         let settings = ctx.produce_config(&name).unwrap_or_default();
         let partitions = topic
             .partition_data

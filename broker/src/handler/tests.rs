@@ -802,3 +802,249 @@ async fn scram_credentials_are_altered_and_described_with_kafka_codes() {
     assert_eq!(outcome(response), [("alice".to_owned(), 0)]);
     assert!(broker.image().scram.is_empty());
 }
+
+/// With `--authorizer acl`, each API checks what Kafka's authorizer checks, with Kafka's codes;
+/// the ACL APIs need the cluster operations; without an authorizer they are SECURITY_DISABLED.
+#[tokio::test]
+async fn requests_are_authorised_with_kafka_codes() {
+    use super::str_bytes;
+    use crate::cluster::MetadataRecord;
+    use crate::security::Principal;
+    use crate::security::acl::{
+        AclBinding, CLUSTER_NAME, Operation, PatternType, Permission, ResourceType,
+    };
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    use kafka_protocol::messages::{
+        DescribeAclsRequest, DescribeConfigsRequest, DescribeGroupsRequest, ElectLeadersRequest,
+        GroupId, InitProducerIdRequest, ListGroupsRequest,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = crate::broker::test_broker_configured(dir.path(), 2, |config| {
+        config.security.authorizer = Some(crate::security::AuthorizerKind::Acl);
+        config.security.super_users = vec!["User:admin".to_owned()];
+    })
+    .await;
+    let session = |user: &str| Session {
+        peer: PEER,
+        principal: Principal::user(user),
+    };
+    let as_user = |user: &str| Context::new(&broker).for_session(&session(user));
+    let allow = |resource_type, name: &str, pattern, operation| AclBinding {
+        resource_type,
+        resource_name: name.to_owned(),
+        pattern,
+        principal: "User:app".to_owned(),
+        host: "*".to_owned(),
+        operation,
+        permission: Permission::Allow,
+    };
+    let call_as = |ctx: Context, body: RequestKind| async move {
+        dispatch(&ctx, body, 2, "test", &Session::anonymous(PEER))
+            .await
+            .unwrap()
+    };
+    let describe_acls = RequestKind::DescribeAcls(
+        DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_resource_name_filter(None)
+            .with_principal_filter(None)
+            .with_host_filter(None)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1),
+    );
+    let elect = RequestKind::ElectLeaders(ElectLeadersRequest::default().with_topic_partitions(
+        Some(vec![
+            TopicPartitions::default()
+                .with_topic(name("t"))
+                .with_partitions(vec![0]),
+        ]),
+    ));
+    let broker_configs =
+        RequestKind::DescribeConfigs(DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(str_bytes("1")),
+        ]));
+    let producer_id = RequestKind::InitProducerId(
+        InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(-1)
+            .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+
+    // No ACL: everything is refused to app, nothing to the super user.
+    let ResponseKind::DescribeAcls(described) =
+        call_as(as_user("app"), describe_acls.clone()).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        described.error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    let ResponseKind::DescribeAcls(described) =
+        call_as(as_user("admin"), describe_acls.clone()).await
+    else {
+        panic!()
+    };
+    assert_eq!(described.error_code, 0);
+    assert_eq!(
+        produced(&as_user("app"), 0).await.0,
+        ResponseError::TopicAuthorizationFailed.code()
+    );
+    assert_eq!(produced(&as_user("admin"), 0).await.0, 0);
+    let ResponseKind::Fetch(fetched) = call_as(as_user("app"), fetch(&[(0, -1)])).await else {
+        panic!()
+    };
+    assert_eq!(
+        fetched.responses[0].partitions[0].error_code,
+        ResponseError::TopicAuthorizationFailed.code()
+    );
+    let ResponseKind::InitProducerId(id) = call_as(as_user("app"), producer_id.clone()).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        id.error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    let ResponseKind::ElectLeaders(elected) = call_as(as_user("app"), elect.clone()).await else {
+        panic!()
+    };
+    assert_eq!(
+        elected.replica_election_results[0].partition_result[0].error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    let ResponseKind::DescribeConfigs(configs) =
+        call_as(as_user("app"), broker_configs.clone()).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        configs.results[0].error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+    let ResponseKind::Metadata(all) = call_as(
+        as_user("app"),
+        RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert!(all.topics.is_empty(), "{:?}", all.topics);
+
+    // WRITE on t: produce, and (KIP-679) an idempotent producer id; READ on t-readers groups.
+    broker
+        .commit(vec![MetadataRecord::CreateAcls {
+            bindings: vec![
+                allow(
+                    ResourceType::Topic,
+                    "t",
+                    PatternType::Literal,
+                    Operation::Write,
+                ),
+                allow(
+                    ResourceType::Group,
+                    "t-",
+                    PatternType::Prefixed,
+                    Operation::Read,
+                ),
+                allow(
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                    PatternType::Literal,
+                    Operation::DescribeConfigs,
+                ),
+            ],
+        }])
+        .await
+        .unwrap();
+    assert_eq!(produced(&as_user("app"), 0).await.0, 0);
+    let ResponseKind::InitProducerId(id) = call_as(as_user("app"), producer_id).await else {
+        panic!()
+    };
+    assert_eq!(id.error_code, 0);
+    let ResponseKind::Fetch(fetched) = call_as(as_user("app"), fetch(&[(0, -1)])).await else {
+        panic!()
+    };
+    assert_eq!(
+        fetched.responses[0].partitions[0].error_code,
+        ResponseError::TopicAuthorizationFailed.code(),
+        "WRITE is not READ"
+    );
+    let ResponseKind::DescribeConfigs(configs) = call_as(as_user("app"), broker_configs).await
+    else {
+        panic!()
+    };
+    assert_eq!(configs.results[0].error_code, 0);
+    let ResponseKind::Metadata(all) = call_as(
+        as_user("app"),
+        RequestKind::Metadata(MetadataRequest::default().with_topics(None)),
+    )
+    .await
+    else {
+        panic!()
+    };
+    let listed: Vec<String> = all
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ["t"], "WRITE implies DESCRIBE; nothing else shows");
+    let ResponseKind::DescribeGroups(groups) = call_as(
+        as_user("app"),
+        RequestKind::DescribeGroups(DescribeGroupsRequest::default().with_groups(vec![
+            GroupId(str_bytes("other")),
+            GroupId(str_bytes("t-readers")),
+        ])),
+    )
+    .await
+    else {
+        panic!()
+    };
+    let codes: Vec<(String, i16)> = groups
+        .groups
+        .iter()
+        .map(|g| (g.group_id.to_string(), g.error_code))
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            (
+                "other".to_owned(),
+                ResponseError::GroupAuthorizationFailed.code()
+            ),
+            ("t-readers".to_owned(), 0),
+        ]
+    );
+    let ResponseKind::ListGroups(listed) = call_as(
+        as_user("app"),
+        RequestKind::ListGroups(ListGroupsRequest::default()),
+    )
+    .await
+    else {
+        panic!()
+    };
+    assert_eq!(listed.error_code, 0);
+    let ResponseKind::ElectLeaders(elected) = call_as(as_user("app"), elect).await else {
+        panic!()
+    };
+    assert_eq!(
+        elected.error_code,
+        ResponseError::ClusterAuthorizationFailed.code()
+    );
+
+    // Without an authorizer the ACL APIs are SECURITY_DISABLED.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain = crate::broker::test_broker(plain_dir.path(), 1).await;
+    let ResponseKind::DescribeAcls(described) = call(&Context::new(&plain), describe_acls, 2).await
+    else {
+        panic!()
+    };
+    assert_eq!(described.error_code, ResponseError::SecurityDisabled.code());
+}

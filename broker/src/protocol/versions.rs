@@ -56,6 +56,9 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::SaslAuthenticate, 0, 2),
     api(ApiKey::DescribeUserScramCredentials, 0, 0),
     api(ApiKey::AlterUserScramCredentials, 0, 0),
+    api(ApiKey::DescribeAcls, 1, 3),
+    api(ApiKey::CreateAcls, 1, 3),
+    api(ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The supported range of `key`, if any.
@@ -141,6 +144,9 @@ mod tests {
         (ApiKey::SaslAuthenticate, 2),
         (ApiKey::DescribeUserScramCredentials, 0),
         (ApiKey::AlterUserScramCredentials, 0),
+        (ApiKey::DescribeAcls, 3),
+        (ApiKey::CreateAcls, 3),
+        (ApiKey::DeleteAcls, 3),
     ];
 
     #[test]

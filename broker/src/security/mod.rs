@@ -57,6 +57,22 @@ pub struct SecurityFlags {
     /// kept. Kafka's `kafka-storage format --add-scram`.
     #[arg(long, env = "FJORD_INITIAL_SCRAM_CREDENTIALS")]
     pub initial_scram_credentials: Option<PathBuf>,
+    /// Authorises every request against the ACLs in the cluster metadata (`acl`: Kafka's
+    /// standard authorizer; a request no ACL allows is denied, as with
+    /// `allow.everyone.if.no.acl.found=false`). Without it every client may do everything.
+    #[arg(long, env = "FJORD_AUTHORIZER", value_enum)]
+    pub authorizer: Option<AuthorizerKind>,
+    /// Principals allowed everything whatever the ACLs say, separated by `,` or `;`
+    /// (`User:admin,User:CN=operator`; Kafka's `super.users`). Needs `--authorizer`.
+    #[arg(long, env = "FJORD_SUPER_USERS", value_delimiter = ',')]
+    pub super_users: Vec<String>,
+}
+
+/// The authorizers `--authorizer` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthorizerKind {
+    /// ACLs in the cluster metadata, managed with CreateAcls, DescribeAcls and DeleteAcls.
+    Acl,
 }
 
 /// Why the initial SCRAM credentials file was refused.
@@ -82,10 +98,34 @@ impl SecurityFlags {
     /// What is wrong with these flags together, if anything.
     pub fn problem(&self) -> Option<String> {
         let bearer = self.sasl_mechanisms.contains(&sasl::Mechanism::OAuthBearer);
-        (bearer && self.oauth_jwks_file.is_none()).then(|| {
-            "--sasl-mechanisms OAUTHBEARER needs --oauth-jwks-file, --oauth-issuer and --oauth-audience"
-                .to_owned()
-        })
+        if bearer && self.oauth_jwks_file.is_none() {
+            return Some(
+                "--sasl-mechanisms OAUTHBEARER needs --oauth-jwks-file, --oauth-issuer and --oauth-audience"
+                    .to_owned(),
+            );
+        }
+        if !self.super_users.is_empty() && self.authorizer.is_none() {
+            return Some("--super-users needs --authorizer acl".to_owned());
+        }
+        self.super_users()
+            .find(|user| !user.starts_with("User:") || user.len() == "User:".len())
+            .map(|user| format!("--super-users: '{user}' is not a principal (User:<name>)"))
+    }
+
+    /// The principals of `--super-users`, each trimmed.
+    fn super_users(&self) -> impl Iterator<Item = String> + '_ {
+        self.super_users
+            .iter()
+            .flat_map(|users| users.split(';'))
+            .map(str::trim)
+            .filter(|user| !user.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// The broker's authorizer, when requests are authorised.
+    pub fn authorizer(&self) -> Option<acl::Authorizer> {
+        self.authorizer
+            .map(|AuthorizerKind::Acl| acl::Authorizer::new(self.super_users()))
     }
 
     /// The listener's SASL, when it asks clients to log in.

@@ -744,6 +744,90 @@ fn scram_credentials_are_managed_with_a_real_admin_client() {
     assert!(after.contains("Authentication failed"), "{after}");
 }
 
+/// ACLs end to end (`tests/clients/acl_scenario.py`, confluent-kafka over SASL_SSL with
+/// SCRAM-SHA-512) on a broker started with `--authorizer acl` and `--super-users User:admin`:
+/// `app`, with no ACL, is refused with TOPIC_AUTHORIZATION_FAILED; once the administrator grants
+/// it WRITE and READ on `orders` and READ on groups prefixed `orders-`, it produces and reads
+/// back with such a group, and nothing else: another group is GROUP_AUTHORIZATION_FAILED,
+/// another topic TOPIC_AUTHORIZATION_FAILED, a listing of topics shows only `orders`, deleting
+/// the topic is refused, and granting itself more is CLUSTER_AUTHORIZATION_FAILED. DescribeAcls
+/// shows the grants; after DeleteAcls takes WRITE away, producing is refused again. The
+/// denials are counted on `/metrics`.
+#[test]
+fn acls_allow_a_user_exactly_what_they_grant() {
+    let pki = Pki::new("Fjord test CA");
+    let data = tempfile::tempdir().unwrap();
+    let server = pki.server("broker");
+    let mut args = tls_args(&server, None);
+    args.extend(
+        [
+            "--sasl-mechanisms",
+            "SCRAM-SHA-512",
+            "--initial-scram-credentials",
+            &credentials_file(
+                pki.dir.path(),
+                "SCRAM-SHA-512 admin admin-secret\nSCRAM-SHA-512 app app-secret\n",
+            ),
+            "--authorizer",
+            "acl",
+            "--super-users",
+            "User:admin",
+        ]
+        .map(str::to_owned),
+    );
+    let broker = secure_broker(data.path(), &args);
+    let bootstrap = broker.bootstrap();
+    let ca = pki.ca.display().to_string();
+    let out = client(
+        "python3",
+        &[
+            "acl_scenario.py",
+            &bootstrap,
+            &ca,
+            "admin-secret",
+            "app-secret",
+        ],
+    )
+    .unwrap_or_else(|e| panic!("the ACL scenario: {e}"));
+    let seen: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        seen,
+        [
+            "admin creates orders and payments: ok",
+            "app produces to orders: TOPIC_AUTHORIZATION_FAILED",
+            "admin grants app: ok ok ok",
+            "app produces to orders: ok",
+            "app reads orders as orders-readers: second",
+            "app reads orders as other: GROUP_AUTHORIZATION_FAILED",
+            "app produces to payments: TOPIC_AUTHORIZATION_FAILED",
+            "app lists topics: orders",
+            "app deletes orders: TOPIC_AUTHORIZATION_FAILED",
+            "app grants itself payments: CLUSTER_AUTHORIZATION_FAILED",
+            "admin describes app's ACLs: GROUP:orders-:PREFIXED:READ TOPIC:orders:LITERAL:READ \
+             TOPIC:orders:LITERAL:WRITE",
+            "admin revokes app's WRITE: 1 deleted",
+            "app produces to orders: TOPIC_AUTHORIZATION_FAILED",
+        ]
+    );
+    let denied = |operation: &str, resource_type: &str| {
+        counter(
+            &broker,
+            "fjord_authorization_denials_total",
+            &format!("operation=\"{operation}\",resource_type=\"{resource_type}\""),
+        )
+    };
+    assert!(
+        denied("DESCRIBE", "TOPIC") >= 1,
+        "the first produce's metadata"
+    );
+    assert!(
+        denied("WRITE", "TOPIC") >= 1,
+        "the produce after the revoke"
+    );
+    assert!(denied("DESCRIBE", "GROUP") + denied("READ", "GROUP") >= 1);
+    assert!(denied("ALTER", "CLUSTER") >= 1);
+}
+
 /// A Kafka connection spoken by hand, for what no client library lets a test choose: the
 /// SaslHandshake version, raw SASL frames, when to re-authenticate.
 struct RawConnection {
