@@ -167,6 +167,8 @@ pub enum StartError {
     Partitions(#[source] RegistryError),
     #[error("reading the initial SCRAM credentials")]
     Credentials(#[from] crate::security::CredentialsFileError),
+    #[error("loading the cluster listener's TLS files")]
+    ClusterTls(#[source] crate::security::tls::TlsError),
 }
 
 /// Why a topic was not created.
@@ -300,6 +302,11 @@ impl Broker {
         })?;
         let lock = lock_data_dir(&config.data_dir)?;
         let credentials = config.security.initial_scram_credentials()?;
+        if let Some(files) = config.security.cluster_tls_files() {
+            let tls = crate::security::cluster_tls::ClusterTls::load(files)
+                .map_err(StartError::ClusterTls)?;
+            crate::security::cluster_tls::install(Arc::new(tls));
+        }
         let seed = cluster::read_single_node_file(&config.data_dir, config.node_id)?;
         let seeded = seed.is_some();
         let (replication, replication_slot) =

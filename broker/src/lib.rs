@@ -139,6 +139,9 @@ pub async fn start(
     if let Some(tls) = &tls {
         tokio::spawn(Arc::clone(tls).watch(broker.shared_metrics(), shutdown.clone()));
     }
+    if let Some(cluster) = security::cluster_tls::installed() {
+        tokio::spawn(Arc::clone(cluster.server()).watch(broker.shared_metrics(), shutdown.clone()));
+    }
     let server = tokio::spawn(server::serve(
         listener,
         Arc::clone(&broker),

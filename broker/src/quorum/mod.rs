@@ -398,19 +398,8 @@ impl Quorum {
         quorum.check_membership(&dir).await?;
 
         let service = rpc::ClusterService::new(Arc::clone(&quorum));
-        // Replica fetches and Raft messages are small and answered at once: Nagle's algorithm
-        // would hold a response back until the peer's delayed acknowledgement (tens of ms).
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |accepted| {
-                if let Ok(stream) = &accepted
-                    && let Err(error) = stream.set_nodelay(true)
-                {
-                    tracing::debug!(%error, "cannot disable Nagle's algorithm on a cluster connection");
-                }
-                accepted
-            },
-        );
+        // Plain TCP, or mutual TLS between brokers when it is installed.
+        let incoming = crate::security::cluster_tls::incoming(listener);
         let server_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()

@@ -301,6 +301,28 @@ pub(crate) fn endpoint(address: &str) -> Option<tonic::transport::Endpoint> {
     )
 }
 
+/// Dials with the cluster's TLS, from the address connections leave from.
+fn connector(
+    tls: &Arc<crate::security::cluster_tls::ClusterTls>,
+) -> crate::security::cluster_tls::Connector {
+    crate::security::cluster_tls::Connector::new(
+        Arc::clone(tls),
+        OUTGOING.get().copied(),
+        CONNECT_TIMEOUT,
+    )
+}
+
+/// Connects to the broker at `endpoint` (from [`endpoint`]), with the cluster's TLS when it is
+/// installed.
+pub(crate) async fn connect(
+    endpoint: tonic::transport::Endpoint,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    match crate::security::cluster_tls::installed() {
+        Some(tls) => endpoint.connect_with_connector(connector(tls)).await,
+        None => endpoint.connect().await,
+    }
+}
+
 /// Why a call to another broker failed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CallError {
@@ -316,7 +338,10 @@ impl Peer {
     pub(crate) fn new(address: &str) -> Result<Self, CallError> {
         let endpoint = endpoint(address).ok_or_else(|| CallError::Address(address.to_owned()))?;
         Ok(Self {
-            channel: endpoint.connect_lazy(),
+            channel: match crate::security::cluster_tls::installed() {
+                Some(tls) => endpoint.connect_with_connector_lazy(connector(tls)),
+                None => endpoint.connect_lazy(),
+            },
         })
     }
 

@@ -255,9 +255,9 @@ impl FetchClient {
             address: address.to_owned(),
             status,
         };
-        let channel = crate::quorum::rpc::endpoint(address)
-            .ok_or_else(|| StreamError::Address(address.to_owned()))?
-            .connect()
+        let endpoint = crate::quorum::rpc::endpoint(address)
+            .ok_or_else(|| StreamError::Address(address.to_owned()))?;
+        let channel = crate::quorum::rpc::connect(endpoint)
             .await
             .map_err(|e| status(Status::unavailable(e.to_string())))?;
         let mut grpc = tonic::client::Grpc::new(channel)

@@ -4,6 +4,7 @@
 //! client certificate or a SASL login proves.
 
 pub mod acl;
+pub mod cluster_tls;
 pub mod oauth;
 pub mod sasl;
 pub mod scram;
@@ -57,6 +58,18 @@ pub struct SecurityFlags {
     /// kept. Kafka's `kafka-storage format --add-scram`.
     #[arg(long, env = "FJORD_INITIAL_SCRAM_CREDENTIALS")]
     pub initial_scram_credentials: Option<PathBuf>,
+    /// PEM certificate chain this broker presents to other brokers, as server and as client, on
+    /// the cluster listener. With `--cluster-tls-key` and `--cluster-tls-ca` every connection
+    /// between brokers is mutual TLS: both ends present a certificate the CA signed, for the
+    /// address the other dials (Kafka's inter-broker SSL listener with client authentication).
+    #[arg(long, env = "FJORD_CLUSTER_TLS_CERT", requires_all = ["cluster_tls_key", "cluster_tls_ca"])]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--cluster-tls-cert`.
+    #[arg(long, env = "FJORD_CLUSTER_TLS_KEY", requires = "cluster_tls_cert")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// PEM CA bundle that signs every broker's cluster certificate.
+    #[arg(long, env = "FJORD_CLUSTER_TLS_CA", requires = "cluster_tls_cert")]
+    pub cluster_tls_ca: Option<PathBuf>,
     /// Authorises every request against the ACLs in the cluster metadata (`acl`: Kafka's
     /// standard authorizer; a request no ACL allows is denied, as with
     /// `allow.everyone.if.no.acl.found=false`). Without it every client may do everything.
@@ -174,6 +187,15 @@ impl SecurityFlags {
             path: path.clone(),
             line,
             problem,
+        })
+    }
+
+    /// The TLS files of the cluster listener, when brokers speak TLS to each other.
+    pub fn cluster_tls_files(&self) -> Option<cluster_tls::ClusterTlsFiles> {
+        Some(cluster_tls::ClusterTlsFiles {
+            cert: self.cluster_tls_cert.clone()?,
+            key: self.cluster_tls_key.clone()?,
+            ca: self.cluster_tls_ca.clone()?,
         })
     }
 

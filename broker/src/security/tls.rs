@@ -66,10 +66,10 @@ pub enum TlsError {
 
 /// The bytes of the files, as last read: a rotation is a change of these.
 #[derive(Debug, PartialEq, Eq)]
-struct Contents {
+pub(super) struct Contents {
     cert: Vec<u8>,
     key: Vec<u8>,
-    client_ca: Option<Vec<u8>>,
+    pub(super) client_ca: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -166,7 +166,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn read(files: &TlsFiles) -> Result<Contents, TlsError> {
+pub(super) fn read(files: &TlsFiles) -> Result<Contents, TlsError> {
     Ok(Contents {
         cert: read_file(&files.cert)?,
         key: read_file(&files.key)?,
@@ -195,7 +195,11 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn server_config(files: &TlsFiles, contents: &Contents) -> Result<Arc<ServerConfig>, TlsError> {
+/// The certificate chain and private key of `files`, as `contents` holds them.
+pub(super) fn identity(
+    files: &TlsFiles,
+    contents: &Contents,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let chain = certificates(&files.cert, &contents.cert)?;
     let key = PrivateKeyDer::from_pem_slice(&contents.key).map_err(|source| match source {
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::Missing {
@@ -207,19 +211,30 @@ fn server_config(files: &TlsFiles, contents: &Contents) -> Result<Arc<ServerConf
             source,
         },
     })?;
+    Ok((chain, key))
+}
+
+/// The CA bundle `pem` (read from `path`) as trust roots.
+pub(super) fn roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in certificates(path, pem)? {
+        roots.add(ca).map_err(|source| TlsError::ClientCa {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    Ok(roots)
+}
+
+fn server_config(files: &TlsFiles, contents: &Contents) -> Result<Arc<ServerConfig>, TlsError> {
+    let (chain, key) = identity(files, contents)?;
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Config)?;
     let builder = match (&files.client_ca, &contents.client_ca) {
         (Some(path), Some(pem)) => {
-            let mut roots = RootCertStore::empty();
-            for ca in certificates(path, pem)? {
-                roots.add(ca).map_err(|source| TlsError::ClientCa {
-                    path: path.clone(),
-                    source,
-                })?;
-            }
+            let roots = roots(path, pem)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
                 .map_err(TlsError::Verifier)?;

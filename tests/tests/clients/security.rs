@@ -828,6 +828,127 @@ fn acls_allow_a_user_exactly_what_they_grant() {
     assert!(denied("ALTER", "CLUSTER") >= 1);
 }
 
+/// What the cluster listener at `address` answers an HTTP/2 client (a preface and an empty
+/// SETTINGS frame) that connects over TLS trusting `ca` and presenting `certificate`, or
+/// without TLS at all (`ca` `None`): the first bytes of the answer, or why there is none.
+fn cluster_answer(
+    address: &str,
+    ca: Option<&Path>,
+    certificate: Option<&Issued>,
+) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = vec![0; 9];
+    let Some(ca) = ca else {
+        socket.write_all(PREFACE).map_err(|e| e.to_string())?;
+        return match socket.read(&mut answer) {
+            Ok(0) => Err("closed".to_owned()),
+            Ok(n) => Ok(answer[..n].to_vec()),
+            Err(e) => Err(e.to_string()),
+        };
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(ca).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match certificate {
+        Some(issued) => builder
+            .with_client_auth_cert(
+                rustls_pki_types::CertificateDer::pem_file_iter(&issued.cert)
+                    .unwrap()
+                    .map(Result::unwrap)
+                    .collect(),
+                rustls_pki_types::PrivateKeyDer::from_pem_file(&issued.key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, socket);
+    tls.write_all(PREFACE).map_err(|e| e.to_string())?;
+    tls.flush().map_err(|e| e.to_string())?;
+    match tls.read(&mut answer) {
+        Ok(0) => Err("closed".to_owned()),
+        Ok(n) => Ok(answer[..n].to_vec()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Three brokers started with `--cluster-tls-cert`, `--cluster-tls-key` and `--cluster-tls-ca`
+/// form a cluster over mutual TLS (every Raft message and replica fetch): a topic of three
+/// replicas takes `acks=all` records and every copy ends byte-identical. On the cluster listener
+/// an HTTP/2 client with a certificate the CA signed is answered; one without a certificate, one
+/// with a certificate another CA signed, and one without TLS are not.
+#[test]
+fn brokers_speak_mutual_tls_to_each_other() {
+    let pki = Pki::new("Fjord cluster CA");
+    let issued = pki.server("cluster");
+    let (cert, key, ca) = (
+        issued.cert.display().to_string(),
+        issued.key.display().to_string(),
+        pki.ca.display().to_string(),
+    );
+    let cluster = fjord_tests::ClusterProcesses::start(
+        &["a", "b", "c"],
+        3,
+        &[
+            "--cluster-tls-cert",
+            &cert,
+            "--cluster-tls-key",
+            &key,
+            "--cluster-tls-ca",
+            &ca,
+        ],
+    );
+    let bootstrap = cluster.bootstrap();
+    super::replication::create_replicated(&bootstrap, "over-tls", 1, None, &[0, 1, 2]);
+    let values: Vec<String> = (0..200).map(|i| format!("record-{i}")).collect();
+    assert_eq!(
+        super::replication::produce_all(&bootstrap, "over-tls", &values),
+        0
+    );
+    super::replication::wait_identical(&cluster, "over-tls", 0);
+    let read = super::replication::read_partition(&bootstrap, "over-tls", 0);
+    assert_eq!(read.len(), values.len());
+
+    let listener = format!("127.0.0.1:{}", cluster.brokers[0].cluster_port);
+    let answered = cluster_answer(&listener, Some(&pki.ca), Some(&issued)).unwrap();
+    assert_eq!(
+        answered.get(3),
+        Some(&4),
+        "an HTTP/2 SETTINGS frame: {answered:?}"
+    );
+    let anonymous = cluster_answer(&listener, Some(&pki.ca), None);
+    assert!(
+        anonymous.is_err(),
+        "served without a certificate: {anonymous:?}"
+    );
+    let other = Pki::new("Another CA");
+    let foreign = other.server("foreign");
+    let foreign = cluster_answer(&listener, Some(&pki.ca), Some(&foreign));
+    assert!(
+        foreign.is_err(),
+        "served another CA's certificate: {foreign:?}"
+    );
+    let plaintext = cluster_answer(&listener, None, None);
+    assert!(
+        !plaintext
+            .as_ref()
+            .is_ok_and(|bytes| bytes.get(3) == Some(&4)),
+        "answered HTTP/2 without TLS: {plaintext:?}"
+    );
+}
+
 /// A Kafka connection spoken by hand, for what no client library lets a test choose: the
 /// SaslHandshake version, raw SASL frames, when to re-authenticate.
 struct RawConnection {
