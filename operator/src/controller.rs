@@ -19,7 +19,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::build::{CLUSTER_LABEL, MANAGER};
-use crate::crd::{Cluster, Topic};
+use crate::crd::{Cluster, Topic, User};
 use crate::metrics::Metrics;
 use crate::topic::converge::ConvergeError;
 
@@ -227,12 +227,29 @@ pub enum Error {
         #[source]
         source: ConvergeError,
     },
+    #[error("converging user {user}")]
+    User {
+        /// The principal.
+        user: String,
+        #[source]
+        source: crate::kafka::KafkaError,
+    },
 }
 
 impl Error {
     /// The API server refused the call for lack of permission.
     pub fn is_forbidden(&self) -> bool {
         matches!(self, Self::Kube { source: kube::Error::Api(status), .. } if status.code == 403)
+    }
+
+    /// Whether retrying soon may succeed (the error policy retries it), as opposed to a wait
+    /// for a changed spec.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Topic { source, .. } => source.is_transient(),
+            Self::Connect { source, .. } | Self::User { source, .. } => source.is_transient(),
+            Self::Kube { .. } => true,
+        }
     }
 
     /// Low-cardinality label for metrics and Event reasons.
@@ -247,6 +264,7 @@ impl Error {
             },
             Self::Connect { source, .. } => source.reason(),
             Self::Topic { source, .. } => source.reason(),
+            Self::User { source, .. } => source.reason(),
         }
     }
 }
@@ -348,7 +366,7 @@ where
     }
 }
 
-/// Runs the Cluster and Topic controllers for every namespace in `scope` until `shutdown`.
+/// Runs the Cluster, Topic and User controllers for every namespace in `scope` until `shutdown`.
 pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToken) {
     let client = &context.client;
     let owned =
@@ -411,6 +429,22 @@ pub async fn run(context: Arc<Context>, scope: Scope, shutdown: CancellationToke
             )
             .for_each(|_| async {});
         controllers.spawn(topics);
+
+        let stop = shutdown.clone();
+        let users = Controller::new(
+            api_in::<User>(client, namespace),
+            watcher::Config::default(),
+        )
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(
+            crate::user::reconcile::reconcile_user,
+            |user: Arc<User>, error: &Error, ctx: Arc<Context>| {
+                error_policy("user", &object_key(user.as_ref()), error, &ctx)
+            },
+            Arc::clone(&context),
+        )
+        .for_each(|_| async {});
+        controllers.spawn(users);
     }
     while let Some(finished) = controllers.join_next().await {
         if let Err(error) = finished {
@@ -448,6 +482,57 @@ impl std::fmt::Display for DisplayChain<'_> {
         }
         Ok(())
     }
+}
+
+/// Adds or removes `finalizer` on `object`, guarded by its resource version so a concurrent
+/// change to the finalizer list is retried, never overwritten.
+pub(crate) async fn set_finalizer<K>(
+    api: &Api<K>,
+    object: &K,
+    finalizer: &str,
+    present: bool,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut finalizers: Vec<String> = object
+        .finalizers()
+        .iter()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(finalizer.to_owned());
+    }
+    let name = object.name_any();
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": object.resource_version(),
+            "finalizers": finalizers,
+        }
+    });
+    api.patch(&name, &patch_params(), &kube::api::Patch::Merge(&patch))
+        .await
+        .map_err(kube_error::<K>("patching finalizers of", &name))?;
+    Ok(())
+}
+
+/// An admin connection to `cluster`'s brokers: its bootstrap Service, or the context's override.
+pub(crate) async fn connect_admin(
+    context: &Context,
+    cluster: &Cluster,
+    namespace: &str,
+) -> Result<crate::kafka::KafkaAdmin, Error> {
+    let bootstrap = context.bootstrap_override.clone().unwrap_or_else(|| {
+        crate::cluster::validate::bootstrap_address(
+            &cluster.name_any(),
+            namespace,
+            cluster.spec.listeners.kafka_port,
+        )
+    });
+    crate::kafka::KafkaAdmin::connect(&bootstrap, context.kafka_timeout)
+        .await
+        .map_err(|source| Error::Connect { bootstrap, source })
 }
 
 #[cfg(test)]

@@ -399,3 +399,191 @@ pub struct TopicStatus {
     /// Partitions the topic has on the brokers.
     pub partitions: Option<i32>,
 }
+
+/// A client of a `Cluster` in the same namespace: how it authenticates and what its ACLs allow
+/// it (the brokers' `--authorizer acl` enforces them). Deleting the User removes its
+/// credential and its ACLs from the cluster, and its Secret with it.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "fjord.dev",
+    version = "v1alpha1",
+    kind = "User",
+    namespaced,
+    status = "UserStatus",
+    shortname = "fju",
+    shortname = "fjorduser",
+    category = "fjord",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
+    printcolumn(
+        name = "Authentication",
+        type_ = "string",
+        json_path = ".spec.authentication.type"
+    ),
+    printcolumn(name = "Principal", type_ = "string", json_path = ".status.principal"),
+    printcolumn(name = "ACLs", type_ = "integer", json_path = ".status.acls"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSpec {
+    /// Name of the `Cluster` (same namespace) the user is a client of.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("cluster is immutable"))]
+    pub cluster: String,
+    /// How the user proves who it is; the principal its ACLs name follows from it.
+    #[x_kube(
+        validation = Rule::new("self == oldSelf")
+            .message("authentication is immutable: create a new User instead")
+    )]
+    pub authentication: UserAuthentication,
+    /// What the user may do. Without any, it may do nothing (the brokers deny what no ACL
+    /// allows).
+    #[serde(default)]
+    #[schemars(length(max = 1000))]
+    pub acls: Vec<AclRule>,
+}
+
+/// How a User authenticates.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.type == 'serviceAccount' ? has(self.serviceAccount) : !has(self.serviceAccount)",
+    "message": "serviceAccount is set exactly when type is serviceAccount"
+}]))]
+pub struct UserAuthentication {
+    /// `scram-sha-512`: the operator generates a password into a Secret named after the User
+    /// (`username`, `password`, `sasl.jaas.config`) and sets the credential on the cluster; the
+    /// principal is `User:<metadata.name>`. `serviceAccount`: no secret at all; pods running as
+    /// the ServiceAccount log in with its token (OAUTHBEARER), as
+    /// `User:system:serviceaccount:<namespace>:<serviceAccount>`.
+    #[serde(rename = "type")]
+    pub kind: AuthenticationType,
+    /// The ServiceAccount (same namespace), for `type: serviceAccount`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account: Option<String>,
+}
+
+/// See [`UserAuthentication::kind`].
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AuthenticationType {
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
+    #[serde(rename = "serviceAccount")]
+    ServiceAccount,
+}
+
+/// One ACL rule: `operations` on a resource, allowed (or denied) from `host`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AclRule {
+    pub resource: AclResource,
+    /// Kafka operations, e.g. `[Read, Describe]`.
+    #[schemars(length(min = 1, max = 11))]
+    pub operations: Vec<AclOperation>,
+    /// The client address the rule applies to; `*` (default) for any.
+    #[serde(default = "any_host")]
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// `allow` (default) or `deny`; a deny wins over any allow.
+    #[serde(default, rename = "type")]
+    pub permission: AclPermission,
+}
+
+fn any_host() -> String {
+    "*".to_owned()
+}
+
+/// The resource an ACL rule is about.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.type == 'cluster' ? !has(self.name) : has(self.name)",
+    "message": "name is set for every resource type but cluster"
+}]))]
+pub struct AclResource {
+    #[serde(rename = "type")]
+    pub kind: AclResourceType,
+    /// The resource's name, `*` for every one, or with `patternType: prefix` a prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249))]
+    pub name: Option<String>,
+    /// `literal` (default): the name itself (or `*`); `prefix`: every name starting with it.
+    #[serde(default)]
+    pub pattern_type: AclPatternType,
+}
+
+/// See [`AclResource::kind`].
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AclResourceType {
+    Topic,
+    Group,
+    Cluster,
+    TransactionalId,
+}
+
+/// See [`AclResource::pattern_type`].
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AclPatternType {
+    #[default]
+    Literal,
+    Prefix,
+}
+
+/// Kafka's ACL operations.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum AclOperation {
+    All,
+    Read,
+    Write,
+    Create,
+    Delete,
+    Alter,
+    Describe,
+    ClusterAction,
+    DescribeConfigs,
+    AlterConfigs,
+    IdempotentWrite,
+}
+
+/// See [`AclRule::permission`].
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AclPermission {
+    #[default]
+    Allow,
+    Deny,
+}
+
+/// What the operator last saw of a User.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatus {
+    /// The `metadata.generation` this status describes.
+    pub observed_generation: Option<i64>,
+    /// `Ready`, with the reason when it is not.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The principal the cluster knows the user by (what its ACLs name).
+    pub principal: Option<String>,
+    /// The Secret holding the user's credentials (`scram-sha-512`).
+    pub secret: Option<String>,
+    /// The ACL bindings the user has on the cluster.
+    pub acls: Option<i32>,
+    /// The `resourceVersion` of the Secret whose password the cluster's credential was last
+    /// set from: a Secret changed since (a rotated password) sets it again.
+    pub credential_secret_version: Option<String>,
+}

@@ -21,6 +21,10 @@
 //! the broker's guarded allocator (`fjord_runtime::alloc::GuardedAlloc`, see its documentation),
 //! as `tests/topic_kafka.rs` does.
 
+mod security;
+
+pub use security::{AclEntry, SCRAM_ITERATIONS, random_bytes};
+
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -78,6 +82,12 @@ const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
 const OPTIONAL_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // The User controller's.
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// A failed admin operation. [`reason`](Self::reason) is the label for metrics and Events,
@@ -182,6 +192,9 @@ impl KafkaError {
                 TopicDeletionDisabled,
                 ThrottlingQuotaExceeded,
                 ResourceNotFound,
+                SecurityDisabled,
+                UnacceptableCredential,
+                UnsupportedSaslMechanism,
             ),
         }
     }
@@ -1032,6 +1045,23 @@ pub fn fuzz_decode_response(data: &[u8]) {
         }
         ApiKey::ListPartitionReassignments => {
             run::<ListPartitionReassignmentsResponse>(api, version, frame);
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            run::<kafka_protocol::messages::DescribeUserScramCredentialsResponse>(
+                api, version, frame,
+            );
+        }
+        ApiKey::AlterUserScramCredentials => {
+            run::<kafka_protocol::messages::AlterUserScramCredentialsResponse>(api, version, frame);
+        }
+        ApiKey::DescribeAcls => {
+            run::<kafka_protocol::messages::DescribeAclsResponse>(api, version, frame);
+        }
+        ApiKey::CreateAcls => {
+            run::<kafka_protocol::messages::CreateAclsResponse>(api, version, frame)
+        }
+        ApiKey::DeleteAcls => {
+            run::<kafka_protocol::messages::DeleteAclsResponse>(api, version, frame)
         }
         _ => {}
     }

@@ -31,3 +31,4 @@ pub mod metrics;
 pub mod rbac;
 pub mod render;
 pub mod topic;
+pub mod user;

@@ -29,14 +29,24 @@ pub const RULES: &[Rule] = &[
     // the Topic's finalizers.
     rule("fjord.dev", &["clusters"], &["get", "list", "watch"]),
     rule("fjord.dev", &["topics"], &["list", "watch", "patch"]),
+    // The User controller watches Users and patches their finalizers.
+    rule("fjord.dev", &["users"], &["list", "watch", "patch"]),
     rule(
         "fjord.dev",
-        &["clusters/status", "topics/status"],
+        &["clusters/status", "topics/status", "users/status"],
         &["patch"],
     ),
-    // Children carry `blockOwnerDeletion: true` owner references to their Cluster; where the
-    // OwnerReferencesPermissionEnforcement admission plugin runs, setting one needs this.
-    rule("fjord.dev", &["clusters/finalizers"], &["update"]),
+    // Children carry `blockOwnerDeletion: true` owner references to their Cluster (a User's
+    // Secret to its User); where the OwnerReferencesPermissionEnforcement admission plugin
+    // runs, setting one needs this.
+    rule(
+        "fjord.dev",
+        &["clusters/finalizers", "users/finalizers"],
+        &["update"],
+    ),
+    // A SCRAM User's Secret, by name: read (its password), or created with a generated one.
+    // Never listed or watched: a rotated password is picked up at the User's next resync.
+    rule("", &["secrets"], &["get", "create"]),
     // Children of a Cluster: watched (owned), server-side applied (which creates them the
     // first time); StatefulSets of removed zones are deleted.
     rule(
@@ -66,13 +76,13 @@ pub const RULES: &[Rule] = &[
 ];
 
 /// Rules granted cluster-wide in both modes (a ClusterRole of their own): what releasing a
-/// Topic's finalizer in a namespace being deleted needs. A namespace's deletion removes the Roles
+/// Topic's or a User's finalizer in a namespace being deleted needs. A namespace's deletion removes the Roles
 /// in it (in namespaced mode, the operator's own) before it reaches the Topics; a finalizer that
 /// needed those Roles to go would hold the namespace in Terminating forever. Reading a namespace
 /// tells that it is terminating; patching a Topic releases the finalizer.
 pub const FINALIZER_RULES: &[Rule] = &[
     rule("", &["namespaces"], &["get"]),
-    rule("fjord.dev", &["topics"], &["patch"]),
+    rule("fjord.dev", &["topics", "users"], &["patch"]),
 ];
 
 /// Rules in the operator's own namespace (a Role): the leader Lease.

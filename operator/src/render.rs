@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use crate::cluster::build::build_cluster;
 use crate::cluster::validate::{SpecError, validate_cluster};
-use crate::crd::{Cluster, Topic};
+use crate::crd::{Cluster, Topic, User};
 
 /// Stands in for the uid of a Cluster manifest that has none (one not read back from a
 /// cluster): owner references need one.
@@ -42,7 +42,11 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
 
 /// The files of `crds/`: name and content, one CRD each.
 pub fn crd_files() -> Result<Vec<(String, String)>, serde_yaml::Error> {
-    Ok(vec![crd_file::<Cluster>()?, crd_file::<Topic>()?])
+    Ok(vec![
+        crd_file::<Cluster>()?,
+        crd_file::<Topic>()?,
+        crd_file::<User>()?,
+    ])
 }
 
 fn crd_file<K: CustomResourceExt>() -> Result<(String, String), serde_yaml::Error> {

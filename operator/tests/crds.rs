@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fjord_operator::crd::{Cluster, DeletionPolicy, Topic, TopicSpec};
+use fjord_operator::crd::{Cluster, DeletionPolicy, Topic, TopicSpec, User};
 use fjord_operator::render::{crd_files, render};
 use kube::CustomResourceExt;
 use serde_json::Value;
@@ -21,7 +21,7 @@ fn root() -> PathBuf {
 #[test]
 fn committed_crds_are_what_the_types_generate() {
     let files = crd_files().unwrap();
-    assert_eq!(files.len(), 2);
+    assert_eq!(files.len(), 3);
     let mut committed: Vec<String> = std::fs::read_dir(root().join("crds"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -139,6 +139,7 @@ fn crd_schemas_are_structural() {
     for (kind, schema) in [
         ("Cluster", schema_of::<Cluster>()),
         ("Topic", schema_of::<Topic>()),
+        ("User", schema_of::<User>()),
     ] {
         let mut violations = Vec::new();
         structural_violations(&schema, kind, false, &mut violations);
@@ -181,6 +182,18 @@ fn crds_have_status_columns_short_names_and_the_fjord_category() {
             Topic::crd(),
             "fjt",
             vec!["Ready", "Cluster", "Partitions", "Replication", "Age"],
+        ),
+        (
+            User::crd(),
+            "fju",
+            vec![
+                "Ready",
+                "Cluster",
+                "Authentication",
+                "Principal",
+                "ACLs",
+                "Age",
+            ],
         ),
     ] {
         assert_eq!(crd.spec.group, "fjord.dev");
@@ -280,6 +293,50 @@ fn cel_rules_refuse_shrinking_partitions_and_changing_identities() {
     assert!(
         validate_cel_update(&fewer, &cluster).is_ok(),
         "removing one zone is allowed"
+    );
+}
+
+#[test]
+fn cel_rules_check_a_users_authentication_and_resources() {
+    use kube::core::cel::{validate_cel, validate_cel_update};
+    let example = |file: &str| -> User {
+        serde_yaml::from_str(&std::fs::read_to_string(root().join(file)).unwrap()).unwrap()
+    };
+    let scram = example("docs/examples/user.yaml");
+    let account = example("docs/examples/user-service-account.yaml");
+    for user in [&scram, &account] {
+        if let Err(error) = validate_cel(user) {
+            panic!("{error:?}");
+        }
+    }
+    let mut nameless = scram.clone();
+    nameless.spec.acls[0].resource.name = None;
+    assert!(validate_cel(&nameless).is_err(), "a topic needs a name");
+    let mut named_cluster = account.clone();
+    named_cluster.spec.acls[1].resource.name = Some("kafka-cluster".into());
+    assert!(
+        validate_cel(&named_cluster).is_err(),
+        "the cluster has none"
+    );
+    let mut no_account = account.clone();
+    no_account.spec.authentication.service_account = None;
+    assert!(
+        validate_cel(&no_account).is_err(),
+        "serviceAccount needs one"
+    );
+    let mut stray_account = scram.clone();
+    stray_account.spec.authentication.service_account = Some("x".into());
+    assert!(validate_cel(&stray_account).is_err(), "scram takes none");
+    let error = validate_cel_update(&account, &scram).unwrap_err();
+    assert!(
+        format!("{error:?}").contains("authentication is immutable"),
+        "{error:?}"
+    );
+    let mut more = scram.clone();
+    more.spec.acls.pop();
+    assert!(
+        validate_cel_update(&more, &scram).is_ok(),
+        "ACLs change freely"
     );
 }
 

@@ -72,7 +72,11 @@ async fn delete_namespace_and_wait(namespaces: &Api<Namespace>, namespace: &str)
 async fn apply_crds(client: &Client) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for name in ["fjord.dev_clusters.yaml", "fjord.dev_topics.yaml"] {
+    for name in [
+        "fjord.dev_clusters.yaml",
+        "fjord.dev_topics.yaml",
+        "fjord.dev_users.yaml",
+    ] {
         let crd: CustomResourceDefinition =
             serde_yaml::from_str(&std::fs::read_to_string(format!("{root}/crds/{name}")).unwrap())
                 .unwrap();

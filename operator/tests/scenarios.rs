@@ -2337,3 +2337,268 @@ async fn a_drain_of_a_broker_the_spec_keeps_is_ended() {
     );
     assert!(events(&calls).contains(&"DrainEnded".to_owned()));
 }
+
+/// A User `orders-app` of Cluster `events` in `streaming`: SCRAM-SHA-512, allowed to write
+/// and read `orders` and to read with groups prefixed `orders-`.
+fn user(finalizers: &[&str], deleting: bool) -> fjord_operator::crd::User {
+    let mut user: fjord_operator::crd::User = serde_yaml::from_str(
+        r#"
+apiVersion: fjord.dev/v1alpha1
+kind: User
+metadata:
+  name: orders-app
+  namespace: streaming
+  generation: 1
+  resourceVersion: "41"
+  uid: 70b1c000-0000-4000-8000-0000000000a1
+spec:
+  cluster: events
+  authentication:
+    type: scram-sha-512
+  acls:
+    - resource: {type: topic, name: orders}
+      operations: [Write, Read]
+    - resource: {type: group, name: orders-, patternType: prefix}
+      operations: [Read]
+"#,
+    )
+    .unwrap();
+    user.metadata.finalizers = Some(finalizers.iter().map(|f| (*f).to_owned()).collect());
+    if deleting {
+        user.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+    }
+    user
+}
+
+/// The User scenarios' API server: Cluster `events` exists; the User's Secret is `secret`
+/// (absent when `None`); a created Secret is echoed with resource version 7; patches echo the
+/// User.
+fn user_routes(secret: Option<Value>) -> Route {
+    Box::new(move |call: &Call| {
+        let path = call.path();
+        match call.method {
+            Method::GET if path.ends_with("/clusters/events") => {
+                let mut cluster = serde_json::to_value(example_cluster()).unwrap();
+                cluster["apiVersion"] = "fjord.dev/v1alpha1".into();
+                cluster["kind"] = "Cluster".into();
+                (StatusCode::OK, cluster)
+            }
+            Method::GET if path == "/api/v1/namespaces/streaming/secrets/orders-app" => {
+                match &secret {
+                    Some(secret) => (StatusCode::OK, secret.clone()),
+                    None => not_found(call),
+                }
+            }
+            Method::GET if path == "/api/v1/namespaces/streaming" => not_found(call),
+            Method::POST if path == "/api/v1/namespaces/streaming/secrets" => {
+                let mut created = call.body.clone();
+                created["metadata"]["resourceVersion"] = "7".into();
+                (StatusCode::CREATED, created)
+            }
+            Method::PATCH => {
+                let mut object = serde_json::to_value(user(&[], false)).unwrap();
+                object["apiVersion"] = "fjord.dev/v1alpha1".into();
+                object["kind"] = "User".into();
+                (StatusCode::OK, object)
+            }
+            _ => not_found(call),
+        }
+    })
+}
+
+/// A broker that authorises requests by ACLs, the operator's (unauthenticated) connection a
+/// super user.
+async fn broker_with_acls() -> (RunningBroker, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = BrokerConfig::for_tests(dir.path().to_path_buf());
+    config.security.authorizer = Some(fjord_broker::security::AuthorizerKind::Acl);
+    config.security.super_users = vec!["User:ANONYMOUS".to_owned()];
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    (broker, dir)
+}
+
+/// The ACL bindings the brokers hold for `principal`, as `type:name:pattern:operation`.
+async fn acls_on(admin: &mut KafkaAdmin, principal: &str) -> Vec<String> {
+    admin
+        .acls_of(principal)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{}:{}:{}:{}",
+                e.resource_type, e.resource_name, e.pattern_type, e.operation, e.permission
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scram_user_gets_a_secret_a_credential_and_its_acls_and_deletion_removes_them() {
+    use fjord_broker::security::scram::ScramMechanism;
+    use fjord_operator::user::reconcile::{FINALIZER, reconcile_user};
+    let (broker, _dir) = broker_with_acls().await;
+    let bootstrap = broker.kafka_addr.to_string();
+    let (client, calls) = api_server(user_routes(None));
+    let ctx = context_reaching(client, bootstrap.clone());
+
+    let action = reconcile_user(Arc::new(user(&[], false)), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(300)));
+    let recorded = kube_calls(&calls);
+    // The finalizer first, guarded by the resource version.
+    assert_eq!(
+        finalizer_patches(&recorded),
+        [json!({"resourceVersion": "41", "finalizers": [FINALIZER]})]
+    );
+    // The Secret, owned by the User, with a generated password.
+    let created = recorded
+        .iter()
+        .find(|c| c.method == Method::POST && c.path().ends_with("/secrets"))
+        .expect("the Secret created");
+    let secret = &created.body;
+    assert_eq!(secret["metadata"]["name"], "orders-app");
+    let owner = &secret["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "User");
+    assert_eq!(owner["uid"], "70b1c000-0000-4000-8000-0000000000a1");
+    assert_eq!(owner["controller"], true);
+    let decode = |key: &str| {
+        use base64::Engine;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(secret["data"][key].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(decode("username"), "orders-app");
+    let password = decode("password");
+    assert!(password.len() >= 32, "{password}");
+    assert!(decode("sasl.jaas.config").contains(&format!("password=\"{password}\"")));
+    // The cluster holds a credential that the Secret's password passes, and exactly the ACLs.
+    let credential = broker
+        .broker
+        .image()
+        .scram_credential("orders-app", ScramMechanism::Sha512)
+        .cloned()
+        .expect("a SCRAM-SHA-512 credential");
+    assert!(credential.verifies(ScramMechanism::Sha512, password.as_bytes()));
+    assert!(!credential.verifies(ScramMechanism::Sha512, b"another password"));
+    let mut admin = KafkaAdmin::connect(&bootstrap, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    // TOPIC 2, GROUP 3; LITERAL 3, PREFIXED 4; READ 3, WRITE 4; ALLOW 3.
+    assert_eq!(
+        acls_on(&mut admin, "User:orders-app").await,
+        ["2:orders:3:3:3", "2:orders:3:4:3", "3:orders-:4:3:3"]
+    );
+    let status = status_patch(&recorded);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(status["principal"], "User:orders-app");
+    assert_eq!(status["secret"], "orders-app");
+    assert_eq!(status["acls"], 3);
+    assert_eq!(status["credentialSecretVersion"], "7");
+    assert_eq!(
+        events(&calls),
+        ["SecretCreated", "CredentialSet", "AclsUpdated"]
+    );
+
+    // An ACL added behind the operator's back goes; the credential stays as set.
+    admin
+        .create_acls(&[fjord_operator::kafka::AclEntry {
+            resource_type: 2,
+            resource_name: "payments".into(),
+            pattern_type: 3,
+            principal: "User:orders-app".into(),
+            host: "*".into(),
+            operation: 2,
+            permission: 3,
+        }])
+        .await
+        .unwrap();
+    let mut synced = user(&[FINALIZER], false);
+    synced.status = Some(serde_json::from_value(status.clone()).unwrap());
+    let mut existing = secret.clone();
+    existing["metadata"]["resourceVersion"] = "7".into();
+    let (client, calls) = api_server(user_routes(Some(existing)));
+    let ctx = context_reaching(client, bootstrap.clone());
+    reconcile_user(Arc::new(synced.clone()), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    assert_eq!(
+        acls_on(&mut admin, "User:orders-app").await,
+        ["2:orders:3:3:3", "2:orders:3:4:3", "3:orders-:4:3:3"]
+    );
+    assert_eq!(events(&calls), ["AclsUpdated"], "no new credential");
+    assert!(finalizer_patches(&kube_calls(&calls)).is_empty());
+
+    // Deleted: its ACLs and its credential leave the cluster, then the finalizer goes.
+    let mut deleting = synced;
+    deleting.metadata.deletion_timestamp = user(&[], true).metadata.deletion_timestamp;
+    calls.lock().unwrap().clear();
+    reconcile_user(Arc::new(deleting), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    assert!(acls_on(&mut admin, "User:orders-app").await.is_empty());
+    assert!(!admin.has_scram_credential("orders-app").await.unwrap());
+    assert_eq!(
+        finalizer_patches(&kube_calls(&calls)),
+        [json!({"resourceVersion": "41", "finalizers": []})]
+    );
+    assert_eq!(events(&calls), ["UserRemoved"]);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_user_gets_acls_for_its_token_principal_and_no_secret() {
+    use fjord_operator::user::reconcile::{FINALIZER, reconcile_user};
+    let (broker, _dir) = broker_with_acls().await;
+    let bootstrap = broker.kafka_addr.to_string();
+    let (client, calls) = api_server(user_routes(None));
+    let ctx = context_reaching(client, bootstrap.clone());
+    let mut account = user(&[FINALIZER], false);
+    account.spec.authentication = serde_json::from_value(
+        json!({"type": "serviceAccount", "serviceAccount": "orders-writer"}),
+    )
+    .unwrap();
+    reconcile_user(Arc::new(account), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    let recorded = kube_calls(&calls);
+    assert!(
+        recorded.iter().all(|c| !c.path().contains("/secrets")),
+        "no Secret read or written"
+    );
+    let principal = "User:system:serviceaccount:streaming:orders-writer";
+    let mut admin = KafkaAdmin::connect(&bootstrap, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(acls_on(&mut admin, principal).await.len(), 3);
+    assert!(!admin.has_scram_credential("orders-app").await.unwrap());
+    let status = status_patch(&recorded);
+    assert_eq!(status["principal"], principal);
+    assert_eq!(status["secret"], Value::Null);
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acls_on_a_broker_without_an_authorizer_are_a_condition_not_a_retry() {
+    use fjord_operator::user::reconcile::{FINALIZER, reconcile_user};
+    let (broker, _dir) = broker().await;
+    let (client, calls) = api_server(user_routes(None));
+    let ctx = context_reaching(client, broker.kafka_addr.to_string());
+    let action = reconcile_user(Arc::new(user(&[FINALIZER], false)), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    assert_eq!(action, Action::await_change());
+    let status = status_patch(&kube_calls(&calls));
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["reason"], "SecurityDisabled");
+    broker.shutdown().await;
+}

@@ -255,7 +255,7 @@ def assert_default(objects: list[dict[str, Any]], values: dict[str, Any]) -> str
     expect(len(of_kind(objects, "Role")) == 1, "only the Lease Role is namespaced")
     crds = of_kind(objects, "CustomResourceDefinition")
     names = sorted(crd["metadata"]["name"] for crd in crds)
-    expect(names == ["clusters.fjord.dev", "topics.fjord.dev"], f"CRDs: {names}")
+    expect(names == ["clusters.fjord.dev", "topics.fjord.dev", "users.fjord.dev"], f"CRDs: {names}")
     for crd in crds:
         annotations = crd["metadata"].get("annotations", {})
         expect(annotations.get("helm.sh/resource-policy") == "keep",

@@ -18,11 +18,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::cluster::validate::bootstrap_address;
 use crate::conditions::{READY, condition, with_transitions};
-use crate::controller::{Context, Error, kube_error, patch_params};
+use crate::controller::{Context, Error, connect_admin, kube_error, patch_params, set_finalizer};
 use crate::crd::{Cluster, DeletionPolicy, Topic, TopicStatus};
-use crate::kafka::KafkaAdmin;
 use crate::topic::claims::{managed_by_another, rivals};
 use crate::topic::converge::{ConvergedTopic, converge_topic, delete_topic};
 use crate::topic::validate::{ValidatedTopic, validate_topic};
@@ -85,7 +83,7 @@ async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
 
     let wants_finalizer = validated.deletion_policy == DeletionPolicy::Delete;
     if wants_finalizer != has_finalizer {
-        set_finalizer(&topics, topic, wants_finalizer).await?;
+        set_finalizer(&topics, topic, FINALIZER, wants_finalizer).await?;
     }
 
     let all = match context.topic_cache.in_namespace(&namespace) {
@@ -142,7 +140,7 @@ async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
         return Ok(Action::requeue(CLUSTER_RETRY));
     };
 
-    let outcome = match connect(context, &cluster, &namespace).await {
+    let outcome = match connect_admin(context, &cluster, &namespace).await {
         Ok(mut admin) => converge_topic(&mut admin, &validated.desired)
             .await
             .map_err(|source| Error::Topic {
@@ -189,7 +187,7 @@ async fn reconcile(topic: &Topic, context: &Context) -> Result<Action, Error> {
             let reason = error.metric_label();
             let message = crate::controller::DisplayChain(&error).to_string();
             write_status(&topics, topic, Some(&validated), None, reason, &message).await?;
-            if transient(&error) {
+            if error.is_transient() {
                 // The error policy counts it and retries soon.
                 Err(error)
             } else {
@@ -224,31 +222,6 @@ fn is_ready(topic: &Topic) -> bool {
     })
 }
 
-fn transient(error: &Error) -> bool {
-    match error {
-        Error::Topic { source, .. } => source.is_transient(),
-        Error::Connect { source, .. } => source.is_transient(),
-        Error::Kube { .. } => true,
-    }
-}
-
-async fn connect(
-    context: &Context,
-    cluster: &Cluster,
-    namespace: &str,
-) -> Result<KafkaAdmin, Error> {
-    let bootstrap = context.bootstrap_override.clone().unwrap_or_else(|| {
-        bootstrap_address(
-            &cluster.name_any(),
-            namespace,
-            cluster.spec.listeners.kafka_port,
-        )
-    });
-    KafkaAdmin::connect(&bootstrap, context.kafka_timeout)
-        .await
-        .map_err(|source| Error::Connect { bootstrap, source })
-}
-
 /// Deletes the Kafka topic (if the Cluster still stands) and releases the finalizer. In a
 /// namespace being deleted the finalizer is released at once, without Kafka and without any
 /// call the namespace's own Roles grant: its deletion removes those Roles (in namespaced mode,
@@ -278,13 +251,13 @@ async fn release_in_terminating_namespace(
         namespace,
         "namespace is being deleted: releasing the topic without deleting it"
     );
-    set_finalizer(topics, topic, false).await
+    set_finalizer(topics, topic, FINALIZER, false).await
 }
 
 /// Whether `namespace` is being deleted. Asked with the cluster-wide rule
 /// [`FINALIZER_RULES`](crate::rbac::FINALIZER_RULES); when even that is refused, the answer is
 /// no and the Topic is finalized as usual.
-async fn namespace_terminating(context: &Context, namespace: &str) -> bool {
+pub(crate) async fn namespace_terminating(context: &Context, namespace: &str) -> bool {
     let namespaces: Api<Namespace> = Api::all(context.client.clone());
     match namespaces.get_opt(namespace).await {
         Ok(Some(found)) => {
@@ -318,7 +291,7 @@ async fn delete_and_release(
         Err(_) => topic.status.as_ref().and_then(|s| s.topic_name.clone()),
     };
     let Some(kafka_name) = kafka_name else {
-        return set_finalizer(topics, topic, false).await;
+        return set_finalizer(topics, topic, FINALIZER, false).await;
     };
     let cluster_name = &topic.spec.cluster;
     // From the API server, not the cache: deleting data waits for an authoritative answer.
@@ -331,7 +304,7 @@ async fn delete_and_release(
         context
             .event(topic, false, "TopicKept", "Delete", note)
             .await;
-        return set_finalizer(topics, topic, false).await;
+        return set_finalizer(topics, topic, FINALIZER, false).await;
     }
     let clusters: Api<Cluster> = Api::namespaced(context.client.clone(), &namespace);
     let cluster = clusters
@@ -340,7 +313,7 @@ async fn delete_and_release(
         .map_err(kube_error::<Cluster>("getting", cluster_name))?;
     match cluster {
         Some(cluster) if cluster.meta().deletion_timestamp.is_none() => {
-            let mut admin = connect(context, &cluster, &namespace).await?;
+            let mut admin = connect_admin(context, &cluster, &namespace).await?;
             let existed = delete_topic(&mut admin, &kafka_name)
                 .await
                 .map_err(|source| Error::Topic {
@@ -370,7 +343,7 @@ async fn delete_and_release(
                 .await;
         }
     }
-    set_finalizer(topics, topic, false).await
+    set_finalizer(topics, topic, FINALIZER, false).await
 }
 
 async fn list_topics(topics: &Api<Topic>, namespace: &str) -> Result<Vec<Arc<Topic>>, Error> {
@@ -385,32 +358,6 @@ fn ready_reason(topic: &Topic) -> Option<&str> {
     let status = topic.status.as_ref()?;
     let ready = status.conditions.iter().find(|c| c.type_ == READY)?;
     Some(ready.reason.as_str())
-}
-
-/// Adds or removes [`FINALIZER`], guarded by the resource version so a concurrent change to
-/// the finalizer list is retried, never overwritten.
-async fn set_finalizer(topics: &Api<Topic>, topic: &Topic, present: bool) -> Result<(), Error> {
-    let mut finalizers: Vec<String> = topic
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    if present {
-        finalizers.push(FINALIZER.to_owned());
-    }
-    let name = topic.name_any();
-    let patch = json!({
-        "metadata": {
-            "resourceVersion": topic.resource_version(),
-            "finalizers": finalizers,
-        }
-    });
-    topics
-        .patch(&name, &patch_params(), &Patch::Merge(&patch))
-        .await
-        .map_err(kube_error::<Topic>("patching finalizers of", &name))?;
-    Ok(())
 }
 
 async fn write_status(
