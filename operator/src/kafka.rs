@@ -21,8 +21,10 @@
 //! the broker's guarded allocator (`fjord_runtime::alloc::GuardedAlloc`, see its documentation),
 //! as `tests/topic_kafka.rs` does.
 
+mod login;
 mod security;
 
+pub use login::AdminSecurity;
 pub use security::{AclEntry, SCRAM_ITERATIONS, random_bytes};
 
 use std::collections::BTreeMap;
@@ -88,6 +90,9 @@ const OPTIONAL_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    // A SASL login, on a listener that asks for one.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// A failed admin operation. [`reason`](Self::reason) is the label for metrics and Events,
@@ -353,6 +358,7 @@ impl ConfigOp {
 pub struct KafkaAdmin {
     bootstrap: String,
     timeout: Duration,
+    security: AdminSecurity,
     /// `None` after a failure; the next call reconnects.
     connection: Option<Connection>,
 }
@@ -361,10 +367,21 @@ impl KafkaAdmin {
     /// Connects to the first reachable of the comma-separated `bootstrap` addresses
     /// (`host:port`), negotiates API versions, and moves to the controller.
     pub async fn connect(bootstrap: &str, timeout: Duration) -> Result<Self, KafkaError> {
-        let connection = connect_to_controller(bootstrap, timeout).await?;
+        Self::connect_with(bootstrap, timeout, AdminSecurity::default()).await
+    }
+
+    /// [`connect`](Self::connect) over TLS and with a SASL login, as `security` says (every
+    /// connection the client makes, to the controller and after a failure, alike).
+    pub async fn connect_with(
+        bootstrap: &str,
+        timeout: Duration,
+        security: AdminSecurity,
+    ) -> Result<Self, KafkaError> {
+        let connection = connect_to_controller(bootstrap, timeout, &security).await?;
         Ok(Self {
             bootstrap: bootstrap.to_owned(),
             timeout,
+            security,
             connection: Some(connection),
         })
     }
@@ -693,7 +710,7 @@ impl KafkaAdmin {
         debug_assert_eq!(api as i16, R::KEY);
         let mut connection = match self.connection.take() {
             Some(connection) => connection,
-            None => connect_to_controller(&self.bootstrap, self.timeout).await?,
+            None => connect_to_controller(&self.bootstrap, self.timeout, &self.security).await?,
         };
         let Some(version) = connection.version(api) else {
             self.connection = Some(connection);
@@ -729,14 +746,18 @@ impl KafkaAdmin {
 /// One TCP connection to one broker, with the versions negotiated with it.
 #[derive(Debug)]
 struct Connection {
-    stream: TcpStream,
+    stream: login::AdminStream,
     addr: String,
     correlation_id: i32,
     versions: Vec<(ApiKey, i16)>,
 }
 
 impl Connection {
-    async fn open(addr: &str, timeout: Duration) -> Result<Self, KafkaError> {
+    async fn open(
+        addr: &str,
+        timeout: Duration,
+        security: &AdminSecurity,
+    ) -> Result<Self, KafkaError> {
         let connect_error = |source| KafkaError::Connect {
             addr: addr.to_owned(),
             source,
@@ -752,6 +773,21 @@ impl Connection {
             }
         };
         stream.set_nodelay(true).map_err(connect_error)?;
+        let stream = match tokio::time::timeout(
+            timeout,
+            login::AdminStream::over(stream, addr, security.tls.as_ref()),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(source)) => return Err(connect_error(source)),
+            Err(_) => {
+                return Err(connect_error(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no TLS handshake within {timeout:?}"),
+                )));
+            }
+        };
         let mut connection = Self {
             stream,
             addr: addr.to_owned(),
@@ -760,6 +796,11 @@ impl Connection {
         };
         let api_versions = connection.api_versions(timeout).await?;
         connection.versions = negotiate(&api_versions)?;
+        if let Some((user, password)) = &security.scram_sha_512 {
+            connection
+                .login_scram_sha_512(user, password, timeout)
+                .await?;
+        }
         tracing::debug!(addr, versions = ?connection.versions, "connected to a Kafka broker");
         Ok(connection)
     }
@@ -855,6 +896,7 @@ impl Connection {
 async fn connect_to_controller(
     bootstrap: &str,
     timeout: Duration,
+    security: &AdminSecurity,
 ) -> Result<Connection, KafkaError> {
     let mut last_error = None;
     for addr in bootstrap
@@ -862,8 +904,8 @@ async fn connect_to_controller(
         .map(str::trim)
         .filter(|a| !a.is_empty())
     {
-        match Connection::open(addr, timeout).await {
-            Ok(connection) => return move_to_controller(connection, timeout).await,
+        match Connection::open(addr, timeout, security).await {
+            Ok(connection) => return move_to_controller(connection, timeout, security).await,
             Err(error) => {
                 tracing::debug!(addr, %error, "bootstrap address unusable");
                 last_error = Some(error);
@@ -881,6 +923,7 @@ async fn connect_to_controller(
 async fn move_to_controller(
     mut connection: Connection,
     timeout: Duration,
+    security: &AdminSecurity,
 ) -> Result<Connection, KafkaError> {
     let api = ApiKey::Metadata;
     let version = connection
@@ -920,7 +963,7 @@ async fn move_to_controller(
         return Ok(connection);
     }
     tracing::debug!(controller, %addr, "admin requests go to the controller; moving there");
-    match Connection::open(&addr, timeout).await {
+    match Connection::open(&addr, timeout, security).await {
         Ok(controller) => Ok(controller),
         // The advertised name may not resolve from here (an operator outside the cluster,
         // reaching the brokers through a port-forward): stay where we are; a broker that is not
@@ -1056,6 +1099,12 @@ pub fn fuzz_decode_response(data: &[u8]) {
         }
         ApiKey::DescribeAcls => {
             run::<kafka_protocol::messages::DescribeAclsResponse>(api, version, frame);
+        }
+        ApiKey::SaslHandshake => {
+            run::<kafka_protocol::messages::SaslHandshakeResponse>(api, version, frame);
+        }
+        ApiKey::SaslAuthenticate => {
+            run::<kafka_protocol::messages::SaslAuthenticateResponse>(api, version, frame);
         }
         ApiKey::CreateAcls => {
             run::<kafka_protocol::messages::CreateAclsResponse>(api, version, frame)

@@ -431,3 +431,115 @@ async fn a_response_declaring_billions_of_elements_is_an_error() {
     assert_eq!(error.reason(), "ProtocolError");
     assert!(!error.is_transient());
 }
+
+/// The admin client against a broker with a SASL_SSL listener (TLS, SCRAM-SHA-512) and the ACL
+/// authorizer: as a super user it logs in and manages topics, credentials and ACLs; a wrong
+/// password is SASL_AUTHENTICATION_FAILED; a client that does not log in, or does not speak
+/// TLS, gets nothing done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_client_logs_in_over_sasl_ssl() {
+    use fjord_operator::kafka::{AclEntry, AdminSecurity};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let write = |name: &str, content: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    };
+    let mut config = BrokerConfig::for_tests(dir.path().join("data"));
+    config.security.tls_cert = Some(write("tls.crt", cert.pem()));
+    config.security.tls_key = Some(write("tls.key", key.serialize_pem()));
+    config.security.sasl_mechanisms = vec![fjord_broker::security::sasl::Mechanism::Scram(
+        fjord_broker::security::scram::ScramMechanism::Sha512,
+    )];
+    config.security.initial_scram_credentials = Some(write(
+        "credentials",
+        "SCRAM-SHA-512 fjord-operator op-secret\n".to_owned(),
+    ));
+    config.security.authorizer = Some(fjord_broker::security::AuthorizerKind::Acl);
+    config.security.super_users = vec!["User:fjord-operator".to_owned()];
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    let bootstrap = broker.kafka_addr.to_string();
+    let tls = AdminSecurity::tls_config(ca.pem().as_bytes(), None).unwrap();
+    let security = |password: &str| AdminSecurity {
+        tls: Some(tls.clone()),
+        scram_sha_512: Some(("fjord-operator".to_owned(), password.to_owned())),
+    };
+
+    let mut admin = KafkaAdmin::connect_with(&bootstrap, TIMEOUT, security("op-secret"))
+        .await
+        .unwrap();
+    admin
+        .create_topic("secured", 2, 1, &BTreeMap::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        admin
+            .describe_topic("secured")
+            .await
+            .unwrap()
+            .unwrap()
+            .partitions,
+        2
+    );
+    admin
+        .set_scram_credential("app", "app-secret")
+        .await
+        .unwrap();
+    assert!(admin.has_scram_credential("app").await.unwrap());
+    let grant = AclEntry {
+        resource_type: 2,
+        resource_name: "secured".into(),
+        pattern_type: 3,
+        principal: "User:app".into(),
+        host: "*".into(),
+        operation: 4,
+        permission: 3,
+    };
+    admin
+        .create_acls(std::slice::from_ref(&grant))
+        .await
+        .unwrap();
+    assert_eq!(admin.acls_of("User:app").await.unwrap(), [grant]);
+
+    let wrong = KafkaAdmin::connect_with(&bootstrap, TIMEOUT, security("not-it"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        wrong.error_code(),
+        Some(58),
+        "SASL_AUTHENTICATION_FAILED: {wrong}"
+    );
+    let anonymous = KafkaAdmin::connect_with(
+        &bootstrap,
+        TIMEOUT,
+        AdminSecurity {
+            tls: Some(tls.clone()),
+            scram_sha_512: None,
+        },
+    )
+    .await;
+    assert!(anonymous.is_err(), "served without a login");
+    let plaintext = KafkaAdmin::connect_with(
+        &bootstrap,
+        TIMEOUT,
+        AdminSecurity {
+            tls: None,
+            scram_sha_512: Some(("fjord-operator".into(), "op-secret".into())),
+        },
+    )
+    .await;
+    assert!(plaintext.is_err(), "served without TLS");
+    broker.shutdown().await;
+}
