@@ -227,6 +227,8 @@ pub enum Error {
         #[source]
         source: ConvergeError,
     },
+    #[error("Secret '{name}': {problem}")]
+    Secret { name: String, problem: String },
     #[error("converging user {user}")]
     User {
         /// The principal.
@@ -249,6 +251,9 @@ impl Error {
             Self::Topic { source, .. } => source.is_transient(),
             Self::Connect { source, .. } | Self::User { source, .. } => source.is_transient(),
             Self::Kube { .. } => true,
+            // Made by the operator (or cert-manager) soon, or fixed by a person: checked again
+            // with backoff either way.
+            Self::Secret { .. } => true,
         }
     }
 
@@ -265,6 +270,7 @@ impl Error {
             Self::Connect { source, .. } => source.reason(),
             Self::Topic { source, .. } => source.reason(),
             Self::User { source, .. } => source.reason(),
+            Self::Secret { .. } => "SecretNotReady",
         }
     }
 }
@@ -530,7 +536,8 @@ pub(crate) async fn connect_admin(
             cluster.spec.listeners.kafka_port,
         )
     });
-    crate::kafka::KafkaAdmin::connect(&bootstrap, context.kafka_timeout)
+    let security = crate::cluster::credentials::admin_security(context, cluster).await?;
+    crate::kafka::KafkaAdmin::connect_with(&bootstrap, context.kafka_timeout, security)
         .await
         .map_err(|source| Error::Connect { bootstrap, source })
 }

@@ -108,9 +108,65 @@ pub struct ClusterSpec {
     /// `offsets.topic.num.partitions`, `auto.create.topics.enable`).
     #[serde(default)]
     pub config: BTreeMap<String, String>,
-    /// Ports the brokers listen on.
+    /// Ports the brokers listen on, and how the Kafka listener is secured.
     #[serde(default)]
     pub listeners: ListenersSpec,
+    /// How requests are authorised. Absent: every client may do everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationSpec>,
+}
+
+/// Request authorisation.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationSpec {
+    /// `acl`: each request is checked against the ACLs (managed with `User` resources or the
+    /// Kafka API); what no ACL allows is denied.
+    #[serde(rename = "type")]
+    pub kind: AuthorizationType,
+    /// Principals allowed everything (Kafka's `super.users`), besides the operator's own.
+    #[serde(default)]
+    #[schemars(
+        length(max = 100),
+        inner(length(min = 6, max = 512), regex(pattern = r"^User:.+$"))
+    )]
+    pub super_users: Vec<String>,
+}
+
+/// See [`AuthorizationSpec::kind`].
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AuthorizationType {
+    Acl,
+}
+
+/// TLS on the Kafka listener, and mutual TLS between brokers.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerTls {
+    /// A Secret of type `kubernetes.io/tls` in the Cluster's namespace with `tls.crt`,
+    /// `tls.key` and `ca.crt`: what a cert-manager Certificate writes. Its certificate must name
+    /// the bootstrap Service and every broker pod (see the docs). The brokers re-read it when
+    /// it is renewed, without a restart.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// How clients authenticate on the Kafka listener.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerAuthentication {
+    /// `scram-sha-512`: clients log in with SCRAM-SHA-512 (SASL_SSL with `tls`,
+    /// SASL_PLAINTEXT without); their credentials come from `User` resources.
+    #[serde(rename = "type")]
+    pub kind: ListenerAuthenticationType,
+}
+
+/// See [`ListenerAuthentication::kind`].
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ListenerAuthenticationType {
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
 }
 
 /// Each broker's volume. Neither its class nor its size can change after creation: a
@@ -201,6 +257,12 @@ pub struct ListenersSpec {
     #[serde(default = "default_admin_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub admin_port: i32,
+    /// TLS on the Kafka listener (and mutual TLS between brokers). Absent: plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+    /// How clients log in. Absent: they do not (every client is `User:ANONYMOUS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<ListenerAuthentication>,
 }
 
 fn default_kafka_port() -> i32 {
@@ -221,6 +283,8 @@ impl Default for ListenersSpec {
             kafka_port: default_kafka_port(),
             controller_port: default_controller_port(),
             admin_port: default_admin_port(),
+            tls: None,
+            authentication: None,
         }
     }
 }

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -300,6 +302,8 @@ fn cluster_routes(
                 StatusCode::OK,
                 json!({"broker": 0, "state": "drained", "replicas_left": 0, "moving": 0}),
             ),
+            // A secured Cluster's operator credentials: created as posted.
+            Method::POST if path.ends_with("/secrets") => (StatusCode::CREATED, call.body.clone()),
             Method::POST if path.ends_with("/leadership-drain") => (
                 StatusCode::OK,
                 json!({"broker": 0, "drained": true, "leaders_left": 0}),
@@ -2600,5 +2604,232 @@ async fn acls_on_a_broker_without_an_authorizer_are_a_condition_not_a_retry() {
     let status = status_patch(&kube_calls(&calls));
     assert_eq!(condition(&status, "Ready")["status"], "False");
     assert_eq!(condition(&status, "Ready")["reason"], "SecurityDisabled");
+    broker.shutdown().await;
+}
+
+/// A Cluster with TLS from a Secret, SCRAM-SHA-512 logins and ACLs: the operator makes its own
+/// credentials Secret (before any StatefulSet, so the first brokers seed the cluster with it),
+/// and the StatefulSets mount both Secrets and run the brokers with the matching flags.
+#[tokio::test]
+async fn a_secured_cluster_gets_the_operators_credentials_before_its_brokers() {
+    use base64::Engine;
+    let mut cluster = example_cluster();
+    cluster.spec.listeners = serde_json::from_value(json!({
+        "tls": {"secretName": "events-tls"},
+        "authentication": {"type": "scram-sha-512"},
+    }))
+    .unwrap();
+    cluster.spec.authorization = Some(
+        serde_json::from_value(json!({"type": "acl", "superUsers": ["User:CN=ops,O=Fjord"]}))
+            .unwrap(),
+    );
+    let pods = ZONES
+        .iter()
+        .map(|(zone, id)| pod(zone, *id, "rev-1", true))
+        .collect();
+    let (_, calls) =
+        reconcile_against(cluster, "rev-1", current_stateful_sets(), pods, healthy).await;
+    let calls = kube_calls(&calls);
+    let created = calls
+        .iter()
+        .position(|c| c.method == Method::POST && c.path().ends_with("/secrets"))
+        .expect("the operator's credentials created");
+    let first_stateful_set = calls
+        .iter()
+        .position(|c| c.method == Method::PATCH && c.body["kind"] == "StatefulSet")
+        .expect("StatefulSets applied");
+    assert!(created < first_stateful_set, "credentials before brokers");
+    let secret = &calls[created].body;
+    assert_eq!(secret["metadata"]["name"], "events-operator-credentials");
+    assert_eq!(secret["metadata"]["ownerReferences"][0]["kind"], "Cluster");
+    let value = |key: &str| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(secret["data"][key].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let password = value("password");
+    assert!(password.len() >= 32);
+    assert_eq!(
+        value("initial"),
+        format!("SCRAM-SHA-512 fjord-operator {password}\n")
+    );
+    let stateful_set = &calls[first_stateful_set].body;
+    let template = &stateful_set["spec"]["template"]["spec"];
+    let env: BTreeMap<String, String> = template["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_owned(),
+                e["value"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    assert_eq!(env["FJORD_TLS_CERT"], "/etc/fjord/tls/tls.crt");
+    assert_eq!(env["FJORD_CLUSTER_TLS_CA"], "/etc/fjord/tls/ca.crt");
+    assert_eq!(env["FJORD_SASL_MECHANISMS"], "SCRAM-SHA-512");
+    assert_eq!(
+        env["FJORD_INITIAL_SCRAM_CREDENTIALS"],
+        "/etc/fjord/credentials/initial"
+    );
+    assert_eq!(env["FJORD_AUTHORIZER"], "acl");
+    assert_eq!(
+        env["FJORD_SUPER_USERS"],
+        "User:fjord-operator;User:CN=ops,O=Fjord"
+    );
+    let secrets: Vec<&str> = template["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["secret"]["secretName"].as_str())
+        .collect();
+    assert_eq!(secrets, ["events-tls", "events-operator-credentials"]);
+
+    // Already there (made by an earlier reconcile): kept as it is.
+    let mut cluster = example_cluster();
+    cluster.spec.listeners =
+        serde_json::from_value(json!({"authentication": {"type": "scram-sha-512"}})).unwrap();
+    let (client, calls) = api_server(Box::new(|call: &Call| {
+        if call.method == Method::GET
+            && call
+                .path()
+                .ends_with("/secrets/events-operator-credentials")
+        {
+            return (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "events-operator-credentials"}, "data": {}}),
+            );
+        }
+        cluster_routes("rev-1", current_stateful_sets(), Vec::new(), healthy)(call)
+    }));
+    let _ = reconcile_cluster(Arc::new(cluster), context(client)).await;
+    let calls = kube_calls(&calls);
+    assert!(
+        calls.iter().any(|c| c.method == Method::GET
+            && c.path().ends_with("/secrets/events-operator-credentials")),
+        "the Secret was looked for"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| !(c.method == Method::POST && c.path().ends_with("/secrets"))),
+        "an existing credentials Secret is never replaced"
+    );
+    assert!(
+        calls.iter().any(|c| c.body["kind"] == "StatefulSet"),
+        "the brokers applied after it"
+    );
+}
+
+/// A broker as a secured Cluster runs it: TLS (a certificate for 127.0.0.1 from a test CA),
+/// SCRAM-SHA-512 logins seeded with the operator's credential, ACLs. Returns the CA (PEM) and
+/// the operator's password with it.
+async fn secured_broker() -> (RunningBroker, tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = support::loopback_certificate();
+    let password = "operator-password".to_owned();
+    let write = |name: &str, content: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    };
+    let mut config = BrokerConfig::for_tests(dir.path().join("data"));
+    config.security.tls_cert = Some(write("tls.crt", cert));
+    config.security.tls_key = Some(write("tls.key", key));
+    config.security.sasl_mechanisms = vec![fjord_broker::security::sasl::Mechanism::Scram(
+        fjord_broker::security::scram::ScramMechanism::Sha512,
+    )];
+    config.security.initial_scram_credentials = Some(write(
+        "initial",
+        format!("SCRAM-SHA-512 fjord-operator {password}\n"),
+    ));
+    config.security.authorizer = Some(fjord_broker::security::AuthorizerKind::Acl);
+    config.security.super_users = vec!["User:fjord-operator".to_owned()];
+    let broker = fjord_broker::start(config, CancellationToken::new())
+        .await
+        .unwrap();
+    (broker, dir, ca, password)
+}
+
+/// On a secured Cluster the User controller reaches the brokers as the operator does: over TLS
+/// trusting the listener Secret's CA, logged in with its own credential from its credentials
+/// Secret. A User's credential and ACLs are set there; without the credentials Secret, nothing
+/// is sent and the reason is a retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_of_a_secured_cluster_are_managed_over_tls_and_scram() {
+    use base64::Engine;
+    use fjord_broker::security::scram::ScramMechanism;
+    use fjord_operator::user::reconcile::{FINALIZER, reconcile_user};
+    let (broker, _dir, ca, password) = secured_broker().await;
+    let b64 = |value: &str| base64::engine::general_purpose::STANDARD.encode(value);
+    let mut cluster = serde_json::to_value(example_cluster()).unwrap();
+    cluster["apiVersion"] = "fjord.dev/v1alpha1".into();
+    cluster["kind"] = "Cluster".into();
+    cluster["spec"]["listeners"]["tls"] = json!({"secretName": "events-tls"});
+    cluster["spec"]["listeners"]["authentication"] = json!({"type": "scram-sha-512"});
+    let routes = |with_credentials: bool| -> Route {
+        let cluster = cluster.clone();
+        let tls = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "events-tls", "namespace": "streaming"},
+            "data": {"ca.crt": b64(&ca)}});
+        let credentials = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "events-operator-credentials", "namespace": "streaming"},
+            "data": {"password": b64(&password)}});
+        let users = user_routes(None);
+        Box::new(move |call: &Call| {
+            let path = call.path();
+            match call.method {
+                Method::GET if path.ends_with("/clusters/events") => {
+                    (StatusCode::OK, cluster.clone())
+                }
+                Method::GET if path.ends_with("/secrets/events-tls") => {
+                    (StatusCode::OK, tls.clone())
+                }
+                Method::GET
+                    if path.ends_with("/secrets/events-operator-credentials")
+                        && with_credentials =>
+                {
+                    (StatusCode::OK, credentials.clone())
+                }
+                _ => users(call),
+            }
+        })
+    };
+
+    let (client, calls) = api_server(routes(false));
+    let ctx = context_reaching(client, broker.kafka_addr.to_string());
+    let error = reconcile_user(Arc::new(user(&[FINALIZER], false)), Arc::clone(&ctx))
+        .await
+        .unwrap_err();
+    assert_eq!(error.metric_label(), "SecretNotReady", "{error}");
+    assert!(
+        broker
+            .broker
+            .image()
+            .scram_credential("orders-app", ScramMechanism::Sha512)
+            .is_none()
+    );
+    drop(calls);
+
+    let (client, calls) = api_server(routes(true));
+    let ctx = context_reaching(client, broker.kafka_addr.to_string());
+    reconcile_user(Arc::new(user(&[FINALIZER], false)), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    let status = status_patch(&kube_calls(&calls));
+    assert_eq!(condition(&status, "Ready")["status"], "True", "{status}");
+    let image = broker.broker.image();
+    assert!(
+        image
+            .scram_credential("orders-app", ScramMechanism::Sha512)
+            .is_some()
+    );
+    let principals: Vec<&str> = image.acls.iter().map(|b| b.principal.as_str()).collect();
+    assert_eq!(principals, ["User:orders-app"; 3]);
     broker.shutdown().await;
 }

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -440,24 +442,15 @@ async fn a_response_declaring_billions_of_elements_is_an_error() {
 async fn the_admin_client_logs_in_over_sasl_ssl() {
     use fjord_operator::kafka::{AclEntry, AdminSecurity};
     let dir = tempfile::tempdir().unwrap();
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let (ca, cert, key) = support::loopback_certificate();
     let write = |name: &str, content: String| {
         let path = dir.path().join(name);
         std::fs::write(&path, content).unwrap();
         path
     };
     let mut config = BrokerConfig::for_tests(dir.path().join("data"));
-    config.security.tls_cert = Some(write("tls.crt", cert.pem()));
-    config.security.tls_key = Some(write("tls.key", key.serialize_pem()));
+    config.security.tls_cert = Some(write("tls.crt", cert));
+    config.security.tls_key = Some(write("tls.key", key));
     config.security.sasl_mechanisms = vec![fjord_broker::security::sasl::Mechanism::Scram(
         fjord_broker::security::scram::ScramMechanism::Sha512,
     )];
@@ -471,7 +464,7 @@ async fn the_admin_client_logs_in_over_sasl_ssl() {
         .await
         .unwrap();
     let bootstrap = broker.kafka_addr.to_string();
-    let tls = AdminSecurity::tls_config(ca.pem().as_bytes(), None).unwrap();
+    let tls = AdminSecurity::tls_config(ca.as_bytes(), None).unwrap();
     let security = |password: &str| AdminSecurity {
         tls: Some(tls.clone()),
         scram_sha_512: Some(("fjord-operator".to_owned(), password.to_owned())),

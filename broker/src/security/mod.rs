@@ -75,9 +75,10 @@ pub struct SecurityFlags {
     /// `allow.everyone.if.no.acl.found=false`). Without it every client may do everything.
     #[arg(long, env = "FJORD_AUTHORIZER", value_enum)]
     pub authorizer: Option<AuthorizerKind>,
-    /// Principals allowed everything whatever the ACLs say, separated by `,` or `;`
-    /// (`User:admin,User:CN=operator`; Kafka's `super.users`). Needs `--authorizer`.
-    #[arg(long, env = "FJORD_SUPER_USERS", value_delimiter = ',')]
+    /// Principals allowed everything whatever the ACLs say, separated by `;` or `,`
+    /// (`User:admin,User:CN=operator,O=Fjord`: a comma not followed by `User:` is part of a
+    /// certificate subject; Kafka's `super.users`). Needs `--authorizer`.
+    #[arg(long, env = "FJORD_SUPER_USERS")]
     pub super_users: Vec<String>,
 }
 
@@ -129,10 +130,7 @@ impl SecurityFlags {
     fn super_users(&self) -> impl Iterator<Item = String> + '_ {
         self.super_users
             .iter()
-            .flat_map(|users| users.split(';'))
-            .map(str::trim)
-            .filter(|user| !user.is_empty())
-            .map(str::to_owned)
+            .flat_map(|users| split_principals(users))
     }
 
     /// The broker's authorizer, when requests are authorised.
@@ -207,6 +205,26 @@ impl SecurityFlags {
             client_ca: self.tls_client_ca.clone(),
         })
     }
+}
+
+/// Principals separated by `;` or `,`; a comma not followed by `User:` belongs to the
+/// principal before it (a certificate subject, `User:CN=ops,O=Fjord`).
+fn split_principals(list: &str) -> Vec<String> {
+    let mut principals: Vec<String> = Vec::new();
+    for (index, part) in list.split(';').flat_map(|p| p.split(',').enumerate()) {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        match principals.last_mut() {
+            Some(last) if index > 0 && !part.starts_with("User:") => {
+                last.push(',');
+                last.push_str(part);
+            }
+            _ => principals.push(part.to_owned()),
+        }
+    }
+    principals
 }
 
 /// The lines of an initial credentials file, or the line number (from 1) and what is wrong.
@@ -327,6 +345,16 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn super_users_split_on_semicolons_and_commas_but_not_inside_a_subject() {
+        assert_eq!(
+            split_principals("User:admin,User:CN=ops,O=Fjord ; User:b,"),
+            ["User:admin", "User:CN=ops,O=Fjord", "User:b"]
+        );
+        assert_eq!(split_principals("User:a;User:b"), ["User:a", "User:b"]);
+        assert_eq!(split_principals(""), Vec::<String>::new());
+    }
 
     #[test]
     fn the_log_limit_lets_a_few_lines_through_and_counts_the_rest() {

@@ -4,17 +4,19 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetOrdinals, StatefulSetPersistentVolumeClaimRetentionPolicy,
     StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, NodeAffinity,
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
+    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
+    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -336,6 +338,27 @@ pub fn build_stateful_set(
     if let Some(zone) = &zone.zone {
         broker_env.push(env("FJORD_RACK", zone.clone()));
     }
+    let (security_env, security_mounts, security_volumes) = security(cluster);
+    broker_env.extend(security_env);
+    let mut volume_mounts = vec![
+        VolumeMount {
+            name: DATA_VOLUME.into(),
+            mount_path: DATA_DIR.into(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
+    volume_mounts.extend(security_mounts);
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    volumes.extend(security_volumes);
 
     let container = Container {
         name: "broker".into(),
@@ -368,18 +391,7 @@ pub fn build_stateful_set(
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.into(),
-                mount_path: DATA_DIR.into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts),
         ..Container::default()
     };
 
@@ -429,11 +441,7 @@ pub fn build_stateful_set(
         }),
         termination_grace_period_seconds: Some(60),
         containers: vec![container],
-        volumes: Some(vec![Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(volumes),
         ..PodSpec::default()
     };
 
@@ -501,6 +509,102 @@ pub fn build_stateful_set(
         }),
         ..StatefulSet::default()
     }
+}
+
+/// The operator's credentials Secret of a Cluster whose clients log in: its SCRAM password,
+/// and the `--initial-scram-credentials` line the brokers seed the cluster with.
+pub fn build_operator_credentials(cluster: &ValidatedCluster, password: &str) -> Secret {
+    let data = [
+        ("password", password.to_owned()),
+        (
+            INITIAL_CREDENTIALS_KEY,
+            format!(
+                "SCRAM-SHA-512 {} {password}\n",
+                super::validate::OPERATOR_USER
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), ByteString(value.into_bytes())))
+    .collect();
+    Secret {
+        metadata: metadata(cluster, &cluster.operator_credentials()),
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
+/// Where a broker finds its TLS files (the listener Secret) and the operator's initial
+/// credential.
+const TLS_DIR: &str = "/etc/fjord/tls";
+const CREDENTIALS_DIR: &str = "/etc/fjord/credentials";
+/// The key of the operator's credentials Secret the brokers read (`--initial-scram-credentials`).
+pub const INITIAL_CREDENTIALS_KEY: &str = "initial";
+
+/// The broker environment, mounts and volumes of the Cluster's listener security: TLS files
+/// from the listener Secret for the Kafka listener and between brokers; SCRAM-SHA-512 logins
+/// with the operator's credential seeded; the ACL authorizer with the operator a super user.
+fn security(cluster: &ValidatedCluster) -> (Vec<EnvVar>, Vec<VolumeMount>, Vec<Volume>) {
+    let security = &cluster.security;
+    let (mut environment, mut mounts, mut volumes) = (Vec::new(), Vec::new(), Vec::new());
+    let secret_volume = |name: &str, secret: String, items: Option<Vec<KeyToPath>>| Volume {
+        name: name.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            items,
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mount = |name: &str, path: &str| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    };
+    if let Some(secret) = &security.tls_secret {
+        volumes.push(secret_volume("tls", secret.clone(), None));
+        mounts.push(mount("tls", TLS_DIR));
+        for (name, file) in [
+            ("FJORD_TLS_CERT", "tls.crt"),
+            ("FJORD_TLS_KEY", "tls.key"),
+            ("FJORD_CLUSTER_TLS_CERT", "tls.crt"),
+            ("FJORD_CLUSTER_TLS_KEY", "tls.key"),
+            ("FJORD_CLUSTER_TLS_CA", "ca.crt"),
+        ] {
+            environment.push(env(name, format!("{TLS_DIR}/{file}")));
+        }
+    }
+    if security.scram {
+        let items = vec![KeyToPath {
+            key: INITIAL_CREDENTIALS_KEY.into(),
+            path: INITIAL_CREDENTIALS_KEY.into(),
+            ..KeyToPath::default()
+        }];
+        volumes.push(secret_volume(
+            "operator-credentials",
+            cluster.operator_credentials(),
+            Some(items),
+        ));
+        mounts.push(mount("operator-credentials", CREDENTIALS_DIR));
+        environment.push(env("FJORD_SASL_MECHANISMS", "SCRAM-SHA-512"));
+        environment.push(env(
+            "FJORD_INITIAL_SCRAM_CREDENTIALS",
+            format!("{CREDENTIALS_DIR}/{INITIAL_CREDENTIALS_KEY}"),
+        ));
+    }
+    if let Some(super_users) = &security.acl {
+        environment.push(env("FJORD_AUTHORIZER", "acl"));
+        let operator = format!("User:{}", super::validate::OPERATOR_USER);
+        let all: Vec<&str> = std::iter::once(operator.as_str())
+            .chain(super_users.iter().map(String::as_str))
+            .collect();
+        // `;` between them: a certificate subject holds commas.
+        environment.push(env("FJORD_SUPER_USERS", all.join(";")));
+    }
+    (environment, mounts, volumes)
 }
 
 fn container_port(name: &str, port: i32) -> ContainerPort {

@@ -393,6 +393,10 @@ async fn reconcile_children(
     apply(client, namespace, &children.config_map).await?;
     apply(client, namespace, &children.headless_service).await?;
     apply(client, namespace, &children.bootstrap_service).await?;
+    if validated.security.scram {
+        // Before any broker starts: the first ones seed the cluster with it.
+        crate::cluster::credentials::ensure_operator_credentials(context, validated).await?;
+    }
     let mut applied = Vec::with_capacity(children.stateful_sets.len());
     for stateful_set in &children.stateful_sets {
         applied.push(apply(client, namespace, stateful_set).await?);

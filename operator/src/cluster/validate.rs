@@ -165,6 +165,10 @@ pub enum SpecError {
     },
     #[error("set either zones with brokersPerZone, or replicas without zones, not both")]
     ReplicasWithZones,
+    #[error(
+        "authorization needs listeners.authentication: without logins every client is User:ANONYMOUS, the operator as much as any other"
+    )]
+    AuthorizationWithoutAuthentication,
     #[error("zone '{0}' is listed twice")]
     DuplicateZone(String),
     #[error("{field} must be at least 1, got {value}")]
@@ -217,6 +221,35 @@ pub struct ValidatedCluster {
     pub ports: Ports,
     /// `id@host:port` entries of the controller quorum.
     pub voters: Vec<String>,
+    pub security: ClusterSecurity,
+}
+
+/// How a Cluster's listeners are secured and its requests authorised.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterSecurity {
+    /// The Secret with `tls.crt`, `tls.key` and `ca.crt`, when the brokers speak TLS.
+    pub tls_secret: Option<String>,
+    /// Clients log in with SCRAM-SHA-512.
+    pub scram: bool,
+    /// ACL authorisation, with these super users besides the operator.
+    pub acl: Option<Vec<String>>,
+}
+
+/// The SCRAM user the operator logs in as, on a Cluster whose clients log in.
+pub const OPERATOR_USER: &str = "fjord-operator";
+
+/// Checks the listener and authorisation settings together.
+fn security(spec: &crate::crd::ClusterSpec) -> Result<ClusterSecurity, SpecError> {
+    let scram = spec.listeners.authentication.is_some();
+    let acl = spec.authorization.as_ref().map(|a| a.super_users.clone());
+    if acl.is_some() && !scram {
+        return Err(SpecError::AuthorizationWithoutAuthentication);
+    }
+    Ok(ClusterSecurity {
+        tls_secret: spec.listeners.tls.as_ref().map(|t| t.secret_name.clone()),
+        scram,
+        acl,
+    })
 }
 
 /// One zone's StatefulSet.
@@ -263,6 +296,12 @@ impl ValidatedCluster {
 
     pub fn service_account(&self) -> String {
         format!("{}-broker", self.name)
+    }
+
+    /// The Secret the operator keeps its own SCRAM password in, and the brokers the initial
+    /// credential made from it (`--initial-scram-credentials`).
+    pub fn operator_credentials(&self) -> String {
+        format!("{}-operator-credentials", self.name)
     }
 
     /// `host:port` clients in the cluster bootstrap from.
@@ -465,6 +504,7 @@ pub fn validate_cluster_with(
         broker_env,
         ports,
         voters: Vec::new(),
+        security: security(spec)?,
     };
     validated.voters = voters(&validated);
     Ok(validated)
@@ -580,11 +620,45 @@ pub(crate) mod tests {
                 resources: None,
                 config: BTreeMap::new(),
                 listeners: ListenersSpec::default(),
+                authorization: None,
             },
         );
         cluster.metadata.namespace = Some("streaming".into());
         cluster.metadata.uid = Some("0b7c".into());
         cluster
+    }
+
+    #[test]
+    fn authorization_needs_logins_and_the_security_follows_the_spec() {
+        use crate::crd::{AuthorizationSpec, AuthorizationType};
+        let mut secured = cluster(&["a"], None);
+        secured.spec.authorization = Some(AuthorizationSpec {
+            kind: AuthorizationType::Acl,
+            super_users: vec!["User:ops".into()],
+        });
+        assert!(matches!(
+            validate_cluster(&secured, "img"),
+            Err(SpecError::AuthorizationWithoutAuthentication)
+        ));
+        secured.spec.listeners.authentication = Some(crate::crd::ListenerAuthentication {
+            kind: crate::crd::ListenerAuthenticationType::ScramSha512,
+        });
+        secured.spec.listeners.tls = Some(crate::crd::ListenerTls {
+            secret_name: "events-tls".into(),
+        });
+        let validated = validate_cluster(&secured, "img").unwrap();
+        assert_eq!(
+            validated.security,
+            ClusterSecurity {
+                tls_secret: Some("events-tls".into()),
+                scram: true,
+                acl: Some(vec!["User:ops".into()]),
+            }
+        );
+        assert_eq!(
+            validated.operator_credentials(),
+            "events-operator-credentials"
+        );
     }
 
     #[test]

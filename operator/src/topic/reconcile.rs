@@ -495,6 +495,7 @@ mod tests {
                 resources: None,
                 config: Default::default(),
                 listeners: ListenersSpec::default(),
+                authorization: None,
             },
         );
         cluster.metadata.namespace = Some("streaming".into());

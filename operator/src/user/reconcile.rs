@@ -174,12 +174,8 @@ async fn scram_secret(
             )),
         });
     }
-    let Some(random) = crate::kafka::random_bytes::<24>() else {
+    let Some(password) = crate::cluster::credentials::generated_password() else {
         return Ok(Err("the system's random source failed".to_owned()));
-    };
-    let password = {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
     };
     let created = secrets
         .create(&PostParams::default(), &user_secret(user, &password))
