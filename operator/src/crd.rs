@@ -146,10 +146,12 @@ pub enum AuthorizationType {
 pub struct ListenerTls {
     /// A Secret of type `kubernetes.io/tls` in the Cluster's namespace with `tls.crt`,
     /// `tls.key` and `ca.crt`: what a cert-manager Certificate writes. Its certificate must name
-    /// the bootstrap Service and every broker pod (see the docs). The brokers re-read it when
-    /// it is renewed, without a restart.
+    /// the bootstrap Service and every broker pod (see the docs). Absent: the operator issues
+    /// the certificate from a CA it keeps in Secret `<name>-ca`, into Secret `<name>-tls`, and
+    /// renews it. The brokers re-read it when it is renewed, without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub secret_name: String,
+    pub secret_name: Option<String>,
 }
 
 /// How clients authenticate on the Kafka listener.

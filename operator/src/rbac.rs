@@ -44,9 +44,11 @@ pub const RULES: &[Rule] = &[
         &["clusters/finalizers", "users/finalizers"],
         &["update"],
     ),
-    // A SCRAM User's Secret, by name: read (its password), or created with a generated one.
-    // Never listed or watched: a rotated password is picked up at the User's next resync.
-    rule("", &["secrets"], &["get", "create"]),
+    // Secrets by name, never listed or watched: a SCRAM User's (read, or created with a
+    // generated password; a rotated one is picked up at the User's next resync); a Cluster's
+    // operator credentials and CA (created once), and its brokers' certificate (replaced when
+    // it is renewed); a listener Secret's CA, read.
+    rule("", &["secrets"], &["get", "create", "update"]),
     // Children of a Cluster: watched (owned), server-side applied (which creates them the
     // first time); StatefulSets of removed zones are deleted.
     rule(

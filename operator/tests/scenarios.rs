@@ -2833,3 +2833,156 @@ async fn users_of_a_secured_cluster_are_managed_over_tls_and_scram() {
     assert_eq!(principals, ["User:orders-app"; 3]);
     broker.shutdown().await;
 }
+
+/// A Cluster whose `listeners.tls` names no Secret: the operator makes a CA (Secret
+/// `events-ca`) and issues the brokers' certificate from it (Secret `events-tls`, for the
+/// bootstrap Service and every broker), before the StatefulSets that mount it. A later
+/// reconcile leaves a current certificate alone, and issues a new one, replacing the Secret as
+/// read, when the certificate names other hosts.
+#[tokio::test]
+async fn the_operator_issues_the_brokers_certificate_from_a_ca_it_keeps() {
+    use base64::Engine;
+    let decode = |value: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().unwrap())
+            .unwrap()
+    };
+    let secrets: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+    let routes = |secrets: Arc<Mutex<BTreeMap<String, Value>>>| -> Route {
+        let inner = cluster_routes("rev-1", current_stateful_sets(), Vec::new(), healthy);
+        Box::new(move |call: &Call| {
+            let path = call.path();
+            let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+            match call.method {
+                Method::GET if path.contains("/secrets/") => {
+                    match secrets.lock().unwrap().get(&name) {
+                        Some(secret) => (StatusCode::OK, secret.clone()),
+                        None => not_found(call),
+                    }
+                }
+                Method::POST if path.ends_with("/secrets") => {
+                    let mut secret = call.body.clone();
+                    secret["metadata"]["resourceVersion"] = "1".into();
+                    let name = secret["metadata"]["name"].as_str().unwrap().to_owned();
+                    secrets.lock().unwrap().insert(name, secret.clone());
+                    (StatusCode::CREATED, secret)
+                }
+                Method::PUT if path.contains("/secrets/") => {
+                    let mut secret = call.body.clone();
+                    secret["metadata"]["resourceVersion"] = "2".into();
+                    secrets.lock().unwrap().insert(name, secret.clone());
+                    (StatusCode::OK, secret)
+                }
+                _ => inner(call),
+            }
+        })
+    };
+    let mut cluster = example_cluster();
+    cluster.spec.listeners = serde_json::from_value(json!({"tls": {}})).unwrap();
+
+    let (client, calls) = api_server(routes(Arc::clone(&secrets)));
+    let _ = reconcile_cluster(Arc::new(cluster.clone()), context(client)).await;
+    let recorded = kube_calls(&calls);
+    let posted: Vec<&str> = recorded
+        .iter()
+        .filter(|c| c.method == Method::POST && c.path().ends_with("/secrets"))
+        .map(|c| c.body["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(posted, ["events-ca", "events-tls"]);
+    let first_stateful_set = recorded
+        .iter()
+        .position(|c| c.body["kind"] == "StatefulSet")
+        .expect("StatefulSets applied");
+    let last_secret = recorded
+        .iter()
+        .rposition(|c| c.path().ends_with("/secrets"))
+        .unwrap();
+    assert!(
+        last_secret < first_stateful_set,
+        "certificates before brokers"
+    );
+    assert_eq!(events(&calls), ["CertificateIssued"]);
+    let stored = secrets.lock().unwrap().clone();
+    let tls = &stored["events-tls"];
+    assert_eq!(tls["type"], "kubernetes.io/tls");
+    assert_eq!(tls["metadata"]["ownerReferences"][0]["kind"], "Cluster");
+    assert_eq!(
+        decode(&tls["data"]["ca.crt"]),
+        decode(&stored["events-ca"]["data"]["ca.crt"])
+    );
+    // The certificate names the bootstrap Service and the brokers, and chains to the CA.
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&decode(&tls["data"]["tls.crt"])).unwrap();
+    let certificate = pem.parse_x509().unwrap();
+    let names: Vec<String> = certificate
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("*.events-brokers.streaming.svc")),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.contains("events-bootstrap.streaming.svc")),
+        "{names:?}"
+    );
+    let (_, ca_pem) =
+        x509_parser::pem::parse_x509_pem(&decode(&stored["events-ca"]["data"]["ca.crt"])).unwrap();
+    let ca = ca_pem.parse_x509().unwrap();
+    certificate
+        .verify_signature(Some(ca.public_key()))
+        .expect("signed by the CA");
+    let stateful_set = &recorded[first_stateful_set].body;
+    assert_eq!(
+        stateful_set["spec"]["template"]["spec"]["volumes"][1]["secret"]["secretName"],
+        "events-tls"
+    );
+
+    // Again: nothing to do.
+    let (client, calls) = api_server(routes(Arc::clone(&secrets)));
+    let _ = reconcile_cluster(Arc::new(cluster.clone()), context(client)).await;
+    assert!(
+        kube_calls(&calls)
+            .iter()
+            .filter(|c| c.path().contains("/secrets"))
+            .all(|c| c.method == Method::GET),
+        "a current certificate is left alone"
+    );
+    assert!(events(&calls).is_empty());
+
+    // A certificate for other hosts (say, made for another name): issued again, replaced as read.
+    let (ca_cert, ca_key) = {
+        let ca = &stored["events-ca"]["data"];
+        (
+            String::from_utf8(decode(&ca["ca.crt"])).unwrap(),
+            String::from_utf8(decode(&ca["ca.key"])).unwrap(),
+        )
+    };
+    let (other, _) = fjord_operator::cluster::certificates::issue(
+        &ca_cert,
+        &ca_key,
+        &["old.streaming.svc".to_owned()],
+    )
+    .unwrap();
+    secrets.lock().unwrap().get_mut("events-tls").unwrap()["data"]["tls.crt"] =
+        base64::engine::general_purpose::STANDARD
+            .encode(other)
+            .into();
+    let (client, calls) = api_server(routes(Arc::clone(&secrets)));
+    let _ = reconcile_cluster(Arc::new(cluster), context(client)).await;
+    let replaced: Vec<Call> = kube_calls(&calls)
+        .into_iter()
+        .filter(|c| c.method == Method::PUT)
+        .collect();
+    assert_eq!(replaced.len(), 1);
+    assert_eq!(replaced[0].body["metadata"]["resourceVersion"], "1");
+    assert_eq!(events(&calls), ["CertificateIssued"]);
+}

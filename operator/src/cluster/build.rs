@@ -128,7 +128,8 @@ pub fn pod_selector(cluster: &ValidatedCluster) -> String {
         .join(",")
 }
 
-fn metadata(cluster: &ValidatedCluster, name: &str) -> ObjectMeta {
+/// The metadata of a child object `name` of `cluster`: its labels and owner reference.
+pub fn metadata(cluster: &ValidatedCluster, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
         namespace: Some(cluster.namespace.clone()),

@@ -57,11 +57,13 @@ pub async fn admin_security(context: &Context, cluster: &Cluster) -> Result<Admi
     let mut security = AdminSecurity::default();
     let listeners = &cluster.spec.listeners;
     if let Some(tls) = &listeners.tls {
-        let ca = secret_value(&secrets, &tls.secret_name, "ca.crt").await?;
-        let config = AdminSecurity::tls_config(&ca, None).map_err(|problem| Error::Secret {
-            name: tls.secret_name.clone(),
-            problem,
-        })?;
+        let name = tls
+            .secret_name
+            .clone()
+            .unwrap_or_else(|| super::validate::issued_tls_secret(&cluster.name_any()));
+        let ca = secret_value(&secrets, &name, "ca.crt").await?;
+        let config = AdminSecurity::tls_config(&ca, None)
+            .map_err(|problem| Error::Secret { name, problem })?;
         security.tls = Some(config);
     }
     if listeners.authentication.is_some() {

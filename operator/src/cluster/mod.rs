@@ -8,6 +8,7 @@
 //! ```
 
 pub mod build;
+pub mod certificates;
 pub mod credentials;
 pub mod reconcile;
 pub mod rollout;

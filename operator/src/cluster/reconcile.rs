@@ -397,6 +397,18 @@ async fn reconcile_children(
         // Before any broker starts: the first ones seed the cluster with it.
         crate::cluster::credentials::ensure_operator_credentials(context, validated).await?;
     }
+    if validated.security.tls_issued {
+        let issued =
+            crate::cluster::certificates::ensure_certificates(context, validated, |name| {
+                crate::cluster::build::metadata(validated, name)
+            })
+            .await?;
+        if let Some(note) = issued {
+            context
+                .event(cluster, false, "CertificateIssued", "Reconcile", note)
+                .await;
+        }
+    }
     let mut applied = Vec::with_capacity(children.stateful_sets.len());
     for stateful_set in &children.stateful_sets {
         applied.push(apply(client, namespace, stateful_set).await?);

@@ -229,6 +229,8 @@ pub struct ValidatedCluster {
 pub struct ClusterSecurity {
     /// The Secret with `tls.crt`, `tls.key` and `ca.crt`, when the brokers speak TLS.
     pub tls_secret: Option<String>,
+    /// The operator issues that Secret's certificate (the spec names no Secret).
+    pub tls_issued: bool,
     /// Clients log in with SCRAM-SHA-512.
     pub scram: bool,
     /// ACL authorisation, with these super users besides the operator.
@@ -239,17 +241,28 @@ pub struct ClusterSecurity {
 pub const OPERATOR_USER: &str = "fjord-operator";
 
 /// Checks the listener and authorisation settings together.
-fn security(spec: &crate::crd::ClusterSpec) -> Result<ClusterSecurity, SpecError> {
+fn security(name: &str, spec: &crate::crd::ClusterSpec) -> Result<ClusterSecurity, SpecError> {
     let scram = spec.listeners.authentication.is_some();
     let acl = spec.authorization.as_ref().map(|a| a.super_users.clone());
     if acl.is_some() && !scram {
         return Err(SpecError::AuthorizationWithoutAuthentication);
     }
+    let tls = spec.listeners.tls.as_ref();
     Ok(ClusterSecurity {
-        tls_secret: spec.listeners.tls.as_ref().map(|t| t.secret_name.clone()),
+        tls_secret: tls.map(|t| {
+            t.secret_name
+                .clone()
+                .unwrap_or_else(|| issued_tls_secret(name))
+        }),
+        tls_issued: tls.is_some_and(|t| t.secret_name.is_none()),
         scram,
         acl,
     })
+}
+
+/// The Secret the operator issues a Cluster's brokers' certificate into.
+pub fn issued_tls_secret(cluster: &str) -> String {
+    format!("{cluster}-tls")
 }
 
 /// One zone's StatefulSet.
@@ -296,6 +309,16 @@ impl ValidatedCluster {
 
     pub fn service_account(&self) -> String {
         format!("{}-broker", self.name)
+    }
+
+    /// The Secret the operator keeps the Cluster's CA in (certificate and key).
+    pub fn ca_secret(&self) -> String {
+        format!("{}-ca", self.name)
+    }
+
+    /// The Secret the operator issues the brokers' certificate into.
+    pub fn tls_secret(&self) -> String {
+        issued_tls_secret(&self.name)
     }
 
     /// The Secret the operator keeps its own SCRAM password in, and the brokers the initial
@@ -487,6 +510,7 @@ pub fn validate_cluster_with(
         broker_env.insert(known.env.to_owned(), value.clone());
     }
 
+    let security = security(&name, spec)?;
     let mut validated = ValidatedCluster {
         name,
         namespace,
@@ -504,7 +528,7 @@ pub fn validate_cluster_with(
         broker_env,
         ports,
         voters: Vec::new(),
-        security: security(spec)?,
+        security,
     };
     validated.voters = voters(&validated);
     Ok(validated)
@@ -644,13 +668,14 @@ pub(crate) mod tests {
             kind: crate::crd::ListenerAuthenticationType::ScramSha512,
         });
         secured.spec.listeners.tls = Some(crate::crd::ListenerTls {
-            secret_name: "events-tls".into(),
+            secret_name: Some("events-tls".into()),
         });
         let validated = validate_cluster(&secured, "img").unwrap();
         assert_eq!(
             validated.security,
             ClusterSecurity {
                 tls_secret: Some("events-tls".into()),
+                tls_issued: false,
                 scram: true,
                 acl: Some(vec!["User:ops".into()]),
             }

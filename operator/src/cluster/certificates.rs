@@ -1,0 +1,295 @@
+//! Certificates the operator issues for a Cluster whose `listeners.tls` names no Secret: a CA
+//! it keeps in Secret `<name>-ca` (made once, valid ten years), and the brokers' certificate in
+//! Secret `<name>-tls` (`tls.crt`, `tls.key`, `ca.crt`), signed by it for the bootstrap Service
+//! and every broker pod, valid a year. The brokers' certificate is issued again when it is
+//! missing, unreadable, within 30 days of its end, or names other hosts than the Cluster needs;
+//! the brokers re-read the files, so a renewal needs no restart.
+
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::PostParams;
+
+use super::validate::ValidatedCluster;
+use crate::controller::{Context, Error, kube_error};
+
+/// How long before its end the brokers' certificate is issued again.
+pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+const CERTIFICATE_DAYS: i64 = 365;
+const CA_DAYS: i64 = 3650;
+
+/// The names the brokers' certificate carries: the bootstrap Service and, through the headless
+/// Service, every broker pod (what clients and other brokers dial), short and fully qualified.
+pub fn broker_names(cluster: &ValidatedCluster) -> Vec<String> {
+    let bootstrap = format!("{}-bootstrap.{}.svc", cluster.name, cluster.namespace);
+    let pods = format!("*.{}.{}.svc", cluster.headless_service(), cluster.namespace);
+    vec![
+        bootstrap.clone(),
+        format!("{bootstrap}.cluster.local"),
+        pods.clone(),
+        format!("{pods}.cluster.local"),
+    ]
+}
+
+fn failed(name: &str, problem: impl std::fmt::Display) -> Error {
+    Error::Secret {
+        name: name.to_owned(),
+        problem: problem.to_string(),
+    }
+}
+
+fn validity(params: &mut rcgen::CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    // An hour back: clocks of the nodes that check it may be behind the operator's.
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days);
+}
+
+/// A new CA for `cluster`: certificate and key, PEM.
+pub fn new_ca(cluster: &ValidatedCluster) -> Result<(String, String), rcgen::Error> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("Fjord CA {}/{}", cluster.namespace, cluster.name),
+    );
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    validity(&mut params, CA_DAYS);
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A certificate for `names`, for servers and clients alike (brokers are both to each other),
+/// signed by the CA `ca_cert`/`ca_key` (PEM): certificate and key, PEM.
+pub fn issue(
+    ca_cert: &str,
+    ca_key: &str,
+    names: &[String],
+) -> Result<(String, String), rcgen::Error> {
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_cert, rcgen::KeyPair::from_pem(ca_key)?)?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fjord-broker");
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    validity(&mut params, CERTIFICATE_DAYS);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// Why `cert` (PEM) must be issued again for `names`, if it must: unreadable, ending within
+/// [`RENEW_BEFORE`], or naming other hosts.
+pub fn renewal_reason(cert: &[u8], names: &[String]) -> Option<String> {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert) else {
+        return Some("the certificate is not PEM".into());
+    };
+    let Ok(parsed) = pem.parse_x509() else {
+        return Some("the certificate does not parse".into());
+    };
+    let remaining = parsed.validity().time_to_expiration();
+    let renew_before =
+        time::Duration::seconds(i64::try_from(RENEW_BEFORE.as_secs()).unwrap_or(i64::MAX));
+    if remaining.is_none_or(|left| left < renew_before) {
+        return Some("the certificate ends within 30 days".into());
+    }
+    let mut named: Vec<String> = parsed
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    x509_parser::extensions::GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    named.sort();
+    let mut wanted = names.to_vec();
+    wanted.sort();
+    (named != wanted).then(|| "the certificate names other hosts".into())
+}
+
+fn secret_data(entries: &[(&str, &str)]) -> std::collections::BTreeMap<String, ByteString> {
+    entries
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), ByteString(value.as_bytes().to_vec())))
+        .collect()
+}
+
+fn value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+    secret
+        .data
+        .as_ref()?
+        .get(key)
+        .map(|value| value.0.as_slice())
+}
+
+/// Makes sure the CA and the brokers' certificate Secrets of `cluster` exist and the
+/// certificate is current. `metadata` gives a Secret's name its labels and owner. Returns what
+/// was issued (for an Event), if anything.
+pub async fn ensure_certificates(
+    context: &Context,
+    cluster: &ValidatedCluster,
+    metadata: impl Fn(&str) -> ObjectMeta,
+) -> Result<Option<String>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &cluster.namespace);
+    let ca_name = cluster.ca_secret();
+    let ca = match secrets
+        .get_opt(&ca_name)
+        .await
+        .map_err(kube_error::<Secret>("getting", &ca_name))?
+    {
+        Some(secret) => {
+            let read = |key| {
+                value(&secret, key)
+                    .and_then(|v| String::from_utf8(v.to_vec()).ok())
+                    .ok_or_else(|| failed(&ca_name, format!("it has no `{key}`")))
+            };
+            (read("ca.crt")?, read("ca.key")?)
+        }
+        None => {
+            let (cert, key) = new_ca(cluster).map_err(|e| failed(&ca_name, e))?;
+            let secret = Secret {
+                metadata: metadata(&ca_name),
+                data: Some(secret_data(&[("ca.crt", &cert), ("ca.key", &key)])),
+                type_: Some("Opaque".into()),
+                ..Secret::default()
+            };
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(kube_error::<Secret>("creating", &ca_name))?;
+            (cert, key)
+        }
+    };
+
+    let name = cluster.tls_secret();
+    let names = broker_names(cluster);
+    let existing = secrets
+        .get_opt(&name)
+        .await
+        .map_err(kube_error::<Secret>("getting", &name))?;
+    let reason = match &existing {
+        None => "no certificate yet".to_owned(),
+        Some(secret) => match value(secret, "tls.crt").and_then(|c| renewal_reason(c, &names)) {
+            Some(reason) => reason,
+            None if value(secret, "ca.crt") == Some(ca.0.as_bytes()) => return Ok(None),
+            None => "the CA changed".to_owned(),
+        },
+    };
+    let (cert, key) = issue(&ca.0, &ca.1, &names).map_err(|e| failed(&name, e))?;
+    let mut secret = Secret {
+        metadata: metadata(&name),
+        data: Some(secret_data(&[
+            ("tls.crt", &cert),
+            ("tls.key", &key),
+            ("ca.crt", &ca.0),
+        ])),
+        type_: Some("kubernetes.io/tls".into()),
+        ..Secret::default()
+    };
+    match existing {
+        None => {
+            secrets
+                .create(&PostParams::default(), &secret)
+                .await
+                .map_err(kube_error::<Secret>("creating", &name))?;
+        }
+        Some(old) => {
+            // Replaced as read: a concurrent change fails and is retried.
+            secret.metadata.resource_version = old.metadata.resource_version;
+            secrets
+                .replace(&name, &PostParams::default(), &secret)
+                .await
+                .map_err(kube_error::<Secret>("replacing", &name))?;
+        }
+    }
+    Ok(Some(format!("issued the brokers' certificate ({reason})")))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn an_issued_certificate_names_the_brokers_and_is_renewed_when_it_must_be() {
+        let cluster = crate::cluster::validate::validate_cluster(
+            &crate::cluster::validate::tests::cluster(&["a"], None),
+            "img",
+        )
+        .unwrap();
+        let names = broker_names(&cluster);
+        assert_eq!(
+            names,
+            [
+                "events-bootstrap.streaming.svc",
+                "events-bootstrap.streaming.svc.cluster.local",
+                "*.events-brokers.streaming.svc",
+                "*.events-brokers.streaming.svc.cluster.local",
+            ]
+        );
+        let (ca_cert, ca_key) = new_ca(&cluster).unwrap();
+        let (cert, key) = issue(&ca_cert, &ca_key, &names).unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        assert_eq!(renewal_reason(cert.as_bytes(), &names), None);
+        assert_eq!(
+            renewal_reason(cert.as_bytes(), &names[..2]).as_deref(),
+            Some("the certificate names other hosts")
+        );
+        assert!(renewal_reason(b"garbage", &names).is_some());
+
+        // It chains to the CA for a broker's name, as rustls checks it.
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from_pem_slice(ca_cert.as_bytes()).unwrap())
+            .unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let leaf = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        for host in [
+            "events-eu-0.events-brokers.streaming.svc",
+            "events-bootstrap.streaming.svc",
+        ] {
+            let name = rustls_pki_types::ServerName::try_from(host).unwrap();
+            verifier
+                .verify_server_cert(&leaf, &[], &name, &[], rustls_pki_types::UnixTime::now())
+                .unwrap_or_else(|e| panic!("{host}: {e}"));
+        }
+        let elsewhere =
+            rustls_pki_types::ServerName::try_from("events-bootstrap.other.svc").unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(
+                    &leaf,
+                    &[],
+                    &elsewhere,
+                    &[],
+                    rustls_pki_types::UnixTime::now()
+                )
+                .is_err()
+        );
+    }
+}
