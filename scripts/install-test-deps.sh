@@ -13,13 +13,16 @@ if have rustup; then
     done
 fi
 have cargo || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
-# Debian packages: a C compiler, kcat (librdkafka 2.0.2: the old-client compatibility case) and
-# nftables.
+# Debian packages: a C compiler, kcat (librdkafka 2.0.2: the old-client compatibility case),
+# nftables, and OpenSSL's headers.
 apt_packages=()
 have cc || apt_packages+=(build-essential)
 have kcat || apt_packages+=(kcat)
 # nftables: the replication tests cut brokers apart with it.
 have nft || apt_packages+=(nftables)
+# OpenSSL's headers and pkg-config: librdkafka is built with TLS (the benchmark over TLS).
+dpkg -s libssl-dev >/dev/null 2>&1 || apt_packages+=(libssl-dev)
+have pkg-config || apt_packages+=(pkg-config)
 if ((${#apt_packages[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 
 use crate::{ClusterProcesses, KillOnDrop, free_port, wait_for_listener};
 
@@ -26,6 +25,9 @@ pub enum Target {
     FjordCluster,
     /// The second peer, Nisshi (Tansu's successor), in memory.
     Nisshi,
+    /// Fjord with TLS on the Kafka listener (a certificate from a CA made for the run; clients
+    /// trust it).
+    FjordTls,
 }
 
 impl Target {
@@ -36,6 +38,7 @@ impl Target {
             Self::Tansu => "Tansu",
             Self::FjordCluster => "Fjord, 3 brokers",
             Self::Nisshi => "Nisshi",
+            Self::FjordTls => "Fjord over TLS",
         }
     }
 
@@ -44,7 +47,7 @@ impl Target {
         match self {
             Self::FjordRelaxed => &[("flush.ms", "1000")],
             Self::FjordCluster => &[("min.insync.replicas", "2")],
-            Self::Fjord | Self::Tansu | Self::Nisshi => &[],
+            Self::Fjord | Self::FjordTls | Self::Tansu | Self::Nisshi => &[],
         }
     }
 
@@ -52,7 +55,7 @@ impl Target {
     pub fn replication_factor(self) -> i32 {
         match self {
             Self::FjordCluster => 3,
-            Self::Fjord | Self::FjordRelaxed | Self::Tansu | Self::Nisshi => 1,
+            Self::Fjord | Self::FjordTls | Self::FjordRelaxed | Self::Tansu | Self::Nisshi => 1,
         }
     }
 }
@@ -144,10 +147,26 @@ impl Running {
             };
         }
         let (child, data) = match target {
-            Target::Fjord | Target::FjordRelaxed => {
+            Target::Fjord | Target::FjordRelaxed | Target::FjordTls => {
                 std::fs::create_dir_all(data_root).expect("creating the benchmark data root");
                 let data = tempfile::tempdir_in(data_root).expect("a data directory");
-                let child = Command::new(&binaries.fjord)
+                let mut command = Command::new(&binaries.fjord);
+                if target == Target::FjordTls {
+                    let (cert, key, ca) = loopback_tls_files(data.path());
+                    command
+                        .arg("--tls-cert")
+                        .arg(cert)
+                        .arg("--tls-key")
+                        .arg(key);
+                    crate::bench::workload::register_client_settings(
+                        &bootstrap,
+                        vec![
+                            ("security.protocol".into(), "ssl".into()),
+                            ("ssl.ca.location".into(), ca.display().to_string()),
+                        ],
+                    );
+                }
+                let child = command
                     .args(["--listen", &bootstrap, "--admin-listen", "127.0.0.1:0"])
                     .arg("--data-dir")
                     .arg(data.path())
@@ -207,10 +226,10 @@ impl Running {
     /// Creates `topic` with `partitions` (and the target's topic configs), waiting until it is
     /// usable.
     pub fn create_topic(&self, topic: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .expect("an admin client");
+        let admin: AdminClient<DefaultClientContext> =
+            crate::bench::workload::client_config(&self.bootstrap)
+                .create()
+                .expect("an admin client");
         let mut new = NewTopic::new(
             topic,
             partitions,
@@ -273,4 +292,42 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        crate::bench::workload::forget_client_settings(&self.bootstrap);
+    }
+}
+
+/// A certificate for 127.0.0.1 from a CA made for the run, in `dir`: (certificate, key, CA).
+fn loopback_tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    // Subjects of their own: OpenSSL takes a certificate whose subject is its issuer's for a
+    // self-signed one.
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Fjord benchmark CA");
+    let ca = ca_params.self_signed(&ca_key).expect("a CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("certificate parameters");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fjord-broker");
+    let cert = params.signed_by(&key, &issuer).expect("a certificate");
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("writing a TLS file");
+        path
+    };
+    (
+        write("tls.crt", cert.pem()),
+        write("tls.key", key.serialize_pem()),
+        write("ca.crt", ca.pem()),
+    )
 }

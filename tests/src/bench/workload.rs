@@ -2,6 +2,7 @@
 //! acknowledgement latency and end-to-end latency in HDR histograms. Every librdkafka setting
 //! that changes the results is set here from the workload, never left to a default.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -112,10 +113,42 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-pub fn producer_config(bootstrap: &str, spec: &ProduceSpec) -> ClientConfig {
+/// Client settings a listener needs besides its address (TLS: the protocol and the CA), by
+/// bootstrap address; registered by the target that starts the listener.
+static CLIENT_SETTINGS: std::sync::Mutex<BTreeMap<String, Vec<(String, String)>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// Clients of `bootstrap` set `settings` too (until [`forget_client_settings`]).
+pub fn register_client_settings(bootstrap: &str, settings: Vec<(String, String)>) {
+    CLIENT_SETTINGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(bootstrap.to_owned(), settings);
+}
+
+pub fn forget_client_settings(bootstrap: &str) {
+    CLIENT_SETTINGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(bootstrap);
+}
+
+/// A client configuration for `bootstrap`, with what its listener needs.
+pub fn client_config(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    let settings = CLIENT_SETTINGS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (key, value) in settings.get(bootstrap).into_iter().flatten() {
+        config.set(key, value);
+    }
     config
-        .set("bootstrap.servers", bootstrap)
+}
+
+pub fn producer_config(bootstrap: &str, spec: &ProduceSpec) -> ClientConfig {
+    let mut config = client_config(bootstrap);
+    config
         .set("acks", spec.acks)
         .set("linger.ms", spec.linger_ms.to_string())
         .set("batch.size", spec.batch_bytes.to_string())
@@ -242,9 +275,8 @@ pub fn produce(bootstrap: &str, topic: &str, spec: &ProduceSpec, epoch: Instant)
 }
 
 pub fn consumer_config(bootstrap: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = client_config(bootstrap);
     config
-        .set("bootstrap.servers", bootstrap)
         .set("group.id", "fjord-bench")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

@@ -36,8 +36,8 @@ struct Args {
     /// Where brokers keep their data (on the disk being measured).
     #[arg(long, default_value = "target/bench-data")]
     data_dir: PathBuf,
-    /// Only these workloads (comma-separated: W1,W2,W3,W4,W6,W7,W8; W5 comes with W1), e.g. to
-    /// profile one.
+    /// Only these workloads (comma-separated: W1,W1-TLS,W2,W3,W3-TLS,W4,W6,W7,W8; W5 comes with
+    /// W1), e.g. to profile one.
     #[arg(long, value_delimiter = ',')]
     workloads: Vec<String>,
     /// Only Fjord (no peer runs, no ratios), e.g. to profile the broker alone under `perf`.
@@ -93,6 +93,24 @@ fn w4() -> ProduceSpec {
 const W1_THROUGHPUT: Figure = Figure {
     workload: "W1",
     name: "produce 1 KiB, acks=all, 1 partition",
+    unit: "MB/s",
+    higher_is_better: true,
+};
+const W1_TLS_THROUGHPUT: Figure = Figure {
+    workload: "W1-TLS",
+    name: "W1 over TLS",
+    unit: "MB/s",
+    higher_is_better: true,
+};
+const W1_TLS_CPU: Figure = Figure {
+    workload: "W1-TLS",
+    name: "broker CPU during W1 over TLS",
+    unit: "cores",
+    higher_is_better: false,
+};
+const W3_TLS_THROUGHPUT: Figure = Figure {
+    workload: "W3-TLS",
+    name: "W3 over TLS",
     unit: "MB/s",
     higher_is_better: true,
 };
@@ -314,6 +332,44 @@ fn run_w2(broker: &Running, profile: &Profile, results: &mut Results, column: Co
 }
 
 fn run_w3(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    let (read, broker_cores) = fill_and_consume(broker, profile);
+    results.record(W3_THROUGHPUT, column, read.mb_per_s());
+    results.record(
+        W3_CPU_PER_MB,
+        column,
+        broker_cores * 1000.0 / read.mb_per_s(),
+    );
+}
+
+/// W1 over TLS: throughput and broker CPU, beside W1's plaintext figures.
+fn run_w1_tls(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    broker.create_topic("w1", 1);
+    let spec = ProduceSpec {
+        duration: profile.produce_for,
+        ..w1()
+    };
+    let (result, broker_cores, client_cores) = cores(broker, || {
+        produce(&broker.bootstrap, "w1", &spec, Instant::now())
+    });
+    results.record(W1_TLS_THROUGHPUT, column, result.mb_per_s());
+    results.record(W1_TLS_CPU, column, broker_cores);
+    eprintln!(
+        "  W1 {:<22} {:>8.1} MB/s  cores: broker {broker_cores:.2}, clients {client_cores:.2}{}",
+        broker.target.label(),
+        result.mb_per_s(),
+        failures(result.failed)
+    );
+}
+
+/// W3 over TLS.
+fn run_w3_tls(broker: &Running, profile: &Profile, results: &mut Results, column: Column) {
+    let (read, _) = fill_and_consume(broker, profile);
+    results.record(W3_TLS_THROUGHPUT, column, read.mb_per_s());
+}
+
+/// W3's measurement: fills the topic (not timed), then reads it from the start; what was read
+/// and the broker's cores while reading.
+fn fill_and_consume(broker: &Running, profile: &Profile) -> (ConsumeResult, f64) {
     broker.create_topic("w3", 1);
     let count = profile.consume_bytes / KIB as u64;
     // Filling is not measured: large batches, leader acknowledgement.
@@ -344,18 +400,13 @@ fn run_w3(broker: &Running, profile: &Profile, results: &mut Results, column: Co
             filled.records
         );
     }
-    results.record(W3_THROUGHPUT, column, read.mb_per_s());
-    results.record(
-        W3_CPU_PER_MB,
-        column,
-        broker_cores * 1000.0 / read.mb_per_s(),
-    );
     eprintln!(
         "  W3 {:<22} {:>8.1} MB/s ({} MiB)",
         broker.target.label(),
         read.mb_per_s(),
         read.bytes >> 20
     );
+    (read, broker_cores)
 }
 
 /// W4's run on a new one-partition `topic`: what was produced, and each record's end-to-end
@@ -584,17 +635,20 @@ fn main() -> anyhow::Result<()> {
     let disk = ceiling::disk_mb_per_s(&args.data_dir, Duration::from_secs(2));
     eprintln!("  loopback TCP {loopback:.0} MB/s; disk, sequential writes + fsync {disk:.0} MB/s");
 
-    // Name, workload, and whether it runs on three Fjord brokers (the peer does not replicate).
-    let all: [(&str, Workload, bool); 7] = [
-        ("W1", run_w1, false),
-        ("W2", run_w2, false),
-        ("W3", run_w3, false),
-        ("W4", run_w4, false),
-        ("W6", run_w6, true),
-        ("W7", run_w7, true),
-        ("W8", run_w8, true),
+    // Name, workload, and what it runs on: every target, three Fjord brokers (the peer does not
+    // replicate), or Fjord over TLS.
+    let all: [(&str, Workload, Runs); 9] = [
+        ("W1", run_w1, Runs::Each),
+        ("W1-TLS", run_w1_tls, Runs::Tls),
+        ("W2", run_w2, Runs::Each),
+        ("W3", run_w3, Runs::Each),
+        ("W3-TLS", run_w3_tls, Runs::Tls),
+        ("W4", run_w4, Runs::Each),
+        ("W6", run_w6, Runs::Cluster),
+        ("W7", run_w7, Runs::Cluster),
+        ("W8", run_w8, Runs::Cluster),
     ];
-    let workloads: Vec<(&str, Workload, bool)> = all
+    let workloads: Vec<(&str, Workload, Runs)> = all
         .into_iter()
         .filter(|(name, _, _)| {
             args.workloads.is_empty() || args.workloads.iter().any(|w| w.eq_ignore_ascii_case(name))
@@ -619,11 +673,11 @@ fn main() -> anyhow::Result<()> {
             }
             order.push((Target::FjordRelaxed, Column::FjordRelaxed));
         }
-        for (_, workload, cluster) in &workloads {
-            let targets = if *cluster {
-                vec![(Target::FjordCluster, Column::Fjord)]
-            } else {
-                order.clone()
+        for (_, workload, runs) in &workloads {
+            let targets = match runs {
+                Runs::Each => order.clone(),
+                Runs::Cluster => vec![(Target::FjordCluster, Column::Fjord)],
+                Runs::Tls => vec![(Target::FjordTls, Column::Fjord)],
             };
             for (target, column) in &targets {
                 let broker = Running::start(*target, &binaries, &args.data_dir);
@@ -642,6 +696,15 @@ fn main() -> anyhow::Result<()> {
         fjord_w3 / loopback * 100.0,
         fjord_w1 / disk * 100.0
     ));
+    let tls_w1 = results_median(&results, W1_TLS_THROUGHPUT, Column::Fjord);
+    let tls_w3 = results_median(&results, W3_TLS_THROUGHPUT, Column::Fjord);
+    if tls_w1.is_finite() && fjord_w1.is_finite() {
+        table.push_str(&format!(
+            "\nOver TLS, W1 produces at {:.0}% and W3 reads at {:.0}% of plaintext (target: at least 70%).\n",
+            tls_w1 / fjord_w1 * 100.0,
+            tls_w3 / fjord_w3 * 100.0
+        ));
+    }
     if fjord_w6.is_finite() && fjord_w1.is_finite() {
         table.push_str(&format!(
             "\nW6 (three replicas) produces at {:.0}% of W1 (one).\n",
@@ -663,6 +726,17 @@ fn main() -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// Where a workload runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Runs {
+    /// On Fjord and every peer, in the round's order.
+    Each,
+    /// On three Fjord brokers.
+    Cluster,
+    /// On Fjord with a TLS listener.
+    Tls,
 }
 
 fn results_median(results: &Results, figure: Figure, column: Column) -> f64 {

@@ -178,8 +178,8 @@ fn client(program: &str, args: &[&str]) -> Result<String, String> {
         Command::new(require_tool(program))
             .args(args)
             .current_dir(clients_dir())
-            // cargo points the dynamic loader at the build's own librdkafka (built without
-            // TLS) for the test binaries: kcat must load the system's.
+            // cargo points the dynamic loader at the build's own librdkafka for the test
+            // binaries: kcat must load the system's, the one it was built against.
             .env_remove("LD_LIBRARY_PATH")
             .stdout(stdout.reopen().unwrap())
             .stderr(stderr.reopen().unwrap())
