@@ -110,6 +110,17 @@ impl Context {
         self.check(operation, resource_type, name, false)
     }
 
+    /// The operations the client may do on `resource_type` `name`, as the bit field Kafka's
+    /// `authorized_operations` fields carry (bit `1 << code` per operation; every operation of
+    /// the type without an authorizer). Asked silently: no denial is logged or counted.
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        resource_type
+            .operations()
+            .iter()
+            .filter(|operation| self.may(**operation, resource_type, name))
+            .fold(0, |bits, operation| bits | (1 << operation.code()))
+    }
+
     /// Whether the client may do `operation` on some resource of `resource_type` (see
     /// [`acl::authorize_any`]); a denial is logged and counted.
     pub fn authorized_any(&self, operation: Operation, resource_type: ResourceType) -> bool {

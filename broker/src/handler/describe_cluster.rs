@@ -4,6 +4,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::{Context, str_bytes};
+use crate::security::acl::{self, Operation, ResourceType};
 
 pub(super) fn handle(ctx: &Context, request: &DescribeClusterRequest) -> DescribeClusterResponse {
     let image = ctx.image();
@@ -21,7 +22,21 @@ pub(super) fn handle(ctx: &Context, request: &DescribeClusterRequest) -> Describ
                 .with_is_fenced(b.fenced)
         })
         .collect();
+    // Kafka's "not asked for" unless asked; then what the client may do on the cluster, if it
+    // may describe it (nothing otherwise).
+    let operations = if !request.include_cluster_authorized_operations {
+        i32::MIN
+    } else if ctx.may(
+        Operation::Describe,
+        ResourceType::Cluster,
+        acl::CLUSTER_NAME,
+    ) {
+        ctx.authorized_operations(ResourceType::Cluster, acl::CLUSTER_NAME)
+    } else {
+        0
+    };
     DescribeClusterResponse::default()
+        .with_cluster_authorized_operations(operations)
         .with_endpoint_type(request.endpoint_type)
         .with_cluster_id(str_bytes(image.cluster_id.clone()))
         .with_controller_id(BrokerId(ctx.controller_id()))

@@ -8,7 +8,7 @@ use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
 use super::{Context, group_error_code, str_bytes};
 use crate::coordinator::{GroupError, GroupState};
-use crate::security::acl::Operation;
+use crate::security::acl::{Operation, ResourceType};
 
 pub(super) async fn handle(
     ctx: &Context,
@@ -21,6 +21,15 @@ pub(super) async fn handle(
         Some(coordinator) if !ids.is_empty() => coordinator.describe(ids).await,
         Some(_) => Ok(Vec::new()),
         None => Err(GroupError::CoordinatorNotAvailable),
+    };
+    // What the client may do on each group, when asked for (v3+); Kafka's "not asked" value
+    // otherwise.
+    let operations = |group: &str| {
+        if version >= 3 && request.include_authorized_operations {
+            ctx.authorized_operations(ResourceType::Group, group)
+        } else {
+            i32::MIN
+        }
     };
     let refused = |id, code| {
         DescribedGroup::default()
@@ -43,12 +52,13 @@ pub(super) async fn handle(
                 } else {
                     described
                 };
+                let authorized = operations(&g.group_id);
                 described
+                    .with_authorized_operations(authorized)
                     .with_group_id(kafka_protocol::messages::GroupId(str_bytes(g.group_id)))
                     .with_group_state(str_bytes(g.state.name()))
                     .with_protocol_type(str_bytes(g.protocol_type))
                     .with_protocol_data(str_bytes(g.protocol))
-                    .with_authorized_operations(i32::MIN)
                     .with_members(
                         g.members
                             .into_iter()

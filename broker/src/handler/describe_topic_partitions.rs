@@ -98,7 +98,10 @@ pub(super) fn handle(
                 .with_topic_id(topic.id)
                 .with_is_internal(name.starts_with("__"))
                 .with_partitions(partitions)
-                .with_topic_authorized_operations(i32::MIN),
+                // The request has no flag for it: always there, as Kafka answers.
+                .with_topic_authorized_operations(
+                    ctx.authorized_operations(ResourceType::Topic, &name),
+                ),
         );
         if next_cursor.is_some() {
             break;

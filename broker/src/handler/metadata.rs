@@ -58,7 +58,15 @@ pub(super) async fn handle(
     // As Kafka: a listing of all topics leaves out those the client may not describe; a topic
     // named is TOPIC_AUTHORIZATION_FAILED, whether it exists or not; creating one takes CREATE on
     // the cluster or on the topic.
-    let topics = match requested {
+    // Kafka's "not asked for" unless asked (v8+); then what the client may do on each topic.
+    let topic_operations = |name: &str| {
+        if version >= 8 && request.include_topic_authorized_operations {
+            ctx.authorized_operations(ResourceType::Topic, name)
+        } else {
+            i32::MIN
+        }
+    };
+    let topics: Vec<MetadataResponseTopic> = match requested {
         None => image
             .topics
             .values()
@@ -87,7 +95,29 @@ pub(super) async fn handle(
             out
         }
     };
+    let topics = topics
+        .into_iter()
+        .map(|topic| {
+            let operations = match (&topic.name, topic.error_code) {
+                (Some(name), 0) => topic_operations(name),
+                _ => i32::MIN,
+            };
+            topic.with_topic_authorized_operations(operations)
+        })
+        .collect();
+    // v8–10 only (later versions ask DescribeCluster), and nothing without DESCRIBE on the
+    // cluster, as Kafka answers.
+    let cluster = crate::security::acl::CLUSTER_NAME;
+    let cluster_operations =
+        if !(8..=10).contains(&version) || !request.include_cluster_authorized_operations {
+            i32::MIN
+        } else if ctx.may(Operation::Describe, ResourceType::Cluster, cluster) {
+            ctx.authorized_operations(ResourceType::Cluster, cluster)
+        } else {
+            0
+        };
     MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_operations)
         .with_brokers(brokers)
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
         // As a KRaft broker does, a broker that answers is named the controller: it takes every

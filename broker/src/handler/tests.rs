@@ -1039,6 +1039,70 @@ async fn requests_are_authorised_with_kafka_codes() {
         ResponseError::ClusterAuthorizationFailed.code()
     );
 
+    // What it may do, as the authorized_operations bit fields report it (bit 1 << code).
+    let bits = |ops: &[Operation]| ops.iter().fold(0, |b, op| b | (1 << op.code()));
+    let ResponseKind::Metadata(asked) = dispatch(
+        &as_user("app"),
+        RequestKind::Metadata(
+            MetadataRequest::default()
+                .with_topics(None)
+                .with_include_topic_authorized_operations(true),
+        ),
+        12,
+        "test",
+        &Session::anonymous(PEER),
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        asked.topics[0].topic_authorized_operations,
+        bits(&[Operation::Write, Operation::Describe])
+    );
+    let ResponseKind::DescribeGroups(groups) = dispatch(
+        &as_user("app"),
+        RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(str_bytes("t-readers"))])
+                .with_include_authorized_operations(true),
+        ),
+        5,
+        "test",
+        &Session::anonymous(PEER),
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        groups.groups[0].authorized_operations,
+        bits(&[Operation::Read, Operation::Describe])
+    );
+    let describe_cluster = RequestKind::DescribeCluster(
+        kafka_protocol::messages::DescribeClusterRequest::default()
+            .with_include_cluster_authorized_operations(true),
+    );
+    let ResponseKind::DescribeCluster(cluster) =
+        call_as(as_user("app"), describe_cluster.clone()).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        cluster.cluster_authorized_operations, 0,
+        "DESCRIBE_CONFIGS does not let it describe the cluster"
+    );
+    let every_cluster_operation = bits(ResourceType::Cluster.operations());
+    let ResponseKind::DescribeCluster(cluster) =
+        call_as(as_user("admin"), describe_cluster.clone()).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        cluster.cluster_authorized_operations,
+        every_cluster_operation
+    );
+
     // Without an authorizer the ACL APIs are SECURITY_DISABLED.
     let plain_dir = tempfile::tempdir().unwrap();
     let plain = crate::broker::test_broker(plain_dir.path(), 1).await;
@@ -1047,4 +1111,14 @@ async fn requests_are_authorised_with_kafka_codes() {
         panic!()
     };
     assert_eq!(described.error_code, ResponseError::SecurityDisabled.code());
+    // ... and every operation is authorised.
+    let ResponseKind::DescribeCluster(cluster) =
+        call(&Context::new(&plain), describe_cluster, 2).await
+    else {
+        panic!()
+    };
+    assert_eq!(
+        cluster.cluster_authorized_operations,
+        every_cluster_operation
+    );
 }

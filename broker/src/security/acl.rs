@@ -50,6 +50,37 @@ impl ResourceType {
         Self::ALL.into_iter().find(|t| t.code() == code)
     }
 
+    /// The operations that apply to resources of this type (Kafka's
+    /// `AclEntry.supportedOperations`): what an `authorized_operations` field reports on.
+    pub fn operations(self) -> &'static [Operation] {
+        use Operation::*;
+        match self {
+            Self::Topic => &[
+                Read,
+                Write,
+                Create,
+                Describe,
+                Delete,
+                Alter,
+                DescribeConfigs,
+                AlterConfigs,
+            ],
+            Self::Group => &[Read, Describe, Delete],
+            Self::Cluster => &[
+                Create,
+                ClusterAction,
+                DescribeConfigs,
+                AlterConfigs,
+                IdempotentWrite,
+                Alter,
+                Describe,
+            ],
+            Self::TransactionalId => &[Describe, Write],
+            Self::DelegationToken => &[Describe],
+            Self::User => &[CreateTokens, DescribeTokens],
+        }
+    }
+
     /// Kafka's name (`TOPIC`).
     pub fn name(self) -> &'static str {
         match self {
