@@ -67,4 +67,6 @@ fuzz:
 	cd broker && for target in record_batch log_append replicated_append request_decode offsets_record cluster_message replica_fetch sasl_messages; do \
 		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
-	cd operator && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run admin_response -- -max_total_time=$(FUZZ_SECONDS)
+	cd operator && for target in admin_response scram_server; do \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done

@@ -1116,6 +1116,20 @@ pub fn fuzz_decode_response(data: &[u8]) {
     }
 }
 
+/// Fuzzing entry point (`operator/fuzz`, target `scram_server`): the SCRAM server messages the
+/// admin client reads during a login, `data[0]` picking which. A value or an error, never a
+/// panic.
+pub fn fuzz_scram_server_messages(data: &[u8]) {
+    let [pick, message @ ..] = data else {
+        return;
+    };
+    if pick % 2 == 0 {
+        let _ = login::parse_server_first(message, "fuzz-nonce");
+    } else {
+        let _ = login::server_final_verifies(message, b"expected signature");
+    }
+}
+
 fn codec_error(api: ApiKey, error: &dyn std::fmt::Display) -> KafkaError {
     KafkaError::Decode {
         api,

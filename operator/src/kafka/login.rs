@@ -199,36 +199,9 @@ impl Connection {
             .authenticate(format!("n,,{client_first_bare}").into_bytes(), timeout)
             .await?;
         let authenticate = ApiKey::SaslAuthenticate;
-        let server_first = String::from_utf8(server_first)
-            .map_err(|_| login_error(authenticate, "the server's first message is not UTF-8"))?;
-        let field = |key: &str| {
-            server_first
-                .split(',')
-                .find_map(|f| f.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-        };
-        let (Some(server_nonce), Some(salt), Some(iterations)) =
-            (field("r"), field("s"), field("i"))
-        else {
-            return Err(login_error(
-                authenticate,
-                "a malformed server-first message",
-            ));
-        };
-        if !server_nonce.starts_with(&nonce) {
-            return Err(login_error(
-                authenticate,
-                "the server's nonce does not extend ours",
-            ));
-        }
-        let salt = STANDARD
-            .decode(salt)
-            .map_err(|_| login_error(authenticate, "the salt is not base64"))?;
-        let iterations = iterations
-            .parse::<u32>()
-            .ok()
-            .and_then(std::num::NonZeroU32::new)
-            .filter(|i| i.get() <= 1 << 20)
-            .ok_or_else(|| login_error(authenticate, "an unusable iteration count"))?;
+        let (server_nonce, salt, iterations) =
+            parse_server_first(&server_first, &nonce).map_err(|e| login_error(authenticate, e))?;
+        let server_first = String::from_utf8_lossy(&server_first);
         let mut salted = [0u8; 64];
         pbkdf2::derive(
             pbkdf2::PBKDF2_HMAC_SHA512,
@@ -261,12 +234,7 @@ impl Connection {
             &hmac::Key::new(hmac::HMAC_SHA512, server_key.as_ref()),
             auth_message.as_bytes(),
         );
-        let verified = std::str::from_utf8(&server_final)
-            .ok()
-            .and_then(|m| m.strip_prefix("v="))
-            .and_then(|v| STANDARD.decode(v).ok())
-            .is_some_and(|v| v == expected.as_ref());
-        if !verified {
+        if !server_final_verifies(&server_final, expected.as_ref()) {
             return Err(login_error(
                 authenticate,
                 "the server did not prove it knows the credential",
@@ -296,5 +264,85 @@ impl Connection {
             ));
         }
         Ok(response.auth_bytes.to_vec())
+    }
+}
+
+/// The server-first message's nonce (which must extend ours), salt and iteration count (at
+/// most 2^20: a hostile count would keep the operator busy for ever).
+pub(super) fn parse_server_first(
+    message: &[u8],
+    client_nonce: &str,
+) -> Result<(String, Vec<u8>, std::num::NonZeroU32), &'static str> {
+    let message =
+        std::str::from_utf8(message).map_err(|_| "the server's first message is not UTF-8")?;
+    let field = |key: &str| {
+        message
+            .split(',')
+            .find_map(|f| f.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    };
+    let (Some(nonce), Some(salt), Some(iterations)) = (field("r"), field("s"), field("i")) else {
+        return Err("a malformed server-first message");
+    };
+    if !nonce.starts_with(client_nonce) || nonce.len() == client_nonce.len() {
+        return Err("the server's nonce does not extend ours");
+    }
+    let salt = STANDARD
+        .decode(salt)
+        .map_err(|_| "the salt is not base64")?;
+    let iterations = iterations
+        .parse::<u32>()
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+        .filter(|i| i.get() <= 1 << 20)
+        .ok_or("an unusable iteration count")?;
+    Ok((nonce.to_owned(), salt, iterations))
+}
+
+/// Whether the server-final message carries `expected`, the server's signature.
+pub(super) fn server_final_verifies(message: &[u8], expected: &[u8]) -> bool {
+    std::str::from_utf8(message)
+        .ok()
+        .and_then(|m| m.strip_prefix("v="))
+        .and_then(|v| STANDARD.decode(v).ok())
+        .is_some_and(|v| v == expected)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn server_messages_are_checked() {
+        let (nonce, salt, iterations) =
+            parse_server_first(b"r=abcXYZ,s=c2FsdA==,i=4096", "abc").unwrap();
+        assert_eq!(
+            (nonce.as_str(), salt.as_slice(), iterations.get()),
+            ("abcXYZ", &b"salt"[..], 4096)
+        );
+        for (message, why) in [
+            (
+                &b"r=xyz,s=c2FsdA==,i=4096"[..],
+                "the server's nonce does not extend ours",
+            ),
+            (
+                b"r=abc,s=c2FsdA==,i=4096",
+                "the server's nonce does not extend ours",
+            ),
+            (b"r=abcX,s=!!,i=4096", "the salt is not base64"),
+            (b"r=abcX,s=c2FsdA==,i=0", "an unusable iteration count"),
+            (
+                b"r=abcX,s=c2FsdA==,i=99999999",
+                "an unusable iteration count",
+            ),
+            (b"r=abcX,i=4096", "a malformed server-first message"),
+            (b"\xff", "the server's first message is not UTF-8"),
+        ] {
+            assert_eq!(parse_server_first(message, "abc").unwrap_err(), why);
+        }
+        assert!(server_final_verifies(b"v=c2ln", b"sig"));
+        assert!(!server_final_verifies(b"v=c2ln", b"other"));
+        assert!(!server_final_verifies(b"e=invalid-proof", b"sig"));
     }
 }
