@@ -206,7 +206,13 @@ pub fn incoming(
     let (accepted, stream) = tokio::sync::mpsc::channel::<io::Result<ClusterStream>>(64);
     tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
+            // The server gone (shut down), the listener goes with this task: its port is free
+            // for a broker started again in the same process.
+            let accepted_next = tokio::select! {
+                () = accepted.closed() => return,
+                next = listener.accept() => next,
+            };
+            let stream = match accepted_next {
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // Out of file descriptors, say: the listener stays, the next accept may work.
@@ -234,9 +240,6 @@ pub fn incoming(
                     let _ = sender.send(Ok(stream)).await;
                 }
             });
-            if accepted.is_closed() {
-                return;
-            }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(stream)
