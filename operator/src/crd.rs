@@ -243,9 +243,19 @@ fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sche
     schema
 }
 
-/// Listener ports.
+/// Listener ports and security.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.tls) == has(oldSelf.tls)",
+        "message": "listeners.tls is chosen when the Cluster is created: brokers with and without TLS between them cannot form one cluster during a rolling restart"
+    },
+    {
+        "rule": "has(self.authentication) == has(oldSelf.authentication)",
+        "message": "listeners.authentication is chosen when the Cluster is created: the brokers take the operator's credential only when the cluster first forms"
+    }
+]))]
 pub struct ListenersSpec {
     /// Kafka protocol port (clients and the bootstrap Service).
     #[serde(default = "default_kafka_port")]

@@ -288,6 +288,23 @@ fn cel_rules_refuse_shrinking_partitions_and_changing_identities() {
         format!("{error:?}").contains("cannot gain them, nor lose all of them"),
         "{error:?}"
     );
+    let mut secured = cluster.clone();
+    secured.spec.listeners.authentication = Some(fjord_operator::crd::ListenerAuthentication {
+        kind: fjord_operator::crd::ListenerAuthenticationType::ScramSha512,
+    });
+    let error = validate_cel_update(&secured, &cluster).unwrap_err();
+    assert!(
+        format!("{error:?}")
+            .contains("listeners.authentication is chosen when the Cluster is created"),
+        "{error:?}"
+    );
+    let mut tls = cluster.clone();
+    tls.spec.listeners.tls = Some(fjord_operator::crd::ListenerTls::default());
+    assert!(
+        validate_cel_update(&tls, &cluster).is_err(),
+        "TLS added later"
+    );
+    assert!(validate_cel_update(&tls, &tls).is_ok());
     let mut fewer = cluster.clone();
     fewer.spec.zones.remove(0);
     assert!(

@@ -2604,6 +2604,15 @@ async fn acls_on_a_broker_without_an_authorizer_are_a_condition_not_a_retry() {
     let status = status_patch(&kube_calls(&calls));
     assert_eq!(condition(&status, "Ready")["status"], "False");
     assert_eq!(condition(&status, "Ready")["reason"], "SecurityDisabled");
+    // Its deletion is not held up: there are no ACLs to remove.
+    calls.lock().unwrap().clear();
+    reconcile_user(Arc::new(user(&[FINALIZER], true)), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    assert_eq!(
+        finalizer_patches(&kube_calls(&calls)),
+        [json!({"resourceVersion": "41", "finalizers": []})]
+    );
     broker.shutdown().await;
 }
 

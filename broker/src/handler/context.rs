@@ -68,7 +68,8 @@ impl Context {
         if self.broker.authorizer().is_some() {
             self.requester = Some(Arc::new(Requester {
                 principal: session.principal.to_string(),
-                host: session.peer.ip().to_string(),
+                // An IPv4 client of a dual-stack listener as its IPv4 address, as ACLs name it.
+                host: session.peer.ip().to_canonical().to_string(),
             }));
         }
         self

@@ -67,8 +67,9 @@ pub(super) async fn handle(
                 }
             },
         };
-        let result = result.with_name(Some(name.clone()));
         let topic = name.0.to_string();
+        // Before the name goes into the answer: a topic named by id is not named back to a
+        // client that may not delete it (Kafka answers a null name).
         if !ctx.authorized(Operation::Delete, ResourceType::Topic, &topic) {
             responses.push(
                 result
@@ -77,6 +78,7 @@ pub(super) async fn handle(
             );
             continue;
         }
+        let result = result.with_name(Some(name.clone()));
         if let Some((code, message)) = internal_topic_error(&topic, "delete") {
             responses.push(
                 result

@@ -1103,6 +1103,31 @@ async fn requests_are_authorised_with_kafka_codes() {
         every_cluster_operation
     );
 
+    // A topic named by id is not named back to a client that may not delete it.
+    let ResponseKind::DeleteTopics(deleted) = dispatch(
+        &as_user("app"),
+        RequestKind::DeleteTopics(
+            kafka_protocol::messages::DeleteTopicsRequest::default().with_topics(vec![
+                kafka_protocol::messages::delete_topics_request::DeleteTopicState::default()
+                    .with_name(None)
+                    .with_topic_id(broker.image().topic("t").unwrap().id),
+            ]),
+        ),
+        6,
+        "test",
+        &Session::anonymous(PEER),
+    )
+    .await
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        deleted.responses[0].error_code,
+        ResponseError::TopicAuthorizationFailed.code()
+    );
+    assert_eq!(deleted.responses[0].name, None);
+    assert!(broker.image().topic("t").is_some());
+
     // Without an authorizer the ACL APIs are SECURITY_DISABLED.
     let plain_dir = tempfile::tempdir().unwrap();
     let plain = crate::broker::test_broker(plain_dir.path(), 1).await;

@@ -351,8 +351,9 @@ pub enum PatternFilter {
 
 /// Kafka's code for ANY in a filter's resource type, pattern type, operation or permission.
 const ANY: i8 = 1;
-/// Kafka's code for MATCH in a filter's pattern type.
-const MATCH: i8 = 4;
+/// Kafka's code for MATCH in a filter's pattern type (0 UNKNOWN, 1 ANY, 2 MATCH, 3 LITERAL,
+/// 4 PREFIXED).
+const MATCH: i8 = 2;
 
 impl AclFilter {
     /// A filter from the protocol's codes, or what is wrong with it (Kafka's INVALID_REQUEST).
@@ -720,8 +721,16 @@ mod tests {
         let any = AclFilter::from_codes(1, None, 1, None, None, 1, 1).unwrap();
         assert_eq!(matching(&any), [0, 1, 2, 3]);
         // MATCH on a name: the bindings that apply to that topic.
-        let applying = AclFilter::from_codes(2, Some("orders"), 4, None, None, 1, 1).unwrap();
+        let applying = AclFilter::from_codes(2, Some("orders"), 2, None, None, 1, 1).unwrap();
         assert_eq!(matching(&applying), [0, 1, 2]);
+        // PREFIXED (4) is that pattern type exactly, the name as written.
+        let prefixed = AclFilter::from_codes(2, Some("ord"), 4, None, None, 1, 1).unwrap();
+        assert_eq!(matching(&prefixed), [1]);
+        assert!(
+            AclFilter::from_codes(2, Some("orders"), 4, None, None, 1, 1)
+                .map(|f| matching(&f).is_empty())
+                .unwrap()
+        );
         // ANY pattern with a name compares it as written; LITERAL excludes prefixed ones.
         let named = AclFilter::from_codes(1, Some("ord"), 1, None, None, 1, 1).unwrap();
         assert_eq!(matching(&named), [1]);

@@ -186,7 +186,10 @@ pub async fn ensure_certificates(
         .map_err(kube_error::<Secret>("getting", &name))?;
     let reason = match &existing {
         None => "no certificate yet".to_owned(),
-        Some(secret) => match value(secret, "tls.crt").and_then(|c| renewal_reason(c, &names)) {
+        Some(secret) => match value(secret, "tls.crt").map_or_else(
+            || Some("no tls.crt".to_owned()),
+            |c| renewal_reason(c, &names),
+        ) {
             Some(reason) => reason,
             None if value(secret, "ca.crt") == Some(ca.0.as_bytes()) => return Ok(None),
             None => "the CA changed".to_owned(),

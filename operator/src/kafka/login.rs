@@ -202,14 +202,21 @@ impl Connection {
         let (server_nonce, salt, iterations) =
             parse_server_first(&server_first, &nonce).map_err(|e| login_error(authenticate, e))?;
         let server_first = String::from_utf8_lossy(&server_first);
-        let mut salted = [0u8; 64];
-        pbkdf2::derive(
-            pbkdf2::PBKDF2_HMAC_SHA512,
-            iterations,
-            &salt,
-            password.as_bytes(),
-            &mut salted,
-        );
+        // Up to 2^20 iterations of the server's choosing: off the async worker threads.
+        let secret = password.as_bytes().to_vec();
+        let salted = tokio::task::spawn_blocking(move || {
+            let mut salted = [0u8; 64];
+            pbkdf2::derive(
+                pbkdf2::PBKDF2_HMAC_SHA512,
+                iterations,
+                &salt,
+                &secret,
+                &mut salted,
+            );
+            salted
+        })
+        .await
+        .map_err(|_| login_error(authenticate, "deriving the salted password failed"))?;
         let key = hmac::Key::new(hmac::HMAC_SHA512, &salted);
         let client_key = hmac::sign(&key, b"Client Key");
         let stored_key = digest::digest(&digest::SHA512, client_key.as_ref());

@@ -141,7 +141,16 @@ pub async fn remove_user(
     principal: &str,
     scram_user: Option<&str>,
 ) -> Result<(usize, bool), KafkaError> {
-    let acls = admin.delete_acls_of(principal).await?;
+    // Brokers without an authorizer hold no ACLs (SECURITY_DISABLED): nothing to remove.
+    let acls = match admin.delete_acls_of(principal).await {
+        Err(error)
+            if error.error_code()
+                == Some(kafka_protocol::ResponseError::SecurityDisabled.code()) =>
+        {
+            0
+        }
+        other => other?,
+    };
     let credential = match scram_user {
         Some(user) => admin.delete_scram_credential(user).await?,
         None => false,
