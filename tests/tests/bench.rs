@@ -1,6 +1,6 @@
 //! The benchmark command runs end to end (debug build, one short round): every single-broker
-//! workload against Fjord and the peer, with a ratio on every row, and the replicated workloads
-//! on three Fjord brokers. The figures themselves come from
+//! workload against Fjord and the peer, with a ratio on every row, the replicated workloads on
+//! three Fjord brokers, and W1 and W3 over TLS on Fjord. The figures themselves come from
 //! `make bench` (release build), never from a test.
 #![allow(clippy::unwrap_used)]
 
@@ -28,14 +28,15 @@ fn the_benchmark_runs_every_workload_against_both_brokers_and_prints_ratios() {
         .lines()
         .filter(|l| l.starts_with("| W") && !l.starts_with("| Workload"))
         .collect();
-    assert_eq!(rows.len(), 20, "{table}");
+    assert_eq!(rows.len(), 23, "{table}");
     let number = |cell: &str| cell.parse::<f64>().ok();
     for row in rows {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         // | workload | figure | Fjord | Tansu | ratio | noise | relaxed | (Nisshi | ratio, when
         // it is installed) |
-        if ["W6", "W7", "W8"].contains(&cells[1]) {
-            // Three Fjord brokers only: the peers do not replicate. W8's share may be 0.
+        if ["W6", "W7", "W8", "W1-TLS", "W3-TLS"].contains(&cells[1]) {
+            // Fjord only: the peers do not replicate, and TLS is compared with Fjord's own
+            // plaintext. W8's share may be 0.
             assert!(
                 number(cells[3]).is_some_and(|v| v >= 0.0),
                 "{row}\n{stderr}"
@@ -55,4 +56,5 @@ fn the_benchmark_runs_every_workload_against_both_brokers_and_prints_ratios() {
         .and_then(|c| c.trim().parse::<f64>().ok());
     assert!(share.is_some_and(|s| s < 1.0), "{table}");
     assert!(table.contains("Machine ceiling: loopback TCP"), "{table}");
+    assert!(table.contains("Over TLS, W1 produces at"), "{table}");
 }
