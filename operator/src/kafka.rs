@@ -773,21 +773,19 @@ impl Connection {
             }
         };
         stream.set_nodelay(true).map_err(connect_error)?;
-        let stream = match tokio::time::timeout(
-            timeout,
-            login::AdminStream::over(stream, addr, security.tls.as_ref()),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(source)) => return Err(connect_error(source)),
-            Err(_) => {
-                return Err(connect_error(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no TLS handshake within {timeout:?}"),
-                )));
-            }
-        };
+        let stream =
+            match tokio::time::timeout(timeout, login::over(stream, addr, security.tls.as_ref()))
+                .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(source)) => return Err(connect_error(source)),
+                Err(_) => {
+                    return Err(connect_error(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no TLS handshake within {timeout:?}"),
+                    )));
+                }
+            };
         let mut connection = Self {
             stream,
             addr: addr.to_owned(),
@@ -977,7 +975,7 @@ async fn move_to_controller(
 
 /// Whether `host:port` resolves to the broker `connection` is connected to.
 async fn is_peer(connection: &Connection, host: &str, port: u16, timeout: Duration) -> bool {
-    let Ok(peer) = connection.stream.peer_addr() else {
+    let Ok(peer) = login::peer_addr(&connection.stream) else {
         return false;
     };
     match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {

@@ -2735,36 +2735,6 @@ async fn a_secured_cluster_gets_the_operators_credentials_before_its_brokers() {
     );
 }
 
-/// A broker as a secured Cluster runs it: TLS (a certificate for 127.0.0.1 from a test CA),
-/// SCRAM-SHA-512 logins seeded with the operator's credential, ACLs. Returns the CA (PEM) and
-/// the operator's password with it.
-async fn secured_broker() -> (RunningBroker, tempfile::TempDir, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = support::loopback_certificate();
-    let password = "operator-password".to_owned();
-    let write = |name: &str, content: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, content).unwrap();
-        path
-    };
-    let mut config = BrokerConfig::for_tests(dir.path().join("data"));
-    config.security.tls_cert = Some(write("tls.crt", cert));
-    config.security.tls_key = Some(write("tls.key", key));
-    config.security.sasl_mechanisms = vec![fjord_broker::security::sasl::Mechanism::Scram(
-        fjord_broker::security::scram::ScramMechanism::Sha512,
-    )];
-    config.security.initial_scram_credentials = Some(write(
-        "initial",
-        format!("SCRAM-SHA-512 fjord-operator {password}\n"),
-    ));
-    config.security.authorizer = Some(fjord_broker::security::AuthorizerKind::Acl);
-    config.security.super_users = vec!["User:fjord-operator".to_owned()];
-    let broker = fjord_broker::start(config, CancellationToken::new())
-        .await
-        .unwrap();
-    (broker, dir, ca, password)
-}
-
 /// On a secured Cluster the User controller reaches the brokers as the operator does: over TLS
 /// trusting the listener Secret's CA, logged in with its own credential from its credentials
 /// Secret. A User's credential and ACLs are set there; without the credentials Secret, nothing
@@ -2774,7 +2744,9 @@ async fn users_of_a_secured_cluster_are_managed_over_tls_and_scram() {
     use base64::Engine;
     use fjord_broker::security::scram::ScramMechanism;
     use fjord_operator::user::reconcile::{FINALIZER, reconcile_user};
-    let (broker, _dir, ca, password) = secured_broker().await;
+    let dir = tempfile::tempdir().unwrap();
+    let password = "operator-password".to_owned();
+    let (broker, ca) = support::secured_broker(dir.path(), &password).await;
     let b64 = |value: &str| base64::engine::general_purpose::STANDARD.encode(value);
     let mut cluster = serde_json::to_value(example_cluster()).unwrap();
     cluster["apiVersion"] = "fjord.dev/v1alpha1".into();

@@ -442,27 +442,7 @@ async fn a_response_declaring_billions_of_elements_is_an_error() {
 async fn the_admin_client_logs_in_over_sasl_ssl() {
     use fjord_operator::kafka::{AclEntry, AdminSecurity};
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = support::loopback_certificate();
-    let write = |name: &str, content: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, content).unwrap();
-        path
-    };
-    let mut config = BrokerConfig::for_tests(dir.path().join("data"));
-    config.security.tls_cert = Some(write("tls.crt", cert));
-    config.security.tls_key = Some(write("tls.key", key));
-    config.security.sasl_mechanisms = vec![fjord_broker::security::sasl::Mechanism::Scram(
-        fjord_broker::security::scram::ScramMechanism::Sha512,
-    )];
-    config.security.initial_scram_credentials = Some(write(
-        "credentials",
-        "SCRAM-SHA-512 fjord-operator op-secret\n".to_owned(),
-    ));
-    config.security.authorizer = Some(fjord_broker::security::AuthorizerKind::Acl);
-    config.security.super_users = vec!["User:fjord-operator".to_owned()];
-    let broker = fjord_broker::start(config, CancellationToken::new())
-        .await
-        .unwrap();
+    let (broker, ca) = support::secured_broker(dir.path(), "op-secret").await;
     let bootstrap = broker.kafka_addr.to_string();
     let tls = AdminSecurity::tls_config(ca.as_bytes(), None).unwrap();
     let security = |password: &str| AdminSecurity {

@@ -25,6 +25,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_util::either::Either;
 
 use super::LogLimit;
 use super::tls::{self, HANDSHAKE_TIMEOUT, ServerTls, TlsError, TlsFiles};
@@ -114,7 +115,7 @@ impl ClusterTls {
         let accepted =
             tokio::time::timeout(HANDSHAKE_TIMEOUT, self.server.acceptor().accept(stream)).await;
         let error = match accepted {
-            Ok(Ok(stream)) => return Some(ClusterStream::Tls(Box::new(stream.into()))),
+            Ok(Ok(stream)) => return Some(ClusterStream(Either::Right(Box::new(stream.into())))),
             Ok(Err(error)) => error.to_string(),
             Err(_) => "no TLS handshake within 10 s".to_owned(),
         };
@@ -144,12 +145,10 @@ fn client_config(files: &ClusterTlsFiles) -> Result<Arc<ClientConfig>, TlsError>
     Ok(Arc::new(config))
 }
 
-/// A connection on the cluster listener: TLS when cluster TLS is installed, plain otherwise.
+/// A connection on the cluster listener: TLS when cluster TLS is installed, plain otherwise. A
+/// type of its own for tonic's `Connected`; `Either` reads and writes whichever it holds.
 #[derive(Debug)]
-pub enum ClusterStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
-}
+pub struct ClusterStream(Either<TcpStream, Box<tokio_rustls::TlsStream<TcpStream>>>);
 
 impl tonic::transport::server::Connected for ClusterStream {
     type ConnectInfo = ();
@@ -159,41 +158,29 @@ impl tonic::transport::server::Connected for ClusterStream {
 
 impl AsyncRead for ClusterStream {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ClusterStream {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.0).poll_write(cx, buf)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-        }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
@@ -226,7 +213,7 @@ pub fn incoming(
             }
             let Some(tls) = installed() else {
                 if accepted
-                    .send(Ok(ClusterStream::Plain(stream)))
+                    .send(Ok(ClusterStream(Either::Left(stream))))
                     .await
                     .is_err()
                 {

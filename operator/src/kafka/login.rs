@@ -4,9 +4,7 @@
 //! before any other request.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine;
@@ -17,8 +15,8 @@ use kafka_protocol::messages::{
 };
 use ring::{digest, hmac, pbkdf2};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 use super::{Connection, KafkaError, ProtocolError, decode, str_bytes};
 
@@ -83,80 +81,35 @@ impl AdminSecurity {
     }
 }
 
-/// A connection to a broker, plaintext or TLS.
-#[derive(Debug)]
-pub(super) enum AdminStream {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+/// A connection to a broker, plaintext or TLS (`Either` reads and writes whichever it holds).
+pub(super) type AdminStream = Either<TcpStream, Box<tokio_rustls::client::TlsStream<TcpStream>>>;
+
+/// `stream` to `addr` (`host:port`), through the TLS handshake if `tls` is set.
+pub(super) async fn over(
+    stream: TcpStream,
+    addr: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> io::Result<AdminStream> {
+    let Some(config) = tls else {
+        return Ok(Either::Left(stream));
+    };
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(host, _)| host)
+        .trim_matches(['[', ']']);
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+        .connect(name, stream)
+        .await?;
+    Ok(Either::Right(Box::new(stream)))
 }
 
-impl AdminStream {
-    /// `stream` to `addr` (`host:port`), through the TLS handshake if `tls` is set.
-    pub(super) async fn over(
-        stream: TcpStream,
-        addr: &str,
-        tls: Option<&Arc<rustls::ClientConfig>>,
-    ) -> io::Result<Self> {
-        let Some(config) = tls else {
-            return Ok(Self::Plain(stream));
-        };
-        let host = addr
-            .rsplit_once(':')
-            .map_or(addr, |(host, _)| host)
-            .trim_matches(['[', ']']);
-        let name = ServerName::try_from(host.to_owned())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
-            .connect(name, stream)
-            .await?;
-        Ok(Self::Tls(Box::new(stream)))
-    }
-
-    pub(super) fn peer_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match self {
-            Self::Plain(stream) => stream.peer_addr(),
-            Self::Tls(stream) => stream.get_ref().0.peer_addr(),
-        }
-    }
-}
-
-impl AsyncRead for AdminStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for AdminStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_flush(cx),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-            Self::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-        }
+/// The broker's address at the other end of `stream`.
+pub(super) fn peer_addr(stream: &AdminStream) -> io::Result<std::net::SocketAddr> {
+    match stream {
+        Either::Left(stream) => stream.peer_addr(),
+        Either::Right(stream) => stream.get_ref().0.peer_addr(),
     }
 }
 

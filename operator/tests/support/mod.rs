@@ -14,3 +14,34 @@ pub(crate) fn loopback_certificate() -> (String, String, String) {
         .unwrap();
     (ca.pem(), cert.pem(), key.serialize_pem())
 }
+
+/// A broker as a secured Cluster runs it, in `dir`: TLS (a certificate for 127.0.0.1 from a test
+/// CA), SCRAM-SHA-512 logins seeded with `fjord-operator`'s credential for `password`, ACLs with
+/// `User:fjord-operator` a super user. Returns the broker and the CA (PEM).
+pub(crate) async fn secured_broker(
+    dir: &std::path::Path,
+    password: &str,
+) -> (fjord_broker::RunningBroker, String) {
+    let (ca, cert, key) = loopback_certificate();
+    let write = |name: &str, content: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    };
+    let mut config = fjord_broker::BrokerConfig::for_tests(dir.join("data"));
+    config.security.tls_cert = Some(write("tls.crt", cert));
+    config.security.tls_key = Some(write("tls.key", key));
+    config.security.sasl_mechanisms = vec![fjord_broker::security::sasl::Mechanism::Scram(
+        fjord_broker::security::scram::ScramMechanism::Sha512,
+    )];
+    config.security.initial_scram_credentials = Some(write(
+        "initial",
+        format!("SCRAM-SHA-512 fjord-operator {password}\n"),
+    ));
+    config.security.authorizer = Some(fjord_broker::security::AuthorizerKind::Acl);
+    config.security.super_users = vec!["User:fjord-operator".to_owned()];
+    let broker = fjord_broker::start(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    (broker, ca)
+}
