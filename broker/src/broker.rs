@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::cluster::freshness::Freshness;
 use crate::cluster::placement::{self, AssignmentError};
 use crate::cluster::{
-    self, ApplyError, BrokerRegistration, ConfigError, MetadataError, MetadataImage,
-    MetadataRecord, PartitionImage, TopicImage,
+    self, ApplyError, BrokerRegistration, ConfigError, ListenerEndpoint, MetadataError,
+    MetadataImage, MetadataRecord, PartitionImage, TopicImage,
 };
 use crate::coordinator::{self, CoordinatorFlags, CoordinatorHandle, OFFSETS_TOPIC};
 use crate::log::{Clock, SystemClock};
@@ -39,6 +39,21 @@ pub struct BrokerConfig {
     /// `host:port` given to clients in metadata; defaults to the listener's address.
     #[arg(long, env = "FJORD_ADVERTISE")]
     pub advertise: Option<String>,
+    /// More Kafka listeners, each `NAME:PROTOCOL://ADDRESS` (`PLAINTEXT`, `SSL`,
+    /// `SASL_PLAINTEXT` or `SASL_SSL`; e.g. `CLIENT_CERTS:SSL://0.0.0.0:9094`), comma-separated
+    /// or repeated. They share the TLS files and SASL mechanisms of the first; an `SSL` one
+    /// asks clients for a certificate when `--tls-client-ca` is given. A client is told the
+    /// addresses of the listener it connected to (Kafka's `listeners`).
+    #[arg(long = "listener", env = "FJORD_LISTENERS", value_delimiter = ',')]
+    pub listeners: Vec<crate::listener::ListenerFlag>,
+    /// Where clients are told to reach a `--listener`, each `NAME://HOST:PORT`; defaults to the
+    /// listener's address (Kafka's `advertised.listeners`).
+    #[arg(
+        long = "advertise-listener",
+        env = "FJORD_ADVERTISE_LISTENERS",
+        value_delimiter = ','
+    )]
+    pub advertise_listeners: Vec<crate::listener::AdvertisedListener>,
     /// This broker's node id.
     #[arg(long, env = "FJORD_NODE_ID", default_value_t = 1)]
     pub node_id: i32,
@@ -115,6 +130,8 @@ impl BrokerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             advertise: None,
+            listeners: Vec::new(),
+            advertise_listeners: Vec::new(),
             node_id: 1,
             voters: Vec::new(),
             cluster_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -248,6 +265,8 @@ pub enum AlterConfigsError {
 pub struct Broker {
     config: BrokerConfig,
     advertised: (String, i32),
+    /// Where clients reach this broker's other listeners.
+    advertised_listeners: Vec<ListenerEndpoint>,
     quorum: Arc<Quorum>,
     /// The hosted partitions, kept in step with the committed metadata.
     registry: PartitionRegistry,
@@ -294,6 +313,7 @@ impl Broker {
     pub async fn open(
         config: BrokerConfig,
         bound: SocketAddr,
+        listeners: Vec<ListenerEndpoint>,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<Arc<Self>, StartError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::DataDir {
@@ -340,6 +360,7 @@ impl Broker {
             rack: config.rack.clone(),
             host: advertised.0.clone(),
             port: advertised.1,
+            listeners: listeners.clone(),
             fenced: false,
             incarnation: uuid::Uuid::new_v4(),
             epoch: 0,
@@ -416,6 +437,7 @@ impl Broker {
         let broker = Arc::new(Self {
             config,
             advertised,
+            advertised_listeners: listeners,
             quorum,
             registry,
             clock,
@@ -714,8 +736,13 @@ impl Broker {
     }
 
     /// Host and port clients are told to connect to.
-    pub fn advertised(&self) -> (&str, i32) {
-        (&self.advertised.0, self.advertised.1)
+    /// Where clients reach this broker: the first listener's host and port, and the others.
+    pub fn advertised(&self) -> (&str, i32, &[ListenerEndpoint]) {
+        (
+            &self.advertised.0,
+            self.advertised.1,
+            &self.advertised_listeners,
+        )
     }
 
     pub fn cluster_id(&self) -> String {
@@ -1650,9 +1677,14 @@ pub(crate) async fn test_broker_configured(
     let peer = SocketAddr::from(([127, 0, 0, 1], 1));
     let mut config = BrokerConfig::for_tests(dir.to_path_buf());
     configure(&mut config);
-    let broker = Broker::open(config, peer, tokio_util::sync::CancellationToken::new())
-        .await
-        .expect("opening a test broker");
+    let broker = Broker::open(
+        config,
+        peer,
+        Vec::new(),
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .expect("opening a test broker");
     broker
         .create_topic("t", partitions, -1, None, Default::default())
         .await

@@ -29,6 +29,7 @@ pub mod broker;
 pub mod cluster;
 pub mod coordinator;
 pub mod handler;
+pub mod listener;
 pub mod log;
 pub mod metrics;
 pub mod operations;
@@ -60,10 +61,13 @@ pub struct RunningBroker {
     pub broker: Arc<Broker>,
     /// The listener's actual address (port 0 in the config becomes a real port).
     pub kafka_addr: SocketAddr,
+    /// The actual addresses of the other Kafka listeners (`--listener`), by name.
+    pub listener_addrs: std::collections::BTreeMap<String, SocketAddr>,
     /// The admin endpoint's actual address.
     pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
+    /// One per Kafka listener.
+    servers: Vec<tokio::task::JoinHandle<()>>,
     admin: tokio::task::JoinHandle<()>,
 }
 
@@ -96,26 +100,44 @@ pub async fn start(
     if let Some(problem) = config.security.problem() {
         return Err(RunError::Security(problem));
     }
-    let tls = match config.security.tls_files() {
-        Some(files) => Some(Arc::new(ServerTls::load(files)?)),
-        None => None,
+    if let Some(problem) = listener::problem(&config) {
+        return Err(RunError::Security(problem));
+    }
+    let protocol = config.security.protocol();
+    let first = server::Served {
+        name: None,
+        tls: server_tls(config.security.tls_files(protocol))?,
+        sasl: protocol.sasl(),
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind(config.listen).await?;
     let kafka_addr = listener.local_addr().map_err(|source| RunError::Bind {
         addr: config.listen,
         source,
     })?;
-    let admin_listener = TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: config.admin_listen,
+    // The other listeners, and where clients are told to reach them.
+    let mut others = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut listener_addrs = std::collections::BTreeMap::new();
+    for flag in &config.listeners {
+        let bound = bind(flag.bind).await?;
+        let addr = bound.local_addr().map_err(|source| RunError::Bind {
+            addr: flag.bind,
             source,
         })?;
+        endpoints.push(listener::advertised(
+            flag,
+            addr,
+            &config.advertise_listeners,
+        ));
+        listener_addrs.insert(flag.name.clone(), addr);
+        let served = server::Served {
+            name: Some(flag.name.as_str().into()),
+            tls: server_tls(config.security.tls_files(flag.protocol))?,
+            sasl: flag.protocol.sasl(),
+        };
+        others.push((bound, served));
+    }
+    let admin_listener = bind(config.admin_listen).await?;
     let admin_addr = admin_listener
         .local_addr()
         .map_err(|source| RunError::Bind {
@@ -128,7 +150,7 @@ pub async fn start(
         Arc::clone(&opened),
         shutdown.clone(),
     ));
-    let broker = match Broker::open(config, kafka_addr, shutdown.clone()).await {
+    let broker = match Broker::open(config, kafka_addr, endpoints, shutdown.clone()).await {
         Ok(broker) => broker,
         Err(error) => {
             shutdown.cancel();
@@ -136,28 +158,53 @@ pub async fn start(
         }
     };
     let _ = opened.set(Arc::clone(&broker));
-    if let Some(tls) = &tls {
-        tokio::spawn(Arc::clone(tls).watch(broker.shared_metrics(), shutdown.clone()));
+    for served in std::iter::once(&first).chain(others.iter().map(|(_, served)| served)) {
+        if let Some(tls) = &served.tls {
+            tokio::spawn(Arc::clone(tls).watch(broker.shared_metrics(), shutdown.clone()));
+        }
     }
     if let Some(cluster) = security::cluster_tls::installed() {
         tokio::spawn(Arc::clone(cluster.server()).watch(broker.shared_metrics(), shutdown.clone()));
     }
-    let server = tokio::spawn(server::serve(
+    let mut servers = vec![tokio::spawn(server::serve(
         listener,
         Arc::clone(&broker),
-        tls,
+        first,
         shutdown.clone(),
-    ));
+    ))];
+    for (bound, served) in others {
+        servers.push(tokio::spawn(server::serve(
+            bound,
+            Arc::clone(&broker),
+            served,
+            shutdown.clone(),
+        )));
+    }
     broker.set_ready(true);
     tracing::info!(%kafka_addr, %admin_addr, "broker ready");
     Ok(RunningBroker {
         broker,
         kafka_addr,
+        listener_addrs,
         admin_addr,
         shutdown,
-        server,
+        servers,
         admin,
     })
+}
+
+/// A listener's TLS configuration, loaded from its files.
+fn server_tls(files: Option<security::tls::TlsFiles>) -> Result<Option<Arc<ServerTls>>, RunError> {
+    Ok(match files {
+        Some(files) => Some(Arc::new(ServerTls::load(files)?)),
+        None => None,
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })
 }
 
 impl RunningBroker {
@@ -174,10 +221,11 @@ impl RunningBroker {
     pub async fn stopped(self) {
         self.shutdown.cancelled().await;
         self.broker.set_ready(false);
-        for (name, task) in [
-            ("Kafka listener", self.server),
-            ("admin endpoint", self.admin),
-        ] {
+        let servers = self
+            .servers
+            .into_iter()
+            .map(|task| ("Kafka listener", task));
+        for (name, task) in servers.chain([("admin endpoint", self.admin)]) {
             if let Err(error) = task.await {
                 tracing::error!(%error, name, "a server task failed");
             }

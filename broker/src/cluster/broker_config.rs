@@ -327,6 +327,7 @@ mod tests {
                 rack: None,
                 host: "h".into(),
                 port: 1,
+                listeners: Vec::new(),
                 fenced: false,
                 incarnation: uuid::Uuid::nil(),
                 epoch: 0,

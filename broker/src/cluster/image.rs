@@ -15,6 +15,14 @@ use super::topic_config::{ProduceConfig, produce_config};
 use crate::security::acl::AclBinding;
 use crate::security::scram::{ScramCredential, ScramMechanism};
 
+/// Where clients of a named listener reach a broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+}
+
 /// A broker as the cluster knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
@@ -24,6 +32,9 @@ pub struct BrokerRegistration {
     /// The Kafka endpoint clients are told to connect to.
     pub host: String,
     pub port: i32,
+    /// The endpoints of its other Kafka listeners (`--listener`), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerEndpoint>,
     /// A fenced broker leads nothing and is left out of Metadata.
     pub fenced: bool,
     /// Chosen anew by every start of the broker process: a restart registers again.
@@ -44,6 +55,20 @@ pub struct BrokerRegistration {
     pub replaces: Option<Uuid>,
 }
 
+impl BrokerRegistration {
+    /// Its endpoint on listener `name` (`None`: the first listener).
+    pub fn endpoint(&self, name: Option<&str>) -> Option<(&str, i32)> {
+        match name {
+            None => Some((&self.host, self.port)),
+            Some(name) => self
+                .listeners
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| (l.host.as_str(), l.port)),
+        }
+    }
+}
+
 #[cfg(test)]
 impl BrokerRegistration {
     /// A live registration of broker `id` in `rack`, for tests.
@@ -53,6 +78,7 @@ impl BrokerRegistration {
             rack: rack.map(str::to_owned),
             host: "127.0.0.1".to_owned(),
             port: 9090 + id,
+            listeners: Vec::new(),
             fenced: false,
             incarnation: Uuid::from_u128(1),
             epoch: 0,

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use image::{
-    ApplyError, BrokerRegistration, MetadataImage, MetadataRecord, PartitionImage, TopicImage,
-    UserScramCredential,
+    ApplyError, BrokerRegistration, ListenerEndpoint, MetadataImage, MetadataRecord,
+    PartitionImage, TopicImage, UserScramCredential,
 };
 pub use topic_config::{
     ConfigError, ConfigOp, ProduceConfig, TOPIC_CONFIGS, TopicCompression, apply_ops, log_config,

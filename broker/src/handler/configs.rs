@@ -90,12 +90,39 @@ impl Described<'_> {
 /// This broker's flags under their Kafka names: read-only, as Kafka's are in the properties file.
 fn static_configs(
     config: &BrokerConfig,
-    advertised: (&str, i32),
+    advertised: (&str, i32, &[crate::cluster::ListenerEndpoint]),
 ) -> Vec<(&'static str, Option<String>, ConfigType, &'static str)> {
     let voter =
         config.voters.is_empty() || config.voters.iter().any(|v| v.node_id == config.node_id);
     let voters: Vec<String> = config.voters.iter().map(ToString::to_string).collect();
     let coordinator = &config.coordinator;
+    // The first listener is named after its protocol, as Kafka's default listener is.
+    let first = config.security.protocol();
+    let listeners: Vec<String> = std::iter::once(format!("{first}://{}", config.listen))
+        .chain(
+            config
+                .listeners
+                .iter()
+                .map(|l| format!("{}://{}", l.name, l.bind)),
+        )
+        .collect();
+    let advertised_listeners: Vec<String> =
+        std::iter::once(format!("{first}://{}:{}", advertised.0, advertised.1))
+            .chain(
+                advertised
+                    .2
+                    .iter()
+                    .map(|l| format!("{}://{}:{}", l.name, l.host, l.port)),
+            )
+            .collect();
+    let protocols: Vec<String> = std::iter::once(format!("{first}:{first}"))
+        .chain(
+            config
+                .listeners
+                .iter()
+                .map(|l| format!("{}:{}", l.name, l.protocol)),
+        )
+        .collect();
     let int = ConfigType::Int;
     let long = ConfigType::Long;
     vec![
@@ -119,21 +146,21 @@ fn static_configs(
         ),
         (
             "listeners",
-            Some(format!("PLAINTEXT://{}", config.listen)),
-            ConfigType::String,
-            "the Kafka listener (--listen)",
+            Some(listeners.join(",")),
+            ConfigType::List,
+            "the Kafka listeners (--listen, then each --listener)",
         ),
         (
             "advertised.listeners",
-            Some(format!("PLAINTEXT://{}:{}", advertised.0, advertised.1)),
-            ConfigType::String,
-            "where clients are told to connect (--advertise)",
+            Some(advertised_listeners.join(",")),
+            ConfigType::List,
+            "where clients are told to connect (--advertise, --advertise-listener)",
         ),
         (
             "listener.security.protocol.map",
-            Some("PLAINTEXT:PLAINTEXT".to_owned()),
-            ConfigType::String,
-            "the Kafka listener's security protocol",
+            Some(protocols.join(",")),
+            ConfigType::List,
+            "each Kafka listener's security protocol",
         ),
         (
             "controller.quorum.voters",

@@ -36,6 +36,9 @@ pub struct Context {
     /// Who asks, when the broker authorises requests; without it (the broker's own calls) every
     /// operation is allowed.
     requester: Option<Arc<Requester>>,
+    /// The `--listener` the client connected to (`None`: the first): it is told that
+    /// listener's endpoints of every broker.
+    listener: Option<Arc<str>>,
 }
 
 /// The client a request is authorised for.
@@ -59,12 +62,14 @@ impl Context {
             image,
             broker: Arc::clone(broker),
             requester: None,
+            listener: None,
         }
     }
 
     /// The same view for the client of `session`, whose requests are authorised against the ACLs
     /// when the broker has an authorizer.
     pub fn for_session(mut self, session: &Session) -> Self {
+        self.listener.clone_from(&session.listener);
         if self.broker.authorizer().is_some() {
             self.requester = Some(Arc::new(Requester {
                 principal: session.principal.to_string(),
@@ -80,6 +85,7 @@ impl Context {
     pub fn refreshed(&self) -> Self {
         Self {
             requester: self.requester.clone(),
+            listener: self.listener.clone(),
             ..Self::new(&self.broker)
         }
     }
@@ -392,8 +398,14 @@ impl Context {
     }
 
     /// Where clients are told to connect to this broker.
-    pub fn advertised(&self) -> (&str, i32) {
+    pub fn advertised(&self) -> (&str, i32, &[crate::cluster::ListenerEndpoint]) {
         self.broker.advertised()
+    }
+
+    /// Where this client reaches `broker`: its endpoint on the listener the client connected
+    /// to, `None` when it has no such listener (Kafka leaves it out).
+    pub fn endpoint<'b>(&self, broker: &'b BrokerRegistration) -> Option<(&'b str, i32)> {
+        broker.endpoint(self.listener.as_deref())
     }
 
     /// See [`Broker::reassign_partition`].

@@ -13,13 +13,16 @@ pub(super) fn handle(ctx: &Context, request: &DescribeClusterRequest) -> Describ
         .brokers
         .values()
         .filter(|b| !b.fenced || request.include_fenced_brokers)
-        .map(|b| {
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(b.id))
-                .with_host(str_bytes(&b.host))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(str_bytes))
-                .with_is_fenced(b.fenced)
+        .filter_map(|b| {
+            let (host, port) = ctx.endpoint(b)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.id))
+                    .with_host(str_bytes(host))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(str_bytes))
+                    .with_is_fenced(b.fenced),
+            )
         })
         .collect();
     // Kafka's "not asked for" unless asked; then what the client may do on the cluster, if it

@@ -342,11 +342,11 @@ fn with_leader_endpoints(ctx: &Context, response: FetchResponse) -> FetchRespons
         .map(|p| p.current_leader.leader_id.0)
         .collect();
     let node_endpoints = leader_endpoints(ctx, leaders)
-        .map(|broker| {
+        .map(|(broker, (host, port))| {
             NodeEndpoint::default()
                 .with_node_id(BrokerId(broker.id))
-                .with_host(str_bytes(broker.host.clone()))
-                .with_port(broker.port)
+                .with_host(str_bytes(host))
+                .with_port(port)
                 .with_rack(broker.rack.clone().map(str_bytes))
         })
         .collect();

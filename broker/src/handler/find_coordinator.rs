@@ -63,12 +63,16 @@ pub(super) fn handle(
                 .with_node_id(BrokerId(-1))
                 .with_error_code(ResponseError::CoordinatorLoadInProgress.code());
         }
-        match ctx.coordinator_node(key) {
-            Some(node) => found
-                .with_node_id(BrokerId(node.id))
-                .with_host(str_bytes(&node.host))
-                .with_port(node.port),
-            // Its partition has no leader (its broker is down): retriable.
+        match ctx
+            .coordinator_node(key)
+            .and_then(|node| Some((node.id, ctx.endpoint(node)?)))
+        {
+            Some((id, (host, port))) => found
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port),
+            // Its partition has no leader (its broker is down), or the leader has no endpoint on this
+            // client's listener: retriable.
             None => found
                 .with_node_id(BrokerId(-1))
                 .with_error_code(ResponseError::CoordinatorNotAvailable.code()),

@@ -321,10 +321,13 @@ fn commit_error_code(error: &CommitError) -> i16 {
 pub(crate) fn leader_endpoints(
     ctx: &Context,
     leaders: impl IntoIterator<Item = i32>,
-) -> impl Iterator<Item = &crate::cluster::BrokerRegistration> {
+) -> impl Iterator<Item = (&crate::cluster::BrokerRegistration, (&str, i32))> {
     let ids: BTreeSet<i32> = leaders.into_iter().filter(|id| *id >= 0).collect();
     let image = ctx.image();
-    ids.into_iter().filter_map(move |id| image.brokers.get(&id))
+    ids.into_iter().filter_map(move |id| {
+        let broker = image.brokers.get(&id)?;
+        Some((broker, ctx.endpoint(broker)?))
+    })
 }
 
 /// Why a partition request cannot be served by this broker: Kafka's error code, and the leader

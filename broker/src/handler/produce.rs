@@ -98,11 +98,11 @@ pub(super) async fn start(ctx: &Context, request: ProduceRequest, version: i16) 
                 .filter(|p| p.error_code == ResponseError::NotLeaderOrFollower.code())
                 .map(|p| p.current_leader.leader_id.0);
             let node_endpoints = leader_endpoints(ctx, leaders)
-                .map(|broker| {
+                .map(|(broker, (host, port))| {
                     NodeEndpoint::default()
                         .with_node_id(BrokerId(broker.id))
-                        .with_host(str_bytes(broker.host.clone()))
-                        .with_port(broker.port)
+                        .with_host(str_bytes(host))
+                        .with_port(port)
                         .with_rack(broker.rack.clone().map(str_bytes))
                 })
                 .collect();

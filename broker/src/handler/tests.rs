@@ -42,6 +42,7 @@ fn registration(id: i32, fenced: bool) -> BrokerRegistration {
         rack: Some(format!("rack-{id}")),
         host: format!("10.0.0.{id}"),
         port: 9092,
+        listeners: Vec::new(),
         fenced,
         incarnation: Uuid::from_u128(u128::from(id.unsigned_abs())),
         epoch: 7,
@@ -827,8 +828,8 @@ async fn requests_are_authorised_with_kafka_codes() {
     })
     .await;
     let session = |user: &str| Session {
-        peer: PEER,
         principal: Principal::user(user),
+        ..Session::anonymous(PEER)
     };
     let as_user = |user: &str| Context::new(&broker).for_session(&session(user));
     let allow = |resource_type, name: &str, pattern, operation| AclBinding {

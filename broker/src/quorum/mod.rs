@@ -1246,6 +1246,7 @@ mod tests {
                 rack: None,
                 host: "10.0.0.5".to_owned(),
                 port: 9092,
+                listeners: Vec::new(),
                 fenced: false,
                 incarnation: uuid::Uuid::from_u128(incarnation),
                 epoch: 0,

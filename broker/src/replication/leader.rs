@@ -367,6 +367,7 @@ mod tests {
                     rack: None,
                     host: format!("10.0.0.{id}"),
                     port: 9092,
+                    listeners: Vec::new(),
                     fenced: false,
                     incarnation: Uuid::from_u128(u128::from(id.unsigned_abs())),
                     epoch: EPOCH as u64,

@@ -15,6 +15,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::listener::SecurityProtocol;
+
 /// How the Kafka listener authenticates clients.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct SecurityFlags {
@@ -26,8 +28,10 @@ pub struct SecurityFlags {
     /// PEM private key of `--tls-cert` (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "FJORD_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// PEM CA bundle: clients must present a certificate it signed (mutual TLS), and their
-    /// principal is `User:` and the certificate's subject (`User:CN=writer,O=Fjord`).
+    /// PEM CA bundle: clients of a TLS listener without SASL (Kafka's SSL) must present a
+    /// certificate it signed (mutual TLS), and their principal is `User:` and the
+    /// certificate's subject (`User:CN=writer,O=Fjord`). A SASL_SSL listener does not ask for
+    /// one: the login names the client.
     #[arg(long, env = "FJORD_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// SASL mechanisms clients log in with, comma-separated: `PLAIN`, `SCRAM-SHA-256`,
@@ -197,12 +201,25 @@ impl SecurityFlags {
         })
     }
 
-    /// The TLS files of the Kafka listener, when it speaks TLS.
-    pub fn tls_files(&self) -> Option<tls::TlsFiles> {
+    /// The first Kafka listener's protocol: TLS with `--tls-cert`, a login with
+    /// `--sasl-mechanisms`.
+    pub fn protocol(&self) -> SecurityProtocol {
+        SecurityProtocol::of(self.tls_cert.is_some(), !self.sasl_mechanisms.is_empty())
+    }
+
+    /// The TLS files of a Kafka listener of `protocol`, when it speaks TLS. Only an `SSL`
+    /// listener asks for client certificates: on a `SASL_SSL` one the login names the client.
+    pub fn tls_files(&self, protocol: SecurityProtocol) -> Option<tls::TlsFiles> {
+        if !protocol.tls() {
+            return None;
+        }
         Some(tls::TlsFiles {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
-            client_ca: self.tls_client_ca.clone(),
+            client_ca: self
+                .tls_client_ca
+                .clone()
+                .filter(|_| protocol == SecurityProtocol::Ssl),
         })
     }
 }
@@ -330,6 +347,8 @@ pub struct Session {
     /// The client's address (DescribeGroups shows it as a member's host; ACLs match its host).
     pub peer: SocketAddr,
     pub principal: Principal,
+    /// The `--listener` it came in on; `None` for the first listener.
+    pub listener: Option<Arc<str>>,
 }
 
 impl Session {
@@ -338,6 +357,7 @@ impl Session {
         Self {
             peer,
             principal: Principal::anonymous(),
+            listener: None,
         }
     }
 }

@@ -35,8 +35,8 @@ impl BrokerRequests {
         };
         match lock(auth).admit(api, Instant::now()) {
             Admission::Serve(principal) => Some(Session {
-                peer: self.session.peer,
                 principal,
+                ..self.session.clone()
             }),
             Admission::Close(reason) => {
                 if let Some(held_back) = self.refusals.admit() {

@@ -29,21 +29,35 @@ use crate::security::tls::{self, ServerTls};
 use crate::security::{LogLimit, Session};
 use pipeline::{Answer, ConnectionError, Limits, Reply, Requests, Start};
 
-/// Accepts connections until `shutdown`, then waits for open connections to finish. With `tls`,
-/// every connection speaks TLS (its handshake first, bounded by
-/// [`tls::HANDSHAKE_TIMEOUT`]); without, plaintext.
+/// How one Kafka listener serves its connections.
+#[derive(Debug)]
+pub struct Served {
+    /// The `--listener` name; `None` for the first listener.
+    pub name: Option<Arc<str>>,
+    /// With it, every connection speaks TLS (its handshake first, bounded by
+    /// [`tls::HANDSHAKE_TIMEOUT`]); without, plaintext.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Every connection logs in first, with the broker's SASL mechanisms.
+    pub sasl: bool,
+}
+
+/// Accepts connections until `shutdown`, then waits for open connections to finish.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
-    tls: Option<Arc<ServerTls>>,
+    served: Served,
     shutdown: CancellationToken,
 ) {
     let connections = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(broker.config().max_connections));
-    let sasl = broker.config().security.sasl_config().map(Arc::new);
+    let sasl = served
+        .sasl
+        .then(|| broker.config().security.sasl_config().map(Arc::new))
+        .flatten();
     let edge = Arc::new(Edge {
         broker,
-        tls,
+        name: served.name,
+        tls: served.tls,
         sasl,
         refusals: Arc::new(LogLimit::new(REFUSALS_LOGGED_PER_MINUTE)),
     });
@@ -100,6 +114,8 @@ const REFUSALS_LOGGED_PER_MINUTE: u32 = 20;
 /// What every connection of the listener shares.
 struct Edge {
     broker: Arc<Broker>,
+    /// The listener's name (`None`: the first), given to every session.
+    name: Option<Arc<str>>,
     tls: Option<Arc<ServerTls>>,
     /// With it, every connection logs in first.
     sasl: Option<Arc<SaslConfig>>,
@@ -117,9 +133,11 @@ impl Edge {
         let _open = self.broker.metrics().connection();
         let Some(tls) = &self.tls else {
             let (read, write) = stream.into_split();
-            return self
-                .requests(read, write, Session::anonymous(peer), shutdown)
-                .await;
+            let session = Session {
+                listener: self.name.clone(),
+                ..Session::anonymous(peer)
+            };
+            return self.requests(read, write, session, shutdown).await;
         };
         let handshake = tokio::time::timeout(tls::HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
         let accepted = tokio::select! {
@@ -145,8 +163,12 @@ impl Edge {
         let principal = tls::principal(stream.get_ref().1.peer_certificates());
         tracing::debug!(%peer, %principal, "TLS connection");
         let (read, write) = tokio::io::split(stream);
-        self.requests(read, write, Session { peer, principal }, shutdown)
-            .await
+        let session = Session {
+            peer,
+            principal,
+            listener: self.name.clone(),
+        };
+        self.requests(read, write, session, shutdown).await
     }
 
     /// Serves the requests of an established connection.

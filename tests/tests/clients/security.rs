@@ -828,6 +828,84 @@ fn acls_allow_a_user_exactly_what_they_grant() {
     assert!(denied("ALTER", "CLUSTER") >= 1);
 }
 
+/// A second listener for clients with certificates beside the SASL_SSL one
+/// (`--listener CLIENT_CERTS:SSL://...`): a client bootstrapping on either is told that
+/// listener's address of the broker, so confluent-kafka and kafka-python with a certificate
+/// stay on the certificate listener, named by their certificate (a super user here), while a
+/// SCRAM login on the first listener is not asked for a certificate. A client without one is
+/// refused on the certificate listener.
+#[test]
+fn a_certificate_listener_serves_beside_the_sasl_listener() {
+    let pki = Pki::new("Fjord test CA");
+    let data = tempfile::tempdir().unwrap();
+    let server = pki.server("broker");
+    let certificate_port = free_port();
+    let mut args = tls_args(&server, Some(&pki.ca));
+    args.extend(
+        [
+            "--sasl-mechanisms",
+            "SCRAM-SHA-512",
+            "--initial-scram-credentials",
+            &credentials_file(pki.dir.path(), "SCRAM-SHA-512 admin admin-secret\n"),
+            "--listener",
+            &format!("client_certs:SSL://127.0.0.1:{certificate_port}"),
+            "--authorizer",
+            "acl",
+            "--super-users",
+            "User:admin,User:CN=writer,O=Fjord",
+        ]
+        .map(str::to_owned),
+    );
+    let broker = secure_broker(data.path(), &args);
+    let sasl = broker.bootstrap();
+    let certificates = format!("127.0.0.1:{certificate_port}");
+    let writer = pki.client(
+        "writer",
+        &[
+            (rcgen::DnType::OrganizationName, "Fjord"),
+            (rcgen::DnType::CommonName, "writer"),
+        ],
+    );
+    let with_certificate = Connect::tls(&pki.ca).presenting(&writer);
+    let listed = secure_kcat(&certificates, with_certificate, &["-L"])
+        .unwrap_or_else(|e| panic!("kcat -L on the certificate listener: {e}"));
+    assert!(
+        listed.contains(&format!("at {certificates}")) && !listed.contains(&sasl),
+        "the certificate listener's metadata: {listed}"
+    );
+    for python_client in ["confluent-kafka", "kafka-python"] {
+        let out = secure_python(
+            python_client,
+            &certificates,
+            python_client,
+            with_certificate,
+        )
+        .unwrap_or_else(|e| panic!("{python_client} on the certificate listener: {e}"));
+        assert_eq!(out.trim(), "ok 0 1 2 3 4", "{python_client}");
+    }
+    let login = Connect::tls(&pki.ca).login("SCRAM-SHA-512", "admin", "admin-secret");
+    let listed = secure_kcat(&sasl, login, &["-L"])
+        .unwrap_or_else(|e| panic!("kcat -L on the SASL listener: {e}"));
+    assert!(
+        listed.contains(&format!("at {sasl}")) && !listed.contains(&certificates),
+        "the SASL listener's metadata: {listed}"
+    );
+    assert_kcat_reads_back(&sasl, login, "confluent-kafka");
+
+    let refused_before = refused_handshakes(&broker);
+    let anonymous = secure_python(
+        "confluent-kafka",
+        &certificates,
+        "anonymous",
+        Connect::tls(&pki.ca).doomed(),
+    );
+    assert!(
+        anonymous.is_err(),
+        "served without a certificate: {anonymous:?}"
+    );
+    assert!(refused_handshakes(&broker) > refused_before);
+}
+
 /// What the cluster listener at `address` answers an HTTP/2 client (a preface and an empty
 /// SETTINGS frame) that connects over TLS trusting `ca` and presenting `certificate`, or
 /// without TLS at all (`ca` `None`): the first bytes of the answer, or why there is none.
