@@ -252,6 +252,10 @@ fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sche
         "message": "listeners.tls is chosen when the Cluster is created: brokers with and without TLS between them cannot form one cluster during a rolling restart"
     },
     {
+        "rule": "!has(self.clientCertificates) || (has(self.tls) && has(self.authentication))",
+        "message": "listeners.clientCertificates needs listeners.tls and listeners.authentication"
+    },
+    {
         "rule": "has(self.authentication) == has(oldSelf.authentication)",
         "message": "listeners.authentication is chosen when the Cluster is created: the brokers take the operator's credential only when the cluster first forms"
     }
@@ -275,6 +279,26 @@ pub struct ListenersSpec {
     /// How clients log in. Absent: they do not (every client is `User:ANONYMOUS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<ListenerAuthentication>,
+    /// A second Kafka listener for clients that present a certificate (Users with
+    /// `authentication.type: tls`), signed by a clients CA the operator keeps in Secret
+    /// `<name>-clients-ca`; the certificate names the client. Needs `tls` and `authentication`
+    /// (the Kafka port stays the login port, which the operator itself uses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificates: Option<ClientCertificates>,
+}
+
+/// The listener for clients with certificates.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificates {
+    /// Its port, on every broker and the bootstrap Service.
+    #[serde(default = "default_client_certificates_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+fn default_client_certificates_port() -> i32 {
+    9094
 }
 
 fn default_kafka_port() -> i32 {
@@ -297,6 +321,7 @@ impl Default for ListenersSpec {
             admin_port: default_admin_port(),
             tls: None,
             authentication: None,
+            client_certificates: None,
         }
     }
 }
@@ -537,7 +562,11 @@ pub struct UserSpec {
 pub struct UserAuthentication {
     /// `scram-sha-512`: the operator generates a password into a Secret named after the User
     /// (`username`, `password`, `sasl.jaas.config`) and sets the credential on the cluster; the
-    /// principal is `User:<metadata.name>`. `serviceAccount`: no secret at all; pods running as
+    /// principal is `User:<metadata.name>`. `tls`: the operator issues a client certificate
+    /// for `CN=<metadata.name>` from the Cluster's clients CA into a Secret named after the
+    /// User (`tls.crt`, `tls.key`, and `ca.crt` to trust the brokers by); clients present it
+    /// on the Cluster's `listeners.clientCertificates` port, as `User:CN=<metadata.name>`.
+    /// `serviceAccount`: no secret at all; pods running as
     /// the ServiceAccount log in with its token (OAUTHBEARER), as
     /// `User:system:serviceaccount:<namespace>:<serviceAccount>`.
     #[serde(rename = "type")]
@@ -553,6 +582,8 @@ pub struct UserAuthentication {
 pub enum AuthenticationType {
     #[serde(rename = "scram-sha-512")]
     ScramSha512,
+    #[serde(rename = "tls")]
+    Tls,
     #[serde(rename = "serviceAccount")]
     ServiceAccount,
 }

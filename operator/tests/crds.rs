@@ -305,6 +305,20 @@ fn cel_rules_refuse_shrinking_partitions_and_changing_identities() {
         "TLS added later"
     );
     assert!(validate_cel_update(&tls, &tls).is_ok());
+    let mut certificates = tls.clone();
+    certificates.spec.listeners.client_certificates =
+        Some(fjord_operator::crd::ClientCertificates { port: 9094 });
+    assert!(
+        validate_cel(&certificates).is_err(),
+        "client certificates without logins"
+    );
+    certificates.spec.listeners.authentication =
+        Some(fjord_operator::crd::ListenerAuthentication {
+            kind: fjord_operator::crd::ListenerAuthenticationType::ScramSha512,
+        });
+    if let Err(error) = validate_cel(&certificates) {
+        panic!("{error:?}");
+    }
     let mut fewer = cluster.clone();
     fewer.spec.zones.remove(0);
     assert!(
@@ -321,7 +335,8 @@ fn cel_rules_check_a_users_authentication_and_resources() {
     };
     let scram = example("docs/examples/user.yaml");
     let account = example("docs/examples/user-service-account.yaml");
-    for user in [&scram, &account] {
+    let certificate = example("docs/examples/user-tls.yaml");
+    for user in [&scram, &account, &certificate] {
         if let Err(error) = validate_cel(user) {
             panic!("{error:?}");
         }

@@ -2815,6 +2815,154 @@ async fn users_of_a_secured_cluster_are_managed_over_tls_and_scram() {
     broker.shutdown().await;
 }
 
+/// A User with `authentication.type: tls` on a Cluster with `listeners.clientCertificates`:
+/// the operator issues its certificate from the clients CA into Secret `orders-app` (owned by
+/// the User, with the brokers' `ca.crt`) and sets its ACLs for `User:CN=orders-app`. A client
+/// presenting that certificate on the brokers' certificate listener is that principal: it may
+/// describe `orders`, not `payments`. A reconcile with the Secret in place issues nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_user_gets_a_certificate_the_brokers_take_and_its_acls() {
+    use base64::Engine;
+    use fjord_operator::cluster::certificates::new_ca;
+    use fjord_operator::kafka::AdminSecurity;
+    use fjord_operator::user::reconcile::{FINALIZER, reconcile_user};
+    let dir = tempfile::tempdir().unwrap();
+    let password = "operator-password".to_owned();
+    let (clients_ca, clients_key) = new_ca("Fjord clients CA streaming/events").unwrap();
+    let (broker, ca) = support::secured_broker_with(dir.path(), &password, Some(&clients_ca)).await;
+    let b64 = |value: &str| base64::engine::general_purpose::STANDARD.encode(value);
+    let decode = |value: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(value.as_str().unwrap())
+            .unwrap()
+    };
+    let timeout = std::time::Duration::from_secs(5);
+    let operator = AdminSecurity {
+        tls: Some(AdminSecurity::tls_config(ca.as_bytes(), None).unwrap()),
+        scram_sha_512: Some(("fjord-operator".to_owned(), password.clone())),
+    };
+    let bootstrap = broker.kafka_addr.to_string();
+    let mut admin = KafkaAdmin::connect_with(&bootstrap, timeout, operator)
+        .await
+        .unwrap();
+    for topic in ["orders", "payments"] {
+        admin
+            .create_topic(topic, 1, 1, &BTreeMap::new())
+            .await
+            .unwrap();
+    }
+
+    let mut cluster = serde_json::to_value(example_cluster()).unwrap();
+    cluster["apiVersion"] = "fjord.dev/v1alpha1".into();
+    cluster["kind"] = "Cluster".into();
+    cluster["spec"]["listeners"]["tls"] = json!({"secretName": "events-tls"});
+    cluster["spec"]["listeners"]["authentication"] = json!({"type": "scram-sha-512"});
+    cluster["spec"]["listeners"]["clientCertificates"] = json!({"port": 9094});
+    let secret = |name: &str, data: Value| {
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": "streaming"}, "data": data})
+    };
+    let fixed = [
+        secret("events-tls", json!({"ca.crt": b64(&ca)})),
+        secret(
+            "events-operator-credentials",
+            json!({"password": b64(&password)}),
+        ),
+        secret(
+            "events-clients-ca",
+            json!({"ca.crt": b64(&clients_ca), "ca.key": b64(&clients_key)}),
+        ),
+    ];
+    let issued: Arc<Mutex<Option<Value>>> = Arc::default();
+    let routes = {
+        let issued = Arc::clone(&issued);
+        let users = user_routes(None);
+        Box::new(move |call: &Call| {
+            let path = call.path();
+            if call.method == Method::GET && path.ends_with("/clusters/events") {
+                return (StatusCode::OK, cluster.clone());
+            }
+            if call.method == Method::GET {
+                let named = fixed.iter().find(|s| {
+                    path.ends_with(&format!(
+                        "/secrets/{}",
+                        s["metadata"]["name"].as_str().unwrap()
+                    ))
+                });
+                if let Some(found) = named {
+                    return (StatusCode::OK, found.clone());
+                }
+                let created = issued.lock().unwrap().clone();
+                if let (true, Some(created)) = (path.ends_with("/secrets/orders-app"), created) {
+                    return (StatusCode::OK, created);
+                }
+            }
+            let answer = users(call);
+            if call.method == Method::POST && path.ends_with("/secrets") {
+                *issued.lock().unwrap() = Some(answer.1.clone());
+            }
+            answer
+        }) as Route
+    };
+    let (client, calls) = api_server(routes);
+    let ctx = context_reaching(client, bootstrap.clone());
+    let mut tls_user = user(&[FINALIZER], false);
+    tls_user.spec.authentication = serde_json::from_value(json!({"type": "tls"})).unwrap();
+    reconcile_user(Arc::new(tls_user.clone()), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    let recorded = kube_calls(&calls);
+    let status = status_patch(&recorded);
+    assert_eq!(condition(&status, "Ready")["status"], "True", "{status}");
+    assert_eq!(status["principal"], "User:CN=orders-app");
+    assert_eq!(status["secret"], "orders-app");
+    assert_eq!(events(&calls), ["CertificateIssued", "AclsUpdated"]);
+    let created = issued.lock().unwrap().clone().expect("a Secret created");
+    assert_eq!(created["type"], "kubernetes.io/tls");
+    assert_eq!(created["metadata"]["ownerReferences"][0]["kind"], "User");
+    assert_eq!(decode(&created["data"]["ca.crt"]), ca.as_bytes());
+    let cert = decode(&created["data"]["tls.crt"]);
+    let key = decode(&created["data"]["tls.key"]);
+    let principals: Vec<String> = broker
+        .broker
+        .image()
+        .acls
+        .iter()
+        .map(|b| b.principal.clone())
+        .collect();
+    assert_eq!(principals, ["User:CN=orders-app"; 3]);
+
+    // The certificate on the brokers' certificate listener.
+    let certificates = broker.listener_addrs["CLIENT_CERTS"].to_string();
+    let presenting = AdminSecurity {
+        tls: Some(AdminSecurity::tls_config(ca.as_bytes(), Some((&cert, &key))).unwrap()),
+        scram_sha_512: None,
+    };
+    let mut as_user = KafkaAdmin::connect_with(&certificates, timeout, presenting)
+        .await
+        .unwrap();
+    let orders = as_user.describe_topic("orders").await.unwrap();
+    assert_eq!(orders.map(|t| t.partitions), Some(1));
+    let payments = as_user.describe_topic("payments").await.unwrap_err();
+    assert!(
+        payments.to_string().contains("TOPIC_AUTHORIZATION_FAILED"),
+        "{payments}"
+    );
+
+    // In place and current: nothing issued again.
+    calls.lock().unwrap().clear();
+    reconcile_user(Arc::new(tls_user), Arc::clone(&ctx))
+        .await
+        .unwrap();
+    let writes: Vec<String> = kube_calls(&calls)
+        .iter()
+        .filter(|c| c.path().contains("/secrets") && c.method != Method::GET)
+        .map(|c| format!("{} {}", c.method, c.path()))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    broker.shutdown().await;
+}
+
 /// A Cluster whose `listeners.tls` names no Secret: the operator makes a CA (Secret
 /// `events-ca`) and issues the brokers' certificate from it (Secret `events-tls`, for the
 /// bootstrap Service and every broker), before the StatefulSets that mount it. A later

@@ -203,16 +203,29 @@ pub fn build_headless_service(cluster: &ValidatedCluster) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(cluster)),
-            ports: Some(vec![
-                port("kafka", cluster.ports.kafka),
-                port("controller", cluster.ports.controller),
-                port("admin", cluster.ports.admin),
-            ]),
+            ports: Some(
+                vec![
+                    port("kafka", cluster.ports.kafka),
+                    port("controller", cluster.ports.controller),
+                    port("admin", cluster.ports.admin),
+                ]
+                .into_iter()
+                .chain(client_certificates_port(cluster))
+                .collect(),
+            ),
             ..ServiceSpec::default()
         }),
         ..Service::default()
     }
 }
+
+/// The Service port of the listener for clients with certificates, if the Cluster has one.
+fn client_certificates_port(cluster: &ValidatedCluster) -> Option<ServicePort> {
+    let number = cluster.security.client_certificates?;
+    Some(port(CLIENT_CERTIFICATES_PORT_NAME, number))
+}
+
+const CLIENT_CERTIFICATES_PORT_NAME: &str = "client-certs";
 
 /// The address clients bootstrap from: any ready broker.
 pub fn build_bootstrap_service(cluster: &ValidatedCluster) -> Service {
@@ -221,7 +234,11 @@ pub fn build_bootstrap_service(cluster: &ValidatedCluster) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector_labels(cluster)),
-            ports: Some(vec![port("kafka", cluster.ports.kafka)]),
+            ports: Some(
+                std::iter::once(port("kafka", cluster.ports.kafka))
+                    .chain(client_certificates_port(cluster))
+                    .collect(),
+            ),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -372,11 +389,21 @@ pub fn build_stateful_set(
             }),
             ..EnvFromSource::default()
         }]),
-        ports: Some(vec![
-            container_port("kafka", cluster.ports.kafka),
-            container_port("controller", cluster.ports.controller),
-            container_port("admin", cluster.ports.admin),
-        ]),
+        ports: Some(
+            [
+                container_port("kafka", cluster.ports.kafka),
+                container_port("controller", cluster.ports.controller),
+                container_port("admin", cluster.ports.admin),
+            ]
+            .into_iter()
+            .chain(
+                cluster
+                    .security
+                    .client_certificates
+                    .map(|number| container_port(CLIENT_CERTIFICATES_PORT_NAME, number)),
+            )
+            .collect(),
+        ),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         // Log recovery after an unclean stop can take a while: /livez answers as soon as the
         // admin listener is up, and a generous threshold keeps a slow disk from a restart loop.
@@ -540,6 +567,9 @@ pub fn build_operator_credentials(cluster: &ValidatedCluster, password: &str) ->
 /// credential.
 const TLS_DIR: &str = "/etc/fjord/tls";
 const CREDENTIALS_DIR: &str = "/etc/fjord/credentials";
+const CLIENTS_CA_DIR: &str = "/etc/fjord/clients-ca";
+/// The brokers' name of the listener for clients with certificates.
+const CLIENT_CERTIFICATES_LISTENER: &str = "CLIENT_CERTS";
 /// The key of the operator's credentials Secret the brokers read (`--initial-scram-credentials`).
 pub const INITIAL_CREDENTIALS_KEY: &str = "initial";
 
@@ -577,6 +607,36 @@ fn security(cluster: &ValidatedCluster) -> (Vec<EnvVar>, Vec<VolumeMount>, Vec<V
         ] {
             environment.push(env(name, format!("{TLS_DIR}/{file}")));
         }
+    }
+    if let Some(port) = security.client_certificates {
+        // The CA's certificate only: its key stays with the operator.
+        let items = vec![KeyToPath {
+            key: "ca.crt".into(),
+            path: "ca.crt".into(),
+            ..KeyToPath::default()
+        }];
+        volumes.push(secret_volume(
+            "clients-ca",
+            cluster.clients_ca_secret(),
+            Some(items),
+        ));
+        mounts.push(mount("clients-ca", CLIENTS_CA_DIR));
+        environment.push(env(
+            "FJORD_TLS_CLIENT_CA",
+            format!("{CLIENTS_CA_DIR}/ca.crt"),
+        ));
+        environment.push(env(
+            "FJORD_LISTENERS",
+            format!("{CLIENT_CERTIFICATES_LISTENER}:SSL://0.0.0.0:{port}"),
+        ));
+        environment.push(env(
+            "FJORD_ADVERTISE_LISTENERS",
+            format!(
+                "{CLIENT_CERTIFICATES_LISTENER}://$(POD_NAME).{}.{}.svc:{port}",
+                cluster.headless_service(),
+                cluster.namespace
+            ),
+        ));
     }
     if security.scram {
         let items = vec![KeyToPath {

@@ -34,7 +34,7 @@ pub fn broker_names(cluster: &ValidatedCluster) -> Vec<String> {
     ]
 }
 
-fn failed(name: &str, problem: impl std::fmt::Display) -> Error {
+pub fn failed(name: &str, problem: impl std::fmt::Display) -> Error {
     Error::Secret {
         name: name.to_owned(),
         problem: problem.to_string(),
@@ -48,15 +48,14 @@ fn validity(params: &mut rcgen::CertificateParams, days: i64) {
     params.not_after = now + time::Duration::days(days);
 }
 
-/// A new CA for `cluster`: certificate and key, PEM.
-pub fn new_ca(cluster: &ValidatedCluster) -> Result<(String, String), rcgen::Error> {
+/// A new CA named `common_name`: certificate and key, PEM.
+pub fn new_ca(common_name: &str) -> Result<(String, String), rcgen::Error> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-    params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        format!("Fjord CA {}/{}", cluster.namespace, cluster.name),
-    );
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
     params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::CrlSign,
@@ -64,6 +63,78 @@ pub fn new_ca(cluster: &ValidatedCluster) -> Result<(String, String), rcgen::Err
     validity(&mut params, CA_DAYS);
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A client certificate for the subject `CN=<common_name>` (the principal
+/// `User:CN=<common_name>`), signed by the CA `ca_cert`/`ca_key` (PEM): certificate and key, PEM.
+pub fn issue_client(
+    ca_cert: &str,
+    ca_key: &str,
+    common_name: &str,
+) -> Result<(String, String), rcgen::Error> {
+    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_cert, rcgen::KeyPair::from_pem(ca_key)?)?;
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    validity(&mut params, CERTIFICATE_DAYS);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The CA kept in Secret `name` (`ca.crt`, `ca.key`), made with `common_name` when the Secret
+/// does not exist: certificate and key, PEM.
+pub async fn ensure_ca(
+    secrets: &Api<Secret>,
+    name: &str,
+    common_name: &str,
+    metadata: impl Fn(&str) -> ObjectMeta,
+) -> Result<(String, String), Error> {
+    if let Some(secret) = secrets
+        .get_opt(name)
+        .await
+        .map_err(kube_error::<Secret>("getting", name))?
+    {
+        let read = |key| {
+            value(&secret, key)
+                .and_then(|v| String::from_utf8(v.to_vec()).ok())
+                .ok_or_else(|| failed(name, format!("it has no `{key}`")))
+        };
+        return Ok((read("ca.crt")?, read("ca.key")?));
+    }
+    let (cert, key) = new_ca(common_name).map_err(|e| failed(name, e))?;
+    let secret = Secret {
+        metadata: metadata(name),
+        data: Some(secret_data(&[("ca.crt", &cert), ("ca.key", &key)])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    };
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .map_err(kube_error::<Secret>("creating", name))?;
+    Ok((cert, key))
+}
+
+/// Makes sure the clients CA of `cluster` exists (Secret `<name>-clients-ca`), before the
+/// brokers that trust it start.
+pub async fn ensure_clients_ca(
+    context: &Context,
+    cluster: &ValidatedCluster,
+    metadata: impl Fn(&str) -> ObjectMeta,
+) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &cluster.namespace);
+    let common_name = format!("Fjord clients CA {}/{}", cluster.namespace, cluster.name);
+    ensure_ca(
+        &secrets,
+        &cluster.clients_ca_secret(),
+        &common_name,
+        metadata,
+    )
+    .await
+    .map(drop)
 }
 
 /// A certificate for `names`, for servers and clients alike (brokers are both to each other),
@@ -124,14 +195,14 @@ pub fn renewal_reason(cert: &[u8], names: &[String]) -> Option<String> {
     (named != wanted).then(|| "the certificate names other hosts".into())
 }
 
-fn secret_data(entries: &[(&str, &str)]) -> std::collections::BTreeMap<String, ByteString> {
+pub fn secret_data(entries: &[(&str, &str)]) -> std::collections::BTreeMap<String, ByteString> {
     entries
         .iter()
         .map(|(key, value)| ((*key).to_owned(), ByteString(value.as_bytes().to_vec())))
         .collect()
 }
 
-fn value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
+pub fn value<'a>(secret: &'a Secret, key: &str) -> Option<&'a [u8]> {
     secret
         .data
         .as_ref()?
@@ -148,35 +219,8 @@ pub async fn ensure_certificates(
     metadata: impl Fn(&str) -> ObjectMeta,
 ) -> Result<Option<String>, Error> {
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &cluster.namespace);
-    let ca_name = cluster.ca_secret();
-    let ca = match secrets
-        .get_opt(&ca_name)
-        .await
-        .map_err(kube_error::<Secret>("getting", &ca_name))?
-    {
-        Some(secret) => {
-            let read = |key| {
-                value(&secret, key)
-                    .and_then(|v| String::from_utf8(v.to_vec()).ok())
-                    .ok_or_else(|| failed(&ca_name, format!("it has no `{key}`")))
-            };
-            (read("ca.crt")?, read("ca.key")?)
-        }
-        None => {
-            let (cert, key) = new_ca(cluster).map_err(|e| failed(&ca_name, e))?;
-            let secret = Secret {
-                metadata: metadata(&ca_name),
-                data: Some(secret_data(&[("ca.crt", &cert), ("ca.key", &key)])),
-                type_: Some("Opaque".into()),
-                ..Secret::default()
-            };
-            secrets
-                .create(&PostParams::default(), &secret)
-                .await
-                .map_err(kube_error::<Secret>("creating", &ca_name))?;
-            (cert, key)
-        }
-    };
+    let common_name = format!("Fjord CA {}/{}", cluster.namespace, cluster.name);
+    let ca = ensure_ca(&secrets, &cluster.ca_secret(), &common_name, &metadata).await?;
 
     let name = cluster.tls_secret();
     let names = broker_names(cluster);
@@ -196,7 +240,7 @@ pub async fn ensure_certificates(
         },
     };
     let (cert, key) = issue(&ca.0, &ca.1, &names).map_err(|e| failed(&name, e))?;
-    let mut secret = Secret {
+    let secret = Secret {
         metadata: metadata(&name),
         data: Some(secret_data(&[
             ("tls.crt", &cert),
@@ -206,6 +250,18 @@ pub async fn ensure_certificates(
         type_: Some("kubernetes.io/tls".into()),
         ..Secret::default()
     };
+    write_secret(&secrets, existing, secret).await?;
+    Ok(Some(format!("issued the brokers' certificate ({reason})")))
+}
+
+/// Creates `secret`, or replaces `existing` with it as it was read: a concurrent change fails
+/// and is retried.
+pub async fn write_secret(
+    secrets: &Api<Secret>,
+    existing: Option<Secret>,
+    mut secret: Secret,
+) -> Result<(), Error> {
+    let name = secret.metadata.name.clone().unwrap_or_default();
     match existing {
         None => {
             secrets
@@ -214,7 +270,6 @@ pub async fn ensure_certificates(
                 .map_err(kube_error::<Secret>("creating", &name))?;
         }
         Some(old) => {
-            // Replaced as read: a concurrent change fails and is retried.
             secret.metadata.resource_version = old.metadata.resource_version;
             secrets
                 .replace(&name, &PostParams::default(), &secret)
@@ -222,7 +277,7 @@ pub async fn ensure_certificates(
                 .map_err(kube_error::<Secret>("replacing", &name))?;
         }
     }
-    Ok(Some(format!("issued the brokers' certificate ({reason})")))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -248,7 +303,7 @@ mod tests {
                 "*.events-brokers.streaming.svc.cluster.local",
             ]
         );
-        let (ca_cert, ca_key) = new_ca(&cluster).unwrap();
+        let (ca_cert, ca_key) = new_ca("Fjord CA streaming/events").unwrap();
         let (cert, key) = issue(&ca_cert, &ca_key, &names).unwrap();
         assert!(key.contains("PRIVATE KEY"));
         assert_eq!(renewal_reason(cert.as_bytes(), &names), None);

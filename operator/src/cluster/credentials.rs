@@ -56,11 +56,7 @@ pub async fn admin_security(context: &Context, cluster: &Cluster) -> Result<Admi
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     let mut security = AdminSecurity::default();
     let listeners = &cluster.spec.listeners;
-    if let Some(tls) = &listeners.tls {
-        let name = tls
-            .secret_name
-            .clone()
-            .unwrap_or_else(|| super::validate::issued_tls_secret(&cluster.name_any()));
+    if let Some(name) = listener_tls_secret(cluster) {
         let ca = secret_value(&secrets, &name, "ca.crt").await?;
         let config = AdminSecurity::tls_config(&ca, None)
             .map_err(|problem| Error::Secret { name, problem })?;
@@ -78,8 +74,18 @@ pub async fn admin_security(context: &Context, cluster: &Cluster) -> Result<Admi
     Ok(security)
 }
 
-/// The bytes of `key` in Secret `name`.
-async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Result<Vec<u8>, Error> {
+/// The Secret with the brokers' certificate and its `ca.crt`, when `cluster` speaks TLS.
+pub fn listener_tls_secret(cluster: &Cluster) -> Option<String> {
+    let tls = cluster.spec.listeners.tls.as_ref()?;
+    Some(
+        tls.secret_name
+            .clone()
+            .unwrap_or_else(|| super::validate::issued_tls_secret(&cluster.name_any())),
+    )
+}
+
+/// The bytes of `key` in Secret `name`; a missing Secret or key is a retry.
+pub async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Result<Vec<u8>, Error> {
     let secret = secrets
         .get_opt(name)
         .await

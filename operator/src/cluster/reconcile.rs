@@ -397,6 +397,12 @@ async fn reconcile_children(
         // Before any broker starts: the first ones seed the cluster with it.
         crate::cluster::credentials::ensure_operator_credentials(context, validated).await?;
     }
+    if validated.security.client_certificates.is_some() {
+        crate::cluster::certificates::ensure_clients_ca(context, validated, |name| {
+            crate::cluster::build::metadata(validated, name)
+        })
+        .await?;
+    }
     if validated.security.tls_issued {
         let issued =
             crate::cluster::certificates::ensure_certificates(context, validated, |name| {

@@ -199,6 +199,8 @@ pub enum SpecError {
     },
     #[error("listener ports must differ, {0} is used twice")]
     PortClash(i32),
+    #[error("listeners.clientCertificates needs listeners.tls and listeners.authentication")]
+    ClientCertificatesWithoutTls,
 }
 
 /// A Cluster the builders can turn into objects.
@@ -235,6 +237,8 @@ pub struct ClusterSecurity {
     pub scram: bool,
     /// ACL authorisation, with these super users besides the operator.
     pub acl: Option<Vec<String>>,
+    /// The port of the listener for clients with certificates, when there is one.
+    pub client_certificates: Option<i32>,
 }
 
 /// The SCRAM user the operator logs in as, on a Cluster whose clients log in.
@@ -257,7 +261,13 @@ fn security(name: &str, spec: &crate::crd::ClusterSpec) -> Result<ClusterSecurit
         tls_issued: tls.is_some_and(|t| t.secret_name.is_none()),
         scram,
         acl,
+        client_certificates: spec.listeners.client_certificates.as_ref().map(|c| c.port),
     })
+}
+
+/// The Secret the operator keeps a Cluster's clients CA in.
+pub fn clients_ca_secret(cluster: &str) -> String {
+    format!("{cluster}-clients-ca")
 }
 
 /// The Secret the operator issues a Cluster's brokers' certificate into.
@@ -314,6 +324,11 @@ impl ValidatedCluster {
     /// The Secret the operator keeps the Cluster's CA in (certificate and key).
     pub fn ca_secret(&self) -> String {
         format!("{}-ca", self.name)
+    }
+
+    /// The Secret the operator keeps the CA of client certificates in (certificate and key).
+    pub fn clients_ca_secret(&self) -> String {
+        clients_ca_secret(&self.name)
     }
 
     /// The Secret the operator issues the brokers' certificate into.
@@ -459,6 +474,14 @@ pub fn validate_cluster_with(
     }
     if ports.controller == ports.admin {
         return Err(SpecError::PortClash(ports.controller));
+    }
+    if let Some(port) = listeners.client_certificates.as_ref().map(|c| c.port) {
+        if [ports.kafka, ports.controller, ports.admin].contains(&port) {
+            return Err(SpecError::PortClash(port));
+        }
+        if listeners.tls.is_none() || listeners.authentication.is_none() {
+            return Err(SpecError::ClientCertificatesWithoutTls);
+        }
     }
 
     // Quantities are checked before anything is applied: the API server refuses a StatefulSet
@@ -678,6 +701,7 @@ pub(crate) mod tests {
                 tls_issued: false,
                 scram: true,
                 acl: Some(vec!["User:ops".into()]),
+                client_certificates: None,
             }
         );
         assert_eq!(
@@ -919,6 +943,30 @@ pub(crate) mod tests {
         assert_eq!(
             validate_cluster(&clash, "img"),
             Err(SpecError::PortClash(9092))
+        );
+        let mut certificates = cluster(&[], None);
+        certificates.spec.listeners.client_certificates =
+            Some(crate::crd::ClientCertificates { port: 9094 });
+        assert_eq!(
+            validate_cluster(&certificates, "img"),
+            Err(SpecError::ClientCertificatesWithoutTls)
+        );
+        certificates.spec.listeners.tls = Some(crate::crd::ListenerTls::default());
+        certificates.spec.listeners.authentication = Some(crate::crd::ListenerAuthentication {
+            kind: crate::crd::ListenerAuthenticationType::ScramSha512,
+        });
+        assert_eq!(
+            validate_cluster(&certificates, "img")
+                .unwrap()
+                .security
+                .client_certificates,
+            Some(9094)
+        );
+        certificates.spec.listeners.client_certificates =
+            Some(crate::crd::ClientCertificates { port: 9093 });
+        assert_eq!(
+            validate_cluster(&certificates, "img"),
+            Err(SpecError::PortClash(9093))
         );
     }
 }

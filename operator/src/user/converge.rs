@@ -18,6 +18,8 @@ const CLUSTER_RESOURCE: &str = "kafka-cluster";
 pub fn principal(user: &User) -> String {
     match user.spec.authentication.kind {
         AuthenticationType::ScramSha512 => format!("User:{}", user.name_any()),
+        // The subject of the certificate the operator issues, as the brokers name it.
+        AuthenticationType::Tls => format!("User:CN={}", user.name_any()),
         AuthenticationType::ServiceAccount => format!(
             "User:system:serviceaccount:{}:{}",
             user.namespace().unwrap_or_default(),

@@ -20,6 +20,7 @@ use crate::cluster::build::MANAGER;
 use crate::conditions::{READY, condition, with_transitions};
 use crate::controller::{Context, Error, connect_admin, kube_error, patch_params, set_finalizer};
 use crate::crd::{AuthenticationType, Cluster, User, UserStatus};
+use crate::user::certificate::Outcome;
 use crate::user::converge::{Credential, converge_user, desired_acls, principal, remove_user};
 
 /// Present on a User while its deletion must remove it from the cluster.
@@ -71,6 +72,36 @@ async fn reconcile(user: &User, context: &Context) -> Result<Action, Error> {
 
     let (credential, secret) = match user.spec.authentication.kind {
         AuthenticationType::ServiceAccount => (Credential::None, None),
+        AuthenticationType::Tls => {
+            match crate::user::certificate::ensure_certificate(user, &cluster, context).await? {
+                Outcome::Current => {}
+                Outcome::Issued(reason) => {
+                    let note = format!(
+                        "issued the client certificate of {principal} into Secret '{}' ({reason})",
+                        user.name_any()
+                    );
+                    context
+                        .event(user, false, "CertificateIssued", "Update", note)
+                        .await;
+                }
+                Outcome::Refused(message) => {
+                    write_status(
+                        &users,
+                        user,
+                        &principal,
+                        None,
+                        "NoClientCertificate",
+                        &message,
+                    )
+                    .await?;
+                    context
+                        .event(user, true, "NoClientCertificate", "Validate", message)
+                        .await;
+                    return Ok(Action::await_change());
+                }
+            }
+            (Credential::None, None)
+        }
         AuthenticationType::ScramSha512 => match scram_secret(user, context, &namespace).await? {
             Ok((password, version)) => {
                 let reset = user
@@ -213,31 +244,37 @@ pub fn user_secret(user: &User, password: &str) -> Secret {
     .map(|(key, value)| (key.to_owned(), ByteString(value.into_bytes())))
     .collect();
     Secret {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: user.namespace(),
-            labels: Some(
-                [
-                    ("app.kubernetes.io/managed-by", MANAGER),
-                    ("fjord.dev/cluster", user.spec.cluster.as_str()),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            ),
-            owner_references: Some(vec![OwnerReference {
-                api_version: User::api_version(&()).into_owned(),
-                kind: User::kind(&()).into_owned(),
-                name: user.name_any(),
-                uid: user.uid().unwrap_or_default(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..ObjectMeta::default()
-        },
+        metadata: user_secret_metadata(user),
         data: Some(data),
         type_: Some("Opaque".to_owned()),
         ..Secret::default()
+    }
+}
+
+/// The metadata of a User's Secret: its name, labels, and the User as owner (the Secret goes
+/// with it).
+pub fn user_secret_metadata(user: &User) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(user.name_any()),
+        namespace: user.namespace(),
+        labels: Some(
+            [
+                ("app.kubernetes.io/managed-by", MANAGER),
+                ("fjord.dev/cluster", user.spec.cluster.as_str()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        ),
+        owner_references: Some(vec![OwnerReference {
+            api_version: User::api_version(&()).into_owned(),
+            kind: User::kind(&()).into_owned(),
+            name: user.name_any(),
+            uid: user.uid().unwrap_or_default(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]),
+        ..ObjectMeta::default()
     }
 }
 
@@ -317,7 +354,7 @@ async fn write_status(
 ) -> Result<(), Error> {
     let previous = user.status.clone().unwrap_or_default();
     let generation = user.meta().generation;
-    let scram = user.spec.authentication.kind == AuthenticationType::ScramSha512;
+    let with_secret = user.spec.authentication.kind != AuthenticationType::ServiceAccount;
     let status = UserStatus {
         observed_generation: generation,
         conditions: with_transitions(
@@ -332,7 +369,7 @@ async fn write_status(
             Timestamp::now(),
         ),
         principal: Some(principal.to_owned()),
-        secret: scram.then(|| user.name_any()),
+        secret: with_secret.then(|| user.name_any()),
         acls: synced.map_or(previous.acls, |s| {
             Some(i32::try_from(s.acls).unwrap_or(i32::MAX))
         }),

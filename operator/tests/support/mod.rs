@@ -22,6 +22,17 @@ pub(crate) async fn secured_broker(
     dir: &std::path::Path,
     password: &str,
 ) -> (fjord_broker::RunningBroker, String) {
+    secured_broker_with(dir, password, None).await
+}
+
+/// [`secured_broker`] with, given the PEM of a clients CA, a second listener `CLIENT_CERTS`
+/// (TLS, client certificates that CA signed), as a Cluster's `listeners.clientCertificates`.
+#[allow(dead_code)]
+pub(crate) async fn secured_broker_with(
+    dir: &std::path::Path,
+    password: &str,
+    clients_ca: Option<&str>,
+) -> (fjord_broker::RunningBroker, String) {
     let (ca, cert, key) = loopback_certificate();
     let write = |name: &str, content: String| {
         let path = dir.join(name);
@@ -40,6 +51,10 @@ pub(crate) async fn secured_broker(
     ));
     config.security.authorizer = Some(fjord_broker::security::AuthorizerKind::Acl);
     config.security.super_users = vec!["User:fjord-operator".to_owned()];
+    if let Some(clients_ca) = clients_ca {
+        config.security.tls_client_ca = Some(write("clients-ca.crt", clients_ca.to_owned()));
+        config.listeners = vec!["CLIENT_CERTS:SSL://127.0.0.1:0".parse().unwrap()];
+    }
     let broker = fjord_broker::start(config, tokio_util::sync::CancellationToken::new())
         .await
         .unwrap();
