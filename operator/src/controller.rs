@@ -229,6 +229,8 @@ pub enum Error {
     },
     #[error("Secret '{name}': {problem}")]
     Secret { name: String, problem: String },
+    #[error("reading the API server's service-account issuer ({path}): {problem}")]
+    Discovery { path: &'static str, problem: String },
     #[error("converging user {user}")]
     User {
         /// The principal.
@@ -254,6 +256,8 @@ impl Error {
             // Made by the operator (or cert-manager) soon, or fixed by a person: checked again
             // with backoff either way.
             Self::Secret { .. } => true,
+            // The API server's endpoint, or the operator's permission to read it.
+            Self::Discovery { .. } => true,
         }
     }
 
@@ -271,6 +275,7 @@ impl Error {
             Self::Topic { source, .. } => source.reason(),
             Self::User { source, .. } => source.reason(),
             Self::Secret { .. } => "SecretNotReady",
+            Self::Discovery { .. } => "IssuerDiscoveryFailed",
         }
     }
 }

@@ -162,6 +162,26 @@ pub struct ListenerAuthentication {
     /// SASL_PLAINTEXT without); their credentials come from `User` resources.
     #[serde(rename = "type")]
     pub kind: ListenerAuthenticationType,
+    /// Clients may also log in with a Kubernetes service-account token (OAUTHBEARER) minted
+    /// for `audience`: Users of `authentication.type: serviceAccount`. The operator publishes
+    /// the API server's token-signing keys to the brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_accounts: Option<ServiceAccountLogins>,
+}
+
+/// Logins with service-account tokens.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountLogins {
+    /// The audience a token must be minted for (a projected token's `audience`), so a token
+    /// for another purpose is refused.
+    #[serde(default = "default_audience")]
+    #[schemars(length(min = 1, max = 253))]
+    pub audience: String,
+}
+
+fn default_audience() -> String {
+    "fjord".to_owned()
 }
 
 /// See [`ListenerAuthentication::kind`].

@@ -82,10 +82,22 @@ pub const RULES: &[Rule] = &[
 /// in it (in namespaced mode, the operator's own) before it reaches the Topics; a finalizer that
 /// needed those Roles to go would hold the namespace in Terminating forever. Reading a namespace
 /// tells that it is terminating; patching a Topic releases the finalizer.
+///
+/// With them, the API server's service-account issuer (its OpenID discovery document and
+/// token-signing keys), which the operator publishes to Clusters whose clients log in with
+/// service-account tokens: non-resource URLs, granted only cluster-wide. (Kubernetes grants
+/// every service account these through `system:service-account-issuer-discovery` by default;
+/// the chart does not rely on that.)
 pub const FINALIZER_RULES: &[Rule] = &[
     rule("", &["namespaces"], &["get"]),
     rule("fjord.dev", &["topics", "users"], &["patch"]),
+    rule("", ISSUER_DISCOVERY_URLS, &["get"]),
 ];
+
+/// The API server's service-account issuer endpoints. In a [`Rule`], resources that start
+/// with `/` are non-resource URLs (`nonResourceURLs` in RBAC).
+pub const ISSUER_DISCOVERY_URLS: &[&str] =
+    &["/.well-known/openid-configuration", "/openid/v1/jwks"];
 
 /// Rules in the operator's own namespace (a Role): the leader Lease.
 pub const LEADER_ELECTION_RULES: &[Rule] = &[rule(
@@ -95,12 +107,15 @@ pub const LEADER_ELECTION_RULES: &[Rule] = &[rule(
 )];
 
 /// The (group, resource, verb) a request needs, from its method, path and query, the way the
-/// API server's authorizer sees it; `None` for a path that is not a resource request.
+/// API server's authorizer sees it (a non-resource URL read: `("", path, "get")`); `None` for
+/// a request no rule grants.
 pub fn required(method: &str, path: &str, query: &str) -> Option<(String, String, String)> {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (group, rest) = match parts.as_slice() {
         ["api", "v1", rest @ ..] => ("", rest),
         ["apis", group, _version, rest @ ..] => (*group, rest),
+        // A non-resource URL: the path itself, read with `get`.
+        _ if method == "GET" => return Some((String::new(), path.to_owned(), "get".to_owned())),
         _ => return None,
     };
     let rest = match rest {
@@ -198,6 +213,14 @@ mod tests {
         assert!(allows(RULES, "", "pods/proxy", "create"));
         assert!(!allows(RULES, "", "pods", "get"));
         assert!(!allows(RULES, "", "secrets", "list"));
+        // Non-resource URLs: the issuer's, granted cluster-wide only.
+        assert_eq!(
+            req("GET", "/openid/v1/jwks", ""),
+            t("", "/openid/v1/jwks", "get")
+        );
+        assert!(allows(FINALIZER_RULES, "", "/openid/v1/jwks", "get"));
+        assert!(!allows(RULES, "", "/openid/v1/jwks", "get"));
+        assert!(!allows(FINALIZER_RULES, "", "/version", "get"));
         assert!(allows(
             LEADER_ELECTION_RULES,
             "coordination.k8s.io",

@@ -15,7 +15,13 @@ use serde_json::{Value, json};
 fn as_json(rules: &[Rule]) -> Vec<Value> {
     rules
         .iter()
-        .map(|r| json!({"apiGroups": [r.group], "resources": r.resources, "verbs": r.verbs}))
+        .map(|r| {
+            if r.resources.iter().all(|resource| resource.starts_with('/')) {
+                json!({"nonResourceURLs": r.resources, "verbs": r.verbs})
+            } else {
+                json!({"apiGroups": [r.group], "resources": r.resources, "verbs": r.verbs})
+            }
+        })
         .collect()
 }
 

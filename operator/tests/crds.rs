@@ -291,6 +291,7 @@ fn cel_rules_refuse_shrinking_partitions_and_changing_identities() {
     let mut secured = cluster.clone();
     secured.spec.listeners.authentication = Some(fjord_operator::crd::ListenerAuthentication {
         kind: fjord_operator::crd::ListenerAuthenticationType::ScramSha512,
+        service_accounts: None,
     });
     let error = validate_cel_update(&secured, &cluster).unwrap_err();
     assert!(
@@ -315,6 +316,7 @@ fn cel_rules_refuse_shrinking_partitions_and_changing_identities() {
     certificates.spec.listeners.authentication =
         Some(fjord_operator::crd::ListenerAuthentication {
             kind: fjord_operator::crd::ListenerAuthenticationType::ScramSha512,
+            service_accounts: None,
         });
     if let Err(error) = validate_cel(&certificates) {
         panic!("{error:?}");

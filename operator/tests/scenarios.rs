@@ -2735,6 +2735,99 @@ async fn a_secured_cluster_gets_the_operators_credentials_before_its_brokers() {
     );
 }
 
+/// A Cluster whose clients may also log in with service-account tokens: before its brokers, the
+/// operator reads the API server's issuer and token-signing keys and applies them as ConfigMap
+/// `events-service-account-keys`; the StatefulSets offer OAUTHBEARER beside SCRAM-SHA-512, read
+/// the key set from that ConfigMap and the issuer through it, and expect the audience. A token
+/// the API server signed (a key set and token made with another implementation) passes the
+/// brokers' check against what the ConfigMap holds. Without the operator's access to the
+/// issuer, no StatefulSet is applied and the reconcile is retried.
+#[tokio::test]
+async fn service_account_logins_get_the_api_servers_keys_before_the_brokers() {
+    use fjord_broker::security::oauth::{Expectations, Jwks, validate};
+    const JWKS: &str = include_str!("../../broker/src/security/testdata/rs256.jwks.json");
+    const TOKEN: &str = include_str!("../../broker/src/security/testdata/rs256.token");
+    const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+    let mut cluster = example_cluster();
+    cluster.spec.listeners = serde_json::from_value(json!({
+        "tls": {"secretName": "events-tls"},
+        "authentication": {"type": "scram-sha-512", "serviceAccounts": {"audience": "fjord"}},
+    }))
+    .unwrap();
+    let routes = || -> Route {
+        Box::new(|call: &Call| match call.path() {
+            "/.well-known/openid-configuration" => (
+                StatusCode::OK,
+                json!({"issuer": ISSUER, "jwks_uri": format!("{ISSUER}/openid/v1/jwks")}),
+            ),
+            "/openid/v1/jwks" => (StatusCode::OK, serde_json::from_str(JWKS).unwrap()),
+            _ => cluster_routes("rev-1", current_stateful_sets(), Vec::new(), healthy)(call),
+        })
+    };
+    let (client, calls) = api_server(routes());
+    let _ = reconcile_cluster(Arc::new(cluster.clone()), context(client)).await;
+    let calls = kube_calls(&calls);
+    let keys = calls
+        .iter()
+        .position(|c| {
+            c.method == Method::PATCH && c.path().ends_with("/events-service-account-keys")
+        })
+        .expect("the keys ConfigMap applied");
+    let first_stateful_set = calls
+        .iter()
+        .position(|c| c.method == Method::PATCH && c.body["kind"] == "StatefulSet")
+        .expect("StatefulSets applied");
+    assert!(keys < first_stateful_set, "the keys before the brokers");
+    let data = &calls[keys].body["data"];
+    assert_eq!(data["issuer"], ISSUER);
+    let published = Jwks::parse(data["jwks.json"].as_str().unwrap().as_bytes()).unwrap();
+    let expected = Expectations {
+        issuer: data["issuer"].as_str().unwrap().to_owned(),
+        audience: "fjord".to_owned(),
+    };
+    let validated = validate(TOKEN.trim(), &published, &expected, 1_796_000_060).unwrap();
+    assert_eq!(validated.subject, "system:serviceaccount:payments:writer");
+
+    let template = &calls[first_stateful_set].body["spec"]["template"]["spec"];
+    let env = template["containers"][0]["env"].as_array().unwrap();
+    let named = |name: &str| env.iter().find(|e| e["name"] == name).cloned().unwrap();
+    assert_eq!(
+        named("FJORD_SASL_MECHANISMS")["value"],
+        "SCRAM-SHA-512,OAUTHBEARER"
+    );
+    assert_eq!(
+        named("FJORD_OAUTH_JWKS_FILE")["value"],
+        "/etc/fjord/service-account-keys/jwks.json"
+    );
+    assert_eq!(named("FJORD_OAUTH_AUDIENCE")["value"], "fjord");
+    assert_eq!(
+        named("FJORD_OAUTH_ISSUER")["valueFrom"]["configMapKeyRef"],
+        json!({"name": "events-service-account-keys", "key": "issuer"})
+    );
+    let volume = template["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "service-account-keys")
+        .unwrap();
+    assert_eq!(volume["configMap"]["name"], "events-service-account-keys");
+
+    // The issuer's URLs not granted (the namespaced Role alone): nothing applied, a retry.
+    let (client, calls) =
+        api_server_granting(&[rbac::RULES, rbac::LEADER_ELECTION_RULES], routes());
+    let error = reconcile_cluster(Arc::new(cluster), context(client))
+        .await
+        .unwrap_err();
+    assert_eq!(error.metric_label(), "IssuerDiscoveryFailed", "{error}");
+    assert!(error.is_transient());
+    assert!(
+        kube_calls(&calls)
+            .iter()
+            .all(|c| c.body["kind"] != "StatefulSet"),
+        "no broker applied without the keys"
+    );
+}
+
 /// On a secured Cluster the User controller reaches the brokers as the operator does: over TLS
 /// trusting the listener Secret's CA, logged in with its own credential from its credentials
 /// Secret. A User's credential and ACLs are set there; without the credentials Secret, nothing

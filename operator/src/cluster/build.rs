@@ -10,13 +10,13 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, KeyToPath,
-    NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectFieldSelector,
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
-    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMap, ConfigMapEnvSource, ConfigMapKeySelector,
+    ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement,
+    NodeSelectorTerm, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile, Secret,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -160,6 +160,29 @@ pub fn build_service_account(cluster: &ValidatedCluster) -> ServiceAccount {
 }
 
 /// The broker settings from `spec.config`, as the environment the brokers load with `envFrom`.
+/// The ConfigMap the brokers read the API server's service-account `issuer` and token-signing
+/// keys (`jwks.json`) from, to take OAUTHBEARER logins with service-account tokens.
+pub fn build_service_account_keys(
+    cluster: &ValidatedCluster,
+    issuer: &str,
+    jwks: &str,
+) -> ConfigMap {
+    ConfigMap {
+        metadata: metadata(cluster, &cluster.service_account_keys()),
+        data: Some(
+            [(ISSUER_KEY, issuer), (JWKS_KEY, jwks)]
+                .into_iter()
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .collect(),
+        ),
+        ..ConfigMap::default()
+    }
+}
+
+/// The keys of [`build_service_account_keys`].
+pub const ISSUER_KEY: &str = "issuer";
+pub const JWKS_KEY: &str = "jwks.json";
+
 pub fn build_config_map(cluster: &ValidatedCluster) -> ConfigMap {
     ConfigMap {
         metadata: metadata(cluster, &cluster.config_map()),
@@ -568,6 +591,7 @@ pub fn build_operator_credentials(cluster: &ValidatedCluster, password: &str) ->
 const TLS_DIR: &str = "/etc/fjord/tls";
 const CREDENTIALS_DIR: &str = "/etc/fjord/credentials";
 const CLIENTS_CA_DIR: &str = "/etc/fjord/clients-ca";
+const SERVICE_ACCOUNT_KEYS_DIR: &str = "/etc/fjord/service-account-keys";
 /// The brokers' name of the listener for clients with certificates.
 const CLIENT_CERTIFICATES_LISTENER: &str = "CLIENT_CERTS";
 /// The key of the operator's credentials Secret the brokers read (`--initial-scram-credentials`).
@@ -650,11 +674,50 @@ fn security(cluster: &ValidatedCluster) -> (Vec<EnvVar>, Vec<VolumeMount>, Vec<V
             Some(items),
         ));
         mounts.push(mount("operator-credentials", CREDENTIALS_DIR));
-        environment.push(env("FJORD_SASL_MECHANISMS", "SCRAM-SHA-512"));
+        let mechanisms = if security.service_account_audience.is_some() {
+            "SCRAM-SHA-512,OAUTHBEARER"
+        } else {
+            "SCRAM-SHA-512"
+        };
+        environment.push(env("FJORD_SASL_MECHANISMS", mechanisms));
         environment.push(env(
             "FJORD_INITIAL_SCRAM_CREDENTIALS",
             format!("{CREDENTIALS_DIR}/{INITIAL_CREDENTIALS_KEY}"),
         ));
+    }
+    if let Some(audience) = &security.service_account_audience {
+        let keys = cluster.service_account_keys();
+        volumes.push(Volume {
+            name: "service-account-keys".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: keys.clone(),
+                items: Some(vec![KeyToPath {
+                    key: JWKS_KEY.into(),
+                    path: JWKS_KEY.into(),
+                    ..KeyToPath::default()
+                }]),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("service-account-keys", SERVICE_ACCOUNT_KEYS_DIR));
+        environment.push(env(
+            "FJORD_OAUTH_JWKS_FILE",
+            format!("{SERVICE_ACCOUNT_KEYS_DIR}/{JWKS_KEY}"),
+        ));
+        environment.push(EnvVar {
+            name: "FJORD_OAUTH_ISSUER".into(),
+            value_from: Some(EnvVarSource {
+                config_map_key_ref: Some(ConfigMapKeySelector {
+                    name: keys,
+                    key: ISSUER_KEY.into(),
+                    ..ConfigMapKeySelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+        environment.push(env("FJORD_OAUTH_AUDIENCE", audience.clone()));
     }
     if let Some(super_users) = &security.acl {
         environment.push(env("FJORD_AUTHORIZER", "acl"));

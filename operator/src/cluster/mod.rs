@@ -13,4 +13,5 @@ pub mod credentials;
 pub mod reconcile;
 pub mod rollout;
 pub mod scale;
+pub mod service_accounts;
 pub mod validate;

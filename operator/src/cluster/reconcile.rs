@@ -397,6 +397,13 @@ async fn reconcile_children(
         // Before any broker starts: the first ones seed the cluster with it.
         crate::cluster::credentials::ensure_operator_credentials(context, validated).await?;
     }
+    if validated.security.service_account_audience.is_some() {
+        // Before the brokers that mount it start; read again at every reconcile, for keys the
+        // API server rotates.
+        let (issuer, jwks) = crate::cluster::service_accounts::discover(client).await?;
+        let keys = crate::cluster::build::build_service_account_keys(validated, &issuer, &jwks);
+        apply(client, namespace, &keys).await?;
+    }
     if validated.security.client_certificates.is_some() {
         crate::cluster::certificates::ensure_clients_ca(context, validated, |name| {
             crate::cluster::build::metadata(validated, name)

@@ -239,6 +239,8 @@ pub struct ClusterSecurity {
     pub acl: Option<Vec<String>>,
     /// The port of the listener for clients with certificates, when there is one.
     pub client_certificates: Option<i32>,
+    /// The audience of service-account tokens clients may also log in with (OAUTHBEARER).
+    pub service_account_audience: Option<String>,
 }
 
 /// The SCRAM user the operator logs in as, on a Cluster whose clients log in.
@@ -262,6 +264,12 @@ fn security(name: &str, spec: &crate::crd::ClusterSpec) -> Result<ClusterSecurit
         scram,
         acl,
         client_certificates: spec.listeners.client_certificates.as_ref().map(|c| c.port),
+        service_account_audience: spec
+            .listeners
+            .authentication
+            .as_ref()
+            .and_then(|a| a.service_accounts.as_ref())
+            .map(|s| s.audience.clone()),
     })
 }
 
@@ -329,6 +337,12 @@ impl ValidatedCluster {
     /// The Secret the operator keeps the CA of client certificates in (certificate and key).
     pub fn clients_ca_secret(&self) -> String {
         clients_ca_secret(&self.name)
+    }
+
+    /// The ConfigMap the operator publishes the API server's service-account issuer and
+    /// token-signing keys in, for the brokers.
+    pub fn service_account_keys(&self) -> String {
+        format!("{}-service-account-keys", self.name)
     }
 
     /// The Secret the operator issues the brokers' certificate into.
@@ -689,6 +703,7 @@ pub(crate) mod tests {
         ));
         secured.spec.listeners.authentication = Some(crate::crd::ListenerAuthentication {
             kind: crate::crd::ListenerAuthenticationType::ScramSha512,
+            service_accounts: None,
         });
         secured.spec.listeners.tls = Some(crate::crd::ListenerTls {
             secret_name: Some("events-tls".into()),
@@ -702,6 +717,7 @@ pub(crate) mod tests {
                 scram: true,
                 acl: Some(vec!["User:ops".into()]),
                 client_certificates: None,
+                service_account_audience: None,
             }
         );
         assert_eq!(
@@ -954,6 +970,7 @@ pub(crate) mod tests {
         certificates.spec.listeners.tls = Some(crate::crd::ListenerTls::default());
         certificates.spec.listeners.authentication = Some(crate::crd::ListenerAuthentication {
             kind: crate::crd::ListenerAuthenticationType::ScramSha512,
+            service_accounts: None,
         });
         assert_eq!(
             validate_cluster(&certificates, "img")
