@@ -439,6 +439,17 @@ fn events(calls: &Arc<Mutex<Vec<Call>>>) -> Vec<String> {
         .collect()
 }
 
+/// The notes of the Events published, in order.
+fn event_notes(calls: &Arc<Mutex<Vec<Call>>>) -> Vec<String> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.is_event())
+        .map(|c| c.body["note"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_new_cluster_is_applied_server_side_orphans_deleted_and_status_written() {
     let mut stateful_sets = current_stateful_sets();
@@ -3056,6 +3067,134 @@ async fn a_tls_user_gets_a_certificate_the_brokers_take_and_its_acls() {
     broker.shutdown().await;
 }
 
+/// The routes of the certificate scenarios: Secrets kept in `secrets` (created, read, replaced
+/// as the API server would), the rest as for the example Cluster.
+fn secret_store(secrets: Arc<Mutex<BTreeMap<String, Value>>>) -> Route {
+    let inner = cluster_routes("rev-1", current_stateful_sets(), Vec::new(), healthy);
+    Box::new(move |call: &Call| {
+        let path = call.path();
+        let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+        match call.method {
+            Method::GET if path.contains("/secrets/") => match secrets.lock().unwrap().get(&name) {
+                Some(secret) => (StatusCode::OK, secret.clone()),
+                None => not_found(call),
+            },
+            Method::POST if path.ends_with("/secrets") => {
+                let mut secret = call.body.clone();
+                secret["metadata"]["resourceVersion"] = "1".into();
+                let name = secret["metadata"]["name"].as_str().unwrap().to_owned();
+                secrets.lock().unwrap().insert(name, secret.clone());
+                (StatusCode::CREATED, secret)
+            }
+            Method::PUT if path.contains("/secrets/") => {
+                let mut secret = call.body.clone();
+                secret["metadata"]["resourceVersion"] = "2".into();
+                secrets.lock().unwrap().insert(name, secret.clone());
+                (StatusCode::OK, secret)
+            }
+            _ => inner(call),
+        }
+    })
+}
+
+/// A CA near the end of its ten years (made nine and a half years ago, as an earlier operator
+/// kept it: `ca.crt` and `ca.key` alone): the operator makes a next CA and trusts it beside
+/// the old one, the brokers' certificate still signed by the old CA but naming both; a week
+/// later the next CA signs the brokers' certificate, the old one still trusted. At no step is
+/// a certificate in use signed by a CA the others do not trust.
+#[tokio::test]
+async fn the_operators_ca_is_renewed_before_its_end_trusted_before_it_signs() {
+    use base64::Engine;
+    use fjord_operator::cluster::certificates::new_ca_at;
+    let b64 = |value: &str| base64::engine::general_purpose::STANDARD.encode(value);
+    let decode = |value: &Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(value.as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let parse = |pem: &str| {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        pem.contents
+    };
+    let signed_by = |leaf: &str, ca: &str| {
+        let leaf = parse(leaf);
+        let ca = parse(ca);
+        let (_, leaf) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca).unwrap();
+        leaf.verify_signature(Some(ca.public_key())).is_ok()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let (old_cert, old_key) = new_ca_at(
+        "Fjord CA streaming/events",
+        now - time::Duration::days(9 * 365 + 180),
+    )
+    .unwrap();
+    let secrets: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
+    secrets.lock().unwrap().insert(
+        "events-ca".into(),
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "events-ca", "namespace": "streaming", "resourceVersion": "1"},
+            "data": {"ca.crt": b64(&old_cert), "ca.key": b64(&old_key)}}),
+    );
+    let mut cluster = example_cluster();
+    cluster.spec.listeners = serde_json::from_value(json!({"tls": {}})).unwrap();
+
+    let (client, calls) = api_server(secret_store(Arc::clone(&secrets)));
+    let _ = reconcile_cluster(Arc::new(cluster.clone()), context(client)).await;
+    let notes = event_notes(&calls);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("a next CA is trusted first")),
+        "{notes:?}"
+    );
+    let stored = secrets.lock().unwrap().clone();
+    let ca = &stored["events-ca"]["data"];
+    assert_eq!(decode(&ca["ca.crt"]), old_cert, "the old CA still signs");
+    let next = decode(&ca["next.crt"]);
+    assert_eq!(decode(&ca["bundle.crt"]), format!("{old_cert}{next}"));
+    let tls = &stored["events-tls"]["data"];
+    assert_eq!(decode(&tls["ca.crt"]), format!("{old_cert}{next}"));
+    assert!(signed_by(&decode(&tls["tls.crt"]), &old_cert));
+
+    // A week on (as if `next.since` were eight days ago): the next CA signs.
+    let since = (now - time::Duration::days(8))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    secrets.lock().unwrap().get_mut("events-ca").unwrap()["data"]["next.since"] =
+        b64(&since).into();
+    let (client, calls) = api_server(secret_store(Arc::clone(&secrets)));
+    let _ = reconcile_cluster(Arc::new(cluster.clone()), context(client)).await;
+    let notes = event_notes(&calls);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("the next CA signs from now on")),
+        "{notes:?}"
+    );
+    let stored = secrets.lock().unwrap().clone();
+    let ca = &stored["events-ca"]["data"];
+    assert_eq!(decode(&ca["ca.crt"]), next);
+    assert_eq!(decode(&ca["previous.crt"]), old_cert);
+    assert!(ca.get("next.crt").is_none());
+    let tls = &stored["events-tls"]["data"];
+    assert_eq!(decode(&tls["ca.crt"]), format!("{next}{old_cert}"));
+    assert!(signed_by(&decode(&tls["tls.crt"]), &next));
+
+    // Nothing more until the old CA ends.
+    let (client, calls) = api_server(secret_store(Arc::clone(&secrets)));
+    let _ = reconcile_cluster(Arc::new(cluster), context(client)).await;
+    assert!(
+        kube_calls(&calls)
+            .iter()
+            .filter(|c| c.path().contains("/secrets"))
+            .all(|c| c.method == Method::GET)
+    );
+}
+
 /// A Cluster whose `listeners.tls` names no Secret: the operator makes a CA (Secret
 /// `events-ca`) and issues the brokers' certificate from it (Secret `events-tls`, for the
 /// bootstrap Service and every broker), before the StatefulSets that mount it. A later
@@ -3070,35 +3209,7 @@ async fn the_operator_issues_the_brokers_certificate_from_a_ca_it_keeps() {
             .unwrap()
     };
     let secrets: Arc<Mutex<BTreeMap<String, Value>>> = Arc::default();
-    let routes = |secrets: Arc<Mutex<BTreeMap<String, Value>>>| -> Route {
-        let inner = cluster_routes("rev-1", current_stateful_sets(), Vec::new(), healthy);
-        Box::new(move |call: &Call| {
-            let path = call.path();
-            let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-            match call.method {
-                Method::GET if path.contains("/secrets/") => {
-                    match secrets.lock().unwrap().get(&name) {
-                        Some(secret) => (StatusCode::OK, secret.clone()),
-                        None => not_found(call),
-                    }
-                }
-                Method::POST if path.ends_with("/secrets") => {
-                    let mut secret = call.body.clone();
-                    secret["metadata"]["resourceVersion"] = "1".into();
-                    let name = secret["metadata"]["name"].as_str().unwrap().to_owned();
-                    secrets.lock().unwrap().insert(name, secret.clone());
-                    (StatusCode::CREATED, secret)
-                }
-                Method::PUT if path.contains("/secrets/") => {
-                    let mut secret = call.body.clone();
-                    secret["metadata"]["resourceVersion"] = "2".into();
-                    secrets.lock().unwrap().insert(name, secret.clone());
-                    (StatusCode::OK, secret)
-                }
-                _ => inner(call),
-            }
-        })
-    };
+    let routes = secret_store;
     let mut cluster = example_cluster();
     cluster.spec.listeners = serde_json::from_value(json!({"tls": {}})).unwrap();
 

@@ -633,9 +633,9 @@ fn security(cluster: &ValidatedCluster) -> (Vec<EnvVar>, Vec<VolumeMount>, Vec<V
         }
     }
     if let Some(port) = security.client_certificates {
-        // The CA's certificate only: its key stays with the operator.
+        // The trusted CAs' certificates only: their keys stay with the operator.
         let items = vec![KeyToPath {
-            key: "ca.crt".into(),
+            key: "bundle.crt".into(),
             path: "ca.crt".into(),
             ..KeyToPath::default()
         }];

@@ -1,9 +1,10 @@
 //! Certificates the operator issues for a Cluster whose `listeners.tls` names no Secret: a CA
-//! it keeps in Secret `<name>-ca` (made once, valid ten years), and the brokers' certificate in
-//! Secret `<name>-tls` (`tls.crt`, `tls.key`, `ca.crt`), signed by it for the bootstrap Service
-//! and every broker pod, valid a year. The brokers' certificate is issued again when it is
-//! missing, unreadable, within 30 days of its end, or names other hosts than the Cluster needs;
-//! the brokers re-read the files, so a renewal needs no restart.
+//! it keeps in Secret `<name>-ca` (valid ten years, renewed as [`super::authority`] says), and
+//! the brokers' certificate in Secret `<name>-tls` (`tls.crt`, `tls.key`, and `ca.crt`, the
+//! trusted CAs), signed by it for the bootstrap Service and every broker pod, valid a year (and
+//! never past its CA). The brokers' certificate is issued again when it is missing, unreadable,
+//! within 30 days of its end, names other hosts than the Cluster needs, or the trusted CAs
+//! changed; the brokers re-read the files, so a renewal needs no restart.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::PostParams;
 
+use super::authority::ensure_authority;
 use super::validate::ValidatedCluster;
 use crate::controller::{Context, Error, kube_error};
 
@@ -42,7 +44,10 @@ pub fn failed(name: &str, problem: impl std::fmt::Display) -> Error {
 }
 
 fn validity(params: &mut rcgen::CertificateParams, days: i64) {
-    let now = time::OffsetDateTime::now_utc();
+    validity_from(params, time::OffsetDateTime::now_utc(), days);
+}
+
+fn validity_from(params: &mut rcgen::CertificateParams, now: time::OffsetDateTime, days: i64) {
     // An hour back: clocks of the nodes that check it may be behind the operator's.
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(days);
@@ -50,6 +55,14 @@ fn validity(params: &mut rcgen::CertificateParams, days: i64) {
 
 /// A new CA named `common_name`: certificate and key, PEM.
 pub fn new_ca(common_name: &str) -> Result<(String, String), rcgen::Error> {
+    new_ca_at(common_name, time::OffsetDateTime::now_utc())
+}
+
+/// [`new_ca`], valid from `now`.
+pub fn new_ca_at(
+    common_name: &str,
+    now: time::OffsetDateTime,
+) -> Result<(String, String), rcgen::Error> {
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
@@ -60,7 +73,7 @@ pub fn new_ca(common_name: &str) -> Result<(String, String), rcgen::Error> {
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::CrlSign,
     ];
-    validity(&mut params, CA_DAYS);
+    validity_from(&mut params, now, CA_DAYS);
     let cert = params.self_signed(&key)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
@@ -79,62 +92,36 @@ pub fn issue_client(
         .distinguished_name
         .push(rcgen::DnType::CommonName, common_name);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    validity(&mut params, CERTIFICATE_DAYS);
+    validity_under(&mut params, CERTIFICATE_DAYS, ca_cert);
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-/// The CA kept in Secret `name` (`ca.crt`, `ca.key`), made with `common_name` when the Secret
-/// does not exist: certificate and key, PEM.
-pub async fn ensure_ca(
-    secrets: &Api<Secret>,
-    name: &str,
-    common_name: &str,
-    metadata: impl Fn(&str) -> ObjectMeta,
-) -> Result<(String, String), Error> {
-    if let Some(secret) = secrets
-        .get_opt(name)
-        .await
-        .map_err(kube_error::<Secret>("getting", name))?
-    {
-        let read = |key| {
-            value(&secret, key)
-                .and_then(|v| String::from_utf8(v.to_vec()).ok())
-                .ok_or_else(|| failed(name, format!("it has no `{key}`")))
-        };
-        return Ok((read("ca.crt")?, read("ca.key")?));
-    }
-    let (cert, key) = new_ca(common_name).map_err(|e| failed(name, e))?;
-    let secret = Secret {
-        metadata: metadata(name),
-        data: Some(secret_data(&[("ca.crt", &cert), ("ca.key", &key)])),
-        type_: Some("Opaque".into()),
-        ..Secret::default()
-    };
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .map_err(kube_error::<Secret>("creating", name))?;
-    Ok((cert, key))
-}
-
-/// Makes sure the clients CA of `cluster` exists (Secret `<name>-clients-ca`), before the
-/// brokers that trust it start.
+/// Makes sure the clients CA of `cluster` exists and is current (Secret `<name>-clients-ca`),
+/// before the brokers that trust it start. Returns what changed, if anything.
 pub async fn ensure_clients_ca(
     context: &Context,
     cluster: &ValidatedCluster,
     metadata: impl Fn(&str) -> ObjectMeta,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &cluster.namespace);
     let common_name = format!("Fjord clients CA {}/{}", cluster.namespace, cluster.name);
-    ensure_ca(
+    let (_, changed) = ensure_authority(
         &secrets,
         &cluster.clients_ca_secret(),
         &common_name,
         metadata,
     )
-    .await
-    .map(drop)
+    .await?;
+    Ok(changed)
+}
+
+/// Sets a certificate's validity to `days` from now, and no later than its CA's end.
+fn validity_under(params: &mut rcgen::CertificateParams, days: i64, ca_cert: &str) {
+    validity(params, days);
+    if let Some(end) = super::authority::not_after(ca_cert) {
+        params.not_after = params.not_after.min(end);
+    }
 }
 
 /// A certificate for `names`, for servers and clients alike (brokers are both to each other),
@@ -154,7 +141,7 @@ pub fn issue(
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    validity(&mut params, CERTIFICATE_DAYS);
+    validity_under(&mut params, CERTIFICATE_DAYS, ca_cert);
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
@@ -220,7 +207,9 @@ pub async fn ensure_certificates(
 ) -> Result<Option<String>, Error> {
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &cluster.namespace);
     let common_name = format!("Fjord CA {}/{}", cluster.namespace, cluster.name);
-    let ca = ensure_ca(&secrets, &cluster.ca_secret(), &common_name, &metadata).await?;
+    let (ca, changed) =
+        ensure_authority(&secrets, &cluster.ca_secret(), &common_name, &metadata).await?;
+    let bundle = ca.bundle();
 
     let name = cluster.tls_secret();
     let names = broker_names(cluster);
@@ -235,23 +224,27 @@ pub async fn ensure_certificates(
             |c| renewal_reason(c, &names),
         ) {
             Some(reason) => reason,
-            None if value(secret, "ca.crt") == Some(ca.0.as_bytes()) => return Ok(None),
-            None => "the CA changed".to_owned(),
+            None if value(secret, "ca.crt") == Some(bundle.as_bytes()) => return Ok(changed),
+            None => "the trusted CAs changed".to_owned(),
         },
     };
-    let (cert, key) = issue(&ca.0, &ca.1, &names).map_err(|e| failed(&name, e))?;
+    let (cert, key) = issue(&ca.cert, &ca.key, &names).map_err(|e| failed(&name, e))?;
     let secret = Secret {
         metadata: metadata(&name),
         data: Some(secret_data(&[
             ("tls.crt", &cert),
             ("tls.key", &key),
-            ("ca.crt", &ca.0),
+            ("ca.crt", &bundle),
         ])),
         type_: Some("kubernetes.io/tls".into()),
         ..Secret::default()
     };
     write_secret(&secrets, existing, secret).await?;
-    Ok(Some(format!("issued the brokers' certificate ({reason})")))
+    let issued = format!("issued the brokers' certificate ({reason})");
+    Ok(Some(match changed {
+        Some(changed) => format!("{changed}; {issued}"),
+        None => issued,
+    }))
 }
 
 /// Creates `secret`, or replaces `existing` with it as it was read: a concurrent change fails

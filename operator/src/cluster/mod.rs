@@ -7,6 +7,7 @@
 //!         -> rollout step (one pod, gated on /v1/status) -> status
 //! ```
 
+pub mod authority;
 pub mod build;
 pub mod certificates;
 pub mod credentials;

@@ -405,10 +405,21 @@ async fn reconcile_children(
         apply(client, namespace, &keys).await?;
     }
     if validated.security.client_certificates.is_some() {
-        crate::cluster::certificates::ensure_clients_ca(context, validated, |name| {
+        let changed = crate::cluster::certificates::ensure_clients_ca(context, validated, |name| {
             crate::cluster::build::metadata(validated, name)
         })
         .await?;
+        if let Some(note) = changed {
+            context
+                .event(
+                    cluster,
+                    false,
+                    "CertificateAuthorityChanged",
+                    "Reconcile",
+                    note,
+                )
+                .await;
+        }
     }
     if validated.security.tls_issued {
         let issued =
