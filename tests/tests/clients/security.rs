@@ -830,8 +830,9 @@ fn acls_allow_a_user_exactly_what_they_grant() {
 
 /// A second listener for clients with certificates beside the SASL_SSL one
 /// (`--listener CLIENT_CERTS:SSL://...`): a client bootstrapping on either is told that
-/// listener's address of the broker, so confluent-kafka and kafka-python with a certificate
-/// stay on the certificate listener, named by their certificate (a super user here), while a
+/// listener's address of the broker, so confluent-kafka, kafka-python and kafkajs with a
+/// certificate stay on the certificate listener, named by their certificate (a super user here),
+/// while a
 /// SCRAM login on the first listener is not asked for a certificate. A client without one is
 /// refused on the certificate listener.
 #[test]
@@ -883,6 +884,19 @@ fn a_certificate_listener_serves_beside_the_sasl_listener() {
         .unwrap_or_else(|e| panic!("{python_client} on the certificate listener: {e}"));
         assert_eq!(out.trim(), "ok 0 1 2 3 4", "{python_client}");
     }
+    let out = client(
+        "node",
+        &[
+            "kafkajs_secure.js",
+            &certificates,
+            "kafkajs",
+            &pki.ca.display().to_string(),
+            &writer.cert.display().to_string(),
+            &writer.key.display().to_string(),
+        ],
+    )
+    .unwrap_or_else(|e| panic!("kafkajs on the certificate listener: {e}"));
+    assert_eq!(out.trim(), "ok 0 1 2 3 4");
     let login = Connect::tls(&pki.ca).login("SCRAM-SHA-512", "admin", "admin-secret");
     let listed = secure_kcat(&sasl, login, &["-L"])
         .unwrap_or_else(|e| panic!("kcat -L on the SASL listener: {e}"));
