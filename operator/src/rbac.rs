@@ -146,6 +146,25 @@ pub fn required(method: &str, path: &str, query: &str) -> Option<(String, String
     Some((group.to_owned(), resource, verb.to_owned()))
 }
 
+impl Rule {
+    /// As an RBAC `PolicyRule` (JSON): `nonResourceURLs` for URL rules.
+    pub fn policy_rule(&self) -> serde_json::Value {
+        if self
+            .resources
+            .iter()
+            .all(|resource| resource.starts_with('/'))
+        {
+            serde_json::json!({"nonResourceURLs": self.resources, "verbs": self.verbs})
+        } else {
+            serde_json::json!({
+                "apiGroups": [self.group],
+                "resources": self.resources,
+                "verbs": self.verbs,
+            })
+        }
+    }
+}
+
 /// Whether `rules` allow `verb` on `group`/`resource`.
 pub fn allows(rules: &[Rule], group: &str, resource: &str, verb: &str) -> bool {
     rules

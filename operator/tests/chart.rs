@@ -13,16 +13,7 @@ use fjord_operator::rbac::{FINALIZER_RULES, LEADER_ELECTION_RULES, RULES, Rule};
 use serde_json::{Value, json};
 
 fn as_json(rules: &[Rule]) -> Vec<Value> {
-    rules
-        .iter()
-        .map(|r| {
-            if r.resources.iter().all(|resource| resource.starts_with('/')) {
-                json!({"nonResourceURLs": r.resources, "verbs": r.verbs})
-            } else {
-                json!({"apiGroups": [r.group], "resources": r.resources, "verbs": r.verbs})
-            }
-        })
-        .collect()
+    rules.iter().map(Rule::policy_rule).collect()
 }
 
 #[test]

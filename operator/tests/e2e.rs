@@ -357,7 +357,7 @@ fn policy_rules(rules: &[&[fjord_operator::rbac::Rule]]) -> serde_json::Value {
     rules
         .iter()
         .flat_map(|rules| rules.iter())
-        .map(|r| json!({"apiGroups": [r.group], "resources": r.resources, "verbs": r.verbs}))
+        .map(fjord_operator::rbac::Rule::policy_rule)
         .collect()
 }
 
@@ -779,5 +779,212 @@ async fn a_running_cluster_scales_out_restarts_and_scales_in() {
         );
     }
 
+    delete_namespace_and_wait(&namespaces, &namespace).await;
+}
+
+/// A secured Cluster and its Users on a real API server: the operator keeps the CAs and issues
+/// the brokers' certificate, makes its own credential, publishes the API server's
+/// service-account issuer and keys (read with the real discovery endpoints), and gives the
+/// StatefulSet the flags for all of it; a SCRAM User gets a Secret with a password, a `tls` User
+/// one with a certificate. A token the API server mints for a ServiceAccount, for the
+/// Cluster's audience, passes the brokers' check against the published keys; one minted for
+/// another audience does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secured_cluster_and_its_users_on_a_real_cluster() {
+    use fjord_broker::security::oauth::{Expectations, Jwks, TokenError, validate};
+    use fjord_operator::crd::User;
+    use k8s_openapi::api::authentication::v1::TokenRequest;
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    let Some(client) = kube_client("operator end-to-end suite (security)").await else {
+        return;
+    };
+    let namespace = format!(
+        "fjord-e2e-secure-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    create_namespace(&namespaces, &namespace).await;
+    apply_crds(&client).await;
+    let _operator = Operator(
+        operator_command(&namespace)
+            .spawn()
+            .expect("starting fjord-operator"),
+    );
+
+    let cluster: Cluster = serde_json::from_value(json!({
+        "apiVersion": "fjord.dev/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": "vault", "namespace": namespace},
+        "spec": {
+            "storage": {"size": "1Gi"},
+            "listeners": {
+                "tls": {},
+                "authentication": {"type": "scram-sha-512", "serviceAccounts": {"audience": "fjord"}},
+                "clientCertificates": {"port": 9094},
+            },
+            "authorization": {"type": "acl"},
+        }
+    }))
+    .unwrap();
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), &namespace);
+    clusters
+        .patch(
+            "vault",
+            &PatchParams::apply("fjord-e2e"),
+            &Patch::Apply(&cluster),
+        )
+        .await
+        .unwrap();
+    let users: Api<User> = Api::namespaced(client.clone(), &namespace);
+    for (name, authentication) in [("app", "scram-sha-512"), ("billing", "tls")] {
+        let user: User = serde_json::from_value(json!({
+            "apiVersion": "fjord.dev/v1alpha1", "kind": "User",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"cluster": "vault", "authentication": {"type": authentication},
+                     "acls": [{"resource": {"type": "topic", "name": "invoices"},
+                               "operations": ["Write"]}]}
+        }))
+        .unwrap();
+        users
+            .patch(name, &PatchParams::apply("fjord-e2e"), &Patch::Apply(&user))
+            .await
+            .unwrap();
+    }
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secret = |name: &'static str| {
+        let secrets = secrets.clone();
+        async move {
+            eventually(&format!("Secret {name}"), Duration::from_secs(60), || {
+                let secrets = secrets.clone();
+                async move { secrets.get_opt(name).await.ok().flatten() }
+            })
+            .await
+        }
+    };
+    let key = |secret: &Secret, key: &str| -> Vec<u8> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| v.0.clone())
+            .unwrap_or_default()
+    };
+    let ca = secret("vault-ca").await;
+    assert!(!key(&ca, "bundle.crt").is_empty());
+    let tls = secret("vault-tls").await;
+    assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(key(&tls, "ca.crt"), key(&ca, "bundle.crt"));
+    assert!(!key(&secret("vault-clients-ca").await, "ca.key").is_empty());
+    assert!(!key(&secret("vault-operator-credentials").await, "initial").is_empty());
+    let app = secret("app").await;
+    assert!(key(&app, "password").len() >= 32);
+    let billing = secret("billing").await;
+    assert_eq!(billing.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(key(&billing, "ca.crt"), key(&tls, "ca.crt"));
+
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let keys = eventually(
+        "ConfigMap vault-service-account-keys",
+        Duration::from_secs(60),
+        || {
+            let api = config_maps.clone();
+            async move {
+                api.get_opt("vault-service-account-keys")
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        },
+    )
+    .await
+    .data
+    .unwrap();
+    let jwks = Jwks::parse(keys["jwks.json"].as_bytes()).expect("the API server's key set");
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    let sts = eventually("StatefulSet vault-broker", Duration::from_secs(60), || {
+        let api = stateful_sets.clone();
+        async move { api.get_opt("vault-broker").await.ok().flatten() }
+    })
+    .await;
+    let env = sts.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("FJORD_SASL_MECHANISMS").as_deref(),
+        Some("SCRAM-SHA-512,OAUTHBEARER")
+    );
+    assert_eq!(
+        value("FJORD_LISTENERS").as_deref(),
+        Some("CLIENT_CERTS:SSL://0.0.0.0:9094")
+    );
+
+    // Tokens the API server mints, checked as the brokers check them.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "orders-writer"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let token = |audience: &'static str| {
+        let accounts = accounts.clone();
+        async move {
+            accounts
+                .create_token_request(
+                    "orders-writer",
+                    &PostParams::default(),
+                    &serde_json::from_value::<TokenRequest>(
+                        json!({"spec": {"audiences": [audience], "expirationSeconds": 3600}}),
+                    )
+                    .unwrap(),
+                )
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .token
+        }
+    };
+    let expected = Expectations {
+        issuer: keys["issuer"].clone(),
+        audience: "fjord".to_owned(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let validated = validate(&token("fjord").await, &jwks, &expected, now)
+        .expect("a token for the Cluster's audience");
+    assert_eq!(
+        validated.subject,
+        format!("system:serviceaccount:{namespace}:orders-writer")
+    );
+    assert_eq!(
+        validate(&token("vault-other").await, &jwks, &expected, now),
+        Err(TokenError::Audience)
+    );
+
+    // The Users' principals, whatever the brokers' state.
+    for (name, principal) in [("app", "User:app"), ("billing", "User:CN=billing")] {
+        eventually(
+            &format!("User {name}'s status"),
+            Duration::from_secs(60),
+            || {
+                let api = users.clone();
+                async move {
+                    let status = api.get(name).await.ok()?.status?;
+                    (status.principal.as_deref() == Some(principal)).then_some(())
+                }
+            },
+        )
+        .await;
+    }
     delete_namespace_and_wait(&namespaces, &namespace).await;
 }
