@@ -366,6 +366,64 @@ async fn metadata_describes_the_image_the_request_sees() {
     assert_eq!(gone.offline_replicas, [BrokerId(3)]);
 }
 
+/// A client of a `--listener` is told each broker's endpoint on that listener, in Metadata and
+/// FindCoordinator; a broker without it is left out. The first listener's clients see the
+/// first listener's endpoints.
+#[tokio::test]
+async fn a_client_is_told_the_endpoints_of_the_listener_it_came_in_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker(dir.path()).await;
+    let mut image = (*cluster_image(&broker.image())).clone();
+    image.brokers.get_mut(&2).unwrap().listeners = vec![crate::cluster::ListenerEndpoint {
+        name: "CLIENT_CERTS".to_owned(),
+        host: "10.1.0.2".to_owned(),
+        port: 9094,
+    }];
+    let image = Arc::new(image);
+    let on = |listener: Option<&str>| {
+        Context::with_image(&broker, Arc::clone(&image)).for_session(&Session {
+            listener: listener.map(Into::into),
+            ..Session::anonymous(PEER)
+        })
+    };
+    for (listener, expected) in [
+        (Some("CLIENT_CERTS"), vec![(2, "10.1.0.2".to_owned(), 9094)]),
+        (
+            None,
+            vec![
+                (1, "127.0.0.1".to_owned(), 1),
+                (2, "10.0.0.2".to_owned(), 9092),
+            ],
+        ),
+    ] {
+        let ctx = on(listener);
+        let request = MetadataRequest::default().with_topics(Some(Vec::new()));
+        let ResponseKind::Metadata(response) = call(&ctx, RequestKind::Metadata(request), 12).await
+        else {
+            panic!("not a metadata response");
+        };
+        let brokers: Vec<(i32, String, i32)> = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+            .collect();
+        assert_eq!(brokers, expected, "{listener:?}");
+        let find =
+            FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("orders-readers"));
+        let ResponseKind::FindCoordinator(found) =
+            call(&ctx, RequestKind::FindCoordinator(find), 3).await
+        else {
+            panic!("not a find coordinator response");
+        };
+        let coordinator = expected.iter().find(|(id, _, _)| *id == 2).unwrap();
+        assert_eq!(
+            (found.node_id.0, found.host.to_string(), found.port),
+            coordinator.clone(),
+            "{listener:?}"
+        );
+    }
+}
+
 /// FindCoordinator names the broker that leads the group's `__consumer_offsets` partition in the
 /// image; this broker, not leading it, answers the group's requests with NOT_COORDINATOR.
 #[tokio::test]
