@@ -104,10 +104,12 @@ pub async fn start(
         return Err(RunError::Security(problem));
     }
     let protocol = config.security.protocol();
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let first = server::Served {
         name: None,
         tls: server_tls(config.security.tls_files(protocol))?,
         sasl: protocol.sasl(),
+        connections: Arc::clone(&connections),
     };
     let listener = bind(config.listen).await?;
     let kafka_addr = listener.local_addr().map_err(|source| RunError::Bind {
@@ -134,6 +136,7 @@ pub async fn start(
             name: Some(flag.name.as_str().into()),
             tls: server_tls(config.security.tls_files(flag.protocol))?,
             sasl: flag.protocol.sasl(),
+            connections: Arc::clone(&connections),
         };
         others.push((bound, served));
     }

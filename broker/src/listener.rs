@@ -165,6 +165,19 @@ pub fn problem(config: &crate::BrokerConfig) -> Option<String> {
             ));
         }
     }
+    let any_ssl = first == SecurityProtocol::Ssl
+        || config
+            .listeners
+            .iter()
+            .any(|l| l.protocol == SecurityProtocol::Ssl);
+    if config.security.tls_client_ca.is_some() && !any_ssl {
+        // Refused rather than ignored: a SASL_SSL listener asks for no certificate.
+        return Some(format!(
+            "--tls-client-ca asks SSL listeners for client certificates, and no listener is SSL \
+             (the Kafka listener is {first}: its login names the client); add an SSL \
+             --listener for clients with certificates, or leave the flag out"
+        ));
+    }
     config
         .advertise_listeners
         .iter()
@@ -245,6 +258,55 @@ mod tests {
         ] {
             assert!(bad.parse::<AdvertisedListener>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn listener_flags_that_cannot_work_together_are_refused() {
+        let dir = std::path::PathBuf::from("unused");
+        let config = |configure: &dyn Fn(&mut crate::BrokerConfig)| {
+            let mut config = crate::BrokerConfig::for_tests(dir.clone());
+            config.security.tls_cert = Some("tls.crt".into());
+            config.security.tls_key = Some("tls.key".into());
+            configure(&mut config);
+            problem(&config)
+        };
+        let certificates: ListenerFlag = "CLIENT_CERTS:SSL://0.0.0.0:9094".parse().unwrap();
+        let sasl = |c: &mut crate::BrokerConfig| {
+            c.security.sasl_mechanisms = vec![crate::security::sasl::Mechanism::Plain];
+        };
+        assert_eq!(config(&|_| {}), None);
+        // A client CA on a SASL_SSL listener alone would ask nobody for a certificate.
+        let problem = config(&|c| {
+            sasl(c);
+            c.security.tls_client_ca = Some("ca.crt".into());
+        })
+        .unwrap();
+        assert!(problem.contains("no listener is SSL"), "{problem}");
+        assert_eq!(
+            config(&|c| {
+                sasl(c);
+                c.security.tls_client_ca = Some("ca.crt".into());
+                c.listeners = vec![certificates.clone()];
+            }),
+            None
+        );
+        let taken = config(&|c| {
+            sasl(c);
+            c.listeners = vec!["SASL_SSL:SSL://0.0.0.0:9094".parse().unwrap()];
+        })
+        .unwrap();
+        assert!(taken.contains("taken"), "{taken}");
+        let unknown = config(&|c| {
+            c.listeners = vec![certificates.clone()];
+            c.advertise_listeners = vec!["OTHER://h:1".parse().unwrap()];
+        })
+        .unwrap();
+        assert!(unknown.contains("OTHER"), "{unknown}");
+        let login = config(&|c| {
+            c.listeners = vec!["LOGINS:SASL_SSL://0.0.0.0:9095".parse().unwrap()];
+        })
+        .unwrap();
+        assert!(login.contains("--sasl-mechanisms"), "{login}");
     }
 
     #[test]

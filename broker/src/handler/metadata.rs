@@ -105,6 +105,7 @@ pub(super) async fn handle(
                 (Some(name), 0) => topic_operations(name),
                 _ => i32::MIN,
             };
+            let topic = without_unreachable_leaders(ctx, image, topic, version);
             topic.with_topic_authorized_operations(operations)
         })
         .collect();
@@ -176,6 +177,34 @@ fn without_leaderships_of(image: &MetadataImage, node_id: i32) -> MetadataImage 
         }
     }
     image
+}
+
+/// `topic` with the partitions whose leader has no endpoint on the client's listener (a broker
+/// not yet restarted with it) shown without one, as Kafka shows them: LISTENER_NOT_FOUND from
+/// version 6, LEADER_NOT_AVAILABLE before. The client asks again later.
+fn without_unreachable_leaders(
+    ctx: &Context,
+    image: &MetadataImage,
+    mut topic: MetadataResponseTopic,
+    version: i16,
+) -> MetadataResponseTopic {
+    let code = if version >= 6 {
+        ResponseError::ListenerNotFound.code()
+    } else {
+        ResponseError::LeaderNotAvailable.code()
+    };
+    for partition in &mut topic.partitions {
+        let leader = partition.leader_id.0;
+        let unreachable = image
+            .brokers
+            .get(&leader)
+            .is_some_and(|broker| ctx.endpoint(broker).is_none());
+        if unreachable {
+            partition.leader_id = BrokerId(-1);
+            partition.error_code = code;
+        }
+    }
+    topic
 }
 
 /// The replicas of `partition` on brokers that are not serving (fenced or gone).

@@ -367,8 +367,9 @@ async fn metadata_describes_the_image_the_request_sees() {
 }
 
 /// A client of a `--listener` is told each broker's endpoint on that listener, in Metadata and
-/// FindCoordinator; a broker without it is left out. The first listener's clients see the
-/// first listener's endpoints.
+/// FindCoordinator; a broker without it is left out, and a partition it leads has no leader
+/// for that client (LISTENER_NOT_FOUND). The first listener's clients see the first listener's
+/// endpoints.
 #[tokio::test]
 async fn a_client_is_told_the_endpoints_of_the_listener_it_came_in_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,7 +398,9 @@ async fn a_client_is_told_the_endpoints_of_the_listener_it_came_in_on() {
         ),
     ] {
         let ctx = on(listener);
-        let request = MetadataRequest::default().with_topics(Some(Vec::new()));
+        let request = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name("t"))),
+        ]));
         let ResponseKind::Metadata(response) = call(&ctx, RequestKind::Metadata(request), 12).await
         else {
             panic!("not a metadata response");
@@ -408,6 +411,18 @@ async fn a_client_is_told_the_endpoints_of_the_listener_it_came_in_on() {
             .map(|b| (b.node_id.0, b.host.to_string(), b.port))
             .collect();
         assert_eq!(brokers, expected, "{listener:?}");
+        // Partition 0 is led here (no CLIENT_CERTS endpoint), partition 1 by broker 2.
+        let leaders: Vec<(i16, i32)> = response.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.leader_id.0))
+            .collect();
+        let led_here = if listener.is_some() {
+            (ResponseError::ListenerNotFound.code(), -1)
+        } else {
+            (0, 1)
+        };
+        assert_eq!(leaders, [led_here, (0, 2)], "{listener:?}");
         let find =
             FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("orders-readers"));
         let ResponseKind::FindCoordinator(found) =

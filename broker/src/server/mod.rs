@@ -39,6 +39,8 @@ pub struct Served {
     pub tls: Option<Arc<ServerTls>>,
     /// Every connection logs in first, with the broker's SASL mechanisms.
     pub sasl: bool,
+    /// Connections open at once, shared by every Kafka listener (`--max-connections`).
+    pub connections: Arc<Semaphore>,
 }
 
 /// Accepts connections until `shutdown`, then waits for open connections to finish.
@@ -49,7 +51,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let connections = TaskTracker::new();
-    let limit = Arc::new(Semaphore::new(broker.config().max_connections));
+    let limit = Arc::clone(&served.connections);
     let sasl = served
         .sasl
         .then(|| broker.config().security.sasl_config().map(Arc::new))
