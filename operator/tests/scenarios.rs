@@ -2765,6 +2765,7 @@ async fn service_account_logins_get_the_api_servers_keys_before_the_brokers() {
         "authentication": {"type": "scram-sha-512", "serviceAccounts": {"audience": "fjord"}},
     }))
     .unwrap();
+    cluster.spec.authorization = Some(serde_json::from_value(json!({"type": "acl"})).unwrap());
     let routes = || -> Route {
         Box::new(|call: &Call| match call.path() {
             "/.well-known/openid-configuration" => (
@@ -2772,6 +2773,11 @@ async fn service_account_logins_get_the_api_servers_keys_before_the_brokers() {
                 json!({"issuer": ISSUER, "jwks_uri": format!("{ISSUER}/openid/v1/jwks")}),
             ),
             "/openid/v1/jwks" => (StatusCode::OK, serde_json::from_str(JWKS).unwrap()),
+            // No keys published yet.
+            path if call.method == Method::GET && path.ends_with("/configmaps") => (
+                StatusCode::OK,
+                json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {}, "items": []}),
+            ),
             _ => cluster_routes("rev-1", current_stateful_sets(), Vec::new(), healthy)(call),
         })
     };
@@ -2823,10 +2829,11 @@ async fn service_account_logins_get_the_api_servers_keys_before_the_brokers() {
         .unwrap();
     assert_eq!(volume["configMap"]["name"], "events-service-account-keys");
 
-    // The issuer's URLs not granted (the namespaced Role alone): nothing applied, a retry.
+    // The issuer's URLs not granted (the namespaced Role alone), and no keys published yet:
+    // nothing applied, a retry.
     let (client, calls) =
         api_server_granting(&[rbac::RULES, rbac::LEADER_ELECTION_RULES], routes());
-    let error = reconcile_cluster(Arc::new(cluster), context(client))
+    let error = reconcile_cluster(Arc::new(cluster.clone()), context(client))
         .await
         .unwrap_err();
     assert_eq!(error.metric_label(), "IssuerDiscoveryFailed", "{error}");
@@ -2837,6 +2844,30 @@ async fn service_account_logins_get_the_api_servers_keys_before_the_brokers() {
             .all(|c| c.body["kind"] != "StatefulSet"),
         "no broker applied without the keys"
     );
+
+    // With keys published before, the brokers keep them: a Warning, and the reconcile goes on.
+    let (client, calls) = api_server_granting(
+        &[rbac::RULES, rbac::LEADER_ELECTION_RULES],
+        Box::new(move |call: &Call| {
+            if call.method == Method::GET && call.path().ends_with("/configmaps") {
+                return (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {},
+                        "items": [{"apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": "events-service-account-keys"}}]}),
+                );
+            }
+            routes()(call)
+        }),
+    );
+    let _ = reconcile_cluster(Arc::new(cluster), context(client)).await;
+    assert!(
+        kube_calls(&calls)
+            .iter()
+            .any(|c| c.body["kind"] == "StatefulSet"),
+        "the brokers applied with the keys they have"
+    );
+    assert!(events(&calls).contains(&"IssuerDiscoveryFailed".to_owned()));
 }
 
 /// On a secured Cluster the User controller reaches the brokers as the operator does: over TLS

@@ -141,7 +141,11 @@ impl Authority {
             return Ok(Some((next, "the previous CA ended")));
         }
         if let Some((cert, key, since)) = &self.next {
-            if now - *since >= HANDOVER {
+            // After the week of trust; at once if the signing CA would end first (an operator
+            // that was down through most of the last year).
+            let handover = *since + time::Duration::seconds(seconds(HANDOVER));
+            let ending = not_after(&self.cert).is_none_or(|end| end <= handover);
+            if now >= handover || ending {
                 let promoted = Self {
                     cert: cert.clone(),
                     key: key.clone(),
@@ -262,6 +266,20 @@ mod tests {
         assert_eq!(reason, "the previous CA ended");
         assert_eq!(alone.bundle(), next);
         assert_eq!(alone.advance(ended, "x").unwrap(), None);
+
+        // Each CA its own subject: OpenSSL finds an issuer by name.
+        let subject = |pem: &str| {
+            let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+            pem.parse_x509().unwrap().subject().to_string()
+        };
+        assert_ne!(subject(&first.cert), subject(&next));
+
+        // A CA found days before its end (the operator was down): the next one signs at once.
+        let brink = now + time::Duration::days(3647);
+        let (trusting, _) = first.advance(brink, "x").unwrap().unwrap();
+        let (signing, reason) = trusting.advance(brink, "x").unwrap().unwrap();
+        assert_eq!(reason, "the next CA signs from now on");
+        assert_ne!(signing.cert, first.cert);
     }
 
     #[test]

@@ -66,9 +66,19 @@ pub fn new_ca_at(
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    // Each CA its own subject (the moment it was made): while two are trusted during a renewal,
+    // OpenSSL-based clients pick a certificate's issuer by subject name.
+    let made = now
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, common_name);
+        .push(rcgen::DnType::CommonName, format!("{common_name} {made}"));
     params.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::CrlSign,
@@ -92,6 +102,7 @@ pub fn issue_client(
         .distinguished_name
         .push(rcgen::DnType::CommonName, common_name);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
     validity_under(&mut params, CERTIFICATE_DAYS, ca_cert);
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -141,6 +152,8 @@ pub fn issue(
         rcgen::ExtendedKeyUsagePurpose::ServerAuth,
         rcgen::ExtendedKeyUsagePurpose::ClientAuth,
     ];
+    // Names the CA's key: with two CAs trusted during a renewal, clients find the right one.
+    params.use_authority_key_identifier_extension = true;
     validity_under(&mut params, CERTIFICATE_DAYS, ca_cert);
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -299,6 +312,29 @@ mod tests {
         let (ca_cert, ca_key) = new_ca("Fjord CA streaming/events").unwrap();
         let (cert, key) = issue(&ca_cert, &ca_key, &names).unwrap();
         assert!(key.contains("PRIVATE KEY"));
+        // It names its CA's key (clients trusting two CAs during a renewal find the right one).
+        let key_ids = |pem: &str| {
+            let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+            let parsed = pem.parse_x509().unwrap();
+            let mut subject = None;
+            let mut authority = None;
+            for extension in parsed.extensions() {
+                match extension.parsed_extension() {
+                    x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(id) => {
+                        subject = Some(id.0.to_vec());
+                    }
+                    x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(id) => {
+                        authority = id.key_identifier.as_ref().map(|k| k.0.to_vec());
+                    }
+                    _ => {}
+                }
+            }
+            (subject, authority)
+        };
+        let ca_key_id = key_ids(&ca_cert).0.unwrap();
+        assert_eq!(key_ids(&cert).1, Some(ca_key_id.clone()));
+        let (client, _) = issue_client(&ca_cert, &ca_key, "billing").unwrap();
+        assert_eq!(key_ids(&client).1, Some(ca_key_id));
         assert_eq!(renewal_reason(cert.as_bytes(), &names), None);
         assert_eq!(
             renewal_reason(cert.as_bytes(), &names[..2]).as_deref(),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -397,13 +397,6 @@ async fn reconcile_children(
         // Before any broker starts: the first ones seed the cluster with it.
         crate::cluster::credentials::ensure_operator_credentials(context, validated).await?;
     }
-    if validated.security.service_account_audience.is_some() {
-        // Before the brokers that mount it start; read again at every reconcile, for keys the
-        // API server rotates.
-        let (issuer, jwks) = crate::cluster::service_accounts::discover(client).await?;
-        let keys = crate::cluster::build::build_service_account_keys(validated, &issuer, &jwks);
-        apply(client, namespace, &keys).await?;
-    }
     if validated.security.client_certificates.is_some() {
         let changed = crate::cluster::certificates::ensure_clients_ca(context, validated, |name| {
             crate::cluster::build::metadata(validated, name)
@@ -432,6 +425,9 @@ async fn reconcile_children(
                 .event(cluster, false, "CertificateIssued", "Reconcile", note)
                 .await;
         }
+    }
+    if validated.security.service_account_audience.is_some() {
+        publish_service_account_keys(context, cluster, validated).await?;
     }
     let mut applied = Vec::with_capacity(children.stateful_sets.len());
     for stateful_set in &children.stateful_sets {
@@ -499,6 +495,46 @@ enum Progress {
     Restarting {
         pod: String,
     },
+}
+
+/// The API server's service-account issuer and keys, as ConfigMap
+/// `<name>-service-account-keys`: before the brokers that mount it start, and again at every
+/// reconcile for keys the API server rotates. When they cannot be read and the ConfigMap exists,
+/// the brokers keep the keys they have and the reconcile goes on (a Warning says why); only a
+/// Cluster that has never had them waits.
+async fn publish_service_account_keys(
+    context: &Context,
+    cluster: &Cluster,
+    validated: &ValidatedCluster,
+) -> Result<(), Error> {
+    let client = &context.client;
+    let name = validated.service_account_keys();
+    match crate::cluster::service_accounts::discover(client).await {
+        Ok((issuer, jwks)) => {
+            let keys = crate::cluster::build::build_service_account_keys(validated, &issuer, &jwks);
+            apply(client, &validated.namespace, &keys).await?;
+            Ok(())
+        }
+        Err(error) => {
+            let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &validated.namespace);
+            // Listed by name: the operator lists its children, and reads none by name.
+            let published = config_maps
+                .list_metadata(&ListParams::default().fields(&format!("metadata.name={name}")))
+                .await
+                .map_err(kube_error::<ConfigMap>("listing", &name))?;
+            if published.items.is_empty() {
+                return Err(error);
+            }
+            let note = format!(
+                "{}; the brokers keep the keys in ConfigMap '{name}'",
+                crate::controller::DisplayChain(&error)
+            );
+            context
+                .event(cluster, true, error.metric_label(), "Reconcile", note)
+                .await;
+            Ok(())
+        }
+    }
 }
 
 async fn apply<K>(client: &kube::Client, namespace: &str, object: &K) -> Result<K, Error>

@@ -201,6 +201,11 @@ pub enum SpecError {
     PortClash(i32),
     #[error("listeners.clientCertificates needs listeners.tls and listeners.authentication")]
     ClientCertificatesWithoutTls,
+    #[error(
+        "listeners.authentication.serviceAccounts needs authorization.type acl: any pod can \
+         mint a service-account token, so without ACLs any pod could do everything"
+    )]
+    ServiceAccountsWithoutAuthorization,
 }
 
 /// A Cluster the builders can turn into objects.
@@ -252,6 +257,16 @@ fn security(name: &str, spec: &crate::crd::ClusterSpec) -> Result<ClusterSecurit
     let acl = spec.authorization.as_ref().map(|a| a.super_users.clone());
     if acl.is_some() && !scram {
         return Err(SpecError::AuthorizationWithoutAuthentication);
+    }
+    let service_accounts = spec
+        .listeners
+        .authentication
+        .as_ref()
+        .and_then(|a| a.service_accounts.as_ref());
+    // Every pod of the Kubernetes cluster can mint a token for any audience: without ACLs, every
+    // one of them could do everything.
+    if service_accounts.is_some() && acl.is_none() {
+        return Err(SpecError::ServiceAccountsWithoutAuthorization);
     }
     let tls = spec.listeners.tls.as_ref();
     Ok(ClusterSecurity {
@@ -978,6 +993,29 @@ pub(crate) mod tests {
                 .security
                 .client_certificates,
             Some(9094)
+        );
+        let mut accounts = certificates.clone();
+        accounts.spec.listeners.authentication = Some(crate::crd::ListenerAuthentication {
+            kind: crate::crd::ListenerAuthenticationType::ScramSha512,
+            service_accounts: Some(crate::crd::ServiceAccountLogins {
+                audience: "fjord".into(),
+            }),
+        });
+        assert_eq!(
+            validate_cluster(&accounts, "img"),
+            Err(SpecError::ServiceAccountsWithoutAuthorization)
+        );
+        accounts.spec.authorization = Some(crate::crd::AuthorizationSpec {
+            kind: crate::crd::AuthorizationType::Acl,
+            super_users: Vec::new(),
+        });
+        assert_eq!(
+            validate_cluster(&accounts, "img")
+                .unwrap()
+                .security
+                .service_account_audience
+                .as_deref(),
+            Some("fjord")
         );
         certificates.spec.listeners.client_certificates =
             Some(crate::crd::ClientCertificates { port: 9093 });

@@ -58,14 +58,25 @@ pub async fn ensure_certificate(
             problem: format!("`{key}` is not UTF-8"),
         })
     };
-    let ca_cert = utf8(
-        secret_value(&secrets, &clients_ca, "ca.crt").await?,
-        "ca.crt",
-    )?;
-    let ca_key = utf8(
-        secret_value(&secrets, &clients_ca, "ca.key").await?,
-        "ca.key",
-    )?;
+    // Certificate and key from one read: a renewal between two reads would pair them wrongly.
+    let authority = secrets
+        .get_opt(&clients_ca)
+        .await
+        .map_err(kube_error::<Secret>("getting", &clients_ca))?
+        .ok_or_else(|| Error::Secret {
+            name: clients_ca.clone(),
+            problem: "it does not exist".into(),
+        })?;
+    let field = |key: &str| {
+        value(&authority, key)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| Error::Secret {
+                name: clients_ca.clone(),
+                problem: format!("it has no `{key}`"),
+            })
+    };
+    let ca_cert = utf8(field("ca.crt")?, "ca.crt")?;
+    let ca_key = utf8(field("ca.key")?, "ca.key")?;
     let brokers_ca = secret_value(&secrets, &tls_secret, "ca.crt").await?;
     let fingerprint = hex(&sha2::Sha256::digest(ca_cert.as_bytes()));
 

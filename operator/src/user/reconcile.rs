@@ -97,7 +97,8 @@ async fn reconcile(user: &User, context: &Context) -> Result<Action, Error> {
                     context
                         .event(user, true, "NoClientCertificate", "Validate", message)
                         .await;
-                    return Ok(Action::await_change());
+                    // What refused it (the Cluster, another Secret) is not watched.
+                    return Ok(Action::requeue(CLUSTER_RETRY));
                 }
             }
             (Credential::None, None)
@@ -170,7 +171,13 @@ async fn reconcile(user: &User, context: &Context) -> Result<Action, Error> {
             } else {
                 context.event(user, true, reason, "Converge", message).await;
                 context.metrics.failed("user", reason);
-                Ok(Action::await_change())
+                // A certificate User comes back on the resync all the same: its certificate
+                // is renewed before the converge.
+                if user.spec.authentication.kind == AuthenticationType::Tls {
+                    Ok(Action::requeue(RESYNC))
+                } else {
+                    Ok(Action::await_change())
+                }
             }
         }
     }
