@@ -97,8 +97,9 @@ async fn reconcile(user: &User, context: &Context) -> Result<Action, Error> {
                     context
                         .event(user, true, "NoClientCertificate", "Validate", message)
                         .await;
-                    // What refused it (the Cluster, another Secret) is not watched.
-                    return Ok(Action::requeue(CLUSTER_RETRY));
+                    // What refused it (the Cluster, another Secret) is not watched: looked at
+                    // again on the resync.
+                    return Ok(Action::requeue(RESYNC));
                 }
             }
             (Credential::None, None)
