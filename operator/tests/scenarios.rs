@@ -3173,9 +3173,16 @@ async fn the_operators_ca_is_renewed_before_its_end_trusted_before_it_signs() {
     let mut cluster = example_cluster();
     cluster.spec.listeners = serde_json::from_value(json!({"tls": {}})).unwrap();
 
-    let (client, calls) = api_server(secret_store(Arc::clone(&secrets)));
-    let _ = reconcile_cluster(Arc::new(cluster.clone()), context(client)).await;
-    let notes = event_notes(&calls);
+    // A reconcile against the Secrets as they stand, and the notes of its Events.
+    let reconcile = |cluster: &Cluster| {
+        let (client, calls) = api_server(secret_store(Arc::clone(&secrets)));
+        let cluster = Arc::new(cluster.clone());
+        async move {
+            let _ = reconcile_cluster(cluster, context(client)).await;
+            (event_notes(&calls), kube_calls(&calls))
+        }
+    };
+    let (notes, _) = reconcile(&cluster).await;
     assert!(
         notes
             .iter()
@@ -3197,9 +3204,7 @@ async fn the_operators_ca_is_renewed_before_its_end_trusted_before_it_signs() {
         .unwrap();
     secrets.lock().unwrap().get_mut("events-ca").unwrap()["data"]["next.since"] =
         b64(&since).into();
-    let (client, calls) = api_server(secret_store(Arc::clone(&secrets)));
-    let _ = reconcile_cluster(Arc::new(cluster.clone()), context(client)).await;
-    let notes = event_notes(&calls);
+    let (notes, _) = reconcile(&cluster).await;
     assert!(
         notes
             .iter()
@@ -3216,10 +3221,10 @@ async fn the_operators_ca_is_renewed_before_its_end_trusted_before_it_signs() {
     assert!(signed_by(&decode(&tls["tls.crt"]), &next));
 
     // Nothing more until the old CA ends.
-    let (client, calls) = api_server(secret_store(Arc::clone(&secrets)));
-    let _ = reconcile_cluster(Arc::new(cluster), context(client)).await;
+    let (notes, calls) = reconcile(&cluster).await;
+    assert!(notes.is_empty(), "{notes:?}");
     assert!(
-        kube_calls(&calls)
+        calls
             .iter()
             .filter(|c| c.path().contains("/secrets"))
             .all(|c| c.method == Method::GET)

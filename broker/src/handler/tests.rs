@@ -914,11 +914,7 @@ async fn requests_are_authorised_with_kafka_codes() {
         operation,
         permission: Permission::Allow,
     };
-    let call_as = |ctx: Context, body: RequestKind| async move {
-        dispatch(&ctx, body, 2, "test", &Session::anonymous(PEER))
-            .await
-            .unwrap()
-    };
+    let call_as = |ctx: Context, body: RequestKind| async move { call(&ctx, body, 2).await };
     let describe_acls = RequestKind::DescribeAcls(
         DescribeAclsRequest::default()
             .with_resource_type_filter(1)
@@ -1115,7 +1111,7 @@ async fn requests_are_authorised_with_kafka_codes() {
 
     // What it may do, as the authorized_operations bit fields report it (bit 1 << code).
     let bits = |ops: &[Operation]| ops.iter().fold(0, |b, op| b | (1 << op.code()));
-    let ResponseKind::Metadata(asked) = dispatch(
+    let ResponseKind::Metadata(asked) = call(
         &as_user("app"),
         RequestKind::Metadata(
             MetadataRequest::default()
@@ -1123,18 +1119,16 @@ async fn requests_are_authorised_with_kafka_codes() {
                 .with_include_topic_authorized_operations(true),
         ),
         12,
-        "test",
-        &Session::anonymous(PEER),
     )
     .await
-    .unwrap() else {
+    else {
         panic!()
     };
     assert_eq!(
         asked.topics[0].topic_authorized_operations,
         bits(&[Operation::Write, Operation::Describe])
     );
-    let ResponseKind::DescribeGroups(groups) = dispatch(
+    let ResponseKind::DescribeGroups(groups) = call(
         &as_user("app"),
         RequestKind::DescribeGroups(
             DescribeGroupsRequest::default()
@@ -1142,11 +1136,9 @@ async fn requests_are_authorised_with_kafka_codes() {
                 .with_include_authorized_operations(true),
         ),
         5,
-        "test",
-        &Session::anonymous(PEER),
     )
     .await
-    .unwrap() else {
+    else {
         panic!()
     };
     assert_eq!(
@@ -1178,7 +1170,7 @@ async fn requests_are_authorised_with_kafka_codes() {
     );
 
     // A topic named by id is not named back to a client that may not delete it.
-    let ResponseKind::DeleteTopics(deleted) = dispatch(
+    let ResponseKind::DeleteTopics(deleted) = call(
         &as_user("app"),
         RequestKind::DeleteTopics(
             kafka_protocol::messages::DeleteTopicsRequest::default().with_topics(vec![
@@ -1188,11 +1180,9 @@ async fn requests_are_authorised_with_kafka_codes() {
             ]),
         ),
         6,
-        "test",
-        &Session::anonymous(PEER),
     )
     .await
-    .unwrap() else {
+    else {
         panic!()
     };
     assert_eq!(

@@ -95,17 +95,12 @@ pub fn issue_client(
     ca_key: &str,
     common_name: &str,
 ) -> Result<(String, String), rcgen::Error> {
-    let issuer = rcgen::Issuer::from_ca_cert_pem(ca_cert, rcgen::KeyPair::from_pem(ca_key)?)?;
-    let key = rcgen::KeyPair::generate()?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, common_name);
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    params.use_authority_key_identifier_extension = true;
-    validity_under(&mut params, CERTIFICATE_DAYS, ca_cert);
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    sign(
+        (ca_cert, ca_key),
+        &[],
+        common_name,
+        vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth],
+    )
 }
 
 /// Makes sure the clients CA of `cluster` exists and is current (Secret `<name>-clients-ca`),
@@ -142,21 +137,51 @@ pub fn issue(
     ca_key: &str,
     names: &[String],
 ) -> Result<(String, String), rcgen::Error> {
+    sign(
+        (ca_cert, ca_key),
+        names,
+        "fjord-broker",
+        vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    )
+}
+
+/// A new key and a certificate for it (`names`, `CN=<common_name>`, `usages`), valid a year and
+/// no longer than the CA, signed by the CA (certificate and key, PEM).
+fn sign(
+    (ca_cert, ca_key): (&str, &str),
+    names: &[String],
+    common_name: &str,
+    usages: Vec<rcgen::ExtendedKeyUsagePurpose>,
+) -> Result<(String, String), rcgen::Error> {
     let issuer = rcgen::Issuer::from_ca_cert_pem(ca_cert, rcgen::KeyPair::from_pem(ca_key)?)?;
     let key = rcgen::KeyPair::generate()?;
     let mut params = rcgen::CertificateParams::new(names.to_vec())?;
     params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "fjord-broker");
-    params.extended_key_usages = vec![
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+        .push(rcgen::DnType::CommonName, common_name);
+    params.extended_key_usages = usages;
     // Names the CA's key: with two CAs trusted during a renewal, clients find the right one.
     params.use_authority_key_identifier_extension = true;
     validity_under(&mut params, CERTIFICATE_DAYS, ca_cert);
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A Secret of type `kubernetes.io/tls`: a certificate, its key, and the CAs to trust.
+pub fn tls_secret(metadata: ObjectMeta, cert: &str, key: &str, ca: &str) -> Secret {
+    Secret {
+        metadata,
+        data: Some(secret_data(&[
+            ("tls.crt", cert),
+            ("tls.key", key),
+            ("ca.crt", ca),
+        ])),
+        type_: Some("kubernetes.io/tls".into()),
+        ..Secret::default()
+    }
 }
 
 /// Why `cert` (PEM) must be issued again for `names`, if it must: unreadable, ending within
@@ -242,16 +267,7 @@ pub async fn ensure_certificates(
         },
     };
     let (cert, key) = issue(&ca.cert, &ca.key, &names).map_err(|e| failed(&name, e))?;
-    let secret = Secret {
-        metadata: metadata(&name),
-        data: Some(secret_data(&[
-            ("tls.crt", &cert),
-            ("tls.key", &key),
-            ("ca.crt", &bundle),
-        ])),
-        type_: Some("kubernetes.io/tls".into()),
-        ..Secret::default()
-    };
+    let secret = tls_secret(metadata(&name), &cert, &key, &bundle);
     write_secret(&secrets, existing, secret).await?;
     let issued = format!("issued the brokers' certificate ({reason})");
     Ok(Some(match changed {

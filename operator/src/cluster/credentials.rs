@@ -84,17 +84,22 @@ pub fn listener_tls_secret(cluster: &Cluster) -> Option<String> {
     )
 }
 
-/// The bytes of `key` in Secret `name`; a missing Secret or key is a retry.
-pub async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Result<Vec<u8>, Error> {
-    let secret = secrets
+/// Secret `name`; a missing one is a retry.
+pub async fn existing_secret(secrets: &Api<Secret>, name: &str) -> Result<Secret, Error> {
+    secrets
         .get_opt(name)
         .await
         .map_err(kube_error::<Secret>("getting", name))?
         .ok_or_else(|| Error::Secret {
             name: name.to_owned(),
             problem: "it does not exist".into(),
-        })?;
-    secret
+        })
+}
+
+/// The bytes of `key` in Secret `name`; a missing Secret or key is a retry.
+pub async fn secret_value(secrets: &Api<Secret>, name: &str, key: &str) -> Result<Vec<u8>, Error> {
+    existing_secret(secrets, name)
+        .await?
         .data
         .and_then(|mut data| data.remove(key))
         .map(|value| value.0)

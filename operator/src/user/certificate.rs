@@ -8,10 +8,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 use sha2::Digest;
 
+use crate::cluster::authority::Authority;
 use crate::cluster::certificates::{
-    issue_client, renewal_reason, secret_data, value, write_secret,
+    failed, issue_client, renewal_reason, tls_secret, value, write_secret,
 };
-use crate::cluster::credentials::{listener_tls_secret, secret_value};
+use crate::cluster::credentials::{existing_secret, listener_tls_secret, secret_value};
 use crate::cluster::validate::clients_ca_secret;
 use crate::controller::{Context, Error, kube_error};
 use crate::crd::{Cluster, User};
@@ -39,7 +40,7 @@ pub async fn ensure_certificate(
 ) -> Result<Outcome, Error> {
     let namespace = user.namespace().unwrap_or_default();
     let name = user.name_any();
-    let (Some(tls_secret), Some(_)) = (
+    let (Some(listener_secret), Some(_)) = (
         listener_tls_secret(cluster),
         cluster.spec.listeners.client_certificates.as_ref(),
     ) else {
@@ -50,35 +51,12 @@ pub async fn ensure_certificate(
         )));
     };
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
-    // Both made by the Cluster's controller: until they exist, a retry.
+    // Both made by the Cluster's controller: until they exist, a retry. The CA's certificate
+    // and key from one read: a renewal between two reads would pair them wrongly.
     let clients_ca = clients_ca_secret(&cluster.name_any());
-    let utf8 = |bytes: Vec<u8>, key: &str| {
-        String::from_utf8(bytes).map_err(|_| Error::Secret {
-            name: clients_ca.clone(),
-            problem: format!("`{key}` is not UTF-8"),
-        })
-    };
-    // Certificate and key from one read: a renewal between two reads would pair them wrongly.
-    let authority = secrets
-        .get_opt(&clients_ca)
-        .await
-        .map_err(kube_error::<Secret>("getting", &clients_ca))?
-        .ok_or_else(|| Error::Secret {
-            name: clients_ca.clone(),
-            problem: "it does not exist".into(),
-        })?;
-    let field = |key: &str| {
-        value(&authority, key)
-            .map(<[u8]>::to_vec)
-            .ok_or_else(|| Error::Secret {
-                name: clients_ca.clone(),
-                problem: format!("it has no `{key}`"),
-            })
-    };
-    let ca_cert = utf8(field("ca.crt")?, "ca.crt")?;
-    let ca_key = utf8(field("ca.key")?, "ca.key")?;
-    let brokers_ca = secret_value(&secrets, &tls_secret, "ca.crt").await?;
-    let fingerprint = hex(&sha2::Sha256::digest(ca_cert.as_bytes()));
+    let ca = Authority::read(&clients_ca, &existing_secret(&secrets, &clients_ca).await?)?;
+    let brokers_ca = secret_value(&secrets, &listener_secret, "ca.crt").await?;
+    let fingerprint = hex(&sha2::Sha256::digest(ca.cert.as_bytes()));
 
     let existing = secrets
         .get_opt(&name)
@@ -105,21 +83,14 @@ pub async fn ensure_certificate(
             None => return Ok(Outcome::Current),
         },
     };
-    let (cert, key) = issue_client(&ca_cert, &ca_key, &name).map_err(|e| Error::Secret {
-        name: clients_ca.clone(),
-        problem: e.to_string(),
-    })?;
+    let (cert, key) = issue_client(&ca.cert, &ca.key, &name).map_err(|e| failed(&clients_ca, e))?;
     let brokers_ca = String::from_utf8_lossy(&brokers_ca);
-    let mut secret = Secret {
-        metadata: super::reconcile::user_secret_metadata(user),
-        data: Some(secret_data(&[
-            ("tls.crt", &cert),
-            ("tls.key", &key),
-            ("ca.crt", &brokers_ca),
-        ])),
-        type_: Some("kubernetes.io/tls".into()),
-        ..Secret::default()
-    };
+    let mut secret = tls_secret(
+        super::reconcile::user_secret_metadata(user),
+        &cert,
+        &key,
+        &brokers_ca,
+    );
     secret
         .annotations_mut()
         .insert(CLIENTS_CA_ANNOTATION.to_owned(), fingerprint);

@@ -250,6 +250,29 @@ fn secure_python(
     client("python3", &args)
 }
 
+/// kafkajs producing five records to topic `kafkajs` over TLS, connecting as `connect` says (a
+/// CA, and a certificate or a login): `Ok(stdout)` (`ok` and the offsets) or why not.
+fn secure_kafkajs(bootstrap: &str, connect: Connect<'_>) -> Result<String, String> {
+    let ca = connect.ca.expect("kafkajs_secure.js speaks TLS");
+    let mut args = vec![
+        "kafkajs_secure.js".to_owned(),
+        bootstrap.to_owned(),
+        "kafkajs".to_owned(),
+        ca.display().to_string(),
+    ];
+    if let Some(issued) = connect.certificate {
+        args.extend([
+            issued.cert.display().to_string(),
+            issued.key.display().to_string(),
+        ]);
+    }
+    if let Some((mechanism, user, password)) = connect.login {
+        args.extend(["--sasl", mechanism, user, password].map(str::to_owned));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    client("node", &args)
+}
+
 /// kcat connecting as `connect` says (`extra`: what it is to do).
 fn secure_kcat(bootstrap: &str, connect: Connect<'_>, extra: &[&str]) -> Result<String, String> {
     let protocol = match (connect.ca.is_some(), connect.login.is_some()) {
@@ -410,16 +433,8 @@ fn a_tls_listener_serves_real_clients_and_refuses_plaintext() {
         .unwrap_or_else(|e| panic!("{python_client} over TLS: {e}"));
         assert_eq!(out.trim(), "ok 0 1 2 3 4", "{python_client}");
     }
-    let out = client(
-        "node",
-        &[
-            "kafkajs_secure.js",
-            &bootstrap,
-            "kafkajs",
-            &pki.ca.display().to_string(),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("kafkajs over TLS: {e}"));
+    let out = secure_kafkajs(&bootstrap, Connect::tls(&pki.ca))
+        .unwrap_or_else(|e| panic!("kafkajs over TLS: {e}"));
     assert_eq!(out.trim(), "ok 0 1 2 3 4");
     assert_kcat_reads_back(&bootstrap, Connect::tls(&pki.ca), "kafkajs");
 
@@ -620,21 +635,8 @@ fn sasl_ssl_logs_clients_in_with_scram_and_plain_and_refuses_wrong_passwords() {
         .unwrap_or_else(|e| panic!("{python_client} with {mechanism}: {e}"));
         assert_eq!(out.trim(), "ok 0 1 2 3 4", "{python_client}");
     }
-    let ca = pki.ca.display().to_string();
-    let out = client(
-        "node",
-        &[
-            "kafkajs_secure.js",
-            &bootstrap,
-            "kafkajs",
-            &ca,
-            "--sasl",
-            "PLAIN",
-            "admin",
-            "admin-secret",
-        ],
-    )
-    .unwrap_or_else(|e| panic!("kafkajs with PLAIN: {e}"));
+    let out = secure_kafkajs(&bootstrap, tls.login("PLAIN", "admin", "admin-secret"))
+        .unwrap_or_else(|e| panic!("kafkajs with PLAIN: {e}"));
     assert_eq!(out.trim(), "ok 0 1 2 3 4");
     assert_kcat_reads_back(
         &bootstrap,
@@ -884,18 +886,8 @@ fn a_certificate_listener_serves_beside_the_sasl_listener() {
         .unwrap_or_else(|e| panic!("{python_client} on the certificate listener: {e}"));
         assert_eq!(out.trim(), "ok 0 1 2 3 4", "{python_client}");
     }
-    let out = client(
-        "node",
-        &[
-            "kafkajs_secure.js",
-            &certificates,
-            "kafkajs",
-            &pki.ca.display().to_string(),
-            &writer.cert.display().to_string(),
-            &writer.key.display().to_string(),
-        ],
-    )
-    .unwrap_or_else(|e| panic!("kafkajs on the certificate listener: {e}"));
+    let out = secure_kafkajs(&certificates, with_certificate)
+        .unwrap_or_else(|e| panic!("kafkajs on the certificate listener: {e}"));
     assert_eq!(out.trim(), "ok 0 1 2 3 4");
     let login = Connect::tls(&pki.ca).login("SCRAM-SHA-512", "admin", "admin-secret");
     let listed = secure_kcat(&sasl, login, &["-L"])
